@@ -1,0 +1,153 @@
+"""The one error hierarchy of spiffe-broker.
+
+Every failure the broker raises on purpose derives from :class:`BrokerError`. Each class carries the wire
+code it renders as (``error``) and the HTTP status it maps to (``status``); one renderer in
+``broker.server.errors`` turns any of them into the RFC 6749 §5.2 JSON body. Messages (``description``) are
+written for operators and clients and never contain a token, key or secret::
+
+    BrokerError
+    ├── IdentityError                      (broker.identity.errors: SPIFFE ID, SVID, bundle, Workload API)
+    ├── ConfigError                        bad configuration or policy file
+    └── OAuthError                         RFC 6749 §5.2 / RFC 8693 §2.2.2 / RFC 6750 §3.1 wire errors
+        ├── InvalidRequestError            invalid_request            400
+        ├── InvalidClientError             invalid_client             401
+        ├── InvalidGrantError              invalid_grant              400
+        ├── InvalidTargetError             invalid_target             400 (RFC 8693 §2.2.2)
+        ├── InvalidScopeError              invalid_scope              400
+        ├── UnauthorizedClientError        unauthorized_client        400
+        ├── UnsupportedGrantTypeError      unsupported_grant_type     400
+        ├── InvalidTokenError              invalid_token              401 (RFC 6750 §3.1, RFC 8705 §3)
+        ├── AccessDeniedError              access_denied              403
+        ├── ServerError                    server_error               500
+        └── TemporarilyUnavailableError    temporarily_unavailable    503
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AccessDeniedError",
+    "BrokerError",
+    "ConfigError",
+    "InvalidClientError",
+    "InvalidGrantError",
+    "InvalidRequestError",
+    "InvalidScopeError",
+    "InvalidTargetError",
+    "InvalidTokenError",
+    "OAuthError",
+    "ServerError",
+    "TemporarilyUnavailableError",
+    "UnauthorizedClientError",
+    "UnsupportedGrantTypeError",
+]
+
+
+class BrokerError(Exception):
+    """Base of every error the broker raises on purpose.
+
+    ``description`` is safe to log and to send to a client: callers must never put a token, a key or any
+    other secret into it.
+    """
+
+    error: str = "server_error"
+    status: int = 500
+
+    def __init__(self, description: str = "") -> None:
+        super().__init__(description or self.error)
+        self.description = description
+        self.headers: dict[str, str] = {}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.description!r})"
+
+
+class ConfigError(BrokerError):
+    """A configuration or policy file is invalid; the message names the file, line and field."""
+
+    error = "config_error"
+
+
+class OAuthError(BrokerError):
+    """An error with an OAuth wire code (RFC 6749 §5.2)."""
+
+    error = "invalid_request"
+    status = 400
+
+
+class InvalidRequestError(OAuthError):
+    """RFC 6749 §5.2: missing, repeated or malformed parameter."""
+
+    error = "invalid_request"
+
+
+class InvalidClientError(OAuthError):
+    """RFC 6749 §5.2: client authentication failed (here: no valid X.509-SVID on the connection)."""
+
+    error = "invalid_client"
+    status = 401
+
+    def __init__(self, description: str = "") -> None:
+        super().__init__(description)
+        self.headers["WWW-Authenticate"] = 'TLS realm="spiffe-broker"'
+
+
+class InvalidGrantError(OAuthError):
+    """RFC 6749 §5.2: the grant (here: the subject token) is invalid, expired or not the client's."""
+
+    error = "invalid_grant"
+
+
+class InvalidTargetError(OAuthError):
+    """RFC 8693 §2.2.2: the requested audience or resource is unacceptable."""
+
+    error = "invalid_target"
+
+
+class InvalidScopeError(OAuthError):
+    """RFC 6749 §5.2: the requested scope is invalid or exceeds what policy grants."""
+
+    error = "invalid_scope"
+
+
+class UnauthorizedClientError(OAuthError):
+    """RFC 6749 §5.2: the client may not use this grant type."""
+
+    error = "unauthorized_client"
+
+
+class UnsupportedGrantTypeError(OAuthError):
+    """RFC 6749 §5.2: the grant type is not supported."""
+
+    error = "unsupported_grant_type"
+
+
+class InvalidTokenError(OAuthError):
+    """RFC 6750 §3.1 / RFC 8705 §3: the access token is invalid or not bound to this connection."""
+
+    error = "invalid_token"
+    status = 401
+
+    def __init__(self, description: str = "") -> None:
+        super().__init__(description)
+        self.headers["WWW-Authenticate"] = f'Bearer error="{self.error}"'
+
+
+class AccessDeniedError(OAuthError):
+    """The request was understood and refused by policy."""
+
+    error = "access_denied"
+    status = 403
+
+
+class ServerError(OAuthError):
+    """RFC 6749 §5.2 (via §4.1.2.1): an unexpected condition; details stay in the server log."""
+
+    error = "server_error"
+    status = 500
+
+
+class TemporarilyUnavailableError(OAuthError):
+    """The service cannot handle the request now (dependency down); retry later."""
+
+    error = "temporarily_unavailable"
+    status = 503
