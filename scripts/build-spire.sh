@@ -13,6 +13,11 @@
 # exact version and building inside its module directory uses the same go.mod/go.sum (the same dependency
 # versions as `go install pkg@version`) without that lookup, and lets us stamp the version like SPIRE's
 # Makefile does, so `--version` prints 1.15.3 instead of 1.15.3-dev-unk.
+#
+# One more deviation: the module proxy refuses github.com/Keyfactor/ejbca-go-client-sdk v1.1.0 ("This module
+# version is not available"), which only SPIRE's EJBCA UpstreamAuthority plugin imports. The build therefore
+# works on a copy of the module source with that one plugin unregistered from the server's catalog (two lines,
+# checked below). Nothing here uses an UpstreamAuthority; every other plugin is compiled in as released.
 set -euo pipefail
 
 SPIRE_VERSION="v1.15.3"
@@ -30,6 +35,19 @@ binaries_ok() {
   done
 }
 
+# Unregister the EJBCA UpstreamAuthority plugin (see the header); fail if the source is not as expected.
+drop_ejbca_plugin() {
+  local file="$1" before after
+  before="$(wc -l <"$file")"
+  sed -i -e '\#^\t"github.com/spiffe/spire/pkg/server/plugin/upstreamauthority/ejbca"$#d' \
+         -e '/^\t\tejbca\.BuiltIn(),$/d' "$file"
+  after="$(wc -l <"$file")"
+  if [[ $((before - after)) -ne 2 ]] || grep -q ejbca "$file"; then
+    echo "build-spire: could not unregister the EJBCA plugin in $file" >&2
+    exit 1
+  fi
+}
+
 if binaries_ok; then
   echo "build-spire: reusing cached SPIRE ${SPIRE_VERSION} binaries" >&2
 else
@@ -41,11 +59,13 @@ else
   [[ -n "$moddir" && -f "$moddir/go.mod" ]] || { echo "build-spire: module download failed" >&2; exit 1; }
   tmp="$(mktemp -d "$CACHE/.build.XXXXXX")"
   trap 'rm -rf "$tmp"' EXIT
+  cp -R "$moddir/." "$tmp/src" && chmod -R u+w "$tmp/src"
+  drop_ejbca_plugin "$tmp/src/pkg/server/catalog/upstreamauthority.go"
   ldflags="-s -w -X ${MODULE}/pkg/common/version.gittag=${SPIRE_VERSION#v}"
-  # Build in the module's own directory: it is the main module there, with its pinned go.sum.
-  (cd "$moddir" && CGO_ENABLED=1 GOFLAGS=-mod=readonly go build -trimpath -buildvcs=false \
-      -ldflags "$ldflags" -o "$tmp/" ./cmd/spire-server ./cmd/spire-agent)
-  mv -f "$tmp/spire-server" "$tmp/spire-agent" "$CACHE/"
+  # Build as SPIRE's own main module, with its pinned go.mod/go.sum.
+  (cd "$tmp/src" && CGO_ENABLED=1 GOFLAGS=-mod=readonly go build -trimpath -buildvcs=false \
+      -ldflags "$ldflags" -o "$tmp/bin/" ./cmd/spire-server ./cmd/spire-agent)
+  mv -f "$tmp/bin/spire-server" "$tmp/bin/spire-agent" "$CACHE/"
   binaries_ok || { echo "build-spire: built binaries do not report version ${SPIRE_VERSION}" >&2; exit 1; }
 fi
 

@@ -37,7 +37,7 @@ class X509Bundle:
     def from_der(cls, trust_domain: TrustDomain, data: bytes) -> X509Bundle:
         """Parse concatenated ASN.1 DER certificates (the Workload API's bundle encoding)."""
         try:
-            certs = tuple(x509.load_der_x509_certificates(data))
+            certs = tuple(x509.load_der_x509_certificate(der) for der in split_der_sequence(data))
         except ValueError as exc:
             raise BundleError(f"X.509 bundle for {trust_domain} is not valid DER: {exc}") from None
         if not certs:
@@ -120,7 +120,34 @@ def _jwt_authority_from_jwk(trust_domain: TrustDomain, entry: object) -> JwtAuth
         key = JWKRegistry.import_key(public)
     except Exception:  # joserfc raises several types for malformed keys
         raise BundleError(f"JWT bundle for {trust_domain} has an unreadable key {kid!r}") from None
-    return JwtAuthority(kid=kid, public_key=key.public_key, use=use, jwk=public)
+    public_key = key.public_key
+    if isinstance(public_key, bytes):
+        raise BundleError(f"JWT bundle for {trust_domain} has a symmetric key {kid!r}")
+    return JwtAuthority(kid=kid, public_key=public_key, use=use, jwk=public)
+
+
+def split_der_sequence(data: bytes) -> list[bytes]:
+    """Split concatenated ASN.1 DER values (each a SEQUENCE with a definite length) into single values."""
+    items: list[bytes] = []
+    offset = 0
+    while offset < len(data):
+        if data[offset] != 0x30 or offset + 2 > len(data):
+            raise ValueError("not a DER SEQUENCE")
+        first = data[offset + 1]
+        header = 2
+        length = first
+        if first & 0x80:
+            count = first & 0x7F
+            if count == 0 or count > 4 or offset + 2 + count > len(data):
+                raise ValueError("bad DER length")
+            length = int.from_bytes(data[offset + 2 : offset + 2 + count], "big")
+            header += count
+        end = offset + header + length
+        if end > len(data):
+            raise ValueError("truncated DER value")
+        items.append(data[offset:end])
+        offset = end
+    return items
 
 
 X509BundleSet = Mapping[TrustDomain, X509Bundle]

@@ -135,9 +135,7 @@ class DevCA:
     def _load(cls, td: TrustDomain, key_path: Path, cert_path: Path, jwt_path: Path) -> DevCA:
         ca_key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
         jwt_key = serialization.load_pem_private_key(jwt_path.read_bytes(), password=None)
-        if not isinstance(ca_key, ec.EllipticCurvePrivateKey) or not isinstance(
-            jwt_key, ec.EllipticCurvePrivateKey
-        ):
+        if not isinstance(ca_key, ec.EllipticCurvePrivateKey) or not isinstance(jwt_key, ec.EllipticCurvePrivateKey):
             raise ValueError("dev CA keys must be EC keys")
         cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
         return cls(td, ca_key, cert, jwt_key, _kid_for(jwt_key))
@@ -167,9 +165,7 @@ class DevCA:
             )
             .add_extension(x509.SubjectAlternativeName(sans), critical=False)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.ca_key.public_key()), critical=False
-            )
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self.ca_key.public_key()), critical=False)
             .sign(self.ca_key, hashes.SHA256())
         )
         return X509Svid(spiffe_id=spiffe_id, chain=(cert,), private_key=key)
@@ -211,5 +207,3 @@ class DevCA:
 
 def _kid_for(key: ec.EllipticCurvePrivateKey) -> str:
     return str(ECKey.import_key(key.public_key()).thumbprint())
-
-
