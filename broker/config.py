@@ -1,0 +1,127 @@
+"""Configuration: the one place that reads the environment and config files.
+
+Precedence, highest first: command-line flags, environment variables (``SPIFFE_BROKER_<SECTION>__<KEY>``, e.g.
+``SPIFFE_BROKER_SIDECAR__SOCKET``), the TOML file named by ``--config`` (or ``SPIFFE_BROKER_CONFIG``), defaults.
+``SPIFFE_ENDPOINT_SOCKET`` is the fallback for the Workload API address (SPIFFE Workload Endpoint §4), read only
+in :func:`workload_api_address`.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from broker.errors import ConfigError
+
+__all__ = ["BrokerSettings", "load_settings", "workload_api_address"]
+
+ENDPOINT_SOCKET_ENV = "SPIFFE_ENDPOINT_SOCKET"
+
+
+def workload_api_address(configured: str | None) -> str:
+    """The Workload API address: ``configured`` if set, else ``$SPIFFE_ENDPOINT_SOCKET``; always with a scheme."""
+    value = configured or os.environ.get(ENDPOINT_SOCKET_ENV)
+    if not value:
+        raise ConfigError(f"no Workload API address: pass --workload-api or set {ENDPOINT_SOCKET_ENV}")
+    if value.startswith(("unix:", "tcp:")):
+        return value
+    return "unix://" + value
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class WorkloadApiSettings(_Section):
+    socket: Path | None = None
+    x509_svid_ttl: float = Field(default=3600.0, gt=0)
+    jwt_svid_ttl: float = Field(default=300.0, gt=0)
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8443, ge=0, le=65535)
+    health_port: int | None = Field(default=None, ge=0, le=65535)
+    issuer: str | None = None
+    policy: Path | None = None
+
+
+class SidecarSettings(_Section):
+    socket: Path | None = None
+    socket_mode: int = 0o600
+    http_port: int | None = Field(default=None, ge=0, le=65535)
+
+
+class DemoApiSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8444, ge=0, le=65535)
+    audience: str | None = None
+
+
+class BrokerSettings(BaseSettings):
+    """All settings of ``spiffe-broker``; each command reads the sections it needs."""
+
+    model_config = SettingsConfigDict(env_prefix="SPIFFE_BROKER_", env_nested_delimiter="__", extra="forbid")
+
+    trust_domain: str = "example.org"
+    state_dir: Path = Path(".spiffe-broker")
+    workload_api: WorkloadApiSettings = WorkloadApiSettings()
+    server: ServerSettings = ServerSettings()
+    sidecar: SidecarSettings = SidecarSettings()
+    demo_api: DemoApiSettings = DemoApiSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings)
+
+
+def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def load_settings(config_file: Path | None = None, overrides: dict[str, Any] | None = None) -> BrokerSettings:
+    """Build settings from defaults, the TOML file, the environment and flag ``overrides`` (in rising order).
+
+    Environment values beat the file: the file's values are given as defaults under the environment by
+    validating the file first, then letting pydantic-settings layer the environment on top.
+    """
+    config_file = config_file or (
+        Path(os.environ["SPIFFE_BROKER_CONFIG"]) if "SPIFFE_BROKER_CONFIG" in os.environ else None
+    )
+    file_values = _read_toml(config_file) if config_file else {}
+    try:
+        from_env = BrokerSettings().model_dump(exclude_unset=True)
+        values = _merge(_merge(file_values, from_env), overrides or {})
+        return BrokerSettings.model_validate(values)
+    except ValidationError as exc:
+        where = f"{config_file}: " if config_file else ""
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"{where}{problems}") from None
