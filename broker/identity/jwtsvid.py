@@ -1,0 +1,376 @@
+"""JWT-SVID validation (SPIFFE JWT-SVID standard §2-§5, RFC 7515, RFC 7518, RFC 7519).
+
+The token is parsed here, before any cryptography, and checked in this order:
+
+1. JWS Compact Serialization only (JWT-SVID §5.1, RFC 7515 §3.1, §7.1): exactly three non-empty base64url parts
+   without padding, canonically encoded (so one signed token has one spelling, which keeps replay caches keyed
+   on the token sound). JWE (five parts) and the JSON serialization are refused. At most 16 KiB.
+2. Header: a JSON object (UTF-8, no duplicate members, RFC 7515 §5.2) with only ``alg``, ``kid``, ``typ``
+   (JWT-SVID §2; so ``crit``, ``jku``, ``x5u``, ``jwk`` ... are refused). ``alg`` is one of RS/PS/ES 256/384/512
+   (§2.1). ``typ``, if present, is ``JWT`` or ``JOSE`` (§2.3). ``kid`` is required: §2.2 makes it optional,
+   but the key is chosen by it and a bundle may hold several keys, so a token without one is refused.
+3. Claims: a JSON object; ``sub`` a SPIFFE ID (strict parser, SPIFFE-ID §2) with a non-root path (a trust
+   domain is not a workload).
+4. Key: the JWT authority with that ``kid`` in the JWT bundle of ``sub``'s trust domain, and no other trust
+   domain's (SPIFFE Trust Domain and Bundle §4); never a key with ``use: x509-svid``. The key type must fit
+   ``alg`` (RSA >= 2048 bits for RS*/PS*, the matching curve for ES*); a JWK's own ``alg``, if set, must equal
+   the header's. HMAC is never accepted, so a public key can never be used as an HMAC secret.
+5. Signature (RFC 7515 §5.2 step 8), by :func:`broker.identity.jws.verify_jws_signature`: raw ``R || S`` for ES*
+   (a DER signature is refused), PSS salt as long as the hash (RFC 7518 §3.3-§3.5).
+6. ``aud`` present, a string or non-empty array of strings, containing the expected audience (§3.2, RFC 7519
+   §4.1.3). ``exp`` present and numeric, and ``now < exp + leeway`` (§3.3, RFC 7519 §4.1.4). ``nbf``, if
+   present, numeric and ``nbf <= now + leeway`` (RFC 7519 §4.1.5). ``iat``, if present, numeric and not more
+   than ``leeway`` in the future: RFC 7519 §4.1.6 does not require this, but a token "issued" in the future
+   means a wrong issuer clock or a forged lifetime, and py-spiffe's acceptance of it is a known laxity.
+
+Numbers must be finite (``NaN``/``Infinity`` literals are refused). ECDSA signatures are malleable: ``(r, s)``
+and ``(r, n - s)`` both verify (SPIRE does not normalise ``s``), so a replay cache must key on the claims
+(``jti``, or ``sub``/``aud``/``iat``/``exp``), not on the token's bytes. No error message contains the token.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import re
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from broker.identity.bundle import USE_JWT_SVID, JwtAuthority, JwtBundleSet
+from broker.identity.errors import InvalidSpiffeIdError, JwtSvidError
+from broker.identity.jws import (
+    ALLOWED_ALGORITHMS,
+    InvalidSignatureError,
+    KeyAlgorithmMismatchError,
+    UnsupportedAlgorithmError,
+    WeakKeyError,
+    shown,
+    verify_jws_signature,
+)
+from broker.identity.spiffeid import SpiffeId
+from broker.identity.svid import JwtSvid
+
+__all__ = [
+    "ALLOWED_ALGORITHMS",
+    "MAX_TOKEN_LENGTH",
+    "AudienceMismatchError",
+    "InvalidAudienceError",
+    "InvalidSignatureError",
+    "InvalidSubjectError",
+    "InvalidTimeClaimError",
+    "InvalidTypError",
+    "KeyAlgorithmMismatchError",
+    "KeyUseError",
+    "MalformedTokenError",
+    "MissingAudienceError",
+    "MissingExpiryError",
+    "MissingKeyIdError",
+    "MissingSubjectError",
+    "NoJwtBundleForTrustDomainError",
+    "TokenExpiredError",
+    "TokenIssuedInFutureError",
+    "TokenNotYetValidError",
+    "UnexpectedHeaderError",
+    "UnknownKeyIdError",
+    "UnsupportedAlgorithmError",
+    "WeakKeyError",
+    "validate_jwt_svid",
+    "verify_jws_signature",
+]
+
+MAX_TOKEN_LENGTH = 16384
+
+
+class MalformedTokenError(JwtSvidError):
+    """Not a JWS in compact serialization with base64url JSON-object header and claims (§5.1, RFC 7515 §7.1)."""
+
+    reason = "malformed_token"
+
+
+class UnexpectedHeaderError(JwtSvidError):
+    """JWT-SVID §2: a header parameter other than ``alg``, ``kid``, ``typ``."""
+
+    reason = "unexpected_header"
+
+
+class InvalidTypError(JwtSvidError):
+    """JWT-SVID §2.3: ``typ`` present but not ``JWT`` or ``JOSE``."""
+
+    reason = "invalid_typ"
+
+
+class MissingKeyIdError(JwtSvidError):
+    """No ``kid`` header (or not a non-empty string): the signing key cannot be chosen."""
+
+    reason = "missing_kid"
+
+
+class MissingSubjectError(JwtSvidError):
+    """JWT-SVID §3.1: no ``sub`` claim (or not a string)."""
+
+    reason = "missing_subject"
+
+
+class InvalidSubjectError(JwtSvidError):
+    """JWT-SVID §3.1: ``sub`` is not a workload SPIFFE ID."""
+
+    reason = "invalid_subject"
+
+
+class NoJwtBundleForTrustDomainError(JwtSvidError):
+    """No JWT bundle is loaded for the trust domain of ``sub``."""
+
+    reason = "no_jwt_bundle"
+
+
+class UnknownKeyIdError(JwtSvidError):
+    """The bundle of ``sub``'s trust domain has no JWT authority with this ``kid``."""
+
+    reason = "unknown_kid"
+
+
+class KeyUseError(JwtSvidError):
+    """Trust Domain and Bundle §4.2.1: the key's ``use`` is not ``jwt-svid`` (e.g. an X.509 authority)."""
+
+    reason = "key_not_for_jwt_svid"
+
+
+class MissingAudienceError(JwtSvidError):
+    """JWT-SVID §3.2: no ``aud`` claim, or an empty one."""
+
+    reason = "missing_audience"
+
+
+class InvalidAudienceError(JwtSvidError):
+    """RFC 7519 §4.1.3: ``aud`` is neither a string nor an array of strings."""
+
+    reason = "invalid_audience"
+
+
+class AudienceMismatchError(JwtSvidError):
+    """JWT-SVID §3.2: the validator's audience is not an ``aud`` element."""
+
+    reason = "audience_mismatch"
+
+
+class MissingExpiryError(JwtSvidError):
+    """JWT-SVID §3.3: no ``exp`` claim."""
+
+    reason = "missing_expiry"
+
+
+class InvalidTimeClaimError(JwtSvidError):
+    """RFC 7519 §2 NumericDate: ``exp``, ``nbf`` or ``iat`` is not a finite number."""
+
+    reason = "invalid_time_claim"
+
+
+class TokenExpiredError(JwtSvidError):
+    """RFC 7519 §4.1.4: ``exp`` (plus leeway) has passed."""
+
+    reason = "token_expired"
+
+
+class TokenNotYetValidError(JwtSvidError):
+    """RFC 7519 §4.1.5: ``nbf`` is later than now plus leeway."""
+
+    reason = "token_not_yet_valid"
+
+
+class TokenIssuedInFutureError(JwtSvidError):
+    """``iat`` is later than now plus leeway (see the module docstring)."""
+
+    reason = "token_issued_in_future"
+
+
+_ALLOWED_HEADER = frozenset({"alg", "kid", "typ"})
+_ALLOWED_TYP = ("JWT", "JOSE")
+_COMPACT = re.compile(r"([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)")
+
+
+def _b64decode(part: str) -> bytes:
+    """RFC 7515 §2 base64url without padding; only the canonical spelling is accepted."""
+    try:
+        raw = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+    except (binascii.Error, ValueError):
+        raise MalformedTokenError("token part is not valid base64url") from None
+    if base64.urlsafe_b64encode(raw).rstrip(b"=") != part.encode("ascii"):
+        raise MalformedTokenError("token part is not canonical base64url")
+    return raw
+
+
+def _split(token: str) -> tuple[str, str, bytes]:
+    """RFC 7515 §7.1 compact serialization: header, payload (still encoded) and the decoded signature."""
+    if not isinstance(token, str) or not token:
+        raise MalformedTokenError("token is empty or not a string")
+    if len(token) > MAX_TOKEN_LENGTH:
+        raise MalformedTokenError(f"token is longer than {MAX_TOKEN_LENGTH} characters")
+    match = _COMPACT.fullmatch(token)
+    if match is None:
+        parts = token.count(".") + 1
+        if token.lstrip().startswith("{"):
+            raise MalformedTokenError("JWS JSON serialization is not accepted (JWT-SVID §5.1)")
+        if parts == 5:
+            raise MalformedTokenError("JWE tokens are not accepted: a JWT-SVID is a JWS (JWT-SVID §2)")
+        if parts != 3:
+            raise MalformedTokenError(f"token has {parts} dot-separated parts, not 3")
+        raise MalformedTokenError("token has an empty part or a character outside the base64url alphabet")
+    header_b64, payload_b64, signature_b64 = match.groups()
+    return header_b64, payload_b64, _b64decode(signature_b64)
+
+
+class _DuplicateMemberError(ValueError):
+    pass
+
+
+def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        raise _DuplicateMemberError
+    return result
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _decode_object(part: str, what: str) -> dict[str, Any]:
+    """RFC 7515 §5.2 steps 2-4, RFC 7519 §7.2 step 10: UTF-8 JSON object, duplicate members refused."""
+    raw = _b64decode(part)
+    try:
+        value = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_members, parse_constant=_no_constant)
+    except _DuplicateMemberError:
+        raise MalformedTokenError(f"token {what} has a duplicate member") from None
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise MalformedTokenError(f"token {what} is not UTF-8 JSON") from None
+    if not isinstance(value, dict):
+        raise MalformedTokenError(f"token {what} is not a JSON object")
+    return value
+
+
+def _check_header(header: Mapping[str, Any]) -> tuple[str, str]:
+    """JWT-SVID §2: allowed algorithm, no other parameters, ``typ`` JWT/JOSE; return (alg, kid)."""
+    alg = header.get("alg")
+    if not isinstance(alg, str) or alg not in ALLOWED_ALGORITHMS:
+        name = "missing" if alg is None else shown(alg)
+        raise UnsupportedAlgorithmError(f"algorithm {name} is not allowed for a JWT-SVID")
+    extra = header.keys() - _ALLOWED_HEADER
+    if extra:
+        names = ", ".join(shown(name) for name in sorted(extra)[:3])
+        raise UnexpectedHeaderError(f"header parameters not allowed in a JWT-SVID: {names}")
+    if "typ" in header and header["typ"] not in _ALLOWED_TYP:
+        raise InvalidTypError(f"typ {shown(header['typ'])} is neither JWT nor JOSE")
+    kid = header.get("kid")
+    if kid is None:
+        raise MissingKeyIdError("token header has no kid")
+    if not isinstance(kid, str) or not kid:
+        raise MissingKeyIdError("token kid is not a non-empty string")
+    return alg, kid
+
+
+def _subject(claims: Mapping[str, Any]) -> SpiffeId:
+    """JWT-SVID §3.1: ``sub`` is the workload's SPIFFE ID."""
+    sub = claims.get("sub")
+    if not isinstance(sub, str):
+        raise MissingSubjectError("token has no sub claim (or it is not a string)")
+    try:
+        spiffe_id = SpiffeId.parse(sub)
+    except InvalidSpiffeIdError as exc:
+        raise InvalidSubjectError(f"sub is not a valid SPIFFE ID: {exc.description}") from None
+    if not spiffe_id.path:
+        raise InvalidSubjectError("sub is a trust domain ID, not a workload's SPIFFE ID")
+    return spiffe_id
+
+
+def _authority(spiffe_id: SpiffeId, kid: str, alg: str, bundles: JwtBundleSet) -> JwtAuthority:
+    """The JWT authority named by ``kid`` in the bundle of ``sub``'s own trust domain."""
+    td = spiffe_id.trust_domain
+    bundle = bundles.get(td)
+    if bundle is None or bundle.trust_domain != td:
+        raise NoJwtBundleForTrustDomainError(f"no JWT bundle for trust domain {td}")
+    authority = bundle.authorities.get(kid)
+    if authority is None or authority.kid != kid:
+        raise UnknownKeyIdError(f"no JWT authority with kid {shown(kid)} in the bundle of {td}")
+    if authority.use not in (None, USE_JWT_SVID):
+        raise KeyUseError(f"key {shown(kid)} of {td} is not a JWT-SVID authority (use {shown(authority.use)})")
+    jwk_alg = authority.jwk.get("alg")
+    if jwk_alg is not None and jwk_alg != alg:
+        raise KeyAlgorithmMismatchError(f"key {shown(kid)} is for {shown(jwk_alg)}, token uses {alg}")
+    return authority
+
+
+def _audiences(claims: Mapping[str, Any], audience: str) -> tuple[str, ...]:
+    """JWT-SVID §3.2, RFC 7519 §4.1.3: ``aud`` present, and ``audience`` one of its values."""
+    aud = claims.get("aud")
+    if isinstance(aud, str):
+        values: tuple[str, ...] = (aud,) if aud else ()
+    elif isinstance(aud, list) and all(isinstance(item, str) for item in aud):
+        values = tuple(aud)
+    elif aud is None:
+        values = ()
+    else:
+        raise InvalidAudienceError("aud is neither a string nor an array of strings")
+    if not values:
+        raise MissingAudienceError("token has no aud claim")
+    if audience not in values:
+        raise AudienceMismatchError(f"token audience does not include {shown(audience)}")
+    return values
+
+
+def _numeric_date(claims: Mapping[str, Any], name: str) -> float | None:
+    """RFC 7519 §2 NumericDate: a finite JSON number (booleans are not numbers)."""
+    if name not in claims:
+        return None
+    value = claims[name]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidTimeClaimError(f"{name} is not a number")
+    try:
+        number = float(value)
+    except OverflowError:
+        raise InvalidTimeClaimError(f"{name} is out of range") from None
+    if not math.isfinite(number):
+        raise InvalidTimeClaimError(f"{name} is not a finite number")
+    return number
+
+
+def _check_times(claims: Mapping[str, Any], now: float, leeway: float) -> int:
+    """JWT-SVID §3.3, RFC 7519 §4.1.4-§4.1.6; returns ``exp`` as whole seconds."""
+    exp = _numeric_date(claims, "exp")
+    if exp is None:
+        raise MissingExpiryError("token has no exp claim")
+    if now >= exp + leeway:
+        raise TokenExpiredError("token has expired")
+    nbf = _numeric_date(claims, "nbf")
+    if nbf is not None and nbf > now + leeway:
+        raise TokenNotYetValidError("token is not valid yet (nbf)")
+    iat = _numeric_date(claims, "iat")
+    if iat is not None and iat > now + leeway:
+        raise TokenIssuedInFutureError("token iat is in the future")
+    return int(exp)
+
+
+def validate_jwt_svid(
+    token: str, *, audience: str, bundles: JwtBundleSet, leeway: float = 30.0, now: float | None = None
+) -> JwtSvid:
+    """Validate a JWT-SVID for ``audience`` against the JWT bundle of its subject's trust domain.
+
+    ``now`` is seconds since the epoch (default: the current time); ``leeway`` the clock skew allowed, in seconds.
+    Raises a :class:`JwtSvidError` subclass naming the rule broken.
+    """
+    if not audience:
+        raise ValueError("audience must be a non-empty string")
+    if leeway < 0:
+        raise ValueError("leeway must not be negative")
+    header_b64, payload_b64, signature = _split(token)
+    alg, kid = _check_header(_decode_object(header_b64, "header"))
+    claims = _decode_object(payload_b64, "claims")
+    spiffe_id = _subject(claims)
+    authority = _authority(spiffe_id, kid, alg, bundles)
+    signing_input = token[: len(header_b64) + 1 + len(payload_b64)].encode("ascii")
+    verify_jws_signature(alg, authority.public_key, signing_input, signature)
+    audiences = _audiences(claims, audience)
+    expiry = _check_times(claims, time.time() if now is None else now, leeway)
+    return JwtSvid(spiffe_id, audiences, expiry, token, claims)

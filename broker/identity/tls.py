@@ -1,0 +1,258 @@
+"""mTLS with X.509-SVIDs: ``ssl`` contexts fed by an :class:`SvidSource`, and the per-trust-domain peer check.
+
+What the ``ssl`` module can and cannot do (Python 3.11, see FACTS "TLS in Python 3.11"):
+
+* It verifies a peer chain against *every* loaded root and hands the application only the leaf. With federated
+  bundles loaded, a certificate naming ``spiffe://a/...`` that chains to b's CA passes the handshake. The SPIFFE
+  X509-SVID rule (§5.2: validate against the bundle of the trust domain the SPIFFE ID names) is therefore applied
+  after the handshake by :func:`peer_spiffe_id`. Every server and client using these contexts MUST call it (or
+  :meth:`SourceSSLContext.check_peer`) before trusting the peer.
+* Key material must come from files: :func:`_load_svid` hands it over through anonymous ``memfd`` files (never
+  on disk), falling back to 0600 files in a private 0700 directory that are unlinked right after loading.
+
+Freshness: a context subscribes to its source. On every change the server context re-loads its own
+certificate chain and builds a complete replacement context; its ``sni_callback`` (which OpenSSL calls for every
+ClientHello, with or without SNI) moves each new connection onto the newest context, so rotated SVIDs and changed
+bundles apply to new connections without a restart. The client context re-loads its certificate in place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import ssl
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+
+from broker.identity.bundle import X509BundleSet
+from broker.identity.errors import X509SvidError
+from broker.identity.source import SvidSource
+from broker.identity.spiffeid import SpiffeId
+from broker.identity.svid import X509Svid
+from broker.identity.x509svid import verify_leaf_against_bundle, verify_x509_svid
+
+__all__ = [
+    "ServerIdMatcher",
+    "SourceSSLContext",
+    "check_server_id",
+    "client_ssl_context",
+    "peer_certificate",
+    "peer_spiffe_id",
+    "server_ssl_context",
+]
+
+log = logging.getLogger(__name__)
+
+ServerIdMatcher = SpiffeId | Callable[[SpiffeId], bool] | None
+
+
+class SourceSSLContext(ssl.SSLContext):
+    """An ``ssl.SSLContext`` kept current by an :class:`SvidSource`; :meth:`detach` stops the updates.
+
+    ``bundles()`` returns the source's current X.509 bundles (for :func:`peer_spiffe_id`); ``server_id`` is
+    the matcher a client context was built with.
+    """
+
+    _source: SvidSource
+    _unsubscribe: Callable[[], None] | None
+    _current: ssl.SSLContext
+    server_id: ServerIdMatcher
+
+    def bundles(self) -> X509BundleSet:
+        return self._source.x509_bundles()
+
+    def current(self) -> ssl.SSLContext:
+        """The newest context built from the source (``self`` until the first change)."""
+        return self._current
+
+    def check_peer(self, ssl_object: ssl.SSLObject | ssl.SSLSocket) -> SpiffeId:
+        """Per-trust-domain check of the peer, then (client contexts) the expected server ID."""
+        return check_server_id(ssl_object, self.bundles(), self.server_id)
+
+    def detach(self) -> None:
+        """Unsubscribe from the source (idempotent)."""
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+
+
+def server_ssl_context(source: SvidSource, *, require_client_cert: bool = True) -> SourceSSLContext:
+    """A TLS server context presenting the source's X.509-SVID and verifying client certificates.
+
+    TLS 1.2 is the floor (TLS 1.3 is negotiated when the client offers it). Client chains are verified against
+    the roots of *all* the source's trust bundles; the per-trust-domain check is :func:`peer_spiffe_id`.
+    With ``require_client_cert=False`` a client certificate is optional but still verified when sent.
+    """
+    verify_mode = ssl.CERT_REQUIRED if require_client_cert else ssl.CERT_OPTIONAL
+    outer = _new_server_context(source, verify_mode, cls=SourceSSLContext)
+    assert isinstance(outer, SourceSSLContext)
+    _bind(outer, source, server_id=None)
+
+    def pick_newest(sock: ssl.SSLObject | ssl.SSLSocket, _name: str | None, _ctx: ssl.SSLContext) -> None:
+        newest = outer._current
+        if newest is not outer:
+            sock.context = newest
+
+    def on_change() -> None:
+        try:
+            replacement = _new_server_context(source, verify_mode, cls=ssl.SSLContext)
+            _load_svid(outer, source.x509_svid())  # also refresh the fallback context itself
+        except Exception as exc:  # keep serving with the last good context
+            log.warning("TLS server context not refreshed; keeping the previous one: %s", type(exc).__name__)
+            return
+        outer._current = replacement
+        log.info("TLS server context refreshed for %s", source.x509_svid().spiffe_id)
+
+    outer.sni_callback = pick_newest
+    outer._unsubscribe = source.subscribe(on_change)
+    return outer
+
+
+def client_ssl_context(source: SvidSource, *, server_id: ServerIdMatcher) -> SourceSSLContext:
+    """A TLS client context presenting the source's X.509-SVID and verifying the server against the bundles.
+
+    ``check_hostname`` is off: SPIFFE authenticates by the URI SAN, not by DNS name. The handshake alone does not
+    check the server's SPIFFE ID; after connecting call ``ctx.check_peer(ssl_object)`` (or
+    :func:`check_server_id`). With aiohttp the ``ssl_object`` is
+    ``resp.connection.transport.get_extra_info("ssl_object")`` while the response is open (before reading the
+    body if the request must not be trusted otherwise). ``server_id=None`` accepts any ID from a trusted domain.
+    """
+    ctx = SourceSSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    _load_roots(ctx, source.x509_bundles())
+    _load_svid(ctx, source.x509_svid())
+    _bind(ctx, source, server_id=server_id)
+
+    def on_change() -> None:
+        try:
+            _load_roots(ctx, source.x509_bundles())  # adds new roots; removed ones are refused by check_peer
+            _load_svid(ctx, source.x509_svid())
+        except Exception as exc:
+            log.warning("TLS client context not refreshed; keeping the previous one: %s", type(exc).__name__)
+
+    ctx._unsubscribe = source.subscribe(on_change)
+    return ctx
+
+
+def peer_certificate(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> x509.Certificate | None:
+    """The peer's leaf certificate, or None if there is no TLS or the peer sent no certificate."""
+    if ssl_object is None:
+        return None
+    der = ssl_object.getpeercert(binary_form=True)
+    if not der:
+        return None
+    return x509.load_der_x509_certificate(der)
+
+
+def peer_spiffe_id(
+    ssl_object: ssl.SSLObject | ssl.SSLSocket | None, bundles: X509BundleSet
+) -> tuple[SpiffeId, x509.Certificate]:
+    """The peer's SPIFFE ID, validated against the bundle of the trust domain that ID names (X509-SVID §5).
+
+    Where the ``ssl`` module exposes the peer's chain (``get_unverified_chain``, Python 3.13+) the whole chain
+    is verified with ``verify_x509_svid``; on 3.11 only the leaf is visible, so the leaf must be issued directly
+    by an authority of its own trust domain's bundle (``verify_leaf_against_bundle``). Raises
+    :class:`X509SvidError` if there is no certificate or it fails either check.
+    """
+    leaf = peer_certificate(ssl_object)
+    if leaf is None or ssl_object is None:
+        raise X509SvidError("no peer certificate")
+    chain = _peer_chain(ssl_object)
+    if chain:
+        if chain[0] != leaf:
+            raise X509SvidError("peer chain does not start with the peer certificate")
+        return verify_x509_svid(chain, bundles), leaf
+    return verify_leaf_against_bundle(leaf, bundles), leaf
+
+
+def check_server_id(
+    ssl_object: ssl.SSLObject | ssl.SSLSocket | None, bundles: X509BundleSet, expected: ServerIdMatcher
+) -> SpiffeId:
+    """Validate the peer per trust domain, then match its SPIFFE ID; raise :class:`X509SvidError` otherwise."""
+    spiffe_id, _leaf = peer_spiffe_id(ssl_object, bundles)
+    if expected is None:
+        return spiffe_id
+    ok = spiffe_id == expected if isinstance(expected, SpiffeId) else bool(expected(spiffe_id))
+    if not ok:
+        raise X509SvidError(f"unexpected peer SPIFFE ID {spiffe_id}")
+    return spiffe_id
+
+
+def _peer_chain(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> list[x509.Certificate]:
+    """The chain the peer sent (leaf first) where ``ssl`` exposes it (3.13+: a list of DER bytes), else []."""
+    getter = getattr(ssl_object, "get_unverified_chain", None)
+    raw: object = getter() if getter is not None else None
+    if not isinstance(raw, list) or not all(isinstance(item, bytes) for item in raw):
+        return []
+    return [x509.load_der_x509_certificate(der) for der in raw]
+
+
+def _new_server_context(
+    source: SvidSource, verify_mode: ssl.VerifyMode, *, cls: type[ssl.SSLContext]
+) -> ssl.SSLContext:
+    ctx = cls(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.options |= ssl.OP_NO_RENEGOTIATION | ssl.OP_CIPHER_SERVER_PREFERENCE
+    ctx.verify_mode = verify_mode
+    _load_roots(ctx, source.x509_bundles())
+    _load_svid(ctx, source.x509_svid())
+    return ctx
+
+
+def _bind(ctx: SourceSSLContext, source: SvidSource, *, server_id: ServerIdMatcher) -> None:
+    ctx._source = source
+    ctx._current = ctx
+    ctx._unsubscribe = None
+    ctx.server_id = server_id
+
+
+def _load_roots(ctx: ssl.SSLContext, bundles: Mapping[Any, Any]) -> None:
+    """Trust the X.509 authorities of every bundle (no system roots are ever loaded)."""
+    pem = b"".join(bundle.to_pem() for bundle in bundles.values())
+    if pem:
+        ctx.load_verify_locations(cadata=pem.decode("ascii"))
+
+
+def _load_svid(ctx: ssl.SSLContext, svid: X509Svid) -> None:
+    """Load the SVID's chain and key without ever leaving the key readable on disk."""
+    with _private_file(svid.chain_pem(), "svid-chain") as cert_path, _private_file(svid.key_pem(), "svid-key") as key:
+        ctx.load_cert_chain(certfile=cert_path, keyfile=key)
+
+
+@contextlib.contextmanager
+def _private_file(data: bytes, name: str) -> Iterator[str]:
+    """A readable path holding ``data``: a memfd (never on disk) or a 0600 file in a 0700 dir, removed after."""
+    if hasattr(os, "memfd_create") and Path("/proc/self/fd").is_dir():
+        fd = os.memfd_create(name, os.MFD_CLOEXEC)
+        try:
+            _write_all(fd, data)
+            yield f"/proc/self/fd/{fd}"
+        finally:
+            os.close(fd)
+        return
+    directory = tempfile.mkdtemp(prefix="spiffe-broker-")  # created 0700
+    path = os.path.join(directory, name)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            _write_all(fd, data)
+        finally:
+            os.close(fd)
+        yield path
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        os.rmdir(directory)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]

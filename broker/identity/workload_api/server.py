@@ -1,0 +1,184 @@
+"""The embedded dev Workload API server: grpclib on a Unix socket, backed by a :class:`DevCA`.
+
+Lifecycle (paired, as aiohttp's cleanup contexts are): :meth:`WorkloadApiServer.start` issues the SVIDs, removes
+a *stale* socket file (a live one, or anything that is not a socket, is an error), listens, makes the socket
+connectable by every user (attestation decides what a caller gets, as with SPIRE's agent socket) and starts the
+maintenance task; :meth:`WorkloadApiServer.stop` undoes all of it. The maintenance task re-reads the entries every
+``entries_poll_interval`` seconds and wakes up in time for the next half-life rotation, so a pushed SVID always
+reaches open streams well before the previous one expires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import stat
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from grpclib.server import Server
+
+from broker.identity.devca import DevCA
+from broker.identity.errors import IdentityError
+from broker.identity.workload_api.entries import EntryStore
+from broker.identity.workload_api.handlers import WorkloadApiHandlers
+from broker.identity.workload_api.service import SpiffeWorkloadApiService
+from broker.identity.workload_api.state import WorkloadState
+
+__all__ = ["MAX_SOCKET_PATH_BYTES", "WorkloadApiServer", "WorkloadApiServerError", "serve_until_signalled"]
+
+log = logging.getLogger(__name__)
+
+MAX_SOCKET_PATH_BYTES = 107  # sizeof(sockaddr_un.sun_path) - 1 on Linux (unix(7))
+SOCKET_MODE = 0o777  # connectable by anyone: SO_PEERCRED attestation decides, not file permissions
+
+
+class WorkloadApiServerError(IdentityError):
+    """The Workload API server cannot start (socket path unusable or in use)."""
+
+    reason = "workload_api_server_error"
+
+
+class WorkloadApiServer:
+    """SPIFFE Workload API for one trust domain, over a Unix socket; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        ca: DevCA,
+        entries: EntryStore,
+        socket_path: Path,
+        default_x509_ttl: float = 3600.0,
+        entries_poll_interval: float = 1.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not entries_poll_interval > 0:
+            raise ValueError("entries_poll_interval must be positive")
+        self.socket_path = Path(socket_path)
+        if len(os.fsencode(self.socket_path)) > MAX_SOCKET_PATH_BYTES:
+            raise WorkloadApiServerError(f"socket path is longer than {MAX_SOCKET_PATH_BYTES} bytes")
+        self._state = WorkloadState(ca=ca, entries=entries, default_x509_ttl=default_x509_ttl, clock=clock)
+        self._poll_interval = entries_poll_interval
+        self._clock = clock
+        self._server: Server | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wakeup: asyncio.Event | None = None
+        self._force_rotation = False
+
+    @property
+    def address(self) -> str:
+        """The Workload API address clients use, ``unix:///path/to/socket``."""
+        return f"unix://{self.socket_path}"
+
+    @property
+    def ca(self) -> DevCA:
+        return self._state.ca
+
+    async def start(self) -> None:
+        """Issue SVIDs and listen; the socket accepts connections when this returns."""
+        if self._server is not None:
+            raise RuntimeError("the Workload API server is already started")
+        self._loop = asyncio.get_running_loop()
+        self._wakeup = asyncio.Event()
+        self._state.refresh()
+        _remove_stale_socket(self.socket_path)
+        server = Server([SpiffeWorkloadApiService(WorkloadApiHandlers(self._state))])
+        await server.start(path=str(self.socket_path))
+        self._server = server
+        try:
+            os.chmod(self.socket_path, SOCKET_MODE)
+        except BaseException:
+            await self.stop()
+            raise
+        self._task = asyncio.create_task(self._maintain(), name="workload-api-maintenance")
+        log.info("Workload API for %s listening on %s", self._state.trust_domain, self.address)
+
+    async def stop(self) -> None:
+        """Stop listening, end every open stream, and remove the socket file."""
+        server, task = self._server, self._task
+        self._server = self._task = None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if server is not None:
+            server.close()
+            await server.wait_closed()
+            with contextlib.suppress(FileNotFoundError):
+                self.socket_path.unlink()
+            log.info("Workload API on %s stopped", self.address)
+
+    def rotate_now(self) -> None:
+        """Re-issue every X.509-SVID and push it to open streams; safe to call from any thread."""
+        self._force_rotation = True
+        loop, wakeup = self._loop, self._wakeup
+        if loop is not None and wakeup is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(wakeup.set)
+
+    async def _maintain(self) -> None:
+        while True:
+            await self._sleep_until_due()
+            force, self._force_rotation = self._force_rotation, False
+            try:
+                self._state.refresh(force_rotate=force)
+            except Exception:  # keep serving the current state; the next round retries
+                log.exception("Workload API refresh failed")
+
+    async def _sleep_until_due(self) -> None:
+        assert self._wakeup is not None
+        delay = self._poll_interval
+        next_rotation = self._state.next_rotation()
+        if next_rotation is not None:
+            delay = min(delay, max(0.0, next_rotation - self._clock()))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await self._wakeup.wait()
+        self._wakeup.clear()
+
+
+def _remove_stale_socket(path: Path) -> None:
+    """Make ``path`` free for a new socket: create its directory, delete a socket nobody listens on."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise WorkloadApiServerError(f"{path} exists and is not a socket; not removing it")
+    if _socket_in_use(path):
+        raise WorkloadApiServerError(f"{path} is in use by a running server")
+    path.unlink()
+    log.info("removed stale socket %s", path)
+
+
+def _socket_in_use(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+        return True
+
+
+async def serve_until_signalled(
+    server: WorkloadApiServer, signals: Sequence[signal.Signals] = (signal.SIGINT, signal.SIGTERM)
+) -> None:
+    """Start ``server``, run until one of ``signals`` arrives, then stop it cleanly."""
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    for sig in signals:
+        loop.add_signal_handler(sig, stopping.set)
+    try:
+        await server.start()
+        await stopping.wait()
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+        await server.stop()

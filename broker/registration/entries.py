@@ -1,0 +1,147 @@
+"""Registration entries as the broker sees them, and the small seam to a SPIRE Server (``EntryServer``).
+
+Mirrors ``spire.api.types.Entry`` (spire-api-sdk ``proto/spire/api/types/entry.proto``) in plain Python. The
+real implementation is :class:`broker.registration.client.EntryClient` (SPIRE Server API over the admin
+socket); :class:`broker.registration.memory.InMemoryEntryServer` is the in-memory one for tests.
+
+Entries the broker manages carry ``hint == MANAGED_HINT``; nothing else is ever updated or deleted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Protocol
+
+from broker.registration.model import Selector, Workload
+
+__all__ = [
+    "MANAGED_FIELDS",
+    "MANAGED_HINT",
+    "Entry",
+    "EntryServer",
+    "EntryStatus",
+    "entry_for_workload",
+]
+
+MANAGED_HINT = "spiffe-broker"
+
+# google.rpc.Code values carried by spire.api.types.Status (google/rpc/code.proto).
+OK = 0
+NOT_FOUND = 5
+ALREADY_EXISTS = 6
+_CODE_NAMES = (
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A SPIRE registration entry. ``id`` and ``revision_number`` are the server's (empty/0 before create)."""
+
+    spiffe_id: str
+    parent_id: str
+    selectors: tuple[Selector, ...]
+    x509_svid_ttl: int = 0
+    jwt_svid_ttl: int = 0
+    dns_names: tuple[str, ...] = ()
+    hint: str = ""
+    admin: bool = False
+    downstream: bool = False
+    store_svid: bool = False
+    federates_with: tuple[str, ...] = ()
+    expires_at: int = 0
+    jwt_svid_include_jti: bool = False
+    id: str = ""
+    revision_number: int = field(default=0, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "selectors", tuple(sorted(self.selectors)))
+
+    @property
+    def identity(self) -> tuple[str, str, tuple[str, ...]]:
+        """(spiffe_id, parent_id, sorted selectors): SPIRE refuses two entries with the same identity."""
+        return self.spiffe_id, self.parent_id, tuple(str(s) for s in self.selectors)
+
+    @property
+    def managed(self) -> bool:
+        return self.hint == MANAGED_HINT
+
+    def describe(self) -> str:
+        """One line naming the entry (never any secret: entries hold none)."""
+        selectors = ",".join(str(s) for s in self.selectors)
+        where = f" (entry {self.id})" if self.id else ""
+        return f"{self.spiffe_id} parent={self.parent_id} selectors={selectors}{where}"
+
+
+# Every field that plan() keeps equal to workloads.yaml, apart from the identity fields. Changing an identity
+# field makes a different entry (delete + create), as SPIRE matches entries by identity.
+MANAGED_FIELDS: tuple[str, ...] = tuple(
+    f.name for f in fields(Entry) if f.name not in ("spiffe_id", "parent_id", "selectors", "id", "revision_number")
+)
+
+
+@dataclass(frozen=True, slots=True)
+class EntryStatus:
+    """Per-entry outcome of a batch call (``spire.api.types.Status``; ``code`` is a google.rpc.Code)."""
+
+    code: int
+    message: str = ""
+    entry_id: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.code == OK
+
+    def __str__(self) -> str:
+        name = _CODE_NAMES[self.code] if 0 <= self.code < len(_CODE_NAMES) else f"code {self.code}"
+        return f"{name}: {self.message}" if self.message else name
+
+
+class EntryServer(Protocol):
+    """The part of SPIRE's ``spire.api.server.entry.v1.Entry`` service that registration needs.
+
+    Batch calls return one status per input, in input order (as SPIRE's batch RPCs do).
+    """
+
+    def list_entries(self) -> list[Entry]:
+        """Every entry on the server (all pages)."""
+        ...
+
+    def batch_create_entries(self, entries: Sequence[Entry]) -> list[EntryStatus]: ...
+
+    def batch_update_entries(self, entries: Sequence[Entry], fields: Collection[str]) -> list[EntryStatus]:
+        """Update only ``fields`` (names from :data:`MANAGED_FIELDS`) of the entries named by ``id``."""
+        ...
+
+    def batch_delete_entries(self, ids: Sequence[str]) -> list[EntryStatus]: ...
+
+
+def entry_for_workload(workload: Workload) -> Entry:
+    """The managed entry a workload should have."""
+    return Entry(
+        spiffe_id=str(workload.spiffe_id),
+        parent_id=str(workload.parent_id),
+        selectors=workload.selectors,
+        x509_svid_ttl=workload.x509_svid_ttl,
+        jwt_svid_ttl=workload.jwt_svid_ttl,
+        dns_names=workload.dns_names,
+        hint=MANAGED_HINT,
+        jwt_svid_include_jti=workload.jwt_svid_include_jti,
+    )

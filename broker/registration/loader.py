@@ -1,0 +1,192 @@
+"""Read and validate ``workloads.yaml`` (registration as code).
+
+::
+
+    trust_domain: example.org
+    defaults: {parent_id: spiffe://example.org/agent/test, x509_svid_ttl: 3600, jwt_svid_ttl: 300}
+    workloads:
+      - name: web
+        spiffe_id: spiffe://example.org/ns/shop/sa/web
+        parent_id: spiffe://example.org/agent/test     # optional when defaults has one
+        selectors: ["k8s:ns:shop", "k8s:sa:web"]        # SPIRE workload selectors, type:value
+        x509_svid_ttl: 3600                             # optional when defaults has one
+        jwt_svid_ttl: 300                               # optional when defaults has one
+        jwt_svid_include_jti: false                     # optional: a fresh jti per JWT-SVID
+        dns_names: [web.shop.svc]                       # optional
+        policy: {audiences: [https://api.example.org], scopes: [orders:read], max_token_lifetime: 300}
+
+Every error names the file, the line and the field. SPIFFE IDs follow the SPIFFE-ID standard §2 and must be
+in ``trust_domain``; scopes follow RFC 6749 §3.3; DNS names RFC 1123 §2.1 (a leading ``*.`` allowed, as
+SPIRE does). SPIRE keeps one entry per (SPIFFE ID, parent ID, selector set), so duplicates are refused here.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from broker.identity.errors import InvalidSpiffeIdError
+from broker.identity.spiffeid import SpiffeId, TrustDomain
+from broker.registration._yamlnodes import Field, compose_file
+from broker.registration.errors import WorkloadsFileError
+from broker.registration.model import Policy, Selector, Workload, WorkloadsFile
+
+__all__ = ["load_workloads", "parse_workloads"]
+
+_TOP_REQUIRED = frozenset({"trust_domain", "workloads"})
+_TOP_OPTIONAL = frozenset({"defaults"})
+_DEFAULT_KEYS = frozenset({"parent_id", "x509_svid_ttl", "jwt_svid_ttl", "jwt_svid_include_jti"})
+_WORKLOAD_REQUIRED = frozenset({"name", "spiffe_id", "selectors"})
+_WORKLOAD_OPTIONAL = _DEFAULT_KEYS | {"dns_names", "policy"}
+_POLICY_REQUIRED = frozenset({"audiences"})
+_POLICY_OPTIONAL = frozenset({"scopes", "max_token_lifetime"})
+
+# Workload names become Kubernetes object names (RFC 1123 label).
+_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+# RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
+_SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
+_AUDIENCE = re.compile(r"[\x21-\x7e]+")
+_DNS_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+
+
+def load_workloads(path: str | Path) -> WorkloadsFile:
+    """Read ``path`` and return the validated workloads; raise :class:`WorkloadsFileError`."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise WorkloadsFileError(f"{source}: cannot read: {exc}") from None
+    return parse_workloads(text, source=source)
+
+
+def parse_workloads(text: str, *, source: str = "workloads.yaml") -> WorkloadsFile:
+    """Parse the text of a ``workloads.yaml``; ``source`` names it in errors."""
+    top = compose_file(text, source).mapping(required=_TOP_REQUIRED, optional=_TOP_OPTIONAL)
+    trust_domain = _trust_domain(top["trust_domain"])
+    defaults = _read_defaults(top["defaults"]) if "defaults" in top else {}
+    workloads = tuple(_workload(item, trust_domain, defaults) for item in top["workloads"].items())
+    _check_unique(workloads, top["workloads"])
+    return WorkloadsFile(path=source, trust_domain=trust_domain, workloads=workloads)
+
+
+def _trust_domain(field: Field) -> TrustDomain:
+    try:
+        return TrustDomain.parse(field.string())
+    except InvalidSpiffeIdError as exc:
+        raise field.error(f"not a valid trust domain ({exc.description})") from None
+
+
+def _spiffe_id(field: Field, trust_domain: TrustDomain) -> SpiffeId:
+    """SPIFFE-ID §2; an entry's ID has a path and belongs to the server's trust domain."""
+    try:
+        spiffe_id = SpiffeId.parse(field.string())
+    except InvalidSpiffeIdError as exc:
+        raise field.error(f"not a valid SPIFFE ID ({exc.description})") from None
+    if not spiffe_id.path:
+        raise field.error("not a valid SPIFFE ID for an entry (it has no path)")
+    if not spiffe_id.is_member_of(trust_domain):
+        raise field.error(f"not in trust domain {trust_domain}")
+    return spiffe_id
+
+
+def _read_defaults(field: Field) -> dict[str, Field]:
+    return field.mapping(required=frozenset(), optional=_DEFAULT_KEYS)
+
+
+def _inherited(key: str, own: dict[str, Field], defaults: dict[str, Field], where: Field) -> Field:
+    if key in own:
+        return own[key]
+    if key in defaults:
+        return defaults[key]
+    raise where.error(f"{key} is missing (set it on the workload or in defaults)")
+
+
+def _workload(item: Field, trust_domain: TrustDomain, defaults: dict[str, Field]) -> Workload:
+    keys = item.mapping(required=_WORKLOAD_REQUIRED, optional=_WORKLOAD_OPTIONAL)
+    name = keys["name"].string()
+    if not _NAME.fullmatch(name):
+        raise keys["name"].error("must be a lowercase RFC 1123 label (a-z, 0-9, '-', at most 63)")
+    jti = keys.get("jwt_svid_include_jti", defaults.get("jwt_svid_include_jti"))
+    return Workload(
+        name=name,
+        spiffe_id=_spiffe_id(keys["spiffe_id"], trust_domain),
+        parent_id=_spiffe_id(_inherited("parent_id", keys, defaults, item), trust_domain),
+        selectors=_selectors(keys["selectors"]),
+        x509_svid_ttl=_inherited("x509_svid_ttl", keys, defaults, item).positive_int(),
+        jwt_svid_ttl=_inherited("jwt_svid_ttl", keys, defaults, item).positive_int(),
+        dns_names=_dns_names(keys["dns_names"]) if "dns_names" in keys else (),
+        jwt_svid_include_jti=jti.boolean() if jti is not None else False,
+        policy=_policy(keys["policy"]) if "policy" in keys else None,
+        line=item.line,
+    )
+
+
+def _selectors(field: Field) -> tuple[Selector, ...]:
+    selectors: list[Selector] = []
+    for item in field.items():
+        try:
+            selector = Selector.parse(item.string())
+        except ValueError as exc:
+            raise item.error(f"not a valid selector ({exc})") from None
+        if selector in selectors:
+            raise item.error(f"duplicate selector {selector}")
+        selectors.append(selector)
+    if not selectors:
+        raise field.error("at least one selector is required")
+    return tuple(selectors)
+
+
+def _dns_names(field: Field) -> tuple[str, ...]:
+    names: list[str] = []
+    for item in field.items():
+        name = item.string()
+        labels = name.split(".")
+        if labels[0] == "*" and len(labels) > 1:
+            labels = labels[1:]
+        if len(name) > 253 or not all(_DNS_LABEL.fullmatch(label) for label in labels):
+            raise item.error("not a valid DNS name (RFC 1123)")
+        if name in names:
+            raise item.error(f"duplicate DNS name {name}")
+        names.append(name)
+    return tuple(names)
+
+
+def _policy(field: Field) -> Policy:
+    keys = field.mapping(required=_POLICY_REQUIRED, optional=_POLICY_OPTIONAL)
+    audiences = _tokens(keys["audiences"], _AUDIENCE, "audience (printable, no spaces)")
+    if not audiences:
+        raise keys["audiences"].error("at least one audience is required")
+    scopes = _tokens(keys["scopes"], _SCOPE_TOKEN, "scope token (RFC 6749 §3.3)") if "scopes" in keys else ()
+    lifetime = keys["max_token_lifetime"].positive_int() if "max_token_lifetime" in keys else 300
+    return Policy(audiences=audiences, scopes=scopes, max_token_lifetime=lifetime)
+
+
+def _tokens(field: Field, pattern: re.Pattern[str], what: str) -> tuple[str, ...]:
+    values: list[str] = []
+    for item in field.items():
+        value = item.string()
+        if not pattern.fullmatch(value):
+            raise item.error(f"not a valid {what}")
+        if value in values:
+            raise item.error(f"duplicate value {value}")
+        values.append(value)
+    return tuple(values)
+
+
+def _check_unique(workloads: tuple[Workload, ...], field: Field) -> None:
+    """Names are unique; so is (spiffe_id, parent_id, selectors), SPIRE's "similar entry" key."""
+    names: dict[str, int] = {}
+    identities: dict[tuple[str, str, tuple[str, ...]], int] = {}
+    for index, (workload, item) in enumerate(zip(workloads, field.items(), strict=True)):
+        if workload.name in names:
+            raise _at(item, "name").error(f"duplicate name (also workloads[{names[workload.name]}])")
+        if workload.identity in identities:
+            first = identities[workload.identity]
+            raise _at(item, "spiffe_id").error(f"same spiffe_id, parent_id and selectors as workloads[{first}]")
+        names[workload.name] = index
+        identities[workload.identity] = index
+
+
+def _at(item: Field, key: str) -> Field:
+    keys = item.mapping(required=_WORKLOAD_REQUIRED, optional=_WORKLOAD_OPTIONAL)
+    return keys[key]

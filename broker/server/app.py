@@ -1,0 +1,154 @@
+"""The token service's aiohttp applications: the TLS app (metadata, JWKS, token, health) and a plain health app.
+
+Routes of the TLS app::
+
+    GET  /.well-known/oauth-authorization-server   RFC 8414 metadata (no client certificate needed)
+    GET  /jwks.json                                RFC 7517 JWK Set of the signing keys (no client certificate)
+    POST /token                                    RFC 6749 §3.2 / RFC 8693 / RFC 8705 (X.509-SVID required)
+    GET  /healthz, /readyz                         probes
+
+The issuer (RFC 8414 §2) is an ``https`` URL without path, query or fragment; JWT-SVIDs presented as subject
+tokens must name it in ``aud`` (the service accepts no other audience, so a JWT-SVID minted for another service
+cannot be exchanged here).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from urllib.parse import urlsplit
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.web_request import BaseRequest
+from aiohttp.web_response import StreamResponse
+
+from broker.errors import ConfigError
+from broker.identity.errors import IdentityError
+from broker.identity.source import SvidSource
+from broker.server import handlers
+from broker.server.errors import error_middleware
+from broker.server.request import DEFAULT_MAX_BODY
+from broker.server.state import CONFIG, JWKS_KEYS, POLICY, READINESS, SERVICE, SOURCE, TokenAppConfig
+from broker.tokens.exchange import TokenExchangeService
+from broker.tokens.issuer import AccessTokenIssuer
+from broker.tokens.keys import KeyStore
+from broker.tokens.policy import PolicyStore
+
+__all__ = ["PathOnlyAccessLogger", "build_health_app", "build_token_app", "normalize_issuer"]
+
+log = logging.getLogger(__name__)
+
+
+class PathOnlyAccessLogger(AbstractAccessLogger):
+    """Access log lines without query strings or headers, so nothing a client misplaces there is logged."""
+
+    def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
+        self.logger.info(
+            "%s %s %s %d %.1fms", request.remote, request.method, request.path, response.status, time * 1000
+        )
+
+
+def normalize_issuer(issuer: str) -> str:
+    """RFC 8414 §2: ``https``, no query or fragment; this service also needs an empty path (or ``/``)."""
+    parts = urlsplit(issuer)
+    if parts.scheme != "https" or not parts.hostname:
+        raise ConfigError(f"issuer {issuer!r} must be an https URL (RFC 8414 §2)")
+    if parts.query or parts.fragment or "?" in issuer or "#" in issuer:
+        raise ConfigError(f"issuer {issuer!r} must not have a query or fragment (RFC 8414 §2)")
+    if parts.path not in ("", "/") or parts.username or parts.password:
+        raise ConfigError(f"issuer {issuer!r} must be just https://host[:port]")
+    return f"https://{parts.netloc}"
+
+
+def build_token_app(
+    *,
+    source: SvidSource,
+    policy_store: PolicyStore,
+    key_store: KeyStore,
+    issuer: str,
+    clock: Callable[[], float] = time.time,
+    max_body: int = DEFAULT_MAX_BODY,
+    policy_check_interval: float = 1.0,
+) -> web.Application:
+    """The TLS token service app; ``source`` provides trust bundles (X.509 for clients, JWT for subject tokens)."""
+    config = TokenAppConfig(
+        issuer=normalize_issuer(issuer), max_body=max_body, policy_check_interval=policy_check_interval
+    )
+    app = web.Application(middlewares=[error_middleware], client_max_size=max_body)
+    token_issuer = AccessTokenIssuer(issuer=config.issuer, key_store=key_store, clock=clock)
+    app[CONFIG] = config
+    app[SOURCE] = source
+    app[JWKS_KEYS] = key_store
+    app[POLICY] = policy_store
+    app[SERVICE] = TokenExchangeService(
+        issuer=token_issuer,
+        policy_store=policy_store,
+        jwt_bundles=source.jwt_bundles,
+        audience=config.issuer,
+        clock=clock,
+    )
+    app[READINESS] = readiness_check(source, policy_store, key_store)
+    app.router.add_get("/.well-known/oauth-authorization-server", handlers.metadata)
+    app.router.add_get("/jwks.json", handlers.jwks_handler)
+    app.router.add_post("/token", handlers.token)
+    _add_probes(app)
+    app.cleanup_ctx.append(_policy_watcher)
+    return app
+
+
+def build_health_app(readiness: Callable[[], str | None]) -> web.Application:
+    """A plain-HTTP app with only ``/healthz`` and ``/readyz`` (for Kubernetes probes)."""
+    app = web.Application(middlewares=[error_middleware])
+    app[READINESS] = readiness
+    _add_probes(app)
+    return app
+
+
+def _add_probes(app: web.Application) -> None:
+    app.router.add_get("/healthz", handlers.healthz)
+    app.router.add_get("/readyz", handlers.readyz)
+
+
+def readiness_check(source: SvidSource, policy_store: PolicyStore, key_store: KeyStore) -> Callable[[], str | None]:
+    """None when ready, else a short reason (no secrets): SVID missing, policy or key unreadable."""
+
+    def check() -> str | None:
+        try:
+            source.x509_svid()
+        except IdentityError:
+            return "no X.509-SVID"
+        try:
+            policy_store.current()
+            key_store.active_key()
+        except ConfigError as exc:
+            return exc.description
+        return None
+
+    return check
+
+
+async def _policy_watcher(app: web.Application) -> AsyncIterator[None]:
+    """Re-read a file policy periodically so a change (or a broken file) is noticed without requests."""
+    store = app[POLICY]
+    refresh = getattr(store, "refresh", None)
+    task = None
+    if callable(refresh):
+        task = asyncio.create_task(_watch(refresh, app[CONFIG].policy_check_interval), name="policy-watcher")
+    yield
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def _watch(refresh: Callable[[], object], interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            refresh()
+        except Exception as exc:  # a watcher must survive anything; the store keeps the last good policy
+            log.error("policy watcher: unexpected %s", type(exc).__name__)

@@ -1,0 +1,70 @@
+"""The one error renderer: any exception leaving a handler becomes an RFC 6749 §5.2 JSON error response.
+
+* :class:`~broker.errors.OAuthError`: its own ``error``, ``status``, ``description`` and headers
+  (``WWW-Authenticate`` for ``invalid_client``).
+* Another :class:`~broker.errors.BrokerError` (identity, configuration): ``temporarily_unavailable`` (503) if it
+  says so (no SVID yet), else ``server_error`` (500); the description stays in the log.
+* aiohttp's HTTP errors (404, 405 with ``Allow``, 413): their status with an ``invalid_request`` body.
+* Anything else: ``server_error`` (500) with no details; the log gets the exception type and traceback but not
+  its message, which might quote input.
+
+Every error response carries ``Cache-Control: no-store`` and ``Pragma: no-cache`` (RFC 6749 §5.1).
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from broker.errors import BrokerError, OAuthError, ServerError, TemporarilyUnavailableError
+
+__all__ = ["NO_STORE", "error_middleware", "render_error"]
+
+log = logging.getLogger(__name__)
+
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def render_error(exc: BrokerError) -> web.Response:
+    """Render ``exc`` as ``{"error", "error_description"}`` with its status and headers."""
+    if not isinstance(exc, OAuthError):
+        exc = TemporarilyUnavailableError("try again later") if exc.status == 503 else ServerError()
+    body: dict[str, str] = {"error": exc.error}
+    if exc.description:
+        body["error_description"] = exc.description
+    return web.json_response(body, status=exc.status, headers={**NO_STORE, **exc.headers})
+
+
+def _render_http_error(exc: web.HTTPException) -> web.Response:
+    description = exc.reason or "request refused"
+    headers = {**NO_STORE}
+    if "Allow" in exc.headers:
+        headers["Allow"] = exc.headers["Allow"]
+    return web.json_response(
+        {"error": "invalid_request", "error_description": description}, status=exc.status, headers=headers
+    )
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn every failure into an OAuth error response (see the module docstring)."""
+    try:
+        return await handler(request)
+    except OAuthError as exc:
+        log.info("%s %s refused: %s (%s)", request.method, request.path, exc.error, exc.description)
+        return render_error(exc)
+    except BrokerError as exc:
+        log.warning("%s %s failed: %s (%s)", request.method, request.path, type(exc).__name__, exc.description)
+        return render_error(exc)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _render_http_error(exc)
+    except Exception as exc:
+        frames = "".join(traceback.format_tb(exc.__traceback__))
+        log.error("%s %s: unexpected %s\n%s", request.method, request.path, type(exc).__name__, frames)
+        return render_error(ServerError())

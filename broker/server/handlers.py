@@ -1,0 +1,80 @@
+"""HTTP handlers of the token service: metadata (RFC 8414), JWKS (RFC 7517), token (RFC 6749/8693/8705), health.
+
+Handlers only translate HTTP to :mod:`broker.tokens` calls and back; they raise errors and never build error JSON
+(:mod:`broker.server.errors` renders them).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from broker.server.errors import NO_STORE
+from broker.server.request import authenticate_client, read_form
+from broker.server.state import CONFIG, JWKS_KEYS, READINESS, SERVICE, SOURCE
+from broker.tokens.exchange import GRANT_CLIENT_CREDENTIALS, GRANT_TOKEN_EXCHANGE
+from broker.tokens.keys import jwks
+
+__all__ = ["healthz", "jwks_handler", "metadata", "metadata_document", "readyz", "token"]
+
+log = logging.getLogger(__name__)
+
+PUBLIC_CACHE = {"Cache-Control": "public, max-age=60"}
+
+
+def metadata_document(issuer: str) -> dict[str, Any]:
+    """RFC 8414 §2 authorization server metadata.
+
+    ``response_types_supported`` is REQUIRED by §2 but lists values for the authorization endpoint, which this
+    server does not have: the truthful value is the empty list. ``tls_client_certificate_bound_access_tokens``
+    is RFC 8705 §3.3; ``tls_client_auth`` is RFC 8705 §2.1.
+    """
+    return {
+        "issuer": issuer,
+        "token_endpoint": f"{issuer}/token",
+        "jwks_uri": f"{issuer}/jwks.json",
+        "response_types_supported": [],
+        "grant_types_supported": [GRANT_TOKEN_EXCHANGE, GRANT_CLIENT_CREDENTIALS],
+        "token_endpoint_auth_methods_supported": ["tls_client_auth"],
+        "tls_client_certificate_bound_access_tokens": True,
+    }
+
+
+async def metadata(request: web.Request) -> web.Response:
+    return web.json_response(metadata_document(request.app[CONFIG].issuer), headers=PUBLIC_CACHE)
+
+
+async def jwks_handler(request: web.Request) -> web.Response:
+    document = jwks(request.app[JWKS_KEYS].published_keys())
+    return web.json_response(document, content_type="application/jwk-set+json", headers=PUBLIC_CACHE)
+
+
+async def token(request: web.Request) -> web.Response:
+    """RFC 6749 §3.2 token endpoint; success per RFC 8693 §2.2.1 with ``Cache-Control: no-store``."""
+    config = request.app[CONFIG]
+    client = authenticate_client(request, request.app[SOURCE].x509_bundles)
+    form = await read_form(request, max_body=config.max_body)
+    response = await request.app[SERVICE].handle(form, client)
+    log.info(
+        "issued token jti=%s to %s for %s (expires in %ss)",
+        response.token.jti,
+        client.spiffe_id,
+        response.token.audience,
+        response.token.expires_in,
+    )
+    return web.json_response(response.to_json(), headers=NO_STORE)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness: the process serves HTTP."""
+    return web.json_response({"status": "ok"}, headers=NO_STORE)
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: an X.509-SVID, a policy and a signing key are in place (503 with the reason otherwise)."""
+    problem = request.app[READINESS]()
+    if problem is not None:
+        return web.json_response({"status": "unready", "reason": problem}, status=503, headers=NO_STORE)
+    return web.json_response({"status": "ready"}, headers=NO_STORE)

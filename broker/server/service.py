@@ -1,0 +1,99 @@
+"""Starting and stopping the token service in process (used by ``spiffe-broker server`` and ``dev``)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from broker.identity.source import SvidSource
+from broker.identity.tls import SourceSSLContext, server_ssl_context
+from broker.server.app import PathOnlyAccessLogger, build_health_app, build_token_app
+from broker.server.request import DEFAULT_MAX_BODY
+from broker.server.state import READINESS, SERVICE
+from broker.tokens.issuer import AccessTokenIssuer
+from broker.tokens.keys import KeyStore
+from broker.tokens.policy import PolicyStore
+
+__all__ = ["RunningTokenService", "start_token_service"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunningTokenService:
+    """A started token service: where it listens, and :meth:`aclose` to stop it."""
+
+    app: web.Application
+    runner: web.AppRunner
+    port: int
+    health_runner: web.AppRunner | None = None
+    health_port: int | None = None
+    ssl_context: SourceSSLContext | None = field(default=None, repr=False)
+
+    @property
+    def issuer(self) -> AccessTokenIssuer:
+        return self.app[SERVICE].issuer
+
+    async def aclose(self) -> None:
+        if self.health_runner is not None:
+            await self.health_runner.cleanup()
+        await self.runner.cleanup()
+        if self.ssl_context is not None:
+            self.ssl_context.detach()
+
+
+async def start_token_service(
+    *,
+    source: SvidSource,
+    policy_store: PolicyStore,
+    key_store: KeyStore,
+    listen_host: str,
+    listen_port: int,
+    issuer: str,
+    health_host: str | None = None,
+    health_port: int | None = None,
+    clock: Callable[[], float] = time.time,
+    max_body: int = DEFAULT_MAX_BODY,
+    policy_check_interval: float = 1.0,
+) -> RunningTokenService:
+    """Serve the token app over TLS with the source's X.509-SVID (client certificates requested, not required:
+    metadata and JWKS are public; ``/token`` refuses a client without one). Port 0 picks a free port."""
+    app = build_token_app(
+        source=source,
+        policy_store=policy_store,
+        key_store=key_store,
+        issuer=issuer,
+        clock=clock,
+        max_body=max_body,
+        policy_check_interval=policy_check_interval,
+    )
+    ssl_context = server_ssl_context(source, require_client_cert=False)
+    runner = web.AppRunner(app, access_log_class=PathOnlyAccessLogger, handle_signals=False)
+    await runner.setup()
+    service = RunningTokenService(app=app, runner=runner, port=0, ssl_context=ssl_context)
+    try:
+        site = web.TCPSite(runner, listen_host, listen_port, ssl_context=ssl_context, shutdown_timeout=1.0)
+        await site.start()
+        service.port = _bound_port(runner)
+        if health_port is not None:
+            health = web.AppRunner(
+                build_health_app(app[READINESS]), access_log_class=PathOnlyAccessLogger, handle_signals=False
+            )
+            await health.setup()
+            service.health_runner = health
+            await web.TCPSite(health, health_host or listen_host, health_port).start()
+            service.health_port = _bound_port(health)
+    except BaseException:
+        await service.aclose()
+        raise
+    log.info("token service listening on %s:%d as issuer %s", listen_host, service.port, issuer)
+    return service
+
+
+def _bound_port(runner: web.AppRunner) -> int:
+    address = runner.addresses[0]
+    return int(address[1])

@@ -1,0 +1,173 @@
+"""The sidecar's HTTP API for apps, on a Unix socket (and optionally a loopback port).
+
+``GET /v1/token?audience=A[&scope=S]`` -> ``{"access_token", "token_type", "issued_token_type", "scope",
+"expires_in"}`` with ``Cache-Control: no-store`` (RFC 6749 §5.1). ``GET /healthz``: the process is alive.
+``GET /readyz``: 200 when the sidecar holds an X.509-SVID and its last contact with the token service succeeded,
+else 503. Errors are ``{"error", "error_description"}`` (RFC 6749 §5.2 shape): 400 malformed request, 403 refused
+by the token service (its error code passed through), 503 not ready or token service unavailable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+from collections.abc import AsyncIterator, Callable
+from typing import Protocol
+
+from aiohttp import web
+
+from broker.errors import BrokerError, InvalidRequestError
+from broker.identity.errors import SvidUnavailableError
+from broker.identity.source import SvidSource
+from broker.server.errors import render_error
+from broker.sidecar.cache import CacheKey, TokenCache
+from broker.sidecar.exchanger import Exchanger
+
+__all__ = ["CACHE", "SOURCE", "TOKEN_SERVICE", "TokenServiceLink", "build_sidecar_app", "error_response"]
+
+log = logging.getLogger(__name__)
+
+# RFC 8693 §2.1: audience is a logical name (here: printable ASCII, no spaces). RFC 6749 §3.3: scope tokens.
+_AUDIENCE = re.compile(r"[\x21-\x7e]{1,2048}")
+_SCOPE = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+(?: [\x21\x23-\x5b\x5d-\x7e]+)*")
+_MAX_SCOPE = 2048
+_MAX_KEY_MEMO = 4096
+_TOKEN_HEADERS = {"Content-Type": "application/json", "Cache-Control": "no-store", "Pragma": "no-cache"}
+_JSON_HEADERS = {"Content-Type": "application/json", "Cache-Control": "no-store"}
+
+
+class TokenServiceLink(Exchanger, Protocol):
+    """What the app needs from the token service client: exchanges, a readiness probe and its outcome."""
+
+    reachable: bool
+
+    async def probe(self) -> bool: ...
+
+    async def aclose(self) -> None: ...
+
+
+CACHE = web.AppKey("token_cache", TokenCache)
+SOURCE = web.AppKey("svid_source", SvidSource)
+TOKEN_SERVICE = web.AppKey("token_service", TokenServiceLink)
+
+
+class _KeyMemo(dict[str, CacheKey]):
+    """Validated cache keys by raw query string, so a repeated request skips query parsing."""
+
+
+_KEY_MEMO = web.AppKey("token_key_memo", _KeyMemo)
+
+
+def error_response(status: int, error: str, description: str = "") -> web.Response:
+    body = {"error": error, "error_description": description} if description else {"error": error}
+    return web.Response(status=status, body=json.dumps(body).encode(), headers=_JSON_HEADERS)
+
+
+def _parse_key(request: web.Request) -> CacheKey:
+    """The (audience, normalised scope) of a ``/v1/token`` query; single values only (RFC 6749 §3.1)."""
+    query = request.query
+    audiences = query.getall("audience", [])
+    if len(audiences) != 1 or not _AUDIENCE.fullmatch(audiences[0]):
+        raise InvalidRequestError("exactly one audience (printable ASCII, no spaces) is required")
+    scopes = query.getall("scope", [])
+    if len(scopes) > 1:
+        raise InvalidRequestError("scope must not be repeated")
+    scope = scopes[0] if scopes else ""
+    if scope == "":
+        return audiences[0], None
+    if len(scope) > _MAX_SCOPE or not _SCOPE.fullmatch(scope):
+        raise InvalidRequestError("scope is not a space-separated list of scope tokens (RFC 6749 §3.3)")
+    return audiences[0], " ".join(sorted(set(scope.split(" "))))
+
+
+async def token_handler(request: web.Request) -> web.Response:
+    """``GET /v1/token``: a dict lookup and pre-serialised bytes when cached; else one shared exchange."""
+    app = request.app
+    memo = app[_KEY_MEMO]
+    query_string = request.query_string
+    key = memo.get(query_string)
+    try:
+        if key is None:
+            key = _parse_key(request)
+            if len(memo) >= _MAX_KEY_MEMO:
+                memo.clear()
+            memo[query_string] = key
+        cache = app[CACHE]
+        body = cache.lookup(key)
+        if body is None:
+            body = (await cache.get(key)).body(cache.now())
+    except BrokerError as exc:
+        return render_error(exc)
+    return web.Response(body=body, headers=_TOKEN_HEADERS)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.Response(body=b'{"status":"ok"}', headers=_JSON_HEADERS)
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready = holds an X.509-SVID and the last contact with the token service succeeded."""
+    try:
+        request.app[SOURCE].x509_svid()
+    except SvidUnavailableError:
+        return error_response(503, "not_ready", "no X.509-SVID from the Workload API")
+    if not request.app[TOKEN_SERVICE].reachable:
+        return error_response(503, "not_ready", "token service not reachable")
+    return web.Response(body=b'{"status":"ready"}', headers=_JSON_HEADERS)
+
+
+async def not_found(request: web.Request) -> web.Response:
+    return error_response(404, "not_found", "unknown path")
+
+
+async def method_not_allowed(request: web.Request) -> web.Response:
+    response = error_response(405, "method_not_allowed", "use GET")
+    response.headers["Allow"] = "GET, HEAD"
+    return response
+
+
+def build_sidecar_app(
+    *, source: SvidSource, token_service: TokenServiceLink, cache: TokenCache, probe_interval: float = 5.0
+) -> web.Application:
+    """The app; its cleanup closes the cache and the token service client and stops the readiness probe."""
+    app = web.Application(handler_args={"max_field_size": 16384})
+    app[SOURCE] = source
+    app[TOKEN_SERVICE] = token_service
+    app[CACHE] = cache
+    app[_KEY_MEMO] = _KeyMemo()
+    app.cleanup_ctx.append(_lifecycle(token_service, cache, probe_interval))
+    for path, handler in (("/v1/token", token_handler), ("/healthz", healthz), ("/readyz", readyz)):
+        app.router.add_get(path, handler)
+        app.router.add_route("*", path, method_not_allowed)
+    app.router.add_route("*", "/{tail:.*}", not_found)
+    return app
+
+
+def _lifecycle(
+    token_service: TokenServiceLink, cache: TokenCache, probe_interval: float
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def run(app: web.Application) -> AsyncIterator[None]:
+        prober = asyncio.get_running_loop().create_task(_probe_forever(token_service, probe_interval))
+        try:
+            yield
+        finally:
+            prober.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await prober
+            await cache.aclose()
+            await token_service.aclose()
+
+    return run
+
+
+async def _probe_forever(token_service: TokenServiceLink, interval: float) -> None:
+    """Keep readiness current even when every request is served from the cache."""
+    while True:
+        try:
+            await token_service.probe()
+        except Exception:  # a probe must never kill the loop; the next one may succeed
+            log.exception("token service probe failed unexpectedly")
+        await asyncio.sleep(interval)

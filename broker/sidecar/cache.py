@@ -1,0 +1,210 @@
+"""The sidecar's token cache: per (audience, scope), single-flight, refreshed ahead of expiry.
+
+* Hot path: :meth:`TokenCache.lookup` is one dict lookup and one clock read; the response body is serialised once
+  per token (only the trailing ``expires_in`` is filled in per request).
+* Single flight: concurrent callers for a key without a usable token await one shared exchange
+  (an ``asyncio.Task``, shielded so a disconnecting caller does not cancel it for the others).
+* Refresh ahead: past ``refresh_at`` (80 % of the lifetime, or 30 s before expiry, never before half of it) the
+  current token is still served while one background exchange replaces it. If the token service is down the
+  cached token keeps being served until ``min_remaining`` seconds before it expires; failed background refreshes
+  back off exponentially with jitter.
+* Binding (RFC 8705 §3): each token is bound to the X.509-SVID it was obtained with. When the source reports a
+  new SVID, every entry not bound to the new certificate is dropped, and a token that comes back bound to a
+  rotated certificate is exchanged again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from broker.identity.errors import SvidUnavailableError
+from broker.identity.source import SvidSource
+from broker.sidecar.exchanger import Exchanger, TokenResult
+
+__all__ = ["CacheKey", "CachedToken", "Clock", "TokenCache"]
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+CacheKey = tuple[str, str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class CachedToken:
+    """A cached access token and its pre-serialised ``/v1/token`` response body."""
+
+    access_token: str = field(repr=False)
+    expires_at: float
+    refresh_at: float
+    bound_x5t: str | None
+    scope: str | None
+    body_prefix: bytes = field(repr=False)
+
+    @classmethod
+    def from_result(
+        cls, result: TokenResult, *, now: float, refresh_fraction: float, refresh_margin: float
+    ) -> CachedToken:
+        lifetime = float(result.expires_in)
+        lead = max(lifetime * (1.0 - refresh_fraction), min(refresh_margin, lifetime / 2))
+        document = {
+            "access_token": result.access_token,
+            "token_type": result.token_type,
+            "issued_token_type": result.issued_token_type,
+            "scope": result.scope,
+        }
+        prefix = json.dumps(document, separators=(",", ":"))[:-1] + ',"expires_in":'
+        return cls(
+            access_token=result.access_token,
+            expires_at=now + lifetime,
+            refresh_at=now + lifetime - lead,
+            bound_x5t=result.bound_x5t,
+            scope=result.scope,
+            body_prefix=prefix.encode(),
+        )
+
+    def body(self, now: float) -> bytes:
+        """The JSON response ``{access_token, token_type, issued_token_type, scope, expires_in}``."""
+        remaining = int(self.expires_at - now)
+        return self.body_prefix + str(remaining if remaining > 0 else 0).encode() + b"}"
+
+
+class TokenCache:
+    """Tokens by (audience, scope) for one workload; see the module docstring for the rules."""
+
+    def __init__(
+        self,
+        *,
+        exchanger: Exchanger,
+        source: SvidSource,
+        clock: Clock = time.time,
+        refresh_fraction: float = 0.8,
+        refresh_margin: float = 30.0,
+        min_remaining: float = 1.0,
+        failure_backoff: float = 1.0,
+        max_failure_backoff: float = 30.0,
+        max_entries: int = 1024,
+    ) -> None:
+        self._exchanger = exchanger
+        self._source = source
+        self._clock = clock
+        self._refresh_fraction = refresh_fraction
+        self._refresh_margin = refresh_margin
+        self._min_remaining = min_remaining
+        self._failure_backoff = failure_backoff
+        self._max_failure_backoff = max_failure_backoff
+        self._max_entries = max_entries
+        self._entries: dict[CacheKey, CachedToken] = {}
+        self._inflight: dict[CacheKey, asyncio.Task[CachedToken]] = {}
+        self._failures: dict[CacheKey, tuple[int, float]] = {}  # key -> (consecutive failures, not before)
+        self._x5t = self._current_x5t()
+        self._unsubscribe: Callable[[], None] | None = source.subscribe(self._on_source_change)
+
+    async def get(self, key: CacheKey) -> CachedToken:
+        """A usable token for ``key``: cached, cached while a refresh runs, or from a (shared) exchange."""
+        entry = self._entries.get(key)
+        if entry is not None:
+            now = self._clock()
+            if now < entry.refresh_at:
+                return entry
+            if now < entry.expires_at - self._min_remaining:
+                self._refresh_in_background(key, now)
+                return entry
+            self._entries.pop(key, None)
+        return await asyncio.shield(self._flight(key))
+
+    def lookup(self, key: CacheKey) -> bytes | None:
+        """The hot path: the pre-serialised response for ``key`` if its token needs no refresh, else None."""
+        entry = self._entries.get(key)
+        if entry is not None:
+            now = self._clock()
+            if now < entry.refresh_at:
+                return entry.body(now)
+        return None
+
+    def now(self) -> float:
+        return self._clock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    async def aclose(self) -> None:
+        """Stop following the source and cancel exchanges in flight."""
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        tasks = list(self._inflight.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _flight(self, key: CacheKey) -> asyncio.Task[CachedToken]:
+        task = self._inflight.get(key)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._fetch(key))
+            self._inflight[key] = task
+            task.add_done_callback(lambda done: self._landed(key, done))
+        return task
+
+    def _refresh_in_background(self, key: CacheKey, now: float) -> None:
+        if key in self._inflight:
+            return
+        failures = self._failures.get(key)
+        if failures is not None and now < failures[1]:
+            return
+        self._flight(key)
+
+    async def _fetch(self, key: CacheKey) -> CachedToken:
+        audience, scope = key
+        result = await self._exchanger.exchange(audience, scope)
+        if result.bound_x5t is not None and result.bound_x5t != self._x5t:
+            result = await self._exchanger.exchange(audience, scope)  # the SVID rotated meanwhile
+        now = self._clock()
+        entry = CachedToken.from_result(
+            result, now=now, refresh_fraction=self._refresh_fraction, refresh_margin=self._refresh_margin
+        )
+        self._store(key, entry, now)
+        return entry
+
+    def _store(self, key: CacheKey, entry: CachedToken, now: float) -> None:
+        if key not in self._entries and len(self._entries) >= self._max_entries:
+            for stale in [k for k, e in self._entries.items() if e.expires_at <= now]:
+                del self._entries[stale]
+            if len(self._entries) >= self._max_entries:
+                del self._entries[min(self._entries, key=lambda k: self._entries[k].expires_at)]
+        self._entries[key] = entry
+
+    def _landed(self, key: CacheKey, task: asyncio.Task[CachedToken]) -> None:
+        if self._inflight.get(key) is task:
+            del self._inflight[key]
+        if task.cancelled():
+            return
+        if task.exception() is None:
+            self._failures.pop(key, None)
+            return
+        count = self._failures.get(key, (0, 0.0))[0]
+        ceiling = min(self._max_failure_backoff, self._failure_backoff * 2 ** min(count, 16))
+        delay = ceiling * (0.5 + random.random() / 2)  # noqa: S311 - jitter, not a secret
+        self._failures[key] = (count + 1, self._clock() + delay)
+
+    def _current_x5t(self) -> str | None:
+        try:
+            return self._source.x509_svid().x5t_s256()
+        except SvidUnavailableError:
+            return None
+
+    def _on_source_change(self) -> None:
+        x5t = self._current_x5t()
+        if x5t is None or x5t == self._x5t:
+            return
+        self._x5t = x5t
+        stale = [key for key, entry in self._entries.items() if entry.bound_x5t != x5t]
+        for key in stale:
+            del self._entries[key]
+        if stale:
+            log.info("X.509-SVID rotated: dropped %d cached token(s) bound to the previous certificate", len(stale))

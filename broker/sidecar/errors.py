@@ -1,0 +1,51 @@
+"""Errors the sidecar renders to its apps, as ``{"error", "error_description"}`` JSON::
+
+BrokerError
+├── InvalidRequestError          400  malformed /v1/token query (broker.errors)
+├── TokenServiceRefusedError     400  the token service said invalid_request (its code passed through)
+│                                403  the token service refused by policy (invalid_target, invalid_scope,
+│                                     access_denied, unauthorized_client, invalid_grant, ...; passed through)
+├── SvidUnavailableError         503  no X.509-SVID yet (broker.identity.errors)
+└── TokenServiceUnavailableError 503  token service unreachable or failing after retries
+"""
+
+from __future__ import annotations
+
+import re
+
+from broker.errors import OAuthError, TemporarilyUnavailableError
+
+__all__ = ["TokenServiceRefusedError", "TokenServiceUnavailableError", "refusal_from_response"]
+
+# RFC 6749 §5.2: error = 1*( %x20-21 / %x23-5B / %x5D-7E ); error_description likewise (plus space).
+_ERROR_CODE = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]{1,64}")
+_DESCRIPTION = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]*")
+_MAX_DESCRIPTION = 300
+
+
+class TokenServiceUnavailableError(TemporarilyUnavailableError):
+    """The token service could not be reached (or kept failing with 5xx) within the retry budget."""
+
+
+class TokenServiceRefusedError(OAuthError):
+    """The token service answered with an RFC 6749 §5.2 error; its code and description are passed through.
+
+    ``invalid_request`` stays 400 (the app's request was malformed); every other refusal becomes 403: the
+    request was understood and refused for this workload (policy, scope, audience, or its credentials).
+    """
+
+    def __init__(self, error: str, description: str = "") -> None:
+        super().__init__(description)
+        self.error = error
+        self.status = 400 if error == "invalid_request" else 403
+
+
+def refusal_from_response(status: int, body: object) -> TokenServiceRefusedError:
+    """Build the pass-through error from a 4xx token response, sanitising what the token service sent."""
+    error = body.get("error") if isinstance(body, dict) else None
+    description = body.get("error_description") if isinstance(body, dict) else None
+    if not isinstance(error, str) or not _ERROR_CODE.fullmatch(error):
+        return TokenServiceRefusedError("access_denied", f"token service refused the exchange (HTTP {status})")
+    if not isinstance(description, str) or not _DESCRIPTION.fullmatch(description):
+        description = ""
+    return TokenServiceRefusedError(error, description[:_MAX_DESCRIPTION])

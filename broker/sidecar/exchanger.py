@@ -1,0 +1,280 @@
+"""The sidecar's client of the token service: RFC 8693 token exchange over mTLS.
+
+One exchange: fetch a JWT-SVID whose audience is the token service's issuer URL, then POST the RFC 8693 §2.1
+form (``grant_type=urn:ietf:params:oauth:grant-type:token-exchange``, the JWT-SVID as ``subject_token``, the
+target as ``audience``, optional ``scope``) to the ``token_endpoint`` named by the issuer's RFC 8414 metadata,
+over mTLS with the workload's X.509-SVID (RFC 8705 §2: the token comes back bound to that certificate).
+
+The token service is authenticated by SPIFFE ID on every new connection before anything is sent
+(:class:`~broker.verify.connector.SpiffeTLSConnector`). Transport errors, 408, 429 and 5xx are retried with
+exponential backoff and full jitter; RFC 6749 §5.2 errors are not retried and pass through to the app. When the
+X.509-SVID rotates the keep-alive session is replaced, so new exchanges present the new certificate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import aiohttp
+
+from broker.identity.errors import SvidUnavailableError
+from broker.identity.source import SvidSource
+from broker.identity.tls import ServerIdMatcher, SourceSSLContext, client_ssl_context
+from broker.sidecar.errors import TokenServiceRefusedError, TokenServiceUnavailableError, refusal_from_response
+from broker.sidecar.retry import RetryPolicy
+from broker.verify.connector import SpiffeTLSConnector
+from broker.verify.jws import JwsError, parse_compact
+from broker.verify.metadata import AuthorizationServerMetadata, MetadataError, check_issuer, metadata_url
+
+__all__ = [
+    "ACCESS_TOKEN_TYPE",
+    "JWT_TOKEN_TYPE",
+    "TOKEN_EXCHANGE_GRANT",
+    "Exchanger",
+    "TokenResult",
+    "TokenServiceClient",
+]
+
+log = logging.getLogger(__name__)
+
+TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"  # noqa: S105 - RFC 8693 §2.1
+JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"  # noqa: S105 - RFC 8693 §3
+ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"  # noqa: S105 - RFC 8693 §3
+_RETRYABLE_STATUS = frozenset({408, 429})
+
+
+@dataclass(frozen=True)
+class TokenResult:
+    """A successful RFC 8693 §2.2.1 response. ``bound_x5t`` is the token's ``cnf.x5t#S256`` (RFC 8705 §3.1)."""
+
+    access_token: str = field(repr=False)
+    expires_in: int
+    token_type: str = "Bearer"  # noqa: S105 - RFC 6750 token type name
+    issued_token_type: str = ACCESS_TOKEN_TYPE
+    scope: str | None = None
+    bound_x5t: str | None = None
+
+
+class Exchanger(Protocol):
+    """Turns the workload's identity into an access token for ``audience`` (and ``scope``)."""
+
+    async def exchange(self, audience: str, scope: str | None) -> TokenResult: ...
+
+
+class _RetryableError(Exception):
+    """A failure worth another attempt (transport error, timeout, 408/429/5xx); ``reason`` is safe to log."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def token_claims_unverified(access_token: str) -> dict[str, Any]:
+    """The payload of a JWT access token *without* verifying it: only for cache bookkeeping, never for trust."""
+    try:
+        return parse_compact(access_token).payload
+    except JwsError:
+        return {}
+
+
+def parse_token_response(body: object, *, requested_scope: str | None, now: float) -> TokenResult:
+    """Validate a 200 token response (RFC 6749 §5.1, RFC 8693 §2.2.1); expiry falls back to the JWT ``exp``."""
+    if not isinstance(body, dict) or not isinstance(body.get("access_token"), str) or not body["access_token"]:
+        raise TokenServiceUnavailableError("token service sent a malformed token response")
+    token: str = body["access_token"]
+    claims = token_claims_unverified(token)
+    expires_in = body.get("expires_in")
+    if not isinstance(expires_in, int) or isinstance(expires_in, bool) or expires_in <= 0:
+        exp = claims.get("exp")
+        if not isinstance(exp, int | float) or exp <= now:
+            raise TokenServiceUnavailableError("token response has no usable expires_in")
+        expires_in = int(exp - now)
+    cnf = claims.get("cnf")
+    bound = cnf.get("x5t#S256") if isinstance(cnf, dict) else None
+    scope = body.get("scope")
+    return TokenResult(
+        access_token=token,
+        expires_in=expires_in,
+        token_type=str(body.get("token_type") or "Bearer"),
+        issued_token_type=str(body.get("issued_token_type") or ACCESS_TOKEN_TYPE),
+        scope=scope if isinstance(scope, str) else requested_scope,
+        bound_x5t=bound if isinstance(bound, str) else None,
+    )
+
+
+@dataclass
+class _Http:
+    context: SourceSSLContext
+    session: aiohttp.ClientSession
+
+
+class TokenServiceClient:
+    """The real :class:`Exchanger`; also probes the token service for the sidecar's readiness."""
+
+    def __init__(
+        self,
+        *,
+        source: SvidSource,
+        issuer: str,
+        server_id: ServerIdMatcher,
+        retry: RetryPolicy | None = None,
+        timeout: float = 5.0,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._source = source
+        self._issuer = check_issuer(issuer)
+        self._metadata_url = metadata_url(issuer)
+        self._server_id = server_id
+        self._retry = retry or RetryPolicy()
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._sleep = sleep
+        self._metadata: AuthorizationServerMetadata | None = None
+        self._http: _Http | None = None
+        self._closing: set[asyncio.Task[None]] = set()
+        self._x5t = self._current_x5t()
+        self._unsubscribe: Callable[[], None] | None = source.subscribe(self._on_source_change)
+        self.reachable = False
+        self.exchange_count = 0  # token requests sent (for tests and metrics)
+
+    @property
+    def issuer(self) -> str:
+        return self._issuer
+
+    async def exchange(self, audience: str, scope: str | None) -> TokenResult:
+        """Exchange the workload's JWT-SVID for an access token, retrying transient failures."""
+        reason = "no attempt made"
+        for attempt in range(self._retry.attempts):
+            if attempt:
+                await self._sleep(self._retry.delay(attempt - 1))
+            try:
+                result = await self._exchange_once(audience, scope)
+            except _RetryableError as exc:
+                reason = exc.reason
+                log.warning("token exchange attempt %d failed: %s", attempt + 1, reason)
+                continue
+            except TokenServiceRefusedError:
+                self._set_reachable(True)
+                raise
+            self._set_reachable(True)
+            return result
+        self._set_reachable(False, reason)
+        raise TokenServiceUnavailableError(f"token service unavailable after {self._retry.attempts} attempts")
+
+    async def probe(self) -> bool:
+        """Fetch the RFC 8414 metadata: True (and ready) if the token service answered correctly."""
+        try:
+            await self._fetch_metadata()
+        except _RetryableError as exc:
+            self._set_reachable(False, exc.reason)
+            return False
+        except TokenServiceUnavailableError as exc:
+            self._set_reachable(False, exc.description)
+            return False
+        self._set_reachable(True)
+        return True
+
+    async def aclose(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        self._retire_session()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
+
+    async def _exchange_once(self, audience: str, scope: str | None) -> TokenResult:
+        endpoint = await self._token_endpoint()
+        svid = await self._source.fetch_jwt_svid(self._issuer)
+        form = {
+            "grant_type": TOKEN_EXCHANGE_GRANT,
+            "subject_token": svid.token,
+            "subject_token_type": JWT_TOKEN_TYPE,
+            "requested_token_type": ACCESS_TOKEN_TYPE,
+            "audience": audience,
+        }
+        if scope:
+            form["scope"] = scope
+        self.exchange_count += 1
+        status, body = await self._request("POST", endpoint, form)
+        if status in _RETRYABLE_STATUS or status >= 500:
+            raise _RetryableError(f"token endpoint answered HTTP {status}")
+        if status != 200:
+            raise refusal_from_response(status, body)
+        result = parse_token_response(body, requested_scope=scope, now=time.time())
+        if result.bound_x5t is not None and result.bound_x5t != self._current_x5t():
+            self._retire_session()  # the connection still presented the certificate that has just rotated
+            raise _RetryableError("token bound to a rotated certificate")
+        return result
+
+    async def _token_endpoint(self) -> str:
+        metadata = self._metadata or await self._fetch_metadata()
+        assert metadata.token_endpoint is not None
+        return metadata.token_endpoint
+
+    async def _fetch_metadata(self) -> AuthorizationServerMetadata:
+        status, body = await self._request("GET", self._metadata_url, None)
+        if status in _RETRYABLE_STATUS or status >= 500:
+            raise _RetryableError(f"metadata endpoint answered HTTP {status}")
+        if status != 200:
+            raise TokenServiceUnavailableError(f"metadata endpoint answered HTTP {status}")
+        try:
+            metadata = AuthorizationServerMetadata.from_document(body, issuer=self._issuer)
+        except MetadataError as exc:
+            raise TokenServiceUnavailableError(str(exc)) from None
+        if metadata.token_endpoint is None:
+            raise TokenServiceUnavailableError("metadata has no token_endpoint")
+        self._metadata = metadata
+        return metadata
+
+    async def _request(self, method: str, url: str, form: dict[str, str] | None) -> tuple[int, object]:
+        try:
+            async with self._session().request(method, url, data=form, allow_redirects=False) as response:
+                status, raw = response.status, await response.read()
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise _RetryableError(f"{method} {url}: {type(exc).__name__}: {exc}") from None
+        try:
+            body: object = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        return status, body
+
+    def _session(self) -> aiohttp.ClientSession:
+        if self._http is None:
+            context = client_ssl_context(self._source, server_id=self._server_id)
+            session = aiohttp.ClientSession(connector=SpiffeTLSConnector(context), timeout=self._timeout)
+            self._http = _Http(context, session)
+        return self._http.session
+
+    def _retire_session(self) -> None:
+        http, self._http = self._http, None
+        if http is None:
+            return
+        http.context.detach()
+        task = asyncio.get_running_loop().create_task(http.session.close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    def _current_x5t(self) -> str | None:
+        try:
+            return self._source.x509_svid().x5t_s256()
+        except SvidUnavailableError:
+            return None
+
+    def _on_source_change(self) -> None:
+        x5t = self._current_x5t()
+        if x5t != self._x5t:
+            self._x5t = x5t
+            self._retire_session()  # pooled connections present the old certificate
+
+    def _set_reachable(self, reachable: bool, reason: str = "") -> None:
+        if reachable != self.reachable:
+            if reachable:
+                log.info("token service %s reachable", self._issuer)
+            else:
+                log.warning("token service %s unreachable: %s", self._issuer, reason)
+        self.reachable = reachable

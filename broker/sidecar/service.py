@@ -1,0 +1,112 @@
+"""Starting and stopping the sidecar in process (``spiffe-broker sidecar``, ``spiffe-broker dev`` and tests).
+
+The token service is authenticated by SPIFFE ID before the sidecar sends it anything. Unless told otherwise the
+expected ID is ``spiffe://<the workload's own trust domain>/spiffe-broker`` (:func:`token_service_matcher`):
+an exact ID, not "anyone in the trust domain", because any workload of the trust domain could otherwise pose as
+the token service and collect JWT-SVIDs minted for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+
+from broker.identity.source import SvidSource
+from broker.identity.spiffeid import SpiffeId
+from broker.identity.tls import ServerIdMatcher
+from broker.sidecar.app import TokenServiceLink, build_sidecar_app
+from broker.sidecar.cache import Clock, TokenCache
+from broker.sidecar.exchanger import TokenServiceClient
+from broker.sidecar.retry import RetryPolicy
+from broker.sidecar.sockets import bind_loopback, bind_unix_socket
+
+__all__ = ["DEFAULT_BROKER_ID_PATH", "RunningSidecar", "start_sidecar", "token_service_matcher"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BROKER_ID_PATH = "/spiffe-broker"
+
+
+def token_service_matcher(configured: str | None, source: SvidSource) -> SpiffeId:
+    """The token service's expected SPIFFE ID: ``configured``, else ``spiffe://<own trust domain>/spiffe-broker``."""
+    if configured:
+        return SpiffeId.parse(configured)
+    own = source.x509_svid().spiffe_id.trust_domain
+    return SpiffeId(own, DEFAULT_BROKER_ID_PATH)
+
+
+@dataclass
+class RunningSidecar:
+    """A started sidecar: where it listens, its cache and token service client, and :meth:`aclose`."""
+
+    runner: web.AppRunner
+    cache: TokenCache = field(repr=False)
+    token_service: TokenServiceLink = field(repr=False)
+    socket_path: Path | None = None
+    http_port: int | None = None
+
+    async def aclose(self) -> None:
+        """Stop serving (closing the cache and the token service client) and remove the socket file."""
+        await self.runner.cleanup()
+        if self.socket_path is not None:
+            self.socket_path.unlink(missing_ok=True)
+
+    stop = aclose
+
+
+async def start_sidecar(
+    *,
+    source: SvidSource,
+    token_service_url: str,
+    token_service_id: ServerIdMatcher,
+    socket_path: Path | None,
+    socket_mode: int = 0o600,
+    http_port: int | None = None,
+    probe_interval: float = 5.0,
+    retry: RetryPolicy | None = None,
+    timeout: float = 5.0,
+    token_service: TokenServiceLink | None = None,
+    clock: Clock = time.time,
+) -> RunningSidecar:
+    """Serve ``/v1/token`` on ``socket_path`` (mode ``socket_mode``) and/or ``127.0.0.1:http_port`` (0: any free).
+
+    ``token_service_url`` is the token service's issuer URL (its RFC 8414 metadata names the token endpoint).
+    ``token_service`` replaces the real :class:`TokenServiceClient` (tests); the sidecar closes it on exit.
+    """
+    if socket_path is None and http_port is None:
+        raise ValueError("the sidecar needs a Unix socket path or an HTTP port")
+    link = token_service or TokenServiceClient(
+        source=source, issuer=token_service_url, server_id=token_service_id, retry=retry, timeout=timeout
+    )
+    cache = TokenCache(exchanger=link, source=source, clock=clock)
+    app = build_sidecar_app(source=source, token_service=link, cache=cache, probe_interval=probe_interval)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    running = RunningSidecar(runner, cache, link)
+    try:
+        if socket_path is not None:
+            running.socket_path = socket_path
+            await _serve(runner, bind_unix_socket(socket_path, socket_mode))
+        if http_port is not None:
+            running.http_port = int((await _serve(runner, bind_loopback(http_port))).getsockname()[1])
+    except BaseException:
+        await running.aclose()
+        raise
+    where = [str(socket_path)] if socket_path is not None else []
+    where += [f"127.0.0.1:{running.http_port}"] if running.http_port is not None else []
+    log.info("sidecar serving on %s (token service %s)", ", ".join(where), token_service_url)
+    return running
+
+
+async def _serve(runner: web.AppRunner, sock: socket.socket) -> socket.socket:
+    try:
+        await web.SockSite(runner, sock, shutdown_timeout=1.0).start()
+    except BaseException:
+        sock.close()
+        raise
+    return sock

@@ -1,0 +1,102 @@
+"""Access tokens as JWTs per RFC 9068, bound to the client's certificate per RFC 8705 §3.
+
+Header ``{"alg": "ES256", "kid": <RFC 7638 thumbprint>, "typ": "at+jwt"}`` (RFC 9068 §2.1). Claims (RFC 9068
+§2.2): ``iss``, ``sub`` and ``client_id`` (both the client's SPIFFE ID: the workload acts for itself), ``aud``
+(the one granted target), ``scope`` (space separated, only when scopes were granted), ``iat``, ``exp``, ``jti``
+(128 random bits) and ``cnf: {"x5t#S256": ...}`` (RFC 8705 §3.1). The lifetime is the policy's maximum but never
+past the client certificate's ``notAfter``: a token must not outlive the key it is bound to.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography import x509
+
+from broker.errors import InvalidClientError
+from broker.identity.spiffeid import SpiffeId
+from broker.identity.svid import x5t_s256
+from broker.tokens.keys import ALGORITHM, KeyStore, b64url
+
+__all__ = ["TOKEN_TYPE_HEADER", "AccessTokenIssuer", "AuthenticatedClient", "IssuedToken"]
+
+TOKEN_TYPE_HEADER = "at+jwt"  # noqa: S105 (a type URN, not a secret)
+MIN_LIFETIME = 1
+
+
+@dataclass(frozen=True)
+class AuthenticatedClient:
+    """A client authenticated by its X.509-SVID on the TLS connection (RFC 8705 §2.1 ``tls_client_auth``)."""
+
+    spiffe_id: SpiffeId
+    leaf: x509.Certificate = field(repr=False)
+
+    def x5t_s256(self) -> str:
+        return x5t_s256(self.leaf)
+
+    def not_after(self) -> int:
+        return int(self.leaf.not_valid_after_utc.timestamp())
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    """A signed access token and the facts a token response reports about it."""
+
+    token: str = field(repr=False)
+    jti: str
+    expires_in: int
+    audience: str
+    scopes: tuple[str, ...]
+    claims: dict[str, Any] = field(repr=False, compare=False)
+
+
+class AccessTokenIssuer:
+    """Signs RFC 9068 access tokens with the key store's active key; ``issued_count`` counts tokens issued."""
+
+    def __init__(self, *, issuer: str, key_store: KeyStore, clock: Callable[[], float] = time.time) -> None:
+        self.issuer = issuer
+        self.key_store = key_store
+        self._clock = clock
+        self.issued_count = 0
+
+    def issue(
+        self, *, client: AuthenticatedClient, audience: str, scopes: frozenset[str], max_lifetime: int
+    ) -> IssuedToken:
+        """Issue a token for ``client``; raise ``invalid_client`` if its certificate has (nearly) expired."""
+        now = int(self._clock())
+        lifetime = min(max_lifetime, client.not_after() - now)
+        if lifetime < MIN_LIFETIME:
+            raise InvalidClientError("client certificate expires too soon to bind a token to it")
+        ordered_scopes = tuple(sorted(scopes))
+        jti = b64url(secrets.token_bytes(16))
+        claims: dict[str, Any] = {
+            "iss": self.issuer,
+            "sub": str(client.spiffe_id),
+            "client_id": str(client.spiffe_id),
+            "aud": audience,
+            "iat": now,
+            "exp": now + lifetime,
+            "jti": jti,
+            "cnf": {"x5t#S256": client.x5t_s256()},
+        }
+        if ordered_scopes:
+            claims["scope"] = " ".join(ordered_scopes)
+        token = self._sign(claims)
+        self.issued_count += 1
+        return IssuedToken(token, jti, lifetime, audience, ordered_scopes, claims)
+
+    def _sign(self, claims: dict[str, Any]) -> str:
+        """RFC 7515 §7.1 compact serialization."""
+        key = self.key_store.active_key()
+        header = {"alg": ALGORITHM, "kid": key.kid, "typ": TOKEN_TYPE_HEADER}
+        signing_input = f"{_encode_json(header)}.{_encode_json(claims)}".encode("ascii")
+        return f"{signing_input.decode('ascii')}.{b64url(key.sign(signing_input))}"
+
+
+def _encode_json(value: dict[str, Any]) -> str:
+    return b64url(json.dumps(value, separators=(",", ":"), ensure_ascii=True).encode("ascii"))

@@ -1,0 +1,162 @@
+"""The token service's signing keys: ES256 (RFC 7518 §3.4), ``kid`` = RFC 7638 JWK thumbprint.
+
+A :class:`KeyStore` holds one active key (signs new tokens) and every key still published in the JWKS (the
+active one plus, after :meth:`FileKeyStore.rotate`, the previous one so tokens it signed keep verifying).
+:class:`FileKeyStore` keeps the keys as PKCS#8 PEM files with mode 0600 in a 0700 state directory, generating the
+key on first start; it refuses a key file that others can read.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import stat
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+from broker.errors import ConfigError
+from broker.identity.devca import write_private_file
+
+__all__ = ["FileKeyStore", "InMemoryKeyStore", "KeyStore", "SigningKey", "b64url", "jwks"]
+
+ALGORITHM = "ES256"
+ACTIVE_KEY_FILE = "token-signing-key.pem"
+PREVIOUS_KEY_FILE = "token-signing-key.previous.pem"
+
+
+def b64url(data: bytes) -> str:
+    """RFC 7515 §2: base64url without padding."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    """A P-256 private key and its RFC 7638 thumbprint (used as ``kid``)."""
+
+    private_key: ec.EllipticCurvePrivateKey = field(repr=False, compare=False)
+    kid: str
+
+    @classmethod
+    def generate(cls) -> SigningKey:
+        return cls.from_private_key(ec.generate_private_key(ec.SECP256R1()))
+
+    @classmethod
+    def from_private_key(cls, key: ec.EllipticCurvePrivateKey) -> SigningKey:
+        if not isinstance(key.curve, ec.SECP256R1):
+            raise ConfigError("token signing key must be a P-256 key (ES256)")
+        return cls(private_key=key, kid=thumbprint(_ec_public_members(key.public_key())))
+
+    def public_jwk(self) -> dict[str, str]:
+        """RFC 7517 public JWK with ``kid``, ``use: sig`` and ``alg: ES256``."""
+        return {**_ec_public_members(self.private_key.public_key()), "kid": self.kid, "use": "sig", "alg": ALGORITHM}
+
+    def sign(self, signing_input: bytes) -> bytes:
+        """RFC 7518 §3.4: ECDSA P-256 SHA-256, signature as the 64-byte ``R || S``."""
+        r, s = decode_dss_signature(self.private_key.sign(signing_input, ec.ECDSA(hashes.SHA256())))
+        return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+
+    def to_pem(self) -> bytes:
+        return self.private_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+
+
+def _ec_public_members(public_key: ec.EllipticCurvePublicKey) -> dict[str, str]:
+    numbers = public_key.public_numbers()
+    return {
+        "kty": "EC",
+        "crv": "P-256",
+        "x": b64url(numbers.x.to_bytes(32, "big")),
+        "y": b64url(numbers.y.to_bytes(32, "big")),
+    }
+
+
+def thumbprint(members: dict[str, str]) -> str:
+    """RFC 7638 §3: SHA-256 over the required members in lexicographic order, no whitespace, base64url."""
+    required = {name: members[name] for name in ("crv", "kty", "x", "y")}
+    canonical = json.dumps(required, separators=(",", ":"), sort_keys=True).encode("utf-8")
+    return b64url(hashlib.sha256(canonical).digest())
+
+
+def jwks(keys: Sequence[SigningKey]) -> dict[str, Any]:
+    """RFC 7517 §5 JWK Set of the public halves of ``keys``."""
+    return {"keys": [key.public_jwk() for key in keys]}
+
+
+class KeyStore(Protocol):
+    """The active signing key and every key to publish."""
+
+    def active_key(self) -> SigningKey: ...
+
+    def published_keys(self) -> Sequence[SigningKey]: ...
+
+
+class InMemoryKeyStore:
+    """A key generated in memory (tests, ``spiffe-broker dev`` without a state directory)."""
+
+    def __init__(self, key: SigningKey | None = None) -> None:
+        self._key = key or SigningKey.generate()
+
+    def active_key(self) -> SigningKey:
+        return self._key
+
+    def published_keys(self) -> Sequence[SigningKey]:
+        return (self._key,)
+
+
+class FileKeyStore:
+    """Keys kept in ``state_dir`` (0700) as 0600 PEM files; generated on first start, loaded on restart."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        active_path = state_dir / ACTIVE_KEY_FILE
+        if active_path.exists():
+            self._active = _load_key(active_path)
+        else:
+            self._active = SigningKey.generate()
+            write_private_file(active_path, self._active.to_pem())
+        previous_path = state_dir / PREVIOUS_KEY_FILE
+        self._previous = _load_key(previous_path) if previous_path.exists() else None
+
+    def active_key(self) -> SigningKey:
+        return self._active
+
+    def published_keys(self) -> Sequence[SigningKey]:
+        return (self._active,) if self._previous is None else (self._active, self._previous)
+
+    def rotate(self) -> SigningKey:
+        """Make a new active key; the old one stays published (as the previous key) until the next rotation."""
+        new = SigningKey.generate()
+        write_private_file(self.state_dir / PREVIOUS_KEY_FILE, self._active.to_pem())
+        write_private_file(self.state_dir / ACTIVE_KEY_FILE, new.to_pem())
+        self._previous, self._active = self._active, new
+        return new
+
+
+def _load_key(path: Path) -> SigningKey:
+    """Load a PEM key, refusing a file that group or others can access (like ssh does)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot open signing key: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as handle:
+        mode = os.fstat(handle.fileno()).st_mode
+        if not stat.S_ISREG(mode) or mode & 0o077:
+            raise ConfigError(f"{path}: signing key must be a regular file with mode 0600")
+        data = handle.read()
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError):
+        raise ConfigError(f"{path}: signing key is not an unencrypted PEM private key") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ConfigError(f"{path}: signing key must be an EC P-256 key")
+    return SigningKey.from_private_key(key)

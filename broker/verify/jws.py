@@ -1,0 +1,103 @@
+"""Compact JWS (RFC 7515 §7.1) parsing and ECDSA verification with ``cryptography`` directly.
+
+The hot path of every protected request: one regex over the token, two base64url decodes + ``json.loads``,
+and one ECDSA verify. RFC 7518 §3.4: an ES* signature is the fixed-width big-endian ``r || s``, which
+``cryptography`` wants as a DER ``Ecdsa-Sig-Value``; :func:`verify_es` converts it. Keys are imported once by
+the JWKS provider, never per token. Nothing here ever puts the token into an error message.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+__all__ = ["ES_ALGORITHMS", "CompactJws", "JwsError", "b64url_decode", "parse_compact", "verify_es"]
+
+# Three base64url segments (RFC 7515 §2: no padding); fullmatch, so no trailing newline slips through.
+_COMPACT = re.compile(r"([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)")
+MAX_TOKEN_LENGTH = 16 * 1024
+
+
+@dataclass(frozen=True)
+class _EsAlgorithm:
+    curve: type[ec.EllipticCurve]
+    signature: ec.ECDSA
+    size: int  # bytes per coordinate (RFC 7518 §3.4)
+
+
+ES_ALGORITHMS: dict[str, _EsAlgorithm] = {
+    "ES256": _EsAlgorithm(ec.SECP256R1, ec.ECDSA(hashes.SHA256()), 32),
+    "ES384": _EsAlgorithm(ec.SECP384R1, ec.ECDSA(hashes.SHA384()), 48),
+    "ES512": _EsAlgorithm(ec.SECP521R1, ec.ECDSA(hashes.SHA512()), 66),
+}
+
+
+class JwsError(ValueError):
+    """The token is not a well-formed compact JWS, or its signature does not verify."""
+
+
+@dataclass(frozen=True, slots=True)
+class CompactJws:
+    """A parsed (not yet verified) compact JWS whose payload is a JSON object."""
+
+    header: dict[str, Any]
+    payload: dict[str, Any] = field(repr=False)
+    signing_input: bytes = field(repr=False)
+    signature: bytes = field(repr=False)
+
+
+def b64url_decode(segment: str) -> bytes:
+    """Decode unpadded base64url (RFC 7515 §2); the caller has already checked the alphabet."""
+    try:
+        return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    except (binascii.Error, ValueError):
+        raise JwsError("bad base64url") from None
+
+
+def _json_object(data: bytes, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(data)
+    except ValueError:
+        raise JwsError(f"{what} is not JSON") from None
+    if not isinstance(value, dict):
+        raise JwsError(f"{what} is not a JSON object")
+    return value
+
+
+def parse_compact(token: str) -> CompactJws:
+    """Split and decode a compact JWS; the header and payload must be JSON objects."""
+    if len(token) > MAX_TOKEN_LENGTH:
+        raise JwsError("token too long")
+    match = _COMPACT.fullmatch(token)
+    if match is None:
+        raise JwsError("not a compact JWS")
+    header_b64, payload_b64, signature_b64 = match.groups()
+    header = _json_object(b64url_decode(header_b64), "header")
+    payload = _json_object(b64url_decode(payload_b64), "payload")
+    signing_input = token[: len(header_b64) + 1 + len(payload_b64)].encode("ascii")
+    return CompactJws(header, payload, signing_input, b64url_decode(signature_b64))
+
+
+def verify_es(jws: CompactJws, alg: str, key: ec.EllipticCurvePublicKey) -> None:
+    """Verify an ES256/384/512 signature (RFC 7518 §3.4); the key's curve must be the algorithm's."""
+    spec = ES_ALGORITHMS.get(alg)
+    if spec is None or not isinstance(key.curve, spec.curve):
+        raise JwsError("algorithm does not match the key")
+    size = spec.size
+    if len(jws.signature) != 2 * size:
+        raise JwsError("bad signature length")
+    r = int.from_bytes(jws.signature[:size], "big")
+    s = int.from_bytes(jws.signature[size:], "big")
+    try:
+        key.verify(encode_dss_signature(r, s), jws.signing_input, spec.signature)
+    except InvalidSignature:
+        raise JwsError("bad signature") from None

@@ -1,0 +1,181 @@
+"""Checking the broker's access tokens at a resource server, including their certificate binding.
+
+A token is accepted only if every rule holds; each failure is :class:`~broker.errors.InvalidTokenError` (401,
+``WWW-Authenticate: Bearer error="invalid_token"``, RFC 6750 §3.1) with a description that never quotes the token:
+
+* compact JWS (RFC 7515 §7.1); no ``crit`` header (RFC 7515 §4.1.11: we understand no extensions);
+* ``alg`` from the allowlist only (default ES256; never ``none`` or HMAC, RFC 8725 §3.1), ``kid`` naming a key of
+  the issuer's JWKS, whose own ``alg`` (if declared) agrees; the signature verifies;
+* ``typ`` is ``at+jwt`` or ``application/at+jwt`` (RFC 9068 §2.1, §4);
+* ``iss`` equals the configured issuer, ``aud`` contains this resource server's audience (RFC 9068 §4);
+* ``exp`` and ``iat`` are present; ``exp``, ``nbf`` and ``iat`` hold within ``leeway`` seconds (RFC 7519 §4.1);
+* ``sub`` is a SPIFFE ID;
+* ``cnf.x5t#S256`` equals the SHA-256 thumbprint of the client certificate on *this* TLS connection (RFC 8705
+  §3: a missing ``cnf``, a missing certificate or a different certificate is ``invalid_token``).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from broker.errors import InvalidTokenError
+from broker.identity.errors import InvalidSpiffeIdError
+from broker.identity.spiffeid import SpiffeId
+from broker.verify.jwks import JwksProvider
+from broker.verify.jws import ES_ALGORITHMS, CompactJws, JwsError, parse_compact, verify_es
+
+__all__ = ["ACCESS_TOKEN_TYPES", "AccessTokenVerifier", "VerifiedToken", "certificate_thumbprint"]
+
+ACCESS_TOKEN_TYPES = frozenset({"at+jwt", "application/at+jwt"})  # RFC 9068 §4
+
+
+def certificate_thumbprint(certificate_der: bytes) -> str:
+    """RFC 8705 §3.1 ``x5t#S256``: base64url (no padding) of SHA-256 over the certificate's DER."""
+    return base64.urlsafe_b64encode(hashlib.sha256(certificate_der).digest()).rstrip(b"=").decode("ascii")
+
+
+@dataclass(frozen=True)
+class VerifiedToken:
+    """What a verified access token says: who (``spiffe_id``), what (``scopes``), and until when."""
+
+    spiffe_id: SpiffeId
+    scopes: frozenset[str]
+    audience: tuple[str, ...]
+    expires_at: float
+    client_id: str | None = None
+    jti: str | None = None
+    claims: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def scope(self) -> str:
+        """The granted scopes as an RFC 6749 §3.3 string (sorted)."""
+        return " ".join(sorted(self.scopes))
+
+
+def _number(claims: Mapping[str, Any], name: str) -> float | None:
+    value = claims.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidTokenError(f"claim {name!r} is not a number")
+    return float(value)
+
+
+class AccessTokenVerifier:
+    """Verifies the broker's RFC 9068 access tokens for one resource server (``audience``)."""
+
+    def __init__(
+        self,
+        *,
+        issuer: str,
+        audience: str,
+        jwks: JwksProvider,
+        leeway: float = 30.0,
+        algorithms: Iterable[str] = ("ES256",),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        allowed = frozenset(algorithms)
+        if not allowed or not allowed <= ES_ALGORITHMS.keys():
+            raise ValueError(f"algorithms must be a non-empty subset of {sorted(ES_ALGORITHMS)}")
+        self.issuer = issuer
+        self.audience = audience
+        self._jwks = jwks
+        self._leeway = leeway
+        self._algorithms = allowed
+        self._clock = clock
+
+    async def verify(self, token: str, client_cert_der: bytes | None) -> VerifiedToken:
+        """Verify ``token`` as presented on a connection whose client certificate is ``client_cert_der``."""
+        try:
+            jws = parse_compact(token)
+        except JwsError as exc:
+            raise InvalidTokenError(f"malformed access token ({exc})") from None
+        alg, kid = self._check_header(jws.header)
+        key = self._jwks.cached_key(kid) or await self._jwks.get_key(kid)
+        if key is None:
+            raise InvalidTokenError("access token signed with an unknown key")
+        if key.alg is not None and key.alg != alg:
+            raise InvalidTokenError("access token algorithm does not match its key")
+        try:
+            verify_es(jws, alg, key.public_key)
+        except JwsError:
+            raise InvalidTokenError("access token signature is invalid") from None
+        return self._check_claims(jws, client_cert_der)
+
+    def _check_header(self, header: Mapping[str, Any]) -> tuple[str, str]:
+        alg = header.get("alg")
+        if not isinstance(alg, str) or alg not in self._algorithms:
+            raise InvalidTokenError("access token algorithm is not allowed")
+        typ = header.get("typ")
+        if not isinstance(typ, str) or typ.lower() not in ACCESS_TOKEN_TYPES:
+            raise InvalidTokenError("not an access token (typ must be at+jwt, RFC 9068 §4)")
+        if "crit" in header:
+            raise InvalidTokenError("access token has critical header extensions we do not understand")
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid:
+            raise InvalidTokenError("access token has no key ID")
+        return alg, kid
+
+    def _check_claims(self, jws: CompactJws, client_cert_der: bytes | None) -> VerifiedToken:
+        claims = jws.payload
+        if claims.get("iss") != self.issuer:
+            raise InvalidTokenError("access token is from another issuer")
+        audience = claims.get("aud")
+        audiences = (audience,) if isinstance(audience, str) else audience
+        if not isinstance(audiences, list | tuple) or self.audience not in audiences:
+            raise InvalidTokenError("access token is not meant for this resource server")
+        expires_at = self._check_times(claims)
+        spiffe_id = self._subject(claims)
+        self._check_binding(claims, client_cert_der)
+        scope = claims.get("scope")
+        client_id, jti = claims.get("client_id"), claims.get("jti")
+        return VerifiedToken(
+            spiffe_id=spiffe_id,
+            scopes=frozenset(scope.split()) if isinstance(scope, str) else frozenset(),
+            audience=tuple(str(a) for a in audiences),
+            expires_at=expires_at,
+            client_id=client_id if isinstance(client_id, str) else None,
+            jti=jti if isinstance(jti, str) else None,
+            claims=claims,
+        )
+
+    def _check_times(self, claims: Mapping[str, Any]) -> float:
+        now, leeway = self._clock(), self._leeway
+        exp, nbf, iat = _number(claims, "exp"), _number(claims, "nbf"), _number(claims, "iat")
+        if exp is None or iat is None:
+            raise InvalidTokenError("access token lacks exp or iat (RFC 9068 §2.2)")
+        if now >= exp + leeway:
+            raise InvalidTokenError("access token has expired")
+        if nbf is not None and nbf > now + leeway:
+            raise InvalidTokenError("access token is not valid yet")
+        if iat > now + leeway:
+            raise InvalidTokenError("access token was issued in the future")
+        return exp
+
+    @staticmethod
+    def _subject(claims: Mapping[str, Any]) -> SpiffeId:
+        sub = claims.get("sub")
+        if not isinstance(sub, str):
+            raise InvalidTokenError("access token has no subject")
+        try:
+            return SpiffeId.parse(sub)
+        except InvalidSpiffeIdError:
+            raise InvalidTokenError("access token subject is not a SPIFFE ID") from None
+
+    @staticmethod
+    def _check_binding(claims: Mapping[str, Any], client_cert_der: bytes | None) -> None:
+        """RFC 8705 §3: the presented certificate must be the one the token is bound to."""
+        cnf = claims.get("cnf")
+        bound = cnf.get("x5t#S256") if isinstance(cnf, dict) else None
+        if not isinstance(bound, str) or not bound:
+            raise InvalidTokenError("access token is not bound to a certificate (no cnf.x5t#S256)")
+        if not client_cert_der:
+            raise InvalidTokenError("certificate-bound token presented without a client certificate (RFC 8705 §3)")
+        if not hmac.compare_digest(bound.encode(), certificate_thumbprint(client_cert_der).encode()):
+            raise InvalidTokenError("access token is bound to a different client certificate (RFC 8705 §3)")

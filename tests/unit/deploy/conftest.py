@@ -1,0 +1,35 @@
+"""Fixtures for the deployment-file tests: the manifest checker module and the SPIRE binaries."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from deploy_helpers import CHECKER_PATH, spire_bin_dir
+
+
+@pytest.fixture(scope="session")
+def checker() -> ModuleType:
+    """scripts/check_k8s_manifests.py imported as a module (scripts/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("check_k8s_manifests", CHECKER_PATH)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up in sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def spire_bins() -> Path:
+    """Directory holding spire-server and spire-agent; skip locally, fail under CI when missing."""
+    bin_dir = spire_bin_dir()
+    if all(os.access(bin_dir / name, os.X_OK) for name in ("spire-server", "spire-agent")):
+        return bin_dir
+    message = f"SPIRE binaries not found in {bin_dir}: build them with scripts/build-spire.sh"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)

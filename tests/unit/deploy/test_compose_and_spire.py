@@ -1,0 +1,199 @@
+"""docker-compose.yml and the SPIRE configurations: they pass their validators (Compose Specification
+schema, broker policy schema, ``spire-server validate`` / ``spire-agent validate``), the validators catch
+typos, and scripts/validate-deploy.sh fails when any of them does."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+from deploy_helpers import COMPOSE_DIR, DEPLOY, REPO, SCHEMA_DIR
+
+COMPOSE_FILE = REPO / "docker-compose.yml"
+WORKLOAD_API_ENV = "unix:///spiffe-workload-api/spire-agent.sock"
+
+Obj = dict[str, Any]
+
+
+def _compose() -> Obj:
+    loaded: Obj = yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))
+    return loaded
+
+
+def _check_compose(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.compose-spec", str(path)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+
+
+def _registered_uids() -> dict[str, int]:
+    """SPIFFE ID -> uid of the entries deploy/compose/register.sh creates."""
+    text = (COMPOSE_DIR / "register.sh").read_text(encoding="utf-8")
+    found = re.findall(r'^register "spiffe://\$\{TRUST_DOMAIN\}(/[^"]+)" (\d+)', text, flags=re.MULTILINE)
+    return {f"spiffe://example.org{path}": int(uid) for path, uid in found}
+
+
+def test_compose_file_passes_compose_specification_schema() -> None:
+    result = _check_compose(COMPOSE_FILE)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("section", "rename"),
+    [
+        pytest.param(("services", "spiffe-broker"), ("healthcheck", "helthcheck"), id="service-key"),
+        pytest.param((), ("volumes", "volumnes"), id="top-level-key"),
+        pytest.param(("services", "spire-agent", "healthcheck"), ("interval", "intervall"), id="nested-key"),
+    ],
+)
+def test_compose_schema_rejects_misspelt_key(tmp_path: Path, section: tuple[str, ...], rename: tuple[str, str]) -> None:
+    compose = _compose()
+    target = compose
+    for key in section:
+        target = target[key]
+    target[rename[1]] = target.pop(rename[0])
+    broken = tmp_path / "docker-compose.yml"
+    broken.write_text(yaml.safe_dump(compose, sort_keys=False), encoding="utf-8")
+
+    result = _check_compose(broken)
+
+    assert result.returncode != 0
+    assert rename[1] in result.stdout
+
+
+def test_compose_policy_passes_schema_and_a_misspelt_rule_key_fails() -> None:
+    schema = json.loads((SCHEMA_DIR / "broker-policy.schema.json").read_text(encoding="utf-8"))
+    policy = yaml.safe_load((COMPOSE_DIR / "policy.yaml").read_text(encoding="utf-8"))
+    validator = jsonschema.Draft202012Validator(schema)
+
+    assert list(validator.iter_errors(policy)) == []
+    policy["rules"][0]["scope"] = policy["rules"][0].pop("scopes")
+    assert any("'scope' was unexpected" in e.message for e in validator.iter_errors(policy))
+
+
+def test_compose_workload_api_clients_share_agent_pid_namespace_with_registered_uids() -> None:
+    services = _compose()["services"]
+    uids = _registered_uids()
+    clients = {n: s for n, s in services.items() if s.get("environment", {}).get("SPIFFE_ENDPOINT_SOCKET")}
+
+    assert set(clients) == {"spiffe-broker", "broker-sidecar", "demo-api", "demo-client"}
+    for service in clients.values():
+        assert service["environment"]["SPIFFE_ENDPOINT_SOCKET"] == WORKLOAD_API_ENV
+        assert service["pid"] == "service:spire-agent"
+        assert "spire-agent-socket:/spiffe-workload-api:ro" in service["volumes"]
+        assert int(service["user"].split(":")[0]) in uids.values()
+    assert services["broker-sidecar"]["user"] == services["demo-client"]["user"]
+    assert int(services["demo-client"]["user"].split(":")[0]) == uids["spiffe://example.org/compose/demo-client"]
+
+
+def test_compose_policy_authorizes_the_demo_client_identity_for_the_demo_api() -> None:
+    policy = yaml.safe_load((COMPOSE_DIR / "policy.yaml").read_text(encoding="utf-8"))
+    command = _compose()["services"]["demo-client"]["command"]
+
+    (rule,) = policy["rules"]
+    assert rule["spiffe_id"] in _registered_uids()
+    assert command[command.index("--audience") + 1] in rule["audiences"]
+
+
+def test_every_compose_service_is_read_only_without_capabilities() -> None:
+    for name, service in _compose()["services"].items():
+        assert service["read_only"] is True, name
+        assert service["cap_drop"] == ["ALL"], name
+        assert "no-new-privileges:true" in service["security_opt"], name
+        assert service.get("pid") != "host", name
+
+
+def _spire_configs(checker: ModuleType, tmp_path: Path) -> dict[str, tuple[str, Path]]:
+    """id -> (server|agent, path) for the compose configs and those in the Kubernetes ConfigMaps."""
+    bootstrap = tmp_path / "bootstrap"
+    bootstrap.mkdir()
+    (bootstrap / "join_token").write_text("stand-in-token", encoding="utf-8")
+    agent = tmp_path / "compose-agent.conf"
+    agent.write_text((COMPOSE_DIR / "agent.conf").read_text().replace('"/bootstrap/', f'"{bootstrap}/'))
+    configs = {"compose-server": ("server", COMPOSE_DIR / "server.conf"), "compose-agent": ("agent", agent)}
+    docs = checker.load_documents([DEPLOY / "spire"])
+    for path in checker.extract_spire_configs(docs, tmp_path / "k8s"):
+        kind = "server" if path.name.endswith(".server.conf") else "agent"
+        configs[f"k8s-{kind}"] = (kind, path)
+    return configs
+
+
+def _spire_validate(bins: Path, kind: str, path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(bins / f"spire-{kind}"), "validate", "-config", str(path)],
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+CONFIG_IDS = ["compose-server", "compose-agent", "k8s-server", "k8s-agent"]
+TYPOS = {
+    "compose-server": ("trust_domain", "trust_domian"),
+    "compose-agent": ("server_address", "server_adress"),
+    "k8s-server": ("service_account_allow_list", "service_account_allow_lst"),
+    "k8s-agent": ("trust_bundle_path", "trust_bundle_pth"),
+}
+
+
+@pytest.mark.parametrize("config_id", CONFIG_IDS)
+def test_spire_validate_accepts_config(checker: ModuleType, spire_bins: Path, tmp_path: Path,
+                                       config_id: str) -> None:
+    kind, path = _spire_configs(checker, tmp_path)[config_id]
+
+    result = _spire_validate(spire_bins, kind, path)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("config_id", CONFIG_IDS)
+def test_spire_validate_rejects_config_with_misspelt_key(checker: ModuleType, spire_bins: Path, tmp_path: Path,
+                                                         config_id: str) -> None:
+    kind, path = _spire_configs(checker, tmp_path)[config_id]
+    old, new = TYPOS[config_id]
+    broken = tmp_path / f"broken-{path.name}"
+    text = path.read_text(encoding="utf-8")
+    assert old in text
+    broken.write_text(text.replace(old, new), encoding="utf-8")
+
+    result = _spire_validate(spire_bins, kind, broken)
+
+    assert result.returncode != 0
+
+
+def _copy_tree_for_script(dst: Path) -> Path:
+    for name in ("scripts", "deploy"):
+        shutil.copytree(REPO / name, dst / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("docker-compose.yml", "Dockerfile"):
+        shutil.copy2(REPO / name, dst / name)
+    return dst / "scripts" / "validate-deploy.sh"
+
+
+def _run_script(script: Path) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin", "PYTHON": sys.executable}
+    return subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=120, check=False, env=env)
+
+
+def test_validate_deploy_script_passes_on_the_repository_files(tmp_path: Path) -> None:
+    result = _run_script(_copy_tree_for_script(tmp_path))
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "validate-deploy: 0 failed" in result.stdout
+
+
+def test_validate_deploy_script_fails_when_the_compose_file_is_broken(tmp_path: Path) -> None:
+    script = _copy_tree_for_script(tmp_path)
+    compose = tmp_path / "docker-compose.yml"
+    compose.write_text(compose.read_text().replace("    healthcheck:", "    helthcheck:", 1))
+
+    result = _run_script(script)
+
+    assert result.returncode != 0
+    assert "FAIL: docker-compose.yml" in result.stdout

@@ -1,0 +1,261 @@
+"""The Kubernetes manifests under deploy/: they validate strictly, the checker catches typos, and every
+pod runs hardened (non-root, read-only root, no privilege escalation, no capabilities, limits)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import yaml
+from deploy_helpers import (
+    CRD_DIR,
+    DEPLOY,
+    SCHEMA_DIR,
+    find_object,
+    kubernetes_manifests,
+    load_yaml_documents,
+)
+
+TOKEN_SERVICE = DEPLOY / "k8s" / "10-token-service.yaml"
+EXAMPLE_APP = DEPLOY / "k8s" / "20-example-app.yaml"
+SERVER = DEPLOY / "spire" / "10-server.yaml"
+CLUSTER_SPIFFE_ID = DEPLOY / "spire" / "30-clusterspiffeid-example.yaml"
+WORKLOAD_API_ENV = "unix:///spiffe-workload-api/spire-agent.sock"
+
+# Containers that may run as root, and why (the comments in deploy/spire/20-agent.yaml say the same).
+ROOT_ALLOWED = {
+    ("spire-agent", "spire-agent"): "creates the Workload API socket in a root-owned hostPath dir",
+    ("spire-agent", "spiffe-csi-driver"): "privileged: Bidirectional mount propagation",
+    ("spire-agent", "node-driver-registrar"): "writes into the kubelet's root-owned plugin dir",
+}
+PRIVILEGED_ALLOWED = {("spire-agent", "spiffe-csi-driver")}
+
+Obj = dict[str, Any]
+
+
+def _pods() -> list[tuple[str, Obj, Obj]]:
+    """(id, workload object, pod spec) for every pod template in deploy/."""
+    pods = []
+    for path in kubernetes_manifests():
+        for doc in load_yaml_documents(path):
+            template = (doc.get("spec") or {}).get("template") or {}
+            if doc.get("kind") in {"Deployment", "StatefulSet", "DaemonSet", "Job"}:
+                pods.append((f"{doc['kind']}/{doc['metadata']['name']}", doc, template["spec"]))
+    return pods
+
+
+def _containers() -> list[tuple[str, str, Obj, Obj]]:
+    """(id, workload name, pod spec, container) for every container, init containers included."""
+    out = []
+    for pod_id, doc, pod in _pods():
+        for container in [*pod.get("initContainers", []), *pod.get("containers", [])]:
+            out.append((f"{pod_id}/{container['name']}", doc["metadata"]["name"], pod, container))
+    return out
+
+
+PODS = _pods()
+CONTAINERS = _containers()
+BROKER_CONTAINERS = [c for c in CONTAINERS if c[2].get("serviceAccountName") not in {"spire-server", "spire-agent"}]
+
+
+def _rewrite(src: Path, dst_dir: Path, kind: str, name: str, edit: Callable[[Obj], None]) -> Path:
+    """Copy ``src`` into ``dst_dir`` with ``edit`` applied to the one object ``kind``/``name``."""
+    docs = load_yaml_documents(src)
+    edit(find_object(docs, kind, name))
+    dst = dst_dir / src.name
+    dst.write_text(yaml.safe_dump_all(docs, sort_keys=False), encoding="utf-8")
+    return dst
+
+
+def _rename(mapping: Obj, old: str, new: str) -> None:
+    mapping[new] = mapping.pop(old)
+
+
+def _embedded(cm: Obj, key: str, edit: Callable[[Obj], None]) -> None:
+    content = yaml.safe_load(cm["data"][key])
+    edit(content)
+    cm["data"][key] = yaml.safe_dump(content)
+
+
+def test_every_kubernetes_manifest_passes_strict_validation(checker: ModuleType) -> None:
+    findings = checker.check_paths(kubernetes_manifests(), schema_dir=SCHEMA_DIR)
+
+    assert [str(f) for f in findings] == []
+
+
+def test_manifests_cover_spire_broker_and_custom_resources() -> None:
+    kinds = {doc["kind"] for path in kubernetes_manifests() for doc in load_yaml_documents(path)}
+
+    assert {"StatefulSet", "DaemonSet", "CSIDriver", "CustomResourceDefinition", "ClusterSPIFFEID",
+            "Deployment", "PodDisruptionBudget", "Service", "ConfigMap", "ServiceAccount"} <= kinds
+
+
+TYPOS = [
+    pytest.param(TOKEN_SERVICE, "Deployment", "spiffe-broker",
+                 lambda d: _rename(d["spec"], "replicas", "replica"), "replica", id="deployment-replica"),
+    pytest.param(TOKEN_SERVICE, "Deployment", "spiffe-broker",
+                 lambda d: _rename(d["spec"]["template"]["spec"]["containers"][0], "imagePullPolicy",
+                                   "imagePulPolicy"), "imagePulPolicy", id="container-imagePulPolicy"),
+    pytest.param(TOKEN_SERVICE, "Deployment", "spiffe-broker",
+                 lambda d: d["spec"].__setitem__("replicas", "two"), "replicas", id="deployment-replicas-type"),
+    pytest.param(TOKEN_SERVICE, "PodDisruptionBudget", "spiffe-broker",
+                 lambda d: _rename(d["spec"], "minAvailable", "minAvailible"), "minAvailible", id="pdb-field"),
+    pytest.param(CLUSTER_SPIFFE_ID, "ClusterSPIFFEID", "workloads-by-service-account",
+                 lambda d: _rename(d["spec"], "jwtTtl", "jwtTTL"), "jwtTTL", id="clusterspiffeid-spec-field"),
+    pytest.param(CLUSTER_SPIFFE_ID, "ClusterSPIFFEID", "workloads-by-service-account",
+                 lambda d: d["spec"].__setitem__("ttl", 3600), "ttl", id="clusterspiffeid-ttl-type"),
+    pytest.param(CLUSTER_SPIFFE_ID, "ClusterSPIFFEID", "workloads-by-service-account",
+                 lambda d: d["spec"].pop("spiffeIDTemplate"), "spiffeIDTemplate", id="clusterspiffeid-required"),
+    pytest.param(CLUSTER_SPIFFE_ID, "ClusterSPIFFEID", "workloads-by-service-account",
+                 lambda d: _rename(d["metadata"], "name", "nmae"), "nmae", id="clusterspiffeid-metadata"),
+    pytest.param(CLUSTER_SPIFFE_ID, "ClusterSPIFFEID", "workloads-by-service-account",
+                 lambda d: d["metadata"].__setitem__("namespace", "shop"), "cluster-scoped",
+                 id="clusterspiffeid-namespaced"),
+    pytest.param(SERVER, "ConfigMap", "spire-controller-manager",
+                 lambda d: _embedded(d, "controller-manager-config.yaml",
+                                     lambda c: _rename(c, "health", "healthProbe")),
+                 "healthProbe", id="controller-manager-config-key"),
+    pytest.param(TOKEN_SERVICE, "ConfigMap", "spiffe-broker-policy",
+                 lambda d: _embedded(d, "policy.yaml",
+                                     lambda p: _rename(p["rules"][0], "audiences", "audience")),
+                 "audience", id="policy-rule-key"),
+    pytest.param(TOKEN_SERVICE, "Service", "spiffe-broker",
+                 lambda d: d["metadata"].pop("namespace"), "namespace", id="service-without-namespace"),
+    pytest.param(EXAMPLE_APP, "Deployment", "web",
+                 lambda d: d["spec"]["template"]["spec"]["containers"][0]["volumeMounts"][0].__setitem__(
+                     "name", "broker-sockets"), "broker-sockets", id="volumemount-without-volume"),
+    pytest.param(EXAMPLE_APP, "Deployment", "web",
+                 lambda d: d["spec"]["template"]["spec"]["initContainers"][0]["readinessProbe"]["httpGet"]
+                 .__setitem__("port", "health"), "health", id="probe-port-undeclared"),
+]
+
+
+@pytest.mark.parametrize(("src", "kind", "name", "edit", "expected"), TYPOS)
+def test_checker_rejects_misspelt_or_invalid_field(
+    checker: ModuleType, tmp_path: Path, src: Path, kind: str, name: str,
+    edit: Callable[[Obj], None], expected: str,
+) -> None:
+    broken = _rewrite(src, tmp_path, kind, name, edit)
+
+    findings = checker.check_paths([broken, CRD_DIR], versions=("1.37",), schema_dir=SCHEMA_DIR)
+
+    assert findings, "the broken manifest passed"
+    assert any(expected in str(f) for f in findings), [str(f) for f in findings]
+
+
+def test_checker_fails_custom_resource_without_its_crd(checker: ModuleType) -> None:
+    findings = checker.check_paths([CLUSTER_SPIFFE_ID], versions=("1.37",), schema_dir=SCHEMA_DIR)
+
+    assert [f.message for f in findings] == [
+        "no schema: Couldn't find schema for kind ClusterSPIFFEID with api version "
+        "spire.spiffe.io/v1alpha1 for kubernetes version 1.37"
+    ]
+
+
+def test_checker_fails_configmap_file_without_schema(checker: ModuleType, tmp_path: Path) -> None:
+    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "namespace": "shop"},
+          "data": {"settings.yaml": "a: 1\n"}}
+    path = tmp_path / "cm.yaml"
+    path.write_text(yaml.safe_dump(cm), encoding="utf-8")
+
+    findings = checker.check_paths([path], versions=("1.37",), schema_dir=SCHEMA_DIR)
+
+    assert [f.message for f in findings] == ["data.settings.yaml: no schema for this embedded file"]
+
+
+def test_checker_main_exits_nonzero_on_a_finding(checker: ModuleType, tmp_path: Path) -> None:
+    broken = _rewrite(TOKEN_SERVICE, tmp_path, "Deployment", "spiffe-broker",
+                      lambda d: _rename(d["spec"], "replicas", "replica"))
+
+    assert checker.main([str(broken), "-k", "1.37"]) == 1
+    assert checker.main([str(TOKEN_SERVICE), "-k", "1.37"]) == 0
+
+
+@pytest.mark.parametrize(("pod_id", "doc", "pod"), PODS, ids=[p[0] for p in PODS])
+def test_pod_uses_runtime_default_seccomp_and_no_host_network(pod_id: str, doc: Obj, pod: Obj) -> None:
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert not pod.get("hostNetwork")
+    if doc["metadata"]["name"] != "spire-agent":
+        assert not pod.get("hostPID")
+        assert all("hostPath" not in volume for volume in pod.get("volumes", []))
+
+
+@pytest.mark.parametrize(("cid", "owner", "pod", "container"), CONTAINERS, ids=[c[0] for c in CONTAINERS])
+def test_container_is_hardened_and_bounded(cid: str, owner: str, pod: Obj, container: Obj) -> None:
+    sc = container["securityContext"]
+    key = (owner, container["name"])
+    non_root = sc.get("runAsNonRoot", pod.get("securityContext", {}).get("runAsNonRoot"))
+
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["capabilities"]["drop"] == ["ALL"]
+    assert (non_root is True) == (key not in ROOT_ALLOWED)
+    assert sc.get("privileged", False) == (key in PRIVILEGED_ALLOWED)
+    if key not in PRIVILEGED_ALLOWED:
+        assert sc["allowPrivilegeEscalation"] is False
+    assert {"cpu", "memory"} <= container["resources"]["limits"].keys()
+    assert {"cpu", "memory"} <= container["resources"]["requests"].keys()
+
+
+def test_broker_sidecar_is_native_sidecar_with_health_and_readiness_probes() -> None:
+    web = find_object(load_yaml_documents(EXAMPLE_APP), "Deployment", "web")["spec"]["template"]["spec"]
+    (sidecar,) = web["initContainers"]
+    ports = {p["name"]: p["containerPort"] for p in sidecar["ports"]}
+
+    assert sidecar["restartPolicy"] == "Always"
+    assert sidecar["args"][:5] == ["sidecar", "--socket", "/run/broker/token.sock", "--token-service",
+                                   "https://spiffe-broker.spiffe-broker.svc:8443"]
+    assert sidecar["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert sidecar["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert ports[sidecar["livenessProbe"]["httpGet"]["port"]] == 8081
+    assert ports[sidecar["readinessProbe"]["httpGet"]["port"]] == 8081
+
+
+def test_app_and_sidecar_share_the_token_socket_through_an_emptydir() -> None:
+    web = find_object(load_yaml_documents(EXAMPLE_APP), "Deployment", "web")["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in web["volumes"]}
+    mounts = [{m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+              for c in [*web["initContainers"], *web["containers"]]]
+
+    assert "emptyDir" in volumes["broker-socket"]
+    assert all(m["broker-socket"] == "/run/broker" for m in mounts)
+
+
+@pytest.mark.parametrize(("cid", "owner", "pod", "container"), BROKER_CONTAINERS,
+                         ids=[c[0] for c in BROKER_CONTAINERS])
+def test_broker_container_reaches_workload_api_through_csi_volume(
+    cid: str, owner: str, pod: Obj, container: Obj
+) -> None:
+    env = {e["name"]: e.get("value") for e in container.get("env", [])}
+    csi = [v["name"] for v in pod["volumes"] if v.get("csi") == {"driver": "csi.spiffe.io", "readOnly": True}]
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+
+    assert env["SPIFFE_ENDPOINT_SOCKET"] == WORKLOAD_API_ENV
+    assert len(csi) == 1
+    assert mounts[csi[0]]["mountPath"] == "/spiffe-workload-api"
+    assert mounts[csi[0]]["readOnly"] is True
+
+
+def test_token_service_runs_two_replicas_covered_by_a_disruption_budget() -> None:
+    docs = load_yaml_documents(TOKEN_SERVICE)
+    deployment = find_object(docs, "Deployment", "spiffe-broker")
+    pdb = find_object(docs, "PodDisruptionBudget", "spiffe-broker")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+
+    assert deployment["spec"]["replicas"] == 2
+    assert pdb["spec"]["minAvailable"] == 1
+    assert pdb["spec"]["selector"] == deployment["spec"]["selector"]
+    assert ports[container["livenessProbe"]["httpGet"]["port"]] == 8080
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert ports["https"] == 8443
+
+
+def test_spire_images_are_pinned_to_release_1_15_3() -> None:
+    images = {c["image"] for _, _, _, c in CONTAINERS if "/spire-" in c["image"]}
+
+    assert images == {"ghcr.io/spiffe/spire-server:1.15.3", "ghcr.io/spiffe/spire-agent:1.15.3",
+                      "ghcr.io/spiffe/spire-controller-manager:0.6.4"}

@@ -1,0 +1,20 @@
+"""Shared fixtures for the SPIFFE primitive tests: two dev CAs in different trust domains."""
+
+from __future__ import annotations
+
+import pytest
+
+from broker.identity.devca import DevCA
+from broker.identity.spiffeid import TrustDomain
+
+
+@pytest.fixture
+def ca() -> DevCA:
+    """The dev CA of ``example.org``: the trust domain the tests' SVIDs belong to."""
+    return DevCA.ephemeral(TrustDomain("example.org"))
+
+
+@pytest.fixture
+def other_ca() -> DevCA:
+    """The dev CA of ``other.test``: a second, federated trust domain that must not vouch for ``example.org``."""
+    return DevCA.ephemeral(TrustDomain("other.test"))

@@ -1,0 +1,292 @@
+"""Tests for broker.identity.tls: SVID-fed ssl contexts and the per-trust-domain peer check."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import ssl
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from broker.identity.devca import DevCA
+from broker.identity.errors import X509SvidError
+from broker.identity.source import InMemorySvidSource
+from broker.identity.spiffeid import SpiffeId, TrustDomain
+from broker.identity.tls import (
+    SourceSSLContext,
+    _private_file,
+    check_server_id,
+    client_ssl_context,
+    peer_certificate,
+    peer_spiffe_id,
+    server_ssl_context,
+)
+
+TD_A = TrustDomain("a.test")
+TD_B = TrustDomain("b.test")
+SERVER_ID = SpiffeId.parse("spiffe://a.test/broker")
+CLIENT_ID = SpiffeId.parse("spiffe://a.test/client")
+
+
+@pytest.fixture
+def ca_a() -> DevCA:
+    return DevCA.ephemeral(TD_A)
+
+
+@pytest.fixture
+def ca_b() -> DevCA:
+    return DevCA.ephemeral(TD_B)
+
+
+class EchoServer:
+    """A TLS server on loopback that records each connection's ssl object."""
+
+    def __init__(self) -> None:
+        self.ssl_objects: list[ssl.SSLObject] = []
+        self.server: asyncio.base_events.Server | None = None
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.ssl_objects.append(writer.get_extra_info("ssl_object"))
+        writer.write(b"ok")
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return int(self.server.sockets[0].getsockname()[1])
+
+
+@pytest.fixture
+async def tls_server(ca_a: DevCA, ca_b: DevCA) -> AsyncIterator[tuple[EchoServer, InMemorySvidSource]]:
+    source = InMemorySvidSource(ca_a, SERVER_ID, federated={TD_B: ca_b})
+    ctx = server_ssl_context(source)
+    echo = EchoServer()
+    echo.server = await asyncio.start_server(echo.handle, "127.0.0.1", 0, ssl=ctx)
+    yield echo, source
+    ctx.detach()
+    echo.server.close()
+    await echo.server.wait_closed()
+
+
+async def connect(port: int, ctx: ssl.SSLContext, *, server_hostname: str | None = None) -> tuple[ssl.SSLObject, bytes]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx, server_hostname=server_hostname)
+    ssl_object = writer.get_extra_info("ssl_object")
+    data = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    await writer.wait_closed()
+    return ssl_object, data
+
+
+def client_source(ca: DevCA, spiffe_id: SpiffeId, **federated: DevCA) -> InMemorySvidSource:
+    return InMemorySvidSource(
+        ca, spiffe_id, federated={TrustDomain(k.replace("_", ".")): v for k, v in federated.items()}
+    )
+
+
+async def test_mtls_handshake_shows_each_side_the_others_svid(
+    tls_server: tuple[EchoServer, InMemorySvidSource], ca_a: DevCA
+) -> None:
+    echo, server_source = tls_server
+    source = client_source(ca_a, CLIENT_ID)
+    ctx = client_ssl_context(source, server_id=SERVER_ID)
+    ssl_object, data = await connect(echo.port, ctx)
+    assert data == b"ok"
+    assert ctx.check_peer(ssl_object) == SERVER_ID
+    assert peer_certificate(ssl_object) == server_source.x509_svid().leaf
+    spiffe_id, leaf = peer_spiffe_id(echo.ssl_objects[0], server_source.x509_bundles())
+    assert spiffe_id == CLIENT_ID
+    assert leaf == source.x509_svid().leaf
+    assert ssl_object.version() == "TLSv1.3"
+    ctx.detach()
+
+
+async def test_server_refuses_client_without_certificate(
+    tls_server: tuple[EchoServer, InMemorySvidSource], ca_a: DevCA
+) -> None:
+    echo, _ = tls_server
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.load_verify_locations(cadata=ca_a.x509_bundle().to_pem().decode())
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        _, data = await connect(echo.port, ctx)
+        assert data == b"", "server must not answer a client without a certificate"
+        raise ConnectionError("closed")
+
+
+async def test_server_refuses_client_from_untrusted_ca(tls_server: tuple[EchoServer, InMemorySvidSource]) -> None:
+    echo, server_source = tls_server
+    stranger = DevCA.ephemeral("c.test")
+    source = InMemorySvidSource(stranger, SpiffeId.parse("spiffe://c.test/x"), federated={TD_A: DevCA.ephemeral(TD_A)})
+    # trust the server's CA so only the server side can refuse
+    ctx = client_ssl_context(source, server_id=None)
+    ctx.load_verify_locations(cadata=server_source.x509_bundles()[TD_A].to_pem().decode())
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        _, data = await connect(echo.port, ctx)
+        raise ConnectionError("closed") if data == b"" else AssertionError("served an untrusted client")
+    ctx.detach()
+
+
+async def test_peer_check_refuses_id_of_a_chained_to_b_ca(
+    tls_server: tuple[EchoServer, InMemorySvidSource], ca_b: DevCA
+) -> None:
+    """X509-SVID §5: a certificate claiming spiffe://a.test/... that chains to b's CA passes ssl, not the check."""
+    echo, server_source = tls_server
+    forged = ca_b.issue_x509_svid(SpiffeId.parse("spiffe://b.test/tmp"), ttl=600)
+    forged_svid = _reissue_with_san(ca_b, forged, "spiffe://a.test/client")
+    source = InMemorySvidSource(
+        ca_b, SpiffeId.parse("spiffe://b.test/tmp"), federated={TD_A: server_source_ca(server_source)}
+    )
+    source._svid = forged_svid  # the only way to present a cross-domain forgery
+    ctx = client_ssl_context(source, server_id=None)
+    _, data = await connect(echo.port, ctx)
+    assert data == b"ok"  # the ssl layer accepts it: every loaded root is trusted
+    with pytest.raises(X509SvidError):
+        peer_spiffe_id(echo.ssl_objects[-1], server_source.x509_bundles())
+    ctx.detach()
+
+
+def server_source_ca(source: InMemorySvidSource) -> DevCA:
+    return source._ca
+
+
+def _reissue_with_san(ca: DevCA, svid, uri: str):  # type: ignore[no-untyped-def]
+    """Issue a leaf from ``ca`` whose URI SAN names another trust domain."""
+    import datetime as dt
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    from broker.identity.svid import X509Svid
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "x")]))
+        .issuer_name(ca.ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(seconds=10))
+        .not_valid_after(now + dt.timedelta(seconds=600))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
+        )
+        .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri)]), critical=False)
+        .sign(ca.ca_key, hashes.SHA256())
+    )
+    return X509Svid(SpiffeId.parse(uri), (cert,), key)
+
+
+@pytest.mark.parametrize("server_hostname", [None, "broker.test"], ids=["no-sni", "sni"])
+async def test_server_presents_rotated_svid_to_new_connections(
+    tls_server: tuple[EchoServer, InMemorySvidSource], ca_a: DevCA, server_hostname: str | None
+) -> None:
+    echo, server_source = tls_server
+    ctx = client_ssl_context(client_source(ca_a, CLIENT_ID), server_id=SERVER_ID)
+    first, _ = await connect(echo.port, ctx, server_hostname=server_hostname)
+    assert peer_certificate(first) == server_source.x509_svid().leaf
+    rotated = server_source.rotate()
+    second, _ = await connect(echo.port, ctx, server_hostname=server_hostname)
+    assert peer_certificate(second) == rotated.leaf
+    assert peer_certificate(first) != rotated.leaf
+    ctx.detach()
+
+
+async def test_server_trusts_bundle_added_after_start(
+    tls_server: tuple[EchoServer, InMemorySvidSource], ca_a: DevCA
+) -> None:
+    echo, server_source = tls_server
+    newcomer = DevCA.ephemeral("c.test")
+    ctx = client_ssl_context(
+        InMemorySvidSource(newcomer, SpiffeId.parse("spiffe://c.test/x"), federated={TD_A: ca_a}), server_id=None
+    )
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        _, data = await connect(echo.port, ctx)
+        raise ConnectionError("closed") if data == b"" else AssertionError("served an untrusted client")
+    server_source._federated[TrustDomain("c.test")] = newcomer
+    server_source.rotate()  # notifies subscribers, as a bundle update from the Workload API would
+    _, data = await connect(echo.port, ctx)
+    assert data == b"ok"
+    ctx.detach()
+
+
+def test_detach_unsubscribes_from_source(ca_a: DevCA) -> None:
+    source = InMemorySvidSource(ca_a, SERVER_ID)
+    ctx = server_ssl_context(source)
+    assert isinstance(ctx, SourceSSLContext)
+    assert len(source._subscribers) == 1
+    ctx.detach()
+    ctx.detach()
+    assert source._subscribers == []
+
+
+def test_server_context_keeps_last_good_when_source_has_no_svid(ca_a: DevCA) -> None:
+    source = InMemorySvidSource(ca_a, SERVER_ID)
+    ctx = server_ssl_context(source)
+    before = ctx.current()
+    source.set_unavailable()
+    for callback in list(source._subscribers):
+        callback()
+    assert ctx.current() is before
+    ctx.detach()
+
+
+def test_server_context_floor_is_tls12_and_requires_client_cert(ca_a: DevCA) -> None:
+    source = InMemorySvidSource(ca_a, SERVER_ID)
+    required = server_ssl_context(source)
+    optional = server_ssl_context(source, require_client_cert=False)
+    assert required.minimum_version == ssl.TLSVersion.TLSv1_2
+    assert required.verify_mode == ssl.CERT_REQUIRED
+    assert optional.verify_mode == ssl.CERT_OPTIONAL
+    assert required.get_ca_certs()[0]["subject"]  # only the bundle's roots are loaded
+    assert len(required.get_ca_certs()) == 1
+    required.detach()
+    optional.detach()
+
+
+def test_private_file_uses_memfd_that_is_not_on_disk() -> None:
+    with _private_file(b"secret", "k") as path:
+        assert path.startswith("/proc/self/fd/")
+        assert Path(path).read_bytes() == b"secret"
+        assert "memfd:" in os.readlink(path)
+
+
+def test_private_file_fallback_is_0600_in_0700_dir_and_removed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr(os, "memfd_create")
+    with _private_file(b"secret", "k") as path:
+        assert os.stat(path).st_mode & 0o777 == 0o600
+        assert os.stat(os.path.dirname(path)).st_mode & 0o777 == 0o700
+        assert Path(path).read_bytes() == b"secret"
+    assert not os.path.exists(path)
+    assert not os.path.exists(os.path.dirname(path))
+
+
+def test_peer_certificate_is_none_without_tls() -> None:
+    assert peer_certificate(None) is None
+
+
+def test_peer_spiffe_id_without_tls_raises(ca_a: DevCA) -> None:
+    with pytest.raises(X509SvidError):
+        peer_spiffe_id(None, {TD_A: ca_a.x509_bundle()})
+
+
+async def test_client_check_refuses_unexpected_server_id(
+    tls_server: tuple[EchoServer, InMemorySvidSource], ca_a: DevCA
+) -> None:
+    echo, _ = tls_server
+    source = client_source(ca_a, CLIENT_ID)
+    ctx = client_ssl_context(source, server_id=SpiffeId.parse("spiffe://a.test/other"))
+    ssl_object, _ = await connect(echo.port, ctx)
+    with pytest.raises(X509SvidError):
+        ctx.check_peer(ssl_object)
+    assert check_server_id(ssl_object, source.x509_bundles(), lambda sid: sid.path == "/broker") == SERVER_ID
+    with pytest.raises(X509SvidError):
+        check_server_id(ssl_object, source.x509_bundles(), lambda sid: False)
+    ctx.detach()

@@ -1,0 +1,332 @@
+"""X509-SVID validation (SPIFFE X509-SVID §2-§5): leaf rules, validity, per-trust-domain chain verification."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from broker.identity import x509svid
+from broker.identity.bundle import X509Bundle, X509BundleSet
+from broker.identity.devca import DevCA
+from broker.identity.errors import X509SvidError
+from broker.identity.spiffeid import SpiffeId, TrustDomain
+from broker.identity.x509svid import (
+    CertificateExpiredError,
+    CertificateNotYetValidError,
+    ChainVerificationError,
+    EmptyChainError,
+    InvalidSvidSpiffeIdError,
+    KeyUsageError,
+    LeafIsCaError,
+    MultipleUriSansError,
+    NoBundleForTrustDomainError,
+    NoUriSanError,
+    RootPathSvidError,
+    spiffe_id_from_certificate,
+    verify_leaf_against_bundle,
+    verify_x509_svid,
+)
+
+WORKLOAD = SpiffeId.parse("spiffe://example.org/ns/shop/sa/web")
+NOW = dt.datetime.now(dt.UTC)
+HOUR = dt.timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class Issuer:
+    """A CA certificate and its key, to sign test certificates with."""
+
+    cert: x509.Certificate
+    key: ec.EllipticCurvePrivateKey
+
+
+def _key_usage(*, ca: bool, digital_signature: bool | None = None, crl_sign: bool | None = None) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=not ca if digital_signature is None else digital_signature, content_commitment=False,
+        key_encipherment=False, data_encipherment=False, key_agreement=False, key_cert_sign=ca,
+        crl_sign=ca if crl_sign is None else crl_sign, encipher_only=False, decipher_only=False,
+    )  # fmt: skip
+
+
+def make_cert(
+    issuer: Issuer | None,
+    *,
+    uris: Sequence[str] = (str(WORKLOAD),),
+    dns: Sequence[str] = (),
+    ca: bool = False,
+    key_usage: x509.KeyUsage | None = None,
+    with_key_usage: bool = True,
+    eku: Sequence[x509.ObjectIdentifier] | None = (ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH),
+    not_before: dt.datetime = NOW - HOUR,
+    not_after: dt.datetime = NOW + HOUR,
+    subject: str = "workload",
+) -> Issuer:
+    """A certificate signed by ``issuer`` (self-signed if None), returned with its own key."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, subject)])
+    signer = issuer or Issuer(cert=None, key=key)  # type: ignore[arg-type]
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name if issuer is None else issuer.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.key.public_key()), critical=False)
+    )
+    if with_key_usage:
+        builder = builder.add_extension(key_usage or _key_usage(ca=ca), critical=True)
+    names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(u) for u in uris]
+    names += [x509.DNSName(d) for d in dns]
+    if names:
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+    if eku is not None:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(list(eku)), critical=False)
+    return Issuer(builder.sign(signer.key, hashes.SHA256()), key)
+
+
+def root_of(ca: DevCA) -> Issuer:
+    return Issuer(ca.ca_cert, ca.ca_key)
+
+
+def bundles_of(*cas: DevCA) -> X509BundleSet:
+    return {c.trust_domain: c.x509_bundle() for c in cas}
+
+
+# --- accepted ---------------------------------------------------------------------------------------------------
+
+
+def test_accepts_svid_issued_by_dev_ca(ca: DevCA, other_ca: DevCA) -> None:
+    svid = ca.issue_x509_svid(WORKLOAD, ttl=300)
+    assert verify_x509_svid(svid.chain, bundles_of(ca, other_ca)) == WORKLOAD
+
+
+def test_accepts_chain_through_intermediate(ca: DevCA) -> None:
+    intermediate = make_cert(root_of(ca), uris=["spiffe://example.org"], ca=True, eku=None, subject="intermediate")
+    leaf = make_cert(intermediate)
+    assert verify_x509_svid([leaf.cert, intermediate.cert], bundles_of(ca)) == WORKLOAD
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        pytest.param({"eku": None}, id="no-extended-key-usage"),
+        pytest.param({"dns": ["web.shop.svc"]}, id="extra-dns-san"),
+        pytest.param({"key_usage": x509.KeyUsage(True, False, True, False, True, False, False, False, False)},
+                     id="key-encipherment-and-agreement"),
+    ],
+)  # fmt: skip
+def test_accepts_leaf_variants_spiffe_allows(ca: DevCA, options: dict[str, object]) -> None:
+    leaf = make_cert(root_of(ca), **options)  # type: ignore[arg-type]
+    assert verify_x509_svid([leaf.cert], bundles_of(ca)) == WORKLOAD
+
+
+def test_accepts_leaf_without_authority_key_identifier(ca: DevCA) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([]))
+        .issuer_name(ca.ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - HOUR)
+        .not_valid_after(NOW + HOUR)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_key_usage(ca=False), critical=True)
+        .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(str(WORKLOAD))]), critical=True)
+        .sign(ca.ca_key, hashes.SHA256())
+    )
+    assert verify_x509_svid([cert], bundles_of(ca)) == WORKLOAD
+
+
+def test_naive_now_is_taken_as_utc(ca: DevCA) -> None:
+    svid = ca.issue_x509_svid(WORKLOAD, ttl=300)
+    naive_now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    assert verify_x509_svid(svid.chain, bundles_of(ca), now=naive_now) == WORKLOAD
+
+
+# --- refused ----------------------------------------------------------------------------------------------------
+
+Case = Callable[[DevCA, DevCA], tuple[list[x509.Certificate], X509BundleSet]]
+
+
+def _leaf(**options: object) -> Case:
+    def build(ca: DevCA, other: DevCA) -> tuple[list[x509.Certificate], X509BundleSet]:
+        return [make_cert(root_of(ca), **options).cert], bundles_of(ca, other)  # type: ignore[arg-type]
+
+    return build
+
+
+def _signed_by_other_trust_domain(ca: DevCA, other: DevCA) -> tuple[list[x509.Certificate], X509BundleSet]:
+    return [make_cert(root_of(other)).cert], bundles_of(ca, other)
+
+
+def _through_other_trust_domains_intermediate(ca: DevCA, other: DevCA) -> tuple[list[x509.Certificate], X509BundleSet]:
+    intermediate = make_cert(root_of(other), uris=["spiffe://other.test"], ca=True, eku=None, subject="inter")
+    return [make_cert(intermediate).cert, intermediate.cert], bundles_of(ca, other)
+
+
+def _intermediate_missing(ca: DevCA, other: DevCA) -> tuple[list[x509.Certificate], X509BundleSet]:
+    intermediate = make_cert(root_of(ca), uris=["spiffe://example.org"], ca=True, eku=None, subject="inter")
+    return [make_cert(intermediate).cert], bundles_of(ca, other)
+
+
+def _self_signed(ca: DevCA, other: DevCA) -> tuple[list[x509.Certificate], X509BundleSet]:
+    return [make_cert(None).cert], bundles_of(ca, other)
+
+
+def _no_bundle(ca: DevCA, other: DevCA) -> tuple[list[x509.Certificate], X509BundleSet]:
+    return [make_cert(root_of(ca)).cert], bundles_of(other)
+
+
+def _empty_bundle(ca: DevCA, other: DevCA) -> tuple[list[x509.Certificate], X509BundleSet]:
+    return [make_cert(root_of(ca)).cert], {ca.trust_domain: X509Bundle(ca.trust_domain, ())}
+
+
+REFUSED = [
+    pytest.param(_leaf(uris=[str(WORKLOAD), "spiffe://example.org/other"]), MultipleUriSansError, id="two-uri-sans"),
+    pytest.param(_leaf(uris=[str(WORKLOAD), "https://example.org/"]), MultipleUriSansError, id="spiffe-and-https-uri"),
+    pytest.param(_leaf(uris=[], dns=["web.example.org"]), NoUriSanError, id="dns-san-only"),
+    pytest.param(_leaf(uris=[]), NoUriSanError, id="no-san-extension"),
+    pytest.param(_leaf(uris=["https://example.org/ns/shop"]), InvalidSvidSpiffeIdError, id="https-uri-san"),
+    pytest.param(_leaf(uris=["SPIFFE://example.org/w"]), InvalidSvidSpiffeIdError, id="uppercase-scheme"),
+    pytest.param(_leaf(uris=["spiffe://Example.org/w"]), InvalidSvidSpiffeIdError, id="uppercase-trust-domain"),
+    pytest.param(_leaf(uris=["spiffe://example.org/w/"]), InvalidSvidSpiffeIdError, id="trailing-slash"),
+    pytest.param(_leaf(uris=["spiffe://example.org"]), RootPathSvidError, id="root-path"),
+    pytest.param(_leaf(ca=True, key_usage=_key_usage(ca=False)), LeafIsCaError, id="ca-true"),
+    pytest.param(_leaf(key_usage=_key_usage(ca=True, digital_signature=True)), KeyUsageError, id="key-cert-sign"),
+    pytest.param(_leaf(key_usage=_key_usage(ca=False, crl_sign=True)), KeyUsageError, id="crl-sign"),
+    pytest.param(_leaf(key_usage=_key_usage(ca=False, digital_signature=False)), KeyUsageError,
+                 id="no-digital-signature"),
+    pytest.param(_leaf(with_key_usage=False), KeyUsageError, id="no-key-usage"),
+    pytest.param(_leaf(not_before=NOW - 3 * HOUR, not_after=NOW - HOUR), CertificateExpiredError, id="expired"),
+    pytest.param(_leaf(not_before=NOW + HOUR, not_after=NOW + 2 * HOUR), CertificateNotYetValidError,
+                 id="not-yet-valid"),
+    pytest.param(_signed_by_other_trust_domain, ChainVerificationError, id="signed-by-other-trust-domains-ca"),
+    pytest.param(_through_other_trust_domains_intermediate, ChainVerificationError,
+                 id="through-other-trust-domains-intermediate"),
+    pytest.param(_intermediate_missing, ChainVerificationError, id="intermediate-missing"),
+    pytest.param(_self_signed, ChainVerificationError, id="self-signed-leaf"),
+    pytest.param(_leaf(eku=[ExtendedKeyUsageOID.SERVER_AUTH]), ChainVerificationError, id="eku-without-client-auth"),
+    pytest.param(_no_bundle, NoBundleForTrustDomainError, id="no-bundle-for-trust-domain"),
+    pytest.param(_empty_bundle, NoBundleForTrustDomainError, id="empty-bundle-for-trust-domain"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "error"), REFUSED)
+def test_verify_x509_svid_refuses(ca: DevCA, other_ca: DevCA, case: Case, error: type[X509SvidError]) -> None:
+    chain, bundles = case(ca, other_ca)
+    with pytest.raises(error) as info:
+        verify_x509_svid(chain, bundles, now=NOW)
+    assert type(info.value) is error
+
+
+def test_refuses_empty_chain(ca: DevCA) -> None:
+    with pytest.raises(EmptyChainError):
+        verify_x509_svid([], bundles_of(ca))
+
+
+def test_refuses_dev_ca_svid_after_its_expiry(ca: DevCA) -> None:
+    svid = ca.issue_x509_svid(WORKLOAD, ttl=60)
+    with pytest.raises(CertificateExpiredError):
+        verify_x509_svid(svid.chain, bundles_of(ca), now=NOW + dt.timedelta(minutes=5))
+
+
+def test_spiffe_id_from_certificate_checks_only_the_san(ca: DevCA) -> None:
+    expired_ca_leaf = make_cert(root_of(ca), ca=True, not_after=NOW - dt.timedelta(seconds=1), not_before=NOW - HOUR)
+    assert spiffe_id_from_certificate(expired_ca_leaf.cert) == WORKLOAD
+    with pytest.raises(RootPathSvidError):
+        spiffe_id_from_certificate(ca.ca_cert)
+
+
+# --- verify_leaf_against_bundle (TLS peers on Python 3.11: the ssl module shows only the leaf) -------------------
+
+
+def test_leaf_check_accepts_leaf_issued_by_own_trust_domain(ca: DevCA, other_ca: DevCA) -> None:
+    svid = ca.issue_x509_svid(WORKLOAD, ttl=300)
+    assert verify_leaf_against_bundle(svid.leaf, bundles_of(ca, other_ca)) == WORKLOAD
+
+
+def _forged_issuer_name(ca: DevCA, other: DevCA) -> tuple[list[x509.Certificate], X509BundleSet]:
+    """A CA of other.test that copies example.org's CA subject name; it signs a leaf claiming example.org."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    forged = Issuer(
+        x509.CertificateBuilder()
+        .subject_name(ca.ca_cert.subject)
+        .issuer_name(ca.ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - HOUR)
+        .not_valid_after(NOW + HOUR)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(_key_usage(ca=True), critical=True)
+        .sign(key, hashes.SHA256()),
+        key,
+    )
+    bundles = {ca.trust_domain: ca.x509_bundle(), other.trust_domain: X509Bundle(other.trust_domain, (forged.cert,))}
+    return [make_cert(forged).cert], bundles
+
+
+def _authority_not_a_ca(ca: DevCA, other: DevCA) -> tuple[list[x509.Certificate], X509BundleSet]:
+    """example.org's bundle holds a non-CA certificate whose key signed the leaf."""
+    not_ca = make_cert(None, uris=["spiffe://example.org/signer"], subject="signer")
+    return [make_cert(not_ca).cert], {ca.trust_domain: X509Bundle(ca.trust_domain, (not_ca.cert,))}
+
+
+def _authority_expired(ca: DevCA, other: DevCA) -> tuple[list[x509.Certificate], X509BundleSet]:
+    old = make_cert(None, uris=[], ca=True, eku=None, subject="old-ca", not_after=NOW - dt.timedelta(seconds=1))
+    return [make_cert(old).cert], {ca.trust_domain: X509Bundle(ca.trust_domain, (old.cert,))}
+
+
+LEAF_REFUSED = [
+    pytest.param(_signed_by_other_trust_domain, ChainVerificationError, id="signed-by-other-trust-domains-ca"),
+    pytest.param(_forged_issuer_name, ChainVerificationError, id="issuer-name-matches-but-other-key"),
+    pytest.param(_intermediate_missing, ChainVerificationError, id="issued-by-intermediate"),
+    pytest.param(_authority_not_a_ca, ChainVerificationError, id="authority-not-a-ca"),
+    pytest.param(_authority_expired, ChainVerificationError, id="authority-expired"),
+    pytest.param(_no_bundle, NoBundleForTrustDomainError, id="no-bundle-for-trust-domain"),
+    pytest.param(_leaf(uris=[str(WORKLOAD), "spiffe://example.org/b"]), MultipleUriSansError, id="two-uri-sans"),
+    pytest.param(_leaf(uris=["spiffe://example.org"]), RootPathSvidError, id="root-path"),
+    pytest.param(_leaf(ca=True, key_usage=_key_usage(ca=False)), LeafIsCaError, id="ca-true"),
+    pytest.param(_leaf(key_usage=_key_usage(ca=True, digital_signature=True)), KeyUsageError, id="key-cert-sign"),
+    pytest.param(_leaf(not_before=NOW - 3 * HOUR, not_after=NOW - HOUR), CertificateExpiredError, id="expired"),
+    pytest.param(_leaf(not_before=NOW + HOUR, not_after=NOW + 2 * HOUR), CertificateNotYetValidError,
+                 id="not-yet-valid"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "error"), LEAF_REFUSED)
+def test_verify_leaf_against_bundle_refuses(ca: DevCA, other_ca: DevCA, case: Case, error: type[X509SvidError]) -> None:
+    chain, bundles = case(ca, other_ca)
+    with pytest.raises(error) as info:
+        verify_leaf_against_bundle(chain[0], bundles, now=NOW)
+    assert type(info.value) is error
+
+
+def test_leaf_check_tries_every_authority_of_the_trust_domain(ca: DevCA) -> None:
+    """During CA rotation the bundle holds old and new roots; a leaf from either is accepted."""
+    newer = DevCA.ephemeral(TrustDomain("example.org"))
+    bundles = {ca.trust_domain: X509Bundle(ca.trust_domain, (newer.ca_cert, ca.ca_cert))}
+    assert verify_leaf_against_bundle(ca.issue_x509_svid(WORKLOAD, ttl=60).leaf, bundles) == WORKLOAD
+    assert verify_x509_svid(newer.issue_x509_svid(WORKLOAD, ttl=60).chain, bundles) == WORKLOAD
+
+
+# --- the error classes ------------------------------------------------------------------------------------------
+
+
+def test_every_rejection_reason_has_its_own_error_class_and_code() -> None:
+    classes = [getattr(x509svid, name) for name in x509svid.__all__ if name.endswith("Error")]
+    assert all(issubclass(cls, X509SvidError) and cls is not X509SvidError for cls in classes)
+    reasons = [cls.reason for cls in classes]
+    assert len(set(reasons)) == len(reasons) == len(classes)
+    assert X509SvidError.reason not in reasons

@@ -1,0 +1,137 @@
+"""EntryClient: proto mapping, field masks, paging and errors, against an in-process gRPC Entry service."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from concurrent import futures
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from broker._proto.spire.api.server.entry.v1 import entry_pb2 as api
+from broker._proto.spire.api.server.entry.v1 import entry_pb2_grpc as api_grpc
+from broker._proto.spire.api.types import entry_pb2 as types
+from broker._proto.spire.api.types import status_pb2
+from broker.registration import MANAGED_HINT, Entry, EntryClient, RegistrationError, Selector
+from broker.registration.client import _mask, entry_from_proto, entry_to_proto
+
+ENTRY = Entry(
+    spiffe_id="spiffe://example.org/ns/shop/sa/web",
+    parent_id="spiffe://example.org/agent/test",
+    selectors=(Selector("k8s", "sa:web"), Selector("k8s", "ns:shop")),
+    x509_svid_ttl=3600,
+    jwt_svid_ttl=300,
+    dns_names=("web.shop.svc",),
+    hint=MANAGED_HINT,
+    jwt_svid_include_jti=True,
+)
+
+
+def test_entry_round_trips_through_the_spire_proto() -> None:
+    message = entry_to_proto(ENTRY)
+    assert (message.spiffe_id.trust_domain, message.spiffe_id.path) == ("example.org", "/ns/shop/sa/web")
+    assert message.HasField("additional_attributes")
+    assert entry_from_proto(message) == ENTRY
+
+
+def test_update_mask_names_additional_attributes_for_include_jti() -> None:
+    mask = _mask({"jwt_svid_include_jti", "x509_svid_ttl"})
+    assert (mask.additional_attributes, mask.x509_svid_ttl, mask.jwt_svid_ttl, mask.spiffe_id) == (
+        True,
+        True,
+        False,
+        False,
+    )
+
+
+def test_update_mask_refuses_identity_fields() -> None:
+    with pytest.raises(ValueError, match="spiffe_id"):
+        _mask({"spiffe_id"})
+
+
+class _Servicer(api_grpc.EntryServicer):  # type: ignore[misc]
+    """Three entries over two pages; batch calls answer per-entry statuses."""
+
+    def __init__(self) -> None:
+        self.update_masks: list[types.EntryMask] = []
+
+    def ListEntries(self, request: api.ListEntriesRequest, context: Any) -> api.ListEntriesResponse:
+        first = [entry_to_proto(ENTRY), entry_to_proto(Entry("spiffe://example.org/b", ENTRY.parent_id, ()))]
+        if request.page_token == "":
+            return api.ListEntriesResponse(entries=first, next_page_token="p2")
+        last = entry_to_proto(Entry("spiffe://example.org/c", ENTRY.parent_id, ()))
+        return api.ListEntriesResponse(entries=[last])
+
+    def BatchCreateEntry(self, request: api.BatchCreateEntryRequest, context: Any) -> api.BatchCreateEntryResponse:
+        results = [
+            api.BatchCreateEntryResponse.Result(
+                status=status_pb2.Status(code=6, message="similar entry already exists"), entry=e
+            )
+            for e in request.entries
+        ]
+        return api.BatchCreateEntryResponse(results=results)
+
+    def BatchUpdateEntry(self, request: api.BatchUpdateEntryRequest, context: Any) -> api.BatchUpdateEntryResponse:
+        self.update_masks.append(request.input_mask)
+        return api.BatchUpdateEntryResponse(results=[])
+
+    def BatchDeleteEntry(self, request: api.BatchDeleteEntryRequest, context: Any) -> api.BatchDeleteEntryResponse:
+        context.abort(grpc.StatusCode.PERMISSION_DENIED, "not local")
+
+
+@pytest.fixture
+def served() -> Iterator[tuple[EntryClient, _Servicer]]:
+    directory = tempfile.mkdtemp(dir="/tmp")
+    socket_path = f"{directory}/api.sock"
+    servicer = _Servicer()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    api_grpc.add_EntryServicer_to_server(servicer, server)
+    server.add_insecure_port(f"unix:{socket_path}")
+    server.start()
+    client = EntryClient(socket_path, timeout=5)
+    try:
+        yield client, servicer
+    finally:
+        client.close()
+        server.stop(None).wait()
+        Path(socket_path).unlink(missing_ok=True)
+        Path(directory).rmdir()
+
+
+def test_list_entries_follows_page_tokens(served: tuple[EntryClient, _Servicer]) -> None:
+    client, _ = served
+    assert [e.spiffe_id for e in client.list_entries()] == [
+        ENTRY.spiffe_id,
+        "spiffe://example.org/b",
+        "spiffe://example.org/c",
+    ]
+
+
+def test_batch_create_returns_per_entry_status(served: tuple[EntryClient, _Servicer]) -> None:
+    client, _ = served
+    (status,) = client.batch_create_entries([ENTRY])
+    assert (status.ok, status.code, str(status)) == (False, 6, "ALREADY_EXISTS: similar entry already exists")
+
+
+def test_batch_update_with_missing_results_is_an_error(served: tuple[EntryClient, _Servicer]) -> None:
+    client, servicer = served
+    with pytest.raises(RegistrationError, match="returned 0 results for 1 entries"):
+        client.batch_update_entries([ENTRY], {"x509_svid_ttl"})
+    assert servicer.update_masks[0].x509_svid_ttl and not servicer.update_masks[0].hint
+
+
+def test_rpc_failure_is_a_registration_error_naming_the_call(served: tuple[EntryClient, _Servicer]) -> None:
+    client, _ = served
+    with pytest.raises(RegistrationError, match=r"BatchDeleteEntry at .*: PERMISSION_DENIED: not local"):
+        client.batch_delete_entries(["x"])
+
+
+def test_unreachable_socket_is_a_registration_error() -> None:
+    with (
+        EntryClient("/tmp/does-not-exist-spiffe-broker.sock", timeout=1) as client,
+        pytest.raises(RegistrationError, match=r"ListEntries at /tmp/does-not-exist-spiffe-broker\.sock"),
+    ):
+        client.list_entries()

@@ -1,0 +1,244 @@
+"""workloads.yaml parsing: valid files load; every error names the file, the line and the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from broker.identity.spiffeid import SpiffeId, TrustDomain
+from broker.registration import Policy, Selector, WorkloadsFileError, load_workloads, parse_workloads
+
+GOOD = """\
+trust_domain: example.org
+defaults: {parent_id: spiffe://example.org/agent/test, x509_svid_ttl: 3600, jwt_svid_ttl: 300}
+workloads:
+  - name: web
+    spiffe_id: spiffe://example.org/ns/shop/sa/web
+    selectors: ["k8s:sa:web", "k8s:ns:shop"]
+    dns_names: [web.shop.svc, "*.web.example.org"]
+    policy:
+      audiences: ["https://api.example.org"]
+      scopes: ["orders:read"]
+      max_token_lifetime: 120
+  - name: batch
+    spiffe_id: spiffe://example.org/batch/nightly
+    parent_id: spiffe://example.org/agent/other
+    selectors: ["unix:uid:1000"]
+    x509_svid_ttl: 600
+    jwt_svid_ttl: 60
+    jwt_svid_include_jti: true
+"""
+
+
+def test_load_workloads_reads_a_valid_file_with_defaults_applied(tmp_path: Path) -> None:
+    path = tmp_path / "workloads.yaml"
+    path.write_text(GOOD)
+    loaded = load_workloads(path)
+    assert loaded.path == str(path)
+    assert loaded.trust_domain == TrustDomain("example.org")
+    web, batch = loaded.workloads
+    assert web.spiffe_id == SpiffeId.parse("spiffe://example.org/ns/shop/sa/web")
+    assert web.parent_id == SpiffeId.parse("spiffe://example.org/agent/test")
+    assert web.selectors == (Selector("k8s", "ns:shop"), Selector("k8s", "sa:web"))
+    assert (web.x509_svid_ttl, web.jwt_svid_ttl, web.jwt_svid_include_jti) == (3600, 300, False)
+    assert web.dns_names == ("web.shop.svc", "*.web.example.org")
+    assert web.policy == Policy(("https://api.example.org",), ("orders:read",), 120)
+    assert web.line == 4
+    assert batch.parent_id == SpiffeId.parse("spiffe://example.org/agent/other")
+    assert (batch.x509_svid_ttl, batch.jwt_svid_ttl, batch.jwt_svid_include_jti) == (600, 60, True)
+    assert batch.policy is None
+
+
+def test_policy_defaults_to_no_scopes_and_300_second_lifetime() -> None:
+    text = GOOD.replace('      scopes: ["orders:read"]\n      max_token_lifetime: 120\n', "")
+    assert parse_workloads(text).workloads[0].policy == Policy(("https://api.example.org",), (), 300)
+
+
+def test_empty_workloads_list_is_allowed() -> None:
+    assert parse_workloads("trust_domain: example.org\nworkloads: []\n").workloads == ()
+
+
+def _error(text: str) -> str:
+    with pytest.raises(WorkloadsFileError) as info:
+        parse_workloads(text, source="workloads.yaml")
+    return info.value.description
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        pytest.param(
+            "spiffe://example.org/batch/nightly",
+            "spiffe://example.org/batch/nightly/",
+            "workloads.yaml:13: workloads[1].spiffe_id: not a valid SPIFFE ID (path cannot have a trailing slash)",
+            id="trailing-slash",
+        ),
+        pytest.param(
+            "spiffe://example.org/batch/nightly",
+            "spiffe://other.org/batch",
+            "workloads.yaml:13: workloads[1].spiffe_id: not in trust domain example.org",
+            id="foreign-trust-domain",
+        ),
+        pytest.param(
+            "spiffe://example.org/batch/nightly",
+            "spiffe://example.org",
+            "workloads.yaml:13: workloads[1].spiffe_id: not a valid SPIFFE ID for an entry (it has no path)",
+            id="no-path",
+        ),
+        pytest.param(
+            "spiffe://example.org/agent/other",
+            "Spiffe://example.org/agent/other",
+            "workloads.yaml:14: workloads[1].parent_id: not a valid SPIFFE ID (scheme is missing or invalid",
+            id="uppercase-scheme-parent",
+        ),
+        pytest.param(
+            '["unix:uid:1000"]',
+            '["unix"]',
+            "workloads.yaml:15: workloads[1].selectors[0]: not a valid selector (must be 'type:value')",
+            id="selector-without-colon",
+        ),
+        pytest.param(
+            '["unix:uid:1000"]',
+            '["unix:uid:1000", "unix:uid:1000"]',
+            "workloads.yaml:15: workloads[1].selectors[1]: duplicate selector unix:uid:1000",
+            id="duplicate-selector",
+        ),
+        pytest.param(
+            '["unix:uid:1000"]',
+            "[]",
+            "workloads.yaml:15: workloads[1].selectors: at least one selector is required",
+            id="no-selectors",
+        ),
+        pytest.param(
+            "x509_svid_ttl: 600",
+            "x509_svid_ttl: 0",
+            "workloads.yaml:16: workloads[1].x509_svid_ttl: must be a positive integer",
+            id="zero-ttl",
+        ),
+        pytest.param(
+            "x509_svid_ttl: 600",
+            "x509_svid_ttl: 2147483648",
+            "workloads.yaml:16: workloads[1].x509_svid_ttl: must be a positive integer no larger than 2147483647",
+            id="ttl-over-int32",
+        ),
+        pytest.param(
+            "jwt_svid_ttl: 60",
+            'jwt_svid_ttl: "60"',
+            "workloads.yaml:17: workloads[1].jwt_svid_ttl: expected an integer",
+            id="quoted-ttl",
+        ),
+        pytest.param(
+            "jwt_svid_ttl: 60",
+            "jwt_svid_ttl: true",
+            "workloads.yaml:17: workloads[1].jwt_svid_ttl: expected an integer",
+            id="boolean-ttl",
+        ),
+        pytest.param(
+            "jwt_svid_include_jti: true",
+            "jwt_svid_include_jti: 1",
+            "workloads.yaml:18: workloads[1].jwt_svid_include_jti: expected true or false",
+            id="integer-boolean",
+        ),
+        pytest.param(
+            "jwt_svid_include_jti: true",
+            "jwt_svid_incldue_jti: true",
+            "workloads.yaml:18: workloads[1].jwt_svid_incldue_jti: unknown key (allowed: dns_names,",
+            id="misspelt-key",
+        ),
+        pytest.param(
+            "  - name: batch",
+            "  - name: Batch_1",
+            "workloads.yaml:12: workloads[1].name: must be a lowercase RFC 1123 label",
+            id="bad-name",
+        ),
+        pytest.param(
+            "  - name: batch",
+            "  - name: web",
+            "workloads.yaml:12: workloads[1].name: duplicate name (also workloads[0])",
+            id="duplicate-name",
+        ),
+        pytest.param(
+            "web.shop.svc,",
+            "web..svc,",
+            "workloads.yaml:7: workloads[0].dns_names[0]: not a valid DNS name (RFC 1123)",
+            id="bad-dns-name",
+        ),
+        pytest.param(
+            '"orders:read"',
+            '"orders read"',
+            "workloads.yaml:10: workloads[0].policy.scopes[0]: not a valid scope token (RFC 6749 §3.3)",
+            id="scope-with-space",
+        ),
+        pytest.param(
+            '      audiences: ["https://api.example.org"]\n',
+            "",
+            "workloads.yaml:9: workloads[0].policy.audiences: required key is missing",
+            id="policy-without-audiences",
+        ),
+        pytest.param(
+            "trust_domain: example.org",
+            "trust_domain: Example.org",
+            "workloads.yaml:1: trust_domain: not a valid trust domain (trust domain characters are limited",
+            id="uppercase-trust-domain",
+        ),
+    ],
+)
+def test_invalid_field_is_reported_with_line_and_field(old: str, new: str, expected: str) -> None:
+    assert old in GOOD
+    assert _error(GOOD.replace(old, new, 1)).startswith(expected)
+
+
+def test_missing_parent_id_without_default_names_the_workload() -> None:
+    text = GOOD.replace("parent_id: spiffe://example.org/agent/test, ", "")
+    assert _error(text) == (
+        "workloads.yaml:4: workloads[0]: parent_id is missing (set it on the workload or in defaults)"
+    )
+
+
+def test_second_workload_with_same_identity_is_rejected() -> None:
+    text = GOOD + (
+        "  - name: web-again\n"
+        "    spiffe_id: spiffe://example.org/ns/shop/sa/web\n"
+        '    selectors: ["k8s:ns:shop", "k8s:sa:web"]\n'
+    )
+    assert _error(text) == (
+        "workloads.yaml:20: workloads[2].spiffe_id: same spiffe_id, parent_id and selectors as workloads[0]"
+    )
+
+
+def test_duplicate_mapping_key_is_rejected_not_silently_overridden() -> None:
+    text = GOOD.replace("    x509_svid_ttl: 600\n", "    x509_svid_ttl: 600\n    x509_svid_ttl: 60\n")
+    assert _error(text) == "workloads.yaml:17: workloads[1].x509_svid_ttl: duplicate key"
+
+
+def test_missing_top_level_key_is_reported() -> None:
+    assert _error("trust_domain: example.org\n") == "workloads.yaml:1: workloads: required key is missing"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param("", "workloads.yaml:1: the file is empty", id="empty"),
+        pytest.param(
+            "trust_domain: example.org\nworkloads: {a: 1}\n",
+            "workloads.yaml:2: workloads: expected a list",
+            id="workloads-not-a-list",
+        ),
+        pytest.param(
+            "trust_domain: example.org\nworkloads: []\nextra: 1\n",
+            "workloads.yaml:3: extra: unknown key (allowed: defaults, trust_domain, workloads)",
+            id="unknown-top-level-key",
+        ),
+        pytest.param("- a\n- b\n", "workloads.yaml:1: expected a mapping", id="top-level-list"),
+        pytest.param("a: [1,\n", "workloads.yaml:2: invalid YAML:", id="syntax-error"),
+        pytest.param("a: 1\n---\nb: 2\n", "workloads.yaml:2: invalid YAML:", id="two-documents"),
+    ],
+)
+def test_malformed_yaml_is_reported_with_line(text: str, expected: str) -> None:
+    assert _error(text).startswith(expected)
+
+
+def test_unreadable_file_is_a_workloads_file_error(tmp_path: Path) -> None:
+    with pytest.raises(WorkloadsFileError, match="cannot read"):
+        load_workloads(tmp_path / "missing.yaml")

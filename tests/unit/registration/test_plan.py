@@ -1,0 +1,226 @@
+"""plan/apply against the in-memory entry server: create, update per field, delete, never touch others."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from broker.registration import (
+    MANAGED_HINT,
+    Entry,
+    EntryStatus,
+    InMemoryEntryServer,
+    RegistrationError,
+    Selector,
+    WorkloadsFile,
+    apply,
+    parse_workloads,
+    plan,
+    render_plan,
+)
+from broker.registration.plan import FieldChange
+
+BASE = """\
+trust_domain: example.org
+defaults: {parent_id: spiffe://example.org/agent/test, x509_svid_ttl: 3600, jwt_svid_ttl: 300}
+workloads:
+  - name: web
+    spiffe_id: spiffe://example.org/ns/shop/sa/web
+    selectors: ["k8s:ns:shop", "k8s:sa:web"]
+  - name: api
+    spiffe_id: spiffe://example.org/ns/shop/sa/api
+    selectors: ["k8s:ns:shop", "k8s:sa:api"]
+  - name: batch
+    spiffe_id: spiffe://example.org/batch
+    selectors: ["unix:uid:1000"]
+"""
+PARENT = "spiffe://example.org/agent/test"
+
+
+def _file(text: str = BASE) -> WorkloadsFile:
+    return parse_workloads(text)
+
+
+def _applied(text: str = BASE) -> InMemoryEntryServer:
+    server = InMemoryEntryServer()
+    apply(plan(_file(text), server), server)
+    server.writes.clear()
+    return server
+
+
+def _id_of(server: InMemoryEntryServer, spiffe_id: str) -> str:
+    return next(e.id for e in server.list_entries() if e.spiffe_id == spiffe_id)
+
+
+def test_plan_on_empty_server_creates_every_workload_with_the_managed_hint() -> None:
+    server = InMemoryEntryServer()
+    result = plan(_file(), server)
+    assert [c.workload for c in result.creates] == ["web", "api", "batch"]
+    assert (result.updates, result.deletes) == ((), ())
+    web = result.creates[0].entry
+    assert web.hint == MANAGED_HINT
+    assert web.selectors == (Selector("k8s", "ns:shop"), Selector("k8s", "sa:web"))
+    assert (web.parent_id, web.x509_svid_ttl, web.jwt_svid_ttl) == (PARENT, 3600, 300)
+
+
+def test_apply_twice_second_plan_reports_no_changes() -> None:
+    server = InMemoryEntryServer()
+    created = apply(plan(_file(), server), server)
+    assert len(created.created) == 3
+    again = plan(_file(), server)
+    assert not again.has_changes
+    assert again.unchanged == ("web", "api", "batch")
+    assert apply(again, server).created == ()
+    assert [kind for kind, _ in server.writes] == ["create"] * 3
+    assert "No changes" in render_plan(again)
+
+
+def test_changed_ttl_updates_exactly_that_entry_and_only_that_field() -> None:
+    server = _applied()
+    api_id = _id_of(server, "spiffe://example.org/ns/shop/sa/api")
+    edited = BASE.replace('["k8s:ns:shop", "k8s:sa:api"]\n', '["k8s:ns:shop", "k8s:sa:api"]\n    jwt_svid_ttl: 60\n')
+    result = plan(_file(edited), server)
+    assert (result.creates, result.deletes) == ((), ())
+    (update,) = result.updates
+    assert (update.workload, update.entry.id) == ("api", api_id)
+    assert update.changes == (FieldChange("jwt_svid_ttl", 300, 60),)
+    apply(result, server)
+    assert server.writes == [("update", api_id)]
+    assert server.get(api_id).jwt_svid_ttl == 60
+    assert server.get(api_id).revision_number == 1
+    assert "      jwt_svid_ttl: 300 -> 60" in render_plan(result)
+
+
+def test_removed_workload_deletes_only_its_entry() -> None:
+    server = _applied()
+    batch_id = _id_of(server, "spiffe://example.org/batch")
+    trimmed = BASE[: BASE.index("  - name: batch")]
+    result = plan(_file(trimmed), server)
+    assert [d.entry.id for d in result.deletes] == [batch_id]
+    assert (result.creates, result.updates) == ((), ())
+    apply(result, server)
+    assert server.writes == [("delete", batch_id)]
+    assert len(server.list_entries()) == 2
+
+
+def test_unmanaged_entries_are_never_updated_or_deleted() -> None:
+    unmanaged = Entry("spiffe://example.org/legacy", PARENT, (Selector("unix", "uid:7"),), 60, 60, hint="")
+    hinted_other = replace(unmanaged, spiffe_id="spiffe://example.org/hinted", hint="something-else")
+    server = InMemoryEntryServer([unmanaged, hinted_other])
+    apply(plan(_file(), server), server)
+    empty = parse_workloads("trust_domain: example.org\nworkloads: []\n")
+    result = plan(empty, server)
+    assert {d.entry.spiffe_id for d in result.deletes} == {
+        "spiffe://example.org/ns/shop/sa/web",
+        "spiffe://example.org/ns/shop/sa/api",
+        "spiffe://example.org/batch",
+    }
+    apply(result, server)
+    assert {e.spiffe_id for e in server.list_entries()} == {unmanaged.spiffe_id, hinted_other.spiffe_id}
+
+
+def test_workload_matching_an_unmanaged_entry_is_an_error_not_a_takeover() -> None:
+    squatter = Entry("spiffe://example.org/batch", PARENT, (Selector("unix", "uid:1000"),), 60, 60, id="e-1")
+    server = InMemoryEntryServer([squatter])
+    with pytest.raises(RegistrationError, match=r"workload 'batch': spiffe://example.org/batch .*\(entry e-1\)"):
+        plan(_file(), server)
+    assert server.writes == []
+
+
+def test_selector_change_creates_the_new_entry_before_deleting_the_old() -> None:
+    server = _applied()
+    old_id = _id_of(server, "spiffe://example.org/batch")
+    result = plan(_file(BASE.replace("unix:uid:1000", "unix:uid:1001")), server)
+    assert [c.workload for c in result.creates] == ["batch"]
+    assert [d.entry.id for d in result.deletes] == [old_id]
+    apply(result, server)
+    assert [kind for kind, _ in server.writes] == ["create", "delete"]
+
+
+def test_drift_on_a_managed_entry_is_reverted_field_by_field() -> None:
+    server = _applied()
+    web_id = _id_of(server, "spiffe://example.org/ns/shop/sa/web")
+    server.batch_update_entries(
+        [replace(server.get(web_id), admin=True, dns_names=("x.example",))], {"admin", "dns_names"}
+    )
+    server.writes.clear()
+    (update,) = plan(_file(), server).updates
+    assert update.changes == (FieldChange("dns_names", ("x.example",), ()), FieldChange("admin", True, False))
+    assert update.fields == frozenset({"admin", "dns_names"})
+
+
+def test_duplicate_managed_entries_keep_one_and_delete_the_rest() -> None:
+    entry = Entry("spiffe://example.org/batch", PARENT, (Selector("unix", "uid:1000"),), 3600, 300, hint=MANAGED_HINT)
+    server = InMemoryEntryServer([replace(entry, id="a"), replace(entry, id="b")])
+    result = plan(_file(BASE[: BASE.index("  - name: web")] + BASE[BASE.index("  - name: batch") :]), server)
+    assert [d.entry.id for d in result.deletes] == ["b"]
+    assert result.unchanged == ("batch",)
+
+
+def test_failed_create_status_names_the_entry_and_stops_before_deletes() -> None:
+    server = _applied()
+    server.failures["spiffe://example.org/new"] = EntryStatus(3, "invalid selector")
+    # batch is renamed (one create, one delete) and a new workload is added (a second create).
+    edited = BASE.replace("spiffe_id: spiffe://example.org/batch\n", "spiffe_id: spiffe://example.org/batch2\n")
+    edited += '  - name: new\n    spiffe_id: spiffe://example.org/new\n    selectors: ["unix:uid:5"]\n'
+    result = plan(_file(edited), server)
+    assert (len(result.creates), len(result.deletes)) == (2, 1)
+    with pytest.raises(RegistrationError) as info:
+        apply(result, server)
+    message = info.value.description
+    assert "1 of 2 creates failed" in message
+    assert "workload 'new' spiffe://example.org/new parent=spiffe://example.org/agent/test" in message
+    assert "INVALID_ARGUMENT: invalid selector" in message
+    assert [kind for kind, _ in server.writes] == ["create"]
+    assert _id_of(server, "spiffe://example.org/batch")  # the old entry is still there
+
+
+def test_failed_delete_status_is_an_error_naming_the_entry() -> None:
+    server = _applied()
+    server.failures["spiffe://example.org/batch"] = EntryStatus(13, "datastore down")
+    result = plan(_file(BASE[: BASE.index("  - name: batch")]), server)
+    with pytest.raises(RegistrationError, match=r"1 of 1 deletes failed: spiffe://example.org/batch .*INTERNAL"):
+        apply(result, server)
+
+
+def test_apply_sends_creates_in_batches() -> None:
+    lines = ["trust_domain: example.org", f"defaults: {{parent_id: {PARENT}, x509_svid_ttl: 60, jwt_svid_ttl: 60}}"]
+    lines.append("workloads:")
+    for i in range(120):
+        lines += [f"  - name: w{i}", f"    spiffe_id: spiffe://example.org/w/{i}", f'    selectors: ["unix:uid:{i}"]']
+    server = InMemoryEntryServer()
+    result = apply(plan(_file("\n".join(lines) + "\n"), server), server)
+    assert len(result.created) == 120
+    assert server.batch_sizes == [50, 50, 20]
+
+
+def test_updates_with_different_changed_fields_go_in_separate_batches() -> None:
+    server = _applied()
+    edited = BASE.replace('["k8s:ns:shop", "k8s:sa:api"]\n', '["k8s:ns:shop", "k8s:sa:api"]\n    jwt_svid_ttl: 60\n')
+    edited = edited.replace('["unix:uid:1000"]\n', '["unix:uid:1000"]\n    x509_svid_ttl: 60\n')
+    result = plan(_file(edited), server)
+    server.batch_sizes.clear()
+    applied = apply(result, server)
+    assert len(applied.updated) == 2
+    assert server.batch_sizes == [1, 1]
+
+
+def test_render_plan_lists_creates_updates_and_deletes() -> None:
+    server = _applied()
+    batch_id = _id_of(server, "spiffe://example.org/batch")
+    edited = BASE.replace('["k8s:ns:shop", "k8s:sa:api"]\n', '["k8s:ns:shop", "k8s:sa:api"]\n    x509_svid_ttl: 600\n')
+    edited = edited.replace(
+        "name: batch\n    spiffe_id: spiffe://example.org/batch", "name: b2\n    spiffe_id: spiffe://example.org/b2"
+    )
+    text = render_plan(plan(_file(edited), server))
+    assert text.splitlines() == [
+        "Plan: 1 to create, 1 to update, 1 to delete, 1 unchanged.",
+        "  + b2: spiffe://example.org/b2 parent=spiffe://example.org/agent/test selectors=unix:uid:1000",
+        "      x509_svid_ttl=3600 jwt_svid_ttl=300",
+        "  ~ api: spiffe://example.org/ns/shop/sa/api parent=spiffe://example.org/agent/test "
+        f"selectors=k8s:ns:shop,k8s:sa:api (entry {_id_of(server, 'spiffe://example.org/ns/shop/sa/api')})",
+        "      x509_svid_ttl: 3600 -> 600",
+        "  - spiffe://example.org/batch parent=spiffe://example.org/agent/test selectors=unix:uid:1000 "
+        f"(entry {batch_id})",
+    ]

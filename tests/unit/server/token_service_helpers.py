@@ -1,0 +1,135 @@
+"""Helpers for token service tests: real TLS on loopback with SVIDs from dev CAs.
+
+Trust domains: ``example.org`` (the broker and its clients) and ``other.org`` (federated: its bundle is loaded).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ssl
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from broker.identity.devca import DevCA
+from broker.identity.source import InMemorySvidSource
+from broker.identity.spiffeid import SpiffeId
+from broker.identity.svid import X509Svid
+from broker.server.service import RunningTokenService
+
+BROKER_ID = SpiffeId.parse("spiffe://example.org/broker")
+CLIENT_ID = SpiffeId.parse("spiffe://example.org/ns/shop/sa/web")
+ISSUER = "https://broker.test:8443"
+API = "https://api.example.org"
+POLICY = """\
+rules:
+  - spiffe_id: spiffe://example.org/ns/shop/sa/web
+    audiences: ["https://api.example.org"]
+    scopes: ["orders:read", "orders:write"]
+    max_token_lifetime: 120
+"""
+
+
+@dataclass
+class Broker:
+    """A running token service plus what tests need to talk to it and inspect it."""
+
+    service: RunningTokenService
+    source: InMemorySvidSource
+    policy_path: Path
+    state_dir: Path
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.service.port}"
+
+    def snapshot(self) -> tuple[int, bytes, bytes]:
+        """Issued count, policy file and key files: what "no state change" compares."""
+        keys = b"".join(p.read_bytes() for p in sorted(self.state_dir.glob("token-signing-key*")))
+        return self.service.issuer.issued_count, self.policy_path.read_bytes(), keys
+
+
+def client_context(svid: X509Svid | None, *roots: DevCA) -> ssl.SSLContext:
+    """A client TLS context presenting ``svid`` (or no certificate) and trusting ``roots``."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    for root in roots:
+        ctx.load_verify_locations(cadata=root.x509_bundle().to_pem().decode())
+    if svid is not None:
+        with tempfile.TemporaryDirectory(dir="/tmp") as directory:
+            cert, key = Path(directory) / "c.pem", Path(directory) / "k.pem"
+            cert.write_bytes(svid.chain_pem())
+            key.write_bytes(svid.key_pem())
+            ctx.load_cert_chain(cert, key)
+    return ctx
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: Any
+
+
+async def request(
+    ctx: ssl.SSLContext,
+    method: str,
+    url: str,
+    *,
+    data: Any = None,
+    headers: dict[str, str] | None = None,
+    json_body: Any = None,
+) -> Reply:
+    """One request on a fresh connection; returns status, headers and the JSON body (or text)."""
+    connector = aiohttp.TCPConnector(ssl=ctx, force_close=True)
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        session.request(method, url, data=data, headers=headers, json=json_body) as resp,
+    ):
+        text = await resp.text()
+        try:
+            body: Any = await resp.json(content_type=None)
+        except ValueError:
+            body = text
+        return Reply(resp.status, dict(resp.headers), body)
+
+
+def forged_svid(issuing_ca: DevCA, uri: str) -> X509Svid:
+    """A leaf signed by ``issuing_ca`` whose URI SAN names ``uri`` (possibly in another trust domain)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    usage = x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=False,
+        crl_sign=False,
+        encipher_only=False,
+        decipher_only=False,
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "forged")]))
+        .issuer_name(issuing_ca.ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(seconds=10))
+        .not_valid_after(now + dt.timedelta(seconds=600))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(usage, critical=True)
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
+        )
+        .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri)]), critical=False)
+        .sign(issuing_ca.ca_key, hashes.SHA256())
+    )
+    return X509Svid(SpiffeId.parse(uri), (cert,), key)

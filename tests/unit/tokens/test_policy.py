@@ -1,0 +1,218 @@
+"""Tests for broker.tokens.policy: parsing, matching (default deny) and reloading."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import pytest
+
+from broker.errors import ConfigError, InvalidScopeError, InvalidTargetError
+from broker.identity.spiffeid import SpiffeId
+from broker.tokens.policy import (
+    DEFAULT_TOKEN_LIFETIME,
+    FilePolicyStore,
+    InMemoryPolicyStore,
+    Policy,
+    load_policy,
+    parse_policy,
+    parse_scope,
+)
+
+WEB = SpiffeId.parse("spiffe://example.org/ns/shop/sa/web")
+BATCH = SpiffeId.parse("spiffe://example.org/ns/batch/sa/job")
+API = "https://api.example.org"
+
+POLICY = """\
+rules:
+  - spiffe_id: spiffe://example.org/ns/shop/sa/web
+    audiences: ["https://api.example.org"]
+    scopes: ["orders:read", "orders:write"]
+    max_token_lifetime: 120
+  - trust_domain: example.org
+    path_prefix: /ns/batch
+    audiences: ["https://api.example.org", "https://reports.example.org"]
+    scopes: ["reports:read"]
+"""
+
+
+def test_parse_policy_reads_exact_and_prefix_rules() -> None:
+    policy = parse_policy(POLICY, source="p.yaml")
+    exact, prefix = policy.rules
+    assert exact.spiffe_id == WEB and exact.max_token_lifetime == 120 and exact.line == 2
+    assert prefix.trust_domain is not None and prefix.trust_domain.name == "example.org"
+    assert prefix.path_prefix == "/ns/batch" and prefix.max_token_lifetime == DEFAULT_TOKEN_LIFETIME
+
+
+def test_authorize_grants_allowed_audience_and_scope_subset() -> None:
+    grant = parse_policy(POLICY).authorize(WEB, API, frozenset({"orders:read"}))
+    assert grant.audience == API and grant.scopes == {"orders:read"} and grant.max_lifetime == 120
+
+
+def test_authorize_prefix_rule_matches_at_segment_boundary_only() -> None:
+    policy = parse_policy(POLICY)
+    assert policy.authorize(BATCH, API, frozenset()).max_lifetime == DEFAULT_TOKEN_LIFETIME
+    with pytest.raises(InvalidTargetError):
+        policy.authorize(SpiffeId.parse("spiffe://example.org/ns/batchx/sa/job"), API, frozenset())
+
+
+@pytest.mark.parametrize(
+    ("spiffe_id", "audience"),
+    [
+        (SpiffeId.parse("spiffe://example.org/ns/other"), API),
+        (SpiffeId.parse("spiffe://other.org/ns/batch/sa/job"), API),
+        (WEB, "https://reports.example.org"),
+    ],
+    ids=["no-rule-for-id", "other-trust-domain", "audience-not-listed"],
+)
+def test_authorize_refuses_target_by_default(spiffe_id: SpiffeId, audience: str) -> None:
+    with pytest.raises(InvalidTargetError):
+        parse_policy(POLICY).authorize(spiffe_id, audience, frozenset())
+
+
+def test_authorize_refuses_scope_outside_rule() -> None:
+    with pytest.raises(InvalidScopeError):
+        parse_policy(POLICY).authorize(WEB, API, frozenset({"orders:read", "admin"}))
+
+
+def test_empty_rules_deny_everything() -> None:
+    with pytest.raises(InvalidTargetError):
+        parse_policy("rules: []\n").authorize(WEB, API, frozenset())
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("rules: [\n", "p.yaml:2: not valid YAML"),
+        ("{}\n", "missing 'rules'"),
+        ("rules: {}\n", "p.yaml:1: 'rules' must be a list"),
+        ("rulez: []\n", "p.yaml:1: unknown field 'rulez'"),
+        ("rules:\n  - audiences: [a]\n", "p.yaml:2: a rule needs exactly one of"),
+        ("rules:\n  - spiffe_id: spiffe://x/y\n    trust_domain: x\n    audiences: [a]\n", "exactly one of"),
+        ("rules:\n  - spiffe_id: spiffe://x/y\n", "p.yaml:2: a rule needs 'audiences'"),
+        ("rules:\n  - spiffe_id: spiffe://x/y\n    audiences: []\n", "p.yaml:3: 'audiences' must not be empty"),
+        ("rules:\n  - spiffe_id: spiffe://X/y\n    audiences: [a]\n", "p.yaml:2: trust domain characters"),
+        ("rules:\n  - spiffe_id: spiffe://x/y\n    audiences: [a]\n    scopes: ['a b']\n", "p.yaml:4: invalid value"),
+        ("rules:\n  - spiffe_id: spiffe://x/y\n    audiences: [1]\n", "p.yaml:3: 'audiences' must be a str"),
+        ("rules:\n  - spiffe_id: spiffe://x/y\n    audiences: [a]\n    max_token_lifetime: 0\n", "must be 1.."),
+        ("rules:\n  - spiffe_id: spiffe://x/y\n    audiences: [a]\n    max_token_lifetime: '60'\n", "must be a int"),
+        ("rules:\n  - spiffe_id: spiffe://x/y\n    audiences: [a]\n    max_token_lifetime: true\n", "must be a int"),
+        (
+            "rules:\n  - spiffe_id: spiffe://x/y\n    audiences: [a]\n    audiences: [b]\n",
+            "p.yaml:4: field 'audiences' given twice",
+        ),
+        ("rules:\n  - spiffe_id: spiffe://x/y\n    path_prefix: /a\n    audiences: [a]\n", "goes with 'trust_domain'"),
+        (
+            "rules:\n  - trust_domain: x\n    path_prefix: /a/../b\n    audiences: [a]\n",
+            "p.yaml:3: path cannot contain dot",
+        ),
+        ("rules:\n  - spiffe_id: spiffe://x/y\n    audiences: [a]\n    extra: 1\n", "p.yaml:4: unknown field 'extra'"),
+    ],
+    ids=[
+        "bad-yaml",
+        "no-rules",
+        "rules-not-list",
+        "unknown-top-field",
+        "no-subject",
+        "two-subjects",
+        "no-audiences",
+        "empty-audiences",
+        "bad-spiffe-id",
+        "bad-scope",
+        "audience-not-string",
+        "zero-lifetime",
+        "lifetime-string",
+        "lifetime-bool",
+        "duplicate-key",
+        "prefix-with-spiffe-id",
+        "dot-segment-prefix",
+        "unknown-rule-field",
+    ],
+)
+def test_parse_policy_rejects_broken_file_naming_line_and_field(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_policy(text, source="p.yaml")
+    assert message in info.value.description
+
+
+def test_load_policy_reports_unreadable_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read policy file"):
+        load_policy(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(None, frozenset()), ("a", {"a"}), ("b a b", {"a", "b"}), ("orders:read x/y", {"orders:read", "x/y"})],
+    ids=["absent", "one", "dedup", "punctuation"],
+)
+def test_parse_scope_accepts_rfc6749_scope(value: str | None, expected: frozenset[str]) -> None:
+    assert parse_scope(value) == expected
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["a  b", " a", "a ", 'a"b', "a\\b", "é", "a\tb"],
+    ids=["double-space", "leading", "trailing", "quote", "backslash", "non-ascii", "tab"],
+)
+def test_parse_scope_rejects_malformed(value: str) -> None:
+    with pytest.raises(InvalidScopeError):
+        parse_scope(value)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_file_policy_store_reloads_changed_file_after_interval(tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text("rules: []\n")
+    clock = FakeClock()
+    store = FilePolicyStore(path, check_interval=1.0, clock=clock)
+    assert store.current().rules == ()
+    path.write_text(POLICY)
+    assert store.current().rules == ()  # not yet checked again
+    clock.now += 1.0
+    assert len(store.current().rules) == 2
+    assert store.generation == 2
+
+
+def test_file_policy_store_keeps_last_good_policy_when_file_breaks(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text(POLICY)
+    store = FilePolicyStore(path, check_interval=0.0)
+    good = store.current()
+    path.write_text(POLICY + "  - bogus: 1\n")
+    with caplog.at_level(logging.ERROR):
+        assert store.current() is good
+    assert store.last_error is not None and ":10: unknown field 'bogus'" in store.last_error.description
+    assert "policy not reloaded" in caplog.text
+    path.write_text("rules: []\n")
+    assert store.current().rules == () and store.last_error is None
+
+
+def test_file_policy_store_keeps_last_good_policy_when_file_vanishes(tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text(POLICY)
+    store = FilePolicyStore(path, check_interval=0.0)
+    os.unlink(path)
+    assert len(store.current().rules) == 2
+    assert store.last_error is not None
+
+
+def test_file_policy_store_refuses_broken_file_at_start(tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text("rules: nope\n")
+    with pytest.raises(ConfigError):
+        FilePolicyStore(path)
+
+
+def test_in_memory_policy_store_returns_its_policy() -> None:
+    policy = Policy(rules=())
+    assert InMemoryPolicyStore(policy).current() is policy
