@@ -44,9 +44,18 @@ DEFAULT_SCHEMA_DIR = REPO_ROOT / "deploy" / "schemas"
 DEFAULT_VERSIONS = ("1.29", "1.37")
 OBJECT_META_REF = "https://kubernetes.io/api/_definitions.json#/$defs/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"
 CLUSTER_SCOPED_KINDS = frozenset(
-    {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "CSIDriver",
-     "StorageClass", "PersistentVolume", "PriorityClass", "ValidatingWebhookConfiguration",
-     "MutatingWebhookConfiguration"}
+    {
+        "Namespace",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "CustomResourceDefinition",
+        "CSIDriver",
+        "StorageClass",
+        "PersistentVolume",
+        "PriorityClass",
+        "ValidatingWebhookConfiguration",
+        "MutatingWebhookConfiguration",
+    }
 )
 POD_TEMPLATE_KINDS = frozenset({"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"})
 
@@ -187,8 +196,7 @@ def _load_schema(path: Path) -> Obj:
     return loaded
 
 
-def check_object(doc: Document, crs: dict[tuple[str, str], CustomResourceSchema],
-                 versions: Sequence[str]) -> list[str]:
+def check_object(doc: Document, crs: dict[tuple[str, str], CustomResourceSchema], versions: Sequence[str]) -> list[str]:
     """Schema-validate one object against each Kubernetes version; return error messages."""
     body = doc.body
     if not isinstance(body, dict) or not body.get("apiVersion") or not body.get("kind"):
@@ -261,8 +269,9 @@ def check_embedded_files(body: Obj, schema_dir: Path) -> list[str]:
     return errors
 
 
-def check_documents(docs: Sequence[Document], *, versions: Sequence[str] = DEFAULT_VERSIONS,
-                    schema_dir: Path = DEFAULT_SCHEMA_DIR) -> list[Finding]:
+def check_documents(
+    docs: Sequence[Document], *, versions: Sequence[str] = DEFAULT_VERSIONS, schema_dir: Path = DEFAULT_SCHEMA_DIR
+) -> list[Finding]:
     """Run every check over already loaded documents."""
     crs = custom_resource_schemas(docs)
     findings: list[Finding] = []
@@ -274,8 +283,9 @@ def check_documents(docs: Sequence[Document], *, versions: Sequence[str] = DEFAU
     return findings
 
 
-def check_paths(paths: Sequence[Path], *, versions: Sequence[str] = DEFAULT_VERSIONS,
-                schema_dir: Path = DEFAULT_SCHEMA_DIR) -> list[Finding]:
+def check_paths(
+    paths: Sequence[Path], *, versions: Sequence[str] = DEFAULT_VERSIONS, schema_dir: Path = DEFAULT_SCHEMA_DIR
+) -> list[Finding]:
     """Load and check manifests; CRDs found anywhere in ``paths`` define the custom kinds."""
     return check_documents(load_documents(paths), versions=versions, schema_dir=schema_dir)
 
@@ -299,11 +309,17 @@ def extract_spire_configs(docs: Sequence[Document], out_dir: Path) -> list[Path]
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("paths", nargs="+", type=Path, help="manifest files or directories")
-    parser.add_argument("-k", "--kubernetes-version", action="append", dest="versions",
-                        help=f"Kubernetes minor version(s) to validate against (default {DEFAULT_VERSIONS})")
+    parser.add_argument(
+        "-k",
+        "--kubernetes-version",
+        action="append",
+        dest="versions",
+        help=f"Kubernetes minor version(s) to validate against (default {DEFAULT_VERSIONS})",
+    )
     parser.add_argument("--schema-dir", type=Path, default=DEFAULT_SCHEMA_DIR)
-    parser.add_argument("--extract-spire-configs", type=Path, metavar="DIR",
-                        help="also write ConfigMap *.conf entries into DIR")
+    parser.add_argument(
+        "--extract-spire-configs", type=Path, metavar="DIR", help="also write ConfigMap *.conf entries into DIR"
+    )
     args = parser.parse_args(argv)
     try:
         docs = load_documents(args.paths)

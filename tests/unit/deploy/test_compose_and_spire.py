@@ -5,6 +5,7 @@ typos, and scripts/validate-deploy.sh fails when any of them does."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -32,7 +33,10 @@ def _compose() -> Obj:
 def _check_compose(path: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.compose-spec", str(path)],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 
@@ -130,8 +134,13 @@ def _spire_configs(checker: ModuleType, tmp_path: Path) -> dict[str, tuple[str, 
 
 
 def _spire_validate(bins: Path, kind: str, path: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(bins / f"spire-{kind}"), "validate", "-config", str(path)],
-                          capture_output=True, text=True, timeout=60, check=False)
+    return subprocess.run(
+        [str(bins / f"spire-{kind}"), "validate", "-config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 CONFIG_IDS = ["compose-server", "compose-agent", "k8s-server", "k8s-agent"]
@@ -144,8 +153,7 @@ TYPOS = {
 
 
 @pytest.mark.parametrize("config_id", CONFIG_IDS)
-def test_spire_validate_accepts_config(checker: ModuleType, spire_bins: Path, tmp_path: Path,
-                                       config_id: str) -> None:
+def test_spire_validate_accepts_config(checker: ModuleType, spire_bins: Path, tmp_path: Path, config_id: str) -> None:
     kind, path = _spire_configs(checker, tmp_path)[config_id]
 
     result = _spire_validate(spire_bins, kind, path)
@@ -154,8 +162,9 @@ def test_spire_validate_accepts_config(checker: ModuleType, spire_bins: Path, tm
 
 
 @pytest.mark.parametrize("config_id", CONFIG_IDS)
-def test_spire_validate_rejects_config_with_misspelt_key(checker: ModuleType, spire_bins: Path, tmp_path: Path,
-                                                         config_id: str) -> None:
+def test_spire_validate_rejects_config_with_misspelt_key(
+    checker: ModuleType, spire_bins: Path, tmp_path: Path, config_id: str
+) -> None:
     kind, path = _spire_configs(checker, tmp_path)[config_id]
     old, new = TYPOS[config_id]
     broken = tmp_path / f"broken-{path.name}"
@@ -177,7 +186,7 @@ def _copy_tree_for_script(dst: Path) -> Path:
 
 
 def _run_script(script: Path) -> subprocess.CompletedProcess[str]:
-    env = {"PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin", "PYTHON": sys.executable}
+    env = dict(os.environ, PYTHON=sys.executable, PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
     return subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=120, check=False, env=env)
 
 

@@ -70,14 +70,34 @@ def _rewrite(src: Path, dst_dir: Path, kind: str, name: str, edit: Callable[[Obj
     return dst
 
 
-def _rename(mapping: Obj, old: str, new: str) -> None:
-    mapping[new] = mapping.pop(old)
+def _at(obj: Any, path: str) -> Any:
+    for part in path.split(".") if path else []:
+        obj = obj[int(part)] if part.isdigit() else obj[part]
+    return obj
 
 
-def _embedded(cm: Obj, key: str, edit: Callable[[Obj], None]) -> None:
-    content = yaml.safe_load(cm["data"][key])
-    edit(content)
-    cm["data"][key] = yaml.safe_dump(content)
+def ren(path: str, old: str, new: str) -> Callable[[Obj], None]:
+    """Edit: rename key ``old`` of the mapping at dotted ``path`` to ``new``."""
+    return lambda doc: _at(doc, path).__setitem__(new, _at(doc, path).pop(old))
+
+
+def put(path: str, key: str, value: Any) -> Callable[[Obj], None]:
+    return lambda doc: _at(doc, path).__setitem__(key, value)
+
+
+def drop(path: str, key: str) -> Callable[[Obj], None]:
+    return lambda doc: _at(doc, path).pop(key)
+
+
+def embedded(key: str, edit: Callable[[Obj], None]) -> Callable[[Obj], None]:
+    """Edit the YAML file stored under ``data.<key>`` of a ConfigMap."""
+
+    def apply(cm: Obj) -> None:
+        content = yaml.safe_load(cm["data"][key])
+        edit(content)
+        cm["data"][key] = yaml.safe_dump(content)
+
+    return apply
 
 
 def test_every_kubernetes_manifest_passes_strict_validation(checker: ModuleType) -> None:
@@ -89,54 +109,76 @@ def test_every_kubernetes_manifest_passes_strict_validation(checker: ModuleType)
 def test_manifests_cover_spire_broker_and_custom_resources() -> None:
     kinds = {doc["kind"] for path in kubernetes_manifests() for doc in load_yaml_documents(path)}
 
-    assert {"StatefulSet", "DaemonSet", "CSIDriver", "CustomResourceDefinition", "ClusterSPIFFEID",
-            "Deployment", "PodDisruptionBudget", "Service", "ConfigMap", "ServiceAccount"} <= kinds
+    assert {
+        "StatefulSet",
+        "DaemonSet",
+        "CSIDriver",
+        "CustomResourceDefinition",
+        "ClusterSPIFFEID",
+        "Deployment",
+        "PodDisruptionBudget",
+        "Service",
+        "ConfigMap",
+        "ServiceAccount",
+    } <= kinds
 
 
-TYPOS = [
-    pytest.param(TOKEN_SERVICE, "Deployment", "spiffe-broker",
-                 lambda d: _rename(d["spec"], "replicas", "replica"), "replica", id="deployment-replica"),
-    pytest.param(TOKEN_SERVICE, "Deployment", "spiffe-broker",
-                 lambda d: _rename(d["spec"]["template"]["spec"]["containers"][0], "imagePullPolicy",
-                                   "imagePulPolicy"), "imagePulPolicy", id="container-imagePulPolicy"),
-    pytest.param(TOKEN_SERVICE, "Deployment", "spiffe-broker",
-                 lambda d: d["spec"].__setitem__("replicas", "two"), "replicas", id="deployment-replicas-type"),
-    pytest.param(TOKEN_SERVICE, "PodDisruptionBudget", "spiffe-broker",
-                 lambda d: _rename(d["spec"], "minAvailable", "minAvailible"), "minAvailible", id="pdb-field"),
-    pytest.param(CLUSTER_SPIFFE_ID, "ClusterSPIFFEID", "workloads-by-service-account",
-                 lambda d: _rename(d["spec"], "jwtTtl", "jwtTTL"), "jwtTTL", id="clusterspiffeid-spec-field"),
-    pytest.param(CLUSTER_SPIFFE_ID, "ClusterSPIFFEID", "workloads-by-service-account",
-                 lambda d: d["spec"].__setitem__("ttl", 3600), "ttl", id="clusterspiffeid-ttl-type"),
-    pytest.param(CLUSTER_SPIFFE_ID, "ClusterSPIFFEID", "workloads-by-service-account",
-                 lambda d: d["spec"].pop("spiffeIDTemplate"), "spiffeIDTemplate", id="clusterspiffeid-required"),
-    pytest.param(CLUSTER_SPIFFE_ID, "ClusterSPIFFEID", "workloads-by-service-account",
-                 lambda d: _rename(d["metadata"], "name", "nmae"), "nmae", id="clusterspiffeid-metadata"),
-    pytest.param(CLUSTER_SPIFFE_ID, "ClusterSPIFFEID", "workloads-by-service-account",
-                 lambda d: d["metadata"].__setitem__("namespace", "shop"), "cluster-scoped",
-                 id="clusterspiffeid-namespaced"),
-    pytest.param(SERVER, "ConfigMap", "spire-controller-manager",
-                 lambda d: _embedded(d, "controller-manager-config.yaml",
-                                     lambda c: _rename(c, "health", "healthProbe")),
-                 "healthProbe", id="controller-manager-config-key"),
-    pytest.param(TOKEN_SERVICE, "ConfigMap", "spiffe-broker-policy",
-                 lambda d: _embedded(d, "policy.yaml",
-                                     lambda p: _rename(p["rules"][0], "audiences", "audience")),
-                 "audience", id="policy-rule-key"),
-    pytest.param(TOKEN_SERVICE, "Service", "spiffe-broker",
-                 lambda d: d["metadata"].pop("namespace"), "namespace", id="service-without-namespace"),
-    pytest.param(EXAMPLE_APP, "Deployment", "web",
-                 lambda d: d["spec"]["template"]["spec"]["containers"][0]["volumeMounts"][0].__setitem__(
-                     "name", "broker-sockets"), "broker-sockets", id="volumemount-without-volume"),
-    pytest.param(EXAMPLE_APP, "Deployment", "web",
-                 lambda d: d["spec"]["template"]["spec"]["initContainers"][0]["readinessProbe"]["httpGet"]
-                 .__setitem__("port", "health"), "health", id="probe-port-undeclared"),
-]
+POD = "spec.template.spec"
+TOKEN = (TOKEN_SERVICE, "Deployment", "spiffe-broker")
+CSID = (CLUSTER_SPIFFE_ID, "ClusterSPIFFEID", "workloads-by-service-account")
+WEB = (EXAMPLE_APP, "Deployment", "web")
+# id -> (file, kind, name, edit, text the finding must contain)
+TYPOS: dict[str, tuple[Path, str, str, Callable[[Obj], None], str]] = {
+    "deployment-replica": (*TOKEN, ren("spec", "replicas", "replica"), "replica"),
+    "container-imagePulPolicy": (*TOKEN, ren(f"{POD}.containers.0", "imagePullPolicy", "imagePulPolicy"), "imagePul"),
+    "deployment-replicas-type": (*TOKEN, put("spec", "replicas", "two"), "replicas"),
+    "pdb-field": (
+        TOKEN_SERVICE,
+        "PodDisruptionBudget",
+        "spiffe-broker",
+        ren("spec", "minAvailable", "minAvail"),
+        "minAvail",
+    ),
+    "service-without-namespace": (
+        TOKEN_SERVICE,
+        "Service",
+        "spiffe-broker",
+        drop("metadata", "namespace"),
+        "namespace",
+    ),
+    "clusterspiffeid-spec-field": (*CSID, ren("spec", "jwtTtl", "jwtTTL"), "jwtTTL"),
+    "clusterspiffeid-ttl-type": (*CSID, put("spec", "ttl", 3600), "ttl"),
+    "clusterspiffeid-required": (*CSID, drop("spec", "spiffeIDTemplate"), "spiffeIDTemplate"),
+    "clusterspiffeid-metadata": (*CSID, ren("metadata", "name", "nmae"), "nmae"),
+    "clusterspiffeid-namespaced": (*CSID, put("metadata", "namespace", "shop"), "cluster-scoped"),
+    "controller-manager-config-key": (
+        SERVER,
+        "ConfigMap",
+        "spire-controller-manager",
+        embedded("controller-manager-config.yaml", ren("", "health", "healthProbe")),
+        "healthProbe",
+    ),
+    "policy-rule-key": (
+        TOKEN_SERVICE,
+        "ConfigMap",
+        "spiffe-broker-policy",
+        embedded("policy.yaml", ren("rules.0", "audiences", "audience")),
+        "audience",
+    ),
+    "volumemount-without-volume": (*WEB, put(f"{POD}.containers.0.volumeMounts.0", "name", "sock"), "'sock'"),
+    "probe-port-undeclared": (*WEB, put(f"{POD}.initContainers.0.readinessProbe.httpGet", "port", "hp"), "'hp'"),
+}
 
 
-@pytest.mark.parametrize(("src", "kind", "name", "edit", "expected"), TYPOS)
+@pytest.mark.parametrize(("src", "kind", "name", "edit", "expected"), TYPOS.values(), ids=TYPOS.keys())
 def test_checker_rejects_misspelt_or_invalid_field(
-    checker: ModuleType, tmp_path: Path, src: Path, kind: str, name: str,
-    edit: Callable[[Obj], None], expected: str,
+    checker: ModuleType,
+    tmp_path: Path,
+    src: Path,
+    kind: str,
+    name: str,
+    edit: Callable[[Obj], None],
+    expected: str,
 ) -> None:
     broken = _rewrite(src, tmp_path, kind, name, edit)
 
@@ -156,8 +198,12 @@ def test_checker_fails_custom_resource_without_its_crd(checker: ModuleType) -> N
 
 
 def test_checker_fails_configmap_file_without_schema(checker: ModuleType, tmp_path: Path) -> None:
-    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "namespace": "shop"},
-          "data": {"settings.yaml": "a: 1\n"}}
+    cm = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "x", "namespace": "shop"},
+        "data": {"settings.yaml": "a: 1\n"},
+    }
     path = tmp_path / "cm.yaml"
     path.write_text(yaml.safe_dump(cm), encoding="utf-8")
 
@@ -167,8 +213,7 @@ def test_checker_fails_configmap_file_without_schema(checker: ModuleType, tmp_pa
 
 
 def test_checker_main_exits_nonzero_on_a_finding(checker: ModuleType, tmp_path: Path) -> None:
-    broken = _rewrite(TOKEN_SERVICE, tmp_path, "Deployment", "spiffe-broker",
-                      lambda d: _rename(d["spec"], "replicas", "replica"))
+    broken = _rewrite(TOKEN_SERVICE, tmp_path, "Deployment", "spiffe-broker", ren("spec", "replicas", "replica"))
 
     assert checker.main([str(broken), "-k", "1.37"]) == 1
     assert checker.main([str(TOKEN_SERVICE), "-k", "1.37"]) == 0
@@ -205,8 +250,13 @@ def test_broker_sidecar_is_native_sidecar_with_health_and_readiness_probes() -> 
     ports = {p["name"]: p["containerPort"] for p in sidecar["ports"]}
 
     assert sidecar["restartPolicy"] == "Always"
-    assert sidecar["args"][:5] == ["sidecar", "--socket", "/run/broker/token.sock", "--token-service",
-                                   "https://spiffe-broker.spiffe-broker.svc:8443"]
+    assert sidecar["args"][:5] == [
+        "sidecar",
+        "--socket",
+        "/run/broker/token.sock",
+        "--token-service",
+        "https://spiffe-broker.spiffe-broker.svc:8443",
+    ]
     assert sidecar["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert sidecar["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert ports[sidecar["livenessProbe"]["httpGet"]["port"]] == 8081
@@ -216,15 +266,15 @@ def test_broker_sidecar_is_native_sidecar_with_health_and_readiness_probes() -> 
 def test_app_and_sidecar_share_the_token_socket_through_an_emptydir() -> None:
     web = find_object(load_yaml_documents(EXAMPLE_APP), "Deployment", "web")["spec"]["template"]["spec"]
     volumes = {v["name"]: v for v in web["volumes"]}
-    mounts = [{m["name"]: m["mountPath"] for m in c["volumeMounts"]}
-              for c in [*web["initContainers"], *web["containers"]]]
+    mounts = [
+        {m["name"]: m["mountPath"] for m in c["volumeMounts"]} for c in [*web["initContainers"], *web["containers"]]
+    ]
 
     assert "emptyDir" in volumes["broker-socket"]
     assert all(m["broker-socket"] == "/run/broker" for m in mounts)
 
 
-@pytest.mark.parametrize(("cid", "owner", "pod", "container"), BROKER_CONTAINERS,
-                         ids=[c[0] for c in BROKER_CONTAINERS])
+@pytest.mark.parametrize(("cid", "owner", "pod", "container"), BROKER_CONTAINERS, ids=[c[0] for c in BROKER_CONTAINERS])
 def test_broker_container_reaches_workload_api_through_csi_volume(
     cid: str, owner: str, pod: Obj, container: Obj
 ) -> None:
@@ -257,5 +307,8 @@ def test_token_service_runs_two_replicas_covered_by_a_disruption_budget() -> Non
 def test_spire_images_are_pinned_to_release_1_15_3() -> None:
     images = {c["image"] for _, _, _, c in CONTAINERS if "/spire-" in c["image"]}
 
-    assert images == {"ghcr.io/spiffe/spire-server:1.15.3", "ghcr.io/spiffe/spire-agent:1.15.3",
-                      "ghcr.io/spiffe/spire-controller-manager:0.6.4"}
+    assert images == {
+        "ghcr.io/spiffe/spire-server:1.15.3",
+        "ghcr.io/spiffe/spire-agent:1.15.3",
+        "ghcr.io/spiffe/spire-controller-manager:0.6.4",
+    }

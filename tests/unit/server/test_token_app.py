@@ -15,6 +15,7 @@ from token_service_helpers import API, CLIENT_ID, ISSUER, Broker, client_context
 
 from broker.identity.devca import DevCA
 from broker.identity.svid import X509Svid
+from broker.server.state import JWKS_KEYS
 from broker.tokens.exchange import GRANT_CLIENT_CREDENTIALS, GRANT_TOKEN_EXCHANGE, TOKEN_TYPE_JWT
 from broker.tokens.keys import FileKeyStore
 
@@ -114,7 +115,7 @@ async def test_client_credentials_issues_token_for_the_certificate_identity(
 async def test_rotated_signing_key_signs_new_tokens_and_old_key_stays_published(
     broker: Broker, ca: DevCA, client_svid: X509Svid
 ) -> None:
-    store = broker.service.app[__import__("broker.server.state", fromlist=["JWKS_KEYS"]).JWKS_KEYS]
+    store = broker.service.app[JWKS_KEYS]
     assert isinstance(store, FileKeyStore)
     old, new = store.active_key(), store.rotate()
     reply = await request(client_context(client_svid, ca), "POST", broker.url + "/token",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -65,6 +66,7 @@ async def open_stream(
         ) as stream:
             await stream.send_message(request, end=True)
             yield stream
-            await stream.cancel()
+            with contextlib.suppress(Exception):  # already ended by the server: nothing to cancel
+                await stream.cancel()
     finally:
         channel.close()

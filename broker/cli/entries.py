@@ -1,0 +1,97 @@
+"""``spiffe-broker entries plan|apply|export``: SPIRE registration entries and broker policy from one file."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from broker.errors import BrokerError
+from broker.registration import (
+    EntryClient,
+    apply,
+    export_cluster_spiffe_ids,
+    export_policy,
+    load_workloads,
+    plan,
+    render_plan,
+)
+
+DEFAULT_SERVER_SOCKET = "/tmp/spire-server/private/api.sock"  # noqa: S108 - SPIRE's own default
+
+_file_argument = click.argument("workloads_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+_socket_option = click.option(
+    "--server-socket",
+    envvar="SPIRE_SERVER_ADMIN_SOCKET",
+    default=DEFAULT_SERVER_SOCKET,
+    show_default=True,
+    help="spire-server's admin API Unix socket.",
+)
+
+
+def _fail(error: BrokerError) -> None:
+    click.echo(f"error: {error.description}", err=True)
+    sys.exit(1)
+
+
+@click.group()
+def entries() -> None:
+    """Register SPIRE entries and broker policy from one declarative file."""
+
+
+@entries.command("plan")
+@_file_argument
+@_socket_option
+@click.option("--detailed-exitcode", is_flag=True, help="Exit 2 when there are changes (as terraform plan).")
+def plan_command(workloads_file: Path, server_socket: str, detailed_exitcode: bool) -> None:
+    """Print what `apply` would create, update and delete on the SPIRE server."""
+    try:
+        desired = load_workloads(workloads_file)
+        with EntryClient(server_socket) as server:
+            changes = plan(desired, server)
+    except BrokerError as error:
+        _fail(error)
+        return
+    click.echo(render_plan(changes))
+    if detailed_exitcode and changes.has_changes:
+        sys.exit(2)
+
+
+@entries.command("apply")
+@_file_argument
+@_socket_option
+def apply_command(workloads_file: Path, server_socket: str) -> None:
+    """Create, update and delete the managed SPIRE entries so the server matches the file."""
+    try:
+        desired = load_workloads(workloads_file)
+        with EntryClient(server_socket) as server:
+            changes = plan(desired, server)
+            click.echo(render_plan(changes))
+            if not changes.has_changes:
+                return
+            result = apply(changes, server)
+    except BrokerError as error:
+        _fail(error)
+        return
+    click.echo(f"applied: {len(result.created)} created, {len(result.updated)} updated, {len(result.deleted)} deleted")
+
+
+@entries.command("export")
+@_file_argument
+@click.option("--policy", "policy_out", type=click.Path(dir_okay=False, path_type=Path), help="Write broker policy.")
+@click.option("--k8s", "k8s_out", type=click.Path(dir_okay=False, path_type=Path), help="Write ClusterSPIFFEIDs.")
+def export_command(workloads_file: Path, policy_out: Path | None, k8s_out: Path | None) -> None:
+    """Write the broker policy file and/or ClusterSPIFFEID resources (stdout when no file is named)."""
+    try:
+        desired = load_workloads(workloads_file)
+    except BrokerError as error:
+        _fail(error)
+        return
+    if policy_out is None and k8s_out is None:
+        click.echo(export_policy(desired), nl=False)
+        return
+    if policy_out is not None:
+        policy_out.write_text(export_policy(desired))
+    if k8s_out is not None:
+        k8s_out.write_text(export_cluster_spiffe_ids(desired))
