@@ -9,6 +9,7 @@ in :func:`workload_api_address`.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -18,19 +19,31 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from broker.errors import ConfigError
 
-__all__ = ["BrokerSettings", "load_settings", "workload_api_address"]
+__all__ = ["BrokerSettings", "load_settings", "normalize_address", "workload_api_address"]
 
 ENDPOINT_SOCKET_ENV = "SPIFFE_ENDPOINT_SOCKET"
+UNIX_ADDRESS = re.compile(r"unix://(/[^?#]*)")
+TCP_ADDRESS = re.compile(r"tcp://(\d{1,3}(?:\.\d{1,3}){3}:\d{1,5})")
+
+
+def normalize_address(address: str) -> str:
+    """SPIFFE Workload Endpoint §4: ``unix:///abs/path`` or ``tcp://ip:port``; a bare absolute path gets ``unix://``."""
+    if address.startswith("/"):
+        address = "unix://" + address
+    if UNIX_ADDRESS.fullmatch(address) or TCP_ADDRESS.fullmatch(address):
+        return address
+    raise ConfigError(
+        f"Workload API address {address!r} is neither 'unix:///absolute/path' nor 'tcp://<ip>:<port>' "
+        "(SPIFFE Workload Endpoint §4)"
+    )
 
 
 def workload_api_address(configured: str | None) -> str:
-    """The Workload API address: ``configured`` if set, else ``$SPIFFE_ENDPOINT_SOCKET``; always with a scheme."""
+    """``configured`` if set, else ``$SPIFFE_ENDPOINT_SOCKET`` (the only place it is read), normalised."""
     value = configured or os.environ.get(ENDPOINT_SOCKET_ENV)
     if not value:
-        raise ConfigError(f"no Workload API address: pass --workload-api or set {ENDPOINT_SOCKET_ENV}")
-    if value.startswith(("unix:", "tcp:")):
-        return value
-    return "unix://" + value
+        raise ConfigError(f"no Workload API address: configure one or set {ENDPOINT_SOCKET_ENV}")
+    return normalize_address(value)
 
 
 class _Section(BaseModel):

@@ -68,12 +68,13 @@ class Document:
 
     path: Path
     index: int
-    body: Obj
+    body: Any  # a mapping for Kubernetes objects; anything YAML allows otherwise
 
     @property
     def label(self) -> str:
-        kind = str(self.body.get("kind", "?"))
-        name = str((self.body.get("metadata") or {}).get("name", "?"))
+        body = self.body if isinstance(self.body, dict) else {}
+        kind = str(body.get("kind", "?"))
+        name = str((body.get("metadata") or {}).get("name", "?"))
         return f"{self.path}[{self.index}] {kind}/{name}"
 
 
@@ -146,6 +147,8 @@ def _strict(schema: Any) -> Any:
     if out.pop("x-kubernetes-int-or-string", False):
         out.pop("type", None)
         out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
+    if out.pop("nullable", False) and isinstance(out.get("type"), str):  # OpenAPI 3.0 spelling of null
+        out["type"] = [out["type"], "null"]
     preserve = out.get("x-kubernetes-preserve-unknown-fields", False)
     if "properties" in out and "additionalProperties" not in out and not preserve:
         out["additionalProperties"] = False
@@ -158,7 +161,7 @@ def custom_resource_schemas(docs: Sequence[Document]) -> dict[tuple[str, str], C
     """Map (apiVersion, kind) of every served CRD version to its strict schema."""
     found: dict[tuple[str, str], CustomResourceSchema] = {}
     for doc in docs:
-        if doc.body.get("kind") != "CustomResourceDefinition":
+        if not isinstance(doc.body, dict) or doc.body.get("kind") != "CustomResourceDefinition":
             continue
         spec = doc.body.get("spec") or {}
         kind = spec.get("names", {}).get("kind", "")
@@ -186,7 +189,7 @@ def _definitions_registry(k8s_version: str) -> Registry[Any]:
 
 def _schema_errors(instance: Any, schema: Obj, registry: Registry[Any] | None = None) -> list[str]:
     validator = jsonschema.Draft202012Validator(schema, registry=registry or Registry())
-    errors = sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path))
+    errors = sorted(validator.iter_errors(instance), key=lambda e: [str(p) for p in e.absolute_path])
     return [f"{'.'.join(str(p) for p in e.absolute_path) or '<root>'}: {e.message}" for e in errors]
 
 
@@ -197,14 +200,19 @@ def _load_schema(path: Path) -> Obj:
 
 
 def check_object(doc: Document, crs: dict[tuple[str, str], CustomResourceSchema], versions: Sequence[str]) -> list[str]:
-    """Schema-validate one object against each Kubernetes version; return error messages."""
+    """Schema-validate one object (against each Kubernetes version for built-in kinds)."""
     body = doc.body
     if not isinstance(body, dict) or not body.get("apiVersion") or not body.get("kind"):
         return ["not a Kubernetes object (apiVersion and kind are required)"]
     custom = crs.get((str(body["apiVersion"]), str(body["kind"])))
     if custom is not None:
-        errors = _schema_errors(body, custom.schema, _definitions_registry(versions[-1]))
+        newest = max(versions, key=lambda v: tuple(int(n) for n in v.split(".")))
+        errors = _schema_errors(body, custom.schema, _definitions_registry(newest))
         return errors + _scope_errors(body, custom.cluster_scoped)
+    return _builtin_errors(body, versions)
+
+
+def _builtin_errors(body: Obj, versions: Sequence[str]) -> list[str]:
     errors: list[str] = []
     for version in versions:
         try:
@@ -239,7 +247,8 @@ def check_pod_references(body: Obj) -> list[str]:
                     errors.append(f"{where}: container {cname}: volumeMount {mount.get('name')!r} has no volume")
             ports = {p.get("name") for p in container.get("ports") or [] if p.get("name")}
             for probe_name in ("livenessProbe", "readinessProbe", "startupProbe"):
-                port = ((container.get(probe_name) or {}).get("httpGet") or {}).get("port")
+                probe = container.get(probe_name) or {}
+                port = (probe.get("httpGet") or probe.get("tcpSocket") or {}).get("port")
                 if isinstance(port, str) and port not in ports:
                     errors.append(f"{where}: container {cname}: {probe_name} port {port!r} is not declared")
     return errors
@@ -295,7 +304,7 @@ def extract_spire_configs(docs: Sequence[Document], out_dir: Path) -> list[Path]
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     for doc in docs:
-        if doc.body.get("kind") != "ConfigMap":
+        if not isinstance(doc.body, dict) or doc.body.get("kind") != "ConfigMap":
             continue
         meta = doc.body.get("metadata") or {}
         for key, text in (doc.body.get("data") or {}).items():

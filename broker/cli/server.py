@@ -128,10 +128,16 @@ def _default_issuer(host: str, port: int) -> str:
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), help="TOML config file")
 @click.option("--listen", help="HOST:PORT to serve TLS on  [default: 127.0.0.1:8443]")
 @click.option("--issuer", help="issuer URL, https://host:port  [default: from --listen]")
-@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), help="where the signing key lives")
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="where the signing key lives  [default: .spiffe-broker]",
+)
 @click.option("--policy", type=click.Path(dir_okay=False, path_type=Path), help="policy file (YAML)")
 @click.option("--workload-api", help="Workload API address  [default: $SPIFFE_ENDPOINT_SOCKET]")
-@click.option("--cert", type=click.Path(dir_okay=False, path_type=Path), help="X509-SVID chain PEM (not with -api)")
+@click.option(
+    "--cert", type=click.Path(dir_okay=False, path_type=Path), help="X509-SVID chain PEM (instead of --workload-api)"
+)
 @click.option("--key", type=click.Path(dir_okay=False, path_type=Path), help="private key PEM for --cert")
 @click.option("--bundle", multiple=True, help="[TRUST_DOMAIN=]PEM roots; repeat for federated domains")
 @click.option("--jwt-bundle", multiple=True, help="[TRUST_DOMAIN=]JWKS of JWT-SVID authorities; repeatable")

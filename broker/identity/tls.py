@@ -121,18 +121,21 @@ def client_ssl_context(source: SvidSource, *, server_id: ServerIdMatcher) -> Sou
     :func:`check_server_id`). With aiohttp the ``ssl_object`` is
     ``resp.connection.transport.get_extra_info("ssl_object")`` while the response is open (before reading the
     body if the request must not be trusted otherwise). ``server_id=None`` accepts any ID from a trusted domain.
+
+    With an exact ``server_id`` only the roots of that ID's trust domain are loaded, so the handshake itself
+    already refuses servers of every other (federated) trust domain before any request byte is sent.
     """
     ctx = SourceSSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_REQUIRED
-    _load_roots(ctx, source.x509_bundles())
+    _load_roots(ctx, _client_roots(source, server_id))
     _load_svid(ctx, source.x509_svid())
     _bind(ctx, source, server_id=server_id)
 
     def on_change() -> None:
         try:
-            _load_roots(ctx, source.x509_bundles())  # adds new roots; removed ones are refused by check_peer
+            _load_roots(ctx, _client_roots(source, server_id))  # adds new roots; removed ones fail check_peer
             _load_svid(ctx, source.x509_svid())
         except Exception as exc:
             log.warning("TLS client context not refreshed; keeping the previous one: %s", type(exc).__name__)
@@ -204,6 +207,14 @@ def _new_server_context(
     _load_roots(ctx, source.x509_bundles())
     _load_svid(ctx, source.x509_svid())
     return ctx
+
+
+def _client_roots(source: SvidSource, server_id: ServerIdMatcher) -> X509BundleSet:
+    bundles = source.x509_bundles()
+    if isinstance(server_id, SpiffeId):
+        own = bundles.get(server_id.trust_domain)
+        return {server_id.trust_domain: own} if own is not None else {}
+    return bundles
 
 
 def _bind(ctx: SourceSSLContext, source: SvidSource, *, server_id: ServerIdMatcher) -> None:

@@ -18,31 +18,28 @@ state and subscribers live on the loop. ``FetchJWTSVID`` uses gRPC's non-blockin
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import hashlib
-import json
 import logging
-import os
 import random
-import re
 import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import grpc  # type: ignore[import-untyped]
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from spiffe._proto import workload_pb2, workload_pb2_grpc
 
-from broker.errors import ConfigError
-from broker.identity.bundle import JwtBundle, JwtBundleSet, X509Bundle, X509BundleSet, split_der_sequence
+from broker.config import ENDPOINT_SOCKET_ENV, TCP_ADDRESS, normalize_address, workload_api_address
+from broker.identity.bundle import JwtBundle, JwtBundleSet, X509Bundle, X509BundleSet
 from broker.identity.errors import IdentityError, SvidUnavailableError
-from broker.identity.spiffeid import SpiffeId, TrustDomain
+from broker.identity.spiffeid import TrustDomain
 from broker.identity.svid import JwtSvid, X509Svid
+from broker.identity.workload_messages import (
+    jwt_bundles_from_response,
+    jwt_svid_from_token,
+    x509_context_from_response,
+)
 
 __all__ = [
     "ENDPOINT_SOCKET_ENV",
@@ -54,39 +51,14 @@ __all__ = [
     "x509_context_from_response",
 ]
 
-ENDPOINT_SOCKET_ENV = "SPIFFE_ENDPOINT_SOCKET"
 _METADATA = (("workload.spiffe.io", "true"),)
-_UNIX = re.compile(r"unix://(/[^?#]*)")
-_TCP = re.compile(r"tcp://(\d{1,3}(?:\.\d{1,3}){3}:\d{1,5})")
-_SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 _HINTS = {"UNAVAILABLE": " (is the agent running?)", "PERMISSION_DENIED": " (is this workload registered?)"}
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
-X509Context = tuple[X509Svid, dict[TrustDomain, X509Bundle]]
-
-
-def normalize_address(address: str) -> str:
-    """SPIFFE Workload Endpoint §4: ``unix:///abs/path`` or ``tcp://ip:port``; a bare absolute path gets ``unix://``."""
-    if address.startswith("/"):
-        address = "unix://" + address
-    if _UNIX.fullmatch(address) or _TCP.fullmatch(address):
-        return address
-    raise ConfigError(
-        f"Workload API address {address!r} is neither 'unix:///absolute/path' nor 'tcp://<ip>:<port>' "
-        "(SPIFFE Workload Endpoint §4)"
-    )
-
-
-def workload_api_address(configured: str | None) -> str:
-    """``configured`` if set, else ``$SPIFFE_ENDPOINT_SOCKET`` (the only place it is read), normalised."""
-    value = configured or os.environ.get(ENDPOINT_SOCKET_ENV)
-    if not value:
-        raise ConfigError(f"no Workload API address: configure one or set {ENDPOINT_SOCKET_ENV}")
-    return normalize_address(value)
 
 
 def _grpc_target(address: str) -> str:
-    tcp = _TCP.fullmatch(address)
+    tcp = TCP_ADDRESS.fullmatch(address)
     return "ipv4:" + tcp.group(1) if tcp else address
 
 
@@ -110,69 +82,6 @@ class _Backoff:
 
     def reset(self) -> None:
         self._attempt = 0
-
-
-def _uri_sans(cert: x509.Certificate) -> list[str]:
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return []
-    return san.get_values_for_type(x509.UniformResourceIdentifier)
-
-
-def _x509_svid(message: workload_pb2.X509SVID) -> X509Svid:
-    """DER chain (leaf first) and PKCS#8 key; the leaf must carry exactly the SVID's ID and match the key."""
-    spiffe_id = SpiffeId.parse(message.spiffe_id)
-    chain = tuple(x509.load_der_x509_certificate(der) for der in split_der_sequence(message.x509_svid))
-    if not chain or _uri_sans(chain[0]) != [str(spiffe_id)]:
-        raise IdentityError(f"the X.509-SVID for {spiffe_id} does not carry exactly that URI SAN")
-    key = serialization.load_der_private_key(message.x509_svid_key, password=None)
-    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey):
-        raise IdentityError(f"the X.509-SVID key for {spiffe_id} is of an unsupported type")
-    if key.public_key().public_bytes(*_SPKI) != chain[0].public_key().public_bytes(*_SPKI):
-        raise IdentityError(f"the X.509-SVID key for {spiffe_id} does not match its certificate")
-    return X509Svid(spiffe_id, chain, key)
-
-
-def x509_context_from_response(response: workload_pb2.X509SVIDResponse) -> X509Context:
-    """The default (first) X.509-SVID and the bundles: its own trust domain's, then the federated ones."""
-    if not response.svids:
-        raise IdentityError("the X509SVIDResponse holds no SVID")
-    svid = _x509_svid(response.svids[0])
-    own = svid.spiffe_id.trust_domain
-    bundles = {own: X509Bundle.from_der(own, response.svids[0].bundle)}
-    for key, der in response.federated_bundles.items():
-        td = TrustDomain.parse(key)
-        bundles.setdefault(td, X509Bundle.from_der(td, der))
-    return svid, bundles
-
-
-def jwt_bundles_from_response(response: workload_pb2.JWTBundlesResponse) -> dict[TrustDomain, JwtBundle]:
-    """Keys are trust domain IDs (``spiffe://td``); values raw JWKS, parsed by us so that ``use`` is kept."""
-    return {
-        TrustDomain.parse(key): JwtBundle.from_jwks(TrustDomain.parse(key), jwks)
-        for key, jwks in response.bundles.items()
-    }
-
-
-def jwt_svid_from_token(token: str, audience: str) -> JwtSvid:
-    """Read ``sub``, ``aud`` and ``exp`` of a JWT-SVID without verifying it: it came from the local Workload API."""
-    parts = token.split(".")
-    try:
-        if len(parts) != 3:
-            raise ValueError("not a compact JWS")
-        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-    except (ValueError, binascii.Error):
-        raise IdentityError("the Workload API returned a JWT-SVID that is not a readable JWT") from None
-    if not isinstance(claims, dict):
-        raise IdentityError("the Workload API returned a JWT-SVID whose payload is not an object")
-    aud, exp = claims.get("aud"), claims.get("exp")
-    audiences = (
-        (aud,) if isinstance(aud, str) else tuple(a for a in aud if isinstance(a, str)) if isinstance(aud, list) else ()
-    )
-    if audience not in audiences or not isinstance(exp, int) or isinstance(exp, bool):
-        raise IdentityError(f"the Workload API returned a JWT-SVID without audience {audience!r} or exp")
-    return JwtSvid(SpiffeId.parse(str(claims.get("sub"))), audiences, exp, token, claims)
 
 
 def _digest(message: Any) -> bytes:
@@ -215,6 +124,9 @@ class WorkloadApiSvidSource:
         self._lock = threading.Lock()  # guards _calls, shared with reader threads
         self._calls: set[Any] = set()
         self._threads: set[threading.Thread] = set()
+        self._busy: set[threading.Thread] = set()  # threads whose outcome has not reached the loop yet
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = threading.Event()
         self._ready = asyncio.Event()
@@ -292,7 +204,8 @@ class WorkloadApiSvidSource:
         return lambda: self._subscribers.remove(callback) if callback in self._subscribers else None
 
     async def fetch_jwt_svid(self, audience: str) -> JwtSvid:
-        """A JWT-SVID for ``audience``, cached until half its lifetime has passed (as SPIRE's agent does)."""
+        """A JWT-SVID for ``audience``, cached until half its lifetime has passed (as SPIRE's agent does); while
+        the Workload API cannot be reached a cached one is returned until it expires."""
         if not audience:
             raise ValueError("audience must not be empty")
         cached = self._jwt_cache.get(audience)
@@ -302,7 +215,12 @@ class WorkloadApiSvidSource:
         if task is None:  # concurrent callers for one audience share one call
             task = self._jwt_inflight[audience] = asyncio.create_task(self._fetch_jwt_svid(audience))
             task.add_done_callback(self._jwt_fetched)
-        return await asyncio.shield(task)
+        try:
+            return await asyncio.shield(task)
+        except SvidUnavailableError:
+            if cached is not None and self._clock() < cached[0].expiry:
+                return cached[0]  # the Workload API is away: the cached JWT-SVID is still valid
+            raise
 
     async def aclose(self) -> None:
         """Cancel the streams and pending calls, wait for every thread to end, close the channel. Idempotent."""
@@ -318,8 +236,10 @@ class WorkloadApiSvidSource:
         await asyncio.gather(*self._tasks, *self._jwt_inflight.values(), return_exceptions=True)
         if self._channel is not None:
             await self._in_thread("close", self._channel.close)
-        for thread in self._threads:
-            thread.join()
+        with contextlib.suppress(TimeoutError):  # every call is cancelled: the threads finish within milliseconds
+            await asyncio.wait_for(self._idle.wait(), 5.0)
+        for thread in self._threads - self._busy:
+            thread.join()  # each has handed its outcome back and is returning
         self._threads.clear()
         self._subscribers.clear()
         self._state = "closed"
@@ -375,6 +295,9 @@ class WorkloadApiSvidSource:
         future: asyncio.Future[_T] = loop.create_future()
 
         def settle(ok: bool, value: Any) -> None:
+            self._busy.discard(thread)
+            if not self._busy:
+                self._idle.set()
             if not future.done():
                 (future.set_result if ok else future.set_exception)(value)
 
@@ -388,6 +311,8 @@ class WorkloadApiSvidSource:
 
         thread = threading.Thread(target=run, name=f"wlapi-client-{name}", daemon=True)
         self._threads = {t for t in self._threads if t.is_alive()} | {thread}
+        self._busy.add(thread)
+        self._idle.clear()
         thread.start()
         return future
 

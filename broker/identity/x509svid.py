@@ -239,17 +239,19 @@ def verify_x509_svid(
 
 
 def _is_usable_authority(authority: x509.Certificate, now: dt.datetime) -> bool:
-    """RFC 5280 §4.2.1.9, §4.2.1.3, §4.1.2.5: a CA allowed to sign certificates, valid at ``now``."""
+    """RFC 5280 §4.2.1.9, §4.2.1.3, §4.1.2.5: a CA (basic constraints ``cA``), allowed to sign certificates if it
+    has a key usage extension at all, and valid at ``now``."""
     try:
-        if not authority.extensions.get_extension_for_class(x509.BasicConstraints).value.ca:
+        extensions = authority.extensions
+        if not extensions.get_extension_for_class(x509.BasicConstraints).value.ca:
             return False
-        usage = authority.extensions.get_extension_for_class(x509.KeyUsage).value
-        if not usage.key_cert_sign:
+    except (x509.ExtensionNotFound, x509.DuplicateExtension, ValueError):
+        return False
+    try:
+        if not extensions.get_extension_for_class(x509.KeyUsage).value.key_cert_sign:
             return False
     except x509.ExtensionNotFound:
-        return False  # a trust anchor without basic constraints + key usage is not accepted as a CA
-    except (ValueError, x509.DuplicateExtension):
-        return False
+        pass  # RFC 5280 §4.2.1.3: without the extension the key is not restricted
     return authority.not_valid_before_utc <= now <= authority.not_valid_after_utc
 
 

@@ -73,25 +73,29 @@ async def start_token_service(
     )
     ssl_context = server_ssl_context(source, require_client_cert=False)
     runner = web.AppRunner(app, access_log_class=PathOnlyAccessLogger, handle_signals=False, shutdown_timeout=1.0)
-    await runner.setup()
     service = RunningTokenService(app=app, runner=runner, port=0, ssl_context=ssl_context)
     try:
-        site = web.TCPSite(runner, listen_host, listen_port, ssl_context=ssl_context)
-        await site.start()
+        await runner.setup()
+        await web.TCPSite(runner, listen_host, listen_port, ssl_context=ssl_context).start()
         service.port = _bound_port(runner)
         if health_port is not None:
-            health = web.AppRunner(
-                build_health_app(app[READINESS]), access_log_class=PathOnlyAccessLogger, handle_signals=False
-            )
-            await health.setup()
-            service.health_runner = health
-            await web.TCPSite(health, health_host or listen_host, health_port).start()
-            service.health_port = _bound_port(health)
+            await _start_health(service, health_host or listen_host, health_port)
     except BaseException:
         await service.aclose()
         raise
     log.info("token service listening on %s:%d as issuer %s", listen_host, service.port, issuer)
     return service
+
+
+async def _start_health(service: RunningTokenService, host: str, port: int) -> None:
+    """The plain-HTTP probe app, sharing the token app's readiness check."""
+    health = web.AppRunner(
+        build_health_app(service.app[READINESS]), access_log_class=PathOnlyAccessLogger, handle_signals=False
+    )
+    service.health_runner = health
+    await health.setup()
+    await web.TCPSite(health, host, port).start()
+    service.health_port = _bound_port(health)
 
 
 def _bound_port(runner: web.AppRunner) -> int:

@@ -85,7 +85,7 @@ async def start_sidecar(
     )
     cache = TokenCache(exchanger=link, source=source, clock=clock)
     app = build_sidecar_app(source=source, token_service=link, cache=cache, probe_interval=probe_interval)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
     await runner.setup()
     running = RunningSidecar(runner, cache, link)
     try:
@@ -105,7 +105,7 @@ async def start_sidecar(
 
 async def _serve(runner: web.AppRunner, sock: socket.socket) -> socket.socket:
     try:
-        await web.SockSite(runner, sock, shutdown_timeout=1.0).start()
+        await web.SockSite(runner, sock).start()
     except BaseException:
         sock.close()
         raise

@@ -12,6 +12,13 @@ Parameters (RFC 6749 §3.2): none may repeat (``invalid_request``) except ``audi
 8693 §2.1 lets repeat: this service issues a token for exactly one target, so more than one distinct target is
 ``invalid_target``; none is ``invalid_request``. An empty value counts as omitted (RFC 6749 §3.1). Delegation
 (``actor_token``) is not supported. Policy decides audience, scopes and lifetime (:mod:`broker.tokens.policy`).
+
+A subject token that is invalid, expired, for another audience or for another SPIFFE ID is ``invalid_grant``
+(RFC 6749 §5.2: the grant "is invalid, expired, revoked, does not match ... or was issued to another client").
+RFC 8693 §2.2.2 names ``invalid_request`` for an invalid subject token but adds "other error codes may also be
+used, as appropriate"; the issue this service implements asks for ``invalid_grant``, which tells a client
+precisely that the JWT-SVID (not the request syntax) was refused. Changing it is one place:
+:meth:`TokenExchangeService._check_subject_token`.
 """
 
 from __future__ import annotations

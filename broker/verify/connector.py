@@ -4,8 +4,9 @@
 SPIFFE ID there (Python's ``ssl`` has no verify callback). Checking it on the response would be too late for a
 client that sends a secret in the request (the sidecar sends a JWT-SVID; ``spiffe-broker call`` an access
 token), and is often impossible anyway: aiohttp releases the connection of a fully received small response
-before the caller sees it (``response.connection`` is then None). So this connector runs :meth:`SourceSSLContext.check_peer` (X509-SVID §5 per-trust-domain validation and
-the expected server ID) right after each new connection's handshake, and closes the connection if it fails.
+before the caller sees it (``response.connection`` is then None). So this connector runs
+:meth:`SourceSSLContext.check_peer` (X509-SVID §5 per-trust-domain validation and the expected server ID) right
+after each new connection's handshake, and closes the connection if it fails.
 """
 
 from __future__ import annotations

@@ -75,11 +75,11 @@ async def start_demo_api(
     jwks = RemoteJwksProvider(issuer=issuer, fetch_json=fetcher)
     verifier = AccessTokenVerifier(issuer=jwks.issuer, audience=audience, jwks=jwks, leeway=leeway)
     ssl_context = server_ssl_context(source, require_client_cert=False)
-    runner = web.AppRunner(build_demo_app(verifier), handle_signals=False)
+    runner = web.AppRunner(build_demo_app(verifier), handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
     running = RunningDemoApi(runner, 0, verifier, jwks, fetcher, ssl_context)
     try:
-        await web.TCPSite(runner, host, port, ssl_context=ssl_context, shutdown_timeout=1.0).start()
+        await web.TCPSite(runner, host, port, ssl_context=ssl_context).start()
         running.port = int(runner.addresses[0][1])
     except BaseException:
         await running.aclose()

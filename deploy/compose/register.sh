@@ -53,6 +53,6 @@ register() {
   fi
 }
 
-register "spiffe://${TRUST_DOMAIN}/compose/spiffe-broker" 10001 spiffe-broker
+register "spiffe://${TRUST_DOMAIN}/spiffe-broker" 10001 spiffe-broker
 register "spiffe://${TRUST_DOMAIN}/compose/demo-client" 10002
 register "spiffe://${TRUST_DOMAIN}/compose/demo-api" 10003 demo-api

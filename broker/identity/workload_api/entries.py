@@ -207,12 +207,15 @@ class FileEntryStore:
     def _load(self, *, strict: bool) -> None:
         signature = self._stat()
         try:
-            data = self.path.read_bytes() if signature is not None else b""
-            entries = parse_entries(data, source=str(self.path)) if data.strip() else ()
-        except (OSError, RegistrationEntryError) as exc:
+            try:
+                data = self.path.read_bytes() if signature is not None else b""
+            except OSError as exc:
+                raise RegistrationEntryError(f"{self.path}: cannot read: {exc.strerror}") from None
+            entries = parse_entries(data, source=str(self.path))
+        except RegistrationEntryError as exc:
             if strict:
-                raise RegistrationEntryError(f"{self.path}: {exc}") from None
-            log.error("entries file %s is invalid, serving no entries until it is fixed: %s", self.path, exc)
+                raise
+            log.error("serving no entries until the entries file is fixed: %s", exc.description)
             entries = ()
         self._signature = signature
         if entries != self._entries:
@@ -230,10 +233,17 @@ def parse_entries(data: bytes | str, *, source: str = "entries") -> tuple[Regist
         return ()
     if not isinstance(document, Mapping) or set(document) - {"entries"}:
         raise RegistrationEntryError(f"{source}: the document must be a mapping with one key, 'entries'")
-    items = document.get("entries") or []
+    items = document.get("entries")
+    if items is None:
+        return ()
     if not isinstance(items, list):
         raise RegistrationEntryError(f"{source}: 'entries' must be a list")
-    return tuple(_parse_entry(item, f"{source}: entries[{index}]") for index, item in enumerate(items))
+    entries = tuple(_parse_entry(item, f"{source}: entries[{index}]") for index, item in enumerate(items))
+    keys = [(entry.spiffe_id, entry.selectors) for entry in entries]
+    for index, key in enumerate(keys):
+        if key in keys[:index]:
+            raise RegistrationEntryError(f"{source}: entries[{index}] repeats the SPIFFE ID and selectors of another")
+    return entries
 
 
 def _parse_entry(item: object, where: str) -> RegistrationEntry:
@@ -243,7 +253,8 @@ def _parse_entry(item: object, where: str) -> RegistrationEntry:
     if unknown:
         raise RegistrationEntryError(f"{where}: unknown keys {sorted(map(str, unknown))}")
     spiffe_id, selectors = item.get("spiffe_id"), item.get("selectors")
-    dns_names, hint = item.get("dns_names") or [], item.get("hint", "")
+    dns_names, hint = item.get("dns_names", []), item.get("hint", "")
+    dns_names = [] if dns_names is None else dns_names
     x509_ttl = item.get("x509_svid_ttl")
     if not isinstance(spiffe_id, str):
         raise RegistrationEntryError(f"{where}: 'spiffe_id' must be a string")

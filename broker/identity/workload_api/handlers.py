@@ -5,9 +5,11 @@
 * Malformed requests are ``InvalidArgument``: ``FetchJWTSVID``/``ValidateJWTSVID`` without an audience ("audience
   must be specified"), ``ValidateJWTSVID`` without a token or with a token that does not validate, an unparsable
   requested SPIFFE ID (SPIFFE Workload API §4.5).
-* A caller that matches no registration entry gets ``PermissionDenied`` on every RPC, bundles included (SPIRE's
-  default; SPIFFE Workload API §5.2, §6.2); so does ``FetchJWTSVID`` for a SPIFFE ID the caller is not entitled to
-  (§6.2.1). A stream whose caller loses its last entry ends with ``PermissionDenied``.
+* A caller that matches no registration entry gets ``PermissionDenied`` on every RPC but ``ValidateJWTSVID``,
+  bundles included (SPIRE's default, without ``allow_unauthenticated_verifiers``; SPIFFE Workload API §5.2, §6.2);
+  so does ``FetchJWTSVID`` for a SPIFFE ID the caller is not entitled to (§6.2.1). A stream whose caller loses its
+  last entry ends with ``PermissionDenied``. ``ValidateJWTSVID`` only needs the caller to be attestable, as in
+  SPIRE: validating reveals nothing secret.
 * Streams send the complete state first and again whenever it changes (§4.3); the first SVID is the default
   (§5.3); a non-empty ``hint`` appears at most once per response (§5.2.1, §6.2.1).
 """
@@ -90,7 +92,7 @@ class WorkloadApiHandlers:
             raise GRPCError(Status.INVALID_ARGUMENT, "audience must be specified")
         if not request.svid:
             raise GRPCError(Status.INVALID_ARGUMENT, "svid must be specified")
-        self._entitled(_attest(stream))
+        _attest(stream)  # as SPIRE: any attested caller may validate (no entry needed), with our bundle
         bundles = {self._state.trust_domain: self._state.ca.jwt_bundle()}
         try:
             spiffe_id, claims = validate_token(request.svid, audience=request.audience, bundles=bundles)

@@ -18,9 +18,12 @@ import signal
 import socket
 import stat
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
+from grpclib.protocol import H2Protocol
 from grpclib.server import Server
 
 from broker.identity.devca import DevCA
@@ -44,6 +47,29 @@ class WorkloadApiServerError(IdentityError):
     reason = "workload_api_server_error"
 
 
+class _Server(Server):
+    """grpclib's server, remembering its connections so that stopping can close them.
+
+    grpclib 0.4.9's ``Server.close()`` cancels the running calls but leaves accepted connections open until the
+    client hangs up (as asyncio's ``Server.close()`` does before Python 3.12); a stopped server must not keep them.
+    """
+
+    def __init__(self, handlers: Any) -> None:
+        super().__init__(handlers)
+        self._protocols: weakref.WeakSet[H2Protocol] = weakref.WeakSet()
+
+    def _protocol_factory(self) -> H2Protocol:
+        protocol = super()._protocol_factory()
+        self._protocols.add(protocol)
+        return protocol
+
+    def close_connections(self) -> None:
+        for protocol in list(self._protocols):
+            processor = getattr(protocol, "processor", None)  # absent until connection_made
+            if processor is not None:
+                processor.close("server stopped")
+
+
 class WorkloadApiServer:
     """SPIFFE Workload API for one trust domain, over a Unix socket; see the module docstring."""
 
@@ -65,7 +91,7 @@ class WorkloadApiServer:
         self._state = WorkloadState(ca=ca, entries=entries, default_x509_ttl=default_x509_ttl, clock=clock)
         self._poll_interval = entries_poll_interval
         self._clock = clock
-        self._server: Server | None = None
+        self._server: _Server | None = None
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wakeup: asyncio.Event | None = None
@@ -88,7 +114,7 @@ class WorkloadApiServer:
         self._wakeup = asyncio.Event()
         self._state.refresh()
         _remove_stale_socket(self.socket_path)
-        server = Server([SpiffeWorkloadApiService(WorkloadApiHandlers(self._state))])
+        server = _Server([SpiffeWorkloadApiService(WorkloadApiHandlers(self._state))])
         await server.start(path=str(self.socket_path))
         self._server = server
         try:
@@ -110,6 +136,8 @@ class WorkloadApiServer:
         if server is not None:
             server.close()
             await server.wait_closed()
+            server.close_connections()
+            await asyncio.sleep(0)  # let the transports run connection_lost
             with contextlib.suppress(FileNotFoundError):
                 self.socket_path.unlink()
             log.info("Workload API on %s stopped", self.address)

@@ -101,13 +101,14 @@ def test_compose_workload_api_clients_share_agent_pid_namespace_with_registered_
     assert int(services["demo-client"]["user"].split(":")[0]) == uids["spiffe://example.org/compose/demo-client"]
 
 
-def test_compose_policy_authorizes_the_demo_client_identity_for_the_demo_api() -> None:
+def test_compose_policy_authorizes_the_demo_client_for_the_registered_demo_api() -> None:
     policy = yaml.safe_load((COMPOSE_DIR / "policy.yaml").read_text(encoding="utf-8"))
     command = _compose()["services"]["demo-client"]["command"]
 
     (rule,) = policy["rules"]
     assert rule["spiffe_id"] in _registered_uids()
     assert command[command.index("--audience") + 1] in rule["audiences"]
+    assert command[command.index("--server-id") + 1] in _registered_uids()
 
 
 def test_every_compose_service_is_read_only_without_capabilities() -> None:

@@ -24,6 +24,7 @@ EXAMPLE_APP = DEPLOY / "k8s" / "20-example-app.yaml"
 SERVER = DEPLOY / "spire" / "10-server.yaml"
 CLUSTER_SPIFFE_ID = DEPLOY / "spire" / "30-clusterspiffeid-example.yaml"
 WORKLOAD_API_ENV = "unix:///spiffe-workload-api/spire-agent.sock"
+TOKEN_SERVICE_URL = "https://spiffe-broker.spiffe-broker.svc:8443"
 
 # Containers that may run as root, and why (the comments in deploy/spire/20-agent.yaml say the same).
 ROOT_ALLOWED = {
@@ -58,7 +59,9 @@ def _containers() -> list[tuple[str, str, Obj, Obj]]:
 
 PODS = _pods()
 CONTAINERS = _containers()
-BROKER_CONTAINERS = [c for c in CONTAINERS if c[2].get("serviceAccountName") not in {"spire-server", "spire-agent"}]
+WORKLOAD_API_CLIENTS = [
+    c for c in CONTAINERS if any(e["name"] == "SPIFFE_ENDPOINT_SOCKET" for e in c[3].get("env", []))
+]
 
 
 def _rewrite(src: Path, dst_dir: Path, kind: str, name: str, edit: Callable[[Obj], None]) -> Path:
@@ -166,7 +169,7 @@ TYPOS: dict[str, tuple[Path, str, str, Callable[[Obj], None], str]] = {
         "audience",
     ),
     "volumemount-without-volume": (*WEB, put(f"{POD}.containers.0.volumeMounts.0", "name", "sock"), "'sock'"),
-    "probe-port-undeclared": (*WEB, put(f"{POD}.initContainers.0.readinessProbe.httpGet", "port", "hp"), "'hp'"),
+    "probe-port-undeclared": (*TOKEN, put(f"{POD}.containers.0.livenessProbe.httpGet", "port", "hp"), "'hp'"),
 }
 
 
@@ -247,20 +250,14 @@ def test_container_is_hardened_and_bounded(cid: str, owner: str, pod: Obj, conta
 def test_broker_sidecar_is_native_sidecar_with_health_and_readiness_probes() -> None:
     web = find_object(load_yaml_documents(EXAMPLE_APP), "Deployment", "web")["spec"]["template"]["spec"]
     (sidecar,) = web["initContainers"]
-    ports = {p["name"]: p["containerPort"] for p in sidecar["ports"]}
+    args = sidecar["args"]
 
     assert sidecar["restartPolicy"] == "Always"
-    assert sidecar["args"][:5] == [
-        "sidecar",
-        "--socket",
-        "/run/broker/token.sock",
-        "--token-service",
-        "https://spiffe-broker.spiffe-broker.svc:8443",
-    ]
-    assert sidecar["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    assert sidecar["readinessProbe"]["httpGet"]["path"] == "/readyz"
-    assert ports[sidecar["livenessProbe"]["httpGet"]["port"]] == 8081
-    assert ports[sidecar["readinessProbe"]["httpGet"]["port"]] == 8081
+    assert args[:5] == ["sidecar", "--socket", "/run/broker/token.sock", "--token-service", TOKEN_SERVICE_URL]
+    assert args[args.index("--http-port") + 1] == "8081"
+    # The sidecar listens on loopback only, so the probes run in the container against 127.0.0.1.
+    assert "http://127.0.0.1:8081/healthz" in sidecar["livenessProbe"]["exec"]["command"][-1]
+    assert "http://127.0.0.1:8081/readyz" in sidecar["readinessProbe"]["exec"]["command"][-1]
 
 
 def test_app_and_sidecar_share_the_token_socket_through_an_emptydir() -> None:
@@ -274,7 +271,9 @@ def test_app_and_sidecar_share_the_token_socket_through_an_emptydir() -> None:
     assert all(m["broker-socket"] == "/run/broker" for m in mounts)
 
 
-@pytest.mark.parametrize(("cid", "owner", "pod", "container"), BROKER_CONTAINERS, ids=[c[0] for c in BROKER_CONTAINERS])
+@pytest.mark.parametrize(
+    ("cid", "owner", "pod", "container"), WORKLOAD_API_CLIENTS, ids=[c[0] for c in WORKLOAD_API_CLIENTS]
+)
 def test_broker_container_reaches_workload_api_through_csi_volume(
     cid: str, owner: str, pod: Obj, container: Obj
 ) -> None:
@@ -312,3 +311,27 @@ def test_spire_images_are_pinned_to_release_1_15_3() -> None:
         "ghcr.io/spiffe/spire-agent:1.15.3",
         "ghcr.io/spiffe/spire-controller-manager:0.6.4",
     }
+
+
+def test_exactly_the_broker_processes_talk_to_the_workload_api() -> None:
+    assert {c[0] for c in WORKLOAD_API_CLIENTS} == {
+        "Deployment/spiffe-broker/token-service",
+        "Deployment/web/spiffe-broker-sidecar",
+        "Deployment/web/app",
+        "Deployment/demo-api/demo-api",
+    }
+
+
+def test_token_service_signing_key_comes_from_a_secret_that_is_not_committed() -> None:
+    pod = find_object(load_yaml_documents(TOKEN_SERVICE), "Deployment", "spiffe-broker")["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    (installer,) = pod["initContainers"]
+    (service,) = pod["containers"]
+
+    assert volumes["signing-key"]["secret"]["secretName"] == "spiffe-broker-signing-key"
+    assert volumes["state"]["emptyDir"]["medium"] == "Memory"
+    assert installer["command"] == ["install", "-m", "0600"]
+    assert service["args"][service["args"].index("--state-dir") + 1] == installer["args"][-1].rsplit("/", 1)[0]
+    all_kinds = {doc["kind"] for path in kubernetes_manifests() for doc in load_yaml_documents(path)}
+    assert "Secret" not in all_kinds
+    assert not [p for p in DEPLOY.rglob("*") if p.is_file() and b"PRIVATE KEY-----" in p.read_bytes()]

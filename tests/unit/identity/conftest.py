@@ -1,8 +1,9 @@
-"""Shared fixtures for the SPIFFE primitive tests: two dev CAs in different trust domains."""
+"""Shared fixtures for the SPIFFE primitive tests: two dev CAs in different trust domains, JWS signing keys."""
 
 from __future__ import annotations
 
 import pytest
+from jose_helpers import Keys, make_keys
 
 from broker.identity.devca import DevCA
 from broker.identity.spiffeid import TrustDomain
@@ -18,3 +19,9 @@ def ca() -> DevCA:
 def other_ca() -> DevCA:
     """The dev CA of ``other.test``: a second, federated trust domain that must not vouch for ``example.org``."""
     return DevCA.ephemeral(TrustDomain("other.test"))
+
+
+@pytest.fixture(scope="session")
+def jose_keys() -> Keys:
+    """Signing keys for every JWT-SVID algorithm (generated once: RSA key generation is slow)."""
+    return make_keys()

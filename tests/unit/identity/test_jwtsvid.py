@@ -5,14 +5,13 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import hashes, hmac, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa, utils
-from joserfc.jwk import JWKRegistry
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from jose_helpers import AUD, DROP, NOW, OTHER_TD, SUB, TD, VECTORS, Keys, b64, claims, encode, hdr
+from joserfc.jwk import ECKey
 
 from broker.identity import jws, jwtsvid
 from broker.identity.bundle import JwtAuthority, JwtBundle, JwtBundleSet
@@ -41,88 +40,8 @@ from broker.identity.jwtsvid import (
     UnsupportedAlgorithmError,
     WeakKeyError,
     validate_jwt_svid,
-    verify_jws_signature,
 )
 from broker.identity.spiffeid import SpiffeId, TrustDomain
-
-TD = TrustDomain("example.org")
-OTHER_TD = TrustDomain("other.test")
-SUB = "spiffe://example.org/ns/shop/sa/web"
-AUD = "spiffe://example.org/broker"
-NOW = 1_700_000_000.0
-RFC7515 = json.loads(
-    (Path(__file__).resolve().parents[2] / "fixtures" / "identity" / "rfc7515_vectors.json").read_text("utf-8")
-)
-HASHES = {"256": hashes.SHA256(), "384": hashes.SHA384(), "512": hashes.SHA512()}
-CURVE_BYTES = {"256": 32, "384": 48, "512": 66}
-
-
-def b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def sign(alg: str, key: Any, data: bytes) -> bytes:
-    """An independent JWS signer (RFC 7518 §3) for test tokens."""
-    family, bits = alg[:2], alg[2:]
-    digest = HASHES.get(bits)
-    if family == "ES":
-        r, s = utils.decode_dss_signature(key.sign(data, ec.ECDSA(digest)))
-        return r.to_bytes(CURVE_BYTES[bits], "big") + s.to_bytes(CURVE_BYTES[bits], "big")
-    if family == "RS":
-        return bytes(key.sign(data, padding.PKCS1v15(), digest))
-    if family == "PS":
-        return bytes(key.sign(data, padding.PSS(padding.MGF1(digest), digest.digest_size), digest))  # type: ignore[union-attr]
-    if family == "HS":
-        mac = hmac.HMAC(key, hashes.SHA256())
-        mac.update(data)
-        return mac.finalize()
-    if alg == "EdDSA":
-        return bytes(key.sign(data))
-    raise AssertionError(alg)
-
-
-DROP = object()  # as a claim or header value: leave the member out
-
-
-def claims(**overrides: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {"sub": SUB, "aud": [AUD], "exp": NOW + 300, "iat": NOW - 5}
-    base.update(overrides)
-    return {k: v for k, v in base.items() if v is not DROP}
-
-
-def encode(header: dict[str, Any], body: dict[str, Any] | str, key: Any, alg: str | None = None) -> str:
-    payload = body if isinstance(body, str) else json.dumps(body)
-    signing_input = b64(json.dumps(header).encode()) + "." + b64(payload.encode())
-    return signing_input + "." + b64(sign(alg or header["alg"], key, signing_input.encode()))
-
-
-@dataclass
-class Keys:
-    """Signing keys by algorithm family, and the bundles holding their public halves (kid = alg name)."""
-
-    private: dict[str, Any] = field(default_factory=dict)
-
-    def bundles(self, **extra: JwtAuthority) -> dict[TrustDomain, JwtBundle]:
-        authorities = {alg: JwtAuthority(alg, key.public_key(), "jwt-svid") for alg, key in self.private.items()}
-        authorities.update(extra)
-        return {TD: JwtBundle(TD, authorities)}
-
-    def token(self, alg: str = "ES256", *, header: dict[str, Any] | None = None, **claim_overrides: Any) -> str:
-        head = {"alg": alg, "kid": alg, "typ": "JWT"} if header is None else header
-        return encode(head, claims(**claim_overrides), self.private[alg], alg)
-
-
-@pytest.fixture(scope="module")
-def keys() -> Keys:
-    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    result = Keys()
-    for bits in ("256", "384", "512"):
-        result.private["RS" + bits] = rsa_key
-        result.private["PS" + bits] = rsa_key
-    result.private["ES256"] = ec.generate_private_key(ec.SECP256R1())
-    result.private["ES384"] = ec.generate_private_key(ec.SECP384R1())
-    result.private["ES512"] = ec.generate_private_key(ec.SECP521R1())
-    return result
 
 
 def validate(token: str, bundles: JwtBundleSet, **options: Any) -> Any:
@@ -135,9 +54,9 @@ ALGORITHMS = ["RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "PS
 
 
 @pytest.mark.parametrize("alg", ALGORITHMS)
-def test_accepts_token_signed_with_each_allowed_algorithm(keys: Keys, alg: str) -> None:
-    token = keys.token(alg)
-    svid = validate(token, keys.bundles())
+def test_accepts_token_signed_with_each_allowed_algorithm(jose_keys: Keys, alg: str) -> None:
+    token = jose_keys.token(alg)
+    svid = validate(token, jose_keys.bundles())
     assert svid.spiffe_id == SpiffeId.parse(SUB)
     assert svid.audience == (AUD,)
     assert svid.expiry == int(NOW + 300)
@@ -155,11 +74,32 @@ def test_accepts_dev_ca_token_against_its_bundle_and_jwks(ca: DevCA) -> None:
     assert validate_jwt_svid(minted.token, audience="other", bundles=from_jwks).spiffe_id == minted.spiffe_id
 
 
-def test_accepts_spire_style_jwks_without_use(keys: Keys) -> None:
-    jwk = JWKRegistry.import_key(keys.private["ES256"].public_key()).as_dict(private=False)
+def test_accepts_spire_style_jwks_without_use(jose_keys: Keys) -> None:
+    jwk = ECKey.import_key(jose_keys.private["ES256"].public_key()).as_dict(private=False)
     bundle = JwtBundle.from_jwks(TD, json.dumps({"keys": [{**jwk, "kid": "ES256"}]}))
     assert bundle.authorities["ES256"].use is None
-    assert validate(keys.token("ES256"), {TD: bundle}).spiffe_id == SpiffeId.parse(SUB)
+    assert validate(jose_keys.token("ES256"), {TD: bundle}).spiffe_id == SpiffeId.parse(SUB)
+
+
+def _spire_vector(flavour: str) -> tuple[str, dict[TrustDomain, JwtBundle], dict[str, Any]]:
+    """A JWT-SVID minted by a real spire-server, its SPIFFE-format bundle, and the token's claims."""
+    token = (VECTORS / flavour / "jwt.token").read_text("ascii").strip()
+    bundle = JwtBundle.from_jwks(TD, (VECTORS / flavour / "bundle.spiffe.json").read_bytes())
+    payload = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
+    return token, {TD: bundle}, payload
+
+
+@pytest.mark.parametrize(("flavour", "alg"), [("spire-ec", "ES256"), ("spire-rsa", "RS256")])
+def test_accepts_jwt_svid_minted_by_spire(flavour: str, alg: str) -> None:
+    token, bundles, payload = _spire_vector(flavour)
+    assert json.loads(base64.urlsafe_b64decode(token.split(".")[0] + "=="))["alg"] == alg
+    svid = validate_jwt_svid(token, audience=AUD, bundles=bundles, now=payload["iat"] + 1)
+    assert (svid.spiffe_id, svid.audience, svid.expiry) == (SpiffeId.parse(SUB), (AUD,), payload["exp"])
+    with pytest.raises(TokenExpiredError):
+        validate_jwt_svid(token, audience=AUD, bundles=bundles, now=payload["exp"] + 30)
+    _, other_bundles, _ = _spire_vector("spire-rsa" if flavour == "spire-ec" else "spire-ec")
+    with pytest.raises(UnknownKeyIdError):
+        validate_jwt_svid(token, audience=AUD, bundles=other_bundles, now=payload["iat"] + 1)
 
 
 @pytest.mark.parametrize(
@@ -177,8 +117,8 @@ def test_accepts_spire_style_jwks_without_use(keys: Keys) -> None:
         pytest.param(None, {"jti": "x", "iss": "https://spire", "custom": {"a": [1]}}, id="other-claims"),
     ],
 )
-def test_accepts_token_variants(keys: Keys, header: dict[str, Any] | None, overrides: dict[str, Any]) -> None:
-    svid = validate(keys.token("ES256", header=header, **overrides), keys.bundles())
+def test_accepts_token_variants(jose_keys: Keys, header: dict[str, Any] | None, overrides: dict[str, Any]) -> None:
+    svid = validate(jose_keys.token("ES256", header=header, **overrides), jose_keys.bundles())
     assert svid.spiffe_id == SpiffeId.parse(SUB)
 
 
@@ -191,19 +131,15 @@ def tok(alg: str = "ES256", *, header: dict[str, Any] | None = None, **overrides
     return lambda k: (k.token(alg, header=header, **overrides), k.bundles())
 
 
-def hdr(**fields: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {"alg": "ES256", "kid": "ES256", "typ": "JWT"}
-    base.update(fields)
-    return {k: v for k, v in base.items() if v is not DROP}
-
-
 def raw(make: Callable[[Keys], str]) -> Case:
     return lambda k: (make(k), k.bundles())
 
 
 def _hs256_with_public_key_as_secret(k: Keys) -> tuple[str, JwtBundleSet]:
-    public_pem = k.private["ES256"].public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    public_pem = (
+        k.private["ES256"]
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
     return encode(hdr(alg="HS256"), claims(), public_pem), k.bundles()
 
@@ -215,7 +151,8 @@ def _eddsa(k: Keys) -> tuple[str, JwtBundleSet]:
 
 
 def _alg_none(k: Keys, signature: str) -> str:
-    return b64(json.dumps({"alg": "none", "kid": "ES256"}).encode()) + "." + b64(json.dumps(claims()).encode()) + "." + signature
+    head, body = b64(json.dumps({"alg": "none", "kid": "ES256"}).encode()), b64(json.dumps(claims()).encode())
+    return f"{head}.{body}.{signature}"
 
 
 def _other_trust_domains_key(k: Keys) -> tuple[str, JwtBundleSet]:
@@ -233,7 +170,7 @@ def _same_kid_in_other_trust_domain(k: Keys) -> tuple[str, JwtBundleSet]:
 
 
 def _x509_use_key_from_jwks(k: Keys) -> tuple[str, JwtBundleSet]:
-    jwk = JWKRegistry.import_key(k.private["ES256"].public_key()).as_dict(private=False)
+    jwk = ECKey.import_key(k.private["ES256"].public_key()).as_dict(private=False)
     bundle = JwtBundle.from_jwks(TD, json.dumps({"keys": [{**jwk, "kid": "ES256", "use": "x509-svid"}]}))
     return k.token("ES256"), {TD: bundle}
 
@@ -298,6 +235,10 @@ def _with_payload(payload: str) -> Callable[[Keys], str]:
     return lambda k: encode(hdr(), payload, k.private["ES256"])
 
 
+def _utf16_header(k: Keys) -> str:
+    return b64('{"alg":"ES256","kid":"ES256"}'.encode("utf-16")) + "." + k.token().split(".", 1)[1]
+
+
 def _non_canonical_signature(k: Keys) -> str:
     token = k.token("ES256")
     # 64 bytes -> 86 base64url chars; the last char carries 4 unused bits: set one of them.
@@ -335,8 +276,7 @@ REFUSED = [
     pytest.param(raw(_with_header_json('["ES256"]')), MalformedTokenError, id="header-json-array"),
     pytest.param(raw(_with_header_json('{"alg":"ES256","kid":"ES256","alg":"none"}')), MalformedTokenError,
                  id="header-duplicate-member"),
-    pytest.param(raw(lambda k: b64('{"alg":"ES256","kid":"ES256"}'.encode("utf-16")) + "." + k.token().split(".", 1)[1]),
-                 MalformedTokenError, id="header-utf16"),
+    pytest.param(raw(_utf16_header), MalformedTokenError, id="header-utf16"),
     pytest.param(raw(_with_payload("[1]")), MalformedTokenError, id="claims-json-array"),
     pytest.param(raw(_with_payload('{"exp": NaN}')), MalformedTokenError, id="claims-nan-literal"),
     pytest.param(raw(_with_payload('{"sub":"a","sub":"b"}')), MalformedTokenError, id="claims-duplicate-member"),
@@ -367,7 +307,8 @@ REFUSED = [
     pytest.param(tok(sub=SUB + "\n"), InvalidSubjectError, id="sub-trailing-newline"),
     pytest.param(tok(sub="spiffe://example.org"), InvalidSubjectError, id="sub-trust-domain-id"),
     pytest.param(tok(sub="web"), InvalidSubjectError, id="sub-not-a-spiffe-id"),
-    pytest.param(tok(sub="spiffe://unknown.test/ns/shop"), NoJwtBundleForTrustDomainError, id="sub-of-other-trust-domain"),
+    pytest.param(tok(sub="spiffe://unknown.test/ns/shop"), NoJwtBundleForTrustDomainError,
+                 id="sub-of-other-trust-domain"),
     pytest.param(tok(header=hdr(kid="nope")), UnknownKeyIdError, id="unknown-kid"),
     pytest.param(_other_trust_domains_key, UnknownKeyIdError, id="key-from-other-trust-domains-bundle"),
     pytest.param(_same_kid_in_other_trust_domain, InvalidSignatureError, id="same-kid-other-trust-domains-key"),
@@ -415,8 +356,8 @@ REFUSED = [
 
 
 @pytest.mark.parametrize(("case", "error"), REFUSED)
-def test_validate_refuses(keys: Keys, case: Case, error: type[JwtSvidError]) -> None:
-    token, bundles = case(keys)
+def test_validate_refuses(jose_keys: Keys, case: Case, error: type[JwtSvidError]) -> None:
+    token, bundles = case(jose_keys)
     with pytest.raises(JwtSvidError) as info:
         validate(token, bundles)
     assert type(info.value) is error, info.value.description
@@ -426,10 +367,10 @@ def test_validate_refuses(keys: Keys, case: Case, error: type[JwtSvidError]) -> 
             assert secret not in repr(info.value)
 
 
-def test_zero_leeway_refuses_just_expired_token(keys: Keys) -> None:
+def test_zero_leeway_refuses_just_expired_token(jose_keys: Keys) -> None:
     with pytest.raises(TokenExpiredError):
-        validate(keys.token(exp=NOW), keys.bundles(), leeway=0)
-    assert validate(keys.token(exp=NOW + 1), keys.bundles(), leeway=0).expiry == int(NOW + 1)
+        validate(jose_keys.token(exp=NOW), jose_keys.bundles(), leeway=0)
+    assert validate(jose_keys.token(exp=NOW + 1), jose_keys.bundles(), leeway=0).expiry == int(NOW + 1)
 
 
 def test_now_defaults_to_the_current_time(ca: DevCA) -> None:
@@ -444,28 +385,9 @@ def test_now_defaults_to_the_current_time(ca: DevCA) -> None:
     "options",
     [pytest.param({"audience": ""}, id="empty-audience"), pytest.param({"leeway": -1.0}, id="negative-leeway")],
 )
-def test_refuses_bad_arguments(keys: Keys, options: dict[str, Any]) -> None:
-    with pytest.raises(ValueError, match="audience|leeway"):
-        validate_jwt_svid(keys.token(), bundles=keys.bundles(), **{"audience": AUD, **options})
-
-
-# --- signature primitive against RFC 7515 Appendix A ------------------------------------------------------------
-
-
-@pytest.mark.parametrize(("name", "alg"), [pytest.param("rs256", "RS256", id="A.2-RS256"),
-                                           pytest.param("es256", "ES256", id="A.3-ES256")])  # fmt: skip
-def test_verify_jws_signature_accepts_rfc7515_examples(name: str, alg: str) -> None:
-    vector = RFC7515[name]
-    public_key = JWKRegistry.import_key(vector["jwk"]).public_key
-    signing_input, _, signature = vector["compact"].rpartition(".")
-    verify_jws_signature(alg, public_key, signing_input.encode(), base64.urlsafe_b64decode(signature + "=="))
-    with pytest.raises(InvalidSignatureError):
-        verify_jws_signature(alg, public_key, signing_input.encode() + b" ", base64.urlsafe_b64decode(signature + "=="))
-
-
-def test_verify_jws_signature_refuses_hmac_even_when_called_directly() -> None:
-    with pytest.raises(UnsupportedAlgorithmError):
-        verify_jws_signature("HS256", ec.generate_private_key(ec.SECP256R1()).public_key(), b"a.b", b"x" * 32)
+def test_refuses_bad_arguments(jose_keys: Keys, options: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match=r"audience|leeway"):
+        validate_jwt_svid(jose_keys.token(), bundles=jose_keys.bundles(), **{"audience": AUD, **options})
 
 
 # --- the error classes ------------------------------------------------------------------------------------------

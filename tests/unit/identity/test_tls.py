@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 import ssl
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from broker.identity.devca import DevCA
 from broker.identity.errors import X509SvidError
 from broker.identity.source import InMemorySvidSource
 from broker.identity.spiffeid import SpiffeId, TrustDomain
+from broker.identity.svid import X509Svid
 from broker.identity.tls import (
     SourceSSLContext,
     _private_file,
@@ -24,6 +30,7 @@ from broker.identity.tls import (
     peer_spiffe_id,
     server_ssl_context,
 )
+from broker.identity.x509svid import ChainVerificationError
 
 TD_A = TrustDomain("a.test")
 TD_B = TrustDomain("b.test")
@@ -82,10 +89,8 @@ async def connect(port: int, ctx: ssl.SSLContext, *, server_hostname: str | None
     return ssl_object, data
 
 
-def client_source(ca: DevCA, spiffe_id: SpiffeId, **federated: DevCA) -> InMemorySvidSource:
-    return InMemorySvidSource(
-        ca, spiffe_id, federated={TrustDomain(k.replace("_", ".")): v for k, v in federated.items()}
-    )
+def client_source(ca: DevCA, spiffe_id: SpiffeId) -> InMemorySvidSource:
+    return InMemorySvidSource(ca, spiffe_id)
 
 
 async def test_mtls_handshake_shows_each_side_the_others_svid(
@@ -105,6 +110,54 @@ async def test_mtls_handshake_shows_each_side_the_others_svid(
     ctx.detach()
 
 
+async def refused(port: int, ctx: ssl.SSLContext) -> bool:
+    """True if the server refuses the client: a TLS alert, a reset, or (TLS 1.3) a close before any data."""
+    try:
+        _, data = await connect(port, ctx)
+    except (ssl.SSLError, ConnectionError):
+        return True
+    return data == b""
+
+
+def forge(issuer: DevCA, uri: str) -> X509Svid:
+    """A leaf that is a valid X509-SVID in every respect except, possibly, whose CA signed it."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    usage = x509.KeyUsage(
+        digital_signature=True, content_commitment=False, key_encipherment=False, data_encipherment=False,
+        key_agreement=False, key_cert_sign=False, crl_sign=False, encipher_only=False, decipher_only=False,
+    )  # fmt: skip
+    eku = x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "forged")]))
+        .issuer_name(issuer.ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(seconds=10))
+        .not_valid_after(now + dt.timedelta(seconds=600))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(usage, critical=True)
+        .add_extension(eku, critical=False)
+        .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri)]), critical=False)
+        .sign(issuer.ca_key, hashes.SHA256())
+    )
+    return X509Svid(SpiffeId.parse(uri), (cert,), key)
+
+
+def plain_client_context(svid: X509Svid, *roots: DevCA) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    for root in roots:
+        ctx.load_verify_locations(cadata=root.x509_bundle().to_pem().decode())
+    with tempfile.TemporaryDirectory(dir="/tmp") as directory:
+        cert, key = Path(directory) / "c.pem", Path(directory) / "k.pem"
+        cert.write_bytes(svid.chain_pem())
+        key.write_bytes(svid.key_pem())
+        ctx.load_cert_chain(cert, key)
+    return ctx
+
+
 async def test_server_refuses_client_without_certificate(
     tls_server: tuple[EchoServer, InMemorySvidSource], ca_a: DevCA
 ) -> None:
@@ -112,76 +165,38 @@ async def test_server_refuses_client_without_certificate(
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.load_verify_locations(cadata=ca_a.x509_bundle().to_pem().decode())
-    with pytest.raises((ssl.SSLError, ConnectionError)):
-        _, data = await connect(echo.port, ctx)
-        assert data == b"", "server must not answer a client without a certificate"
-        raise ConnectionError("closed")
+    assert await refused(echo.port, ctx)
+    assert echo.ssl_objects == []
 
 
-async def test_server_refuses_client_from_untrusted_ca(tls_server: tuple[EchoServer, InMemorySvidSource]) -> None:
-    echo, server_source = tls_server
+async def test_server_refuses_client_from_untrusted_ca(
+    tls_server: tuple[EchoServer, InMemorySvidSource], ca_a: DevCA
+) -> None:
     stranger = DevCA.ephemeral("c.test")
-    source = InMemorySvidSource(stranger, SpiffeId.parse("spiffe://c.test/x"), federated={TD_A: DevCA.ephemeral(TD_A)})
-    # trust the server's CA so only the server side can refuse
-    ctx = client_ssl_context(source, server_id=None)
-    ctx.load_verify_locations(cadata=server_source.x509_bundles()[TD_A].to_pem().decode())
-    with pytest.raises((ssl.SSLError, ConnectionError)):
-        _, data = await connect(echo.port, ctx)
-        raise ConnectionError("closed") if data == b"" else AssertionError("served an untrusted client")
-    ctx.detach()
+    ctx = plain_client_context(stranger.issue_x509_svid(SpiffeId.parse("spiffe://c.test/x"), ttl=600), ca_a)
+    echo, _ = tls_server
+    assert await refused(echo.port, ctx)
+    assert echo.ssl_objects == []
+
+
+async def test_peer_check_accepts_leaf_signed_by_its_own_domain(
+    tls_server: tuple[EchoServer, InMemorySvidSource], ca_a: DevCA
+) -> None:
+    echo, server_source = tls_server
+    _, data = await connect(echo.port, plain_client_context(forge(ca_a, str(CLIENT_ID)), ca_a))
+    assert data == b"ok"
+    assert peer_spiffe_id(echo.ssl_objects[-1], server_source.x509_bundles())[0] == CLIENT_ID
 
 
 async def test_peer_check_refuses_id_of_a_chained_to_b_ca(
-    tls_server: tuple[EchoServer, InMemorySvidSource], ca_b: DevCA
+    tls_server: tuple[EchoServer, InMemorySvidSource], ca_a: DevCA, ca_b: DevCA
 ) -> None:
     """X509-SVID §5: a certificate claiming spiffe://a.test/... that chains to b's CA passes ssl, not the check."""
     echo, server_source = tls_server
-    forged = ca_b.issue_x509_svid(SpiffeId.parse("spiffe://b.test/tmp"), ttl=600)
-    forged_svid = _reissue_with_san(ca_b, forged, "spiffe://a.test/client")
-    source = InMemorySvidSource(
-        ca_b, SpiffeId.parse("spiffe://b.test/tmp"), federated={TD_A: server_source_ca(server_source)}
-    )
-    source._svid = forged_svid  # the only way to present a cross-domain forgery
-    ctx = client_ssl_context(source, server_id=None)
-    _, data = await connect(echo.port, ctx)
+    _, data = await connect(echo.port, plain_client_context(forge(ca_b, str(CLIENT_ID)), ca_a))
     assert data == b"ok"  # the ssl layer accepts it: every loaded root is trusted
-    with pytest.raises(X509SvidError):
+    with pytest.raises(ChainVerificationError):
         peer_spiffe_id(echo.ssl_objects[-1], server_source.x509_bundles())
-    ctx.detach()
-
-
-def server_source_ca(source: InMemorySvidSource) -> DevCA:
-    return source._ca
-
-
-def _reissue_with_san(ca: DevCA, svid, uri: str):  # type: ignore[no-untyped-def]
-    """Issue a leaf from ``ca`` whose URI SAN names another trust domain."""
-    import datetime as dt
-
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    from broker.identity.svid import X509Svid
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "x")]))
-        .issuer_name(ca.ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(seconds=10))
-        .not_valid_after(now + dt.timedelta(seconds=600))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
-        )
-        .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri)]), critical=False)
-        .sign(ca.ca_key, hashes.SHA256())
-    )
-    return X509Svid(SpiffeId.parse(uri), (cert,), key)
 
 
 @pytest.mark.parametrize("server_hostname", [None, "broker.test"], ids=["no-sni", "sni"])
@@ -207,9 +222,7 @@ async def test_server_trusts_bundle_added_after_start(
     ctx = client_ssl_context(
         InMemorySvidSource(newcomer, SpiffeId.parse("spiffe://c.test/x"), federated={TD_A: ca_a}), server_id=None
     )
-    with pytest.raises((ssl.SSLError, ConnectionError)):
-        _, data = await connect(echo.port, ctx)
-        raise ConnectionError("closed") if data == b"" else AssertionError("served an untrusted client")
+    assert await refused(echo.port, ctx)
     server_source._federated[TrustDomain("c.test")] = newcomer
     server_source.rotate()  # notifies subscribers, as a bundle update from the Workload API would
     _, data = await connect(echo.port, ctx)
@@ -290,3 +303,25 @@ async def test_client_check_refuses_unexpected_server_id(
     with pytest.raises(X509SvidError):
         check_server_id(ssl_object, source.x509_bundles(), lambda sid: False)
     ctx.detach()
+
+
+async def test_client_with_exact_server_id_refuses_other_domain_server_in_handshake(ca_a: DevCA, ca_b: DevCA) -> None:
+    """A server of a federated trust domain never completes the handshake with a client expecting an a.test ID."""
+    b_source = InMemorySvidSource(ca_b, SpiffeId.parse("spiffe://b.test/broker"), federated={TD_A: ca_a})
+    server_ctx = server_ssl_context(b_source)
+    echo = EchoServer()
+    echo.server = await asyncio.start_server(echo.handle, "127.0.0.1", 0, ssl=server_ctx)
+    client_src = InMemorySvidSource(ca_a, CLIENT_ID, federated={TD_B: ca_b})
+    strict = client_ssl_context(client_src, server_id=SERVER_ID)
+    loose = client_ssl_context(client_src, server_id=None)
+    try:
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await connect(echo.port, strict)
+        ssl_object, _ = await connect(echo.port, loose)
+        assert loose.check_peer(ssl_object) == SpiffeId.parse("spiffe://b.test/broker")
+    finally:
+        strict.detach()
+        loose.detach()
+        server_ctx.detach()
+        echo.server.close()
+        await echo.server.wait_closed()

@@ -11,7 +11,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -51,11 +51,6 @@ def tmp_socket_dir() -> Iterator[str]:
     path = tempfile.mkdtemp(dir="/tmp", prefix="wls")
     yield path
     shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def ca() -> DevCA:
-    return DevCA.ephemeral(TD)
 
 
 # -- address ------------------------------------------------------------------------------------------------
@@ -219,7 +214,9 @@ async def test_aclose_stops_every_thread_promptly(tmp_socket_dir: str) -> None:
     source = WorkloadApiSvidSource(address=f"{tmp_socket_dir}/agent.sock", backoff_min=0.01, backoff_max=0.05)
     await source.start()
     await eventually(lambda: source.state == "waiting", what="a failed attempt")
+    started = time.monotonic()
     await source.aclose()
+    assert time.monotonic() - started < 1.0
     await _assert_no_thread_left(before)
     with pytest.raises(SvidUnavailableError, match="closed"):
         await source.start()
@@ -265,8 +262,9 @@ async def process(tmp_socket_dir: str) -> AsyncIterator[WorkloadApiProcess]:
         await child.stop()
 
 
-def _fast(address: str, **options: object) -> WorkloadApiSvidSource:
-    return WorkloadApiSvidSource(address=address, backoff_min=0.05, backoff_max=0.2, **options)  # type: ignore[arg-type]
+def _fast(address: str, clock: Callable[[], float] = time.time) -> WorkloadApiSvidSource:
+    """A source that retries quickly, for tests."""
+    return WorkloadApiSvidSource(address=address, backoff_min=0.05, backoff_max=0.2, clock=clock)
 
 
 async def test_source_gets_svid_bundles_and_jwt_svid_from_dev_workload_api(
@@ -355,7 +353,10 @@ async def test_logs_each_state_change_once_not_each_retry(
     process: WorkloadApiProcess, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger=LOGGER)
-    retries = lambda: sum("retrying in" in r.message for r in caplog.records)  # noqa: E731
+
+    def retries() -> int:
+        return sum("retrying in" in r.getMessage() for r in caplog.records)
+
     source = _fast(process.address)
     try:
         await source.start()
@@ -378,13 +379,19 @@ async def test_logs_each_state_change_once_not_each_retry(
     assert changes[3][1].startswith(f"reconnected to the Workload API at {process.address}")
 
 
-async def test_kept_svid_past_its_not_after_is_unavailable(process: WorkloadApiProcess) -> None:
+async def test_kept_svids_serve_while_api_is_down_until_they_expire(process: WorkloadApiProcess) -> None:
     now = [time.time()]
     await process.start()
     async with _fast(process.address, clock=lambda: now[0]) as source:
         svid = source.x509_svid()
+        jwt_svid = await source.fetch_jwt_svid("aud")
         await process.stop()
         await eventually(lambda: source.state == "disconnected", what="the disconnect")
+        now[0] = jwt_svid.expiry - 1  # past half its lifetime: a refresh is due, and fails
+        assert await source.fetch_jwt_svid("aud") is jwt_svid
+        now[0] = jwt_svid.expiry
+        with pytest.raises(SvidUnavailableError, match=f"no JWT-SVID for audience 'aud' .* {process.address}"):
+            await source.fetch_jwt_svid("aud")
         now[0] = svid.not_after.timestamp() - 1
         assert source.x509_svid() is svid
         now[0] = svid.not_after.timestamp()
@@ -397,5 +404,8 @@ async def test_aclose_of_connected_source_leaves_no_thread(server: WorkloadApiSe
     source = _fast(server.address)
     await source.wait_ready(10)
     await source.fetch_jwt_svid("aud")
+    started = time.monotonic()
     await source.aclose()
+    assert time.monotonic() - started < 1.0
+    assert source.state == "closed"
     await _assert_no_thread_left(before)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -12,7 +13,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from broker.identity import x509svid
+from broker.identity import jwtsvid, x509svid
 from broker.identity.bundle import X509Bundle, X509BundleSet
 from broker.identity.devca import DevCA
 from broker.identity.errors import X509SvidError
@@ -34,6 +35,7 @@ from broker.identity.x509svid import (
     verify_x509_svid,
 )
 
+VECTORS = Path(__file__).resolve().parents[2] / "fixtures" / "identity"
 WORKLOAD = SpiffeId.parse("spiffe://example.org/ns/shop/sa/web")
 NOW = dt.datetime.now(dt.UTC)
 HOUR = dt.timedelta(hours=1)
@@ -71,7 +73,7 @@ def make_cert(
     """A certificate signed by ``issuer`` (self-signed if None), returned with its own key."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, subject)])
-    signer = issuer or Issuer(cert=None, key=key)  # type: ignore[arg-type]
+    signing_key = key if issuer is None else issuer.key
     builder = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -82,7 +84,7 @@ def make_cert(
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.key.public_key()), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(signing_key.public_key()), critical=False)
     )
     if with_key_usage:
         builder = builder.add_extension(key_usage or _key_usage(ca=ca), critical=True)
@@ -92,7 +94,7 @@ def make_cert(
         builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
     if eku is not None:
         builder = builder.add_extension(x509.ExtendedKeyUsage(list(eku)), critical=False)
-    return Issuer(builder.sign(signer.key, hashes.SHA256()), key)
+    return Issuer(builder.sign(signing_key, hashes.SHA256()), key)
 
 
 def root_of(ca: DevCA) -> Issuer:
@@ -153,6 +155,33 @@ def test_naive_now_is_taken_as_utc(ca: DevCA) -> None:
     svid = ca.issue_x509_svid(WORKLOAD, ttl=300)
     naive_now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     assert verify_x509_svid(svid.chain, bundles_of(ca), now=naive_now) == WORKLOAD
+
+
+def _spire_vector(flavour: str) -> tuple[list[x509.Certificate], X509BundleSet]:
+    """An X509-SVID minted by a real spire-server (see tests/fixtures/identity/README.md) and its bundle."""
+    chain = x509.load_pem_x509_certificates((VECTORS / flavour / "svid.pem").read_bytes())
+    td = TrustDomain("example.org")
+    return chain, {td: X509Bundle.from_pem(td, (VECTORS / flavour / "bundle.pem").read_bytes())}
+
+
+@pytest.mark.parametrize("flavour", ["spire-ec", "spire-rsa"])
+def test_accepts_x509_svid_minted_by_spire(flavour: str) -> None:
+    chain, bundles = _spire_vector(flavour)
+    during = chain[0].not_valid_before_utc + dt.timedelta(minutes=1)
+    assert verify_x509_svid(chain, bundles, now=during) == WORKLOAD
+    assert verify_leaf_against_bundle(chain[0], bundles, now=during) == WORKLOAD
+    with pytest.raises(CertificateExpiredError):
+        verify_x509_svid(chain, bundles, now=chain[0].not_valid_after_utc + dt.timedelta(seconds=1))
+
+
+def test_refuses_spire_svid_against_another_servers_bundle_for_the_same_trust_domain_name() -> None:
+    chain, _ = _spire_vector("spire-ec")
+    _, other_bundles = _spire_vector("spire-rsa")
+    during = chain[0].not_valid_before_utc + dt.timedelta(minutes=1)
+    with pytest.raises(ChainVerificationError):
+        verify_x509_svid(chain, other_bundles, now=during)
+    with pytest.raises(ChainVerificationError):
+        verify_leaf_against_bundle(chain[0], other_bundles, now=during)
 
 
 # --- refused ----------------------------------------------------------------------------------------------------
@@ -288,12 +317,20 @@ def _authority_expired(ca: DevCA, other: DevCA) -> tuple[list[x509.Certificate],
     return [make_cert(old).cert], {ca.trust_domain: X509Bundle(ca.trust_domain, (old.cert,))}
 
 
+def _authority_without_cert_sign(ca: DevCA, other: DevCA) -> tuple[list[x509.Certificate], X509BundleSet]:
+    usage = _key_usage(ca=True)
+    no_cert_sign = x509.KeyUsage(True, False, False, False, False, False, usage.crl_sign, False, False)
+    root = make_cert(None, uris=[], ca=True, key_usage=no_cert_sign, eku=None, subject="no-cert-sign")
+    return [make_cert(root).cert], {ca.trust_domain: X509Bundle(ca.trust_domain, (root.cert,))}
+
+
 LEAF_REFUSED = [
     pytest.param(_signed_by_other_trust_domain, ChainVerificationError, id="signed-by-other-trust-domains-ca"),
     pytest.param(_forged_issuer_name, ChainVerificationError, id="issuer-name-matches-but-other-key"),
     pytest.param(_intermediate_missing, ChainVerificationError, id="issued-by-intermediate"),
     pytest.param(_authority_not_a_ca, ChainVerificationError, id="authority-not-a-ca"),
     pytest.param(_authority_expired, ChainVerificationError, id="authority-expired"),
+    pytest.param(_authority_without_cert_sign, ChainVerificationError, id="authority-without-key-cert-sign"),
     pytest.param(_no_bundle, NoBundleForTrustDomainError, id="no-bundle-for-trust-domain"),
     pytest.param(_leaf(uris=[str(WORKLOAD), "spiffe://example.org/b"]), MultipleUriSansError, id="two-uri-sans"),
     pytest.param(_leaf(uris=["spiffe://example.org"]), RootPathSvidError, id="root-path"),
@@ -313,6 +350,13 @@ def test_verify_leaf_against_bundle_refuses(ca: DevCA, other_ca: DevCA, case: Ca
     assert type(info.value) is error
 
 
+def test_leaf_check_accepts_authority_without_key_usage_extension(ca: DevCA) -> None:
+    """RFC 5280 §4.2.1.3: a CA certificate without key usage is not restricted."""
+    root = make_cert(None, uris=[], ca=True, with_key_usage=False, eku=None, subject="old-style-root")
+    bundles = {ca.trust_domain: X509Bundle(ca.trust_domain, (root.cert,))}
+    assert verify_leaf_against_bundle(make_cert(root).cert, bundles, now=NOW) == WORKLOAD
+
+
 def test_leaf_check_tries_every_authority_of_the_trust_domain(ca: DevCA) -> None:
     """During CA rotation the bundle holds old and new roots; a leaf from either is accepted."""
     newer = DevCA.ephemeral(TrustDomain("example.org"))
@@ -330,3 +374,5 @@ def test_every_rejection_reason_has_its_own_error_class_and_code() -> None:
     reasons = [cls.reason for cls in classes]
     assert len(set(reasons)) == len(reasons) == len(classes)
     assert X509SvidError.reason not in reasons
+    jwt_reasons = {getattr(jwtsvid, name).reason for name in jwtsvid.__all__ if name.endswith("Error")}
+    assert not jwt_reasons & set(reasons)

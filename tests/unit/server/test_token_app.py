@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import time
 from typing import Any
 
@@ -38,8 +39,8 @@ def exchange_form(subject_token: str, **extra: str) -> dict[str, str]:
 async def verify_token(broker: Broker, token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """Verify an access token against the service's published JWKS (as a resource server would)."""
     jwks = (await request(client_context(None, broker.source._ca), "GET", broker.url + "/jwks.json")).body
-    header = jwt.decode(token, ECKey.import_key(jwks["keys"][0]), algorithms=["ES256"]).header
-    key = next(k for k in jwks["keys"] if k["kid"] == header["kid"])
+    kid = json.loads(base64.urlsafe_b64decode(token.split(".")[0] + "=="))["kid"]
+    key = next(k for k in jwks["keys"] if k["kid"] == kid)
     decoded = jwt.decode(token, ECKey.import_key(key), algorithms=["ES256"])
     return dict(decoded.header), dict(decoded.claims)
 
@@ -94,8 +95,12 @@ async def test_token_exchange_issues_certificate_bound_rfc9068_token(
 
 async def test_token_lifetime_never_passes_client_certificate_not_after(broker: Broker, ca: DevCA) -> None:
     short = ca.issue_x509_svid(CLIENT_ID, ttl=30)
-    reply = await request(client_context(short, ca), "POST", broker.url + "/token",
-                          data={"grant_type": GRANT_CLIENT_CREDENTIALS, "audience": API})  # fmt: skip
+    reply = await request(
+        client_context(short, ca),
+        "POST",
+        broker.url + "/token",
+        data={"grant_type": GRANT_CLIENT_CREDENTIALS, "audience": API},
+    )
     _, claims = await verify_token(broker, reply.body["access_token"])
     assert claims["exp"] == int(short.not_after.timestamp())
     assert reply.body["expires_in"] <= 30
@@ -118,8 +123,12 @@ async def test_rotated_signing_key_signs_new_tokens_and_old_key_stays_published(
     store = broker.service.app[JWKS_KEYS]
     assert isinstance(store, FileKeyStore)
     old, new = store.active_key(), store.rotate()
-    reply = await request(client_context(client_svid, ca), "POST", broker.url + "/token",
-                          data={"grant_type": GRANT_CLIENT_CREDENTIALS, "audience": API})  # fmt: skip
+    reply = await request(
+        client_context(client_svid, ca),
+        "POST",
+        broker.url + "/token",
+        data={"grant_type": GRANT_CLIENT_CREDENTIALS, "audience": API},
+    )
     header, _ = await verify_token(broker, reply.body["access_token"])
     assert header["kid"] == new.kid
     jwks = (await request(client_context(None, ca), "GET", broker.url + "/jwks.json")).body

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -41,9 +43,9 @@ def decode() -> Decoder:
     """Verify an access token's ES256 signature with the store's published key named by ``kid``."""
 
     def run(token: str, store: KeyStore) -> tuple[dict[str, Any], dict[str, Any]]:
-        header = jwt.decode(token, ECKey.import_key(store.active_key().public_jwk()), algorithms=["ES256"]).header
-        keys = {k.kid: k for k in store.published_keys()}
-        verified = jwt.decode(token, ECKey.import_key(keys[header["kid"]].public_jwk()), algorithms=["ES256"])
+        keys = {k.kid: ECKey.import_key(k.private_key.public_key()) for k in store.published_keys()}
+        kid = json.loads(base64.urlsafe_b64decode(token.split(".")[0] + "=="))["kid"]
+        verified = jwt.decode(token, keys[kid], algorithms=["ES256"])
         return dict(verified.header), dict(verified.claims)
 
     return run

@@ -30,10 +30,16 @@ def test_issue_builds_rfc9068_token_with_certificate_binding(client: Authenticat
     assert header == {"alg": "ES256", "kid": store.active_key().kid, "typ": "at+jwt"}
     digest = hashlib.sha256(client.leaf.public_bytes(serialization.Encoding.DER)).digest()
     assert claims == {
-        "iss": ISSUER, "sub": str(client.spiffe_id), "client_id": str(client.spiffe_id), "aud": "https://api",
-        "iat": int(NOW), "exp": int(NOW) + 300, "jti": issued.jti, "scope": "a b",
+        "iss": ISSUER,
+        "sub": str(client.spiffe_id),
+        "client_id": str(client.spiffe_id),
+        "aud": "https://api",
+        "iat": int(NOW),
+        "exp": int(NOW) + 300,
+        "jti": issued.jti,
+        "scope": "a b",
         "cnf": {"x5t#S256": base64.urlsafe_b64encode(digest).rstrip(b"=").decode()},
-    }  # fmt: skip
+    }
     assert issued.expires_in == 300 and issued.scopes == ("a", "b")
     assert issuer.issued_count == 1
 

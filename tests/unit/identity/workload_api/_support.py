@@ -40,13 +40,14 @@ async def serving(ca: DevCA, entries: EntryStore, sock_dir: Path, **options: Any
 
 
 async def call_unary(
-    server: WorkloadApiServer, method: str, request: Any, reply_type: type, *, metadata: Any = HEADER
+    server: WorkloadApiServer, method: str, request: Any, reply_type: type[Any], *, metadata: Any = HEADER
 ) -> Any:
     """One unary call over the server's socket with grpclib; GRPCError propagates."""
     channel = Channel(path=str(server.socket_path))
+    request_type: type[Any] = type(request)
     try:
         async with channel.request(
-            f"/SpiffeWorkloadAPI/{method}", Cardinality.UNARY_UNARY, type(request), reply_type, metadata=metadata
+            f"/SpiffeWorkloadAPI/{method}", Cardinality.UNARY_UNARY, request_type, reply_type, metadata=metadata
         ) as stream:
             await stream.send_message(request, end=True)
             return await stream.recv_message()
@@ -56,13 +57,14 @@ async def call_unary(
 
 @asynccontextmanager
 async def open_stream(
-    server: WorkloadApiServer, method: str, request: Any, reply_type: type, *, metadata: Any = HEADER
+    server: WorkloadApiServer, method: str, request: Any, reply_type: type[Any], *, metadata: Any = HEADER
 ) -> AsyncIterator[Any]:
     """A server-streaming call left open for the caller to ``recv_message()`` from; cancelled on exit."""
     channel = Channel(path=str(server.socket_path))
+    request_type: type[Any] = type(request)
     try:
         async with channel.request(
-            f"/SpiffeWorkloadAPI/{method}", Cardinality.UNARY_STREAM, type(request), reply_type, metadata=metadata
+            f"/SpiffeWorkloadAPI/{method}", Cardinality.UNARY_STREAM, request_type, reply_type, metadata=metadata
         ) as stream:
             await stream.send_message(request, end=True)
             yield stream

@@ -1,0 +1,143 @@
+"""Helpers for sidecar tests: a fake clock, a fake token service link, the real token service on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import shutil
+import socket
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from broker.identity.source import InMemorySvidSource
+from broker.identity.spiffeid import SpiffeId
+from broker.server.service import RunningTokenService, start_token_service
+from broker.sidecar.exchanger import TokenResult
+from broker.tokens.keys import InMemoryKeyStore
+from broker.tokens.policy import InMemoryPolicyStore, parse_policy
+
+BROKER_ID = SpiffeId.parse("spiffe://example.org/spiffe-broker")
+WEB_ID = SpiffeId.parse("spiffe://example.org/ns/shop/sa/web")
+API = "https://api.example.org"
+POLICY = """\
+rules:
+  - spiffe_id: spiffe://example.org/ns/shop/sa/web
+    audiences: ["https://api.example.org"]
+    scopes: ["orders:read", "orders:write"]
+    max_token_lifetime: 300
+"""
+
+
+class FakeClock:
+    """A settable wall clock (seconds since the epoch)."""
+
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclass
+class FakeTokenService:
+    """A stand-in for TokenServiceClient: counts exchanges, can hold them at a gate or fail them."""
+
+    source: InMemorySvidSource
+    lifetime: int = 300
+    gate: asyncio.Event | None = None
+    failure: BaseException | None = None
+    reachable: bool = True
+    calls: list[tuple[str, str | None]] = field(default_factory=list)
+    closed: bool = False
+
+    async def exchange(self, audience: str, scope: str | None) -> TokenResult:
+        self.calls.append((audience, scope))
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.failure is not None:
+            raise self.failure
+        return TokenResult(
+            access_token=f"token-{len(self.calls)}",
+            expires_in=self.lifetime,
+            scope=scope,
+            bound_x5t=self.source.x509_svid().x5t_s256(),
+        )
+
+    async def probe(self) -> bool:
+        return self.reachable
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def short_tmpdir() -> Iterator[Path]:
+    """A private directory under /tmp with a short path (Unix socket paths must stay < 108 bytes)."""
+    directory = tempfile.mkdtemp(dir="/tmp", prefix="sc-")
+    try:
+        yield Path(directory)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@dataclass
+class RealTokenService:
+    """The project's token service on loopback; its issuer URL is where it listens."""
+
+    service: RunningTokenService
+    issuer: str
+    port: int
+    stopped: bool = False
+
+    @property
+    def issued_count(self) -> int:
+        return self.service.issuer.issued_count
+
+    async def stop(self) -> None:
+        if not self.stopped:
+            self.stopped = True
+            await self.service.aclose()
+
+
+async def start_real_token_service(broker_source: InMemorySvidSource, *, port: int | None = None) -> RealTokenService:
+    port = port or free_port()
+    issuer = f"https://127.0.0.1:{port}"
+    service = await start_token_service(
+        source=broker_source,
+        policy_store=InMemoryPolicyStore(parse_policy(POLICY)),
+        key_store=InMemoryKeyStore(),
+        listen_host="127.0.0.1",
+        listen_port=port,
+        issuer=issuer,
+    )
+    return RealTokenService(service, issuer, port)
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: Any
+
+
+async def sidecar_get(socket_path: Path, path: str, params: Any = None) -> Reply:
+    """One GET to the sidecar over its Unix socket."""
+    connector = aiohttp.UnixConnector(path=str(socket_path))
+    async with aiohttp.ClientSession(connector=connector) as session, session.get(f"http://sc{path}", params=params) as r:
+        raw = await r.read()
+        return Reply(r.status, dict(r.headers), json.loads(raw) if raw else None)
