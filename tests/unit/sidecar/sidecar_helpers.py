@@ -138,6 +138,9 @@ class Reply:
 async def sidecar_get(socket_path: Path, path: str, params: Any = None) -> Reply:
     """One GET to the sidecar over its Unix socket."""
     connector = aiohttp.UnixConnector(path=str(socket_path))
-    async with aiohttp.ClientSession(connector=connector) as session, session.get(f"http://sc{path}", params=params) as r:
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        session.get(f"http://sc{path}", params=params) as r,
+    ):
         raw = await r.read()
         return Reply(r.status, dict(r.headers), json.loads(raw) if raw else None)

@@ -23,7 +23,9 @@ def test_socket_mode_is_parsed_as_octal(value: str | int, mode: int) -> None:
     assert parse_socket_mode(value) == mode
 
 
-@pytest.mark.parametrize("value", ["rw", "0400", "01600", "0060"], ids=["not-octal", "owner-read-only", "sticky", "no-owner"])
+@pytest.mark.parametrize(
+    "value", ["rw", "0400", "01600", "0060"], ids=["not-octal", "owner-read-only", "sticky", "no-owner"]
+)
 def test_socket_mode_must_be_permission_bits_with_owner_read_write(value: str) -> None:
     with pytest.raises(ConfigError):
         parse_socket_mode(value)
@@ -78,7 +80,7 @@ def test_too_long_socket_path_is_a_clear_error(tmp_short: Path) -> None:
 
 def test_http_port_binds_loopback_only() -> None:
     with pytest.raises(ConfigError, match="loopback"):
-        bind_loopback(0, "0.0.0.0")  # noqa: S104
+        bind_loopback(0, "0.0.0.0")
     sock = bind_loopback(0)
     try:
         assert sock.getsockname()[0] == "127.0.0.1"

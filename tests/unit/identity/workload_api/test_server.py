@@ -18,6 +18,7 @@ from spiffe._proto import workload_pb2 as pb
 
 from broker.identity.bundle import JwtBundle, X509Bundle
 from broker.identity.devca import DevCA, write_private_file
+from broker.identity.jwtsvid import validate_jwt_svid
 from broker.identity.workload_api import (
     FileEntryStore,
     InMemoryEntryStore,
@@ -131,11 +132,8 @@ async def test_fetch_jwt_svid_mints_one_per_entry_with_entry_ttl(ca: DevCA, sock
         )  # fmt: skip
     assert [s.spiffe_id for s in response.svids] == ["spiffe://example.org/a", "spiffe://example.org/b"]
     assert [s.spiffe_id for s in only_b.svids] == ["spiffe://example.org/b"]
-    bundles = {TD: ca.jwt_bundle()}
-    from broker.identity.workload_api.jwt_validation import validate_token
-
     for svid, ttl in zip(response.svids, (60, 120), strict=True):
-        _, claims = validate_token(svid.svid, audience="y", bundles=bundles)
+        claims = validate_jwt_svid(svid.svid, audience="y", bundles={TD: ca.jwt_bundle()}).claims
         assert claims["aud"] == ["x", "y"]
         assert claims["exp"] - claims["iat"] == ttl
 
@@ -187,6 +185,7 @@ async def test_validate_jwt_svid_needs_no_entry_as_in_spire(ca: DevCA, sock_dir:
         pytest.param("other", "VALID", id="wrong-audience"),
         pytest.param("aud", "not-a-jwt", id="garbage"),
         pytest.param("aud", "FOREIGN", id="signed-by-another-ca"),
+        pytest.param("aud", "EXPIRED", id="expired"),
     ],
 )
 async def test_validate_jwt_svid_of_bad_token_is_invalid_argument(
@@ -196,6 +195,7 @@ async def test_validate_jwt_svid_of_bad_token_is_invalid_argument(
     token = {
         "VALID": ca.mint_jwt_svid(sid, ["aud"], ttl=60).token,
         "FOREIGN": DevCA.ephemeral(TD).mint_jwt_svid(sid, ["aud"], ttl=60).token,
+        "EXPIRED": ca.mint_jwt_svid(sid, ["aud"], ttl=60, extra_claims={"exp": int(time.time()) - 1}).token,
     }.get(token, token)
     async with serving(ca, InMemoryEntryStore([me("/verifier")]), sock_dir) as server:
         with pytest.raises(GRPCError) as caught:

@@ -1,0 +1,199 @@
+"""The parts of ``spiffe-broker dev``, started in one event loop and stopped in reverse order.
+
+The dev Workload API serves the invoking user's workload over the real gRPC Workload API (attested by uid): the
+sidecar, ``spiffe-broker token`` and ``spiffe-broker call`` get their SVIDs from it exactly as from a SPIRE agent.
+The token service and the demo API run in this process as the same uid, so they cannot be told apart by Unix
+attestation; they take their SVIDs straight from the same dev CA (``spiffe://<td>/spiffe-broker`` and
+``spiffe://<td>/demo-api``), rotated at half-life like the Workload API's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import socket
+import tempfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from broker.config import BrokerSettings
+from broker.identity.devca import DevCA, write_private_file
+from broker.identity.source import InMemorySvidSource
+from broker.identity.spiffeid import SpiffeId, TrustDomain
+from broker.identity.workload_api.entries import RegistrationEntry
+from broker.identity.workload_api.server import WorkloadApiServer
+from broker.identity.workload_api.statedir import open_dev_state
+from broker.identity.workload_source import WorkloadApiSvidSource
+from broker.server.service import start_token_service
+from broker.sidecar.service import DEFAULT_BROKER_ID_PATH, start_sidecar
+from broker.tokens.keys import FileKeyStore
+from broker.tokens.policy import FilePolicyStore
+from broker.verify.demo_api import start_demo_api
+
+log = logging.getLogger(__name__)
+
+WORKLOAD_PATH = "/workload"
+DEMO_API_PATH = "/demo-api"
+DEMO_SCOPE = "hello:read"
+SERVICE_SVID_TTL = 3600.0
+
+
+@dataclass(frozen=True)
+class DevStack:
+    """Where each part of the dev stack listens."""
+
+    trust_domain: TrustDomain
+    workload_api: str
+    workload_id: SpiffeId
+    issuer: str
+    sidecar_socket: Path
+    sidecar_http_port: int | None
+    demo_api_url: str
+    demo_audience: str
+    policy_file: Path
+    state_dir: Path
+
+
+def free_loopback_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def dev_policy(workload_id: SpiffeId, demo_audience: str) -> str:
+    """The dev policy: the invoking user's workload may reach the demo API with the demo scope."""
+    document = {
+        "rules": [
+            {
+                "spiffe_id": str(workload_id),
+                "audiences": [demo_audience],
+                "scopes": [DEMO_SCOPE],
+                "max_token_lifetime": 300,
+            }
+        ]
+    }
+    return "# spiffe-broker dev policy (default deny; edit me: reloaded on change)\n" + yaml.safe_dump(document)
+
+
+def _runtime_dir(stack: contextlib.AsyncExitStack) -> Path:
+    """A private (0700) directory with a short path for the sockets not configured; removed on exit."""
+    path = Path(tempfile.mkdtemp(prefix="spiffe-broker-", dir="/tmp"))
+    stack.callback(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
+async def _rotate_at_half_life(source: InMemorySvidSource) -> None:
+    while True:
+        leaf = source.x509_svid().leaf
+        lifetime = leaf.not_valid_after_utc.timestamp() - leaf.not_valid_before_utc.timestamp()
+        await asyncio.sleep(max(1.0, lifetime / 2))
+        source.rotate()
+
+
+@contextlib.asynccontextmanager
+async def run_dev_stack(settings: BrokerSettings) -> AsyncIterator[DevStack]:
+    """Start every part, yield where they listen, stop them all (also when a start fails)."""
+    td = TrustDomain.parse(settings.trust_domain)
+    state_dir = settings.state_dir.resolve() / td.name
+    server_port = settings.server.port or free_loopback_port()
+    demo_port = settings.demo_api.port or free_loopback_port()
+    issuer = settings.server.issuer or f"https://{settings.server.host}:{server_port}"
+    demo_url = f"https://{settings.demo_api.host}:{demo_port}"
+    demo_audience = settings.demo_api.audience or str(SpiffeId(td, DEMO_API_PATH))
+    workload_id = SpiffeId(td, WORKLOAD_PATH)
+    broker_id = SpiffeId(td, DEFAULT_BROKER_ID_PATH)
+
+    ca, entries = open_dev_state(state_dir / "workload-api", td)
+    entries.upsert(
+        RegistrationEntry.of(
+            str(workload_id),
+            [f"unix:uid:{os.getuid()}"],
+            x509_svid_ttl=settings.workload_api.x509_svid_ttl,
+            jwt_svid_ttl=settings.workload_api.jwt_svid_ttl,
+        )
+    )
+    policy_file = settings.server.policy or state_dir / "policy.yaml"
+    if not policy_file.exists():
+        write_private_file(policy_file, dev_policy(workload_id, demo_audience).encode())
+
+    async with contextlib.AsyncExitStack() as stack:
+        needs_runtime = settings.workload_api.socket is None or settings.sidecar.socket is None
+        runtime = _runtime_dir(stack) if needs_runtime else state_dir
+        api_socket = settings.workload_api.socket or runtime / "api.sock"
+        sidecar_socket = settings.sidecar.socket or runtime / "token.sock"
+        workload_api = WorkloadApiServer(
+            ca=ca, entries=entries, socket_path=api_socket, default_x509_ttl=settings.workload_api.x509_svid_ttl
+        )
+        await workload_api.start()
+        stack.push_async_callback(workload_api.stop)
+
+        broker_source = await _service_source(stack, ca, broker_id)
+        token_service = await start_token_service(
+            source=broker_source,
+            policy_store=FilePolicyStore(policy_file),
+            key_store=FileKeyStore(state_dir / "token-service"),
+            listen_host=settings.server.host,
+            listen_port=server_port,
+            issuer=issuer,
+            health_host="127.0.0.1" if settings.server.health_port is not None else None,
+            health_port=settings.server.health_port,
+        )
+        stack.push_async_callback(token_service.aclose)
+
+        demo_source = await _service_source(stack, ca, SpiffeId(td, DEMO_API_PATH))
+        demo = await start_demo_api(
+            source=demo_source,
+            issuer=issuer,
+            audience=demo_audience,
+            token_service_id=broker_id,
+            host=settings.demo_api.host,
+            port=demo_port,
+        )
+        stack.push_async_callback(demo.aclose)
+
+        workload_source = WorkloadApiSvidSource(address=workload_api.address)
+        stack.push_async_callback(workload_source.aclose)
+        await workload_source.start()
+        await workload_source.wait_ready(10.0)
+        sidecar = await start_sidecar(
+            source=workload_source,
+            token_service_url=issuer,
+            token_service_id=broker_id,
+            socket_path=sidecar_socket,
+            socket_mode=settings.sidecar.socket_mode,
+            http_port=settings.sidecar.http_port,
+        )
+        stack.push_async_callback(sidecar.aclose)
+
+        yield DevStack(
+            trust_domain=td,
+            workload_api=workload_api.address,
+            workload_id=workload_id,
+            issuer=issuer,
+            sidecar_socket=sidecar_socket,
+            sidecar_http_port=sidecar.http_port,
+            demo_api_url=demo_url,
+            demo_audience=demo_audience,
+            policy_file=policy_file,
+            state_dir=state_dir,
+        )
+
+
+async def _service_source(stack: contextlib.AsyncExitStack, ca: DevCA, spiffe_id: SpiffeId) -> InMemorySvidSource:
+    source = InMemorySvidSource(ca, spiffe_id, x509_ttl=SERVICE_SVID_TTL)
+    rotation = asyncio.create_task(_rotate_at_half_life(source))
+
+    async def stop() -> None:
+        rotation.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await rotation
+        await source.aclose()
+
+    stack.push_async_callback(stop)
+    return source

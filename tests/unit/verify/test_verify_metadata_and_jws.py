@@ -1,0 +1,72 @@
+"""Tests for broker.verify.metadata (RFC 8414 §2, §3.1, §3.3) and broker.verify.jws (RFC 7515, RFC 7518 §3.4)."""
+
+from __future__ import annotations
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from verify_helpers import Signer
+
+from broker.errors import ConfigError
+from broker.verify.jws import JwsError, parse_compact, verify_es
+from broker.verify.metadata import AuthorizationServerMetadata, MetadataError, check_issuer, metadata_url
+
+
+@pytest.mark.parametrize(
+    ("issuer", "url"),
+    [
+        ("https://example.com", "https://example.com/.well-known/oauth-authorization-server"),
+        ("https://example.com/", "https://example.com/.well-known/oauth-authorization-server"),
+        ("https://example.com/issuer1", "https://example.com/.well-known/oauth-authorization-server/issuer1"),
+        ("https://example.com/issuer1/", "https://example.com/.well-known/oauth-authorization-server/issuer1"),
+        ("https://127.0.0.1:8443", "https://127.0.0.1:8443/.well-known/oauth-authorization-server"),
+    ],
+    ids=["host-only", "root-slash", "rfc8414-3.1-example", "terminating-slash-removed", "with-port"],
+)
+def test_metadata_url_inserts_the_well_known_path_between_host_and_path(issuer: str, url: str) -> None:
+    assert metadata_url(issuer) == url
+
+
+@pytest.mark.parametrize(
+    "issuer",
+    ["http://example.com", "https://example.com?x=1", "https://example.com#f", "https://u:p@example.com", "https://"],
+    ids=["http", "query", "fragment", "userinfo", "no-host"],
+)
+def test_issuer_must_be_https_without_query_fragment_or_credentials(issuer: str) -> None:
+    with pytest.raises(ConfigError):
+        check_issuer(issuer)
+
+
+def test_metadata_for_another_issuer_is_not_used() -> None:
+    document = {"issuer": "https://a.example", "token_endpoint": "https://a.example/token"}
+    with pytest.raises(MetadataError, match=r"RFC 8414 §3\.3"):
+        AuthorizationServerMetadata.from_document(document, issuer="https://b.example")
+    parsed = AuthorizationServerMetadata.from_document(document, issuer="https://a.example")
+    assert (parsed.token_endpoint, parsed.jwks_uri) == ("https://a.example/token", None)
+
+
+def test_es256_signature_verifies_with_the_raw_r_s_encoding() -> None:
+    signer = Signer()
+    jws = parse_compact(signer.sign({"a": 1}))
+    verify_es(jws, "ES256", signer.key.public_key())
+    assert len(jws.signature) == 64
+
+
+def test_es384_signature_verifies_and_needs_a_p384_key() -> None:
+    signer = Signer(curve=ec.SECP384R1())
+    jws = parse_compact(signer.sign({"a": 1}, alg="ES384"))
+    verify_es(jws, "ES384", signer.key.public_key())
+    with pytest.raises(JwsError, match="does not match the key"):
+        verify_es(jws, "ES256", signer.key.public_key())
+
+
+def test_der_encoded_signature_is_not_accepted_in_place_of_r_s() -> None:
+    import base64
+
+    from cryptography.hazmat.primitives import hashes
+
+    signer = Signer()
+    header_payload = signer.sign({"a": 1}).rsplit(".", 1)[0]
+    der = signer.key.sign(header_payload.encode(), ec.ECDSA(hashes.SHA256()))
+    token = header_payload + "." + base64.urlsafe_b64encode(der).rstrip(b"=").decode()
+    with pytest.raises(JwsError):
+        verify_es(parse_compact(token), "ES256", signer.key.public_key())
