@@ -19,7 +19,7 @@ from typing import Protocol
 
 from aiohttp import web
 
-from broker.errors import BrokerError, InvalidRequestError
+from broker.errors import BrokerError, InvalidRequestError, ServerError
 from broker.identity.errors import SvidUnavailableError
 from broker.identity.source import SvidSource
 from broker.server.errors import render_error
@@ -101,6 +101,9 @@ async def token_handler(request: web.Request) -> web.Response:
             body = (await cache.get(key)).body(cache.now())
     except BrokerError as exc:
         return render_error(exc)
+    except Exception as exc:  # a bug must still answer in JSON, and must not log the query (or anything secret)
+        log.error("GET /v1/token failed unexpectedly: %s", type(exc).__name__)
+        return render_error(ServerError())
     return web.Response(body=body, headers=_TOKEN_HEADERS)
 
 

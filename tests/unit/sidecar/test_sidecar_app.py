@@ -244,3 +244,10 @@ async def test_optional_loopback_port_serves_the_same_api(start: Starter, worklo
     ):
         assert response.status == 200
         assert (await response.json())["access_token"] == "token-1"
+
+
+async def test_unexpected_failure_is_a_json_server_error(start: Starter, workload_source: InMemorySvidSource) -> None:
+    fake = FakeTokenService(workload_source, failure=RuntimeError("bug"))
+    sidecar = await start(workload_source, token_service=fake)
+    reply = await sidecar_get(sidecar.socket_path, "/v1/token", {"audience": API})
+    assert (reply.status, reply.body) == (500, {"error": "server_error"})
