@@ -16,6 +16,7 @@ import click
 
 from broker.config import BrokerSettings, load_settings
 from broker.errors import BrokerError, ConfigError
+from broker.identity.errors import SvidUnavailableError
 from broker.identity.workload_source import WorkloadApiSvidSource, workload_api_address
 from broker.sidecar.service import start_sidecar, token_service_matcher
 from broker.sidecar.sockets import parse_socket_mode
@@ -31,7 +32,7 @@ async def _run(settings: BrokerSettings, token_service: str, token_service_id: s
     configured = api or (str(settings.workload_api.socket) if settings.workload_api.socket else None)
     source = WorkloadApiSvidSource(address=workload_api_address(configured))
     try:
-        await source.wait_ready(READY_TIMEOUT)
+        await source.start()  # serve at once: /readyz says 503 until an SVID arrives
         sidecar = await start_sidecar(
             source=source,
             token_service_url=token_service,
@@ -45,6 +46,10 @@ async def _run(settings: BrokerSettings, token_service: str, token_service_id: s
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         try:
+            try:
+                await source.wait_ready(READY_TIMEOUT)
+            except SvidUnavailableError as exc:
+                log.warning("%s; serving anyway, not ready until an SVID arrives", exc.description)
             await stop.wait()
             log.info("stopping sidecar")
         finally:

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from broker.identity.errors import SvidUnavailableError
+from broker.identity.errors import IdentityError, SvidUnavailableError
 from broker.identity.source import SvidSource
 from broker.identity.tls import ServerIdMatcher, SourceSSLContext, client_ssl_context
 from broker.sidecar.errors import TokenServiceRefusedError, TokenServiceUnavailableError, refusal_from_response
@@ -173,7 +173,7 @@ class TokenServiceClient:
         except _RetryableError as exc:
             self._set_reachable(False, exc.reason)
             return False
-        except TokenServiceUnavailableError as exc:
+        except (TokenServiceUnavailableError, IdentityError) as exc:  # IdentityError: no SVID to connect with
             self._set_reachable(False, exc.description)
             return False
         self._set_reachable(True)

@@ -32,12 +32,19 @@ log = logging.getLogger(__name__)
 DEFAULT_BROKER_ID_PATH = "/spiffe-broker"
 
 
-def token_service_matcher(configured: str | None, source: SvidSource) -> SpiffeId:
-    """The token service's expected SPIFFE ID: ``configured``, else ``spiffe://<own trust domain>/spiffe-broker``."""
+def token_service_matcher(configured: str | None, source: SvidSource) -> ServerIdMatcher:
+    """The token service's expected SPIFFE ID: ``configured``, else ``spiffe://<own trust domain>/spiffe-broker``.
+
+    The default is resolved at each check (the source may not hold an SVID yet when the sidecar starts).
+    """
     if configured:
         return SpiffeId.parse(configured)
-    own = source.x509_svid().spiffe_id.trust_domain
-    return SpiffeId(own, DEFAULT_BROKER_ID_PATH)
+
+    def is_token_service(peer: SpiffeId) -> bool:
+        own = source.x509_svid().spiffe_id.trust_domain
+        return peer == SpiffeId(own, DEFAULT_BROKER_ID_PATH)
+
+    return is_token_service
 
 
 @dataclass

@@ -136,9 +136,9 @@ class TokenExchangeService:
             issued_token_type = _check_exchange_params(params)
         audience = _target(targets)
         scopes = parse_scope(params.get("scope"))
-        grant = self.policy_store.current().authorize(client.spiffe_id, audience, scopes)
-        if grant_type == GRANT_TOKEN_EXCHANGE:
+        if grant_type == GRANT_TOKEN_EXCHANGE:  # the grant is checked before policy: a stolen JWT-SVID learns nothing
             self._check_subject_token(params["subject_token"], client)
+        grant = self.policy_store.current().authorize(client.spiffe_id, audience, scopes)
         token = self.issuer.issue(
             client=client, audience=grant.audience, scopes=grant.scopes, max_lifetime=grant.max_lifetime
         )
