@@ -141,7 +141,7 @@ def build_sidecar_app(
     app[TOKEN_SERVICE] = token_service
     app[CACHE] = cache
     app[_KEY_MEMO] = _KeyMemo()
-    app.cleanup_ctx.append(_lifecycle(token_service, cache, probe_interval))
+    app.cleanup_ctx.append(_lifecycle(source, token_service, cache, probe_interval))
     for path, handler in (("/v1/token", token_handler), ("/healthz", healthz), ("/readyz", readyz)):
         app.router.add_get(path, handler)
         app.router.add_route("*", path, method_not_allowed)
@@ -150,13 +150,16 @@ def build_sidecar_app(
 
 
 def _lifecycle(
-    token_service: TokenServiceLink, cache: TokenCache, probe_interval: float
+    source: SvidSource, token_service: TokenServiceLink, cache: TokenCache, probe_interval: float
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def run(app: web.Application) -> AsyncIterator[None]:
-        prober = asyncio.get_running_loop().create_task(_probe_forever(token_service, probe_interval))
+        wake = asyncio.Event()
+        unsubscribe = source.subscribe(wake.set)  # a new SVID (or the first one): probe at once
+        prober = asyncio.get_running_loop().create_task(_probe_forever(token_service, probe_interval, wake))
         try:
             yield
         finally:
+            unsubscribe()
             prober.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await prober
@@ -166,11 +169,13 @@ def _lifecycle(
     return run
 
 
-async def _probe_forever(token_service: TokenServiceLink, interval: float) -> None:
+async def _probe_forever(token_service: TokenServiceLink, interval: float, wake: asyncio.Event) -> None:
     """Keep readiness current even when every request is served from the cache."""
     while True:
+        wake.clear()
         try:
             await token_service.probe()
         except Exception:  # a probe must never kill the loop; the next one may succeed
             log.exception("token service probe failed unexpectedly")
-        await asyncio.sleep(interval)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), interval)

@@ -251,3 +251,23 @@ async def test_unexpected_failure_is_a_json_server_error(start: Starter, workloa
     sidecar = await start(workload_source, token_service=fake)
     reply = await sidecar_get(sidecar.socket_path, "/v1/token", {"audience": API})
     assert (reply.status, reply.body) == (500, {"error": "server_error"})
+
+
+async def test_readiness_is_probed_again_as_soon_as_the_svid_changes(
+    start: Starter, workload_source: InMemorySvidSource
+) -> None:
+    fake = FakeTokenService(workload_source, reachable=False)
+    probes = 0
+    original = fake.probe
+
+    async def counting_probe() -> bool:
+        nonlocal probes
+        probes += 1
+        return await original()
+
+    fake.probe = counting_probe  # type: ignore[method-assign]
+    sidecar = await start(workload_source, token_service=fake, probe_interval=3600)
+    await wait_for(lambda: asyncio.sleep(0, probes == 1))
+    workload_source.rotate()
+    await wait_for(lambda: asyncio.sleep(0, probes == 2), timeout=2)  # not after the 1 h interval
+    assert sidecar.socket_path is not None
