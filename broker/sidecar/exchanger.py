@@ -161,6 +161,9 @@ class TokenServiceClient:
             except TokenServiceRefusedError:
                 self._set_reachable(True)
                 raise
+            except TokenServiceUnavailableError as exc:  # unusable metadata or token response: no retry
+                self._set_reachable(False, exc.description)
+                raise
             self._set_reachable(True)
             return result
         self._set_reachable(False, reason)
