@@ -23,7 +23,7 @@ from broker.sidecar.app import TokenServiceLink, build_sidecar_app
 from broker.sidecar.cache import Clock, TokenCache
 from broker.sidecar.exchanger import TokenServiceClient
 from broker.sidecar.retry import RetryPolicy
-from broker.sidecar.sockets import bind_loopback, bind_unix_socket
+from broker.sidecar.sockets import bind_loopback, bind_unix_socket, parse_socket_mode
 
 __all__ = ["DEFAULT_BROKER_ID_PATH", "RunningSidecar", "start_sidecar", "token_service_matcher"]
 
@@ -87,6 +87,7 @@ async def start_sidecar(
     """
     if socket_path is None and http_port is None:
         raise ValueError("the sidecar needs a Unix socket path or an HTTP port")
+    socket_mode = parse_socket_mode(socket_mode)  # e.g. a decimal 600 from a config file is refused, not applied
     link = token_service or TokenServiceClient(
         source=source, issuer=token_service_url, server_id=token_service_id, retry=retry, timeout=timeout
     )

@@ -6,6 +6,7 @@ certificate it is bound to.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import ssl
@@ -30,9 +31,11 @@ JWT_TYPE = "urn:ietf:params:oauth:token-type:jwt"
 
 async def sidecar_get(dev: DevProcess, path: str, **params: str) -> tuple[int, dict[str, Any]]:
     connector = aiohttp.UnixConnector(path=dev.sidecar_socket)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        async with session.get(f"http://localhost{path}", params=params) as response:
-            return response.status, await response.json()
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        session.get(f"http://localhost{path}", params=params) as response,
+    ):
+        return response.status, await response.json()
 
 
 async def demo_call(token: str, ctx: ssl.SSLContext, dev: DevProcess) -> tuple[int, dict[str, Any], str]:
@@ -67,7 +70,7 @@ async def test_sidecar_token_is_accepted_by_demo_api_over_mtls_with_same_svid(de
     env = dict(os.environ, SPIFFE_ENDPOINT_SOCKET=dev.workload_api)
     argv = [sys.executable, "-m", "broker.cli", "call", f"{dev.demo_url}/hello", "--audience", dev.demo_audience]
     argv += ["--scope", "hello:read", "--socket", dev.sidecar_socket, "--fail"]
-    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30)
+    result = await asyncio.to_thread(subprocess.run, argv, env=env, capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
     assert '"hello": "spiffe://example.org/workload"' in result.stdout
 
@@ -102,9 +105,11 @@ async def _exchange(dev: DevProcess, ctx: ssl.SSLContext, subject_token: str) ->
         "subject_token_type": JWT_TYPE,
         "audience": dev.demo_audience,
     }
-    async with aiohttp.ClientSession() as session:
-        async with session.post(f"{dev.issuer}/token", data=form, ssl=ctx) as response:
-            return response.status, await response.json()
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{dev.issuer}/token", data=form, ssl=ctx) as response,
+    ):
+        return response.status, await response.json()
 
 
 async def test_jwt_svid_on_connection_of_another_spiffe_id_gets_invalid_grant(

@@ -26,7 +26,7 @@ def test_unknown_key_in_file_is_rejected_with_the_file_named(tmp_path: Path) -> 
 def test_malformed_toml_is_a_config_error(tmp_path: Path) -> None:
     config = tmp_path / "broker.toml"
     config.write_text("[sidecar\n")
-    with pytest.raises(ConfigError, match="broker.toml"):
+    with pytest.raises(ConfigError, match=r"broker\.toml"):
         load_settings(config)
 
 

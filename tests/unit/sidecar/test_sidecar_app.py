@@ -271,3 +271,12 @@ async def test_readiness_is_probed_again_as_soon_as_the_svid_changes(
     workload_source.rotate()
     await wait_for(lambda: asyncio.sleep(0, probes == 2), timeout=2)  # not after the 1 h interval
     assert sidecar.socket_path is not None
+
+
+async def test_socket_mode_given_in_decimal_by_mistake_is_refused(
+    start: Starter, workload_source: InMemorySvidSource
+) -> None:
+    from broker.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="permission bits"):
+        await start(workload_source, token_service=FakeTokenService(workload_source), socket_mode=600)
