@@ -108,6 +108,11 @@ class SpireDeployment:
         """Restart the agent from its data dir (it resumes with its saved SVID; no new join token)."""
         self._start_agent([])
 
+    @property
+    def agent_running(self) -> bool:
+        """Whether this deployment's agent process is running (for fixtures that must leave it running)."""
+        return self._agent is not None and self._agent.poll() is None
+
     def stop_agent(self) -> None:
         self._stop(self._agent)
         self._agent = None
