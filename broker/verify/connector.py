@@ -48,9 +48,9 @@ class SpiffeTLSConnector(aiohttp.TCPConnector):
                 raise ServerIdentityError("connection is not TLS")
             self._spiffe_context.check_peer(ssl_object)
         except IdentityError as exc:
-            protocol.close()
+            protocol.abort()  # no TLS close_notify to a peer we do not trust; the socket closes at once
             raise ServerIdentityError(f"server identity rejected: {exc.description}") from None
         except ServerIdentityError:
-            protocol.close()
+            protocol.abort()  # no TLS close_notify to a peer we do not trust; the socket closes at once
             raise
         return protocol

@@ -43,7 +43,7 @@ async def start(tmp_short: Path) -> AsyncIterator[Starter]:
         await sidecar.aclose()
 
 
-async def wait_for(predicate: Callable[[], Any], timeout: float = 5.0) -> None:
+async def wait_for(predicate: Callable[[], Any], timeout: float = 20.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while not await predicate():
         assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
@@ -88,11 +88,16 @@ async def test_two_hundred_concurrent_requests_for_a_cold_key_cause_one_exchange
                 return response.status, await response.json()
 
         requests = [asyncio.create_task(one()) for _ in range(200)]
-        await wait_for(lambda: asyncio.sleep(0, len(fake.calls) == 1))
-        await asyncio.sleep(0.2)  # give every request time to arrive and join the flight
-        assert fake.gate is not None
-        fake.gate.set()
-        replies = await asyncio.gather(*requests)
+        try:
+            await wait_for(lambda: asyncio.sleep(0, len(fake.calls) == 1))
+            await asyncio.sleep(0.2)  # give every request time to arrive and join the flight
+            assert fake.gate is not None
+            fake.gate.set()
+            replies = await asyncio.gather(*requests)
+        finally:
+            for request in requests:
+                request.cancel()
+            await asyncio.gather(*requests, return_exceptions=True)
     assert {status for status, _ in replies} == {200}
     assert {body["access_token"] for _, body in replies} == {"token-1"}
     assert len(fake.calls) == 1

@@ -1,0 +1,147 @@
+"""``python -m bench``: run the benchmarks, print the table, write ``bench/results.json``.
+
+    python -m bench                 # all four, about 3 minutes on 2 cores
+    python -m bench --quick         # all four, short runs (a smoke test, not for quoting)
+    python -m bench --only a,d      # pick: a (sidecar vs bare aiohttp), b (token exchanges), c (verifier),
+                                    #       d (sidecar memory; measured with a, or alone)
+
+Method and results: docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.exchange_bench import run_exchange_bench
+from bench.procs import MachineLoad, cpu_count, run_json, wait_for_quiet
+from bench.report import TARGETS, machine_info, render_table, table_rows
+from bench.sidecar_bench import run_sidecar_bench
+from bench.stack import BrokerStack
+
+DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results.json"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Durations and rounds."""
+
+    rounds_a: int
+    duration_a: float
+    rounds_b: int
+    duration_b: float
+    warmup: float
+    reference_seconds: float
+    rounds_c: int
+    seconds_c: float
+
+
+FULL = Plan(rounds_a=7, duration_a=1.0, rounds_b=5, duration_b=1.5, warmup=0.3, reference_seconds=0.5, rounds_c=9,
+            seconds_c=0.3)  # fmt: skip
+QUICK = Plan(rounds_a=1, duration_a=0.5, rounds_b=1, duration_b=0.5, warmup=0.2, reference_seconds=0.2, rounds_c=3,
+             seconds_c=0.1)  # fmt: skip
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description="spiffe-broker benchmarks (issue 3)")
+    parser.add_argument("--only", default="a,b,c,d", help="comma-separated subset of a,b,c,d  [default: all]")
+    parser.add_argument("--quick", action="store_true", help="short runs: checks the harness, numbers not quotable")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="results JSON  [default: %(default)s]")
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=30.0,
+        help="first wait up to this many seconds for other processes to leave the CPUs idle  [default: 30]",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the run directory (process logs) in /tmp")
+    args = parser.parse_args(argv)
+    args.only = {part.strip() for part in args.only.split(",") if part.strip()}
+    if not args.only or not args.only <= {"a", "b", "c", "d"}:
+        parser.error("--only takes a comma-separated subset of a,b,c,d")
+    return args
+
+
+def _first_cpu() -> set[int] | None:
+    """The servers' CPU (single-core measurements run there too), when there are two or more."""
+    return {min(os.sched_getaffinity(0))} if cpu_count() >= 2 else None
+
+
+def _verifier(plan: Plan) -> dict[str, Any]:
+    argv = [sys.executable, "-m", "bench.crypto", "verifier", "--seconds", str(plan.seconds_c),
+            "--rounds", str(plan.rounds_c)]  # fmt: skip
+    return run_json(argv, cpus=_first_cpu())
+
+
+def _with_load(results: dict[str, Any], name: str, meter: MachineLoad) -> None:
+    results.setdefault("machine_load", {})[name] = meter.stop()
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    plan = QUICK if args.quick else FULL
+    results: dict[str, Any] = {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "quick": args.quick,
+        "plan": plan.__dict__,
+        "machine": machine_info(),
+        "targets": TARGETS,
+    }
+    results["quiet_wait"] = wait_for_quiet(limit=args.wait_quiet) if args.wait_quiet > 0 else None
+    if "c" in args.only:
+        meter = MachineLoad(children=list)
+        meter.start()
+        results["verifier"] = _verifier(plan)
+        _with_load(results, "c", meter)
+    if args.only & {"a", "b", "d"}:
+        with BrokerStack.create(keep=args.keep) as stack:
+            meter = MachineLoad(children=lambda: list(stack.children.values()))
+            if args.only & {"a", "d"}:
+                meter.start()
+                results["sidecar"] = run_sidecar_bench(
+                    stack,
+                    concurrencies=(1, 32) if "a" in args.only else (),
+                    rounds=plan.rounds_a,
+                    duration=plan.duration_a,
+                    warmup=plan.warmup,
+                    aiohttp_check="a" in args.only,
+                )
+                _with_load(results, "a_d", meter)
+                results["sidecar"]["memory"]["imports"] = run_json([sys.executable, "-m", "bench.memory"])
+            if "b" in args.only:
+                meter.start()
+                results["exchange"] = run_exchange_bench(
+                    stack,
+                    rounds=plan.rounds_b,
+                    duration=plan.duration_b,
+                    warmup=plan.warmup,
+                    reference_seconds=plan.reference_seconds,
+                )
+                _with_load(results, "b", meter)
+                results["exchange"]["breakdown_us"] = run_json(
+                    [sys.executable, "-m", "bench.breakdown", "--rounds", str(plan.rounds_c)], cpus=_first_cpu()
+                )
+            if args.keep:
+                results["run_dir"] = str(stack.files.root)
+    results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parse_args(argv)
+    started = time.monotonic()
+    results = run(args)
+    results["wall_s"] = round(time.monotonic() - started, 1)
+    args.output.write_text(json.dumps(results, indent=2) + "\n")
+    print(render_table(table_rows(results)))
+    loads = ", ".join(f"{name}: {load['foreign_cores']:.2f}" for name, load in results.get("machine_load", {}).items())
+    print(f"\nother processes' CPU use (cores) during each part: {loads}")
+    print(f"wall time {results['wall_s']} s; results written to {args.output}")
+
+
+if __name__ == "__main__":
+    main()

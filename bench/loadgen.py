@@ -1,0 +1,319 @@
+"""The load generator (its own process): N keep-alive HTTP/1.1 connections, one request in flight on each.
+
+``python -m bench.loadgen --unix PATH --path /v1/token?... --concurrency 32 --duration 2 --warmup 0.5`` prints one
+JSON line: requests, errors, seconds, req/s, p50/p99 latency (microseconds), response size, status counts.
+
+Two clients, same measuring loop:
+
+* ``raw`` (default): a minimal asyncio ``Protocol`` per connection that writes a prepared request and reads the
+  response by ``Content-Length``. It costs a few microseconds per request, so at concurrency 32 on a 2-core
+  machine it is not the first thing to saturate.
+* ``aiohttp``: ``aiohttp.ClientSession`` with ``UnixConnector``/``TCPConnector``. Its per-request cost is close
+  to the servers' own, so it saturates first and flattens every difference between servers; kept to show that.
+
+TLS (``--tls-ca/--tls-cert/--tls-key``): mutual TLS with the given client certificate; the server is verified
+against ``--tls-ca`` without a host name check (SPIFFE authenticates by URI SAN, which the generator trusts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import ssl
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+__all__ = ["LoadSpec", "main", "percentile", "run_load"]
+
+Send = Callable[[], Awaitable[tuple[int, int]]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoadSpec:
+    """What to send, where, how hard and for how long."""
+
+    unix: str | None = None
+    tcp: tuple[str, int] | None = None
+    ssl_context: ssl.SSLContext | None = field(default=None, repr=False)
+    method: str = "GET"
+    path: str = "/"
+    body: bytes = b""
+    content_type: str | None = None
+    concurrency: int = 1
+    duration: float | None = 2.0
+    requests: int | None = None
+    warmup: float = 0.5
+    client: str = "raw"
+
+
+def percentile(sorted_values: list[int], fraction: float) -> int:
+    """Nearest-rank percentile of an ascending list."""
+    if not sorted_values:
+        return 0
+    index = min(len(sorted_values) - 1, max(0, round(fraction * len(sorted_values) + 0.5) - 1))
+    return sorted_values[index]
+
+
+def _content_length(head: bytes) -> int:
+    """The ``content-length`` of a lower-cased response head (0 if absent: the servers here always send it)."""
+    at = head.find(b"\r\ncontent-length:")
+    if at < 0:
+        return 0
+    end = head.find(b"\r\n", at + 2)
+    return int(head[at + 17 : end if end > 0 else len(head)])
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection; ``request`` returns (status, body length)."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._waiter: asyncio.Future[tuple[int, int]] | None = None
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        waiter = self._waiter
+        if waiter is None:
+            return
+        end = self._buffer.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        head = bytes(self._buffer[:end]).lower()
+        length = _content_length(head)
+        total = end + 4 + length
+        if len(self._buffer) < total:
+            return
+        del self._buffer[:total]
+        self._waiter = None
+        if not waiter.done():
+            waiter.set_result((int(head[9:12]), length))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_exception(ConnectionError("connection closed by the server"))
+
+    async def request(self, data: bytes) -> tuple[int, int]:
+        assert self._transport is not None
+        self._waiter = asyncio.get_running_loop().create_future()
+        self._transport.write(data)
+        return await self._waiter
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+
+def _raw_request(spec: LoadSpec) -> bytes:
+    lines = [f"{spec.method} {spec.path} HTTP/1.1", "Host: localhost", "User-Agent: bench"]
+    if spec.body or spec.method == "POST":
+        lines += [
+            f"Content-Type: {spec.content_type or 'application/octet-stream'}",
+            f"Content-Length: {len(spec.body)}",
+        ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii") + spec.body
+
+
+async def _raw_senders(spec: LoadSpec) -> tuple[list[Send], Callable[[], Awaitable[None]]]:
+    loop = asyncio.get_running_loop()
+    connections: list[_Connection] = []
+    for _ in range(spec.concurrency):
+        if spec.unix is not None:
+            _, protocol = await loop.create_unix_connection(_Connection, spec.unix)
+        else:
+            assert spec.tcp is not None
+            _, protocol = await loop.create_connection(
+                _Connection,
+                spec.tcp[0],
+                spec.tcp[1],
+                ssl=spec.ssl_context,
+                server_hostname="" if spec.ssl_context else None,
+            )
+        connections.append(protocol)
+    data = _raw_request(spec)
+
+    def sender(connection: _Connection) -> Send:
+        return lambda: connection.request(data)
+
+    async def close() -> None:
+        for connection in connections:
+            connection.close()
+        await asyncio.sleep(0)
+
+    return [sender(connection) for connection in connections], close
+
+
+async def _aiohttp_senders(spec: LoadSpec) -> tuple[list[Send], Callable[[], Awaitable[None]]]:
+    connector: aiohttp.BaseConnector
+    if spec.unix is not None:
+        connector = aiohttp.UnixConnector(path=spec.unix, limit=spec.concurrency)
+        url = f"http://localhost{spec.path}"
+    else:
+        assert spec.tcp is not None
+        connector = aiohttp.TCPConnector(ssl=spec.ssl_context or False, limit=spec.concurrency)
+        scheme = "https" if spec.ssl_context else "http"
+        url = f"{scheme}://{spec.tcp[0]}:{spec.tcp[1]}{spec.path}"
+    session = aiohttp.ClientSession(connector=connector)
+    headers = {"Content-Type": spec.content_type} if spec.content_type else {}
+    body = spec.body or None
+
+    async def send() -> tuple[int, int]:
+        async with session.request(spec.method, url, data=body, headers=headers) as response:
+            payload = await response.read()
+            return response.status, len(payload)
+
+    return [send] * spec.concurrency, session.close
+
+
+@dataclass
+class _Phase:
+    """Shared stop condition and what the workers record."""
+
+    deadline: float | None
+    remaining: int | None
+    record: bool
+    latencies: list[int] = field(default_factory=list)
+    statuses: Counter[int] = field(default_factory=Counter)
+    errors: int = 0
+    size: int = 0
+
+
+async def _worker(send: Send, phase: _Phase) -> None:
+    clock = time.perf_counter_ns
+    latencies, statuses = phase.latencies, phase.statuses
+    while True:
+        if phase.remaining is not None:
+            if phase.remaining <= 0:
+                return
+            phase.remaining -= 1
+        elif phase.deadline is not None and time.perf_counter() >= phase.deadline:
+            return
+        started = clock()
+        try:
+            status, size = await send()
+        except (ConnectionError, aiohttp.ClientError):
+            phase.errors += 1
+            return
+        if phase.record:
+            latencies.append(clock() - started)
+            statuses[status] += 1
+            phase.size = size
+
+
+async def _phase(senders: list[Send], phase: _Phase) -> float:
+    started = time.perf_counter()
+    await asyncio.gather(*(_worker(send, phase) for send in senders))
+    return time.perf_counter() - started
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def run_load(spec: LoadSpec) -> dict[str, Any]:
+    """Warm up for ``spec.warmup`` seconds, then measure ``spec.requests`` requests or ``spec.duration`` s."""
+    make = _raw_senders if spec.client == "raw" else _aiohttp_senders
+    senders, close = await make(spec)
+    warm = _Phase(deadline=time.perf_counter() + spec.warmup, remaining=None, record=True)
+    try:
+        if spec.warmup > 0:
+            await _phase(senders, warm)
+        deadline = time.perf_counter() + spec.duration if spec.requests is None and spec.duration else None
+        measured = _Phase(deadline=deadline, remaining=spec.requests, record=True)
+        cpu_before = _cpu_seconds()
+        seconds = await _phase(senders, measured)
+        cpu_used = _cpu_seconds() - cpu_before
+    finally:
+        await close()
+    latencies = sorted(measured.latencies)
+    ok = measured.statuses.get(200, 0)
+    return {
+        "client": spec.client,
+        "concurrency": spec.concurrency,
+        "requests": len(latencies),
+        "ok": ok,
+        "errors": measured.errors + len(latencies) - ok,
+        "seconds": round(seconds, 4),
+        "rps": round(len(latencies) / seconds, 1) if seconds > 0 else 0.0,
+        "p50_us": round(percentile(latencies, 0.50) / 1000, 1),
+        "p99_us": round(percentile(latencies, 0.99) / 1000, 1),
+        "warmup_requests": len(warm.latencies),
+        "cpu_s": round(cpu_used, 3),
+        "generator_cpu_us_per_request": round(cpu_used / len(latencies) * 1e6, 1) if latencies else None,
+        "response_bytes": measured.size,
+        "statuses": {str(code): count for code, count in sorted(measured.statuses.items())},
+    }
+
+
+def client_tls_context(ca: Path, cert: Path, key: Path) -> ssl.SSLContext:
+    """mTLS client context: our certificate, the server verified against ``ca`` (no host name check)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.load_verify_locations(cafile=str(ca))
+    context.load_cert_chain(certfile=str(cert), keyfile=str(key))
+    return context
+
+
+def _parse_args(argv: list[str] | None) -> LoadSpec:
+    parser = argparse.ArgumentParser(prog="python -m bench.loadgen", description=__doc__.splitlines()[0])
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--unix", help="Unix socket path")
+    where.add_argument("--tcp", help="HOST:PORT")
+    parser.add_argument("--tls-ca", type=Path)
+    parser.add_argument("--tls-cert", type=Path)
+    parser.add_argument("--tls-key", type=Path)
+    parser.add_argument("--method", default="GET", choices=["GET", "POST"])
+    parser.add_argument("--path", default="/")
+    parser.add_argument("--body-file", type=Path, help="request body (POST)")
+    parser.add_argument("--content-type")
+    parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument("--duration", type=float, default=2.0, help="measured seconds (unless --requests)")
+    parser.add_argument("--requests", type=int, help="measure exactly this many requests instead")
+    parser.add_argument("--warmup", type=float, default=0.5, help="seconds of unmeasured requests first")
+    parser.add_argument("--client", choices=["raw", "aiohttp"], default="raw")
+    args = parser.parse_args(argv)
+    tcp = None
+    if args.tcp:
+        host, _, port = args.tcp.rpartition(":")
+        tcp = (host, int(port))
+    context = None
+    if args.tls_ca is not None:
+        context = client_tls_context(args.tls_ca, args.tls_cert, args.tls_key)
+    return LoadSpec(
+        unix=args.unix,
+        tcp=tcp,
+        ssl_context=context,
+        method=args.method,
+        path=args.path,
+        body=args.body_file.read_bytes() if args.body_file else b"",
+        content_type=args.content_type,
+        concurrency=args.concurrency,
+        duration=args.duration,
+        requests=args.requests,
+        warmup=args.warmup,
+        client=args.client,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    spec = _parse_args(argv)
+    print(json.dumps(asyncio.run(run_load(spec))), flush=True)
+
+
+if __name__ == "__main__":
+    main()
