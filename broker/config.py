@@ -14,7 +14,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from broker.errors import ConfigError
@@ -68,6 +68,12 @@ class SidecarSettings(_Section):
     socket: Path | None = None
     socket_mode: int = 0o600
     http_port: int | None = Field(default=None, ge=0, le=65535)
+
+    @field_validator("socket_mode", mode="before")
+    @classmethod
+    def _octal(cls, value: object) -> object:
+        """File modes are written in octal (``0600``) in files and the environment, as for chmod."""
+        return int(value, 8) if isinstance(value, str) else value
 
 
 class DemoApiSettings(_Section):

@@ -33,8 +33,16 @@ class LazyGroup(click.Group):
         return None
 
 
+# Client commands print like curl: only warnings and errors go to the log unless asked otherwise.
+QUIET_COMMANDS = frozenset({"token", "call", "entries"})
+
+
 @click.group(cls=LazyGroup)
-@click.option("--log-level", default="INFO", show_default=True, envvar="SPIFFE_BROKER_LOG_LEVEL")
-def main(log_level: str) -> None:
+@click.option(
+    "--log-level", default=None, envvar="SPIFFE_BROKER_LOG_LEVEL", help="[default: INFO; WARNING for clients]"
+)
+@click.pass_context
+def main(ctx: click.Context, log_level: str | None) -> None:
     """spiffe-broker: SPIFFE workload identity in, short-lived certificate-bound OAuth tokens out."""
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    level = log_level or ("WARNING" if ctx.invoked_subcommand in QUIET_COMMANDS else "INFO")
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -118,9 +118,10 @@ def client_ssl_context(source: SvidSource, *, server_id: ServerIdMatcher) -> Sou
 
     ``check_hostname`` is off: SPIFFE authenticates by the URI SAN, not by DNS name. The handshake alone does not
     check the server's SPIFFE ID; after connecting call ``ctx.check_peer(ssl_object)`` (or
-    :func:`check_server_id`). With aiohttp the ``ssl_object`` is
-    ``resp.connection.transport.get_extra_info("ssl_object")`` while the response is open (before reading the
-    body if the request must not be trusted otherwise). ``server_id=None`` accepts any ID from a trusted domain.
+    :func:`check_server_id`) before sending anything. With aiohttp use
+    :class:`broker.verify.connector.SpiffeTLSConnector`, which does that on every new connection (a response's
+    ``connection`` is already released once a small body is read). ``server_id=None`` accepts any ID from a
+    trusted domain.
 
     With an exact ``server_id`` only the roots of that ID's trust domain are loaded, so the handshake itself
     already refuses servers of every other (federated) trust domain before any request byte is sent.

@@ -15,10 +15,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+from broker.identity.errors import IdentityError
+from broker.identity.jws import InvalidSignatureError, verify_jws_signature
 
 __all__ = ["ES_ALGORITHMS", "CompactJws", "JwsError", "b64url_decode", "parse_compact", "verify_es"]
 
@@ -27,18 +27,9 @@ _COMPACT = re.compile(r"([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)")
 MAX_TOKEN_LENGTH = 16 * 1024
 
 
-@dataclass(frozen=True)
-class _EsAlgorithm:
-    curve: type[ec.EllipticCurve]
-    signature: ec.ECDSA
-    size: int  # bytes per coordinate (RFC 7518 §3.4)
-
-
-ES_ALGORITHMS: dict[str, _EsAlgorithm] = {
-    "ES256": _EsAlgorithm(ec.SECP256R1, ec.ECDSA(hashes.SHA256()), 32),
-    "ES384": _EsAlgorithm(ec.SECP384R1, ec.ECDSA(hashes.SHA384()), 48),
-    "ES512": _EsAlgorithm(ec.SECP521R1, ec.ECDSA(hashes.SHA512()), 66),
-}
+# The ES algorithms an access token may use (RFC 7518 §3.4); the signature check itself is shared with the
+# JWT-SVID validator (broker.identity.jws), which checks curve, R || S width and signature.
+ES_ALGORITHMS: frozenset[str] = frozenset({"ES256", "ES384", "ES512"})
 
 
 class JwsError(ValueError):
@@ -89,15 +80,11 @@ def parse_compact(token: str) -> CompactJws:
 
 def verify_es(jws: CompactJws, alg: str, key: ec.EllipticCurvePublicKey) -> None:
     """Verify an ES256/384/512 signature (RFC 7518 §3.4); the key's curve must be the algorithm's."""
-    spec = ES_ALGORITHMS.get(alg)
-    if spec is None or not isinstance(key.curve, spec.curve):
+    if alg not in ES_ALGORITHMS:
         raise JwsError("algorithm does not match the key")
-    size = spec.size
-    if len(jws.signature) != 2 * size:
-        raise JwsError("bad signature length")
-    r = int.from_bytes(jws.signature[:size], "big")
-    s = int.from_bytes(jws.signature[size:], "big")
     try:
-        key.verify(encode_dss_signature(r, s), jws.signing_input, spec.signature)
-    except InvalidSignature:
-        raise JwsError("bad signature") from None
+        verify_jws_signature(alg, key, jws.signing_input, jws.signature)
+    except IdentityError as exc:
+        raise JwsError(
+            "bad signature" if isinstance(exc, InvalidSignatureError) else "algorithm does not match the key"
+        ) from None

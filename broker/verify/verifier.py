@@ -81,7 +81,7 @@ class AccessTokenVerifier:
         clock: Callable[[], float] = time.time,
     ) -> None:
         allowed = frozenset(algorithms)
-        if not allowed or not allowed <= ES_ALGORITHMS.keys():
+        if not allowed or not allowed <= ES_ALGORITHMS:
             raise ValueError(f"algorithms must be a non-empty subset of {sorted(ES_ALGORITHMS)}")
         self.issuer = issuer
         self.audience = audience

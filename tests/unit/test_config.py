@@ -40,3 +40,8 @@ def test_workload_api_address_without_any_source_is_a_clear_error(monkeypatch: p
     monkeypatch.delenv("SPIFFE_ENDPOINT_SOCKET", raising=False)
     with pytest.raises(ConfigError, match="SPIFFE_ENDPOINT_SOCKET"):
         workload_api_address(None)
+
+
+def test_socket_mode_from_environment_is_octal(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SPIFFE_BROKER_SIDECAR__SOCKET_MODE", "0660")
+    assert load_settings().sidecar.socket_mode == 0o660
