@@ -96,92 +96,137 @@ async def _rotate_at_half_life(source: InMemorySvidSource) -> None:
         source.rotate()
 
 
-@contextlib.asynccontextmanager
-async def run_dev_stack(settings: BrokerSettings) -> AsyncIterator[DevStack]:
-    """Start every part, yield where they listen, stop them all (also when a start fails)."""
+@dataclass(frozen=True)
+class _Layout:
+    """What the settings resolve to before anything starts."""
+
+    td: TrustDomain
+    state_dir: Path
+    server_port: int
+    demo_port: int
+    issuer: str
+    demo_url: str
+    demo_audience: str
+    workload_id: SpiffeId
+    broker_id: SpiffeId
+    policy_file: Path
+
+
+def _layout(settings: BrokerSettings) -> _Layout:
     td = TrustDomain.parse(settings.trust_domain)
     state_dir = settings.state_dir.resolve() / td.name
     server_port = settings.server.port or free_loopback_port()
     demo_port = settings.demo_api.port or free_loopback_port()
-    issuer = settings.server.issuer or f"https://{settings.server.host}:{server_port}"
-    demo_url = f"https://{settings.demo_api.host}:{demo_port}"
-    demo_audience = settings.demo_api.audience or str(SpiffeId(td, DEMO_API_PATH))
-    workload_id = SpiffeId(td, WORKLOAD_PATH)
-    broker_id = SpiffeId(td, DEFAULT_BROKER_ID_PATH)
-
-    ca, entries = open_dev_state(state_dir / "workload-api", td)
-    entries.upsert(
-        RegistrationEntry.of(
-            str(workload_id),
-            [f"unix:uid:{os.getuid()}"],
-            x509_svid_ttl=settings.workload_api.x509_svid_ttl,
-            jwt_svid_ttl=settings.workload_api.jwt_svid_ttl,
-        )
+    return _Layout(
+        td=td,
+        state_dir=state_dir,
+        server_port=server_port,
+        demo_port=demo_port,
+        issuer=settings.server.issuer or f"https://{settings.server.host}:{server_port}",
+        demo_url=f"https://{settings.demo_api.host}:{demo_port}",
+        demo_audience=settings.demo_api.audience or str(SpiffeId(td, DEMO_API_PATH)),
+        workload_id=SpiffeId(td, WORKLOAD_PATH),
+        broker_id=SpiffeId(td, DEFAULT_BROKER_ID_PATH),
+        policy_file=settings.server.policy or state_dir / "policy.yaml",
     )
-    policy_file = settings.server.policy or state_dir / "policy.yaml"
-    if not policy_file.exists():
-        write_private_file(policy_file, dev_policy(workload_id, demo_audience).encode())
 
+
+async def _start_workload_api(
+    stack: contextlib.AsyncExitStack, settings: BrokerSettings, layout: _Layout, socket_path: Path
+) -> WorkloadApiServer:
+    """The dev Workload API, with the invoking user's uid registered as the workload."""
+    ca, entries = open_dev_state(layout.state_dir / "workload-api", layout.td)
+    entry = RegistrationEntry.of(
+        str(layout.workload_id),
+        [f"unix:uid:{os.getuid()}"],
+        x509_svid_ttl=settings.workload_api.x509_svid_ttl,
+        jwt_svid_ttl=settings.workload_api.jwt_svid_ttl,
+    )
+    entries.upsert(entry)
+    server = WorkloadApiServer(
+        ca=ca, entries=entries, socket_path=socket_path, default_x509_ttl=settings.workload_api.x509_svid_ttl
+    )
+    await server.start()
+    stack.push_async_callback(server.stop)
+    return server
+
+
+async def _start_token_service(
+    stack: contextlib.AsyncExitStack, settings: BrokerSettings, layout: _Layout, ca: DevCA
+) -> None:
+    if not layout.policy_file.exists():
+        write_private_file(layout.policy_file, dev_policy(layout.workload_id, layout.demo_audience).encode())
+    service = await start_token_service(
+        source=await _service_source(stack, ca, layout.broker_id),
+        policy_store=FilePolicyStore(layout.policy_file),
+        key_store=FileKeyStore(layout.state_dir / "token-service"),
+        listen_host=settings.server.host,
+        listen_port=layout.server_port,
+        issuer=layout.issuer,
+        health_host="127.0.0.1" if settings.server.health_port is not None else None,
+        health_port=settings.server.health_port,
+    )
+    stack.push_async_callback(service.aclose)
+
+
+async def _start_demo_api(
+    stack: contextlib.AsyncExitStack, settings: BrokerSettings, layout: _Layout, ca: DevCA
+) -> None:
+    demo = await start_demo_api(
+        source=await _service_source(stack, ca, SpiffeId(layout.td, DEMO_API_PATH)),
+        issuer=layout.issuer,
+        audience=layout.demo_audience,
+        token_service_id=layout.broker_id,
+        host=settings.demo_api.host,
+        port=layout.demo_port,
+    )
+    stack.push_async_callback(demo.aclose)
+
+
+async def _start_sidecar(
+    stack: contextlib.AsyncExitStack, settings: BrokerSettings, layout: _Layout, address: str, socket_path: Path
+) -> int | None:
+    """The sidecar, on the workload's SVID from the Workload API (as against a SPIRE agent)."""
+    source = WorkloadApiSvidSource(address=address)
+    stack.push_async_callback(source.aclose)
+    await source.start()
+    await source.wait_ready(10.0)
+    sidecar = await start_sidecar(
+        source=source,
+        token_service_url=layout.issuer,
+        token_service_id=layout.broker_id,
+        socket_path=socket_path,
+        socket_mode=settings.sidecar.socket_mode,
+        http_port=settings.sidecar.http_port,
+    )
+    stack.push_async_callback(sidecar.aclose)
+    return sidecar.http_port
+
+
+@contextlib.asynccontextmanager
+async def run_dev_stack(settings: BrokerSettings) -> AsyncIterator[DevStack]:
+    """Start every part, yield where they listen, stop them all (also when a start fails)."""
+    layout = _layout(settings)
     async with contextlib.AsyncExitStack() as stack:
         needs_runtime = settings.workload_api.socket is None or settings.sidecar.socket is None
-        runtime = _runtime_dir(stack) if needs_runtime else state_dir
+        runtime = _runtime_dir(stack) if needs_runtime else layout.state_dir
         api_socket = settings.workload_api.socket or runtime / "api.sock"
         sidecar_socket = settings.sidecar.socket or runtime / "token.sock"
-        workload_api = WorkloadApiServer(
-            ca=ca, entries=entries, socket_path=api_socket, default_x509_ttl=settings.workload_api.x509_svid_ttl
-        )
-        await workload_api.start()
-        stack.push_async_callback(workload_api.stop)
-
-        broker_source = await _service_source(stack, ca, broker_id)
-        token_service = await start_token_service(
-            source=broker_source,
-            policy_store=FilePolicyStore(policy_file),
-            key_store=FileKeyStore(state_dir / "token-service"),
-            listen_host=settings.server.host,
-            listen_port=server_port,
-            issuer=issuer,
-            health_host="127.0.0.1" if settings.server.health_port is not None else None,
-            health_port=settings.server.health_port,
-        )
-        stack.push_async_callback(token_service.aclose)
-
-        demo_source = await _service_source(stack, ca, SpiffeId(td, DEMO_API_PATH))
-        demo = await start_demo_api(
-            source=demo_source,
-            issuer=issuer,
-            audience=demo_audience,
-            token_service_id=broker_id,
-            host=settings.demo_api.host,
-            port=demo_port,
-        )
-        stack.push_async_callback(demo.aclose)
-
-        workload_source = WorkloadApiSvidSource(address=workload_api.address)
-        stack.push_async_callback(workload_source.aclose)
-        await workload_source.start()
-        await workload_source.wait_ready(10.0)
-        sidecar = await start_sidecar(
-            source=workload_source,
-            token_service_url=issuer,
-            token_service_id=broker_id,
-            socket_path=sidecar_socket,
-            socket_mode=settings.sidecar.socket_mode,
-            http_port=settings.sidecar.http_port,
-        )
-        stack.push_async_callback(sidecar.aclose)
-
+        workload_api = await _start_workload_api(stack, settings, layout, api_socket)
+        await _start_token_service(stack, settings, layout, workload_api.ca)
+        await _start_demo_api(stack, settings, layout, workload_api.ca)
+        http_port = await _start_sidecar(stack, settings, layout, workload_api.address, sidecar_socket)
         yield DevStack(
-            trust_domain=td,
+            trust_domain=layout.td,
             workload_api=workload_api.address,
-            workload_id=workload_id,
-            issuer=issuer,
+            workload_id=layout.workload_id,
+            issuer=layout.issuer,
             sidecar_socket=sidecar_socket,
-            sidecar_http_port=sidecar.http_port,
-            demo_api_url=demo_url,
-            demo_audience=demo_audience,
-            policy_file=policy_file,
-            state_dir=state_dir,
+            sidecar_http_port=http_port,
+            demo_api_url=layout.demo_url,
+            demo_audience=layout.demo_audience,
+            policy_file=layout.policy_file,
+            state_dir=layout.state_dir,
         )
 
 
