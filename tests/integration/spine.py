@@ -15,12 +15,9 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
-import http.client
 import json
 import os
 import shutil
-import socket
-import ssl
 import subprocess
 import sys
 import tempfile
@@ -34,7 +31,10 @@ from urllib.parse import urlencode
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from spine_http import Reply, free_port, http_ok, https_request, jwt_part, listening, tls_context, unix_get
 from spire import TRUST_DOMAIN, SpireDeployment, SpireError
+
+__all__ = ["Reply", "https_request", "jwt_part", "tls_context"]
 
 TD = f"spiffe://{TRUST_DOMAIN}"
 DEMO_AUDIENCE = f"{TD}/it/demo-api"
@@ -184,16 +184,6 @@ def private_dir(prefix: str = "it.") -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def jwt_part(token: str, index: int) -> dict[str, Any]:
-    """Header (0) or payload (1) of a compact JWS, decoded without verification (tests only)."""
-    part = token.split(".")[index]
-    decoded: dict[str, Any] = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
-    return decoded
-
-
-# -- processes ------------------------------------------------------------------------------------------------
-
-
 def broker_argv(*args: str) -> list[str]:
     script = Path(sys.executable).with_name("spiffe-broker")
     if script.is_file():
@@ -282,84 +272,6 @@ class Processes:
 # -- HTTP from the test process ---------------------------------------------------------------------------------
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: Path, timeout: float) -> None:
-        super().__init__("sidecar", timeout=timeout)
-        self._path = str(path)
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.settimeout(self.timeout)
-            sock.connect(self._path)
-        except BaseException:
-            sock.close()
-            raise
-        self.sock = sock
-
-
-@dataclass(frozen=True)
-class Reply:
-    status: int
-    headers: dict[str, str]
-    body: bytes = field(repr=False)
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-def _exchange(
-    conn: http.client.HTTPConnection, method: str, path: str, body: str | None, headers: dict[str, str]
-) -> Reply:
-    try:
-        conn.request(method, path, body=body, headers=headers)
-        response = conn.getresponse()
-        return Reply(response.status, {k.lower(): v for k, v in response.getheaders()}, response.read())
-    finally:
-        conn.close()
-
-
-def unix_get(socket_path: Path, path: str, *, timeout: float = 10.0) -> Reply:
-    return _exchange(_UnixConnection(socket_path, timeout), "GET", path, None, {})
-
-
-def tls_context(bundle: Path, client: SvidFiles | None) -> ssl.SSLContext:
-    """Verifies the server against the SPIRE bundle (by chain; SPIFFE IDs are not host names)."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.load_verify_locations(cafile=str(bundle))
-    if client is not None:
-        context.load_cert_chain(str(client.cert), str(client.key))
-    return context
-
-
-def https_request(
-    url_port: int, method: str, path: str, *, context: ssl.SSLContext, body: str | None = None, headers: dict[str, str]
-) -> Reply:
-    conn = http.client.HTTPSConnection("127.0.0.1", url_port, context=context, timeout=10)
-    return _exchange(conn, method, path, body, headers)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _http_ok(port: int, path: str) -> bool:
-    try:
-        return _exchange(http.client.HTTPConnection("127.0.0.1", port, timeout=2), "GET", path, None, {}).status == 200
-    except OSError:
-        return False
-
-
-def _listening(port: int) -> bool:
-    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-        return True
-    return False
-
-
 # -- the spine ---------------------------------------------------------------------------------------------------
 
 
@@ -436,7 +348,7 @@ class Spine:
             *("--health-port", str(self.health_port)),
         )
         self.procs.spawn("server", BROKER, argv, child_env(self.spire))
-        self.procs.wait_for("token service /readyz", lambda: _http_ok(self.health_port, "/readyz"))
+        self.procs.wait_for("token service /readyz", lambda: http_ok(self.health_port, "/readyz"))
 
     def start_demo_api(self) -> None:
         argv = broker_argv(
@@ -444,7 +356,7 @@ class Spine:
             *("--listen", f"127.0.0.1:{self.demo_port}", "--issuer", self.issuer, "--audience", DEMO_AUDIENCE),
         )
         self.procs.spawn("demo-api", DEMO, argv, child_env(self.spire))
-        self.procs.wait_for("demo API listening", lambda: _listening(self.demo_port))
+        self.procs.wait_for("demo API listening", lambda: listening(self.demo_port))
 
     def start_sidecar(self) -> None:
         argv = broker_argv("sidecar", "--socket", str(self.sidecar_socket), "--token-service", self.issuer)
