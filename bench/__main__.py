@@ -82,6 +82,37 @@ def _with_load(results: dict[str, Any], name: str, meter: MachineLoad) -> None:
     results.setdefault("machine_load", {})[name] = meter.stop()
 
 
+def _sidecar_part(stack: BrokerStack, args: argparse.Namespace, plan: Plan, results: dict[str, Any]) -> None:
+    meter = MachineLoad(children=lambda: list(stack.children.values()))
+    meter.start()
+    results["sidecar"] = run_sidecar_bench(
+        stack,
+        concurrencies=(1, 32) if "a" in args.only else (),
+        rounds=plan.rounds_a,
+        duration=plan.duration_a,
+        warmup=plan.warmup,
+        aiohttp_check="a" in args.only,
+    )
+    _with_load(results, "a_d", meter)
+    results["sidecar"]["memory"]["imports"] = run_json([sys.executable, "-m", "bench.memory"])
+
+
+def _exchange_part(stack: BrokerStack, args: argparse.Namespace, plan: Plan, results: dict[str, Any]) -> None:
+    meter = MachineLoad(children=lambda: list(stack.children.values()))
+    meter.start()
+    results["exchange"] = run_exchange_bench(
+        stack, rounds=plan.rounds_b, duration=plan.duration_b, warmup=plan.warmup,
+        reference_seconds=plan.reference_seconds,
+    )  # fmt: skip
+    _with_load(results, "b", meter)
+    breakdown = [sys.executable, "-m", "bench.breakdown", "--rounds", str(plan.rounds_c)]
+    results["exchange"]["breakdown_us"] = run_json(breakdown, cpus=_first_cpu())
+    if not args.quick:
+        meter.start()
+        results["exchange"]["whatif"] = run_json([sys.executable, "-m", "bench.whatif"], timeout=300)
+        _with_load(results, "b_whatif", meter)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     plan = QUICK if args.quick else FULL
     results: dict[str, Any] = {
@@ -90,8 +121,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "plan": plan.__dict__,
         "machine": machine_info(),
         "targets": TARGETS,
+        "quiet_wait": wait_for_quiet(limit=args.wait_quiet) if args.wait_quiet > 0 else None,
     }
-    results["quiet_wait"] = wait_for_quiet(limit=args.wait_quiet) if args.wait_quiet > 0 else None
     if "c" in args.only:
         meter = MachineLoad(children=list)
         meter.start()
@@ -99,36 +130,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         _with_load(results, "c", meter)
     if args.only & {"a", "b", "d"}:
         with BrokerStack.create(keep=args.keep) as stack:
-            meter = MachineLoad(children=lambda: list(stack.children.values()))
             if args.only & {"a", "d"}:
-                meter.start()
-                results["sidecar"] = run_sidecar_bench(
-                    stack,
-                    concurrencies=(1, 32) if "a" in args.only else (),
-                    rounds=plan.rounds_a,
-                    duration=plan.duration_a,
-                    warmup=plan.warmup,
-                    aiohttp_check="a" in args.only,
-                )
-                _with_load(results, "a_d", meter)
-                results["sidecar"]["memory"]["imports"] = run_json([sys.executable, "-m", "bench.memory"])
+                _sidecar_part(stack, args, plan, results)
             if "b" in args.only:
-                meter.start()
-                results["exchange"] = run_exchange_bench(
-                    stack,
-                    rounds=plan.rounds_b,
-                    duration=plan.duration_b,
-                    warmup=plan.warmup,
-                    reference_seconds=plan.reference_seconds,
-                )
-                _with_load(results, "b", meter)
-                results["exchange"]["breakdown_us"] = run_json(
-                    [sys.executable, "-m", "bench.breakdown", "--rounds", str(plan.rounds_c)], cpus=_first_cpu()
-                )
-                if not args.quick:
-                    meter.start()
-                    results["exchange"]["whatif"] = run_json([sys.executable, "-m", "bench.whatif"], timeout=300)
-                    _with_load(results, "b_whatif", meter)
+                _exchange_part(stack, args, plan, results)
             if args.keep:
                 results["run_dir"] = str(stack.files.root)
     results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")

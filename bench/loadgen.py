@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import resource
 import ssl
 import time
@@ -58,7 +59,7 @@ def percentile(sorted_values: list[int], fraction: float) -> int:
     """Nearest-rank percentile of an ascending list."""
     if not sorted_values:
         return 0
-    index = min(len(sorted_values) - 1, max(0, round(fraction * len(sorted_values) + 0.5) - 1))
+    index = min(len(sorted_values) - 1, max(0, math.ceil(fraction * len(sorted_values)) - 1))
     return sorted_values[index]
 
 

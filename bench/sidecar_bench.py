@@ -13,6 +13,7 @@ import os
 import statistics
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
@@ -48,6 +49,7 @@ def summarize(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
 def _memory(child: Child) -> dict[str, float]:
     kib = child.memory_kib()
     return {
+        "rss_kib": kib["VmRSS"],
         "rss_mib": round(kib["VmRSS"] / 1024, 1),
         "hwm_mib": round(kib["VmHWM"] / 1024, 1),
         "anon_mib": round(kib["RssAnon"] / 1024, 1),
@@ -80,6 +82,46 @@ def _layout() -> tuple[set[int] | None, set[int] | None]:
     return {cpus[0]}, {cpus[1]}
 
 
+@dataclass(frozen=True)
+class _Sides:
+    """The two servers compared in (a), their sockets, and where the generator runs."""
+
+    servers: dict[str, Child]
+    sockets: dict[str, str]
+    generator_cpus: set[int] | None
+
+
+def _memory_first(stack: BrokerStack, sidecar: Child, generator_cpus: set[int] | None, client: str) -> dict[str, Any]:
+    """(d): RSS after start-up (and one request), then after exactly 10,000 requests at concurrency 32."""
+    memory: dict[str, Any] = {"after_start": _memory(sidecar)}
+    argv = loadgen_argv(str(stack.files.sidecar_socket), concurrency=32, duration=0, warmup=0, client=client)
+    load = run_json([*argv, "--requests", str(MEMORY_REQUESTS)], cpus=generator_cpus)
+    memory["after_10k"] = _memory(sidecar)
+    memory["load_10k"] = {"requests": load["requests"], "errors": load["errors"], "rps": load["rps"]}
+    return memory
+
+
+def _compare(
+    sides: _Sides, *, concurrency: int, rounds: int, duration: float, warmup: float, client: str
+) -> dict[str, Any]:
+    """Alternate reference and sidecar runs; medians of each side and their ratio."""
+    runs: dict[str, list[dict[str, Any]]] = {"reference": [], "sidecar": []}
+    for _ in range(rounds):
+        for side in ("reference", "sidecar"):
+            argv = loadgen_argv(sides.sockets[side], concurrency=concurrency, duration=duration, warmup=warmup,
+                                client=client)  # fmt: skip
+            runs[side].append(run_json(argv, cpus=sides.generator_cpus, watch=sides.servers[side]))
+    ref, sub = summarize(runs["reference"]), summarize(runs["sidecar"])
+    paired = [s["rps"] / r["rps"] for r, s in zip(runs["reference"], runs["sidecar"], strict=True)]
+    return {
+        "reference": ref,
+        "sidecar": sub,
+        "ratio": round(sub["rps"] / ref["rps"], 3),
+        "paired_ratio_median": round(statistics.median(paired), 3),
+        "sidecar_requests": sum(r["requests"] + r["warmup_requests"] for r in runs["sidecar"]),
+    }
+
+
 def run_sidecar_bench(
     stack: BrokerStack,
     *,
@@ -95,56 +137,37 @@ def run_sidecar_bench(
     stack.start_server()
     sidecar = stack.start_sidecar()
     body = _capture_response(stack)
-    memory: dict[str, Any] = {"after_start": _memory(sidecar)}
     server_cpus, generator_cpus = _layout()
     pin(sidecar.pid, server_cpus)
-    load_10k = run_json(
-        [*loadgen_argv(str(stack.files.sidecar_socket), concurrency=32, duration=0, warmup=0, client=client),
-         "--requests", str(MEMORY_REQUESTS)],
-        cpus=generator_cpus,
-    )  # fmt: skip
-    memory["after_10k"] = _memory(sidecar)
-    memory["load_10k"] = {"requests": load_10k["requests"], "errors": load_10k["errors"], "rps": load_10k["rps"]}
+    memory = _memory_first(stack, sidecar, generator_cpus, client)
     reference = stack.start_reference(body)
     pin(reference.pid, server_cpus)
-    response = _check_same_response(stack)
-    sockets = {"reference": str(stack.files.ref_socket), "sidecar": str(stack.files.sidecar_socket)}
-    servers = {"reference": reference, "sidecar": sidecar}
-    results: dict[str, Any] = {"response": response, "client": client, "by_concurrency": {}}
+    results: dict[str, Any] = {"response": _check_same_response(stack), "client": client, "by_concurrency": {}}
+    sides = _Sides(
+        servers={"reference": reference, "sidecar": sidecar},
+        sockets={"reference": str(stack.files.ref_socket), "sidecar": str(stack.files.sidecar_socket)},
+        generator_cpus=generator_cpus,
+    )
     served = MEMORY_REQUESTS + 1
     for concurrency in concurrencies:
-        runs: dict[str, list[dict[str, Any]]] = {"reference": [], "sidecar": []}
-        for _ in range(rounds):
-            for side in ("reference", "sidecar"):
-                argv = loadgen_argv(sockets[side], concurrency=concurrency, duration=duration, warmup=warmup,
-                                    client=client)  # fmt: skip
-                runs[side].append(run_json(argv, cpus=generator_cpus, watch=servers[side]))
-        served += sum(r["requests"] for r in runs["sidecar"])
-        ref, sub = summarize(runs["reference"]), summarize(runs["sidecar"])
-        paired = [s["rps"] / r["rps"] for r, s in zip(runs["reference"], runs["sidecar"], strict=True)]
-        results["by_concurrency"][str(concurrency)] = {
-            "reference": ref,
-            "sidecar": sub,
-            "ratio": round(sub["rps"] / ref["rps"], 3),
-            "paired_ratio_median": round(statistics.median(paired), 3),
-        }
+        found = _compare(sides, concurrency=concurrency, rounds=rounds, duration=duration, warmup=warmup, client=client)
+        served += found["sidecar_requests"]
+        results["by_concurrency"][str(concurrency)] = found
     if aiohttp_check and client != "aiohttp":
-        results["aiohttp_client_c32"] = _aiohttp_check(sockets, servers, duration, warmup, generator_cpus)
-    memory["end"] = {**_memory(sidecar), "requests_served_at_least": served}
+        results["aiohttp_client_c32"] = _aiohttp_check(sides, duration, warmup)
+    memory["end"] = {**_memory(sidecar), "requests_served": served}
     memory["reference_end"] = _memory(reference)
     results["memory"] = memory
     results["cpus"] = {"servers": sorted(server_cpus or []), "generator": sorted(generator_cpus or [])}
     return results
 
 
-def _aiohttp_check(
-    sockets: dict[str, str], servers: dict[str, Child], duration: float, warmup: float, cpus: set[int] | None
-) -> dict[str, Any]:
+def _aiohttp_check(sides: _Sides, duration: float, warmup: float) -> dict[str, Any]:
     """One round at concurrency 32 with aiohttp's own client as the generator, to show where it saturates."""
     found: dict[str, Any] = {}
     for side in ("reference", "sidecar"):
-        argv = loadgen_argv(sockets[side], concurrency=32, duration=duration, warmup=warmup, client="aiohttp")
-        run = run_json(argv, cpus=cpus, watch=servers[side])
+        argv = loadgen_argv(sides.sockets[side], concurrency=32, duration=duration, warmup=warmup, client="aiohttp")
+        run = run_json(argv, cpus=sides.generator_cpus, watch=sides.servers[side])
         found[side] = {key: run[key] for key in ("rps", "p50_us", "p99_us", "cpu_s", "seconds", "server_cpu_s")}
     found["ratio"] = round(found["sidecar"]["rps"] / found["reference"]["rps"], 3)
     return found
