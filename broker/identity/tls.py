@@ -37,6 +37,7 @@ from broker.identity.svid import X509Svid
 from broker.identity.x509svid import verify_leaf_against_bundle, verify_x509_svid
 
 __all__ = [
+    "NoPeerCertificateError",
     "ServerIdMatcher",
     "SourceSSLContext",
     "check_server_id",
@@ -47,6 +48,13 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+
+class NoPeerCertificateError(X509SvidError):
+    """The peer presented no certificate at all."""
+
+    reason = "no_peer_certificate"
+
 
 ServerIdMatcher = SpiffeId | Callable[[SpiffeId], bool] | None
 
@@ -167,7 +175,7 @@ def peer_spiffe_id(
     """
     leaf = peer_certificate(ssl_object)
     if leaf is None or ssl_object is None:
-        raise X509SvidError("no peer certificate")
+        raise NoPeerCertificateError("no peer certificate")
     chain = _peer_chain(ssl_object)
     if chain:
         if chain[0] != leaf:

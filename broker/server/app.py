@@ -31,8 +31,8 @@ from broker.identity.errors import IdentityError
 from broker.identity.source import SvidSource
 from broker.server import handlers
 from broker.server.errors import error_middleware
-from broker.server.request import DEFAULT_MAX_BODY
-from broker.server.state import CONFIG, JWKS_KEYS, POLICY, READINESS, SERVICE, SOURCE, TokenAppConfig
+from broker.server.request import DEFAULT_MAX_BODY, ClientAuthenticator
+from broker.server.state import CLIENT_AUTH, CONFIG, JWKS_KEYS, POLICY, READINESS, SERVICE, SOURCE, TokenAppConfig
 from broker.tokens.exchange import TokenExchangeService
 from broker.tokens.issuer import AccessTokenIssuer
 from broker.tokens.keys import KeyStore
@@ -82,6 +82,7 @@ def build_token_app(
     token_issuer = AccessTokenIssuer(issuer=config.issuer, key_store=key_store, clock=clock)
     app[CONFIG] = config
     app[SOURCE] = source
+    app[CLIENT_AUTH] = ClientAuthenticator(clock=clock)
     app[JWKS_KEYS] = key_store
     app[POLICY] = policy_store
     app[SERVICE] = TokenExchangeService(

@@ -1,0 +1,77 @@
+"""Client authentication is checked once per TLS connection, and again whenever it could have changed."""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+import aiohttp
+import pytest
+from token_service_helpers import API, CLIENT_ID, Broker, client_context
+
+import broker.server.request as request_module
+from broker.identity.devca import DevCA
+from broker.identity.spiffeid import TrustDomain
+
+FORM = {"grant_type": "client_credentials", "audience": API}
+
+
+@pytest.fixture
+def verifications(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    calls: list[int] = []
+    real = request_module.peer_spiffe_id
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(request_module, "peer_spiffe_id", counting)
+    return calls
+
+
+async def _two_requests_on_one_connection(broker: Broker, ctx: ssl.SSLContext, between: Any = None) -> list[int]:
+    connector = aiohttp.TCPConnector(ssl=ctx, limit=1)
+    statuses = []
+    async with aiohttp.ClientSession(connector=connector) as session:
+        for round_ in range(2):
+            if round_ == 1 and between is not None:
+                between()
+            async with session.post(f"{broker.url}/token", data=FORM) as response:
+                await response.read()
+                statuses.append(response.status)
+    return statuses
+
+
+async def test_keep_alive_connection_verifies_client_certificate_once(
+    broker: Broker, ca: DevCA, verifications: list[int]
+) -> None:
+    ctx = client_context(ca.issue_x509_svid(CLIENT_ID, ttl=600), ca)
+    assert await _two_requests_on_one_connection(broker, ctx) == [200, 200]
+    assert len(verifications) == 1
+
+
+async def test_bundle_change_rechecks_open_connection_and_refuses_untrusted_client(
+    broker: Broker, ca: DevCA, verifications: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ctx = client_context(ca.issue_x509_svid(CLIENT_ID, ttl=600), ca)
+    replacement = DevCA.ephemeral("example.org")  # example.org's bundle now names another CA
+
+    def rotate_trust() -> None:
+        monkeypatch.setattr(
+            broker.source, "x509_bundles", lambda: {TrustDomain("example.org"): replacement.x509_bundle()}
+        )
+
+    assert await _two_requests_on_one_connection(broker, ctx, rotate_trust) == [200, 401]
+    assert len(verifications) == 2
+
+
+async def test_new_connection_is_verified_again(broker: Broker, ca: DevCA, verifications: list[int]) -> None:
+    ctx = client_context(ca.issue_x509_svid(CLIENT_ID, ttl=600), ca)
+    for _ in range(2):
+        connector = aiohttp.TCPConnector(ssl=ctx, force_close=True)
+        async with (
+            aiohttp.ClientSession(connector=connector) as session,
+            session.post(f"{broker.url}/token", data=FORM) as response,
+        ):
+            assert response.status == 200
+    assert len(verifications) == 2
