@@ -13,12 +13,12 @@ import json
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from spiffe._proto import workload_pb2
 
 from broker.identity.bundle import JwtBundle, X509Bundle, split_der_sequence
 from broker.identity.errors import IdentityError
 from broker.identity.spiffeid import SpiffeId, TrustDomain
 from broker.identity.svid import JwtSvid, X509Svid
+from broker.identity.workload_pb import workload_pb2
 
 __all__ = ["X509Context", "jwt_bundles_from_response", "jwt_svid_from_token", "x509_context_from_response"]
 

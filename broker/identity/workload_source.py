@@ -28,7 +28,6 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import grpc  # type: ignore[import-untyped]
-from spiffe._proto import workload_pb2, workload_pb2_grpc
 
 from broker.config import ENDPOINT_SOCKET_ENV, TCP_ADDRESS, normalize_address, workload_api_address
 from broker.identity.bundle import JwtBundle, JwtBundleSet, X509Bundle, X509BundleSet
@@ -40,6 +39,7 @@ from broker.identity.workload_messages import (
     jwt_svid_from_token,
     x509_context_from_response,
 )
+from broker.identity.workload_pb import WorkloadApiStub, workload_pb2
 
 __all__ = [
     "ENDPOINT_SOCKET_ENV",
@@ -154,7 +154,7 @@ class WorkloadApiSvidSource:
             ("grpc.use_local_subchannel_pool", 1),
         ]
         self._channel = grpc.insecure_channel(_grpc_target(self.address), options=options)
-        self._stub = workload_pb2_grpc.SpiffeWorkloadAPIStub(self._channel)  # type: ignore[no-untyped-call]
+        self._stub = WorkloadApiStub(self._channel)
         self._tasks = [asyncio.create_task(self._supervise(name)) for name in self._up]
 
     async def wait_ready(self, timeout: float | None = None) -> None:

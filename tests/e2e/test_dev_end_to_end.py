@@ -18,7 +18,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from conftest import DevProcess
+from devprocess import DevProcess
 
 from broker.identity.source import InMemorySvidSource
 from broker.identity.spiffeid import SpiffeId

@@ -23,7 +23,6 @@ from typing import Any, Protocol, TypeVar
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 from grpclib.server import Stream
-from spiffe._proto import workload_pb2 as pb
 
 from broker.identity.errors import InvalidSpiffeIdError, JwtSvidError
 from broker.identity.jwtsvid import validate_jwt_svid
@@ -31,6 +30,7 @@ from broker.identity.spiffeid import SpiffeId
 from broker.identity.workload_api.attestation import AttestationError, PeerCredentials, peer_credentials
 from broker.identity.workload_api.entries import RegistrationEntry
 from broker.identity.workload_api.state import WorkloadState
+from broker.identity.workload_pb import workload_pb2 as pb
 
 __all__ = ["SECURITY_HEADER", "WorkloadApiHandlers"]
 

@@ -14,7 +14,8 @@ from typing import Protocol
 
 from grpclib.const import Cardinality, Handler
 from grpclib.server import Stream
-from spiffe._proto import workload_pb2 as pb
+
+from broker.identity.workload_pb import workload_pb2 as pb
 
 __all__ = ["SERVICE_NAME", "SpiffeWorkloadApiService", "WorkloadApiImpl", "method_path"]
 
