@@ -39,8 +39,10 @@ from broker.errors import (
 from broker.identity.bundle import JwtBundleSet
 from broker.identity.errors import IdentityError
 from broker.identity.jwtsvid import validate_jwt_svid
+from broker.identity.svid import JwtSvid
 from broker.tokens.issuer import AccessTokenIssuer, AuthenticatedClient, IssuedToken
 from broker.tokens.policy import PolicyStore, parse_scope
+from broker.tokens.svid_cache import ValidatedSvidCache
 
 __all__ = [
     "GRANT_CLIENT_CREDENTIALS",
@@ -119,6 +121,7 @@ class TokenExchangeService:
         self.audience = audience
         self._clock = clock
         self._leeway = leeway
+        self._validated = ValidatedSvidCache()
 
     async def handle(self, form: Mapping[str, Sequence[str]], client: AuthenticatedClient) -> TokenResponse:
         """Validate the request, apply policy and issue; every refusal is an :class:`OAuthError`."""
@@ -149,20 +152,24 @@ class TokenExchangeService:
         ``invalid_grant``, RFC 8693 §2.2.2). The reason code is reported, never the token."""
         if len(subject_token) > MAX_SUBJECT_TOKEN_CHARS:
             raise InvalidGrantError("subject_token is too large")
+        bundles, now = self._jwt_bundles(), self._clock()
+        key = ValidatedSvidCache.key(subject_token, self.audience)
+        svid = self._validated.get(key, bundles, now=now, leeway=self._leeway)
+        if svid is None:
+            svid = self._validate_subject_token(subject_token, bundles, now)
+            self._validated.put(key, svid, bundles)
+        if svid.spiffe_id != client.spiffe_id:
+            raise InvalidGrantError("subject_token was issued to a SPIFFE ID other than the client certificate's")
+
+    def _validate_subject_token(self, subject_token: str, bundles: JwtBundleSet, now: float) -> JwtSvid:
         try:
-            svid = validate_jwt_svid(
-                subject_token,
-                audience=self.audience,
-                bundles=self._jwt_bundles(),
-                leeway=self._leeway,
-                now=self._clock(),
+            return validate_jwt_svid(
+                subject_token, audience=self.audience, bundles=bundles, leeway=self._leeway, now=now
             )
         except IdentityError as exc:
             raise InvalidGrantError(f"subject_token is not a valid JWT-SVID for this service ({exc.reason})") from None
         except ValueError:  # e.g. characters outside ASCII; never echo the token
             raise InvalidGrantError("subject_token is not a valid JWT-SVID for this service") from None
-        if svid.spiffe_id != client.spiffe_id:
-            raise InvalidGrantError("subject_token was issued to a SPIFFE ID other than the client certificate's")
 
 
 def _check_exchange_params(params: Mapping[str, str]) -> str:
