@@ -107,10 +107,6 @@ def _exchange_part(stack: BrokerStack, args: argparse.Namespace, plan: Plan, res
     _with_load(results, "b", meter)
     breakdown = [sys.executable, "-m", "bench.breakdown", "--rounds", str(plan.rounds_c)]
     results["exchange"]["breakdown_us"] = run_json(breakdown, cpus=_first_cpu())
-    if not args.quick:
-        meter.start()
-        results["exchange"]["whatif"] = run_json([sys.executable, "-m", "bench.whatif"], timeout=300)
-        _with_load(results, "b_whatif", meter)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

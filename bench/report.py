@@ -130,17 +130,12 @@ def table_rows(results: dict[str, Any]) -> list[list[str]]:
 
 
 def notes(results: dict[str, Any]) -> list[str]:
-    """Diagnostics printed under the table: the exchange cost breakdown and the what-if variants."""
+    """Diagnostics printed under the table: the exchange cost breakdown."""
     exchange = results.get("exchange", {})
     lines = []
     if "breakdown_us" in exchange:
         steps = ", ".join(f"{name} {value:g}" for name, value in exchange["breakdown_us"].items())
         lines.append(f"(b) per-step cost in process, us: {steps}")
-    for variant, by_grant in exchange.get("whatif", {}).items():
-        found = "; ".join(
-            f"{grant} {v['rps']:,.0f}/s ({v['server_cpu_us_per_request']:,.0f} us/req)" for grant, v in by_grant.items()
-        )
-        lines.append(f"(b) what-if {variant}: {found}")
     return lines
 
 
