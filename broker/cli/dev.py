@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import shlex
+import shutil
 import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +35,18 @@ def _overrides(**flags: Any) -> dict[str, Any]:
     return result
 
 
+def self_command() -> str:
+    """How to run this same ``spiffe-broker`` from another terminal (the venv need not be activated there)."""
+    program = Path(sys.argv[0])
+    if program.name == "spiffe-broker":
+        return (
+            shlex.quote(str(program.absolute())) if shutil.which("spiffe-broker") != str(program) else "spiffe-broker"
+        )
+    return f"{shlex.quote(sys.executable)} -m broker.cli"
+
+
 def render_banner(stack: DevStack) -> str:
+    me = self_command()
     socket = shlex.quote(str(stack.sidecar_socket))
     audience = shlex.quote(stack.demo_audience)
     lines = [
@@ -48,9 +61,9 @@ def render_banner(stack: DevStack) -> str:
         "",
         "Get a token from the sidecar:",
         f"  curl -s --unix-socket {socket} 'http://localhost/v1/token?audience={stack.demo_audience}'",
-        f"  spiffe-broker token --socket {socket} --audience {audience}",
+        f"  {me} token --socket {socket} --audience {audience}",
         "Call the demo API over mTLS with your SVID and the certificate-bound token:",
-        f"  SPIFFE_ENDPOINT_SOCKET={stack.workload_api} spiffe-broker call {stack.demo_api_url}/hello"
+        f"  SPIFFE_ENDPOINT_SOCKET={stack.workload_api} {me} call {stack.demo_api_url}/hello"
         f" --audience {audience} --scope {DEMO_SCOPE} --socket {socket}",
         "",
         "Ctrl-C stops everything.",
