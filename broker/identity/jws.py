@@ -11,9 +11,11 @@ refused); an RSA signature is exactly the modulus length. Verification is done w
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -131,3 +133,46 @@ def verify_jws_signature(alg: str, public_key: PublicKeyTypes, signing_input: by
         _verify_ecdsa(algorithm, public_key, signing_input, signature)
     else:
         _verify_rsa(algorithm, public_key, signing_input, signature)
+
+
+class DuplicateMemberError(ValueError):
+    """A JSON object has the same member twice."""
+
+
+def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        raise DuplicateMemberError("duplicate member")
+    return result
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def strict_json_object(raw: bytes) -> dict[str, Any]:
+    """RFC 7515 §5.2 steps 2-4 / RFC 7519 §7.2 step 10: UTF-8 JSON object, no duplicate members, no NaN or
+    Infinity. Raises ``ValueError`` (``DuplicateMemberError`` for a repeated member) on anything else, including
+    nesting too deep for the parser."""
+    try:
+        value = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_members, parse_constant=_no_constant)
+    except DuplicateMemberError:
+        raise
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise ValueError("not UTF-8 JSON") from None
+    if not isinstance(value, dict):
+        raise ValueError("not a JSON object")
+    return value
+
+
+def finite_number(value: object) -> float:
+    """RFC 7519 §2 NumericDate: a finite JSON number (booleans are not numbers); ``ValueError`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("not a number")
+    try:
+        number = float(value)
+    except OverflowError:
+        raise ValueError("out of range") from None
+    if not math.isfinite(number):
+        raise ValueError("not a finite number")
+    return number

@@ -32,8 +32,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
-import math
 import re
 import time
 from collections.abc import Mapping
@@ -43,11 +41,14 @@ from broker.identity.bundle import USE_JWT_SVID, JwtAuthority, JwtBundleSet
 from broker.identity.errors import InvalidSpiffeIdError, JwtSvidError
 from broker.identity.jws import (
     ALLOWED_ALGORITHMS,
+    DuplicateMemberError,
     InvalidSignatureError,
     KeyAlgorithmMismatchError,
     UnsupportedAlgorithmError,
     WeakKeyError,
+    finite_number,
     shown,
+    strict_json_object,
     verify_jws_signature,
 )
 from broker.identity.spiffeid import SpiffeId
@@ -222,33 +223,15 @@ def _split(token: str) -> tuple[str, str, bytes]:
     return header_b64, payload_b64, _b64decode(signature_b64)
 
 
-class _DuplicateMemberError(ValueError):
-    pass
-
-
-def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result = dict(pairs)
-    if len(result) != len(pairs):
-        raise _DuplicateMemberError
-    return result
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 def _decode_object(part: str, what: str) -> dict[str, Any]:
     """RFC 7515 §5.2 steps 2-4, RFC 7519 §7.2 step 10: UTF-8 JSON object, duplicate members refused."""
     raw = _b64decode(part)
     try:
-        value = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_members, parse_constant=_no_constant)
-    except _DuplicateMemberError:
+        return strict_json_object(raw)
+    except DuplicateMemberError:
         raise MalformedTokenError(f"token {what} has a duplicate member") from None
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise MalformedTokenError(f"token {what} is not UTF-8 JSON") from None
-    if not isinstance(value, dict):
-        raise MalformedTokenError(f"token {what} is not a JSON object")
-    return value
+    except ValueError as exc:
+        raise MalformedTokenError(f"token {what} is {exc}") from None
 
 
 def _check_header(header: Mapping[str, Any]) -> tuple[str, str]:
@@ -324,16 +307,10 @@ def _numeric_date(claims: Mapping[str, Any], name: str) -> float | None:
     """RFC 7519 §2 NumericDate: a finite JSON number (booleans are not numbers)."""
     if name not in claims:
         return None
-    value = claims[name]
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidTimeClaimError(f"{name} is not a number")
     try:
-        number = float(value)
-    except OverflowError:
-        raise InvalidTimeClaimError(f"{name} is out of range") from None
-    if not math.isfinite(number):
-        raise InvalidTimeClaimError(f"{name} is not a finite number")
-    return number
+        return finite_number(claims[name])
+    except ValueError as exc:
+        raise InvalidTimeClaimError(f"{name} is {exc}") from None
 
 
 def _check_times(claims: Mapping[str, Any], now: float, leeway: float) -> int:

@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from broker.server.errors import NO_STORE
-from broker.server.request import read_form
+from broker.server.request import read_form, refuse_authorization_header
 from broker.server.state import CLIENT_AUTH, CONFIG, JWKS_KEYS, READINESS, SERVICE, SOURCE
 from broker.tokens.exchange import GRANT_CLIENT_CREDENTIALS, GRANT_TOKEN_EXCHANGE
 from broker.tokens.keys import jwks
@@ -54,6 +54,7 @@ async def jwks_handler(request: web.Request) -> web.Response:
 async def token(request: web.Request) -> web.Response:
     """RFC 6749 §3.2 token endpoint; success per RFC 8693 §2.2.1 with ``Cache-Control: no-store``."""
     config = request.app[CONFIG]
+    refuse_authorization_header(request)
     client = request.app[CLIENT_AUTH].authenticate(request, request.app[SOURCE].x509_bundles)
     form = await read_form(request, max_body=config.max_body)
     response = await request.app[SERVICE].handle(form, client)

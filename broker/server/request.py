@@ -8,6 +8,7 @@ is an RFC 6749 §5.2 error a client already knows how to read). Percent-decoded 
 
 from __future__ import annotations
 
+import re
 import ssl
 import time
 import weakref
@@ -15,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qs
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from broker.errors import InvalidClientError, InvalidRequestError
 from broker.identity.bundle import X509Bundle, X509BundleSet
@@ -23,7 +24,14 @@ from broker.identity.errors import X509SvidError
 from broker.identity.tls import NoPeerCertificateError, peer_spiffe_id
 from broker.tokens.issuer import AuthenticatedClient
 
-__all__ = ["DEFAULT_MAX_BODY", "MAX_FIELDS", "ClientAuthenticator", "authenticate_client", "read_form"]
+__all__ = [
+    "DEFAULT_MAX_BODY",
+    "MAX_FIELDS",
+    "ClientAuthenticator",
+    "authenticate_client",
+    "read_form",
+    "refuse_authorization_header",
+]
 
 DEFAULT_MAX_BODY = 64 * 1024
 MAX_FIELDS = 64
@@ -36,6 +44,23 @@ def _ssl_object(request: web.Request) -> ssl.SSLObject | ssl.SSLSocket:
     if not isinstance(ssl_object, ssl.SSLObject | ssl.SSLSocket):
         raise InvalidClientError("mutual TLS with an X.509-SVID is required")
     return ssl_object
+
+
+_AUTH_SCHEME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
+
+
+def refuse_authorization_header(request: web.Request) -> None:
+    """Only ``tls_client_auth`` is supported (RFC 8705 §2.1; RFC 6749 §2.3: one method per request). A client that
+    sends credentials in the Authorization header gets 401 ``invalid_client`` with a challenge in the scheme it
+    used (RFC 6749 §5.2), and no token even if its certificate is valid."""
+    value = request.headers.get(hdrs.AUTHORIZATION)
+    if value is None:
+        return
+    scheme = value.split(" ", 1)[0]
+    error = InvalidClientError("only tls_client_auth (mutual TLS with an X.509-SVID) is supported")
+    shown = scheme if _AUTH_SCHEME.fullmatch(scheme) else "Basic"
+    error.headers["WWW-Authenticate"] = f'{shown} realm="spiffe-broker"'
+    raise error
 
 
 def authenticate_client(request: web.Request, bundles: Callable[[], X509BundleSet]) -> AuthenticatedClient:
@@ -117,7 +142,7 @@ async def read_form(request: web.Request, *, max_body: int = DEFAULT_MAX_BODY) -
         return parse_qs(
             text,
             keep_blank_values=True,
-            strict_parsing=bool(text),
+            strict_parsing=False,  # RFC 6749 §3.1: a parameter without a value is treated as omitted
             encoding="utf-8",
             errors="strict",
             max_num_fields=MAX_FIELDS,

@@ -43,7 +43,7 @@ class ValidatedSvidCache:
         entry = self._entries.get(key)
         if entry is None:
             return None
-        if now > entry.svid.expiry + leeway or bundles.get(entry.svid.spiffe_id.trust_domain) != entry.bundle:
+        if now >= entry.svid.expiry + leeway or bundles.get(entry.svid.spiffe_id.trust_domain) != entry.bundle:
             del self._entries[key]
             return None
         self._entries.move_to_end(key)

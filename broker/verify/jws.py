@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +17,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from broker.identity.errors import IdentityError
-from broker.identity.jws import InvalidSignatureError, verify_jws_signature
+from broker.identity.jws import InvalidSignatureError, strict_json_object, verify_jws_signature
 
 __all__ = ["ES_ALGORITHMS", "CompactJws", "JwsError", "b64url_decode", "parse_compact", "verify_es"]
 
@@ -55,13 +54,11 @@ def b64url_decode(segment: str) -> bytes:
 
 
 def _json_object(data: bytes, what: str) -> dict[str, Any]:
+    """UTF-8 JSON object, no duplicate members, no NaN/Infinity, bounded nesting (RFC 7515 §5.2)."""
     try:
-        value = json.loads(data)
+        return strict_json_object(data)
     except ValueError:
-        raise JwsError(f"{what} is not JSON") from None
-    if not isinstance(value, dict):
-        raise JwsError(f"{what} is not a JSON object")
-    return value
+        raise JwsError(f"{what} is not a JSON object in UTF-8 without duplicate members") from None
 
 
 def parse_compact(token: str) -> CompactJws:

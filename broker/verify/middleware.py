@@ -38,6 +38,14 @@ class MissingTokenError(InvalidTokenError):
         self.headers["WWW-Authenticate"] = f'Bearer realm="{REALM}"'
 
 
+class MalformedBearerError(InvalidRequestError):
+    """``Authorization: Bearer`` without exactly one well-formed token: 400 ``invalid_request`` (RFC 6750 §3.1)."""
+
+    def __init__(self, description: str = "") -> None:
+        super().__init__(description)
+        self.headers["WWW-Authenticate"] = f'Bearer realm="{REALM}", error="invalid_request"'
+
+
 def bearer_token(headers: CIMultiDictProxy[str]) -> str:
     """The token from the one ``Authorization: Bearer`` header."""
     values = headers.getall(hdrs.AUTHORIZATION, [])
@@ -47,6 +55,9 @@ def bearer_token(headers: CIMultiDictProxy[str]) -> str:
         raise InvalidRequestError("more than one Authorization header")
     match = _BEARER.fullmatch(values[0])
     if match is None:
+        scheme = values[0].split(" ", 1)[0]
+        if scheme.lower() == "bearer":
+            raise MalformedBearerError("malformed Bearer credentials (RFC 6750 §2.1)")
         raise MissingTokenError("the Authorization header must use the Bearer scheme (RFC 6750 §2.1)")
     return match.group(1)
 

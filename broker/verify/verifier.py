@@ -26,6 +26,7 @@ from typing import Any
 
 from broker.errors import InvalidTokenError
 from broker.identity.errors import InvalidSpiffeIdError
+from broker.identity.jws import finite_number
 from broker.identity.spiffeid import SpiffeId
 from broker.verify.jwks import JwksProvider
 from broker.verify.jws import ES_ALGORITHMS, CompactJws, JwsError, parse_compact, verify_es
@@ -62,9 +63,10 @@ def _number(claims: Mapping[str, Any], name: str) -> float | None:
     value = claims.get(name)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidTokenError(f"claim {name!r} is not a number")
-    return float(value)
+    try:
+        return finite_number(value)
+    except ValueError:
+        raise InvalidTokenError(f"claim {name!r} is not a finite number (RFC 7519 §2)") from None
 
 
 class AccessTokenVerifier:
@@ -135,13 +137,17 @@ class AccessTokenVerifier:
         self._check_binding(claims, client_cert_der)
         scope = claims.get("scope")
         client_id, jti = claims.get("client_id"), claims.get("jti")
+        if not isinstance(client_id, str) or not client_id or not isinstance(jti, str) or not jti:
+            raise InvalidTokenError("access token lacks client_id or jti (RFC 9068 §2.2)")
+        if scope is not None and not isinstance(scope, str):
+            raise InvalidTokenError("access token scope is not a string (RFC 9068 §2.2.3)")
         return VerifiedToken(
             spiffe_id=spiffe_id,
             scopes=frozenset(scope.split()) if isinstance(scope, str) else frozenset(),
             audience=tuple(str(a) for a in audiences),
             expires_at=expires_at,
-            client_id=client_id if isinstance(client_id, str) else None,
-            jti=jti if isinstance(jti, str) else None,
+            client_id=client_id,
+            jti=jti,
             claims=claims,
         )
 

@@ -75,3 +75,37 @@ async def test_new_connection_is_verified_again(broker: Broker, ca: DevCA, verif
         ):
             assert response.status == 200
     assert len(verifications) == 2
+
+
+@pytest.mark.parametrize("suffix", ["&&&", "&unknown", "&scope"], ids=["empty-pairs", "valueless", "empty-scope"])
+async def test_valueless_and_empty_parameters_are_treated_as_omitted(broker: Broker, ca: DevCA, suffix: str) -> None:
+    """RFC 6749 §3.1: parameters sent without a value are treated as omitted; unknown ones are ignored."""
+    ctx = client_context(ca.issue_x509_svid(CLIENT_ID, ttl=600), ca)
+    body = f"grant_type=client_credentials&audience={API}{suffix}"
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    connector = aiohttp.TCPConnector(ssl=ctx, force_close=True)
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        session.post(f"{broker.url}/token", data=body, headers=headers) as response,
+    ):
+        assert response.status == 200, await response.text()
+
+
+@pytest.mark.parametrize("with_certificate", [True, False], ids=["with-certificate", "without-certificate"])
+async def test_client_secret_basic_is_refused_with_a_basic_challenge(
+    broker: Broker, ca: DevCA, with_certificate: bool
+) -> None:
+    """RFC 6749 §5.2 and §2.3: only tls_client_auth; a Basic attempt gets 401 and a Basic challenge, never a token."""
+    svid = ca.issue_x509_svid(CLIENT_ID, ttl=600) if with_certificate else None
+    connector = aiohttp.TCPConnector(ssl=client_context(svid, ca), force_close=True)
+    before = broker.snapshot()
+    headers = {"Authorization": "Basic Y2xpZW50OnNlY3JldA=="}
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        session.post(f"{broker.url}/token", data=FORM, headers=headers) as response,
+    ):
+        body = await response.json()
+        assert response.status == 401
+        assert response.headers["WWW-Authenticate"].startswith("Basic ")
+    assert body["error"] == "invalid_client" and "access_token" not in body
+    assert broker.snapshot() == before

@@ -57,18 +57,30 @@ async def test_request_without_credentials_gets_a_challenge_without_error_code(
 
 
 @pytest.mark.parametrize(
-    "authorization",
-    ["Basic dXNlcjpwYXNz", "Bearer", "Bearer a b", "Bearertoken"],
+    ("authorization", "status"),
+    [("Basic dXNlcjpwYXNz", 401), ("Bearer", 400), ("Bearer a b", 400), ("Bearertoken", 401)],
     ids=["basic", "empty", "space", "glued"],
 )
 async def test_non_bearer_or_malformed_authorization_is_refused(
-    aiohttp_client: ClientFactory, authorization: str
+    aiohttp_client: ClientFactory, authorization: str, status: int
 ) -> None:
     recorder = RecordingVerifier()
     client = await aiohttp_client(make_app(recorder))
     response = await client.get("/whoami", headers={"Authorization": authorization})
-    assert response.status == 401
+    assert response.status == status  # RFC 6750 §3.1: malformed Bearer is invalid_request (400)
     assert recorder.seen == []
+
+
+async def test_deeply_nested_token_header_is_invalid_token_not_a_server_error(
+    aiohttp_client: ClientFactory, verifier: AccessTokenVerifier
+) -> None:
+    import base64
+
+    header = base64.urlsafe_b64encode(b"[" * 2500 + b"]" * 2500).rstrip(b"=").decode()
+    client = await aiohttp_client(make_app(verifier))
+    response = await client.get("/whoami", headers={"Authorization": f"Bearer {header}.e30.AA"})
+    assert response.status == 401
+    assert (await response.json())["error"] == "invalid_token"
 
 
 async def test_two_authorization_headers_are_invalid_request(aiohttp_client: ClientFactory) -> None:
