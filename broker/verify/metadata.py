@@ -23,13 +23,13 @@ class MetadataError(ValueError):
 
 
 def check_issuer(issuer: str) -> str:
-    """RFC 8414 §2: an ``https`` URL with a host and no query or fragment; a bare ``/`` path is dropped."""
+    """RFC 8414 §2: an ``https`` URL with a host and no query or fragment."""
     parts = urlsplit(issuer)
     if parts.scheme != "https" or not parts.hostname or parts.query or parts.fragment or "?" in issuer:
         raise ConfigError(f"issuer {issuer!r} must be an https URL without query or fragment (RFC 8414 §2)")
     if "#" in issuer or parts.username or parts.password:
         raise ConfigError(f"issuer {issuer!r} must not carry a fragment or credentials")
-    return issuer[:-1] if parts.path == "/" else issuer
+    return issuer  # RFC 8414 §3.3: compared as configured, character for character
 
 
 def metadata_url(issuer: str) -> str:

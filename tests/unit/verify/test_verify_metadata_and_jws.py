@@ -70,3 +70,12 @@ def test_der_encoded_signature_is_not_accepted_in_place_of_r_s() -> None:
     token = header_payload + "." + base64.urlsafe_b64encode(der).rstrip(b"=").decode()
     with pytest.raises(JwsError):
         verify_es(parse_compact(token), "ES256", signer.key.public_key())
+
+
+@pytest.mark.parametrize("issuer", ["https://as.example/", "https://as.example/tenant/"], ids=["root", "path"])
+def test_issuer_with_trailing_slash_matches_metadata_that_echoes_it(issuer: str) -> None:
+    """RFC 8414 §3.3: the metadata's issuer must be identical to the configured one, trailing slash included."""
+
+    document = {"issuer": issuer, "jwks_uri": "https://as.example/jwks", "token_endpoint": "https://as.example/t"}
+    assert AuthorizationServerMetadata.from_document(document, issuer=check_issuer(issuer)).issuer == issuer
+    assert metadata_url(issuer).startswith("https://as.example/.well-known/oauth-authorization-server")
