@@ -1,0 +1,38 @@
+"""The example registration file drives the Kubernetes example: its exports validate and agree with it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import ModuleType
+
+from deploy_helpers import DEPLOY
+
+from broker.identity.spiffeid import SpiffeId
+from broker.registration import export_cluster_spiffe_ids, export_policy, load_workloads
+from broker.tokens.policy import parse_policy
+
+EXAMPLE = DEPLOY / "workloads.example.yaml"
+
+
+def test_exported_cluster_spiffe_ids_validate_against_the_crd_schema(checker: ModuleType, tmp_path: Path) -> None:
+    exported = tmp_path / "clusterspiffeids.yaml"
+    exported.write_text(export_cluster_spiffe_ids(load_workloads(EXAMPLE)))
+    findings = checker.check_paths([DEPLOY / "spire" / "crds", exported])
+    assert findings == [], "\n".join(map(str, findings))
+    assert exported.read_text().count("kind: ClusterSPIFFEID") == 3
+
+
+def test_exported_cluster_spiffe_id_with_a_typo_is_caught(checker: ModuleType, tmp_path: Path) -> None:
+    exported = tmp_path / "clusterspiffeids.yaml"
+    text = export_cluster_spiffe_ids(load_workloads(EXAMPLE)).replace("spiffeIDTemplate", "spiffeIdTemplate", 1)
+    exported.write_text(text)
+    assert checker.check_paths([DEPLOY / "spire" / "crds", exported]) != []
+
+
+def test_exported_policy_grants_what_the_k8s_example_asks_for() -> None:
+    policy = parse_policy(export_policy(load_workloads(EXAMPLE)), source="exported")
+    web = SpiffeId.parse("spiffe://example.org/ns/shop/sa/web")
+    grant = policy.authorize(web, "https://demo-api", frozenset({"hello:read"}))
+    assert grant.audience == "https://demo-api"
+    k8s_app = (DEPLOY / "k8s" / "20-example-app.yaml").read_text()
+    assert "--audience https://demo-api" in k8s_app
