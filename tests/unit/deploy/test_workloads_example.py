@@ -11,7 +11,7 @@ from broker.identity.spiffeid import SpiffeId
 from broker.registration import export_cluster_spiffe_ids, export_policy, load_workloads
 from broker.tokens.policy import parse_policy
 
-EXAMPLE = DEPLOY / "workloads.example.yaml"
+EXAMPLE = DEPLOY.parent / "examples" / "workloads.yaml"
 
 
 def test_exported_cluster_spiffe_ids_validate_against_the_crd_schema(checker: ModuleType, tmp_path: Path) -> None:
