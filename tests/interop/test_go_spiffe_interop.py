@@ -20,6 +20,7 @@ BROKER_ID = "spiffe://example.org/spiffe-broker"
 DEMO_ID = "spiffe://example.org/demo-api"
 TRUST_DOMAIN = "spiffe://example.org"
 JWT_AUDIENCE = "spiffe://example.org/go-interop"
+JWT_EXTRA_AUDIENCE = "https://extra.example.org"
 DEMO_SCOPE = "hello:read"
 
 
@@ -32,7 +33,8 @@ def exchange_args(dev: DevProcess, *extra: str, audience: str | None = None) -> 
 
 @pytest.fixture(scope="module")
 def jwt_report(goclient: GoClient, dev: DevProcess) -> dict[str, Any]:
-    return goclient.json("jwt", "-addr", dev.workload_api, "-audience", JWT_AUDIENCE)
+    args = ["-addr", dev.workload_api, "-audience", JWT_AUDIENCE, "-extra-audience", JWT_EXTRA_AUDIENCE]
+    return goclient.json("jwt", *args)
 
 
 def test_go_spiffe_fetches_x509_context_whose_chain_verifies_against_the_bundle(
@@ -52,7 +54,7 @@ def test_go_spiffe_validates_jwt_svid_via_workload_api_and_locally_against_jwt_b
     jwt_report: dict[str, Any],
 ) -> None:
     assert jwt_report["spiffe_id"] == WORKLOAD_ID
-    assert jwt_report["audience"] == [JWT_AUDIENCE]
+    assert jwt_report["audience"] == [JWT_AUDIENCE, JWT_EXTRA_AUDIENCE]
     assert jwt_report["workload_api_validated_id"] == WORKLOAD_ID
     assert jwt_report["local_validated_id"] == WORKLOAD_ID, "jwtsvid.ParseAndValidate with our JWKS bundle"
     header = jwt_report["header"]
@@ -61,6 +63,11 @@ def test_go_spiffe_validates_jwt_svid_via_workload_api_and_locally_against_jwt_b
     assert header["kid"] in jwt_report["jwt_bundle_key_ids"][TRUST_DOMAIN]
     claims = jwt_report["claims"]
     assert claims["sub"] == WORKLOAD_ID and claims["exp"] > claims["iat"]
+
+
+def test_jwt_svid_with_extra_audience_validates_for_either_audience(jwt_report: dict[str, Any]) -> None:
+    assert jwt_report["claims"]["aud"] == [JWT_AUDIENCE, JWT_EXTRA_AUDIENCE]
+    assert jwt_report["extra_audience_validated_ids"] == [WORKLOAD_ID, WORKLOAD_ID], "Workload API, then local"
 
 
 @pytest.mark.parametrize(

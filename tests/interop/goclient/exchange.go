@@ -53,17 +53,17 @@ func parseExchangeFlags(args []string) (*exchangeFlags, error) {
 }
 
 type exchangeReport struct {
-	ClientID         string         `json:"client_id"`
-	TokenServiceID   string         `json:"token_service_id"`
-	Metadata         serverMetadata `json:"metadata"`
-	TokenStatus      int            `json:"token_status"`
-	TokenResponse    map[string]any `json:"token_response"`
-	AccessToken      *accessToken   `json:"access_token,omitempty"`
-	CnfMatchesLeaf   bool           `json:"cnf_matches_leaf"`
-	DemoStatus       int            `json:"demo_status,omitempty"`
-	DemoServerID     string         `json:"demo_server_id,omitempty"`
-	DemoBody         string         `json:"demo_body,omitempty"`
-	DemoWWWAuthentic string         `json:"demo_www_authenticate,omitempty"`
+	ClientID            string         `json:"client_id"`
+	TokenServiceID      string         `json:"token_service_id"`
+	Metadata            serverMetadata `json:"metadata"`
+	TokenStatus         int            `json:"token_status"`
+	TokenResponse       map[string]any `json:"token_response"`
+	AccessToken         *accessToken   `json:"access_token,omitempty"`
+	CnfMatchesLeaf      bool           `json:"cnf_matches_leaf"`
+	DemoStatus          int            `json:"demo_status,omitempty"`
+	DemoServerID        string         `json:"demo_server_id,omitempty"`
+	DemoBody            string         `json:"demo_body,omitempty"`
+	DemoWWWAuthenticate string         `json:"demo_www_authenticate,omitempty"`
 }
 
 // runMTLSToken does what a Go workload does without the sidecar: with go-spiffe's mTLS client config (the
@@ -123,7 +123,7 @@ func runMTLSToken(ctx context.Context, args []string) error {
 
 func mtlsHTTPClient(source *workloadapi.X509Source, serverID spiffeid.ID) *http.Client {
 	config := tlsconfig.MTLSClientConfig(source, source, tlsconfig.AuthorizeID(serverID))
-	return &http.Client{Transport: &http.Transport{TLSClientConfig: config, ForceAttemptHTTP2: false}}
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: config}}
 }
 
 type serverMetadata struct {
@@ -212,7 +212,7 @@ func callDemo(ctx context.Context, source *workloadapi.X509Source, f *exchangeFl
 	report.DemoStatus = response.StatusCode
 	report.DemoServerID = peerID(response)
 	report.DemoBody = string(body)
-	report.DemoWWWAuthentic = response.Header.Get("WWW-Authenticate")
+	report.DemoWWWAuthenticate = response.Header.Get("WWW-Authenticate")
 	return nil
 }
 

@@ -26,6 +26,8 @@ type jwtReport struct {
 	WorkloadAPIValidatedID string              `json:"workload_api_validated_id"`
 	LocalValidatedID       string              `json:"local_validated_id"`
 	JWTBundleKeyIDs        map[string][]string `json:"jwt_bundle_key_ids"`
+	// ExtraAudienceValidatedIDs: the same token validated for its -extra-audience (remote and local).
+	ExtraAudienceValidatedIDs []string `json:"extra_audience_validated_ids,omitempty"`
 	// Rejections: what the Workload API (gRPC status code) and go-spiffe's local validation (error text) said
 	// about a token for another audience and a token with a corrupted signature; "" means accepted.
 	Rejections map[string]string `json:"rejections"`
@@ -38,6 +40,7 @@ func runJWT(ctx context.Context, args []string) error {
 	var common commonFlags
 	fs := newFlagSet("jwt", &common)
 	audience := fs.String("audience", "", "JWT-SVID audience")
+	extra := fs.String("extra-audience", "", "a second audience (jwtsvid.Params.ExtraAudiences), optional")
 	if err := parseFlags(fs, &common, args); err != nil {
 		return err
 	}
@@ -52,7 +55,11 @@ func runJWT(ctx context.Context, args []string) error {
 	}
 	defer client.Close()
 
-	svid, err := client.FetchJWTSVID(ctx, jwtsvid.Params{Audience: *audience})
+	params := jwtsvid.Params{Audience: *audience}
+	if *extra != "" {
+		params.ExtraAudiences = []string{*extra}
+	}
+	svid, err := client.FetchJWTSVID(ctx, params)
 	if err != nil {
 		return fmt.Errorf("FetchJWTSVID: %w", err)
 	}
@@ -73,17 +80,38 @@ func runJWT(ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("jwtsvid.ParseAndValidate against FetchJWTBundles: %w", err)
 	}
+	extraIDs, err := validateExtra(ctx, client, bundles, token, *extra)
+	if err != nil {
+		return err
+	}
 	return printJSON(jwtReport{
-		SpiffeID:               svid.ID.String(),
-		Audience:               svid.Audience,
-		Expiry:                 svid.Expiry.UTC().Format(time.RFC3339),
-		Header:                 header,
-		Claims:                 svid.Claims,
-		WorkloadAPIValidatedID: remote.ID.String(),
-		LocalValidatedID:       local.ID.String(),
-		JWTBundleKeyIDs:        keyIDs(bundles),
-		Rejections:             rejections(ctx, client, bundles, token, *audience),
+		ExtraAudienceValidatedIDs: extraIDs,
+		SpiffeID:                  svid.ID.String(),
+		Audience:                  svid.Audience,
+		Expiry:                    svid.Expiry.UTC().Format(time.RFC3339),
+		Header:                    header,
+		Claims:                    svid.Claims,
+		WorkloadAPIValidatedID:    remote.ID.String(),
+		LocalValidatedID:          local.ID.String(),
+		JWTBundleKeyIDs:           keyIDs(bundles),
+		Rejections:                rejections(ctx, client, bundles, token, *audience),
 	})
+}
+
+func validateExtra(ctx context.Context, client *workloadapi.Client, bundles *jwtbundle.Set, token, extra string,
+) ([]string, error) {
+	if extra == "" {
+		return nil, nil
+	}
+	remote, err := client.ValidateJWTSVID(ctx, token, extra)
+	if err != nil {
+		return nil, fmt.Errorf("ValidateJWTSVID for the extra audience: %w", err)
+	}
+	local, err := jwtsvid.ParseAndValidate(token, bundles, []string{extra})
+	if err != nil {
+		return nil, fmt.Errorf("jwtsvid.ParseAndValidate for the extra audience: %w", err)
+	}
+	return []string{remote.ID.String(), local.ID.String()}, nil
 }
 
 func rejections(ctx context.Context, client *workloadapi.Client, bundles *jwtbundle.Set, token, audience string) map[string]string {
