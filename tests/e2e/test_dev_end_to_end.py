@@ -18,7 +18,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from devprocess import DevProcess
+from devstack_process import DevProcess
 
 from broker.identity.source import InMemorySvidSource
 from broker.identity.spiffeid import SpiffeId

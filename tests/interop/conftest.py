@@ -9,7 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from gointerop import DevProcess, GoClient, build_goclient, find_go, running_dev
+from devstack_process import DevProcess, running_dev
+from gointerop import GoClient, build_goclient, find_go
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from gointerop import DevProcess, GoClient
+from devstack_process import DevProcess
+from gointerop import GoClient
 
 WORKLOAD_ID = "spiffe://example.org/workload"
 BROKER_ID = "spiffe://example.org/spiffe-broker"
@@ -103,7 +104,7 @@ def test_go_spiffe_watch_receives_rotated_x509_svids_pushed_on_one_stream(
 def test_go_client_exchanges_jwt_svid_over_mtls_and_the_token_works_at_the_demo_api(
     goclient: GoClient, dev: DevProcess
 ) -> None:
-    report = goclient.json(*exchange_args(dev, "-scope", DEMO_SCOPE, "-demo-url", dev.demo_url))
+    report = goclient.json(*exchange_args(dev, "-scope", DEMO_SCOPE, "-demo-url", dev.hello_url))
     assert report["client_id"] == WORKLOAD_ID
     assert report["token_service_id"] == BROKER_ID
     metadata = report["metadata"]
