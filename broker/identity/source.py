@@ -15,7 +15,7 @@ from broker.identity.errors import SvidUnavailableError
 from broker.identity.spiffeid import SpiffeId, TrustDomain
 from broker.identity.svid import JwtSvid, X509Svid
 
-__all__ = ["InMemorySvidSource", "SvidSource"]
+__all__ = ["InMemorySvidSource", "SvidSource", "current_x5t"]
 
 
 @runtime_checkable
@@ -39,6 +39,14 @@ class SvidSource(Protocol):
     async def wait_ready(self, timeout: float) -> None: ...
 
     async def aclose(self) -> None: ...
+
+
+def current_x5t(source: SvidSource) -> str | None:
+    """RFC 8705 ``x5t#S256`` of the source's current X.509-SVID leaf, or None while it has none."""
+    try:
+        return source.x509_svid().x5t_s256()
+    except SvidUnavailableError:
+        return None
 
 
 class InMemorySvidSource:

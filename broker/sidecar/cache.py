@@ -23,8 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from broker.identity.errors import SvidUnavailableError
-from broker.identity.source import SvidSource
+from broker.identity.source import SvidSource, current_x5t
 from broker.sidecar.exchanger import Exchanger, TokenResult
 
 __all__ = ["CacheKey", "CachedToken", "Clock", "TokenCache"]
@@ -102,7 +101,7 @@ class TokenCache:
         self._entries: dict[CacheKey, CachedToken] = {}
         self._inflight: dict[CacheKey, asyncio.Task[CachedToken]] = {}
         self._failures: dict[CacheKey, tuple[int, float]] = {}  # key -> (consecutive failures, not before)
-        self._x5t = self._current_x5t()
+        self._x5t = current_x5t(self._source)
         self._unsubscribe: Callable[[], None] | None = source.subscribe(self._on_source_change)
 
     async def get(self, key: CacheKey) -> CachedToken:
@@ -192,14 +191,8 @@ class TokenCache:
         delay = ceiling * (0.5 + random.random() / 2)  # noqa: S311 - jitter, not a secret
         self._failures[key] = (count + 1, self._clock() + delay)
 
-    def _current_x5t(self) -> str | None:
-        try:
-            return self._source.x509_svid().x5t_s256()
-        except SvidUnavailableError:
-            return None
-
     def _on_source_change(self) -> None:
-        x5t = self._current_x5t()
+        x5t = current_x5t(self._source)
         if x5t is None or x5t == self._x5t:
             return
         self._x5t = x5t

@@ -23,8 +23,8 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from broker.identity.errors import IdentityError, SvidUnavailableError
-from broker.identity.source import SvidSource
+from broker.identity.errors import IdentityError
+from broker.identity.source import SvidSource, current_x5t
 from broker.identity.tls import ServerIdMatcher, SourceSSLContext, client_ssl_context
 from broker.sidecar.errors import TokenServiceRefusedError, TokenServiceUnavailableError, refusal_from_response
 from broker.sidecar.retry import RetryPolicy
@@ -137,7 +137,7 @@ class TokenServiceClient:
         self._metadata: AuthorizationServerMetadata | None = None
         self._http: _Http | None = None
         self._closing: set[asyncio.Task[None]] = set()
-        self._x5t = self._current_x5t()
+        self._x5t = current_x5t(self._source)
         self._unsubscribe: Callable[[], None] | None = source.subscribe(self._on_source_change)
         self.reachable = False
         self.exchange_count = 0  # token requests sent (for tests and metrics)
@@ -209,7 +209,7 @@ class TokenServiceClient:
         if status != 200:
             raise refusal_from_response(status, body)
         result = parse_token_response(body, requested_scope=scope, now=time.time())
-        if result.bound_x5t is not None and result.bound_x5t != self._current_x5t():
+        if result.bound_x5t is not None and result.bound_x5t != current_x5t(self._source):
             self._retire_session()  # the connection still presented the certificate that has just rotated
             raise _RetryableError("token bound to a rotated certificate")
         return result
@@ -262,14 +262,8 @@ class TokenServiceClient:
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
-    def _current_x5t(self) -> str | None:
-        try:
-            return self._source.x509_svid().x5t_s256()
-        except SvidUnavailableError:
-            return None
-
     def _on_source_change(self) -> None:
-        x5t = self._current_x5t()
+        x5t = current_x5t(self._source)
         if x5t != self._x5t:
             self._x5t = x5t
             self._retire_session()  # pooled connections present the old certificate
