@@ -19,7 +19,7 @@ from typing import Protocol
 
 from aiohttp import web
 
-from broker.errors import BrokerError, InvalidRequestError, ServerError
+from broker.errors import AccessDeniedError, BrokerError, InvalidRequestError, ServerError
 from broker.identity.errors import SvidUnavailableError
 from broker.identity.source import SvidSource
 from broker.server.errors import render_error
@@ -83,6 +83,25 @@ def _parse_key(request: web.Request) -> CacheKey:
     return audiences[0], " ".join(sorted(set(scope.split(" "))))
 
 
+_LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "[::1]"})
+
+
+def check_local_client(request: web.Request) -> None:
+    """On the loopback TCP port, refuse what a web page could send (DNS rebinding, cross-site requests).
+
+    A page the user opens may make the browser call ``http://<rebound name>:<port>/v1/token``; such a request
+    carries the page's host name in ``Host`` (and often an ``Origin``). Local clients name a loopback host and send
+    no ``Origin``. The Unix socket is reachable only through the file system, so it is not checked.
+    """
+    transport = request.transport
+    if transport is None or not isinstance(transport.get_extra_info("sockname"), tuple):
+        return
+    host = request.headers.get("Host", "")
+    name = host[: host.find("]") + 1] if host.startswith("[") else host.rsplit(":", 1)[0]
+    if name.lower() not in _LOOPBACK_NAMES or "Origin" in request.headers:
+        raise AccessDeniedError("the sidecar serves local clients only (Host must be a loopback name, no Origin)")
+
+
 async def token_handler(request: web.Request) -> web.Response:
     """``GET /v1/token``: a dict lookup and pre-serialised bytes when cached; else one shared exchange."""
     app = request.app
@@ -90,6 +109,7 @@ async def token_handler(request: web.Request) -> web.Response:
     query_string = request.query_string
     key = memo.get(query_string)
     try:
+        check_local_client(request)
         if key is None:
             key = _parse_key(request)
             if len(memo) >= _MAX_KEY_MEMO:

@@ -251,6 +251,35 @@ async def test_optional_loopback_port_serves_the_same_api(start: Starter, worklo
         assert (await response.json())["access_token"] == "token-1"
 
 
+@pytest.mark.parametrize(
+    "headers",
+    [{"Host": "attacker.example"}, {"Host": "attacker.example:8081"}, {"Origin": "https://attacker.example"}],
+    ids=["rebound-host", "rebound-host-with-port", "cross-site-origin"],
+)
+async def test_loopback_port_refuses_requests_a_web_page_could_make(
+    start: Starter, workload_source: InMemorySvidSource, headers: dict[str, str]
+) -> None:
+    sidecar = await start(workload_source, token_service=FakeTokenService(workload_source), http_port=0)
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{sidecar.http_port}/v1/token", params={"audience": API}, headers=headers) as r,
+    ):
+        body = await r.json()
+        assert (r.status, body["error"]) == (403, "access_denied")
+        assert "access_token" not in body
+
+
+async def test_unix_socket_accepts_any_host_header(start: Starter, workload_source: InMemorySvidSource) -> None:
+    sidecar = await start(workload_source, token_service=FakeTokenService(workload_source))
+    assert sidecar.socket_path is not None
+    connector = aiohttp.UnixConnector(path=str(sidecar.socket_path))
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        session.get("http://sidecar/v1/token", params={"audience": API}) as response,
+    ):
+        assert response.status == 200
+
+
 async def test_unexpected_failure_is_a_json_server_error(start: Starter, workload_source: InMemorySvidSource) -> None:
     fake = FakeTokenService(workload_source, failure=RuntimeError("bug"))
     sidecar = await start(workload_source, token_service=fake)
