@@ -16,7 +16,18 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-__all__ = ["WORKLOAD_METHODS", "WorkloadApiStub", "workload_pb2"]
+import grpc  # type: ignore[import-untyped]
+
+from broker.config import TCP_ADDRESS
+
+__all__ = [
+    "WORKLOAD_METADATA",
+    "WORKLOAD_METHODS",
+    "WorkloadApiStub",
+    "describe_rpc_error",
+    "grpc_target",
+    "workload_pb2",
+]
 
 _MODULE = "spiffe._proto.workload_pb2"
 
@@ -68,3 +79,22 @@ class WorkloadApiStub:
 
     def __getattr__(self, name: str) -> Any:  # for the type checker: methods are set in __init__
         raise AttributeError(name)
+
+
+# SPIFFE Workload API §5: every request carries this metadata (a server refuses others with InvalidArgument).
+WORKLOAD_METADATA = (("workload.spiffe.io", "true"),)
+_HINTS = {"UNAVAILABLE": " (is the agent running?)", "PERMISSION_DENIED": " (is this workload registered?)"}
+
+
+def grpc_target(address: str) -> str:
+    """grpcio's target for a Workload API address: ``unix:///path`` as is, ``tcp://ip:port`` as ``ipv4:ip:port``."""
+    tcp = TCP_ADDRESS.fullmatch(address)
+    return "ipv4:" + tcp.group(1) if tcp else address
+
+
+def describe_rpc_error(exc: BaseException) -> str:
+    """A log line for a failed call: the gRPC status and details, with a hint for the common causes."""
+    if isinstance(exc, grpc.RpcError) and isinstance(exc, grpc.Call):
+        code = exc.code().name
+        return f"{code}: {exc.details()}{_HINTS.get(code, '')}"
+    return f"bad response: {exc}"

@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 
 import grpc  # type: ignore[import-untyped]
 
-from broker.config import ENDPOINT_SOCKET_ENV, TCP_ADDRESS, normalize_address, workload_api_address
+from broker.config import ENDPOINT_SOCKET_ENV, normalize_address, workload_api_address
 from broker.identity.bundle import JwtBundle, JwtBundleSet, X509Bundle, X509BundleSet
 from broker.identity.errors import IdentityError, SvidUnavailableError
 from broker.identity.spiffeid import TrustDomain
@@ -39,7 +39,13 @@ from broker.identity.workload_messages import (
     jwt_svid_from_token,
     x509_context_from_response,
 )
-from broker.identity.workload_pb import WorkloadApiStub, workload_pb2
+from broker.identity.workload_pb import (
+    WORKLOAD_METADATA,
+    WorkloadApiStub,
+    describe_rpc_error,
+    grpc_target,
+    workload_pb2,
+)
 
 __all__ = [
     "ENDPOINT_SOCKET_ENV",
@@ -51,22 +57,8 @@ __all__ = [
     "x509_context_from_response",
 ]
 
-_METADATA = (("workload.spiffe.io", "true"),)
-_HINTS = {"UNAVAILABLE": " (is the agent running?)", "PERMISSION_DENIED": " (is this workload registered?)"}
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
-
-
-def _grpc_target(address: str) -> str:
-    tcp = TCP_ADDRESS.fullmatch(address)
-    return "ipv4:" + tcp.group(1) if tcp else address
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, grpc.RpcError) and isinstance(exc, grpc.Call):
-        code = exc.code().name
-        return f"{code}: {exc.details()}{_HINTS.get(code, '')}"
-    return f"bad response: {exc}"
 
 
 class _Backoff:
@@ -153,7 +145,7 @@ class WorkloadApiSvidSource:
             ("grpc.max_reconnect_backoff_ms", high),
             ("grpc.use_local_subchannel_pool", 1),
         ]
-        self._channel = grpc.insecure_channel(_grpc_target(self.address), options=options)
+        self._channel = grpc.insecure_channel(grpc_target(self.address), options=options)
         self._stub = WorkloadApiStub(self._channel)
         self._tasks = [asyncio.create_task(self._supervise(name)) for name in self._up]
 
@@ -260,7 +252,7 @@ class WorkloadApiSvidSource:
                 await self._in_thread(name, lambda: self._read_stream(name, deliver))
                 reason = "the stream ended"
             except Exception as exc:  # gRPC status or a response we could not use
-                reason = _describe(exc)
+                reason = describe_rpc_error(exc)
             delay = backoff.next()
             self._stream_down(name, reason, delay)
             await asyncio.sleep(delay)  # aclose() cancels this task
@@ -268,10 +260,10 @@ class WorkloadApiSvidSource:
     def _read_stream(self, name: str, deliver: Callable[[tuple[bytes, Any]], None]) -> None:
         """In a thread: read one stream until it ends or fails, handing each parsed response to the loop."""
         if name == "x509":
-            call = self._stub.FetchX509SVID(workload_pb2.X509SVIDRequest(), metadata=_METADATA)
+            call = self._stub.FetchX509SVID(workload_pb2.X509SVIDRequest(), metadata=WORKLOAD_METADATA)
             parse: Callable[[Any], Any] = x509_context_from_response
         else:
-            call = self._stub.FetchJWTBundles(workload_pb2.JWTBundlesRequest(), metadata=_METADATA)
+            call = self._stub.FetchJWTBundles(workload_pb2.JWTBundlesRequest(), metadata=WORKLOAD_METADATA)
             parse = jwt_bundles_from_response
         with self._lock:
             if self._stop.is_set():
@@ -365,15 +357,16 @@ class WorkloadApiSvidSource:
     async def _fetch_jwt_svid(self, audience: str) -> JwtSvid:
         await self.start()
         request = workload_pb2.JWTSVIDRequest(audience=[audience])
-        call = self._stub.FetchJWTSVID.future(request, metadata=_METADATA, timeout=self._jwt_timeout)
+        call = self._stub.FetchJWTSVID.future(request, metadata=WORKLOAD_METADATA, timeout=self._jwt_timeout)
         try:
             response = await self._grpc_result(call)
             if not response.svids:
                 raise IdentityError("the JWTSVIDResponse holds no SVID")
             svid = jwt_svid_from_token(response.svids[0].svid, audience)
         except (grpc.RpcError, IdentityError) as exc:
+            reason = describe_rpc_error(exc)
             raise SvidUnavailableError(
-                f"no JWT-SVID for audience {audience!r} from the Workload API at {self.address}: {_describe(exc)}"
+                f"no JWT-SVID for audience {audience!r} from the Workload API at {self.address}: {reason}"
             ) from None
         now = self._clock()
         iat = svid.claims.get("iat")
