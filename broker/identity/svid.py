@@ -17,13 +17,17 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPri
 
 from broker.identity.spiffeid import SpiffeId
 
-__all__ = ["JwtSvid", "X509Svid", "x5t_s256"]
+__all__ = ["JwtSvid", "X509Svid", "certificate_thumbprint", "x5t_s256"]
+
+
+def certificate_thumbprint(certificate_der: bytes) -> str:
+    """RFC 8705 §3.1 ``x5t#S256``: base64url (no padding) of SHA-256 over the certificate's DER encoding."""
+    return base64.urlsafe_b64encode(hashlib.sha256(certificate_der).digest()).rstrip(b"=").decode("ascii")
 
 
 def x5t_s256(certificate: x509.Certificate) -> str:
-    """RFC 8705 §3.1: base64url (no padding) of SHA-256 over the certificate's DER encoding."""
-    digest = hashlib.sha256(certificate.public_bytes(serialization.Encoding.DER)).digest()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+    """RFC 8705 §3.1 ``x5t#S256`` of a parsed certificate."""
+    return certificate_thumbprint(certificate.public_bytes(serialization.Encoding.DER))
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,6 @@ A token is accepted only if every rule holds; each failure is :class:`~broker.er
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import hmac
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -28,17 +26,13 @@ from broker.errors import InvalidTokenError
 from broker.identity.errors import InvalidSpiffeIdError
 from broker.identity.jws import finite_number
 from broker.identity.spiffeid import SpiffeId
+from broker.identity.svid import certificate_thumbprint
 from broker.verify.jwks import JwksProvider
 from broker.verify.jws import ES_ALGORITHMS, CompactJws, JwsError, parse_compact, verify_es
 
 __all__ = ["ACCESS_TOKEN_TYPES", "AccessTokenVerifier", "VerifiedToken", "certificate_thumbprint"]
 
 ACCESS_TOKEN_TYPES = frozenset({"at+jwt", "application/at+jwt"})  # RFC 9068 §4
-
-
-def certificate_thumbprint(certificate_der: bytes) -> str:
-    """RFC 8705 §3.1 ``x5t#S256``: base64url (no padding) of SHA-256 over the certificate's DER."""
-    return base64.urlsafe_b64encode(hashlib.sha256(certificate_der).digest()).rstrip(b"=").decode("ascii")
 
 
 @dataclass(frozen=True)
