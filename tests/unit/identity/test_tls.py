@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import os
 import ssl
 import tempfile
@@ -11,10 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from forged import forged_svid
 
 from broker.identity.devca import DevCA
 from broker.identity.errors import X509SvidError
@@ -119,32 +115,6 @@ async def refused(port: int, ctx: ssl.SSLContext) -> bool:
     return data == b""
 
 
-def forge(issuer: DevCA, uri: str) -> X509Svid:
-    """A leaf that is a valid X509-SVID in every respect except, possibly, whose CA signed it."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.UTC)
-    usage = x509.KeyUsage(
-        digital_signature=True, content_commitment=False, key_encipherment=False, data_encipherment=False,
-        key_agreement=False, key_cert_sign=False, crl_sign=False, encipher_only=False, decipher_only=False,
-    )  # fmt: skip
-    eku = x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "forged")]))
-        .issuer_name(issuer.ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(seconds=10))
-        .not_valid_after(now + dt.timedelta(seconds=600))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(usage, critical=True)
-        .add_extension(eku, critical=False)
-        .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri)]), critical=False)
-        .sign(issuer.ca_key, hashes.SHA256())
-    )
-    return X509Svid(SpiffeId.parse(uri), (cert,), key)
-
-
 def plain_client_context(svid: X509Svid, *roots: DevCA) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
@@ -183,7 +153,7 @@ async def test_peer_check_accepts_leaf_signed_by_its_own_domain(
     tls_server: tuple[EchoServer, InMemorySvidSource], ca_a: DevCA
 ) -> None:
     echo, server_source = tls_server
-    _, data = await connect(echo.port, plain_client_context(forge(ca_a, str(CLIENT_ID)), ca_a))
+    _, data = await connect(echo.port, plain_client_context(forged_svid(ca_a, str(CLIENT_ID)), ca_a))
     assert data == b"ok"
     assert peer_spiffe_id(echo.ssl_objects[-1], server_source.x509_bundles())[0] == CLIENT_ID
 
@@ -193,7 +163,7 @@ async def test_peer_check_refuses_id_of_a_chained_to_b_ca(
 ) -> None:
     """X509-SVID §5: a certificate claiming spiffe://a.test/... that chains to b's CA passes ssl, not the check."""
     echo, server_source = tls_server
-    _, data = await connect(echo.port, plain_client_context(forge(ca_b, str(CLIENT_ID)), ca_a))
+    _, data = await connect(echo.port, plain_client_context(forged_svid(ca_b, str(CLIENT_ID)), ca_a))
     assert data == b"ok"  # the ssl layer accepts it: every loaded root is trusted
     with pytest.raises(ChainVerificationError):
         peer_spiffe_id(echo.ssl_objects[-1], server_source.x509_bundles())

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from token_service_helpers import API, CLIENT_ID, ISSUER, Broker, client_context, forged_svid, request
+from forged import forged_svid
+from token_service_helpers import API, CLIENT_ID, ISSUER, Broker, client_context, request
 
 from broker.identity.devca import DevCA
 from broker.identity.spiffeid import SpiffeId
