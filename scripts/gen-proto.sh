@@ -19,7 +19,9 @@ PROTOS=(
   spire/api/types/federateswith.proto
   spire/api/types/status.proto
   spire/api/types/entry.proto
+  spire/api/types/agent.proto
   spire/api/server/entry/v1/entry.proto
+  spire/api/server/agent/v1/agent.proto
 )
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
