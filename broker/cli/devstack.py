@@ -4,13 +4,16 @@ The dev Workload API serves the invoking user's workload over the real gRPC Work
 sidecar, ``spiffe-broker token`` and ``spiffe-broker call`` get their SVIDs from it exactly as from a SPIRE agent.
 The token service and the demo API run in this process as the same uid, so they cannot be told apart by Unix
 attestation; they take their SVIDs straight from the same dev CA (``spiffe://<td>/spiffe-broker`` and
-``spiffe://<td>/demo-api``), rotated at half-life like the Workload API's.
+``spiffe://<td>/demo-api``), rotated at half-life like the Workload API's. Their SVIDs also carry the DNS and IP
+SANs ``localhost``, ``127.0.0.1`` and the configured listen host, so a stock HTTPS client given the bundle
+(``STATE_DIR/bundle.pem``) can do discovery: ``curl --cacert bundle.pem https://127.0.0.1:PORT/.well-known/...``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import shutil
@@ -21,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from broker.config import BrokerSettings
 from broker.identity.devca import DevCA, write_private_file
@@ -42,6 +46,8 @@ WORKLOAD_PATH = "/workload"
 DEMO_API_PATH = "/demo-api"
 DEMO_SCOPE = "hello:read"
 SERVICE_SVID_TTL = 3600.0
+LOOPBACK_NAMES = ("localhost", "127.0.0.1")
+BUNDLE_FILE = "bundle.pem"
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,7 @@ class DevStack:
     demo_audience: str
     policy_file: Path
     state_dir: Path
+    bundle_file: Path
 
 
 def free_loopback_port() -> int:
@@ -79,6 +86,29 @@ def dev_policy(workload_id: SpiffeId, demo_audience: str) -> str:
         ]
     }
     return "# spiffe-broker dev policy (default deny; edit me: reloaded on change)\n" + yaml.safe_dump(document)
+
+
+def server_names(host: str) -> tuple[list[str], list[str]]:
+    """DNS names and IP addresses for a dev server's SVID: loopback by name and number, plus its listen host.
+
+    A wildcard listen address (``0.0.0.0``, ``::``) names no host and is left out.
+    """
+    dns_names: list[str] = []
+    ip_addresses: list[str] = []
+    for name in dict.fromkeys([*LOOPBACK_NAMES, host]):
+        try:
+            address = ipaddress.ip_address(name)
+        except ValueError:
+            dns_names.append(name)
+            continue
+        if not address.is_unspecified:
+            ip_addresses.append(str(address))
+    return dns_names, ip_addresses
+
+
+def _serving_ca(ca: DevCA, host: str) -> DevCA:
+    dns_names, ip_addresses = server_names(host)
+    return ca.with_server_names(dns_names=dns_names, ip_addresses=ip_addresses)
 
 
 def _runtime_dir(stack: contextlib.AsyncExitStack) -> Path:
@@ -157,7 +187,7 @@ async def _start_token_service(
     if not layout.policy_file.exists():
         write_private_file(layout.policy_file, dev_policy(layout.workload_id, layout.demo_audience).encode())
     service = await start_token_service(
-        source=await _service_source(stack, ca, layout.broker_id),
+        source=await _service_source(stack, _serving_ca(ca, settings.server.host), layout.broker_id),
         policy_store=FilePolicyStore(layout.policy_file),
         key_store=FileKeyStore(layout.state_dir / "token-service"),
         listen_host=settings.server.host,
@@ -173,7 +203,9 @@ async def _start_demo_api(
     stack: contextlib.AsyncExitStack, settings: BrokerSettings, layout: _Layout, ca: DevCA
 ) -> None:
     demo = await start_demo_api(
-        source=await _service_source(stack, ca, SpiffeId(layout.td, DEMO_API_PATH)),
+        source=await _service_source(
+            stack, _serving_ca(ca, settings.demo_api.host), SpiffeId(layout.td, DEMO_API_PATH)
+        ),
         issuer=layout.issuer,
         audience=layout.demo_audience,
         token_service_id=layout.broker_id,
@@ -216,6 +248,8 @@ async def run_dev_stack(settings: BrokerSettings) -> AsyncIterator[DevStack]:
         await _start_token_service(stack, settings, layout, workload_api.ca)
         await _start_demo_api(stack, settings, layout, workload_api.ca)
         http_port = await _start_sidecar(stack, settings, layout, workload_api.address, sidecar_socket)
+        bundle_file = layout.state_dir / BUNDLE_FILE
+        write_private_file(bundle_file, workload_api.ca.ca_cert.public_bytes(Encoding.PEM))
         yield DevStack(
             trust_domain=layout.td,
             workload_api=workload_api.address,
@@ -227,6 +261,7 @@ async def run_dev_stack(settings: BrokerSettings) -> AsyncIterator[DevStack]:
             demo_audience=layout.demo_audience,
             policy_file=layout.policy_file,
             state_dir=layout.state_dir,
+            bundle_file=bundle_file,
         )
 
 

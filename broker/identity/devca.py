@@ -4,11 +4,18 @@ It issues what SPIRE would: X509-SVIDs (SPIFFE X509-SVID §4-§5: one URI SAN, l
 EKU serverAuth+clientAuth) signed by a self-signed root whose SAN is the trust domain's ID, and JWT-SVIDs (ES256,
 ``typ: JWT``, ``kid``; claims ``sub``, ``aud``, ``exp``, ``iat`` and an optional ``jti``). Keys persist in a
 state directory as 0600 files so a restart keeps the same trust anchors. For `spiffe-broker dev` and tests only.
+
+A leaf may also carry DNS and IP address SANs (X509-SVID §2: exactly one URI SAN, and "any number of other SAN
+field types"), as SPIRE does for an entry's ``dns_names``, so that a stock HTTPS client that checks the server's
+name (RFC 9110 §4.3.4, RFC 6125 §6) accepts a server's SVID. :meth:`DevCA.with_server_names` gives the same CA
+(same keys, same bundles) issuing such leaves.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import ipaddress
 import os
 import secrets
 import time
@@ -29,6 +36,8 @@ from broker.identity.spiffeid import SpiffeId, TrustDomain
 from broker.identity.svid import JwtSvid, X509Svid
 
 __all__ = ["DevCA", "write_private_file"]
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 CA_LIFETIME = dt.timedelta(days=365)
 BACKDATE = dt.timedelta(seconds=10)
@@ -108,6 +117,8 @@ class DevCA:
     ca_cert: x509.Certificate
     jwt_key: ec.EllipticCurvePrivateKey = field(repr=False)
     jwt_kid: str
+    server_dns_names: tuple[str, ...] = ()
+    server_ip_addresses: tuple[IPAddress, ...] = ()
 
     @classmethod
     def ephemeral(cls, trust_domain: TrustDomain | str) -> DevCA:
@@ -131,6 +142,15 @@ class DevCA:
         write_private_file(jwt_path, _pem_key(ca.jwt_key))
         return ca
 
+    def with_server_names(self, *, dns_names: Sequence[str] = (), ip_addresses: Sequence[str] = ()) -> DevCA:
+        """This CA (same keys and bundles), adding these DNS and IP address SANs to every leaf it issues.
+
+        For a server reached by a stock HTTPS client, e.g. ``dns_names=["localhost"], ip_addresses=["127.0.0.1"]``.
+        The URI SAN stays the only SPIFFE ID (X509-SVID §2); a malformed IP address is a ``ValueError``.
+        """
+        addresses = tuple(ipaddress.ip_address(address) for address in ip_addresses)
+        return dataclasses.replace(self, server_dns_names=tuple(dns_names), server_ip_addresses=addresses)
+
     @classmethod
     def _load(cls, td: TrustDomain, key_path: Path, cert_path: Path, jwt_path: Path) -> DevCA:
         ca_key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
@@ -141,14 +161,15 @@ class DevCA:
         return cls(td, ca_key, cert, jwt_key, _kid_for(jwt_key))
 
     def issue_x509_svid(self, spiffe_id: SpiffeId, *, ttl: float, dns_names: Sequence[str] = ()) -> X509Svid:
-        """Issue a leaf X509-SVID for ``spiffe_id`` valid for ``ttl`` seconds (capped at the CA's expiry)."""
+        """Issue a leaf X509-SVID for ``spiffe_id`` valid for ``ttl`` seconds (capped at the CA's expiry).
+
+        Its SANs: the SPIFFE ID as the one URI SAN, then ``dns_names``, this CA's server DNS names and IP addresses.
+        """
         if not spiffe_id.is_member_of(self.trust_domain) or not spiffe_id.path:
             raise ValueError("the dev CA issues only workload IDs in its own trust domain")
         key = _new_ec_key()
         now = dt.datetime.now(dt.UTC)
         not_after = min(now + dt.timedelta(seconds=ttl), self.ca_cert.not_valid_after_utc)
-        sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(str(spiffe_id))]
-        sans += [x509.DNSName(name) for name in dns_names]
         cert = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "SPIRE")]))
@@ -163,12 +184,19 @@ class DevCA:
                 x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
                 critical=False,
             )
-            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+            .add_extension(self._leaf_sans(spiffe_id, dns_names), critical=False)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self.ca_key.public_key()), critical=False)
             .sign(self.ca_key, hashes.SHA256())
         )
         return X509Svid(spiffe_id=spiffe_id, chain=(cert,), private_key=key)
+
+    def _leaf_sans(self, spiffe_id: SpiffeId, dns_names: Sequence[str]) -> x509.SubjectAlternativeName:
+        names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(str(spiffe_id))]
+        for name in dict.fromkeys([*dns_names, *self.server_dns_names]):
+            names.append(x509.DNSName(name))
+        names += [x509.IPAddress(address) for address in self.server_ip_addresses]
+        return x509.SubjectAlternativeName(names)
 
     def mint_jwt_svid(
         self,
