@@ -1,14 +1,23 @@
 """mTLS with X.509-SVIDs: ``ssl`` contexts fed by an :class:`SvidSource`, and the per-trust-domain peer check.
 
-What the ``ssl`` module can and cannot do (Python 3.11, see FACTS "TLS in Python 3.11"):
+What the ``ssl`` module can and cannot do:
 
-* It verifies a peer chain against *every* loaded root and hands the application only the leaf. With federated
-  bundles loaded, a certificate naming ``spiffe://a/...`` that chains to b's CA passes the handshake. The SPIFFE
-  X509-SVID rule (§5.2: validate against the bundle of the trust domain the SPIFFE ID names) is therefore applied
-  after the handshake by :func:`peer_spiffe_id`. Every server and client using these contexts MUST call it (or
+* It verifies a peer chain against *every* loaded root. With federated bundles loaded, a certificate naming
+  ``spiffe://a/...`` that chains to b's CA passes the handshake. The SPIFFE X509-SVID rule (§5.1: validate
+  against the bundle of the trust domain the SPIFFE ID names) is therefore applied after the handshake by
+  :func:`peer_spiffe_id`. Every server and client using these contexts MUST call it (or
   :meth:`SourceSSLContext.check_peer`) before trusting the peer.
-* Key material must come from files: :func:`_load_svid` hands it over through anonymous ``memfd`` files (never
-  on disk), falling back to 0600 files in a private 0700 directory that are unlinked right after loading.
+* ``getpeercert()`` shows only the leaf. The peer's chain (leaf first, then the intermediates it sent; SPIRE with
+  an UpstreamAuthority, or nested SPIRE, signs leaves with an intermediate) comes from
+  :func:`peer_certificate_chain`: ``SSLObject.get_unverified_chain()`` on Python 3.13+, the same accessor of the
+  C-level ``_ssl._SSLSocket`` (``ssl_object._sslobj``, present since 3.10) before. If neither is there, or the
+  chain is missing, the check fails closed (:class:`PeerChainUnavailableError`); a test watches the route.
+  The whole chain is then verified again with ``verify_x509_svid`` against the leaf's own trust domain only.
+* Server contexts issue no TLS session tickets: a session resumed from a ticket carries the peer's leaf but not
+  its chain, which would leave nothing to verify the intermediates with.
+* Key material must come from files: :func:`_load_svid` hands it over (the full chain, so peers receive the
+  intermediates) through anonymous ``memfd`` files (never on disk), falling back to 0600 files in a private
+  0700 directory that are unlinked right after loading.
 
 Freshness: a context subscribes to its source. On every change the server context re-loads its own
 certificate chain and builds a complete replacement context; its ``sni_callback`` (which OpenSSL calls for every
@@ -18,6 +27,7 @@ bundles apply to new connections without a restart. The client context re-loads 
 
 from __future__ import annotations
 
+import _ssl
 import contextlib
 import logging
 import os
@@ -34,15 +44,17 @@ from broker.identity.errors import X509SvidError
 from broker.identity.source import SvidSource
 from broker.identity.spiffeid import SpiffeId
 from broker.identity.svid import X509Svid
-from broker.identity.x509svid import verify_leaf_against_bundle, verify_x509_svid
+from broker.identity.x509svid import verify_x509_svid
 
 __all__ = [
     "NoPeerCertificateError",
+    "PeerChainUnavailableError",
     "ServerIdMatcher",
     "SourceSSLContext",
     "check_server_id",
     "client_ssl_context",
     "peer_certificate",
+    "peer_certificate_chain",
     "peer_spiffe_id",
     "server_ssl_context",
 ]
@@ -54,6 +66,12 @@ class NoPeerCertificateError(X509SvidError):
     """The peer presented no certificate at all."""
 
     reason = "no_peer_certificate"
+
+
+class PeerChainUnavailableError(X509SvidError):
+    """The ``ssl`` module did not expose the chain the peer sent, so it cannot be verified per trust domain."""
+
+    reason = "peer_chain_unavailable"
 
 
 ServerIdMatcher = SpiffeId | Callable[[SpiffeId], bool] | None
@@ -166,22 +184,20 @@ def peer_certificate(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> x509.C
 def peer_spiffe_id(
     ssl_object: ssl.SSLObject | ssl.SSLSocket | None, bundles: X509BundleSet
 ) -> tuple[SpiffeId, x509.Certificate]:
-    """The peer's SPIFFE ID, validated against the bundle of the trust domain that ID names (X509-SVID §5).
+    """The peer's SPIFFE ID, its chain verified against the bundle of the trust domain that ID names (X509-SVID §5).
 
-    Where the ``ssl`` module exposes the peer's chain (``get_unverified_chain``, Python 3.13+) the whole chain
-    is verified with ``verify_x509_svid``; on 3.11 only the leaf is visible, so the leaf must be issued directly
-    by an authority of its own trust domain's bundle (``verify_leaf_against_bundle``). Raises
-    :class:`X509SvidError` if there is no certificate or it fails either check.
+    The chain is the one the peer sent (:func:`peer_certificate_chain`): the leaf and any intermediates, each
+    checked by ``verify_x509_svid`` (signatures, validity, CA constraints, path length, key usage) up to an
+    authority of the leaf's own trust domain. Raises :class:`X509SvidError` if there is no certificate, the chain
+    is not available, or it fails a check.
     """
     leaf = peer_certificate(ssl_object)
     if leaf is None or ssl_object is None:
         raise NoPeerCertificateError("no peer certificate")
-    chain = _peer_chain(ssl_object)
-    if chain:
-        if chain[0] != leaf:
-            raise X509SvidError("peer chain does not start with the peer certificate")
-        return verify_x509_svid(chain, bundles), leaf
-    return verify_leaf_against_bundle(leaf, bundles), leaf
+    chain = peer_certificate_chain(ssl_object)
+    if chain[0] != leaf:
+        raise PeerChainUnavailableError("the peer chain does not start with the peer certificate")
+    return verify_x509_svid(chain, bundles), leaf
 
 
 def check_server_id(
@@ -197,13 +213,47 @@ def check_server_id(
     return spiffe_id
 
 
-def _peer_chain(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> list[x509.Certificate]:
-    """The chain the peer sent (leaf first) where ``ssl`` exposes it (3.13+: a list of DER bytes), else []."""
-    getter = getattr(ssl_object, "get_unverified_chain", None)
-    raw: object = getter() if getter is not None else None
-    if not isinstance(raw, list) or not all(isinstance(item, bytes) for item in raw):
+def peer_certificate_chain(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> list[x509.Certificate]:
+    """The chain the peer sent in the handshake, leaf first, not yet verified per trust domain.
+
+    Python 3.13+: the public ``get_unverified_chain()`` (DER bytes). Python 3.11-3.12: the same accessor of the
+    C-level object behind the ``ssl`` wrapper (``_sslobj.get_unverified_chain()``, ``_ssl.Certificate`` items);
+    for a server-side connection CPython puts the client's leaf first, as OpenSSL leaves it out. Fails closed
+    with :class:`PeerChainUnavailableError` when neither accessor exists or the peer's chain is not known.
+    """
+    ders = _unverified_chain_der(ssl_object)
+    if not ders:
+        raise PeerChainUnavailableError("the peer's certificate chain is not available")
+    try:
+        return [x509.load_der_x509_certificate(der) for der in ders]
+    except ValueError:
+        raise PeerChainUnavailableError("the peer's certificate chain cannot be parsed") from None
+
+
+def _unverified_chain_der(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> list[bytes]:
+    public = getattr(ssl_object, "get_unverified_chain", None)
+    if callable(public):  # Python 3.13+
+        items: object = public()
+    else:
+        private = getattr(getattr(ssl_object, "_sslobj", None), "get_unverified_chain", None)
+        if not callable(private):
+            raise PeerChainUnavailableError("this Python's ssl module does not expose the peer's certificate chain")
+        items = private()
+    if items is None:
         return []
-    return [x509.load_der_x509_certificate(der) for der in raw]
+    if not isinstance(items, list):
+        raise PeerChainUnavailableError("unexpected peer chain from the ssl module")
+    return [_der_of(item) for item in items]
+
+
+def _der_of(item: object) -> bytes:
+    if isinstance(item, bytes):
+        return item
+    public_bytes = getattr(item, "public_bytes", None)  # _ssl.Certificate (Python 3.10-3.12)
+    der = public_bytes(_ssl.ENCODING_DER) if callable(public_bytes) else None
+    if not isinstance(der, bytes):
+        raise PeerChainUnavailableError("unexpected certificate in the peer chain from the ssl module")
+    return der
 
 
 def _new_server_context(
@@ -211,7 +261,8 @@ def _new_server_context(
 ) -> ssl.SSLContext:
     ctx = cls(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.options |= ssl.OP_NO_RENEGOTIATION | ssl.OP_CIPHER_SERVER_PREFERENCE
+    ctx.options |= ssl.OP_NO_RENEGOTIATION | ssl.OP_CIPHER_SERVER_PREFERENCE | ssl.OP_NO_TICKET
+    ctx.num_tickets = 0  # TLS 1.3: a ticket-resumed session would carry no peer chain (see the module docstring)
     ctx.verify_mode = verify_mode
     _load_roots(ctx, source.x509_bundles())
     _load_svid(ctx, source.x509_svid())

@@ -16,13 +16,17 @@ both ``serverAuth`` and ``clientAuth``), the chain's keys must be RSA >= 2048 bi
 Ed25519: SPIRE does not issue it), and CAs must satisfy the WebPKI CA profile (SPIRE's do). The only relaxation:
 the leaf may lack an authority key identifier, which SPIFFE does not require.
 
+Intermediates (SPIRE with an UpstreamAuthority, nested SPIRE) are verified like the leaf's issuer: each must be a
+CA (basicConstraints ``cA`` true, critical; RFC 5280 §4.2.1.9) allowed to sign certificates (keyUsage
+``keyCertSign``, §4.2.1.3), inside its validity period, within every ``pathLenConstraint`` above it, and
+signed by the next certificate up to an authority of the leaf's own trust domain. A chain may carry at most
+:data:`MAX_INTERMEDIATES` intermediates; unused extra certificates are ignored, as RFC 8446 §4.4.2 allows.
+
 Key usage criticality (§4.3 "MUST be marked critical") is an issuer rule and is not enforced here, like
 go-spiffe. A ``now`` without a time zone is taken as UTC.
 
-Python 3.11's ``ssl`` module shows the application only the peer's leaf, after verifying the whole chain against
-every loaded root. :func:`verify_leaf_against_bundle` adds the per-trust-domain check for that case: the leaf
-must be issued *directly* by an authority of its own trust domain (so it supports SPIRE without an upstream
-authority, where leaves are signed by the bundle's root, and not chains through intermediates).
+TLS peers: :func:`broker.identity.tls.peer_spiffe_id` passes the chain the peer sent (on every supported
+Python) to :func:`verify_x509_svid`.
 """
 
 from __future__ import annotations
@@ -31,10 +35,10 @@ import datetime as dt
 from collections.abc import Sequence
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.x509.verification import (
     Criticality,
     ExtensionPolicy,
+    Policy,
     PolicyBuilder,
     Store,
     VerificationError,
@@ -45,6 +49,7 @@ from broker.identity.errors import InvalidSpiffeIdError, X509SvidError
 from broker.identity.spiffeid import SpiffeId
 
 __all__ = [
+    "MAX_INTERMEDIATES",
     "CertificateExpiredError",
     "CertificateNotYetValidError",
     "ChainVerificationError",
@@ -58,9 +63,13 @@ __all__ = [
     "NoUriSanError",
     "RootPathSvidError",
     "spiffe_id_from_certificate",
-    "verify_leaf_against_bundle",
     "verify_x509_svid",
 ]
+
+
+MAX_INTERMEDIATES = 8
+"""Intermediates a chain may carry (and, as ``max_chain_depth``, that a path may use): bounds the work a peer
+can cause. SPIRE nested a few levels deep stays far below it."""
 
 
 class EmptyChainError(X509SvidError):
@@ -210,6 +219,23 @@ def _leaf_policy() -> ExtensionPolicy:
     )
 
 
+def _ca_policy(anchors: Sequence[x509.Certificate]) -> ExtensionPolicy:
+    """The WebPKI CA profile, but a trust anchor may lack key usage (RFC 5280 §6.1.1 (d): an anchor is a name and
+    a key; its extensions are not part of path validation). Intermediates still need ``keyCertSign`` (§4.2.1.3,
+    X509-SVID §4.3)."""
+    trusted = frozenset(anchors)
+
+    def key_usage(_policy: Policy, cert: x509.Certificate, usage: x509.ExtensionType | None) -> None:
+        if usage is None:
+            if cert not in trusted:
+                raise ValueError("keyUsage is required in an intermediate CA certificate")
+            return
+        if not isinstance(usage, x509.KeyUsage) or not usage.key_cert_sign:
+            raise ValueError("keyUsage.keyCertSign must be asserted in a CA certificate")
+
+    return ExtensionPolicy.webpki_defaults_ca().may_be_present(x509.KeyUsage, Criticality.AGNOSTIC, key_usage)
+
+
 def verify_x509_svid(
     chain: Sequence[x509.Certificate], bundles: X509BundleSet, *, now: dt.datetime | None = None
 ) -> SpiffeId:
@@ -219,6 +245,8 @@ def verify_x509_svid(
     """
     if not chain:
         raise EmptyChainError("no certificate presented")
+    if len(chain) > 1 + MAX_INTERMEDIATES:
+        raise ChainVerificationError(f"certificate chain has more than {MAX_INTERMEDIATES} intermediates")
     moment = _utc(now)
     leaf = chain[0]
     spiffe_id, bundle = _checked_leaf(leaf, bundles, moment)
@@ -226,7 +254,8 @@ def verify_x509_svid(
         PolicyBuilder()
         .store(Store(list(bundle.authorities)))
         .time(moment)
-        .extension_policies(ca_policy=ExtensionPolicy.webpki_defaults_ca(), ee_policy=_leaf_policy())
+        .max_chain_depth(MAX_INTERMEDIATES)
+        .extension_policies(ca_policy=_ca_policy(bundle.authorities), ee_policy=_leaf_policy())
         .build_client_verifier()
     )
     try:
@@ -236,43 +265,3 @@ def verify_x509_svid(
             f"certificate chain does not verify to the X.509 bundle of {spiffe_id.trust_domain}: {exc}"
         ) from None
     return spiffe_id
-
-
-def _is_usable_authority(authority: x509.Certificate, now: dt.datetime) -> bool:
-    """RFC 5280 §4.2.1.9, §4.2.1.3, §4.1.2.5: a CA (basic constraints ``cA``), allowed to sign certificates if it
-    has a key usage extension at all, and valid at ``now``."""
-    try:
-        extensions = authority.extensions
-        if not extensions.get_extension_for_class(x509.BasicConstraints).value.ca:
-            return False
-    except (x509.ExtensionNotFound, x509.DuplicateExtension, ValueError):
-        return False
-    try:
-        if not extensions.get_extension_for_class(x509.KeyUsage).value.key_cert_sign:
-            return False
-    except x509.ExtensionNotFound:
-        pass  # RFC 5280 §4.2.1.3: without the extension the key is not restricted
-    return authority.not_valid_before_utc <= now <= authority.not_valid_after_utc
-
-
-def verify_leaf_against_bundle(
-    leaf: x509.Certificate, bundles: X509BundleSet, *, now: dt.datetime | None = None
-) -> SpiffeId:
-    """Check a TLS peer's leaf whose chain the ``ssl`` module already verified against *all* loaded roots.
-
-    Adds what ``ssl`` cannot: the SPIFFE leaf rules and that the leaf's issuer is an authority of the leaf's own
-    trust domain (issuer name matches, the authority is a CA valid now, and its key signed the leaf).
-    """
-    moment = _utc(now)
-    spiffe_id, bundle = _checked_leaf(leaf, bundles, moment)
-    for authority in bundle.authorities:
-        if authority.subject != leaf.issuer or not _is_usable_authority(authority, moment):
-            continue
-        try:
-            leaf.verify_directly_issued_by(authority)
-        except (ValueError, TypeError, InvalidSignature):
-            continue
-        return spiffe_id
-    raise ChainVerificationError(
-        f"leaf certificate is not issued by an authority of trust domain {spiffe_id.trust_domain}"
-    )

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import _ssl
 import asyncio
 import os
 import ssl
+import sys
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from forged import forged_svid
+from upstream import svid_through_intermediates, upstream_source
 
 from broker.identity.devca import DevCA
 from broker.identity.errors import X509SvidError
@@ -18,11 +21,13 @@ from broker.identity.source import InMemorySvidSource
 from broker.identity.spiffeid import SpiffeId, TrustDomain
 from broker.identity.svid import X509Svid
 from broker.identity.tls import (
+    PeerChainUnavailableError,
     SourceSSLContext,
     _private_file,
     check_server_id,
     client_ssl_context,
     peer_certificate,
+    peer_certificate_chain,
     peer_spiffe_id,
     server_ssl_context,
 )
@@ -295,3 +300,101 @@ async def test_client_with_exact_server_id_refuses_other_domain_server_in_handsh
         server_ctx.detach()
         echo.server.close()
         await echo.server.wait_closed()
+
+
+# --- chains through intermediates (SPIRE with an UpstreamAuthority, nested SPIRE) ------------------------------
+
+
+@pytest.mark.parametrize("depth", [1, 2], ids=["upstream-authority", "nested-spire"])
+async def test_mtls_through_intermediates_verifies_both_peers_per_trust_domain(
+    ca_a: DevCA, ca_b: DevCA, depth: int
+) -> None:
+    """Each side sends its intermediates (the whole chain is loaded) and the other verifies them to its bundle."""
+    server_source = upstream_source(ca_a, SERVER_ID, federated={TD_B: ca_b}, depth=depth)
+    client = upstream_source(ca_a, CLIENT_ID, federated={TD_B: ca_b}, depth=depth)
+    server_ctx = server_ssl_context(server_source)
+    client_ctx = client_ssl_context(client, server_id=SERVER_ID)
+    echo = EchoServer()
+    echo.server = await asyncio.start_server(echo.handle, "127.0.0.1", 0, ssl=server_ctx)
+    try:
+        ssl_object, data = await connect(echo.port, client_ctx)
+        assert data == b"ok"
+        assert client_ctx.check_peer(ssl_object) == SERVER_ID
+        assert peer_certificate_chain(ssl_object) == list(server_source.x509_svid().chain)
+        assert server_ctx.check_peer(echo.ssl_objects[0]) == CLIENT_ID
+        assert peer_certificate_chain(echo.ssl_objects[0]) == list(client.x509_svid().chain)
+    finally:
+        client_ctx.detach()
+        server_ctx.detach()
+        echo.server.close()
+        await echo.server.wait_closed()
+
+
+async def test_peer_check_refuses_id_of_a_through_b_intermediate(
+    tls_server: tuple[EchoServer, InMemorySvidSource], ca_a: DevCA, ca_b: DevCA
+) -> None:
+    """A leaf claiming spiffe://a.test/... under an intermediate of b.test passes ssl (b is loaded), not the check."""
+    echo, server_source = tls_server
+    intermediate = svid_through_intermediates(ca_b, SpiffeId.parse("spiffe://b.test/x")).chain[1]
+    forged = forged_svid(ca_b, str(CLIENT_ID))
+    svid = X509Svid(CLIENT_ID, (forged.leaf, intermediate), forged.private_key)
+    _, data = await connect(echo.port, plain_client_context(svid, ca_a))
+    assert data == b"ok"
+    with pytest.raises(ChainVerificationError):
+        peer_spiffe_id(echo.ssl_objects[-1], server_source.x509_bundles())
+
+
+def test_peer_chain_route_exists_on_this_python() -> None:
+    """The route :func:`peer_certificate_chain` takes: public on 3.13+, the C-level accessor before."""
+    if sys.version_info >= (3, 13):
+        assert callable(ssl.SSLObject.get_unverified_chain)
+        assert callable(ssl.SSLSocket.get_unverified_chain)
+    else:
+        assert not hasattr(ssl.SSLObject, "get_unverified_chain")
+        assert callable(_ssl._SSLSocket.get_unverified_chain)  # type: ignore[attr-defined]
+
+
+class _LeafOnly:
+    """An ssl object as a Python without any chain accessor would give it: the leaf only."""
+
+    def __init__(self, real: ssl.SSLObject) -> None:
+        self._real = real
+
+    def getpeercert(self, binary_form: bool = False) -> object:
+        return self._real.getpeercert(binary_form)
+
+
+class _NoChain(_LeafOnly):
+    """The C accessor answers None, as for a session resumed from a ticket (the chain was not kept)."""
+
+    class _Inner:
+        @staticmethod
+        def get_unverified_chain() -> None:
+            return None
+
+    _sslobj = _Inner()
+
+
+@pytest.mark.parametrize("wrapper", [_LeafOnly, _NoChain], ids=["no-accessor", "no-chain"])
+async def test_peer_check_fails_closed_without_the_peer_chain(
+    tls_server: tuple[EchoServer, InMemorySvidSource], ca_a: DevCA, wrapper: type[_LeafOnly]
+) -> None:
+    echo, server_source = tls_server
+    _, data = await connect(echo.port, client_ssl_context(client_source(ca_a, CLIENT_ID), server_id=SERVER_ID))
+    assert data == b"ok"
+    leaf_only = wrapper(echo.ssl_objects[-1])
+    assert peer_certificate(leaf_only) is not None  # type: ignore[arg-type]
+    with pytest.raises(PeerChainUnavailableError):
+        peer_spiffe_id(leaf_only, server_source.x509_bundles())  # type: ignore[arg-type]
+
+
+def test_server_contexts_issue_no_session_tickets(ca_a: DevCA) -> None:
+    """A ticket-resumed session keeps the peer's leaf but not its chain, so nothing could verify it."""
+    source = InMemorySvidSource(ca_a, SERVER_ID)
+    ctx = server_ssl_context(source)
+    source.rotate()
+    for context in (ctx, ctx.current()):
+        assert context.num_tickets == 0
+        assert context.options & ssl.OP_NO_TICKET
+    assert ctx.current() is not ctx
+    ctx.detach()

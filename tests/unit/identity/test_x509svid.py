@@ -31,7 +31,6 @@ from broker.identity.x509svid import (
     NoUriSanError,
     RootPathSvidError,
     spiffe_id_from_certificate,
-    verify_leaf_against_bundle,
     verify_x509_svid,
 )
 
@@ -63,6 +62,7 @@ def make_cert(
     uris: Sequence[str] = (str(WORKLOAD),),
     dns: Sequence[str] = (),
     ca: bool = False,
+    path_length: int | None = None,
     key_usage: x509.KeyUsage | None = None,
     with_key_usage: bool = True,
     eku: Sequence[x509.ObjectIdentifier] | None = (ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH),
@@ -82,7 +82,7 @@ def make_cert(
         .serial_number(x509.random_serial_number())
         .not_valid_before(not_before)
         .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=path_length), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(signing_key.public_key()), critical=False)
     )
@@ -169,7 +169,6 @@ def test_accepts_x509_svid_minted_by_spire(flavour: str) -> None:
     chain, bundles = _spire_vector(flavour)
     during = chain[0].not_valid_before_utc + dt.timedelta(minutes=1)
     assert verify_x509_svid(chain, bundles, now=during) == WORKLOAD
-    assert verify_leaf_against_bundle(chain[0], bundles, now=during) == WORKLOAD
     with pytest.raises(CertificateExpiredError):
         verify_x509_svid(chain, bundles, now=chain[0].not_valid_after_utc + dt.timedelta(seconds=1))
 
@@ -180,8 +179,6 @@ def test_refuses_spire_svid_against_another_servers_bundle_for_the_same_trust_do
     during = chain[0].not_valid_before_utc + dt.timedelta(minutes=1)
     with pytest.raises(ChainVerificationError):
         verify_x509_svid(chain, other_bundles, now=during)
-    with pytest.raises(ChainVerificationError):
-        verify_leaf_against_bundle(chain[0], other_bundles, now=during)
 
 
 # --- refused ----------------------------------------------------------------------------------------------------
@@ -278,12 +275,83 @@ def test_spiffe_id_from_certificate_checks_only_the_san(ca: DevCA) -> None:
         spiffe_id_from_certificate(ca.ca_cert)
 
 
-# --- verify_leaf_against_bundle (TLS peers on Python 3.11: the ssl module shows only the leaf) -------------------
+# --- intermediates (SPIRE with an UpstreamAuthority, nested SPIRE) --------------------------------------------
 
 
-def test_leaf_check_accepts_leaf_issued_by_own_trust_domain(ca: DevCA, other_ca: DevCA) -> None:
-    svid = ca.issue_x509_svid(WORKLOAD, ttl=300)
-    assert verify_leaf_against_bundle(svid.leaf, bundles_of(ca, other_ca)) == WORKLOAD
+def _intermediate(parent: Issuer, subject: str, **options: object) -> Issuer:
+    """A signing certificate as SPIRE's upstream-signed CA: cA true, keyCertSign, the trust domain's ID."""
+    defaults: dict[str, object] = {"uris": ["spiffe://example.org"], "ca": True, "eku": None, "subject": subject}
+    return make_cert(parent, **{**defaults, **options})  # type: ignore[arg-type]
+
+
+def _nested(ca: DevCA, depth: int) -> tuple[list[x509.Certificate], Issuer]:
+    """``depth`` intermediates below the root, returned nearest-to-leaf first, and the lowest one."""
+    issuer, intermediates = root_of(ca), []
+    for level in range(depth):
+        issuer = _intermediate(issuer, f"level-{level}", uris=[])
+        intermediates.insert(0, issuer.cert)
+    return intermediates, issuer
+
+
+def test_accepts_chain_through_nested_intermediates(ca: DevCA, other_ca: DevCA) -> None:
+    """Nested SPIRE: upstream root -> root server CA -> nested server CA -> leaf."""
+    intermediates, lowest = _nested(ca, 2)
+    assert verify_x509_svid([make_cert(lowest).cert, *intermediates], bundles_of(ca, other_ca), now=NOW) == WORKLOAD
+
+
+@pytest.mark.parametrize(
+    "arrange",
+    [
+        pytest.param(lambda leaf, inter, root: [leaf, *inter, root], id="root-included"),
+        pytest.param(lambda leaf, inter, root: [leaf, *reversed(inter)], id="intermediates-out-of-order"),
+    ],
+)
+def test_accepts_chain_variants_tls_allows(
+    ca: DevCA, arrange: Callable[[x509.Certificate, list[x509.Certificate], x509.Certificate], list[x509.Certificate]]
+) -> None:
+    """RFC 8446 §4.4.2: the root may be sent, and certificates other than the leaf may come in any order."""
+    intermediates, lowest = _nested(ca, 2)
+    assert verify_x509_svid(arrange(make_cert(lowest).cert, intermediates, ca.ca_cert), bundles_of(ca)) == WORKLOAD
+
+
+def test_accepts_up_to_max_intermediates_and_no_more(ca: DevCA) -> None:
+    intermediates, lowest = _nested(ca, x509svid.MAX_INTERMEDIATES)
+    assert verify_x509_svid([make_cert(lowest).cert, *intermediates], bundles_of(ca), now=NOW) == WORKLOAD
+    deeper = _intermediate(lowest, "one-too-many", uris=[])
+    with pytest.raises(ChainVerificationError, match="more than"):
+        verify_x509_svid([make_cert(deeper).cert, deeper.cert, *intermediates], bundles_of(ca), now=NOW)
+
+
+def test_accepts_trust_anchor_without_key_usage_extension(ca: DevCA) -> None:
+    """RFC 5280 §6.1.1 (d): a trust anchor is a name and a key (an ``openssl req -x509`` root has no keyUsage)."""
+    root = make_cert(None, uris=[], ca=True, with_key_usage=False, eku=None, subject="old-style-root")
+    bundles = {ca.trust_domain: X509Bundle(ca.trust_domain, (root.cert,))}
+    assert verify_x509_svid([make_cert(root).cert], bundles, now=NOW) == WORKLOAD
+    inter = _intermediate(root, "upstream-signed")
+    assert verify_x509_svid([make_cert(inter).cert, inter.cert], bundles, now=NOW) == WORKLOAD
+
+
+def test_accepts_either_root_during_ca_rotation(ca: DevCA) -> None:
+    """During CA rotation the bundle holds old and new roots; a chain to either is accepted."""
+    newer = DevCA.ephemeral(TrustDomain("example.org"))
+    bundles = {ca.trust_domain: X509Bundle(ca.trust_domain, (newer.ca_cert, ca.ca_cert))}
+    assert verify_x509_svid(ca.issue_x509_svid(WORKLOAD, ttl=60).chain, bundles) == WORKLOAD
+    assert verify_x509_svid(newer.issue_x509_svid(WORKLOAD, ttl=60).chain, bundles) == WORKLOAD
+
+
+def _through(**options: object) -> Case:
+    def build(ca: DevCA, other: DevCA) -> tuple[list[x509.Certificate], X509BundleSet]:
+        intermediate = _intermediate(root_of(ca), "bad-intermediate", **options)
+        return [make_cert(intermediate).cert, intermediate.cert], bundles_of(ca, other)
+
+    return build
+
+
+def _path_length_exceeded(ca: DevCA, other: DevCA) -> tuple[list[x509.Certificate], X509BundleSet]:
+    """RFC 5280 §4.2.1.9: pathLenConstraint 0 allows no further CA below it."""
+    upper = _intermediate(root_of(ca), "upper", path_length=0)
+    lower = _intermediate(upper, "lower")
+    return [make_cert(lower).cert, lower.cert, upper.cert], bundles_of(ca, other)
 
 
 def _forged_issuer_name(ca: DevCA, other: DevCA) -> tuple[list[x509.Certificate], X509BundleSet]:
@@ -306,63 +374,29 @@ def _forged_issuer_name(ca: DevCA, other: DevCA) -> tuple[list[x509.Certificate]
     return [make_cert(forged).cert], bundles
 
 
-def _authority_not_a_ca(ca: DevCA, other: DevCA) -> tuple[list[x509.Certificate], X509BundleSet]:
-    """example.org's bundle holds a non-CA certificate whose key signed the leaf."""
-    not_ca = make_cert(None, uris=["spiffe://example.org/signer"], subject="signer")
-    return [make_cert(not_ca).cert], {ca.trust_domain: X509Bundle(ca.trust_domain, (not_ca.cert,))}
+def _no_cert_sign(ca: bool) -> x509.KeyUsage:
+    return x509.KeyUsage(True, False, False, False, False, False, ca, False, False)
 
 
-def _authority_expired(ca: DevCA, other: DevCA) -> tuple[list[x509.Certificate], X509BundleSet]:
-    old = make_cert(None, uris=[], ca=True, eku=None, subject="old-ca", not_after=NOW - dt.timedelta(seconds=1))
-    return [make_cert(old).cert], {ca.trust_domain: X509Bundle(ca.trust_domain, (old.cert,))}
+INTERMEDIATE_REFUSED = [
+    pytest.param(_through(ca=False, key_usage=_key_usage(ca=True)), id="intermediate-not-a-ca"),
+    pytest.param(_through(key_usage=_no_cert_sign(ca=True)), id="intermediate-without-key-cert-sign"),
+    pytest.param(_through(with_key_usage=False), id="intermediate-without-key-usage"),
+    pytest.param(_through(not_before=NOW - 3 * HOUR, not_after=NOW - HOUR), id="intermediate-expired"),
+    pytest.param(_through(not_before=NOW + HOUR, not_after=NOW + 2 * HOUR), id="intermediate-not-yet-valid"),
+    pytest.param(_through(eku=[ExtendedKeyUsageOID.SERVER_AUTH]), id="intermediate-eku-excludes-client-auth"),
+    pytest.param(_path_length_exceeded, id="path-length-exceeded"),
+    pytest.param(_forged_issuer_name, id="issuer-name-matches-but-other-key"),
+    pytest.param(_through_other_trust_domains_intermediate, id="through-other-trust-domains-intermediate"),
+]
 
 
-def _authority_without_cert_sign(ca: DevCA, other: DevCA) -> tuple[list[x509.Certificate], X509BundleSet]:
-    usage = _key_usage(ca=True)
-    no_cert_sign = x509.KeyUsage(True, False, False, False, False, False, usage.crl_sign, False, False)
-    root = make_cert(None, uris=[], ca=True, key_usage=no_cert_sign, eku=None, subject="no-cert-sign")
-    return [make_cert(root).cert], {ca.trust_domain: X509Bundle(ca.trust_domain, (root.cert,))}
-
-
-LEAF_REFUSED = [
-    pytest.param(_signed_by_other_trust_domain, ChainVerificationError, id="signed-by-other-trust-domains-ca"),
-    pytest.param(_forged_issuer_name, ChainVerificationError, id="issuer-name-matches-but-other-key"),
-    pytest.param(_intermediate_missing, ChainVerificationError, id="issued-by-intermediate"),
-    pytest.param(_authority_not_a_ca, ChainVerificationError, id="authority-not-a-ca"),
-    pytest.param(_authority_expired, ChainVerificationError, id="authority-expired"),
-    pytest.param(_authority_without_cert_sign, ChainVerificationError, id="authority-without-key-cert-sign"),
-    pytest.param(_no_bundle, NoBundleForTrustDomainError, id="no-bundle-for-trust-domain"),
-    pytest.param(_leaf(uris=[str(WORKLOAD), "spiffe://example.org/b"]), MultipleUriSansError, id="two-uri-sans"),
-    pytest.param(_leaf(uris=["spiffe://example.org"]), RootPathSvidError, id="root-path"),
-    pytest.param(_leaf(ca=True, key_usage=_key_usage(ca=False)), LeafIsCaError, id="ca-true"),
-    pytest.param(_leaf(key_usage=_key_usage(ca=True, digital_signature=True)), KeyUsageError, id="key-cert-sign"),
-    pytest.param(_leaf(not_before=NOW - 3 * HOUR, not_after=NOW - HOUR), CertificateExpiredError, id="expired"),
-    pytest.param(_leaf(not_before=NOW + HOUR, not_after=NOW + 2 * HOUR), CertificateNotYetValidError,
-                 id="not-yet-valid"),
-]  # fmt: skip
-
-
-@pytest.mark.parametrize(("case", "error"), LEAF_REFUSED)
-def test_verify_leaf_against_bundle_refuses(ca: DevCA, other_ca: DevCA, case: Case, error: type[X509SvidError]) -> None:
+@pytest.mark.parametrize("case", INTERMEDIATE_REFUSED)
+def test_verify_x509_svid_refuses_bad_intermediate(ca: DevCA, other_ca: DevCA, case: Case) -> None:
     chain, bundles = case(ca, other_ca)
-    with pytest.raises(error) as info:
-        verify_leaf_against_bundle(chain[0], bundles, now=NOW)
-    assert type(info.value) is error
-
-
-def test_leaf_check_accepts_authority_without_key_usage_extension(ca: DevCA) -> None:
-    """RFC 5280 §4.2.1.3: a CA certificate without key usage is not restricted."""
-    root = make_cert(None, uris=[], ca=True, with_key_usage=False, eku=None, subject="old-style-root")
-    bundles = {ca.trust_domain: X509Bundle(ca.trust_domain, (root.cert,))}
-    assert verify_leaf_against_bundle(make_cert(root).cert, bundles, now=NOW) == WORKLOAD
-
-
-def test_leaf_check_tries_every_authority_of_the_trust_domain(ca: DevCA) -> None:
-    """During CA rotation the bundle holds old and new roots; a leaf from either is accepted."""
-    newer = DevCA.ephemeral(TrustDomain("example.org"))
-    bundles = {ca.trust_domain: X509Bundle(ca.trust_domain, (newer.ca_cert, ca.ca_cert))}
-    assert verify_leaf_against_bundle(ca.issue_x509_svid(WORKLOAD, ttl=60).leaf, bundles) == WORKLOAD
-    assert verify_x509_svid(newer.issue_x509_svid(WORKLOAD, ttl=60).chain, bundles) == WORKLOAD
+    with pytest.raises(ChainVerificationError) as info:
+        verify_x509_svid(chain, bundles, now=NOW)
+    assert type(info.value) is ChainVerificationError
 
 
 # --- the error classes ------------------------------------------------------------------------------------------
