@@ -1,10 +1,14 @@
 """The sidecar's HTTP API for apps, on a Unix socket (and optionally a loopback port).
 
-``GET /v1/token?audience=A[&scope=S]`` -> ``{"access_token", "token_type", "issued_token_type", "scope",
-"expires_in"}`` with ``Cache-Control: no-store`` (RFC 6749 §5.1). ``GET /healthz``: the process is alive.
-``GET /readyz``: 200 when the sidecar holds an X.509-SVID and its last contact with the token service succeeded,
-else 503. Errors are ``{"error", "error_description"}`` (RFC 6749 §5.2 shape): 400 malformed request, 403 refused
-by the token service (its error code passed through), 503 not ready or token service unavailable.
+``GET /v1/token?audience=A[&scope=S]`` -> ``{"access_token", "token_type", "issued_token_type"[, "scope"],
+"expires_in"}`` with ``Cache-Control: no-store`` (RFC 6749 §5.1: absent members are omitted).
+``GET /healthz``: the process is alive. ``GET /readyz``: 200 when the sidecar can serve its app: it holds an
+X.509-SVID, and either a cached token that is still valid or a token service that answered its last contact.
+A token service outage alone does not make a sidecar with valid cached tokens unready (that would take every
+client pod out of service at once). ``GET /v1/status``: JSON with the SVID, the token service's reachability and
+the cache size, for operators. Errors are ``{"error", "error_description"}`` (RFC 6749 §5.2 shape): 400 malformed
+request, 403 refused by the token service (its error code passed through), 503 ``temporarily_unavailable`` with
+the reason (no X.509-SVID yet, token service unreachable and no cached token).
 """
 
 from __future__ import annotations
@@ -19,12 +23,14 @@ from typing import Protocol
 
 from aiohttp import web
 
-from broker.errors import AccessDeniedError, BrokerError, InvalidRequestError, ServerError
+from broker.errors import AccessDeniedError, BrokerError, InvalidRequestError, ServerError, TemporarilyUnavailableError
 from broker.identity.errors import SvidUnavailableError
-from broker.identity.source import SvidSource
+from broker.identity.source import SvidSource, current_x5t
 from broker.server.errors import render_error
 from broker.sidecar.cache import CacheKey, TokenCache
 from broker.sidecar.exchanger import Exchanger
+from broker.sidecar.health import TokenServiceHealth
+from broker.sidecar.probe import probe_when_idle
 
 __all__ = ["CACHE", "SOURCE", "TOKEN_SERVICE", "TokenServiceLink", "build_sidecar_app", "error_response"]
 
@@ -40,9 +46,9 @@ _JSON_HEADERS = {"Content-Type": "application/json", "Cache-Control": "no-store"
 
 
 class TokenServiceLink(Exchanger, Protocol):
-    """What the app needs from the token service client: exchanges, a readiness probe and its outcome."""
+    """What the app needs from the token service client: exchanges, a probe, and reachability in ``health``."""
 
-    reachable: bool
+    health: TokenServiceHealth
 
     async def probe(self) -> bool: ...
 
@@ -119,6 +125,8 @@ async def token_handler(request: web.Request) -> web.Response:
         body = cache.lookup(key)
         if body is None:
             body = (await cache.get(key)).body(cache.now())
+    except SvidUnavailableError:
+        return render_error(TemporarilyUnavailableError(_no_svid(app[SOURCE])))
     except BrokerError as exc:
         return render_error(exc)
     except Exception as exc:  # a bug must still answer in JSON, and must not log the query (or anything secret)
@@ -131,15 +139,41 @@ async def healthz(request: web.Request) -> web.Response:
     return web.Response(body=b'{"status":"ok"}', headers=_JSON_HEADERS)
 
 
+def _no_svid(source: SvidSource) -> str:
+    """Why an SVID is missing, for the app (details are in the logs and ``/v1/status``)."""
+    if current_x5t(source) is None:
+        return "no X.509-SVID yet from the Workload API"
+    return "no JWT-SVID from the Workload API for the token service"
+
+
 async def readyz(request: web.Request) -> web.Response:
-    """Ready = holds an X.509-SVID and the last contact with the token service succeeded."""
-    try:
-        request.app[SOURCE].x509_svid()
-    except SvidUnavailableError:
-        return error_response(503, "not_ready", "no X.509-SVID from the Workload API")
-    if not request.app[TOKEN_SERVICE].reachable:
-        return error_response(503, "not_ready", "token service not reachable")
+    """Ready = holds an X.509-SVID, and a still-valid cached token or a token service that answered last time."""
+    app = request.app
+    if current_x5t(app[SOURCE]) is None:
+        return error_response(503, "not_ready", "no X.509-SVID yet from the Workload API")
+    health = app[TOKEN_SERVICE].health
+    if not health.reachable and not app[CACHE].has_usable_token():
+        never = "not reachable yet" if health.state == "unknown" else "unreachable"
+        return error_response(503, "not_ready", f"token service {never} and no cached token")
     return web.Response(body=b'{"status":"ready"}', headers=_JSON_HEADERS)
+
+
+async def status(request: web.Request) -> web.Response:
+    """``GET /v1/status``: what an operator needs to see; no token, no key."""
+    app = request.app
+    try:
+        svid = app[SOURCE].x509_svid()
+        identity: object = {"spiffe_id": str(svid.spiffe_id), "expires_at": svid.not_after.isoformat()}
+    except SvidUnavailableError:
+        identity = None
+    cache = app[CACHE]
+    document = {
+        "ready": identity is not None and (app[TOKEN_SERVICE].health.reachable or cache.has_usable_token()),
+        "x509_svid": identity,
+        "token_service": app[TOKEN_SERVICE].health.snapshot(),
+        "cached_tokens": len(cache),
+    }
+    return web.Response(body=json.dumps(document).encode(), headers=_JSON_HEADERS)
 
 
 async def not_found(request: web.Request) -> web.Response:
@@ -155,14 +189,18 @@ async def method_not_allowed(request: web.Request) -> web.Response:
 def build_sidecar_app(
     *, source: SvidSource, token_service: TokenServiceLink, cache: TokenCache, probe_interval: float = 5.0
 ) -> web.Application:
-    """The app; its cleanup closes the cache and the token service client and stops the readiness probe."""
+    """The app; its cleanup closes the cache and the token service client and stops the prober.
+
+    ``probe_interval``: seconds without a successful contact with the token service before it is probed.
+    """
     app = web.Application(handler_args={"max_field_size": 16384})
     app[SOURCE] = source
     app[TOKEN_SERVICE] = token_service
     app[CACHE] = cache
     app[_KEY_MEMO] = _KeyMemo()
     app.cleanup_ctx.append(_lifecycle(source, token_service, cache, probe_interval))
-    for path, handler in (("/v1/token", token_handler), ("/healthz", healthz), ("/readyz", readyz)):
+    routes = (("/v1/token", token_handler), ("/v1/status", status), ("/healthz", healthz), ("/readyz", readyz))
+    for path, handler in routes:
         app.router.add_get(path, handler)
         app.router.add_route("*", path, method_not_allowed)
     app.router.add_route("*", "/{tail:.*}", not_found)
@@ -175,7 +213,8 @@ def _lifecycle(
     async def run(app: web.Application) -> AsyncIterator[None]:
         wake = asyncio.Event()
         unsubscribe = source.subscribe(wake.set)  # a new SVID (or the first one): probe at once
-        prober = asyncio.get_running_loop().create_task(_probe_forever(token_service, probe_interval, wake))
+        probing = probe_when_idle(token_service, source, interval=probe_interval, wake=wake)
+        prober = asyncio.get_running_loop().create_task(probing)
         try:
             yield
         finally:
@@ -187,15 +226,3 @@ def _lifecycle(
             await token_service.aclose()
 
     return run
-
-
-async def _probe_forever(token_service: TokenServiceLink, interval: float, wake: asyncio.Event) -> None:
-    """Keep readiness current even when every request is served from the cache."""
-    while True:
-        wake.clear()
-        try:
-            await token_service.probe()
-        except Exception:  # a probe must never kill the loop; the next one may succeed
-            log.exception("token service probe failed unexpectedly")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(wake.wait(), interval)

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from broker.identity.source import SvidSource, current_x5t
+from broker.sidecar.errors import TokenServiceUnavailableError
 from broker.sidecar.exchanger import Exchanger, TokenResult
 
 __all__ = ["CacheKey", "CachedToken", "Clock", "TokenCache"]
@@ -55,8 +56,9 @@ class CachedToken:
             "access_token": result.access_token,
             "token_type": result.token_type,
             "issued_token_type": result.issued_token_type,
-            "scope": result.scope,
         }
+        if result.scope is not None:  # RFC 6749 §5.1: an absent member is omitted, never null
+            document["scope"] = result.scope
         prefix = json.dumps(document, separators=(",", ":"))[:-1] + ',"expires_in":'
         return cls(
             access_token=result.access_token,
@@ -68,7 +70,7 @@ class CachedToken:
         )
 
     def body(self, now: float) -> bytes:
-        """The JSON response ``{access_token, token_type, issued_token_type, scope, expires_in}``."""
+        """The JSON response ``{access_token, token_type, issued_token_type[, scope], expires_in}``."""
         remaining = int(self.expires_at - now)
         return self.body_prefix + str(remaining if remaining > 0 else 0).encode() + b"}"
 
@@ -115,7 +117,31 @@ class TokenCache:
                 self._refresh_in_background(key, now)
                 return entry
             self._entries.pop(key, None)
-        return await asyncio.shield(self._flight(key))
+        try:
+            return await asyncio.shield(self._flight(key))
+        except TokenServiceUnavailableError as exc:
+            raise TokenServiceUnavailableError(f"{exc.description}, and no cached token") from None
+
+    async def renew(self, key: CacheKey) -> CachedToken:
+        """Like :meth:`get`, but past the refresh point wait for the refreshed token (token files use this).
+
+        If the refresh fails while the current token is still usable, the current token is returned and the
+        failure counts for the background backoff; with no usable token the failure is raised.
+        """
+        entry = self._entries.get(key)
+        if entry is not None and self._clock() < entry.refresh_at:
+            return entry
+        try:
+            return await asyncio.shield(self._flight(key))
+        except TokenServiceUnavailableError:
+            if entry is not None and self._clock() < entry.expires_at - self._min_remaining:
+                return entry
+            raise
+
+    def has_usable_token(self) -> bool:
+        """True if some cached token can still be served (readiness: the sidecar can serve its app)."""
+        deadline = self._clock() + self._min_remaining
+        return any(entry.expires_at > deadline for entry in self._entries.values())
 
     def lookup(self, key: CacheKey) -> bytes | None:
         """The hot path: the pre-serialised response for ``key`` if its token needs no refresh, else None."""

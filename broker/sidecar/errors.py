@@ -5,8 +5,11 @@ BrokerError
 ├── TokenServiceRefusedError     400  the token service said invalid_request (its code passed through)
 │                                403  the token service refused by policy (invalid_target, invalid_scope,
 │                                     access_denied, unauthorized_client, invalid_grant, ...; passed through)
-├── SvidUnavailableError         503  no X.509-SVID yet (broker.identity.errors)
-└── TokenServiceUnavailableError 503  token service unreachable or failing after retries
+├── SvidUnavailableError         503  no X.509-SVID yet (broker.identity.errors; rendered with a fixed reason)
+└── TokenServiceUnavailableError 503  token service unreachable or failing after retries, and no cached token
+
+Every 503 is ``temporarily_unavailable`` with the reason in ``error_description``; descriptions are restricted
+to the RFC 6749 §5.2 character set and never carry a token or key.
 """
 
 from __future__ import annotations
@@ -15,7 +18,12 @@ import re
 
 from broker.errors import OAuthError, TemporarilyUnavailableError
 
-__all__ = ["TokenServiceRefusedError", "TokenServiceUnavailableError", "refusal_from_response"]
+__all__ = [
+    "TokenServiceRefusedError",
+    "TokenServiceUnavailableError",
+    "refusal_from_response",
+    "safe_description",
+]
 
 # RFC 6749 §5.2: error = 1*( %x20-21 / %x23-5B / %x5D-7E ); error_description likewise (plus space).
 _ERROR_CODE = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]{1,64}")
@@ -25,6 +33,14 @@ _MAX_DESCRIPTION = 300
 
 class TokenServiceUnavailableError(TemporarilyUnavailableError):
     """The token service could not be reached (or kept failing with 5xx) within the retry budget."""
+
+    def __init__(self, description: str = "") -> None:
+        super().__init__(safe_description(description))
+
+
+def safe_description(text: str) -> str:
+    """``text`` within RFC 6749 §5.2's ``error_description`` characters (others become ``?``), at most 300 long."""
+    return "".join(c if _DESCRIPTION.fullmatch(c) else "?" for c in text[:_MAX_DESCRIPTION])
 
 
 class TokenServiceRefusedError(OAuthError):

@@ -27,6 +27,7 @@ from broker.identity.errors import IdentityError
 from broker.identity.source import SvidSource, current_x5t
 from broker.identity.tls import ServerIdMatcher, SourceSSLContext, client_ssl_context
 from broker.sidecar.errors import TokenServiceRefusedError, TokenServiceUnavailableError, refusal_from_response
+from broker.sidecar.health import TokenServiceHealth
 from broker.sidecar.retry import RetryPolicy
 from broker.verify.connector import SpiffeTLSConnector
 from broker.verify.jws import JwsError, parse_compact
@@ -115,7 +116,7 @@ class _Http:
 
 
 class TokenServiceClient:
-    """The real :class:`Exchanger`; also probes the token service for the sidecar's readiness."""
+    """The real :class:`Exchanger`; also probes the token service and records its reachability in ``health``."""
 
     def __init__(
         self,
@@ -139,12 +140,16 @@ class TokenServiceClient:
         self._closing: set[asyncio.Task[None]] = set()
         self._x5t = current_x5t(self._source)
         self._unsubscribe: Callable[[], None] | None = source.subscribe(self._on_source_change)
-        self.reachable = False
+        self.health = TokenServiceHealth(self._issuer)
         self.exchange_count = 0  # token requests sent (for tests and metrics)
 
     @property
     def issuer(self) -> str:
         return self._issuer
+
+    @property
+    def reachable(self) -> bool:
+        return self.health.reachable
 
     async def exchange(self, audience: str, scope: str | None) -> TokenResult:
         """Exchange the workload's JWT-SVID for an access token, retrying transient failures."""
@@ -156,30 +161,38 @@ class TokenServiceClient:
                 result = await self._exchange_once(audience, scope)
             except _RetryableError as exc:
                 reason = exc.reason
-                log.warning("token exchange attempt %d failed: %s", attempt + 1, reason)
+                log.debug("token exchange attempt %d failed: %s", attempt + 1, reason)  # state changes: health
                 continue
             except TokenServiceRefusedError:
-                self._set_reachable(True)
+                self.health.success()  # it answered: reachable, and the refusal goes to the app
                 raise
             except TokenServiceUnavailableError as exc:  # unusable metadata or token response: no retry
-                self._set_reachable(False, exc.description)
+                self.health.failure(exc.description)
                 raise
-            self._set_reachable(True)
+            self.health.success()
             return result
-        self._set_reachable(False, reason)
-        raise TokenServiceUnavailableError(f"token service unavailable after {self._retry.attempts} attempts")
+        self.health.failure(reason)
+        raise TokenServiceUnavailableError(
+            f"token service unreachable ({self._retry.attempts} attempts, last error: {reason})"
+        )
 
     async def probe(self) -> bool:
-        """Fetch the RFC 8414 metadata: True (and ready) if the token service answered correctly."""
+        """Fetch the RFC 8414 metadata: True if the token service answered correctly (recorded in ``health``).
+
+        Without an X.509-SVID there is nothing to connect with: False, and the token service's health is left as
+        it was (that is the Workload API's problem, not the token service's).
+        """
         try:
             await self._fetch_metadata()
         except _RetryableError as exc:
-            self._set_reachable(False, exc.reason)
+            self.health.failure(exc.reason)
             return False
-        except (TokenServiceUnavailableError, IdentityError) as exc:  # IdentityError: no SVID to connect with
-            self._set_reachable(False, exc.description)
+        except TokenServiceUnavailableError as exc:
+            self.health.failure(exc.description)
             return False
-        self._set_reachable(True)
+        except IdentityError:
+            return False
+        self.health.success()
         return True
 
     async def aclose(self) -> None:
@@ -267,11 +280,3 @@ class TokenServiceClient:
         if x5t != self._x5t:
             self._x5t = x5t
             self._retire_session()  # pooled connections present the old certificate
-
-    def _set_reachable(self, reachable: bool, reason: str = "") -> None:
-        if reachable != self.reachable:
-            if reachable:
-                log.info("token service %s reachable", self._issuer)
-            else:
-                log.warning("token service %s unreachable: %s", self._issuer, reason)
-        self.reachable = reachable

@@ -4,12 +4,23 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sidecar_helpers import BROKER_ID, WEB_ID, FakeClock, RealTokenService, short_tmpdir, start_real_token_service
+from sidecar_helpers import (
+    BROKER_ID,
+    FAST_RETRY,
+    WEB_ID,
+    FakeClock,
+    RealTokenService,
+    Starter,
+    short_tmpdir,
+    start_real_token_service,
+)
 
 from broker.identity.devca import DevCA
 from broker.identity.source import InMemorySvidSource
+from broker.sidecar.service import RunningSidecar, start_sidecar
 
 
 @pytest.fixture
@@ -43,3 +54,23 @@ async def token_service(broker_source: InMemorySvidSource) -> AsyncIterator[Real
     service = await start_real_token_service(broker_source)
     yield service
     await service.stop()
+
+
+@pytest.fixture
+async def start(tmp_short: Path) -> AsyncIterator[Starter]:
+    """Start sidecars on a socket in a short temp dir; all are stopped at the end."""
+    running: list[RunningSidecar] = []
+
+    async def starter(source: InMemorySvidSource, **kwargs: Any) -> RunningSidecar:
+        kwargs.setdefault("socket_path", tmp_short / "sidecar.sock")
+        kwargs.setdefault("token_service_url", "https://127.0.0.1:1")
+        kwargs.setdefault("token_service_id", BROKER_ID)
+        kwargs.setdefault("probe_interval", 0.05)
+        kwargs.setdefault("retry", FAST_RETRY)
+        sidecar = await start_sidecar(source=source, **kwargs)
+        running.append(sidecar)
+        return sidecar
+
+    yield starter
+    for sidecar in running:
+        await sidecar.aclose()

@@ -8,7 +8,7 @@ import json
 import shutil
 import socket
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,8 @@ from broker.identity.source import InMemorySvidSource
 from broker.identity.spiffeid import SpiffeId
 from broker.server.service import RunningTokenService, start_token_service
 from broker.sidecar.exchanger import TokenResult
+from broker.sidecar.health import TokenServiceHealth
+from broker.sidecar.retry import RetryPolicy
 from broker.tokens.keys import InMemoryKeyStore
 from broker.tokens.policy import InMemoryPolicyStore, parse_policy
 
@@ -32,6 +34,16 @@ rules:
     scopes: ["orders:read", "orders:write"]
     max_token_lifetime: 300
 """
+FAST_RETRY = RetryPolicy(attempts=2, base_delay=0.01, max_delay=0.02)
+Starter = Callable[..., Any]
+
+
+async def wait_for(predicate: Callable[[], Any], timeout: float = 20.0) -> None:
+    """Poll an async ``predicate`` until it is true (bounded by ``timeout``)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)
 
 
 class FakeClock:
@@ -49,7 +61,7 @@ class FakeClock:
 
 @dataclass
 class FakeTokenService:
-    """A stand-in for TokenServiceClient: counts exchanges, can hold them at a gate or fail them."""
+    """A stand-in for TokenServiceClient: counts exchanges and probes, can hold them at a gate or fail them."""
 
     source: InMemorySvidSource
     lifetime: int = 300
@@ -57,10 +69,13 @@ class FakeTokenService:
     failure: BaseException | None = None
     reachable: bool = True
     calls: list[tuple[str, str | None]] = field(default_factory=list)
+    probes: int = 0
     closed: bool = False
+    health: TokenServiceHealth = field(default_factory=lambda: TokenServiceHealth("https://fake.example"))
 
     async def exchange(self, audience: str, scope: str | None) -> TokenResult:
         self.calls.append((audience, scope))
+        self.health.success()
         if self.gate is not None:
             await self.gate.wait()
         if self.failure is not None:
@@ -73,6 +88,11 @@ class FakeTokenService:
         )
 
     async def probe(self) -> bool:
+        self.probes += 1
+        if self.reachable:
+            self.health.success()
+        else:
+            self.health.failure("fake: unreachable")
         return self.reachable
 
     async def aclose(self) -> None:

@@ -5,49 +5,16 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from sidecar_helpers import API, BROKER_ID, FakeClock, FakeTokenService, RealTokenService, sidecar_get
+from sidecar_helpers import API, FakeTokenService, RealTokenService, Starter, sidecar_get, wait_for
 
 from broker.identity.source import InMemorySvidSource
 from broker.sidecar.exchanger import TokenServiceClient
-from broker.sidecar.retry import RetryPolicy
-from broker.sidecar.service import RunningSidecar, start_sidecar
+from broker.sidecar.service import RunningSidecar
 from broker.verify.jws import parse_compact
-
-FAST_RETRY = RetryPolicy(attempts=2, base_delay=0.01, max_delay=0.02)
-Starter = Callable[..., Any]
-
-
-@pytest.fixture
-async def start(tmp_short: Path) -> AsyncIterator[Starter]:
-    """Start sidecars on a socket in a short temp dir; all are stopped at the end."""
-    running: list[RunningSidecar] = []
-
-    async def starter(source: InMemorySvidSource, **kwargs: Any) -> RunningSidecar:
-        kwargs.setdefault("socket_path", tmp_short / "sidecar.sock")
-        kwargs.setdefault("token_service_url", "https://127.0.0.1:1")
-        kwargs.setdefault("token_service_id", BROKER_ID)
-        kwargs.setdefault("probe_interval", 0.05)
-        kwargs.setdefault("retry", FAST_RETRY)
-        sidecar = await start_sidecar(source=source, **kwargs)
-        running.append(sidecar)
-        return sidecar
-
-    yield starter
-    for sidecar in running:
-        await sidecar.aclose()
-
-
-async def wait_for(predicate: Callable[[], Any], timeout: float = 20.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await predicate():
-        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.02)
 
 
 def bound_x5t(access_token: str) -> str:
@@ -149,26 +116,6 @@ async def test_rotation_leads_to_new_tokens_bound_to_the_new_certificate(
     assert token_service.issued_count == 2
 
 
-async def test_token_service_stopped_cached_token_is_served_until_expiry_and_readyz_turns_false(
-    start: Starter, workload_source: InMemorySvidSource, token_service: RealTokenService, clock: FakeClock
-) -> None:
-    sidecar = await start(workload_source, token_service_url=token_service.issuer, clock=clock)
-    params = {"audience": API, "scope": "orders:read"}
-    await wait_for(lambda: _status(sidecar, "/readyz", 200))
-    token = (await sidecar_get(sidecar.socket_path, "/v1/token", params)).body["access_token"]
-    await token_service.stop()
-    await wait_for(lambda: _status(sidecar, "/readyz", 503))
-    clock.advance(290)  # past the refresh point: refreshes fail, the still-valid token is served
-    for _ in range(3):
-        reply = await sidecar_get(sidecar.socket_path, "/v1/token", params)
-        assert (reply.status, reply.body["access_token"]) == (200, token)
-        assert reply.body["expires_in"] <= 10
-    clock.advance(10)  # expired
-    reply = await sidecar_get(sidecar.socket_path, "/v1/token", params)
-    assert (reply.status, reply.body["error"]) == (503, "temporarily_unavailable")
-    assert (await sidecar_get(sidecar.socket_path, "/readyz")).body["error"] == "not_ready"
-
-
 async def _status(sidecar: RunningSidecar, path: str, expected: int) -> bool:
     return (await sidecar_get(sidecar.socket_path, path)).status == expected
 
@@ -225,6 +172,16 @@ async def test_without_an_svid_the_sidecar_is_not_ready_and_cannot_mint(
     token = await sidecar_get(sidecar.socket_path, "/v1/token", {"audience": API})
     assert (ready.status, ready.body["error"]) == (503, "not_ready")
     assert (token.status, token.body["error"]) == (503, "temporarily_unavailable")
+    assert token.body["error_description"] == "no X.509-SVID yet from the Workload API"
+
+
+async def test_token_response_without_a_scope_omits_the_member_instead_of_null(
+    start: Starter, workload_source: InMemorySvidSource
+) -> None:
+    sidecar = await start(workload_source, token_service=FakeTokenService(workload_source))
+    reply = await sidecar_get(sidecar.socket_path, "/v1/token", {"audience": API})
+    assert reply.status == 200
+    assert set(reply.body) == {"access_token", "token_type", "expires_in", "issued_token_type"}  # RFC 6749 §5.1
 
 
 async def test_healthz_answers_and_unknown_routes_are_json_errors(
@@ -287,24 +244,14 @@ async def test_unexpected_failure_is_a_json_server_error(start: Starter, workloa
     assert (reply.status, reply.body) == (500, {"error": "server_error"})
 
 
-async def test_readiness_is_probed_again_as_soon_as_the_svid_changes(
+async def test_token_service_is_probed_again_as_soon_as_the_svid_changes(
     start: Starter, workload_source: InMemorySvidSource
 ) -> None:
-    fake = FakeTokenService(workload_source, reachable=False)
-    probes = 0
-    original = fake.probe
-
-    async def counting_probe() -> bool:
-        nonlocal probes
-        probes += 1
-        return await original()
-
-    fake.probe = counting_probe  # type: ignore[method-assign]
-    sidecar = await start(workload_source, token_service=fake, probe_interval=3600)
-    await wait_for(lambda: asyncio.sleep(0, probes == 1))
+    fake = FakeTokenService(workload_source)
+    await start(workload_source, token_service=fake, probe_interval=3600)
+    await wait_for(lambda: asyncio.sleep(0, fake.probes == 1))
     workload_source.rotate()
-    await wait_for(lambda: asyncio.sleep(0, probes == 2), timeout=2)  # not after the 1 h interval
-    assert sidecar.socket_path is not None
+    await wait_for(lambda: asyncio.sleep(0, fake.probes == 2), timeout=2)  # not after the 1 h interval
 
 
 async def test_socket_mode_given_in_decimal_by_mistake_is_refused(

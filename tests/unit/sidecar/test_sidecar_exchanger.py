@@ -179,11 +179,13 @@ async def test_unreachable_token_service_is_unavailable_after_every_attempt(
 ) -> None:
     sleeps = Sleeps()
     client = client_for(workload_source, f"https://127.0.0.1:{free_port()}", sleeps)
-    client.reachable = True
-    with pytest.raises(TokenServiceUnavailableError):
+    client.health.success()
+    with pytest.raises(TokenServiceUnavailableError) as caught:
         await client.exchange(API, None)
     assert len(sleeps.delays) == 2
     assert not client.reachable
+    assert client.health.state == "unreachable"
+    assert caught.value.description.startswith("token service unreachable (3 attempts, last error: GET https://")
     await client.aclose()
 
 
