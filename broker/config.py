@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from broker.errors import ConfigError
 
-__all__ = ["BrokerSettings", "load_settings", "normalize_address", "workload_api_address"]
+__all__ = ["BrokerSettings", "load_settings", "normalize_address", "unix_socket_path", "workload_api_address"]
 
 ENDPOINT_SOCKET_ENV = "SPIFFE_ENDPOINT_SOCKET"
+ENV_PREFIX = "SPIFFE_BROKER_"
 UNIX_ADDRESS = re.compile(r"unix://(/[^?#]*)")
 TCP_ADDRESS = re.compile(r"tcp://(\d{1,3}(?:\.\d{1,3}){3}:\d{1,5})")
 
@@ -36,6 +37,17 @@ def normalize_address(address: str) -> str:
         f"Workload API address {address!r} is neither 'unix:///absolute/path' nor 'tcp://<ip>:<port>' "
         "(SPIFFE Workload Endpoint §4)"
     )
+
+
+def unix_socket_path(value: str | os.PathLike[str]) -> Path:
+    """A Unix socket named by a path or by a ``unix:///absolute/path`` URL (as SPIRE and SPIFFE tools write it)."""
+    text = os.fspath(value)
+    if not text.startswith("unix:"):
+        return Path(text)
+    match = UNIX_ADDRESS.fullmatch(text)
+    if match is None:
+        raise ConfigError(f"{text!r} is not a Unix socket: write a path or unix:///absolute/path")
+    return Path(match[1])
 
 
 def workload_api_address(configured: str | None) -> str:
@@ -85,7 +97,7 @@ class DemoApiSettings(_Section):
 class BrokerSettings(BaseSettings):
     """All settings of ``spiffe-broker``; each command reads the sections it needs."""
 
-    model_config = SettingsConfigDict(env_prefix="SPIFFE_BROKER_", env_nested_delimiter="__", extra="forbid")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid")
 
     trust_domain: str = "example.org"
     state_dir: Path = Path(".spiffe-broker")
@@ -126,6 +138,29 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: {exc}") from None
 
 
+def _env_name(loc: tuple[str | int, ...]) -> str:
+    """The variable a value at ``loc`` came from: the longest ``SPIFFE_BROKER_A__B`` prefix that is set."""
+    names = {name.upper() for name in os.environ}
+    for end in range(len(loc), 0, -1):
+        name = ENV_PREFIX + "__".join(str(part) for part in loc[:end]).upper()
+        if name in names:
+            return name
+    return ENV_PREFIX + "__".join(str(part) for part in loc).upper()
+
+
+def _from_environment() -> dict[str, Any]:
+    """The values set by ``SPIFFE_BROKER_*`` variables; an invalid one is named (its value is not repeated)."""
+    try:
+        return BrokerSettings().model_dump(exclude_unset=True)
+    except ValidationError as exc:
+        problems = "; ".join(f"{_env_name(e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"environment variable {problems} (fix or unset it)") from None
+    except SettingsError as exc:  # a section given as JSON that does not parse, e.g. SPIFFE_BROKER_SIDECAR='{'
+        field = str(exc).split('"')[1] if str(exc).count('"') >= 2 else ""
+        name = _env_name((field,))
+        raise ConfigError(f"environment variable {name}: not a JSON object (or set {name}__<KEY> per key)") from None
+
+
 def load_settings(config_file: Path | None = None, overrides: dict[str, Any] | None = None) -> BrokerSettings:
     """Build settings from defaults, the TOML file, the environment and flag ``overrides`` (in rising order).
 
@@ -136,8 +171,8 @@ def load_settings(config_file: Path | None = None, overrides: dict[str, Any] | N
         Path(os.environ["SPIFFE_BROKER_CONFIG"]) if "SPIFFE_BROKER_CONFIG" in os.environ else None
     )
     file_values = _read_toml(config_file) if config_file else {}
+    from_env = _from_environment()
     try:
-        from_env = BrokerSettings().model_dump(exclude_unset=True)
         values = _merge(_merge(file_values, from_env), overrides or {})
         return BrokerSettings.model_validate(values)
     except ValidationError as exc:

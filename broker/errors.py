@@ -8,6 +8,7 @@ written for operators and clients and never contain a token, key or secret::
     BrokerError
     ├── IdentityError                      (broker.identity.errors: SPIFFE ID, SVID, bundle, Workload API)
     ├── ConfigError                        bad configuration or policy file
+    ├── NetworkError                       a peer could not be reached or broke the exchange
     └── OAuthError                         RFC 6749 §5.2 / RFC 8693 §2.2.2 / RFC 6750 §3.1 wire errors
         ├── InvalidRequestError            invalid_request            400
         ├── InvalidClientError             invalid_client             401
@@ -34,6 +35,7 @@ __all__ = [
     "InvalidScopeError",
     "InvalidTargetError",
     "InvalidTokenError",
+    "NetworkError",
     "OAuthError",
     "ServerError",
     "TemporarilyUnavailableError",
@@ -65,6 +67,13 @@ class ConfigError(BrokerError):
     """A configuration or policy file is invalid; the message names the file, line and field."""
 
     error = "config_error"
+
+
+class NetworkError(BrokerError):
+    """A peer (an API, the sidecar, a server) could not be reached, or broke the exchange; not a config error."""
+
+    error = "network_error"
+    status = 502
 
 
 class OAuthError(BrokerError):

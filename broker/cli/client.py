@@ -16,8 +16,9 @@ from pathlib import Path
 import aiohttp
 import click
 
-from broker.config import BrokerSettings, load_settings
-from broker.errors import BrokerError, ConfigError
+from broker.cli.main import cli_errors
+from broker.config import BrokerSettings, load_settings, unix_socket_path
+from broker.errors import ConfigError, NetworkError
 from broker.identity.spiffeid import SpiffeId
 from broker.identity.tls import client_ssl_context
 from broker.identity.workload_source import WorkloadApiSvidSource, workload_api_address
@@ -29,15 +30,19 @@ __all__ = ["call", "token"]
 _HEADER = re.compile(r"([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*(.*)")  # RFC 9110 §5.1 field-name ":" value
 
 
-def _socket(settings: BrokerSettings, socket: Path | None) -> Path:
-    path = socket or settings.sidecar.socket
-    if path is None:
+def _socket(settings: BrokerSettings, socket: str | None) -> Path:
+    """``--socket`` as a path or a ``unix:///path`` URL, else the configured ``sidecar.socket``."""
+    if socket is not None:
+        return unix_socket_path(socket)
+    if settings.sidecar.socket is None:
         raise ConfigError("pass --socket (the sidecar's Unix socket)")
-    return path
+    return settings.sidecar.socket
 
 
 socket_option = click.option(
-    "--socket", type=click.Path(dir_okay=False, path_type=Path), help="the sidecar's socket  [default: sidecar.socket]"
+    "--socket",
+    metavar="PATH|unix:///PATH",
+    help="the sidecar's Unix socket  [default: sidecar.socket]",
 )
 config_option = click.option(
     "--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), help="TOML config file"
@@ -50,13 +55,11 @@ config_option = click.option(
 @socket_option
 @config_option
 @click.option("--json", "as_json", is_flag=True, help="print the whole response as JSON")
-def token(audience: str, scope: str | None, socket: Path | None, config_file: Path | None, as_json: bool) -> None:
+@cli_errors()
+def token(audience: str, scope: str | None, socket: str | None, config_file: Path | None, as_json: bool) -> None:
     """Print an access token for AUDIENCE from the sidecar."""
-    try:
-        path = _socket(load_settings(config_file), socket)
-        result = asyncio.run(fetch_token(socket_path=path, audience=audience, scope=scope))
-    except BrokerError as exc:
-        raise click.ClickException(f"{exc.error}: {exc.description}") from None
+    path = _socket(load_settings(config_file), socket)
+    result = asyncio.run(fetch_token(socket_path=path, audience=audience, scope=scope))
     if as_json:
         document = {
             "access_token": result.access_token,
@@ -113,8 +116,8 @@ async def _call(
                 sys.stdout.buffer.write(body)
                 sys.stdout.buffer.flush()
                 return response.status
-        except aiohttp.ClientError as exc:
-            raise ConfigError(f"request to {url} failed: {exc}") from None
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise NetworkError(f"request to {url} failed: {str(exc) or type(exc).__name__}") from None
         finally:
             context.detach()
 
@@ -132,11 +135,12 @@ async def _call(
 @click.option("-d", "--data", help="request body")
 @click.option("-i", "--include", is_flag=True, help="print the status line and response headers")
 @click.option("-f", "--fail", is_flag=True, help="exit with status 22 on HTTP errors (>= 400), like curl")
+@cli_errors()
 def call(
     url: str,
     audience: str,
     scope: str | None,
-    socket: Path | None,
+    socket: str | None,
     config_file: Path | None,
     workload_api: str | None,
     server_id: str | None,
@@ -147,25 +151,22 @@ def call(
     fail: bool,
 ) -> None:
     """Call URL over mTLS with this workload's X.509-SVID and a bound token from the sidecar."""
-    try:
-        if not url.startswith("https://"):
-            raise ConfigError("URL must be https:// (the token is bound to the TLS client certificate)")
-        settings = load_settings(config_file)
-        bearer = asyncio.run(fetch_token(socket_path=_socket(settings, socket), audience=audience, scope=scope))
-        configured = workload_api or (str(settings.workload_api.socket) if settings.workload_api.socket else None)
-        status = asyncio.run(
-            _call(
-                url,
-                bearer=bearer,
-                address=workload_api_address(configured),
-                server_id=SpiffeId.parse(server_id) if server_id else None,
-                method=method.upper(),
-                headers=_headers(header, bearer),
-                data=data,
-                include=include,
-            )
+    if not url.startswith("https://"):
+        raise ConfigError("URL must be https:// (the token is bound to the TLS client certificate)")
+    settings = load_settings(config_file)
+    bearer = asyncio.run(fetch_token(socket_path=_socket(settings, socket), audience=audience, scope=scope))
+    configured = workload_api or (str(settings.workload_api.socket) if settings.workload_api.socket else None)
+    status = asyncio.run(
+        _call(
+            url,
+            bearer=bearer,
+            address=workload_api_address(configured),
+            server_id=SpiffeId.parse(server_id) if server_id else None,
+            method=method.upper(),
+            headers=_headers(header, bearer),
+            data=data,
+            include=include,
         )
-    except BrokerError as exc:
-        raise click.ClickException(f"{exc.error}: {exc.description}") from None
+    )
     if fail and status >= 400:
         sys.exit(22)

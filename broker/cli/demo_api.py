@@ -14,9 +14,10 @@ from typing import Any
 
 import click
 
+from broker.cli.main import cli_errors
 from broker.cli.server import parse_listen
 from broker.config import BrokerSettings, load_settings
-from broker.errors import BrokerError, ConfigError
+from broker.errors import ConfigError
 from broker.identity.workload_source import WorkloadApiSvidSource, workload_api_address
 from broker.sidecar.service import token_service_matcher
 from broker.verify.demo_api import start_demo_api
@@ -72,6 +73,7 @@ def _overrides(listen: str | None, audience: str | None) -> dict[str, Any]:
     "--token-service-id", help="the token service's SPIFFE ID  [default: spiffe://<own trust domain>/spiffe-broker]"
 )
 @click.option("--workload-api", help="Workload API address  [default: $SPIFFE_ENDPOINT_SOCKET]")
+@cli_errors()
 def demo_api(
     config_file: Path | None,
     listen: str | None,
@@ -81,13 +83,10 @@ def demo_api(
     workload_api: str | None,
 ) -> None:
     """Run the demo resource server (GET /hello) over TLS with this workload's X.509-SVID."""
-    try:
-        settings = load_settings(config_file, _overrides(listen, audience))
-        issuer = issuer or settings.server.issuer
-        if not issuer:
-            raise ConfigError("pass --issuer https://host:port (the token service's issuer URL)")
-        if not settings.demo_api.audience:
-            raise ConfigError("pass --audience (this API's name in the broker's policy)")
-        asyncio.run(_run(settings, issuer, settings.demo_api.audience, token_service_id, workload_api))
-    except BrokerError as exc:
-        raise click.ClickException(exc.description or exc.error) from None
+    settings = load_settings(config_file, _overrides(listen, audience))
+    issuer = issuer or settings.server.issuer
+    if not issuer:
+        raise ConfigError("pass --issuer https://host:port (the token service's issuer URL)")
+    if not settings.demo_api.audience:
+        raise ConfigError("pass --audience (this API's name in the broker's policy)")
+    asyncio.run(_run(settings, issuer, settings.demo_api.audience, token_service_id, workload_api))

@@ -17,8 +17,8 @@ from typing import Any
 import click
 
 from broker.cli.devstack import DEMO_SCOPE, DevStack, run_dev_stack
+from broker.cli.main import cli_errors
 from broker.config import load_settings
-from broker.errors import BrokerError
 
 
 def _overrides(**flags: Any) -> dict[str, Any]:
@@ -101,6 +101,7 @@ _path = click.Path(path_type=Path, dir_okay=False)
 @click.option("--sidecar-socket", type=_path, help="Sidecar socket  [default: private /tmp dir]")
 @click.option("--sidecar-http-port", type=click.IntRange(0, 65535), help="Also serve the sidecar on loopback")
 @click.option("--demo-port", type=click.IntRange(0, 65535), help="Demo API port  [default: 8444]")
+@cli_errors()
 def dev(config_file: Path | None, **flags: Any) -> None:
     """Run the dev Workload API, the token service, a sidecar and the demo API, until Ctrl-C."""
     overrides = _overrides(
@@ -115,11 +116,7 @@ def dev(config_file: Path | None, **flags: Any) -> None:
         sidecar__http_port=flags["sidecar_http_port"],
         demo_api__port=flags["demo_port"],
     )
-    try:
-        settings = load_settings(config_file, overrides)
-        asyncio.run(_serve(settings))
-    except BrokerError as error:
-        raise click.ClickException(error.description or error.error) from None
+    asyncio.run(_serve(load_settings(config_file, overrides)))
 
 
 __all__ = ["dev", "render_banner"]

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import click
 
-from broker.errors import BrokerError
+from broker.cli.main import cli_errors
+from broker.errors import ConfigError
 from broker.identity.errors import InvalidSpiffeIdError
 from broker.identity.spiffeid import TrustDomain
 from broker.identity.workload_api.entries import RegistrationEntry
@@ -47,7 +48,8 @@ def _trust_domain(ctx: click.Context, param: click.Parameter, value: str) -> Tru
     "entries_path",
     type=click.Path(path_type=Path, dir_okay=False),
     default=None,
-    help="Registration entries YAML (default: STATE_DIR/entries.yaml); re-read when it changes.",
+    help="Registration entries YAML, which must exist unless --register-uid writes it (default: "
+    "STATE_DIR/entries.yaml); re-read when it changes.",
 )
 @click.option(
     "--x509-ttl",
@@ -63,6 +65,7 @@ def _trust_domain(ctx: click.Context, param: click.Parameter, value: str) -> Tru
     help="Register --spiffe-id for this uid in the entries file before serving.",
 )
 @click.option("--spiffe-id", default=None, help="SPIFFE ID to register for --register-uid.")
+@cli_errors()
 def workload_api(
     socket_path: Path,
     state_dir: Path,
@@ -75,17 +78,19 @@ def workload_api(
     """Serve the SPIFFE Workload API (dev CA, unix:uid/gid attestation) until SIGINT/SIGTERM."""
     if (register_uid is None) != (spiffe_id is None):
         raise click.UsageError("--register-uid and --spiffe-id go together")
-    try:
-        ca, store = open_dev_state(state_dir, trust_domain, entries_path=entries_path)
-        if register_uid is not None and spiffe_id is not None:
-            entry = RegistrationEntry.of(spiffe_id, [f"unix:uid:{register_uid}"])
-            if not entry.spiffe_id.is_member_of(trust_domain):
-                raise click.BadParameter(f"not in trust domain {trust_domain}", param_hint="--spiffe-id")
-            store.upsert(entry)
-        server = WorkloadApiServer(ca=ca, entries=store, socket_path=socket_path, default_x509_ttl=x509_ttl)
-        asyncio.run(serve_until_signalled(server))
-    except BrokerError as exc:
-        raise click.ClickException(exc.description or exc.error) from None
+    if entries_path is not None and register_uid is None and not entries_path.is_file():
+        raise ConfigError(
+            f"--entries {entries_path}: no such file; create it (entries: [...]) or leave --entries out"
+            " to use STATE_DIR/entries.yaml"
+        )
+    ca, store = open_dev_state(state_dir, trust_domain, entries_path=entries_path)
+    if register_uid is not None and spiffe_id is not None:
+        entry = RegistrationEntry.of(spiffe_id, [f"unix:uid:{register_uid}"])
+        if not entry.spiffe_id.is_member_of(trust_domain):
+            raise click.BadParameter(f"not in trust domain {trust_domain}", param_hint="--spiffe-id")
+        store.upsert(entry)
+    server = WorkloadApiServer(ca=ca, entries=store, socket_path=socket_path, default_x509_ttl=x509_ttl)
+    asyncio.run(serve_until_signalled(server))
 
 
 __all__ = ["workload_api"]

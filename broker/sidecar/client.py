@@ -1,7 +1,14 @@
-"""Asking a sidecar for a token over its Unix socket (what ``spiffe-broker token`` and ``call`` do)."""
+"""Asking a sidecar for a token over its Unix socket (what ``spiffe-broker token`` and ``call`` do).
+
+When the socket answers something that is not HTTP/1.1, the client looks at the first bytes the peer sends and
+says what it is: an HTTP/2 server (gRPC: the SPIFFE Workload API, the SPIRE Server API) opens every connection
+with a SETTINGS frame (RFC 9113 §3.4, frame layout §4.1: 24-bit length, type 0x4, flags, stream 0). No byte the
+peer sent is ever repeated in the message.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,7 +17,11 @@ import aiohttp
 
 from broker.errors import BrokerError
 
-__all__ = ["SidecarError", "SidecarToken", "fetch_token"]
+__all__ = ["SidecarError", "SidecarToken", "fetch_token", "looks_like_http2"]
+
+_SETTINGS_FRAME = 0x4
+_PROBE_TIMEOUT = 2.0
+_PROBE = b"GET /healthz HTTP/1.1\r\nHost: sidecar\r\nConnection: close\r\n\r\n"
 
 
 class SidecarError(BrokerError):
@@ -46,8 +57,15 @@ async def fetch_token(
             session.get("http://sidecar/v1/token", params=params) as response,
         ):
             status, raw = response.status, await response.read()
+    except aiohttp.ClientResponseError:  # the answer was not HTTP/1.1 at all
+        raise SidecarError("not_a_sidecar", await _not_http_reason(socket_path), status=0) from None
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-        raise SidecarError("unreachable", f"cannot reach the sidecar at {socket_path}: {exc}", status=0) from None
+        reason = str(exc) or type(exc).__name__
+        raise SidecarError(
+            "unreachable",
+            f"cannot reach the sidecar at {socket_path}: {reason}; is it running on that socket?",
+            status=0,
+        ) from None
     try:
         body = json.loads(raw)
     except ValueError:
@@ -64,3 +82,34 @@ async def fetch_token(
         issued_token_type=body.get("issued_token_type"),
         scope=body.get("scope"),
     )
+
+
+def looks_like_http2(head: bytes) -> bool:
+    """True when ``head`` starts with an HTTP/2 SETTINGS frame on stream 0 (RFC 9113 §3.4, §6.5)."""
+    return len(head) >= 9 and head[3] == _SETTINGS_FRAME and head[5:9] == bytes(4)
+
+
+async def _first_bytes(socket_path: Path) -> bytes:
+    """Up to 9 bytes the peer sends after an HTTP/1.1 request; empty if it sends nothing in time."""
+    try:
+        async with asyncio.timeout(_PROBE_TIMEOUT):
+            reader, writer = await asyncio.open_unix_connection(str(socket_path))
+            try:
+                writer.write(_PROBE)
+                try:
+                    return await reader.readexactly(9)
+                except asyncio.IncompleteReadError as short:
+                    return short.partial
+            finally:
+                writer.close()
+    except (OSError, TimeoutError):
+        return b""
+
+
+async def _not_http_reason(socket_path: Path) -> str:
+    if looks_like_http2(await _first_bytes(socket_path)):
+        return (
+            f"{socket_path} is not a spiffe-broker sidecar socket (it speaks HTTP/2: looks like a gRPC/Workload API"
+            " socket); pass the socket the sidecar serves (spiffe-broker sidecar --socket)"
+        )
+    return f"{socket_path} did not answer HTTP/1.1: pass the socket the sidecar serves (spiffe-broker sidecar --socket)"
