@@ -1,0 +1,125 @@
+"""ASGI middleware (Starlette, FastAPI, any ASGI 3 app): require a certificate-bound bearer token (RFC 8705 §3).
+
+::
+
+    app = Starlette(routes=[...], middleware=[Middleware(BearerAuthMiddleware, verifier=verifier)])
+    # in a handler: verified_token(request).spiffe_id, .scopes
+
+The token comes from ``Authorization: Bearer`` (RFC 6750 §2.1); the client certificate from ``client_certificate``,
+by default :func:`tls_client_certificate` (the ASGI TLS extension). Servers differ here: uvicorn long put no
+certificate in the scope, and its newer code fills ``client_cert_chain`` only where ``ssl`` has
+``get_verified_chain`` (Python 3.13+). Where the server gives nothing, every bound token is refused with 401
+(fail closed): check ``scope["extensions"]`` on your server, or put a TLS-terminating proxy in front and use
+:func:`forwarded_client_certificate`.
+Refusals are 401 ``invalid_token`` (400 ``invalid_request`` for a malformed header) with ``WWW-Authenticate``; a
+WebSocket is closed before it is accepted (the server answers 403).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Collection, Mapping, MutableMapping
+from typing import Any
+
+from broker.errors import InvalidRequestError, InvalidTokenError, OAuthError, ServerError
+from broker.verify.bearer import VERIFIED_TOKEN_KEY, bearer_token, challenge
+from broker.verify.client_cert import ForwardedClientCert, der_from_pem
+from broker.verify.verifier import AccessTokenVerifier, VerifiedToken
+
+__all__ = [
+    "VERIFIED_TOKEN_KEY",
+    "BearerAuthMiddleware",
+    "forwarded_client_certificate",
+    "tls_client_certificate",
+    "verified_token",
+]
+
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+CertificateSource = Callable[[Scope], bytes | None]
+
+
+def tls_client_certificate(scope: Scope) -> bytes | None:
+    """The client certificate from the ASGI TLS extension, or None (no extension, no certificate, or an error)."""
+    extensions = scope.get("extensions")
+    tls = extensions.get("tls") if isinstance(extensions, Mapping) else None
+    if not isinstance(tls, Mapping) or tls.get("client_cert_error") is not None:
+        return None  # a certificate the server could not verify is no certificate
+    chain = tls.get("client_cert_chain")
+    if isinstance(chain, str | bytes) or not isinstance(chain, Collection) or not chain:
+        return None
+    return der_from_pem(next(iter(chain)))
+
+
+def forwarded_client_certificate(trusted_proxies: Collection[str]) -> CertificateSource:
+    """A source reading Envoy's ``x-forwarded-client-cert``, trusted only from ``trusted_proxies``."""
+    forwarded = ForwardedClientCert(trusted_proxies)
+
+    def source(scope: Scope) -> bytes | None:
+        client = scope.get("client")
+        peer = str(client[0]) if isinstance(client, list | tuple) and client else None
+        return forwarded.certificate(peer, _header_values(scope, b"x-forwarded-client-cert"))
+
+    return source
+
+
+def verified_token(scope: Mapping[str, Any]) -> VerifiedToken:
+    """The token the middleware verified for this request (a Starlette ``Request`` is such a mapping)."""
+    token = scope.get(VERIFIED_TOKEN_KEY)
+    if not isinstance(token, VerifiedToken):
+        raise LookupError("no verified token: is BearerAuthMiddleware installed for this path?")
+    return token
+
+
+def _header_values(scope: Scope, name: bytes) -> list[str]:
+    return [value.decode("latin-1") for key, value in scope.get("headers", ()) if key.lower() == name]
+
+
+class BearerAuthMiddleware:
+    """Verifies the bearer token and its certificate binding before the wrapped app sees the request."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        verifier: AccessTokenVerifier,
+        client_certificate: CertificateSource = tls_client_certificate,
+        exempt: Collection[str] = ("/healthz", "/readyz"),
+    ) -> None:
+        self.app = app
+        self._verifier = verifier
+        self._certificate = client_certificate
+        self._exempt = frozenset(exempt)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket") or scope.get("path") in self._exempt:
+            await self.app(scope, receive, send)
+            return
+        try:
+            token = bearer_token(_header_values(scope, b"authorization"))
+            scope[VERIFIED_TOKEN_KEY] = await self._verifier.verify(token, self._certificate(scope))
+        except (InvalidTokenError, InvalidRequestError) as exc:
+            log.info("%s %s: %s (%s)", scope.get("method", "WS"), scope.get("path"), exc.error, exc.description)
+            await _refuse(scope, send, exc)
+            return
+        except Exception as exc:  # a bug or an unusable JWKS: no detail to the client, no token in the log
+            log.error("token verification failed unexpectedly: %s", type(exc).__name__)
+            await _refuse(scope, send, ServerError())
+            return
+        await self.app(scope, receive, send)
+
+
+async def _refuse(scope: Scope, send: Send, exc: OAuthError) -> None:
+    if scope["type"] == "websocket":
+        await send({"type": "websocket.close", "code": 1008})  # before accept: the server answers HTTP 403
+        return
+    status, headers, body = challenge(exc)
+    raw_headers = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers]
+    raw_headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": raw_headers})
+    await send({"type": "http.response.body", "body": body})
