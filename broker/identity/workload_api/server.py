@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 MAX_SOCKET_PATH_BYTES = 107  # sizeof(sockaddr_un.sun_path) - 1 on Linux (unix(7))
 SOCKET_MODE = 0o777  # connectable by anyone: SO_PEERCRED attestation decides, not file permissions
+STOP_TIMEOUT = 5.0  # seconds :meth:`WorkloadApiServer.stop` waits for closed connections and cancelled calls
 
 
 class WorkloadApiServerError(IdentityError):
@@ -51,7 +52,9 @@ class _Server(Server):
     """grpclib's server, remembering its connections so that stopping can close them.
 
     grpclib 0.4.9's ``Server.close()`` cancels the running calls but leaves accepted connections open until the
-    client hangs up (as asyncio's ``Server.close()`` does before Python 3.12); a stopped server must not keep them.
+    client hangs up; a stopped server must not keep them. They must be closed *before* ``wait_closed()``: since
+    Python 3.12.1 asyncio's ``Server.wait_closed()`` waits for every accepted connection to end (gh-79033), so a
+    connected client would otherwise keep ``stop()`` (and SIGTERM) waiting for ever.
     """
 
     def __init__(self, handlers: Any) -> None:
@@ -134,10 +137,13 @@ class WorkloadApiServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         if server is not None:
-            server.close()
-            await server.wait_closed()
-            server.close_connections()
-            await asyncio.sleep(0)  # let the transports run connection_lost
+            server.close()  # stop accepting, cancel the running calls
+            server.close_connections()  # before waiting: since 3.12.1 asyncio waits for every connection to end
+            try:
+                async with asyncio.timeout(STOP_TIMEOUT):
+                    await server.wait_closed()
+            except TimeoutError:
+                log.warning("Workload API connections still closing after %.0f s; stopping anyway", STOP_TIMEOUT)
             with contextlib.suppress(FileNotFoundError):
                 self.socket_path.unlink()
             log.info("Workload API on %s stopped", self.address)
