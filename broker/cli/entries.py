@@ -10,6 +10,7 @@ import click
 from broker.errors import BrokerError
 from broker.registration import (
     EntryClient,
+    Plan,
     apply,
     export_cluster_spiffe_ids,
     export_policy,
@@ -17,6 +18,7 @@ from broker.registration import (
     plan,
     render_plan,
 )
+from broker.registration.export import is_class_name
 
 DEFAULT_SERVER_SOCKET = "/tmp/spire-server/private/api.sock"  # noqa: S108 - SPIRE's own default
 
@@ -33,6 +35,13 @@ _socket_option = click.option(
 def _fail(error: BrokerError) -> None:
     click.echo(f"error: {error.description}", err=True)
     sys.exit(1)
+
+
+def _echo_plan(changes: Plan) -> None:
+    """The plan on stdout; its warnings (parents no agent has) also on stderr, where CI logs show them."""
+    click.echo(render_plan(changes))
+    for warning in changes.warnings:
+        click.echo(f"warning: {warning}", err=True)
 
 
 @click.group()
@@ -53,7 +62,7 @@ def plan_command(workloads_file: Path, server_socket: str, detailed_exitcode: bo
     except BrokerError as error:
         _fail(error)
         return
-    click.echo(render_plan(changes))
+    _echo_plan(changes)
     if detailed_exitcode and changes.has_changes:
         sys.exit(2)
 
@@ -67,7 +76,7 @@ def apply_command(workloads_file: Path, server_socket: str) -> None:
         desired = load_workloads(workloads_file)
         with EntryClient(server_socket) as server:
             changes = plan(desired, server)
-            click.echo(render_plan(changes))
+            _echo_plan(changes)
             if not changes.has_changes:
                 return
             result = apply(changes, server)
@@ -77,12 +86,35 @@ def apply_command(workloads_file: Path, server_socket: str) -> None:
     click.echo(f"applied: {len(result.created)} created, {len(result.updated)} updated, {len(result.deleted)} deleted")
 
 
+def _class_name(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    if value is not None and not is_class_name(value):
+        raise click.BadParameter("must be empty or lowercase letters, digits, '-' and '.' (as Helm names)")
+    return value
+
+
+def _write(path: Path, text: str) -> None:
+    """Write ``text`` to ``path``; ``-`` is stdout."""
+    if str(path) == "-":
+        click.echo(text, nl=False)
+    else:
+        path.write_text(text)
+
+
 @entries.command("export")
 @_file_argument
 @click.option("--policy", "policy_out", type=click.Path(dir_okay=False, path_type=Path), help="Write broker policy.")
 @click.option("--k8s", "k8s_out", type=click.Path(dir_okay=False, path_type=Path), help="Write ClusterSPIFFEIDs.")
-def export_command(workloads_file: Path, policy_out: Path | None, k8s_out: Path | None) -> None:
-    """Write the broker policy file and/or ClusterSPIFFEID resources (stdout when no file is named)."""
+@click.option(
+    "--k8s-class-name",
+    callback=_class_name,
+    help="ClusterSPIFFEID spec.className: the className of the spire-controller-manager that should act on them "
+    "(default: the file's kubernetes.class_name, else spire-mgmt-spire, the hardened Helm chart's for release "
+    "'spire' in namespace 'spire-mgmt'). '' writes classless resources (the controller needs watchClassless).",
+)
+def export_command(
+    workloads_file: Path, policy_out: Path | None, k8s_out: Path | None, k8s_class_name: str | None
+) -> None:
+    """Write the broker policy file and/or ClusterSPIFFEID resources (stdout when no file is named, or '-')."""
     try:
         desired = load_workloads(workloads_file)
     except BrokerError as error:
@@ -92,6 +124,6 @@ def export_command(workloads_file: Path, policy_out: Path | None, k8s_out: Path 
         click.echo(export_policy(desired), nl=False)
         return
     if policy_out is not None:
-        policy_out.write_text(export_policy(desired))
+        _write(policy_out, export_policy(desired))
     if k8s_out is not None:
-        k8s_out.write_text(export_cluster_spiffe_ids(desired))
+        _write(k8s_out, export_cluster_spiffe_ids(desired, class_name=k8s_class_name))

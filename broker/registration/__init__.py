@@ -10,22 +10,24 @@ Typical use (what the CLI does)::
 """
 
 from broker.registration.client import EntryClient
-from broker.registration.entries import MANAGED_HINT, Entry, EntryServer, EntryStatus
+from broker.registration.entries import DEFAULT_ENTRY_ID_PREFIX, LEGACY_HINT, Entry, EntryServer, EntryStatus
 from broker.registration.errors import RegistrationError, WorkloadsFileError
 from broker.registration.export import export_cluster_spiffe_ids, export_policy
 from broker.registration.loader import load_workloads, parse_workloads
 from broker.registration.memory import InMemoryEntryServer
-from broker.registration.model import Policy, Selector, Workload, WorkloadsFile
+from broker.registration.model import NodeAlias, Policy, Selector, Workload, WorkloadsFile
 from broker.registration.plan import ApplyResult, Plan, apply, plan, render_plan
 
 __all__ = [
-    "MANAGED_HINT",
+    "DEFAULT_ENTRY_ID_PREFIX",
+    "LEGACY_HINT",
     "ApplyResult",
     "Entry",
     "EntryClient",
     "EntryServer",
     "EntryStatus",
     "InMemoryEntryServer",
+    "NodeAlias",
     "Plan",
     "Policy",
     "RegistrationError",

@@ -96,9 +96,9 @@ class Field:
             raise self.error(f"expected {kind}")
         return str(self.node.value)
 
-    def string(self) -> str:
+    def string(self, *, allow_empty: bool = False) -> str:
         value = self._scalar(_STR, "a string")
-        if not value:
+        if not value and not allow_empty:
             raise self.error("must not be empty")
         return value
 
@@ -111,6 +111,14 @@ class Field:
         value = _construct(self.node)
         if not isinstance(value, int) or not 0 < value <= _INT32_MAX:
             raise self.error(f"must be a positive integer no larger than {_INT32_MAX}")
+        return value
+
+    def ttl(self) -> int:
+        """A SPIRE entry TTL in seconds (int32); 0 means the server's default TTL for that SVID type."""
+        self._scalar(_INT, "an integer")
+        value = _construct(self.node)
+        if not isinstance(value, int) or not 0 <= value <= _INT32_MAX:
+            raise self.error(f"must be 0 (the server's default) or a positive integer no larger than {_INT32_MAX}")
         return value
 
     def boolean(self) -> bool:

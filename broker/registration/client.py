@@ -1,4 +1,5 @@
-"""The SPIRE Server entry API (``spire.api.server.entry.v1.Entry``) over the server's admin Unix socket.
+"""The SPIRE Server entry API (``spire.api.server.entry.v1.Entry``) over the server's admin Unix socket, plus
+the read-only part of its agent API (``spire.api.server.agent.v1.Agent``: GetAgent, ListAgents).
 
 The admin socket needs no TLS: SPIRE treats callers on it as local, and the socket's file permissions are
 the access control (SPIRE Server configuration reference, ``socket_path``). Calls are synchronous grpcio
@@ -8,13 +9,17 @@ calls with a deadline; run them in a thread from async code.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
+from functools import partial
 from types import TracebackType
 from typing import Self, TypeVar
 
 import grpc  # type: ignore[import-untyped]
 
+from broker._proto.spire.api.server.agent.v1 import agent_pb2 as agent_api
+from broker._proto.spire.api.server.agent.v1 import agent_pb2_grpc as agent_grpc
 from broker._proto.spire.api.server.entry.v1 import entry_pb2 as api
 from broker._proto.spire.api.server.entry.v1 import entry_pb2_grpc as api_grpc
+from broker._proto.spire.api.types import agent_pb2 as agent_types
 from broker._proto.spire.api.types import entry_pb2 as types
 from broker._proto.spire.api.types import selector_pb2, spiffeid_pb2
 from broker.identity.spiffeid import SpiffeId
@@ -27,6 +32,7 @@ __all__ = ["EntryClient", "entry_from_proto", "entry_to_proto"]
 _PAGE_SIZE = 500
 _MAX_PAGES = 10_000
 _T = TypeVar("_T")
+_NO_AGENT = agent_types.Agent()
 
 
 def _spiffe_id(value: str) -> spiffeid_pb2.SPIFFEID:
@@ -99,6 +105,7 @@ class EntryClient:
         self._channel = grpc.insecure_channel(f"unix:{socket_path}")
         # The generated stub is untyped (grpcio ships no type information); responses are annotated below.
         self._stub = api_grpc.EntryStub(self._channel)  # type: ignore[no-untyped-call]
+        self._agents = agent_grpc.AgentStub(self._channel)  # type: ignore[no-untyped-call]
 
     def __repr__(self) -> str:
         return f"EntryClient({self._socket_path!r})"
@@ -114,11 +121,14 @@ class EntryClient:
     ) -> None:
         self.close()
 
-    def _call(self, name: str, call: Callable[[], _T]) -> _T:
+    def _call(self, name: str, call: Callable[[], _T], *, absent: _T | None = None) -> _T:
+        """Run one RPC; NOT_FOUND gives ``absent`` when one is given, every other failure an error."""
         try:
             return call()
         except grpc.RpcError as exc:
             code = exc.code().name if hasattr(exc, "code") else "UNKNOWN"
+            if absent is not None and code == "NOT_FOUND":
+                return absent
             details = exc.details() if hasattr(exc, "details") else ""
             raise RegistrationError(f"SPIRE Server {name} at {self._socket_path} failed: {code}: {details}") from None
 
@@ -163,6 +173,36 @@ class EntryClient:
         )
         out = [EntryStatus(r.status.code, r.status.message, r.id) for r in response.results]
         return self._checked_count(out, len(ids))
+
+    def known_agents(self, ids: Collection[str]) -> set[str]:
+        """Agent.GetAgent per ID (output mask empty: only the ID comes back); NOT_FOUND means unknown."""
+        known: set[str] = set()
+        for agent_id in ids:
+            request = agent_api.GetAgentRequest(id=_spiffe_id(agent_id), output_mask=agent_types.AgentMask())
+            found: agent_types.Agent = self._call(
+                "GetAgent", partial(self._agents.GetAgent, request, timeout=self._timeout), absent=_NO_AGENT
+            )
+            if found is not _NO_AGENT:
+                known.add(agent_id)
+        return known
+
+    def list_agents(self) -> list[tuple[str, tuple[Selector, ...]]]:
+        """Every attested agent's SPIFFE ID and node selectors (Agent.ListAgents, all pages)."""
+        agents: list[tuple[str, tuple[Selector, ...]]] = []
+        token = ""
+        mask = agent_types.AgentMask(selectors=True)
+        for _ in range(_MAX_PAGES):
+            request = agent_api.ListAgentsRequest(output_mask=mask, page_size=_PAGE_SIZE, page_token=token)
+            response: agent_api.ListAgentsResponse = self._call(
+                "ListAgents", partial(self._agents.ListAgents, request, timeout=self._timeout)
+            )
+            agents += [
+                (_id_string(a.id), tuple(Selector(s.type, s.value) for s in a.selectors)) for a in response.agents
+            ]
+            if not response.next_page_token or response.next_page_token == token:
+                return agents
+            token = response.next_page_token
+        raise RegistrationError(f"SPIRE Server ListAgents at {self._socket_path}: too many pages")
 
     def _checked_count(self, statuses: list[EntryStatus], expected: int) -> list[EntryStatus]:
         if len(statuses) != expected:

@@ -4,27 +4,37 @@ Mirrors ``spire.api.types.Entry`` (spire-api-sdk ``proto/spire/api/types/entry.p
 real implementation is :class:`broker.registration.client.EntryClient` (SPIRE Server API over the admin
 socket); :class:`broker.registration.memory.InMemoryEntryServer` is the in-memory one for tests.
 
-Entries the broker manages carry ``hint == MANAGED_HINT``; nothing else is ever updated or deleted.
+Ownership is marked the way spire-controller-manager marks it (its ``entryIDPrefix``): the broker creates
+its entries with a client-chosen ID, ``<prefix><uuid4>`` (SPIRE's ``BatchCreateEntry`` keeps a caller-set
+``Entry.id``), and updates or deletes only entries whose ID carries the prefix. ``hint``, the field workloads
+use to choose among SVIDs (SPIFFE Workload API, ``X509SVID.hint``), stays the operator's. Entries written by
+earlier versions, marked ``hint: spiffe-broker`` (:data:`LEGACY_HINT`), are migrated by ``plan``.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Protocol
 
-from broker.registration.model import Selector, Workload
+from broker.identity.spiffeid import TrustDomain
+from broker.registration.model import DEFAULT_ENTRY_ID_PREFIX, NodeAlias, Selector, Workload
 
 __all__ = [
+    "DEFAULT_ENTRY_ID_PREFIX",
+    "LEGACY_HINT",
     "MANAGED_FIELDS",
-    "MANAGED_HINT",
     "Entry",
     "EntryServer",
     "EntryStatus",
+    "entry_for_alias",
     "entry_for_workload",
+    "new_entry_id",
+    "server_id",
 ]
 
-MANAGED_HINT = "spiffe-broker"
+LEGACY_HINT = "spiffe-broker"
 
 # google.rpc.Code values carried by spire.api.types.Status (google/rpc/code.proto).
 OK = 0
@@ -73,15 +83,21 @@ class Entry:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "selectors", tuple(sorted(self.selectors)))
+        object.__setattr__(self, "federates_with", tuple(sorted(self.federates_with)))
 
     @property
     def identity(self) -> tuple[str, str, tuple[str, ...]]:
         """(spiffe_id, parent_id, sorted selectors): SPIRE refuses two entries with the same identity."""
         return self.spiffe_id, self.parent_id, tuple(str(s) for s in self.selectors)
 
+    def owned_by(self, prefix: str) -> bool:
+        """Whether this entry's ID carries ``prefix`` (spire-controller-manager's ``entryIDPrefix`` rule)."""
+        return self.id.startswith(prefix)
+
     @property
-    def managed(self) -> bool:
-        return self.hint == MANAGED_HINT
+    def legacy_managed(self) -> bool:
+        """Written by a broker that marked ownership with ``hint: spiffe-broker``."""
+        return self.hint == LEGACY_HINT
 
     def describe(self) -> str:
         """One line naming the entry (never any secret: entries hold none)."""
@@ -115,7 +131,8 @@ class EntryStatus:
 
 
 class EntryServer(Protocol):
-    """The part of SPIRE's ``spire.api.server.entry.v1.Entry`` service that registration needs.
+    """The parts of SPIRE's Server API that registration needs: ``spire.api.server.entry.v1.Entry``, and
+    ``spire.api.server.agent.v1.Agent.GetAgent`` to tell whether an entry's parent is an attested agent.
 
     Batch calls return one status per input, in input order (as SPIRE's batch RPCs do).
     """
@@ -132,9 +149,23 @@ class EntryServer(Protocol):
 
     def batch_delete_entries(self, ids: Sequence[str]) -> list[EntryStatus]: ...
 
+    def known_agents(self, ids: Collection[str]) -> set[str]:
+        """Which of ``ids`` are agents the server has attested (and not deleted)."""
+        ...
+
+
+def server_id(trust_domain: TrustDomain) -> str:
+    """``spiffe://<td>/spire/server``: the parent of node (alias) entries (SPIRE "Mapping workloads to nodes")."""
+    return f"spiffe://{trust_domain.name}/spire/server"
+
+
+def new_entry_id(prefix: str) -> str:
+    """A fresh entry ID carrying the ownership prefix, as spire-controller-manager makes them."""
+    return f"{prefix}{uuid.uuid4()}"
+
 
 def entry_for_workload(workload: Workload) -> Entry:
-    """The managed entry a workload should have."""
+    """The entry a workload should have (``id`` is assigned at create time). TTL 0 is the server's default."""
     return Entry(
         spiffe_id=str(workload.spiffe_id),
         parent_id=str(workload.parent_id),
@@ -142,6 +173,14 @@ def entry_for_workload(workload: Workload) -> Entry:
         x509_svid_ttl=workload.x509_svid_ttl,
         jwt_svid_ttl=workload.jwt_svid_ttl,
         dns_names=workload.dns_names,
-        hint=MANAGED_HINT,
+        hint=workload.hint or "",
+        admin=workload.admin,
+        downstream=workload.downstream,
+        federates_with=workload.federates_with,
         jwt_svid_include_jti=workload.jwt_svid_include_jti,
     )
+
+
+def entry_for_alias(alias: NodeAlias, trust_domain: TrustDomain) -> Entry:
+    """The node entry of an alias: parented to the server, node selectors, server-default TTLs."""
+    return Entry(spiffe_id=str(alias.spiffe_id), parent_id=server_id(trust_domain), selectors=alias.selectors)

@@ -3,16 +3,26 @@
 ::
 
     trust_domain: example.org
-    defaults: {parent_id: spiffe://example.org/agent/test, x509_svid_ttl: 3600, jwt_svid_ttl: 300}
+    entry_id_prefix: spiffe-broker.                     # optional: marks the entries `apply` owns
+    kubernetes: {class_name: spire-mgmt-spire}          # optional: ClusterSPIFFEID spec.className ("" for none)
+    node_aliases:                                       # optional: node entries, parent spiffe://<td>/spire/server
+      - name: demo-cluster
+        spiffe_id: spiffe://example.org/cluster/demo
+        selectors: ["k8s_psat:cluster:demo"]            # node selectors every matching agent has
+    defaults: {parent_id: spiffe://example.org/cluster/demo, x509_svid_ttl: 3600, jwt_svid_ttl: 300}
     workloads:
       - name: web
         spiffe_id: spiffe://example.org/ns/shop/sa/web
-        parent_id: spiffe://example.org/agent/test     # optional when defaults has one
+        parent_id: spiffe://example.org/cluster/demo    # optional when defaults has one: an alias or agent ID
         selectors: ["k8s:ns:shop", "k8s:sa:web"]        # SPIRE workload selectors, type:value
-        x509_svid_ttl: 3600                             # optional when defaults has one
-        jwt_svid_ttl: 300                               # optional when defaults has one
+        x509_svid_ttl: 3600                             # optional when defaults has one; 0: server default
+        jwt_svid_ttl: 300                               # optional when defaults has one; 0: server default
         jwt_svid_include_jti: false                     # optional: a fresh jti per JWT-SVID
         dns_names: [web.shop.svc]                       # optional
+        hint: web                                       # optional; when absent, `apply` leaves the hint alone
+        federates_with: [partner.example]               # optional: trust domains whose bundles it receives
+        admin: false                                    # optional: may call SPIRE's admin APIs
+        downstream: false                               # optional: the entry is a downstream SPIRE server
         policy: {audiences: [https://api.example.org], scopes: [orders:read], max_token_lifetime: 300}
 
 Every error names the file, the line and the field. SPIFFE IDs follow the SPIFFE-ID standard §2 and must be
@@ -29,15 +39,17 @@ from broker.identity.errors import InvalidSpiffeIdError
 from broker.identity.spiffeid import SpiffeId, TrustDomain
 from broker.registration._yamlnodes import Field, compose_file
 from broker.registration.errors import WorkloadsFileError
-from broker.registration.model import Policy, Selector, Workload, WorkloadsFile
+from broker.registration.export import is_class_name
+from broker.registration.model import DEFAULT_ENTRY_ID_PREFIX, NodeAlias, Policy, Selector, Workload, WorkloadsFile
 
 __all__ = ["load_workloads", "parse_workloads"]
 
 _TOP_REQUIRED = frozenset({"trust_domain", "workloads"})
-_TOP_OPTIONAL = frozenset({"defaults"})
+_TOP_OPTIONAL = frozenset({"defaults", "node_aliases", "entry_id_prefix", "kubernetes"})
 _DEFAULT_KEYS = frozenset({"parent_id", "x509_svid_ttl", "jwt_svid_ttl", "jwt_svid_include_jti"})
 _WORKLOAD_REQUIRED = frozenset({"name", "spiffe_id", "selectors"})
-_WORKLOAD_OPTIONAL = _DEFAULT_KEYS | {"dns_names", "policy"}
+_WORKLOAD_OPTIONAL = _DEFAULT_KEYS | {"dns_names", "policy", "hint", "admin", "downstream", "federates_with"}
+_ALIAS_KEYS = frozenset({"name", "spiffe_id", "selectors"})
 _POLICY_REQUIRED = frozenset({"audiences"})
 _POLICY_OPTIONAL = frozenset({"scopes", "max_token_lifetime"})
 
@@ -47,6 +59,8 @@ _NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
 _AUDIENCE = re.compile(r"[\x21-\x7e]+")
 _DNS_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+_ENTRY_ID_PREFIX = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def load_workloads(path: str | Path) -> WorkloadsFile:
@@ -64,9 +78,59 @@ def parse_workloads(text: str, *, source: str = "workloads.yaml") -> WorkloadsFi
     top = compose_file(text, source).mapping(required=_TOP_REQUIRED, optional=_TOP_OPTIONAL)
     trust_domain = _trust_domain(top["trust_domain"])
     defaults = _read_defaults(top["defaults"]) if "defaults" in top else {}
+    aliases = _node_aliases(top["node_aliases"], trust_domain) if "node_aliases" in top else ()
     workloads = tuple(_workload(item, trust_domain, defaults) for item in top["workloads"].items())
     _check_unique(workloads, top["workloads"])
-    return WorkloadsFile(path=source, trust_domain=trust_domain, workloads=workloads)
+    return WorkloadsFile(
+        path=source,
+        trust_domain=trust_domain,
+        workloads=workloads,
+        node_aliases=aliases,
+        entry_id_prefix=_entry_id_prefix(top["entry_id_prefix"])
+        if "entry_id_prefix" in top
+        else DEFAULT_ENTRY_ID_PREFIX,
+        k8s_class_name=_class_name(top["kubernetes"]) if "kubernetes" in top else None,
+    )
+
+
+def _entry_id_prefix(field: Field) -> str:
+    value = field.string()
+    if not _ENTRY_ID_PREFIX.fullmatch(value):
+        raise field.error("must be 1 to 64 of A-Z, a-z, 0-9, '.', '_', ':', '-', starting with a letter or digit")
+    return value
+
+
+def _class_name(field: Field) -> str:
+    """``kubernetes.class_name``: spire-controller-manager's ``className``; "" exports classless resources."""
+    keys = field.mapping(required=frozenset({"class_name"}), optional=frozenset())
+    value = keys["class_name"].string(allow_empty=True)
+    if not is_class_name(value):
+        raise keys["class_name"].error("must be empty or lowercase letters, digits, '-' and '.' (as Helm names)")
+    return value
+
+
+def _node_aliases(field: Field, trust_domain: TrustDomain) -> tuple[NodeAlias, ...]:
+    aliases: list[NodeAlias] = []
+    for item in field.items():
+        keys = item.mapping(required=_ALIAS_KEYS, optional=frozenset())
+        alias = NodeAlias(
+            name=_name(keys["name"]),
+            spiffe_id=_entry_spiffe_id(keys["spiffe_id"], trust_domain),
+            selectors=_selectors(keys["selectors"]),
+            line=item.line,
+        )
+        for other in aliases:
+            if other.name == alias.name or other.spiffe_id == alias.spiffe_id:
+                raise keys["name"].error(f"same name or spiffe_id as node alias {other.name!r}")
+        aliases.append(alias)
+    return tuple(aliases)
+
+
+def _name(field: Field) -> str:
+    name = field.string()
+    if not _NAME.fullmatch(name):
+        raise field.error("must be a lowercase RFC 1123 label (a-z, 0-9, '-', at most 63)")
+    return name
 
 
 def _trust_domain(field: Field) -> TrustDomain:
@@ -101,24 +165,64 @@ def _inherited(key: str, own: dict[str, Field], defaults: dict[str, Field], wher
     raise where.error(f"{key} is missing (set it on the workload or in defaults)")
 
 
+def _entry_spiffe_id(field: Field, trust_domain: TrustDomain) -> SpiffeId:
+    """An entry's own ID: never in SPIRE's reserved ``/spire/`` namespace (agents and the server live there)."""
+    spiffe_id = _spiffe_id(field, trust_domain)
+    if spiffe_id.path.startswith("/spire/"):
+        raise field.error("is in SPIRE's reserved /spire/ path (agent and server IDs)")
+    return spiffe_id
+
+
+def _parent_id(field: Field, trust_domain: TrustDomain) -> SpiffeId:
+    parent = _spiffe_id(field, trust_domain)
+    if parent.path == "/spire/server":
+        raise field.error("the server is the parent of node entries: declare this entry under node_aliases")
+    return parent
+
+
 def _workload(item: Field, trust_domain: TrustDomain, defaults: dict[str, Field]) -> Workload:
     keys = item.mapping(required=_WORKLOAD_REQUIRED, optional=_WORKLOAD_OPTIONAL)
-    name = keys["name"].string()
-    if not _NAME.fullmatch(name):
-        raise keys["name"].error("must be a lowercase RFC 1123 label (a-z, 0-9, '-', at most 63)")
     jti = keys.get("jwt_svid_include_jti", defaults.get("jwt_svid_include_jti"))
     return Workload(
-        name=name,
-        spiffe_id=_spiffe_id(keys["spiffe_id"], trust_domain),
-        parent_id=_spiffe_id(_inherited("parent_id", keys, defaults, item), trust_domain),
+        name=_name(keys["name"]),
+        spiffe_id=_entry_spiffe_id(keys["spiffe_id"], trust_domain),
+        parent_id=_parent_id(_inherited("parent_id", keys, defaults, item), trust_domain),
         selectors=_selectors(keys["selectors"]),
-        x509_svid_ttl=_inherited("x509_svid_ttl", keys, defaults, item).positive_int(),
-        jwt_svid_ttl=_inherited("jwt_svid_ttl", keys, defaults, item).positive_int(),
+        x509_svid_ttl=_inherited("x509_svid_ttl", keys, defaults, item).ttl(),
+        jwt_svid_ttl=_inherited("jwt_svid_ttl", keys, defaults, item).ttl(),
         dns_names=_dns_names(keys["dns_names"]) if "dns_names" in keys else (),
         jwt_svid_include_jti=jti.boolean() if jti is not None else False,
         policy=_policy(keys["policy"]) if "policy" in keys else None,
         line=item.line,
+        hint=_hint(keys["hint"]) if "hint" in keys else None,
+        admin=keys["admin"].boolean() if "admin" in keys else False,
+        downstream=keys["downstream"].boolean() if "downstream" in keys else False,
+        federates_with=_federates_with(keys["federates_with"], trust_domain) if "federates_with" in keys else (),
     )
+
+
+def _hint(field: Field) -> str:
+    """``hint``: free text for workloads choosing among SVIDs; "" clears it. No control characters."""
+    value = field.string(allow_empty=True)
+    if _CONTROL.search(value):
+        raise field.error("must not contain control characters")
+    return value
+
+
+def _federates_with(field: Field, trust_domain: TrustDomain) -> tuple[str, ...]:
+    """Trust domain names (``partner.example`` or ``spiffe://partner.example``), never the entry's own."""
+    names: list[str] = []
+    for item in field.items():
+        try:
+            name = TrustDomain.parse(item.string()).name
+        except InvalidSpiffeIdError as exc:
+            raise item.error(f"not a valid trust domain ({exc.description})") from None
+        if name == trust_domain.name:
+            raise item.error("is the file's own trust domain (federates_with names other trust domains)")
+        if name in names:
+            raise item.error(f"duplicate trust domain {name}")
+        names.append(name)
+    return tuple(names)
 
 
 def _selectors(field: Field) -> tuple[Selector, ...]:

@@ -3,6 +3,8 @@
 Like SPIRE it refuses a second entry with the same (SPIFFE ID, parent ID, selectors) with ALREADY_EXISTS,
 answers NOT_FOUND for unknown IDs, applies updates through a field mask and bumps ``revision_number``. It
 records every write so tests can assert exactly which entries a call touched, and can be told to fail.
+A caller-chosen ``id`` is kept, and one already in use is refused with ALREADY_EXISTS, as SPIRE does.
+``agents`` are the agent IDs :meth:`known_agents` reports as attested.
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ __all__ = ["InMemoryEntryServer"]
 class InMemoryEntryServer:
     """Entries in a dict; ``writes`` logs ``("create"|"update"|"delete", entry_id)`` in call order."""
 
-    def __init__(self, entries: Iterable[Entry] = ()) -> None:
+    def __init__(self, entries: Iterable[Entry] = (), *, agents: Iterable[str] = ()) -> None:
         self._entries: dict[str, Entry] = {}
+        self.agents = set(agents)
+        self.agent_lookups: list[str] = []
         self._ids = itertools.count(1)
         self.writes: list[tuple[str, str]] = []
         self.failures: dict[str, EntryStatus] = {}  # SPIFFE ID -> status to answer instead of writing
@@ -47,6 +51,9 @@ class InMemoryEntryServer:
                 out.append(self.failures[entry.spiffe_id])
                 continue
             clash = next((e for e in self._entries.values() if e.identity == entry.identity), None)
+            if entry.id and entry.id in self._entries:
+                out.append(EntryStatus(ALREADY_EXISTS, "entry ID already exists", entry.id))
+                continue
             if clash is not None:
                 out.append(EntryStatus(ALREADY_EXISTS, "similar entry already exists", clash.id))
                 continue
@@ -86,3 +93,7 @@ class InMemoryEntryServer:
                 self.writes.append(("delete", entry_id))
                 out.append(EntryStatus(OK, "OK", entry_id))
         return out
+
+    def known_agents(self, ids: Collection[str]) -> set[str]:
+        self.agent_lookups.extend(ids)
+        return {agent_id for agent_id in ids if agent_id in self.agents}

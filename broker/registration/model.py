@@ -11,11 +11,15 @@ from dataclasses import dataclass, field
 
 from broker.identity.spiffeid import SpiffeId, TrustDomain
 
-__all__ = ["Policy", "Selector", "Workload", "WorkloadsFile"]
+__all__ = ["DEFAULT_ENTRY_ID_PREFIX", "NodeAlias", "Policy", "Selector", "Workload", "WorkloadsFile"]
 
 # A selector type is a plugin name (unix, k8s, docker, ...); the value is everything after the first colon.
 _SELECTOR_TYPE = re.compile(r"[A-Za-z0-9_.-]+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+# The entry ID prefix that marks the broker's entries. The '.' keeps them clear of spire-controller-manager's
+# ``entryIDPrefixCleanup: ""``, which deletes every entry whose ID has no '.' (IDs SPIRE generated itself).
+DEFAULT_ENTRY_ID_PREFIX = "spiffe-broker."
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -58,12 +62,16 @@ class Workload:
     spiffe_id: SpiffeId
     parent_id: SpiffeId
     selectors: tuple[Selector, ...]
-    x509_svid_ttl: int
-    jwt_svid_ttl: int
+    x509_svid_ttl: int  # 0: the server's default_x509_svid_ttl
+    jwt_svid_ttl: int  # 0: the server's default_jwt_svid_ttl
     dns_names: tuple[str, ...] = ()
     jwt_svid_include_jti: bool = False
     policy: Policy | None = None
     line: int = field(default=0, compare=False)
+    hint: str | None = None  # None: the file leaves the entry's hint alone
+    admin: bool = False
+    downstream: bool = False
+    federates_with: tuple[str, ...] = ()  # trust domain names
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "selectors", tuple(sorted(set(self.selectors))))
@@ -75,9 +83,27 @@ class Workload:
 
 
 @dataclass(frozen=True, slots=True)
+class NodeAlias:
+    """A node alias (SPIRE "Mapping workloads to nodes"): one SPIFFE ID for every agent whose node selectors
+    (``k8s_psat:cluster:demo``, ``aws_iid:tag:role:web`` ...) include all of ``selectors``. Workloads name it
+    as their ``parent_id``; its entry is parented to ``spiffe://<td>/spire/server``."""
+
+    name: str
+    spiffe_id: SpiffeId
+    selectors: tuple[Selector, ...]
+    line: int = field(default=0, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "selectors", tuple(sorted(set(self.selectors))))
+
+
+@dataclass(frozen=True, slots=True)
 class WorkloadsFile:
     """A whole ``workloads.yaml``."""
 
     path: str
     trust_domain: TrustDomain
     workloads: tuple[Workload, ...]
+    node_aliases: tuple[NodeAlias, ...] = ()
+    entry_id_prefix: str = DEFAULT_ENTRY_ID_PREFIX
+    k8s_class_name: str | None = None  # None: the export's default

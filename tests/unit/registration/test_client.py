@@ -15,7 +15,7 @@ from broker._proto.spire.api.server.entry.v1 import entry_pb2 as api
 from broker._proto.spire.api.server.entry.v1 import entry_pb2_grpc as api_grpc
 from broker._proto.spire.api.types import entry_pb2 as types
 from broker._proto.spire.api.types import status_pb2
-from broker.registration import MANAGED_HINT, Entry, EntryClient, RegistrationError, Selector
+from broker.registration import Entry, EntryClient, RegistrationError, Selector
 from broker.registration.client import _mask, entry_from_proto, entry_to_proto
 
 ENTRY = Entry(
@@ -25,8 +25,12 @@ ENTRY = Entry(
     x509_svid_ttl=3600,
     jwt_svid_ttl=300,
     dns_names=("web.shop.svc",),
-    hint=MANAGED_HINT,
+    hint="web",
+    admin=True,
+    downstream=True,
+    federates_with=("partner.example", "other.example"),
     jwt_svid_include_jti=True,
+    id="spiffe-broker.0d7c5f4e",
 )
 
 

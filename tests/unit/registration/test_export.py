@@ -66,6 +66,7 @@ def test_cluster_spiffe_ids_map_k8s_selectors_and_skip_unix_workloads_with_a_com
             "kind": "ClusterSPIFFEID",
             "metadata": {"name": "spiffe-broker-web", "labels": {"app.kubernetes.io/managed-by": "spiffe-broker"}},
             "spec": {
+                "className": "spire-mgmt-spire",
                 "spiffeIDTemplate": "spiffe://example.org/ns/shop/sa/web",
                 "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "shop"}},
                 "podSelector": {"matchLabels": {"app": "web"}},
@@ -80,6 +81,7 @@ def test_cluster_spiffe_ids_map_k8s_selectors_and_skip_unix_workloads_with_a_com
             "kind": "ClusterSPIFFEID",
             "metadata": {"name": "spiffe-broker-quiet", "labels": {"app.kubernetes.io/managed-by": "spiffe-broker"}},
             "spec": {
+                "className": "spire-mgmt-spire",
                 "spiffeIDTemplate": "spiffe://example.org/ns/ops/sa/quiet",
                 "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ops"}},
                 "ttl": "3600s",
@@ -89,8 +91,60 @@ def test_cluster_spiffe_ids_map_k8s_selectors_and_skip_unix_workloads_with_a_com
     ]
 
 
-def test_cluster_spiffe_ids_carry_no_hint_so_controller_entries_never_look_managed() -> None:
-    assert "hint" not in export_cluster_spiffe_ids(parse_workloads(TEXT))
+def _specs(text: str, **kwargs: str) -> list[dict[str, object]]:
+    exported = export_cluster_spiffe_ids(parse_workloads(text), **kwargs)
+    return [d["spec"] for d in yaml.safe_load_all(exported) if d is not None]
+
+
+def test_cluster_spiffe_ids_carry_the_hardened_helm_charts_class_by_default() -> None:
+    # helm-charts-hardened: className defaults to "<namespace>-<release>", spire-mgmt-spire in the documented
+    # install, and watchClassless is false: a classless ClusterSPIFFEID is ignored.
+    assert {spec["className"] for spec in _specs(TEXT)} == {"spire-mgmt-spire"}
+
+
+def test_cluster_spiffe_id_class_comes_from_the_file_and_the_flag_overrides_it() -> None:
+    text = TEXT.replace("workloads:\n", "kubernetes: {class_name: spire-system-spire}\nworkloads:\n", 1)
+    assert {spec["className"] for spec in _specs(text)} == {"spire-system-spire"}
+    assert {spec["className"] for spec in _specs(text, class_name="other")} == {"other"}
+
+
+def test_empty_class_name_exports_classless_resources() -> None:
+    text = TEXT.replace("workloads:\n", 'kubernetes: {class_name: ""}\nworkloads:\n', 1)
+    assert all("className" not in spec for spec in _specs(text))
+
+
+def test_cluster_spiffe_ids_carry_hint_admin_downstream_federation_and_omit_default_ttls() -> None:
+    text = """\
+trust_domain: example.org
+node_aliases:
+  - {name: demo, spiffe_id: spiffe://example.org/cluster/demo, selectors: ["k8s_psat:cluster:demo"]}
+defaults: {parent_id: spiffe://example.org/cluster/demo, x509_svid_ttl: 0, jwt_svid_ttl: 0}
+workloads:
+  - name: gw
+    spiffe_id: spiffe://example.org/ns/edge/sa/gw
+    selectors: ["k8s:ns:edge", "k8s:sa:gw"]
+    hint: external
+    admin: true
+    downstream: true
+    federates_with: ["spiffe://partner.example"]
+"""
+    exported = export_cluster_spiffe_ids(parse_workloads(text))
+    assert "# node aliases (demo) not exported" in exported
+    (spec,) = _specs(text)
+    assert spec == {
+        "className": "spire-mgmt-spire",
+        "spiffeIDTemplate": "spiffe://example.org/ns/edge/sa/gw",
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "edge"}},
+        "workloadSelectorTemplates": ["k8s:sa:gw"],
+        "hint": "external",
+        "federatesWith": ["partner.example"],
+        "admin": True,
+        "downstream": True,
+    }
+
+
+def test_cluster_spiffe_ids_without_a_hint_in_the_file_carry_none() -> None:
+    assert all("hint" not in spec for spec in _specs(TEXT))
 
 
 def test_exported_policy_is_accepted_by_the_broker_policy_loader_and_denies_unlisted_workloads() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -112,14 +113,15 @@ def _error(text: str) -> str:
         ),
         pytest.param(
             "x509_svid_ttl: 600",
-            "x509_svid_ttl: 0",
-            "workloads.yaml:16: workloads[1].x509_svid_ttl: must be a positive integer",
-            id="zero-ttl",
+            "x509_svid_ttl: -1",
+            "workloads.yaml:16: workloads[1].x509_svid_ttl: must be 0 (the server's default) or a positive integer",
+            id="negative-ttl",
         ),
         pytest.param(
             "x509_svid_ttl: 600",
             "x509_svid_ttl: 2147483648",
-            "workloads.yaml:16: workloads[1].x509_svid_ttl: must be a positive integer no larger than 2147483647",
+            "workloads.yaml:16: workloads[1].x509_svid_ttl: must be 0 (the server's default) or a positive integer "
+            "no larger than 2147483647",
             id="ttl-over-int32",
         ),
         pytest.param(
@@ -143,7 +145,7 @@ def _error(text: str) -> str:
         pytest.param(
             "jwt_svid_include_jti: true",
             "jwt_svid_incldue_jti: true",
-            "workloads.yaml:18: workloads[1].jwt_svid_incldue_jti: unknown key (allowed: dns_names,",
+            "workloads.yaml:18: workloads[1].jwt_svid_incldue_jti: unknown key (allowed: admin, dns_names,",
             id="misspelt-key",
         ),
         pytest.param(
@@ -227,7 +229,8 @@ def test_missing_top_level_key_is_reported() -> None:
         ),
         pytest.param(
             "trust_domain: example.org\nworkloads: []\nextra: 1\n",
-            "workloads.yaml:3: extra: unknown key (allowed: defaults, trust_domain, workloads)",
+            "workloads.yaml:3: extra: unknown key (allowed: defaults, entry_id_prefix, kubernetes, node_aliases, "
+            "trust_domain, workloads)",
             id="unknown-top-level-key",
         ),
         pytest.param("- a\n- b\n", "workloads.yaml:1: expected a mapping", id="top-level-list"),
@@ -242,3 +245,73 @@ def test_malformed_yaml_is_reported_with_line(text: str, expected: str) -> None:
 def test_unreadable_file_is_a_workloads_file_error(tmp_path: Path) -> None:
     with pytest.raises(WorkloadsFileError, match="cannot read"):
         load_workloads(tmp_path / "missing.yaml")
+
+
+NEW_KEYS = """\
+trust_domain: example.org
+entry_id_prefix: team-a.
+kubernetes: {class_name: spire-system-spire}
+node_aliases:
+  - {name: demo, spiffe_id: spiffe://example.org/cluster/demo, selectors: ["k8s_psat:cluster:demo"]}
+defaults: {parent_id: spiffe://example.org/cluster/demo, x509_svid_ttl: 0, jwt_svid_ttl: 0}
+workloads:
+  - name: gw
+    spiffe_id: spiffe://example.org/gw
+    selectors: ["unix:uid:1"]
+    hint: ""
+    admin: true
+    downstream: true
+    federates_with: ["spiffe://partner.example", "other.example"]
+"""
+
+
+def test_node_aliases_hint_federation_admin_downstream_and_default_ttls_are_read() -> None:
+    file = parse_workloads(NEW_KEYS)
+    (alias,) = file.node_aliases
+    assert (alias.name, str(alias.spiffe_id), [str(s) for s in alias.selectors]) == (
+        "demo",
+        "spiffe://example.org/cluster/demo",
+        ["k8s_psat:cluster:demo"],
+    )
+    (gw,) = file.workloads
+    assert (gw.hint, gw.admin, gw.downstream, gw.federates_with) == (
+        "",
+        True,
+        True,
+        ("partner.example", "other.example"),
+    )
+    assert (gw.x509_svid_ttl, gw.jwt_svid_ttl) == (0, 0)
+    assert (file.entry_id_prefix, file.k8s_class_name) == ("team-a.", "spire-system-spire")
+
+
+def test_workload_without_hint_leaves_the_hint_unmanaged() -> None:
+    assert parse_workloads(NEW_KEYS.replace('    hint: ""\n', "")).workloads[0].hint is None
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        pytest.param(
+            '"other.example"]', '"example.org"]', "federates_with[1]: is the file's own trust domain", id="own-td"
+        ),
+        pytest.param(
+            "parent_id: spiffe://example.org/cluster/demo",
+            "parent_id: spiffe://example.org/spire/server",
+            "declare this entry under node_aliases",
+            id="server-parent",
+        ),
+        pytest.param(
+            "spiffe_id: spiffe://example.org/gw",
+            "spiffe_id: spiffe://example.org/spire/agent/x",
+            "reserved /spire/ path",
+            id="reserved-path",
+        ),
+        pytest.param("entry_id_prefix: team-a.", "entry_id_prefix: .bad", "entry_id_prefix: must be", id="bad-prefix"),
+        pytest.param("class_name: spire-system-spire", "class_name: Bad_Class", "class_name: must be", id="bad-class"),
+        pytest.param('hint: ""', 'hint: "a\\tb"', "hint: must not contain control characters", id="hint-control"),
+    ],
+)
+def test_invalid_new_keys_are_reported_with_the_field(old: str, new: str, expected: str) -> None:
+    assert old in NEW_KEYS
+    with pytest.raises(WorkloadsFileError, match=re.escape(expected)):
+        parse_workloads(NEW_KEYS.replace(old, new))

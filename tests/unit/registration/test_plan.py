@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 import pytest
 
 from broker.registration import (
-    MANAGED_HINT,
+    DEFAULT_ENTRY_ID_PREFIX,
     Entry,
     EntryStatus,
     InMemoryEntryServer,
@@ -53,13 +54,13 @@ def _id_of(server: InMemoryEntryServer, spiffe_id: str) -> str:
     return next(e.id for e in server.list_entries() if e.spiffe_id == spiffe_id)
 
 
-def test_plan_on_empty_server_creates_every_workload_with_the_managed_hint() -> None:
+def test_plan_on_empty_server_creates_every_workload_without_taking_over_the_hint() -> None:
     server = InMemoryEntryServer()
     result = plan(_file(), server)
     assert [c.workload for c in result.creates] == ["web", "api", "batch"]
     assert (result.updates, result.deletes) == ((), ())
     web = result.creates[0].entry
-    assert web.hint == MANAGED_HINT
+    assert web.hint == ""
     assert web.selectors == (Selector("k8s", "ns:shop"), Selector("k8s", "sa:web"))
     assert (web.parent_id, web.x509_svid_ttl, web.jwt_svid_ttl) == (PARENT, 3600, 300)
 
@@ -151,10 +152,10 @@ def test_drift_on_a_managed_entry_is_reverted_field_by_field() -> None:
 
 
 def test_duplicate_managed_entries_keep_one_and_delete_the_rest() -> None:
-    entry = Entry("spiffe://example.org/batch", PARENT, (Selector("unix", "uid:1000"),), 3600, 300, hint=MANAGED_HINT)
-    server = InMemoryEntryServer([replace(entry, id="a"), replace(entry, id="b")])
+    entry = Entry("spiffe://example.org/batch", PARENT, (Selector("unix", "uid:1000"),), 3600, 300)
+    server = InMemoryEntryServer([replace(entry, id="spiffe-broker.a"), replace(entry, id="spiffe-broker.b")])
     result = plan(_file(BASE[: BASE.index("  - name: web")] + BASE[BASE.index("  - name: batch") :]), server)
-    assert [d.entry.id for d in result.deletes] == ["b"]
+    assert [d.entry.id for d in result.deletes] == ["spiffe-broker.b"]
     assert result.unchanged == ("batch",)
 
 
@@ -171,6 +172,7 @@ def test_failed_create_status_names_the_entry_and_stops_before_deletes() -> None
     message = info.value.description
     assert "1 of 2 creates failed" in message
     assert "workload 'new' spiffe://example.org/new parent=spiffe://example.org/agent/test" in message
+    assert f"(entry {DEFAULT_ENTRY_ID_PREFIX}" in message
     assert "INVALID_ARGUMENT: invalid selector" in message
     assert [kind for kind, _ in server.writes] == ["create"]
     assert _id_of(server, "spiffe://example.org/batch")  # the old entry is still there
@@ -224,3 +226,101 @@ def test_render_plan_lists_creates_updates_and_deletes() -> None:
         "  - spiffe://example.org/batch parent=spiffe://example.org/agent/test selectors=unix:uid:1000 "
         f"(entry {batch_id})",
     ]
+
+
+def test_created_entries_carry_the_prefix_and_only_prefixed_entries_are_owned() -> None:
+    server = _applied()
+    assert all(e.id.startswith(DEFAULT_ENTRY_ID_PREFIX) for e in server.list_entries())
+    custom = parse_workloads(BASE.replace("workloads:\n", "entry_id_prefix: team-b.\nworkloads:\n", 1))
+    # Another prefix owns nothing here: the same identities are someone else's entries.
+    with pytest.raises(RegistrationError, match=re.escape("ID does not start with 'team-b.'")):
+        plan(custom, server)
+
+
+def test_hint_set_on_the_server_survives_apply_when_the_file_sets_none() -> None:
+    server = _applied()
+    web_id = _id_of(server, "spiffe://example.org/ns/shop/sa/web")
+    server.batch_update_entries([replace(server.get(web_id), hint="internal")], {"hint"})
+    server.writes.clear()
+    result = plan(_file(), server)
+    assert not result.has_changes
+    apply(result, server)
+    assert (server.writes, server.get(web_id).hint) == ([], "internal")
+
+
+def test_hint_in_the_file_is_kept_equal_on_the_server() -> None:
+    server = _applied()
+    web_id = _id_of(server, "spiffe://example.org/ns/shop/sa/web")
+    hinted = BASE.replace('["k8s:ns:shop", "k8s:sa:web"]\n', '["k8s:ns:shop", "k8s:sa:web"]\n    hint: external\n')
+    (update,) = plan(_file(hinted), server).updates
+    assert (update.entry.id, update.changes) == (web_id, (FieldChange("hint", "", "external"),))
+
+
+def test_legacy_hint_entries_are_replaced_with_prefixed_ones_and_stale_ones_deleted() -> None:
+    legacy_batch = Entry("spiffe://example.org/batch", PARENT, (Selector("unix", "uid:1000"),), 3600, 300)
+    legacy_gone = Entry("spiffe://example.org/gone", PARENT, (Selector("unix", "uid:9"),), 60, 60)
+    server = InMemoryEntryServer(
+        [
+            replace(legacy_batch, id="old-1", hint="spiffe-broker"),
+            replace(legacy_gone, id="old-2", hint="spiffe-broker"),
+        ]
+    )
+    result = plan(_file(), server)
+    assert [(r.workload, r.old.id, r.entry.hint) for r in result.replaces] == [("batch", "old-1", "")]
+    assert [d.entry.id for d in result.deletes] == ["old-2"]
+    assert "1 to replace (migrating from hint 'spiffe-broker')" in render_plan(result)
+    applied = apply(result, server)
+    assert set(applied.deleted) == {"old-1", "old-2"}
+    # The legacy entry goes before its replacement is created: SPIRE refuses two similar entries.
+    kinds = [kind for kind, _ in server.writes]
+    assert kinds.index("delete") < kinds.index("create", 2)
+    batch = next(e for e in server.list_entries() if e.spiffe_id == "spiffe://example.org/batch")
+    assert (batch.id.startswith(DEFAULT_ENTRY_ID_PREFIX), batch.hint) == (True, "")
+    assert not plan(_file(), server).has_changes
+
+
+def test_node_alias_becomes_an_entry_parented_to_the_server() -> None:
+    text = BASE.replace(
+        "defaults: {parent_id: spiffe://example.org/agent/test,",
+        "node_aliases:\n  - {name: demo, spiffe_id: spiffe://example.org/cluster/demo,"
+        ' selectors: ["k8s_psat:cluster:demo"]}\n'
+        "defaults: {parent_id: spiffe://example.org/cluster/demo,",
+    )
+    server = InMemoryEntryServer()
+    result = plan(_file(text), server)
+    alias = result.creates[0]
+    assert (alias.workload, alias.entry.parent_id, alias.entry.selectors) == (
+        "node alias demo",
+        "spiffe://example.org/spire/server",
+        (Selector("k8s_psat", "cluster:demo"),),
+    )
+    assert (alias.entry.x509_svid_ttl, alias.entry.jwt_svid_ttl) == (0, 0)
+    assert result.warnings == ()
+    apply(result, server)
+    assert not plan(_file(text), server).has_changes
+
+
+def test_parent_that_is_no_alias_and_no_known_agent_is_warned_about() -> None:
+    text = BASE.replace("spiffe://example.org/agent/test", "spiffe://example.org/spire/agent/k8s_psat/demo/node-1")
+    server = InMemoryEntryServer()
+    result = plan(_file(text), server)
+    assert len(result.warnings) == 3
+    assert (
+        "workload 'web': parent_id spiffe://example.org/spire/agent/k8s_psat/demo/node-1 is neither"
+        in (result.warnings[0])
+    )
+    assert server.agent_lookups == ["spiffe://example.org/spire/agent/k8s_psat/demo/node-1"]
+    known = InMemoryEntryServer(agents=["spiffe://example.org/spire/agent/k8s_psat/demo/node-1"])
+    assert plan(_file(text), known).warnings == ()
+
+
+def test_parent_that_is_a_node_alias_on_the_server_is_not_warned_about() -> None:
+    token_alias = Entry(
+        PARENT,
+        "spiffe://example.org/spire/agent/join_token/t",
+        (Selector("spiffe_id", "spiffe://example.org/spire/agent/join_token/t"),),
+    )
+    server = InMemoryEntryServer([token_alias])
+    assert plan(_file(), server).warnings == ()
+    assert server.agent_lookups == []  # not an agent path: never looked up
+    assert len(plan(_file(), InMemoryEntryServer()).warnings) == 3
