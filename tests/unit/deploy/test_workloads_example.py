@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from types import ModuleType
 
+import yaml
 from deploy_helpers import DEPLOY
 
 from broker.identity.spiffeid import SpiffeId
-from broker.registration import export_cluster_spiffe_ids, export_policy, load_workloads
+from broker.registration import InMemoryEntryServer, export_cluster_spiffe_ids, export_policy, load_workloads, plan
 from broker.tokens.policy import parse_policy
 
 EXAMPLE = DEPLOY.parent / "examples" / "workloads.yaml"
@@ -20,6 +21,21 @@ def test_exported_cluster_spiffe_ids_validate_against_the_crd_schema(checker: Mo
     findings = checker.check_paths([DEPLOY / "spire" / "crds", exported])
     assert findings == [], "\n".join(map(str, findings))
     assert exported.read_text().count("kind: ClusterSPIFFEID") == 3
+
+
+def test_exported_cluster_spiffe_ids_name_the_hardened_helm_charts_controller_class() -> None:
+    # The hardened chart's controller has watchClassless: false: a ClusterSPIFFEID without its className is ignored.
+    documents = [d for d in yaml.safe_load_all(export_cluster_spiffe_ids(load_workloads(EXAMPLE))) if d]
+    assert {d["spec"]["className"] for d in documents} == {"spire-mgmt-spire"}
+
+
+def test_example_parents_every_workload_to_its_own_node_alias() -> None:
+    example = load_workloads(EXAMPLE)
+    (alias,) = example.node_aliases
+    assert [str(s) for s in alias.selectors] == ["k8s_psat:cluster:demo-cluster"]
+    assert 'cluster = "demo-cluster"' in (DEPLOY / "spire" / "20-agent.yaml").read_text()
+    assert {w.parent_id for w in example.workloads} == {alias.spiffe_id}
+    assert plan(example, InMemoryEntryServer()).warnings == ()
 
 
 def test_exported_cluster_spiffe_id_with_a_typo_is_caught(checker: ModuleType, tmp_path: Path) -> None:
