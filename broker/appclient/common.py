@@ -1,0 +1,104 @@
+"""What the sync and async app clients share: the sidecar's answer, the token's binding, the response.
+
+RFC 8705 §3: the token is bound to one certificate (``cnf.x5t#S256``), and the API compares it with the client
+certificate of the connection the token arrives on. The app must therefore present the *same* X.509-SVID the
+sidecar had when it got the token. Both get it from the Workload API, and SPIRE hands every workload that matches
+one registration entry the same SVID; after a rotation the two may briefly disagree. :func:`token_binding` reads
+the binding (without verifying the signature: the app only routes with it, the API verifies) so the clients can
+wait for the sidecar to catch up instead of sending a token the API must refuse.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+from broker.errors import BrokerError
+from broker.sidecar.client import SidecarError, SidecarToken
+
+__all__ = [
+    "AppResponse",
+    "BindingMismatchError",
+    "SidecarError",
+    "SidecarToken",
+    "mismatch",
+    "parse_token_response",
+    "token_binding",
+    "token_query",
+]
+
+_MAX_RESPONSE = 1 << 20
+
+
+class BindingMismatchError(BrokerError):
+    """The sidecar's token is bound to another certificate than this app's X.509-SVID, and stayed so."""
+
+    error = "binding_mismatch"
+    status = 0
+
+
+@dataclass(frozen=True)
+class AppResponse:
+    """An API's answer: status, headers (names lower-cased) and the whole body."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes = field(repr=False)
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def token_query(audience: str, scope: str | None) -> str:
+    """The ``/v1/token`` path and query (RFC 3986 percent-encoding)."""
+    return "/v1/token?" + urlencode({"audience": audience, **({"scope": scope} if scope else {})})
+
+
+def parse_token_response(status: int, raw: bytes) -> SidecarToken:
+    """The sidecar's JSON answer as a :class:`SidecarToken`, or :class:`SidecarError` with its error code."""
+    try:
+        body = json.loads(raw) if len(raw) <= _MAX_RESPONSE else None
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise SidecarError("bad_response", f"the sidecar answered HTTP {status} without JSON", status=status)
+    token = body.get("access_token")
+    if status != 200 or not isinstance(token, str) or not token:
+        error, description = str(body.get("error", "error")), str(body.get("error_description", ""))
+        raise SidecarError(error, description or f"HTTP {status}", status=status)
+    expires_in = body.get("expires_in", 0)
+    scope, issued = body.get("scope"), body.get("issued_token_type")
+    return SidecarToken(
+        access_token=token,
+        token_type=str(body.get("token_type", "Bearer")),
+        expires_in=expires_in if isinstance(expires_in, int) else 0,
+        issued_token_type=issued if isinstance(issued, str) else None,
+        scope=scope if isinstance(scope, str) else None,
+    )
+
+
+def token_binding(access_token: str) -> str | None:
+    """The token's ``cnf.x5t#S256`` (RFC 8705 §3.1), read without verifying the signature; None if absent."""
+    parts = access_token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except ValueError:
+        return None
+    cnf = claims.get("cnf") if isinstance(claims, dict) else None
+    bound = cnf.get("x5t#S256") if isinstance(cnf, dict) else None
+    return bound if isinstance(bound, str) else None
+
+
+def mismatch(bound: str | None) -> BindingMismatchError:
+    """The error for a token that does not carry this app's certificate thumbprint."""
+    what = "carries no certificate binding" if bound is None else "is bound to a certificate other than this app's"
+    return BindingMismatchError(
+        f"the sidecar's token {what}: the app and the sidecar must get the same X.509-SVID from the Workload API "
+        "(match the same registration entry; see docs/apps.md)"
+    )

@@ -1,0 +1,200 @@
+"""A synchronous app client: a bound token from the sidecar, presented over mTLS with the same X.509-SVID.
+
+::
+
+    with SyncAppClient(sidecar_socket="/run/spiffe-broker/token.sock") as client:   # SPIFFE_ENDPOINT_SOCKET set
+        response = client.request("GET", "https://api.example.org/orders", audience="https://api.example.org")
+
+The Workload API source runs on a private event loop thread (:class:`~broker.verify.loop.LoopThread`). Each
+request takes a snapshot of the current SVID and bundles, asks the sidecar for a token until its ``cnf.x5t#S256``
+is that SVID's (waiting at most ``binding_wait`` through a rotation), then connects with a context built from the
+snapshot, so the certificate on the wire is the one the token is bound to. The server's SPIFFE ID is checked per
+trust domain (X509-SVID §5) and against ``server_id`` before a byte of the request, token included, is sent.
+One connection per request: use :meth:`credentials` to plug the pair into a pooled client of your own.
+"""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import ssl
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from urllib.parse import urlsplit
+
+from broker.appclient.common import (
+    AppResponse,
+    SidecarError,
+    SidecarToken,
+    mismatch,
+    parse_token_response,
+    token_binding,
+    token_query,
+)
+from broker.appclient.snapshot import SnapshotSource
+from broker.config import workload_api_address
+from broker.errors import ConfigError
+from broker.identity.errors import IdentityError
+from broker.identity.tls import ServerIdMatcher, SourceSSLContext, client_ssl_context
+from broker.identity.workload_source import WorkloadApiSvidSource
+from broker.verify.connector import ServerIdentityError
+from broker.verify.loop import LoopThread
+
+__all__ = ["SyncAppClient", "fetch_token_sync"]
+
+_RETRY_DELAY = 0.1
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self._path)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+def fetch_token_sync(
+    socket_path: str | Path, audience: str, scope: str | None = None, timeout: float = 10.0
+) -> SidecarToken:
+    """``GET /v1/token`` on the sidecar's Unix socket (stdlib only)."""
+    connection = _UnixConnection(str(socket_path), timeout)
+    try:
+        connection.request("GET", token_query(audience, scope))
+        response = connection.getresponse()
+        status, raw = response.status, response.read()
+    except (OSError, http.client.HTTPException) as exc:
+        raise SidecarError("unreachable", f"cannot reach the sidecar at {socket_path}: {exc}", status=0) from None
+    finally:
+        connection.close()
+    return parse_token_response(status, raw)
+
+
+class _SpiffeHTTPSConnection(http.client.HTTPSConnection):
+    """Checks the server's X.509-SVID right after the handshake, before the request is written."""
+
+    def __init__(self, host: str, port: int | None, context: SourceSSLContext, timeout: float) -> None:
+        super().__init__(host, port, context=context, timeout=timeout)
+        self._spiffe_context = context
+
+    def connect(self) -> None:
+        super().connect()
+        assert isinstance(self.sock, ssl.SSLSocket)
+        try:
+            self._spiffe_context.check_peer(self.sock)
+        except IdentityError as exc:
+            self.sock.close()
+            raise ServerIdentityError(f"server identity rejected: {exc.description}") from None
+
+
+class SyncAppClient:
+    """Calls APIs with this workload's X.509-SVID and a token bound to it; a context manager."""
+
+    def __init__(
+        self,
+        *,
+        sidecar_socket: str | Path,
+        workload_api: str | None = None,
+        server_id: ServerIdMatcher = None,
+        timeout: float = 30.0,
+        binding_wait: float = 5.0,
+    ) -> None:
+        self._socket = str(sidecar_socket)
+        self._address = workload_api_address(workload_api)
+        self._server_id, self._timeout, self._binding_wait = server_id, timeout, binding_wait
+        self._loop: LoopThread | None = None
+        self._source: WorkloadApiSvidSource | None = None
+        self._contexts: dict[str, SourceSSLContext] = {}
+
+    def __enter__(self) -> SyncAppClient:
+        self._loop = LoopThread(name="spiffe-broker-appclient")
+        try:
+            self._source = WorkloadApiSvidSource(address=self._address)
+            self._loop.run(self._source.wait_ready(self._timeout), self._timeout + 1.0)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the Workload API streams and the loop thread (idempotent)."""
+        loop, source, self._loop, self._source = self._loop, self._source, None, None
+        if loop is not None:
+            if source is not None:
+                loop.run(source.aclose(), 5.0)
+            loop.close()
+
+    def credentials(self, audience: str, scope: str | None = None) -> tuple[SourceSSLContext, SidecarToken]:
+        """A TLS client context presenting the current X.509-SVID, and a token bound to exactly that SVID."""
+        deadline = time.monotonic() + self._binding_wait
+        while True:
+            snapshot = self._snapshot()
+            token = fetch_token_sync(self._socket, audience, scope, self._timeout)
+            bound = token_binding(token.access_token)
+            if bound == snapshot.x509_svid().x5t_s256():
+                return self._context(snapshot), token
+            if time.monotonic() >= deadline:
+                raise mismatch(bound)
+            time.sleep(_RETRY_DELAY)  # a rotation in flight: the sidecar catches up within a moment
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        audience: str,
+        scope: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        body: bytes | None = None,
+    ) -> AppResponse:
+        """``method url`` with ``Authorization: Bearer <bound token>`` over mTLS; the whole response."""
+        parts = urlsplit(url)
+        if parts.scheme != "https" or not parts.hostname:
+            raise ConfigError("URL must be https:// (the token is bound to the TLS client certificate)")
+        context, token = self.credentials(audience, scope)
+        connection = _SpiffeHTTPSConnection(parts.hostname, parts.port, context, self._timeout)
+        target = parts.path or "/"
+        try:
+            connection.request(
+                method,
+                target + (f"?{parts.query}" if parts.query else ""),
+                body=body,
+                headers={**(headers or {}), "Authorization": f"Bearer {token.access_token}"},
+            )
+            response = connection.getresponse()
+            answer = AppResponse(response.status, {k.lower(): v for k, v in response.getheaders()}, response.read())
+        finally:
+            connection.close()
+        return answer
+
+    def _snapshot(self) -> SnapshotSource:
+        if self._loop is None or self._source is None:
+            raise RuntimeError("use SyncAppClient as a context manager (with ...)")
+        return self._loop.run(_take_snapshot(self._source), self._timeout)
+
+    def _context(self, snapshot: SnapshotSource) -> SourceSSLContext:
+        key = snapshot.key()
+        context = self._contexts.get(key)
+        if context is None:
+            self._contexts = {key: client_ssl_context(snapshot, server_id=self._server_id)}  # keep only the newest
+            context = self._contexts[key]
+        return context
+
+
+async def _take_snapshot(source: WorkloadApiSvidSource) -> SnapshotSource:
+    """Read the source on its own loop (its state is written there)."""
+    return SnapshotSource(source.x509_svid(), source.x509_bundles())
