@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 # spiffe-broker image: token service (`serve`), sidecar (`sidecar`), demo API and CLI in one image.
 # Build: docker build -t spiffe-broker:0.1.0 .
-ARG PYTHON_IMAGE=python:3.11-slim
+# Python 3.13: the newest version CI runs the suite on (.ci/run); 3.11 and 3.12 are supported too.
+ARG PYTHON_IMAGE=python:3.13-slim
 
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 \

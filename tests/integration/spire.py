@@ -5,6 +5,10 @@ port, admin API on a Unix socket. Agent: attested with a join token whose SPIFFE
 (:data:`AGENT_ID`, so entries can name it as parent), ``unix`` workload attestor, ``disk`` key manager (so a
 restarted agent resumes from the SVID it saved in its data dir: join tokens are single-use).
 
+With ``upstream_authority=True`` the server also has the ``disk`` UpstreamAuthority with a root CA the fixture
+generates (:mod:`upstream_root`): the bundle is that root, SPIRE's own CA is an intermediate under it, and every
+X509-SVID comes as leaf + intermediate.
+
 Binaries come from ``SPIRE_BIN_DIR`` or scripts/build-spire.sh's default cache directory. Every wait is a
 bounded poll; :meth:`SpireDeployment.close` stops both processes (terminate, wait, kill) and removes the
 temporary directory. Nothing here logs a join token or a private key.
@@ -23,6 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
+
+from upstream_root import write_upstream_root
 
 TRUST_DOMAIN = "example.org"
 AGENT_ID = f"spiffe://{TRUST_DOMAIN}/agent/test"
@@ -74,8 +80,11 @@ def _tail(path: Path, lines: int = 15) -> str:
 class SpireDeployment:
     """Start with :meth:`start`, stop with :meth:`close`. Paths are short (mkdtemp under /tmp)."""
 
-    def __init__(self, binaries: SpireBinaries, *, startup_timeout: float = 60.0) -> None:
+    def __init__(
+        self, binaries: SpireBinaries, *, startup_timeout: float = 60.0, upstream_authority: bool = False
+    ) -> None:
         self.binaries = binaries
+        self.upstream_authority = upstream_authority
         self.startup_timeout = startup_timeout
         self.root = Path(tempfile.mkdtemp(prefix="spire.", dir="/tmp"))
         self.port = _free_port()
@@ -198,7 +207,7 @@ plugins {{
   }}
   NodeAttestor "join_token" {{ plugin_data {{}} }}
   KeyManager "memory" {{ plugin_data {{}} }}
-}}
+{self._upstream_authority_config()}}}
 """)
         (root / "agent.conf").write_text(f"""\
 agent {{
@@ -217,6 +226,19 @@ plugins {{
   WorkloadAttestor "unix" {{ plugin_data {{}} }}
 }}
 """)
+
+    def _upstream_authority_config(self) -> str:
+        if not self.upstream_authority:
+            return ""
+        cert, key = write_upstream_root(self.root / "upstream", TRUST_DOMAIN)
+        return f"""\
+  UpstreamAuthority "disk" {{
+    plugin_data {{
+      cert_file_path = "{cert}"
+      key_file_path = "{key}"
+    }}
+  }}
+"""
 
     # -- server CLI ----------------------------------------------------------------------------------------
 
