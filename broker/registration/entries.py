@@ -182,5 +182,6 @@ def entry_for_workload(workload: Workload) -> Entry:
 
 
 def entry_for_alias(alias: NodeAlias, trust_domain: TrustDomain) -> Entry:
-    """The node entry of an alias: parented to the server, node selectors, server-default TTLs."""
-    return Entry(spiffe_id=str(alias.spiffe_id), parent_id=server_id(trust_domain), selectors=alias.selectors)
+    """The node entry of an alias: parented to the server (or one agent), server-default TTLs."""
+    parent = str(alias.parent_id) if alias.parent_id is not None else server_id(trust_domain)
+    return Entry(spiffe_id=str(alias.spiffe_id), parent_id=parent, selectors=alias.selectors)

@@ -9,6 +9,7 @@
       - name: demo-cluster
         spiffe_id: spiffe://example.org/cluster/demo
         selectors: ["k8s_psat:cluster:demo"]            # node selectors every matching agent has
+        # parent_id: spiffe://example.org/spire/agent/join_token/...  # optional: alias one agent instead
     defaults: {parent_id: spiffe://example.org/cluster/demo, x509_svid_ttl: 3600, jwt_svid_ttl: 300}
     workloads:
       - name: web
@@ -50,6 +51,7 @@ _DEFAULT_KEYS = frozenset({"parent_id", "x509_svid_ttl", "jwt_svid_ttl", "jwt_sv
 _WORKLOAD_REQUIRED = frozenset({"name", "spiffe_id", "selectors"})
 _WORKLOAD_OPTIONAL = _DEFAULT_KEYS | {"dns_names", "policy", "hint", "admin", "downstream", "federates_with"}
 _ALIAS_KEYS = frozenset({"name", "spiffe_id", "selectors"})
+_ALIAS_OPTIONAL = frozenset({"parent_id"})
 _POLICY_REQUIRED = frozenset({"audiences"})
 _POLICY_OPTIONAL = frozenset({"scopes", "max_token_lifetime"})
 
@@ -112,18 +114,27 @@ def _class_name(field: Field) -> str:
 def _node_aliases(field: Field, trust_domain: TrustDomain) -> tuple[NodeAlias, ...]:
     aliases: list[NodeAlias] = []
     for item in field.items():
-        keys = item.mapping(required=_ALIAS_KEYS, optional=frozenset())
+        keys = item.mapping(required=_ALIAS_KEYS, optional=_ALIAS_OPTIONAL)
         alias = NodeAlias(
             name=_name(keys["name"]),
             spiffe_id=_entry_spiffe_id(keys["spiffe_id"], trust_domain),
             selectors=_selectors(keys["selectors"]),
             line=item.line,
+            parent_id=_agent_id(keys["parent_id"], trust_domain) if "parent_id" in keys else None,
         )
         for other in aliases:
             if other.name == alias.name or other.spiffe_id == alias.spiffe_id:
                 raise keys["name"].error(f"same name or spiffe_id as node alias {other.name!r}")
         aliases.append(alias)
     return tuple(aliases)
+
+
+def _agent_id(field: Field, trust_domain: TrustDomain) -> SpiffeId:
+    """A node alias's optional parent: one agent's ID (SPIRE puts every agent under ``/spire/agent/``)."""
+    agent = _spiffe_id(field, trust_domain)
+    if not agent.path.startswith("/spire/agent/"):
+        raise field.error("a node alias's parent_id is an agent ID (spiffe://<td>/spire/agent/...)")
+    return agent
 
 
 def _name(field: Field) -> str:

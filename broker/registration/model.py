@@ -92,6 +92,10 @@ class NodeAlias:
     spiffe_id: SpiffeId
     selectors: tuple[Selector, ...]
     line: int = field(default=0, compare=False)
+    # None: the server (match by node selectors). An agent ID: alias that one agent, the shape
+    # `spire-server token generate -spiffeID` creates (selector spiffe_id:<agent ID>), for agents without
+    # node selectors such as join_token ones.
+    parent_id: SpiffeId | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "selectors", tuple(sorted(set(self.selectors))))

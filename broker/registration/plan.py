@@ -226,14 +226,16 @@ def _parent_warnings(file: WorkloadsFile, entries: list[Entry], server: EntrySer
     for entry in entries:
         if entry.parent_id == root or [str(s) for s in entry.selectors] == [f"spiffe_id:{entry.parent_id}"]:
             known.add(entry.spiffe_id)
-    unknown = sorted({str(w.parent_id) for w in file.workloads} - known)
+    parents = [(w.name, str(w.parent_id)) for w in file.workloads]
+    parents += [(f"node alias {a.name}", str(a.parent_id)) for a in file.node_aliases if a.parent_id is not None]
+    unknown = sorted({parent for _, parent in parents} - known)
     agent_prefix = f"spiffe://{file.trust_domain.name}/spire/agent/"
     agents = server.known_agents([p for p in unknown if p.startswith(agent_prefix)]) if unknown else set()
     return tuple(
-        f"workload {w.name!r}: parent_id {w.parent_id} is neither a node alias (in this file or on the server) "
+        f"{_what(label)}: parent_id {parent} is neither a node alias (in this file or on the server) "
         "nor an agent the server knows: the entry matches no agent until one attests with that ID"
-        for w in file.workloads
-        if str(w.parent_id) in unknown and str(w.parent_id) not in agents
+        for label, parent in parents
+        if parent in unknown and parent not in agents
     )
 
 

@@ -324,3 +324,17 @@ def test_parent_that_is_a_node_alias_on_the_server_is_not_warned_about() -> None
     assert plan(_file(), server).warnings == ()
     assert server.agent_lookups == []  # not an agent path: never looked up
     assert len(plan(_file(), InMemoryEntryServer()).warnings) == 3
+
+
+def test_node_alias_of_one_agent_is_parented_to_it_and_an_unknown_agent_is_warned_about() -> None:
+    agent = "spiffe://example.org/spire/agent/join_token/abc"
+    text = BASE.replace(
+        "defaults: {parent_id: spiffe://example.org/agent/test,",
+        f'node_aliases:\n  - {{name: one, spiffe_id: spiffe://example.org/node/one, parent_id: "{agent}",'
+        f' selectors: ["spiffe_id:{agent}"]}}\n'
+        "defaults: {parent_id: spiffe://example.org/node/one,",
+    )
+    result = plan(_file(text), InMemoryEntryServer())
+    assert result.creates[0].entry.parent_id == agent
+    assert [w.split(":")[0] for w in result.warnings] == ["node alias one"]
+    assert plan(_file(text), InMemoryEntryServer(agents=[agent])).warnings == ()
