@@ -22,9 +22,6 @@ from collections.abc import AsyncIterator, Callable
 from urllib.parse import urlsplit
 
 from aiohttp import web
-from aiohttp.abc import AbstractAccessLogger
-from aiohttp.web_request import BaseRequest
-from aiohttp.web_response import StreamResponse
 
 from broker.errors import ConfigError
 from broker.identity.errors import IdentityError
@@ -38,18 +35,9 @@ from broker.tokens.issuer import AccessTokenIssuer
 from broker.tokens.keys import KeyStore
 from broker.tokens.policy import PolicyStore
 
-__all__ = ["PathOnlyAccessLogger", "build_health_app", "build_token_app", "normalize_issuer"]
+__all__ = ["build_health_app", "build_token_app", "normalize_issuer"]
 
 log = logging.getLogger(__name__)
-
-
-class PathOnlyAccessLogger(AbstractAccessLogger):
-    """Access log lines without query strings or headers, so nothing a client misplaces there is logged."""
-
-    def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
-        self.logger.info(
-            "%s %s %s %d %.1fms", request.remote, request.method, request.path, response.status, time * 1000
-        )
 
 
 def normalize_issuer(issuer: str) -> str:
@@ -133,7 +121,8 @@ def readiness_check(source: SvidSource, policy_store: PolicyStore, key_store: Ke
 
 
 async def _policy_watcher(app: web.Application) -> AsyncIterator[None]:
-    """Re-read a file policy periodically so a change (or a broken file) is noticed without requests."""
+    """Re-read a file policy in the background, so a change (or a broken file) is noticed without requests and no
+    request ever waits for a file read or a YAML parse."""
     store = app[POLICY]
     refresh = getattr(store, "refresh", None)
     task = None
@@ -147,9 +136,10 @@ async def _policy_watcher(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _watch(refresh: Callable[[], object], interval: float) -> None:
+    """Call ``refresh`` every ``interval`` seconds in a worker thread (a large file must not stall the loop)."""
     while True:
         await asyncio.sleep(interval)
         try:
-            refresh()
+            await asyncio.to_thread(refresh)
         except Exception as exc:  # a watcher must survive anything; the store keeps the last good policy
             log.error("policy watcher: unexpected %s", type(exc).__name__)

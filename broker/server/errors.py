@@ -5,6 +5,9 @@
 * Another :class:`~broker.errors.BrokerError` (identity, configuration): ``temporarily_unavailable`` (503) if it
   says so (no SVID yet), else ``server_error`` (500); the description stays in the log.
 * aiohttp's HTTP errors (404, 405 with ``Allow``, 413): their status with an ``invalid_request`` body.
+* A client that went away (``ConnectionError``, e.g. it disconnected while sending its body): no response and
+  a DEBUG line; the connection handler (:mod:`broker.web.protocol`) drops the connection without an access-log
+  line. A vanished client is not a server error.
 * Anything else: ``server_error`` (500) with no details; the log gets the exception type and traceback but not
   its message, which might quote input.
 
@@ -20,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from broker.errors import BrokerError, OAuthError, ServerError, TemporarilyUnavailableError
+from broker.web.access_log import route_of
 
 __all__ = ["NO_STORE", "error_middleware", "render_error"]
 
@@ -55,16 +59,19 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except OAuthError as exc:
-        log.info("%s %s refused: %s (%s)", request.method, request.path, exc.error, exc.description)
+        log.info("%s %s refused: %s (%s)", request.method, route_of(request), exc.error, exc.description)
         return render_error(exc)
     except BrokerError as exc:
-        log.warning("%s %s failed: %s (%s)", request.method, request.path, type(exc).__name__, exc.description)
+        log.warning("%s %s failed: %s (%s)", request.method, route_of(request), type(exc).__name__, exc.description)
         return render_error(exc)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         return _render_http_error(exc)
+    except ConnectionError as exc:
+        log.debug("%s %s: client went away (%s)", request.method, route_of(request), type(exc).__name__)
+        raise
     except Exception as exc:
         frames = "".join(traceback.format_tb(exc.__traceback__))
-        log.error("%s %s: unexpected %s\n%s", request.method, request.path, type(exc).__name__, frames)
+        log.error("%s %s: unexpected %s\n%s", request.method, route_of(request), type(exc).__name__, frames)
         return render_error(ServerError())

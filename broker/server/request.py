@@ -4,6 +4,11 @@ RFC 6749 §3.2: the token endpoint takes POST with ``application/x-www-form-urle
 Parameters in the query string are refused (they end up in logs and proxies). The body is read up to
 ``max_body`` bytes; a larger body is ``invalid_request`` with status 400 (not 413: every refusal of this endpoint
 is an RFC 6749 §5.2 error a client already knows how to read). Percent-decoded text must be UTF-8.
+
+A body that cannot be decoded is the client's error, ``invalid_request`` (400): a ``Content-Encoding`` other than
+``identity`` (RFC 9110 §8.4; the service does not decompress), or a broken chunked framing (RFC 9112 §7.1, which
+aiohttp reports as ``RequestPayloadError``). A client that disconnects mid-body raises ``ConnectionError``, which
+is no request to answer (see :mod:`broker.server.errors`).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from dataclasses import dataclass
 from urllib.parse import parse_qs
 
 from aiohttp import hdrs, web
+from aiohttp.web_protocol import RequestPayloadError
 
 from broker.errors import InvalidClientError, InvalidRequestError
 from broker.identity.bundle import X509Bundle, X509BundleSet
@@ -134,6 +140,8 @@ async def read_form(request: web.Request, *, max_body: int = DEFAULT_MAX_BODY) -
     charset = request.charset
     if charset is not None and charset.lower() not in ("utf-8", "utf8"):
         raise InvalidRequestError("form body must be UTF-8")
+    if request.headers.get(hdrs.CONTENT_ENCODING, "identity").strip().lower() != "identity":
+        raise InvalidRequestError("Content-Encoding is not supported: send the form uncompressed")
     if request.content_length is not None and request.content_length > max_body:
         raise InvalidRequestError(f"request body is larger than {max_body} bytes")
     body = await _read_bounded(request, max_body)
@@ -155,7 +163,10 @@ async def _read_bounded(request: web.Request, max_body: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     while True:
-        chunk = await request.content.read(max_body + 1 - size)
+        try:
+            chunk = await request.content.read(max_body + 1 - size)
+        except RequestPayloadError:
+            raise InvalidRequestError("request body could not be decoded (broken chunked encoding)") from None
         if not chunk:
             return b"".join(chunks)
         size += len(chunk)

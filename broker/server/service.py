@@ -11,12 +11,13 @@ from aiohttp import web
 
 from broker.identity.source import SvidSource
 from broker.identity.tls import SourceSSLContext, server_ssl_context
-from broker.server.app import PathOnlyAccessLogger, build_health_app, build_token_app
+from broker.server.app import build_health_app, build_token_app
 from broker.server.request import DEFAULT_MAX_BODY
 from broker.server.state import READINESS, SERVICE
 from broker.tokens.issuer import AccessTokenIssuer
 from broker.tokens.keys import KeyStore
 from broker.tokens.policy import PolicyStore
+from broker.web import HardenedAppRunner, ListenerLimits, start_tcp_site
 
 __all__ = ["RunningTokenService", "start_token_service"]
 
@@ -28,9 +29,9 @@ class RunningTokenService:
     """A started token service: where it listens, and :meth:`aclose` to stop it."""
 
     app: web.Application
-    runner: web.AppRunner
+    runner: HardenedAppRunner
     port: int
-    health_runner: web.AppRunner | None = None
+    health_runner: HardenedAppRunner | None = None
     health_port: int | None = None
     ssl_context: SourceSSLContext | None = field(default=None, repr=False)
 
@@ -59,9 +60,13 @@ async def start_token_service(
     clock: Callable[[], float] = time.time,
     max_body: int = DEFAULT_MAX_BODY,
     policy_check_interval: float = 1.0,
+    limits: ListenerLimits | None = None,
 ) -> RunningTokenService:
     """Serve the token app over TLS with the source's X.509-SVID (client certificates requested, not required:
-    metadata and JWKS are public; ``/token`` refuses a client without one). Port 0 picks a free port."""
+    metadata and JWKS are public; ``/token`` refuses a client without one). Port 0 picks a free port.
+
+    Request bodies are not decompressed (``/token`` refuses a ``Content-Encoding``): a form is a few hundred bytes,
+    and a decoder is attack surface the token endpoint does not need."""
     app = build_token_app(
         source=source,
         policy_store=policy_store,
@@ -72,14 +77,13 @@ async def start_token_service(
         policy_check_interval=policy_check_interval,
     )
     ssl_context = server_ssl_context(source, require_client_cert=False)
-    runner = web.AppRunner(app, access_log_class=PathOnlyAccessLogger, handle_signals=False, shutdown_timeout=1.0)
+    runner = HardenedAppRunner(app, limits=limits, auto_decompress=False)
     service = RunningTokenService(app=app, runner=runner, port=0, ssl_context=ssl_context)
     try:
         await runner.setup()
-        await web.TCPSite(runner, listen_host, listen_port, ssl_context=ssl_context).start()
-        service.port = _bound_port(runner)
+        service.port = await start_tcp_site(runner, listen_host, listen_port, ssl_context=ssl_context)
         if health_port is not None:
-            await _start_health(service, health_host or listen_host, health_port)
+            await _start_health(service, health_host or listen_host, health_port, limits)
     except BaseException:
         await service.aclose()
         raise
@@ -87,17 +91,9 @@ async def start_token_service(
     return service
 
 
-async def _start_health(service: RunningTokenService, host: str, port: int) -> None:
+async def _start_health(service: RunningTokenService, host: str, port: int, limits: ListenerLimits | None) -> None:
     """The plain-HTTP probe app, sharing the token app's readiness check."""
-    health = web.AppRunner(
-        build_health_app(service.app[READINESS]), access_log_class=PathOnlyAccessLogger, handle_signals=False
-    )
+    health = HardenedAppRunner(build_health_app(service.app[READINESS]), limits=limits)
     service.health_runner = health
     await health.setup()
-    await web.TCPSite(health, host, port).start()
-    service.health_port = _bound_port(health)
-
-
-def _bound_port(runner: web.AppRunner) -> int:
-    address = runner.addresses[0]
-    return int(address[1])
+    service.health_port = await start_tcp_site(health, host, port)

@@ -9,12 +9,9 @@ the token service and collect JWT-SVIDs minted for it.
 from __future__ import annotations
 
 import logging
-import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from aiohttp import web
 
 from broker.identity.source import SvidSource
 from broker.identity.spiffeid import SpiffeId
@@ -24,6 +21,7 @@ from broker.sidecar.cache import Clock, TokenCache
 from broker.sidecar.exchanger import TokenServiceClient
 from broker.sidecar.retry import RetryPolicy
 from broker.sidecar.sockets import bind_loopback, bind_unix_socket, parse_socket_mode
+from broker.web import HardenedAppRunner, ListenerLimits, start_sock_site
 
 __all__ = ["DEFAULT_BROKER_ID_PATH", "RunningSidecar", "start_sidecar", "token_service_matcher"]
 
@@ -51,7 +49,7 @@ def token_service_matcher(configured: str | None, source: SvidSource) -> ServerI
 class RunningSidecar:
     """A started sidecar: where it listens, its cache and token service client, and :meth:`aclose`."""
 
-    runner: web.AppRunner
+    runner: HardenedAppRunner
     cache: TokenCache = field(repr=False)
     token_service: TokenServiceLink = field(repr=False)
     socket_path: Path | None = None
@@ -79,11 +77,14 @@ async def start_sidecar(
     timeout: float = 5.0,
     token_service: TokenServiceLink | None = None,
     clock: Clock = time.time,
+    limits: ListenerLimits | None = None,
 ) -> RunningSidecar:
     """Serve ``/v1/token`` on ``socket_path`` (mode ``socket_mode``) and/or ``127.0.0.1:http_port`` (0: any free).
 
     ``token_service_url`` is the token service's issuer URL (its RFC 8414 metadata names the token endpoint).
     ``token_service`` replaces the real :class:`TokenServiceClient` (tests); the sidecar closes it on exit.
+    Both listeners use the hardened runner (:mod:`broker.web`: request deadlines, half-close answered, no request
+    byte echoed or logged); the sidecar keeps no access log.
     """
     if socket_path is None and http_port is None:
         raise ValueError("the sidecar needs a Unix socket path or an HTTP port")
@@ -93,15 +94,17 @@ async def start_sidecar(
     )
     cache = TokenCache(exchanger=link, source=source, clock=clock)
     app = build_sidecar_app(source=source, token_service=link, cache=cache, probe_interval=probe_interval)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
+    runner = HardenedAppRunner(app, limits=limits, access_log=None)
     await runner.setup()
     running = RunningSidecar(runner, cache, link)
     try:
         if socket_path is not None:
             running.socket_path = socket_path
-            await _serve(runner, bind_unix_socket(socket_path, socket_mode))
+            await start_sock_site(runner, bind_unix_socket(socket_path, socket_mode))
         if http_port is not None:
-            running.http_port = int((await _serve(runner, bind_loopback(http_port))).getsockname()[1])
+            sock = bind_loopback(http_port)
+            await start_sock_site(runner, sock)
+            running.http_port = int(sock.getsockname()[1])
     except BaseException:
         await running.aclose()
         raise
@@ -109,12 +112,3 @@ async def start_sidecar(
     where += [f"127.0.0.1:{running.http_port}"] if running.http_port is not None else []
     log.info("sidecar serving on %s (token service %s)", ", ".join(where), token_service_url)
     return running
-
-
-async def _serve(runner: web.AppRunner, sock: socket.socket) -> socket.socket:
-    try:
-        await web.SockSite(runner, sock).start()
-    except BaseException:
-        sock.close()
-        raise
-    return sock

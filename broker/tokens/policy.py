@@ -11,8 +11,12 @@ and lists every requested scope. The file is YAML::
         scopes: ["orders:read"]                            # requested scopes must be a subset
         max_token_lifetime: 300                            # seconds (default 300)
 
-Errors name the file, line and field (:class:`~broker.errors.ConfigError`). :class:`FilePolicyStore` re-reads the
-file when it changes; a broken file is refused and the last good policy stays in force.
+Errors name the file, line and field (:class:`~broker.errors.ConfigError`). The parse is bounded: at most
+``MAX_POLICY_BYTES``, nesting at most ``MAX_POLICY_DEPTH`` levels (YAML 1.1 collections nest without limit, and
+PyYAML's composer recurses once per level), no aliases (an alias repeats a subtree: "billion laughs"), and any
+failure while parsing is a :class:`ConfigError`. :class:`FilePolicyStore` re-reads the file only when asked
+(:meth:`FilePolicyStore.refresh`, called by the token service's background watcher, never on a request); a broken
+file is refused and the last good policy stays in force.
 """
 
 from __future__ import annotations
@@ -20,8 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -50,6 +53,7 @@ log = logging.getLogger(__name__)
 DEFAULT_TOKEN_LIFETIME = 300
 MAX_TOKEN_LIFETIME = 24 * 3600
 MAX_POLICY_BYTES = 1 << 20
+MAX_POLICY_DEPTH = 16  # the format needs 4: document, rules, rule, audiences/scopes
 SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")  # RFC 6749 §3.3 scope-token
 _AUDIENCE = re.compile(r"[\x21-\x7e]+")
 _RULE_KEYS = frozenset({"spiffe_id", "trust_domain", "path_prefix", "audiences", "scopes", "max_token_lifetime"})
@@ -135,10 +139,38 @@ def load_policy(path: Path) -> Policy:
     return parse_policy(text, source=str(path))
 
 
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing aliases and collections nested deeper than ``MAX_POLICY_DEPTH``."""
+
+    depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        mark = event.start_mark
+        if isinstance(event, yaml.AliasEvent):
+            raise yaml.composer.ComposerError(None, None, "aliases are not supported", mark)
+        if self.depth >= MAX_POLICY_DEPTH:
+            raise yaml.composer.ComposerError(None, None, f"nested deeper than {MAX_POLICY_DEPTH}", mark)
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
 def parse_policy(text: str, *, source: str = "<memory>") -> Policy:
-    """Parse policy YAML text (see the module docstring for the format)."""
+    """Parse policy YAML text (see the module docstring for the format); every failure is a ConfigError."""
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        return _parse(text, source)
+    except ConfigError:
+        raise
+    except (RecursionError, ValueError, TypeError, OverflowError, LookupError) as exc:  # defence in depth
+        raise ConfigError(f"{source}: policy could not be parsed ({type(exc).__name__})") from None
+
+
+def _parse(text: str, source: str) -> Policy:
+    try:
+        root = yaml.compose(text, Loader=_BoundedLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
@@ -175,6 +207,8 @@ def _scalar(source: str, node: yaml.Node, field: str, kind: type) -> object:
     loader = yaml.SafeLoader("")
     try:
         value = loader.construct_object(node, deep=True) if isinstance(node, yaml.ScalarNode) else None
+    except (yaml.YAMLError, ValueError, TypeError, OverflowError):  # e.g. a 5,000-digit int, a 13th month
+        value = None
     finally:
         loader.dispose()
     if not isinstance(value, kind) or isinstance(value, bool):
@@ -259,39 +293,36 @@ class InMemoryPolicyStore:
 
 
 class FilePolicyStore:
-    """A policy file, re-read when its stat signature changes (checked at most every ``check_interval`` s).
+    """A policy file, re-read by :meth:`refresh` when its stat signature changed.
 
-    The constructor raises :class:`ConfigError` if the file is broken (fail closed at start). Later, a broken file
-    is logged (file, line, field; a policy holds no secrets) and kept in ``last_error``; the last good policy stays.
+    :meth:`current` never touches the file: the request path only reads memory. The token service calls
+    :meth:`refresh` periodically in a worker thread (``broker.server.app``). The constructor raises
+    :class:`ConfigError` if the file is broken (fail closed at start). Later, a broken file is logged (file, line,
+    field; a policy holds no secrets) and kept in ``last_error``; the last good policy stays in force.
     """
 
-    def __init__(self, path: Path, *, check_interval: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, path: Path) -> None:
         self.path = path
-        self.check_interval = check_interval
-        self._clock = clock
         self._signature = self._stat()
         self._policy = load_policy(path)
-        self._checked_at = clock()
         self.last_error: ConfigError | None = None
         self.generation = 1
 
     def current(self) -> Policy:
-        if self._clock() - self._checked_at >= self.check_interval:
-            self.refresh()
         return self._policy
 
     def refresh(self) -> bool:
-        """Re-read the file if it changed; True if a new policy is now in force."""
-        self._checked_at = self._clock()
+        """Re-read the file if it changed; True if a new policy is now in force. Never raises."""
         signature = self._stat()
         if signature == self._signature:
             return False
         self._signature = signature
         try:
             policy = load_policy(self.path)
-        except ConfigError as exc:
-            self.last_error = exc
-            log.error("policy not reloaded, keeping the last good one: %s", exc.description)
+        except Exception as exc:  # anything from a broken file keeps the last good policy
+            error = exc if isinstance(exc, ConfigError) else ConfigError(f"{self.path}: {type(exc).__name__}")
+            log.error("policy not reloaded, keeping the last good one: %s", error.description)
+            self.last_error = error
             return False
         self._policy, self.last_error = policy, None
         self.generation += 1

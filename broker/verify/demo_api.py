@@ -19,6 +19,7 @@ from broker.identity.tls import ServerIdMatcher, SourceSSLContext, server_ssl_co
 from broker.verify.jwks import HttpsJsonFetcher, JwksFetchError, RemoteJwksProvider
 from broker.verify.middleware import VERIFIED_TOKEN, bearer_auth_middleware
 from broker.verify.verifier import AccessTokenVerifier
+from broker.web import HardenedAppRunner, ListenerLimits, start_tcp_site
 
 __all__ = ["RunningDemoApi", "build_demo_app", "start_demo_api"]
 
@@ -46,7 +47,7 @@ def build_demo_app(verifier: AccessTokenVerifier) -> web.Application:
 class RunningDemoApi:
     """A started demo API: its port, verifier, and :meth:`aclose`."""
 
-    runner: web.AppRunner
+    runner: HardenedAppRunner
     port: int
     verifier: AccessTokenVerifier
     jwks: RemoteJwksProvider
@@ -69,18 +70,19 @@ async def start_demo_api(
     host: str = "127.0.0.1",
     port: int = 0,
     leeway: float = 30.0,
+    limits: ListenerLimits | None = None,
 ) -> RunningDemoApi:
-    """Serve the demo API over TLS (client certificate optional); port 0 picks a free port."""
+    """Serve the demo API over TLS (client certificate optional) on the hardened runner (:mod:`broker.web`); port 0
+    picks a free port."""
     fetcher = HttpsJsonFetcher(source=source, server_id=token_service_id)
     jwks = RemoteJwksProvider(issuer=issuer, fetch_json=fetcher)
     verifier = AccessTokenVerifier(issuer=jwks.issuer, audience=audience, jwks=jwks, leeway=leeway)
     ssl_context = server_ssl_context(source, require_client_cert=False)
-    runner = web.AppRunner(build_demo_app(verifier), handle_signals=False, shutdown_timeout=1.0)
+    runner = HardenedAppRunner(build_demo_app(verifier), limits=limits)
     await runner.setup()
     running = RunningDemoApi(runner, 0, verifier, jwks, fetcher, ssl_context)
     try:
-        await web.TCPSite(runner, host, port, ssl_context=ssl_context).start()
-        running.port = int(runner.addresses[0][1])
+        running.port = await start_tcp_site(runner, host, port, ssl_context=ssl_context)
     except BaseException:
         await running.aclose()
         raise

@@ -49,7 +49,7 @@ def policy_path(state_dir: Path) -> Path:
 async def broker(source: InMemorySvidSource, policy_path: Path, state_dir: Path) -> AsyncIterator[Broker]:
     service = await start_token_service(
         source=source,
-        policy_store=FilePolicyStore(policy_path, check_interval=0.0),
+        policy_store=FilePolicyStore(policy_path),
         key_store=FileKeyStore(state_dir),
         listen_host="127.0.0.1",
         listen_port=0,

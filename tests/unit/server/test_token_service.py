@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -15,9 +16,10 @@ from broker.identity.devca import DevCA
 from broker.identity.source import InMemorySvidSource
 from broker.server.app import normalize_issuer
 from broker.server.service import start_token_service
+from broker.server.state import POLICY as POLICY_STORE
 from broker.tokens.exchange import GRANT_CLIENT_CREDENTIALS, GRANT_TOKEN_EXCHANGE, TOKEN_TYPE_JWT
 from broker.tokens.keys import ACTIVE_KEY_FILE, FileKeyStore, InMemoryKeyStore
-from broker.tokens.policy import InMemoryPolicyStore, Policy
+from broker.tokens.policy import FilePolicyStore, InMemoryPolicyStore, Policy
 
 REPORTS = "https://reports.example.org"
 
@@ -30,16 +32,39 @@ async def token_status(broker: Broker, ca: DevCA, audience: str) -> tuple[int, s
     return reply.status, reply.body.get("error", "")
 
 
+async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Poll a background watcher's effect (bounded)."""
+    async with asyncio.timeout(timeout):
+        while not condition():  # noqa: ASYNC110 (the watcher runs in a thread on a timer: no event to await)
+            await asyncio.sleep(0.01)
+
+
 async def test_policy_change_applies_without_restart_and_broken_file_keeps_last_good(
     broker: Broker, ca: DevCA, caplog: pytest.LogCaptureFixture
 ) -> None:
+    store = broker.service.app[POLICY_STORE]
+    assert isinstance(store, FilePolicyStore)
     assert await token_status(broker, ca, REPORTS) == (400, "invalid_target")
     broker.policy_path.write_text(POLICY.replace('["https://api.example.org"]', f'["{API}", "{REPORTS}"]'))
+    await until(lambda: store.generation == 2)
     assert (await token_status(broker, ca, REPORTS))[0] == 200
     with caplog.at_level(logging.ERROR, logger="broker.tokens.policy"):
         broker.policy_path.write_text(POLICY + "    bogus: true\n")
+        await until(lambda: store.last_error is not None)
         assert (await token_status(broker, ca, REPORTS))[0] == 200  # last good policy still in force
     assert "policy.yaml:6: unknown field 'bogus'" in caplog.text
+
+
+async def test_deeply_nested_policy_file_is_refused_and_requests_keep_the_last_good_policy(
+    broker: Broker, ca: DevCA, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = broker.service.app[POLICY_STORE]
+    assert isinstance(store, FilePolicyStore)
+    with caplog.at_level(logging.ERROR, logger="broker.tokens.policy"):
+        broker.policy_path.write_text("rules: " + "[" * 100_000)  # RecursionError in PyYAML's composer before
+        await until(lambda: store.last_error is not None)
+    assert "nested deeper than" in caplog.text
+    assert await token_status(broker, ca, API) == (200, "")
 
 
 async def test_policy_watcher_notices_broken_file_without_requests(

@@ -160,25 +160,30 @@ def test_parse_scope_rejects_malformed(value: str) -> None:
         parse_scope(value)
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def test_file_policy_store_reloads_changed_file_after_interval(tmp_path: Path) -> None:
+def test_file_policy_store_reloads_changed_file_only_on_refresh(tmp_path: Path) -> None:
     path = tmp_path / "policy.yaml"
     path.write_text("rules: []\n")
-    clock = FakeClock()
-    store = FilePolicyStore(path, check_interval=1.0, clock=clock)
-    assert store.current().rules == ()
+    store = FilePolicyStore(path)
     path.write_text(POLICY)
-    assert store.current().rules == ()  # not yet checked again
-    clock.now += 1.0
+    assert store.current().rules == ()  # the request path never reads the file
+    assert store.refresh() is True
     assert len(store.current().rules) == 2
     assert store.generation == 2
+    assert store.refresh() is False  # unchanged file: nothing re-read
+
+
+def test_file_policy_store_current_never_reads_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text(POLICY)
+    store = FilePolicyStore(path)
+
+    def no_io(*args: object, **kwargs: object) -> None:
+        raise AssertionError("file read on the request path")
+
+    monkeypatch.setattr("broker.tokens.policy.load_policy", no_io)
+    monkeypatch.setattr("broker.tokens.policy.os.stat", no_io)
+    path.write_text("rules: []\n")
+    assert len(store.current().rules) == 2
 
 
 def test_file_policy_store_keeps_last_good_policy_when_file_breaks(
@@ -186,22 +191,25 @@ def test_file_policy_store_keeps_last_good_policy_when_file_breaks(
 ) -> None:
     path = tmp_path / "policy.yaml"
     path.write_text(POLICY)
-    store = FilePolicyStore(path, check_interval=0.0)
+    store = FilePolicyStore(path)
     good = store.current()
     path.write_text(POLICY + "  - bogus: 1\n")
     with caplog.at_level(logging.ERROR):
+        assert store.refresh() is False
         assert store.current() is good
     assert store.last_error is not None and ":10: unknown field 'bogus'" in store.last_error.description
     assert "policy not reloaded" in caplog.text
     path.write_text("rules: []\n")
+    assert store.refresh() is True
     assert store.current().rules == () and store.last_error is None
 
 
 def test_file_policy_store_keeps_last_good_policy_when_file_vanishes(tmp_path: Path) -> None:
     path = tmp_path / "policy.yaml"
     path.write_text(POLICY)
-    store = FilePolicyStore(path, check_interval=0.0)
+    store = FilePolicyStore(path)
     os.unlink(path)
+    assert store.refresh() is False
     assert len(store.current().rules) == 2
     assert store.last_error is not None
 
