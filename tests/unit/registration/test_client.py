@@ -11,10 +11,13 @@ from typing import Any
 import grpc
 import pytest
 
+from broker._proto.spire.api.server.agent.v1 import agent_pb2 as agent_api
+from broker._proto.spire.api.server.agent.v1 import agent_pb2_grpc as agent_grpc
 from broker._proto.spire.api.server.entry.v1 import entry_pb2 as api
 from broker._proto.spire.api.server.entry.v1 import entry_pb2_grpc as api_grpc
+from broker._proto.spire.api.types import agent_pb2 as agent_types
 from broker._proto.spire.api.types import entry_pb2 as types
-from broker._proto.spire.api.types import status_pb2
+from broker._proto.spire.api.types import spiffeid_pb2, status_pb2
 from broker.registration import Entry, EntryClient, RegistrationError, Selector
 from broker.registration.client import _mask, entry_from_proto, entry_to_proto
 
@@ -86,6 +89,32 @@ class _Servicer(api_grpc.EntryServicer):  # type: ignore[misc]
         context.abort(grpc.StatusCode.PERMISSION_DENIED, "not local")
 
 
+KNOWN_AGENT = "spiffe://example.org/spire/agent/join_token/known"
+
+
+class _Agents(agent_grpc.AgentServicer):  # type: ignore[misc]
+    """One known agent; GetAgent of any other is NOT_FOUND, of ``.../broken`` UNAVAILABLE."""
+
+    def __init__(self) -> None:
+        self.masks: list[agent_types.AgentMask] = []
+
+    def GetAgent(self, request: agent_api.GetAgentRequest, context: Any) -> agent_types.Agent:
+        self.masks.append(request.output_mask)
+        agent_id = f"spiffe://{request.id.trust_domain}{request.id.path}"
+        if agent_id.endswith("/broken"):
+            context.abort(grpc.StatusCode.UNAVAILABLE, "datastore down")
+        if agent_id != KNOWN_AGENT:
+            context.abort(grpc.StatusCode.NOT_FOUND, "agent not found")
+        return agent_types.Agent(id=request.id)
+
+    def ListAgents(self, request: agent_api.ListAgentsRequest, context: Any) -> agent_api.ListAgentsResponse:
+        agent = agent_types.Agent(id=spiffeid_pb2.SPIFFEID(trust_domain="example.org", path="/spire/agent/x/1"))
+        if request.page_token == "":
+            agent.selectors.add(type="x", value="cluster:demo")
+            return agent_api.ListAgentsResponse(agents=[agent], next_page_token="p2")
+        return agent_api.ListAgentsResponse(agents=[])
+
+
 @pytest.fixture
 def served() -> Iterator[tuple[EntryClient, _Servicer]]:
     directory = tempfile.mkdtemp(dir="/tmp")
@@ -93,6 +122,7 @@ def served() -> Iterator[tuple[EntryClient, _Servicer]]:
     servicer = _Servicer()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
     api_grpc.add_EntryServicer_to_server(servicer, server)
+    agent_grpc.add_AgentServicer_to_server(_Agents(), server)
     server.add_insecure_port(f"unix:{socket_path}")
     server.start()
     client = EntryClient(socket_path, timeout=5)
@@ -139,3 +169,20 @@ def test_unreachable_socket_is_a_registration_error() -> None:
         pytest.raises(RegistrationError, match=r"ListEntries at /tmp/does-not-exist-spiffe-broker\.sock"),
     ):
         client.list_entries()
+
+
+def test_known_agents_asks_get_agent_and_treats_not_found_as_unknown(served: tuple[EntryClient, _Servicer]) -> None:
+    client, _ = served
+    other = "spiffe://example.org/spire/agent/join_token/other"
+    assert client.known_agents([KNOWN_AGENT, other]) == {KNOWN_AGENT}
+
+
+def test_known_agents_fails_closed_on_other_errors(served: tuple[EntryClient, _Servicer]) -> None:
+    client, _ = served
+    with pytest.raises(RegistrationError, match=r"GetAgent at .*: UNAVAILABLE: datastore down"):
+        client.known_agents(["spiffe://example.org/spire/agent/x/broken"])
+
+
+def test_list_agents_follows_page_tokens_and_reads_node_selectors(served: tuple[EntryClient, _Servicer]) -> None:
+    client, _ = served
+    assert client.list_agents() == [("spiffe://example.org/spire/agent/x/1", (Selector("x", "cluster:demo"),))]
