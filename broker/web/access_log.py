@@ -23,7 +23,8 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 
 def route_of(request: BaseRequest) -> str:
     """The matched route's template, or ``-`` (no route, or a request the parser refused)."""
-    match_info = request.match_info if isinstance(request, web.Request) else None
+    # Request.match_info asserts it is set; a request the parser refused never had one (aiohttp 3.14).
+    match_info: web.UrlMappingMatchInfo | None = getattr(request, "_match_info", None)
     resource = match_info.route.resource if match_info is not None else None
     return resource.canonical if resource is not None else "-"
 
