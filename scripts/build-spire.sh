@@ -59,7 +59,7 @@ report_progress() {
       last=$SECONDS
     fi
   done
-  log "compiled ${packages} packages (${downloads} modules downloaded)"
+  log "go build finished: ${packages} packages compiled (the rest from Go's build cache), ${downloads} modules downloaded"
 }
 
 # Both binaries present, runnable, and of the expected version.
