@@ -74,3 +74,15 @@ def test_bad_file_names_line_and_field(run: tuple[Path, Invoke]) -> None:
     code, out = invoke("plan")
     assert code == 1
     assert "workloads.yaml:" in out and "spiffe_id" in out
+
+
+def test_parent_no_agent_has_is_warned_about_on_stderr(run: tuple[Path, Invoke]) -> None:
+    path, invoke = run
+    nowhere = f"spiffe://{TRUST_DOMAIN}/spire/agent/k8s_psat/nowhere/node-1"
+    path.write_text(WORKLOADS.replace(AGENT_ID, nowhere))
+    code, out = invoke("plan")
+    assert code == 0, out
+    assert f"warning: workload 'cli-a': parent_id {nowhere} is neither a node alias" in out
+    path.write_text(WORKLOADS)
+    code, out = invoke("plan")
+    assert "warning:" not in out  # AGENT_ID is the join-token alias the fixture made

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from spire import AGENT_ID, TRUST_DOMAIN, SpireDeployment
@@ -18,6 +19,7 @@ from broker.registration import (
     RegistrationError,
     WorkloadsFile,
     apply,
+    load_workloads,
     parse_workloads,
     plan,
 )
@@ -204,3 +206,17 @@ workloads:
     second = plan(_file(text), server)
     assert not second.has_changes
     assert second.unchanged == ("node alias test-node", "via-alias", "orphan")
+
+
+def test_example_file_applies_cleanly_and_converges(server: EntryClient) -> None:
+    example = load_workloads(Path(__file__).parents[2] / "examples" / "workloads.yaml")
+    first = plan(example, server)
+    assert first.warnings == ()  # every parent is the file's own node alias
+    assert [c.workload for c in first.creates] == ["node alias demo-cluster", "spiffe-broker", "web", "demo-api"]
+    apply(first, server)
+    alias = next(e for e in server.list_entries() if e.spiffe_id == str(example.node_aliases[0].spiffe_id))
+    assert (alias.parent_id, [str(s) for s in alias.selectors]) == (
+        f"spiffe://{TRUST_DOMAIN}/spire/server",
+        ["k8s_psat:cluster:demo-cluster"],
+    )
+    assert not plan(example, server).has_changes
