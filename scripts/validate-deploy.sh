@@ -87,7 +87,7 @@ fi
 
 step "shellcheck / hadolint"
 if command -v shellcheck >/dev/null 2>&1; then
-  if shellcheck deploy/compose/register.sh scripts/validate-deploy.sh; then echo "ok   shellcheck"; else fail "shellcheck"; fi
+  if shellcheck deploy/compose/register.sh scripts/validate-deploy.sh scripts/build-spire.sh; then echo "ok   shellcheck"; else fail "shellcheck"; fi
 elif [ "${REQUIRE_LINTERS:-0}" = 1 ]; then fail "shellcheck not installed"; else skip "shellcheck not installed"; fi
 if command -v hadolint >/dev/null 2>&1; then
   if hadolint Dockerfile deploy/compose/spire-tools.Dockerfile; then echo "ok   hadolint"; else fail "hadolint"; fi
