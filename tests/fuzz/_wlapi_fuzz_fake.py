@@ -11,6 +11,7 @@ This mirrors go-spiffe's in-process fake Workload API, but lets a test send what
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -20,6 +21,9 @@ from typing import Any
 from grpclib.const import Cardinality, Handler
 from grpclib.server import Server, Stream
 
+from broker.identity.devca import DevCA
+from broker.identity.spiffeid import SpiffeId
+from broker.identity.svid import X509Svid
 from broker.identity.workload_pb import workload_pb2 as pb
 
 
@@ -29,11 +33,11 @@ class Raw:
     def __init__(self, data: bytes = b"") -> None:
         self.data = data
 
-    def SerializeToString(self) -> bytes:  # noqa: N802 - protobuf's name
+    def SerializeToString(self) -> bytes:
         return self.data
 
     @classmethod
-    def FromString(cls, data: bytes) -> Raw:  # noqa: N802 - protobuf's name
+    def FromString(cls, data: bytes) -> Raw:
         return cls(data)
 
 
@@ -105,3 +109,66 @@ async def serving(fake: FakeWorkloadApi, socket_path: Path) -> AsyncIterator[str
     finally:
         server.close()
         await server.wait_closed()
+
+
+# -- messages: good ones built from a DevCA, and mutated ones ------------------------------------------------------
+
+WEB = SpiffeId.parse("spiffe://example.org/web")
+TD_ID = "spiffe://example.org"
+
+
+def x509_response(ca: DevCA, svid: X509Svid, **changes: Any) -> bytes:
+    fields = {
+        "spiffe_id": str(svid.spiffe_id),
+        "x509_svid": svid.chain_der(),
+        "x509_svid_key": svid.key_der(),
+        "bundle": ca.x509_bundle().to_der(),
+    }
+    federated = changes.pop("federated_bundles", {})
+    fields.update(changes)
+    return pb.X509SVIDResponse(svids=[pb.X509SVID(**fields)], federated_bundles=federated).SerializeToString()
+
+
+def bad_x509_responses(ca: DevCA, good: X509Svid, other: X509Svid) -> dict[str, bytes]:
+    der = good.chain_der()
+    return {
+        "empty-svid-list": b"",
+        "not-protobuf": b"\xff\xff\xff\xff",
+        "non-utf8-spiffe-id": b"\x0a\x05\x0a\x03\xff\xfe\xfd",
+        "garbage-certificate": x509_response(ca, good, x509_svid=b"\x30\x03\x02\x01"),
+        "truncated-certificate": x509_response(ca, good, x509_svid=der[: len(der) // 2]),
+        "empty-certificate": x509_response(ca, good, x509_svid=b""),
+        "garbage-key": x509_response(ca, good, x509_svid_key=b"\x30\x00"),
+        "key-of-another-svid": x509_response(ca, good, x509_svid_key=other.key_der()),
+        "wrong-spiffe-id": x509_response(ca, good, spiffe_id="spiffe://example.org/not-web"),
+        "invalid-spiffe-id": x509_response(ca, good, spiffe_id="not a spiffe id"),
+        "garbage-bundle": x509_response(ca, good, bundle=b"\x00\x01"),
+        "garbage-federated-bundle": x509_response(ca, good, federated_bundles={"spiffe://other.org": b"\x30"}),
+        "federated-bundle-bad-key": x509_response(ca, good, federated_bundles={"not a td": ca.x509_bundle().to_der()}),
+    }
+
+
+def jwks_responses() -> dict[str, bytes]:
+    def bundles(value: bytes, key: str = TD_ID) -> bytes:
+        return pb.JWTBundlesResponse(bundles={key: value}).SerializeToString()
+
+    return {
+        "not-json": bundles(b"{nope"),
+        "not-utf8": bundles(b'{"keys": ["\xff"]}'),
+        "deeply-nested": bundles(b"[" * 5000 + b"]" * 5000),
+        "keys-not-a-list": bundles(b'{"keys": 5}'),
+        "key-not-an-object": bundles(b'{"keys": [5, null, "x"]}'),
+        "huge-number": bundles(b'{"keys": [{"kty": "EC", "x": ' + b"9" * 5000 + b"}]}"),
+        "bad-trust-domain-key": bundles(b'{"keys": []}', key="https://example.org"),
+    }
+
+
+def make_jwt(header: bytes, payload: bytes) -> str:
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+    return f"{b64(header)}.{b64(payload)}.{b64(b'sig')}"
+
+
+def jwt_svid_response(token: str) -> bytes:
+    return pb.JWTSVIDResponse(svids=[pb.JWTSVID(spiffe_id=str(WEB), svid=token)]).SerializeToString()

@@ -27,7 +27,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _wlapi_fuzz_fake import FakeWorkloadApi, Script, serving
+from _wlapi_fuzz_fake import (
+    TD_ID,
+    WEB,
+    FakeWorkloadApi,
+    Script,
+    bad_x509_responses,
+    jwks_responses,
+    jwt_svid_response,
+    make_jwt,
+    serving,
+    x509_response,
+)
 from _wlapi_fuzz_h2 import GRPC_CODES, PREFACE, Outcome, exchange, grpc_frame, request_headers, send_raw
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -35,8 +46,7 @@ from hypothesis import strategies as st
 from broker.identity.bundle import JwtBundle
 from broker.identity.devca import DevCA
 from broker.identity.errors import SvidUnavailableError
-from broker.identity.spiffeid import SpiffeId, TrustDomain
-from broker.identity.svid import X509Svid
+from broker.identity.spiffeid import TrustDomain
 from broker.identity.workload_api import InMemoryEntryStore, RegistrationEntry, WorkloadApiServer
 from broker.identity.workload_api.thread import WorkloadApiThread
 from broker.identity.workload_pb import workload_pb2 as pb
@@ -318,55 +328,6 @@ def test_server_still_serves_after_the_fuzzing(socket_path: str) -> None:
 
 # -- the reverse: our Workload API client (WorkloadApiSvidSource) against a server sending mutated messages --------
 
-WEB = SpiffeId.parse("spiffe://example.org/web")
-TD_ID = "spiffe://example.org"
-
-
-def _x509_response(ca: DevCA, svid: X509Svid, **changes: Any) -> bytes:
-    fields = {
-        "spiffe_id": str(svid.spiffe_id),
-        "x509_svid": svid.chain_der(),
-        "x509_svid_key": svid.key_der(),
-        "bundle": ca.x509_bundle().to_der(),
-    }
-    federated = changes.pop("federated_bundles", {})
-    fields.update(changes)
-    return pb.X509SVIDResponse(svids=[pb.X509SVID(**fields)], federated_bundles=federated).SerializeToString()
-
-
-def _bad_x509_responses(ca: DevCA, good: X509Svid, other: X509Svid) -> dict[str, bytes]:
-    der = good.chain_der()
-    return {
-        "empty-svid-list": b"",
-        "not-protobuf": b"\xff\xff\xff\xff",
-        "non-utf8-spiffe-id": b"\x0a\x05\x0a\x03\xff\xfe\xfd",
-        "garbage-certificate": _x509_response(ca, good, x509_svid=b"\x30\x03\x02\x01"),
-        "truncated-certificate": _x509_response(ca, good, x509_svid=der[: len(der) // 2]),
-        "empty-certificate": _x509_response(ca, good, x509_svid=b""),
-        "garbage-key": _x509_response(ca, good, x509_svid_key=b"\x30\x00"),
-        "key-of-another-svid": _x509_response(ca, good, x509_svid_key=other.key_der()),
-        "wrong-spiffe-id": _x509_response(ca, good, spiffe_id="spiffe://example.org/not-web"),
-        "invalid-spiffe-id": _x509_response(ca, good, spiffe_id="not a spiffe id"),
-        "garbage-bundle": _x509_response(ca, good, bundle=b"\x00\x01"),
-        "garbage-federated-bundle": _x509_response(ca, good, federated_bundles={"spiffe://other.org": b"\x30"}),
-        "federated-bundle-bad-key": _x509_response(ca, good, federated_bundles={"not a td": ca.x509_bundle().to_der()}),
-    }
-
-
-def _jwks_responses() -> dict[str, bytes]:
-    def bundles(value: bytes, key: str = TD_ID) -> bytes:
-        return pb.JWTBundlesResponse(bundles={key: value}).SerializeToString()
-
-    return {
-        "not-json": bundles(b"{nope"),
-        "not-utf8": bundles(b'{"keys": ["\xff"]}'),
-        "deeply-nested": bundles(b"[" * 5000 + b"]" * 5000),
-        "keys-not-a-list": bundles(b'{"keys": 5}'),
-        "key-not-an-object": bundles(b'{"keys": [5, null, "x"]}'),
-        "huge-number": bundles(b'{"keys": [{"kty": "EC", "x": ' + b"9" * 5000 + b"}]}"),
-        "bad-trust-domain-key": bundles(b'{"keys": []}', key="https://example.org"),
-    }
-
 
 @pytest.fixture
 def short_dir() -> Iterator[Path]:
@@ -380,8 +341,8 @@ async def test_client_rejects_every_mutated_x509_response_and_keeps_the_last_goo
 ) -> None:
     ca = DevCA.ephemeral("example.org")
     good, other = ca.issue_x509_svid(WEB, ttl=600), ca.issue_x509_svid(WEB, ttl=600)
-    bad = _bad_x509_responses(ca, good, other)
-    x509 = Script([_x509_response(ca, good), *bad.values(), _x509_response(ca, good)])
+    bad = bad_x509_responses(ca, good, other)
+    x509 = Script([x509_response(ca, good), *bad.values(), x509_response(ca, good)])
     fake = FakeWorkloadApi(
         x509=x509, jwt_bundles=Script([pb.JWTBundlesResponse(bundles={TD_ID: ca.jwks()}).SerializeToString()])
     )
@@ -404,28 +365,19 @@ async def test_client_rejects_every_mutated_x509_response_and_keeps_the_last_goo
 async def test_client_rejects_mutated_jwt_bundles_without_a_crash(short_dir: Path, tracebacks: ErrorTracebacks) -> None:
     ca = DevCA.ephemeral("example.org")
     good_bundles = pb.JWTBundlesResponse(bundles={TD_ID: ca.jwks()}).SerializeToString()
-    bundles = Script([good_bundles, *_jwks_responses().values(), good_bundles])
+    bundles = Script([good_bundles, *jwks_responses().values(), good_bundles])
     svid = ca.issue_x509_svid(WEB, ttl=600)
-    fake = FakeWorkloadApi(x509=Script([_x509_response(ca, svid)]), jwt_bundles=bundles)
-    async with serving(fake, short_dir / "a.sock") as address:
-        async with WorkloadApiSvidSource(address=address, backoff_min=0.01, backoff_max=0.02) as source:
-            bundles.release.set()
-            await bundles.wait_served(len(bundles.messages))
-            jwt_bundle = source.jwt_bundles()[TrustDomain("example.org")]
-            assert jwt_bundle.to_jwks() == JwtBundle.from_jwks(TrustDomain("example.org"), ca.jwks()).to_jwks()
-            assert source.x509_svid().leaf.serial_number == svid.leaf.serial_number
+    fake = FakeWorkloadApi(x509=Script([x509_response(ca, svid)]), jwt_bundles=bundles)
+    async with (
+        serving(fake, short_dir / "a.sock") as address,
+        WorkloadApiSvidSource(address=address, backoff_min=0.01, backoff_max=0.02) as source,
+    ):
+        bundles.release.set()
+        await bundles.wait_served(len(bundles.messages))
+        jwt_bundle = source.jwt_bundles()[TrustDomain("example.org")]
+        assert jwt_bundle.to_jwks() == JwtBundle.from_jwks(TrustDomain("example.org"), ca.jwks()).to_jwks()
+        assert source.x509_svid().leaf.serial_number == svid.leaf.serial_number
     assert tracebacks.take() == []
-
-
-def _jwt(header: bytes, payload: bytes) -> str:
-    def b64(data: bytes) -> str:
-        return base64.urlsafe_b64encode(data).decode().rstrip("=")
-
-    return f"{b64(header)}.{b64(payload)}.{b64(b'sig')}"
-
-
-def _jwt_svid_response(token: str) -> bytes:
-    return pb.JWTSVIDResponse(svids=[pb.JWTSVID(spiffe_id=str(WEB), svid=token)]).SerializeToString()
 
 
 _HDR = b'{"alg":"ES256","typ":"JWT"}'
@@ -433,25 +385,25 @@ _JWT_CLIENT = "broker/identity/workload_source.py _fetch_jwt_svid catches only R
 MUTATED_JWT_SVIDS: list[Any] = [
     pytest.param(b"", id="empty-svid-list"),
     pytest.param(b"\xff\xff", id="not-protobuf"),
-    pytest.param(_jwt_svid_response("a.b"), id="two-parts"),
-    pytest.param(_jwt_svid_response("a.!!!.c"), id="bad-base64"),
-    pytest.param(_jwt_svid_response(_jwt(_HDR, b"[1]")), id="payload-not-object"),
-    pytest.param(_jwt_svid_response(_jwt(_HDR, b'{"sub":"spiffe://example.org/web","aud":"x"}')), id="no-exp"),
-    pytest.param(_jwt_svid_response(_jwt(_HDR, b'{"sub":"x","aud":"a1","exp":true}')), id="bool-exp"),
-    pytest.param(_jwt_svid_response(_jwt(_HDR, b'{"sub":"nope","aud":"a1","exp":4000000000}')), id="bad-sub"),
-    pytest.param(_jwt_svid_response(_jwt(_HDR, b'{"sub":5,"aud":"a1","exp":4000000000}')), id="sub-number"),
+    pytest.param(jwt_svid_response("a.b"), id="two-parts"),
+    pytest.param(jwt_svid_response("a.!!!.c"), id="bad-base64"),
+    pytest.param(jwt_svid_response(make_jwt(_HDR, b"[1]")), id="payload-not-object"),
+    pytest.param(jwt_svid_response(make_jwt(_HDR, b'{"sub":"spiffe://example.org/web","aud":"x"}')), id="no-exp"),
+    pytest.param(jwt_svid_response(make_jwt(_HDR, b'{"sub":"x","aud":"a1","exp":true}')), id="bool-exp"),
+    pytest.param(jwt_svid_response(make_jwt(_HDR, b'{"sub":"nope","aud":"a1","exp":4000000000}')), id="bad-sub"),
+    pytest.param(jwt_svid_response(make_jwt(_HDR, b'{"sub":5,"aud":"a1","exp":4000000000}')), id="sub-number"),
     pytest.param(
-        _jwt_svid_response(_jwt(_HDR, b"[" * 5000)),
+        jwt_svid_response(make_jwt(_HDR, b"[" * 5000)),
         id="deeply-nested-payload",
         marks=pytest.mark.xfail(strict=True, reason=_JWT_CLIENT + ": json.loads raises RecursionError"),
     ),
     pytest.param(
-        _jwt_svid_response(_jwt(_HDR, b'{"sub":"spiffe://example.org/web","aud":"a1","exp":1' + b"0" * 400 + b"}")),
+        jwt_svid_response(make_jwt(_HDR, b'{"sub":"spiffe://example.org/web","aud":"a1","exp":1' + b"0" * 400 + b"}")),
         id="huge-exp",
         marks=pytest.mark.xfail(strict=True, reason=_JWT_CLIENT + ": (exp - iat) / 2 raises OverflowError"),
     ),
     pytest.param(
-        _jwt_svid_response(_jwt(_HDR, b'{"sub":"spiffe://example.org/\\ud800","aud":"a1","exp":4000000000}')),
+        jwt_svid_response(make_jwt(_HDR, b'{"sub":"spiffe://example.org/\\ud800","aud":"a1","exp":4000000000}')),
         id="lone-surrogate-sub",
         marks=pytest.mark.xfail(strict=True, reason=_JWT_CLIENT + ": SpiffeId.parse raises UnicodeEncodeError"),
     ),
@@ -463,14 +415,16 @@ async def test_client_refuses_a_mutated_jwt_svid_with_svid_unavailable(short_dir
     ca = DevCA.ephemeral("example.org")
     bundles = Script([pb.JWTBundlesResponse(bundles={TD_ID: ca.jwks()}).SerializeToString()])
     good = ca.mint_jwt_svid(WEB, ["a0"], ttl=300).token
-    jwt_svid = Script([_jwt_svid_response(good), reply])
+    jwt_svid = Script([jwt_svid_response(good), reply])
     fake = FakeWorkloadApi(
-        x509=Script([_x509_response(ca, ca.issue_x509_svid(WEB, ttl=600))]), jwt_bundles=bundles, jwt_svid=jwt_svid
+        x509=Script([x509_response(ca, ca.issue_x509_svid(WEB, ttl=600))]), jwt_bundles=bundles, jwt_svid=jwt_svid
     )
-    async with serving(fake, short_dir / "a.sock") as address:
-        async with WorkloadApiSvidSource(address=address) as source:
-            assert (await source.fetch_jwt_svid("a0")).token == good
-            with pytest.raises(SvidUnavailableError) as caught:
-                await source.fetch_jwt_svid("a1")
-            assert good not in str(caught.value)
-            assert (await source.fetch_jwt_svid("a0")).token == good  # the cached good one is unaffected
+    async with (
+        serving(fake, short_dir / "a.sock") as address,
+        WorkloadApiSvidSource(address=address) as source,
+    ):
+        assert (await source.fetch_jwt_svid("a0")).token == good
+        with pytest.raises(SvidUnavailableError) as caught:
+            await source.fetch_jwt_svid("a1")
+        assert good not in str(caught.value)
+        assert (await source.fetch_jwt_svid("a0")).token == good  # the cached good one is unaffected
