@@ -1,7 +1,9 @@
 """``spiffe-broker server``: the token service over TLS with the broker's own X.509-SVID.
 
 Identity comes from the Workload API (``--workload-api`` or ``SPIFFE_ENDPOINT_SOCKET``) or, as the alternative,
-from files (``--cert``/``--key`` plus ``--bundle`` and ``--jwt-bundle``). Stops cleanly on SIGINT/SIGTERM.
+from files (``--cert``/``--key`` plus ``--bundle`` and ``--jwt-bundle``). Stops cleanly on SIGINT/SIGTERM at once
+in every phase, including while it waits for its first SVID (handlers are installed before anything waits, so a
+process started with SIGINT ignored, as a background job or PID 1 in a container is, still honours it).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import contextlib
 import logging
 import re
 import signal
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -72,14 +75,46 @@ def _file_source(cert: Path, key: Path, bundles: tuple[str, ...], jwt_bundles: t
     return FileSvidSource(files)
 
 
-async def _serve(settings: BrokerSettings, source: SvidSource, *, issuer: str, policy: Path) -> None:
+def _stop_on_signals() -> asyncio.Event:
+    """An event set by SIGINT or SIGTERM (replacing any inherited disposition, SIG_IGN included)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_signal(sig: signal.Signals) -> None:
+        log.info("received %s: stopping", sig.name)
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig)
+    return stop
+
+
+async def _unless_stopped(awaitable: Awaitable[None], stop: asyncio.Event) -> bool:
+    """Await ``awaitable`` unless ``stop`` is set first (then cancel it): True if it completed."""
+    task = asyncio.ensure_future(awaitable)
+    stopped = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        task.cancel()
+        raise
+    finally:
+        stopped.cancel()
+    if stop.is_set():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, BrokerError):
+            await task
+        return False
+    task.result()  # its error, if any (for example no SVID in time)
+    return True
+
+
+async def _serve(
+    settings: BrokerSettings, source: SvidSource, *, issuer: str, policy: Path, stop: asyncio.Event
+) -> None:
     policy_store = FilePolicyStore(policy)
     key_store = FileKeyStore(settings.state_dir)
     watcher = asyncio.create_task(source.watch()) if isinstance(source, FileSvidSource) else None
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     service = await start_token_service(
         source=source,
         policy_store=policy_store,
@@ -101,6 +136,7 @@ async def _serve(settings: BrokerSettings, source: SvidSource, *, issuer: str, p
 
 
 async def _run(settings: BrokerSettings, files: tuple[Any, ...] | None, workload_api: str | None) -> None:
+    stop = _stop_on_signals()
     server = settings.server
     if server.policy is None:
         raise ConfigError("no policy file: pass --policy")
@@ -112,8 +148,10 @@ async def _run(settings: BrokerSettings, files: tuple[Any, ...] | None, workload
         address = workload_api_address(configured)
         source = WorkloadApiSvidSource(address=address)
     try:
-        await source.wait_ready(READY_TIMEOUT)
-        await _serve(settings, source, issuer=issuer, policy=server.policy)
+        if await _unless_stopped(source.wait_ready(READY_TIMEOUT), stop):
+            await _serve(settings, source, issuer=issuer, policy=server.policy, stop=stop)
+        else:
+            log.info("stopped before the first SVID arrived")
     finally:
         await source.aclose()
 

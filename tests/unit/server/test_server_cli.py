@@ -163,3 +163,36 @@ def _wait_for(check: Callable[[], bool], proc: subprocess.Popen[Any]) -> None:
     while not check():
         assert proc.poll() is None and time.monotonic() < deadline, "process did not come up"
         time.sleep(0.05)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
+def test_server_command_stops_at_once_on_a_signal_while_waiting_for_its_svid(tmp_path: Path, sig: int) -> None:
+    """Before: Ctrl-C was ignored for ~28 s (until the SVID wait timed out) when SIGINT came in ignored (a
+    background job, PID 1 in a container), and SIGTERM killed the process without cleanup. The child starts with
+    SIGINT ignored, as those do."""
+    directory = Path(tempfile.mkdtemp(dir="/tmp", prefix="sig-"))
+    agent = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # a Workload API that accepts and never answers
+    agent.bind(str(directory / "agent.sock"))
+    agent.listen()
+    agent.settimeout(20)
+    (tmp_path / "policy.yaml").write_text(POLICY)
+    args = [
+        "server", "--listen", f"127.0.0.1:{_free_port()}", "--state-dir", str(tmp_path / "state"),
+        "--policy", str(tmp_path / "policy.yaml"), "--workload-api", f"unix://{directory / 'agent.sock'}",
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPIFFE_")}
+    code = "import signal; signal.signal(signal.SIGINT, signal.SIG_IGN); from broker.cli.main import main; main()"
+    try:
+        with subprocess.Popen([sys.executable, "-c", code, *args], env=env, stderr=subprocess.PIPE, text=True) as proc:
+            connection, _ = agent.accept()  # the server is now waiting for its first SVID
+            sent = time.monotonic()
+            proc.send_signal(sig)
+            _, stderr = proc.communicate(timeout=10)
+            elapsed = time.monotonic() - sent
+            connection.close()
+    finally:
+        agent.close()
+        shutil.rmtree(directory, ignore_errors=True)
+    assert proc.returncode == 0, stderr
+    assert elapsed < 3.0, f"took {elapsed:.1f}s to stop"
+    assert "stopped before the first SVID arrived" in stderr and "Traceback" not in stderr
