@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import socket
 import stat
 from pathlib import Path
 
 import pytest
+from sidecar_helpers import Starter
 
 from broker.errors import ConfigError
+from broker.identity.source import InMemorySvidSource
 from broker.sidecar.retry import RetryPolicy
 from broker.sidecar.sockets import bind_loopback, bind_unix_socket, parse_socket_mode
 
@@ -97,3 +101,36 @@ def test_backoff_uses_full_jitter_under_an_exponential_cap() -> None:
 def test_retry_policy_rejects_nonsense() -> None:
     with pytest.raises(ValueError):
         RetryPolicy(attempts=0)
+
+
+async def _raw(path: Path, data: bytes) -> bytes:
+    reader, writer = await asyncio.open_unix_connection(str(path))
+    try:
+        writer.write(data)
+        writer.write_eof()  # shutdown(SHUT_WR), as `nc -N` and `curl --unix-socket` with a closed stdin do
+        async with asyncio.timeout(5):
+            return await reader.read()
+    finally:
+        writer.close()
+
+
+async def test_sidecar_answers_a_request_followed_by_a_half_close(
+    start: Starter, workload_source: InMemorySvidSource, tmp_short: Path
+) -> None:
+    """Before: the sidecar's Unix socket closed on the client's FIN and the request got no answer."""
+    sidecar = await start(workload_source)
+    assert sidecar.socket_path is not None
+    reply = await _raw(sidecar.socket_path, b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 200")
+
+
+async def test_sidecar_never_echoes_malformed_request_bytes(
+    start: Starter, workload_source: InMemorySvidSource, caplog: pytest.LogCaptureFixture
+) -> None:
+    sidecar = await start(workload_source)
+    assert sidecar.socket_path is not None
+    canary = "eyJhbGciOiJFUzI1NiJ9.CANARY-sidecar.sig"
+    with caplog.at_level(logging.DEBUG):
+        reply = await _raw(sidecar.socket_path, f"GET / HTTP/1.1\r\nX-Bad\x01: {canary}\r\n\r\n".encode())
+    assert b" 400 " in reply.split(b"\r\n")[0]
+    assert canary.encode() not in reply and canary not in caplog.text
