@@ -34,6 +34,7 @@ from broker.appclient.common import (
 )
 from broker.config import workload_api_address
 from broker.errors import ConfigError
+from broker.identity.svid import X509Svid
 from broker.identity.tls import ServerIdMatcher, SourceSSLContext, client_ssl_context
 from broker.identity.workload_source import WorkloadApiSvidSource
 from broker.verify.connector import SpiffeTLSConnector
@@ -97,6 +98,10 @@ class AppClient:
             self._context.detach()
         if self._source is not None:
             await self._source.aclose()
+
+    def x509_svid(self) -> X509Svid:
+        """The X.509-SVID this client presents on new connections (its ``spiffe_id``, ``x5t_s256()``)."""
+        return self._require()[0].x509_svid()
 
     async def token(self, audience: str, scope: str | None = None) -> SidecarToken:
         """A token from the sidecar bound to the X.509-SVID this client presents right now."""

@@ -37,6 +37,7 @@ from broker.appclient.snapshot import SnapshotSource
 from broker.config import workload_api_address
 from broker.errors import ConfigError
 from broker.identity.errors import IdentityError
+from broker.identity.svid import X509Svid
 from broker.identity.tls import ServerIdMatcher, SourceSSLContext, client_ssl_context
 from broker.identity.workload_source import WorkloadApiSvidSource
 from broker.verify.connector import ServerIdentityError
@@ -137,6 +138,10 @@ class SyncAppClient:
             if source is not None:
                 loop.run(source.aclose(), 5.0)
             loop.close()
+
+    def x509_svid(self) -> X509Svid:
+        """The X.509-SVID this client presents now (its ``spiffe_id``, ``x5t_s256()``)."""
+        return self._snapshot().x509_svid()
 
     def credentials(self, audience: str, scope: str | None = None) -> tuple[SourceSSLContext, SidecarToken]:
         """A TLS client context presenting the current X.509-SVID, and a token bound to exactly that SVID."""

@@ -1,0 +1,46 @@
+"""Fixtures for the app clients: a real dev Workload API (this uid registered) and a scripted fake sidecar."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from appclient_helpers import APP_ID, FakeSidecar
+
+from broker.identity.devca import DevCA
+from broker.identity.workload_api import InMemoryEntryStore, RegistrationEntry, WorkloadApiServer, WorkloadApiThread
+
+
+@pytest.fixture
+def sock_dir() -> Iterator[Path]:
+    directory = Path(tempfile.mkdtemp(prefix="ac-", dir="/tmp"))
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def workload_api(sock_dir: Path) -> Iterator[str]:
+    """The dev Workload API with this process's uid registered as APP_ID; yields its address."""
+    entries = InMemoryEntryStore([RegistrationEntry.of(APP_ID, [f"unix:uid:{os.geteuid()}"])])
+    server = WorkloadApiServer(ca=DevCA.ephemeral("example.org"), entries=entries, socket_path=sock_dir / "api.sock")
+    thread = WorkloadApiThread(server)
+    thread.start()
+    try:
+        yield f"unix://{server.socket_path}"
+    finally:
+        thread.stop()
+
+
+@pytest.fixture
+def sidecar(sock_dir: Path) -> Iterator[FakeSidecar]:
+    fake = FakeSidecar(sock_dir / "token.sock")
+    try:
+        yield fake
+    finally:
+        fake.close()
