@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -103,3 +104,17 @@ async def test_async_client_refuses_a_token_without_binding(workload_api: str, s
     async with AppClient(sidecar_socket=sidecar.path, workload_api=workload_api, binding_wait=0.3) as client:
         with pytest.raises(BindingMismatchError, match="no certificate binding"):
             await client.token("aud")
+
+
+async def test_async_client_opens_new_connections_after_a_rotation_and_retires_the_old_pool(
+    workload_api: str, sidecar: FakeSidecar
+) -> None:
+    """Pooled connections keep their certificate: a token for a new SVID must go through a new session."""
+    async with AppClient(sidecar_socket=sidecar.path, workload_api=workload_api, retire_after=0.0) as client:
+        first = client._api_session("x5t-before")
+        assert client._api_session("x5t-before") is first
+        second = client._api_session("x5t-after")
+        assert second is not first and not second.closed
+        await asyncio.gather(*client._retiring)
+        assert first.closed
+    assert second.closed
