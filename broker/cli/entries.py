@@ -1,4 +1,8 @@
-"""``spiffe-broker entries plan|apply|export``: SPIRE registration entries and broker policy from one file."""
+"""``spiffe-broker entries plan|apply|export``: SPIRE registration entries and broker policy from one file.
+
+Failures (a bad file, an unreachable or refusing SPIRE Server, an unwritable output) propagate to the
+command group's one error seam (:func:`broker.cli.main.cli_errors`), which prints one ``Error:`` line.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,6 @@ from pathlib import Path
 
 import click
 
-from broker.errors import BrokerError
 from broker.registration import (
     EntryClient,
     Plan,
@@ -32,11 +35,6 @@ _socket_option = click.option(
 )
 
 
-def _fail(error: BrokerError) -> None:
-    click.echo(f"error: {error.description}", err=True)
-    sys.exit(1)
-
-
 def _echo_plan(changes: Plan) -> None:
     """The plan on stdout; its warnings (parents no agent has) also on stderr, where CI logs show them."""
     click.echo(render_plan(changes))
@@ -55,13 +53,9 @@ def entries() -> None:
 @click.option("--detailed-exitcode", is_flag=True, help="Exit 2 when there are changes (as terraform plan).")
 def plan_command(workloads_file: Path, server_socket: str, detailed_exitcode: bool) -> None:
     """Print what `apply` would create, update and delete on the SPIRE server."""
-    try:
-        desired = load_workloads(workloads_file)
-        with EntryClient(server_socket) as server:
-            changes = plan(desired, server)
-    except BrokerError as error:
-        _fail(error)
-        return
+    desired = load_workloads(workloads_file)
+    with EntryClient(server_socket) as server:
+        changes = plan(desired, server)
     _echo_plan(changes)
     if detailed_exitcode and changes.has_changes:
         sys.exit(2)
@@ -72,17 +66,13 @@ def plan_command(workloads_file: Path, server_socket: str, detailed_exitcode: bo
 @_socket_option
 def apply_command(workloads_file: Path, server_socket: str) -> None:
     """Create, update and delete the managed SPIRE entries so the server matches the file."""
-    try:
-        desired = load_workloads(workloads_file)
-        with EntryClient(server_socket) as server:
-            changes = plan(desired, server)
-            _echo_plan(changes)
-            if not changes.has_changes:
-                return
-            result = apply(changes, server)
-    except BrokerError as error:
-        _fail(error)
-        return
+    desired = load_workloads(workloads_file)
+    with EntryClient(server_socket) as server:
+        changes = plan(desired, server)
+        _echo_plan(changes)
+        if not changes.has_changes:
+            return
+        result = apply(changes, server)
     click.echo(f"applied: {len(result.created)} created, {len(result.updated)} updated, {len(result.deleted)} deleted")
 
 
@@ -115,11 +105,7 @@ def export_command(
     workloads_file: Path, policy_out: Path | None, k8s_out: Path | None, k8s_class_name: str | None
 ) -> None:
     """Write the broker policy file and/or ClusterSPIFFEID resources (stdout when no file is named, or '-')."""
-    try:
-        desired = load_workloads(workloads_file)
-    except BrokerError as error:
-        _fail(error)
-        return
+    desired = load_workloads(workloads_file)
     if policy_out is None and k8s_out is None:
         click.echo(export_policy(desired), nl=False)
         return

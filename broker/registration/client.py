@@ -33,6 +33,18 @@ _PAGE_SIZE = 500
 _MAX_PAGES = 10_000
 _T = TypeVar("_T")
 _NO_AGENT = agent_types.Agent()
+_UNAVAILABLE_TODO = (
+    "; check that spire-server is running and that this is its admin socket (server.socket_path), "
+    "readable and writable by this user"
+)
+
+
+def _socket_path(value: str) -> str:
+    """The admin socket as a path; ``unix:///path`` and ``unix:/path`` (gRPC's target forms) are accepted."""
+    for scheme in ("unix://", "unix:"):
+        if value.startswith(scheme):
+            return value[len(scheme) :]
+    return value
 
 
 def _spiffe_id(value: str) -> spiffeid_pb2.SPIFFEID:
@@ -100,6 +112,7 @@ class EntryClient:
     """:class:`~broker.registration.entries.EntryServer` on a real SPIRE Server's admin socket."""
 
     def __init__(self, socket_path: str, *, timeout: float = 10.0) -> None:
+        socket_path = _socket_path(socket_path)
         self._socket_path = socket_path
         self._timeout = timeout
         self._channel = grpc.insecure_channel(f"unix:{socket_path}")
@@ -130,7 +143,10 @@ class EntryClient:
             if absent is not None and code == "NOT_FOUND":
                 return absent
             details = exc.details() if hasattr(exc, "details") else ""
-            raise RegistrationError(f"SPIRE Server {name} at {self._socket_path} failed: {code}: {details}") from None
+            todo = _UNAVAILABLE_TODO if code == "UNAVAILABLE" else ""
+            raise RegistrationError(
+                f"SPIRE Server {name} at {self._socket_path} failed: {code}: {details}{todo}"
+            ) from None
 
     def list_entries(self) -> list[Entry]:
         entries: list[Entry] = []

@@ -186,3 +186,18 @@ def test_known_agents_fails_closed_on_other_errors(served: tuple[EntryClient, _S
 def test_list_agents_follows_page_tokens_and_reads_node_selectors(served: tuple[EntryClient, _Servicer]) -> None:
     client, _ = served
     assert client.list_agents() == [("spiffe://example.org/spire/agent/x/1", (Selector("x", "cluster:demo"),))]
+
+
+@pytest.mark.parametrize("target", ["unix:///tmp/spire/api.sock", "unix:/tmp/spire/api.sock", "/tmp/spire/api.sock"])
+def test_socket_given_as_a_grpc_unix_target_is_the_same_path(target: str) -> None:
+    with EntryClient(target) as client:
+        assert repr(client) == "EntryClient('/tmp/spire/api.sock')"
+
+
+def test_unreachable_server_error_says_what_to_check() -> None:
+    with (
+        EntryClient("unix:///tmp/does-not-exist-spiffe-broker.sock", timeout=1) as client,
+        pytest.raises(RegistrationError, match=r"UNAVAILABLE: .*check that spire-server is running") as info,
+    ):
+        client.list_entries()
+    assert "unix:unix:" not in info.value.description
