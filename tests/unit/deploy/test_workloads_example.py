@@ -6,7 +6,7 @@ from pathlib import Path
 from types import ModuleType
 
 import yaml
-from deploy_helpers import DEPLOY
+from deploy_helpers import DEPLOY, find_object, load_yaml_documents
 
 from broker.identity.spiffeid import SpiffeId
 from broker.registration import InMemoryEntryServer, export_cluster_spiffe_ids, export_policy, load_workloads, plan
@@ -28,6 +28,16 @@ def test_exported_cluster_spiffe_ids_name_the_hardened_helm_charts_controller_cl
     documents = [d for d in yaml.safe_load_all(export_cluster_spiffe_ids(load_workloads(EXAMPLE))) if d]
     assert {d["spec"]["className"] for d in documents} == {"spire-mgmt-spire"}
 
+
+
+def test_the_deployed_controller_manager_watches_the_class_the_export_writes() -> None:
+    server = load_yaml_documents(DEPLOY / "spire" / "10-server.yaml")
+    config_map = find_object(server, "ConfigMap", "spire-controller-manager")
+    config = yaml.safe_load(config_map["data"]["controller-manager-config.yaml"])
+    documents = [d for d in yaml.safe_load_all(export_cluster_spiffe_ids(load_workloads(EXAMPLE))) if d]
+    assert {d["spec"]["className"] for d in documents} == {config["className"]}
+    # The classless examples in deploy/ stay reconciled.
+    assert config["watchClassless"] is True
 
 def test_example_parents_every_workload_to_its_own_node_alias() -> None:
     example = load_workloads(EXAMPLE)
