@@ -77,9 +77,32 @@ class ServerSettings(_Section):
 
 
 class SidecarSettings(_Section):
+    class TokenFile(_Section):
+        """One token kept in a file (``[[sidecar.token_files]]``): ``audience`` (and ``scope``) -> ``path``."""
+
+        path: Path
+        audience: str = Field(min_length=1)
+        scope: str | None = None
+        mode: int = 0o600
+        uid: int | None = Field(default=None, ge=0)
+        gid: int | None = Field(default=None, ge=0)
+
+        @field_validator("mode", mode="before")
+        @classmethod
+        def _octal(cls, value: object) -> object:
+            value = int(value, 8) if isinstance(value, str) else value
+            if isinstance(value, int) and not 0 <= value <= 0o777:
+                raise ValueError("must be permission bits in octal, as a string: '0640' (not 640)")
+            return value
+
     socket: Path | None = None
     socket_mode: int = 0o600
     http_port: int | None = Field(default=None, ge=0, le=65535)
+    # Seconds without a successful contact with the token service before its metadata is probed.
+    probe_interval: float = Field(default=30.0, gt=0)
+    token_files: list[TokenFile] = []
+    once: bool = False  # write the token files, then exit
+    once_timeout: float = Field(default=60.0, gt=0)
 
     @field_validator("socket_mode", mode="before")
     @classmethod
@@ -133,9 +156,11 @@ def _read_toml(path: Path) -> dict[str, Any]:
         with path.open("rb") as handle:
             return tomllib.load(handle)
     except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
+        raise ConfigError(f"{path}: config file not found; check --config (or SPIFFE_BROKER_CONFIG)") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+        raise ConfigError(f"{path}: not valid TOML: {exc}; fix the file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}; check --config and its permissions") from None
 
 
 def _env_name(loc: tuple[str | int, ...]) -> str:

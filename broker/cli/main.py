@@ -49,7 +49,7 @@ _OS_HINTS: dict[int, str] = {
     errno.EROFS: "that file system is read-only: choose a writable location",
     errno.ENOENT: "check the path: its directory must exist and be reachable",
     errno.ENOTDIR: "a part of the path is a file, not a directory: fix the path",
-    errno.EEXIST: "something else is at that path: remove it or choose another path",
+    errno.EEXIST: "a file is at that path (or on the way to it): remove it or choose another path",
     errno.EISDIR: "that path is a directory: name a file",
     errno.ENOSPC: "the disk is full: free space or choose another location",
     errno.ENAMETOOLONG: "choose a shorter path (a Unix socket path must stay under about 100 bytes)",
@@ -184,7 +184,7 @@ LEVELS_FOR_HELP = (
 EPILOG = f'Shell completion (bash; zsh and fish alike): eval "$({COMPLETE_VAR}=bash_source {PROG_NAME})"'
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]}, epilog=EPILOG)
+@click.group(PROG_NAME, cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]}, epilog=EPILOG)
 @click.version_option(package_name="spiffe-broker", prog_name=PROG_NAME, message="%(prog)s %(version)s")
 @click.option(
     "--log-level",
