@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from broker.config import load_settings, workload_api_address
+from broker.config import load_settings, unix_socket_path, workload_api_address
 from broker.errors import ConfigError
 
 
@@ -45,3 +45,47 @@ def test_workload_api_address_without_any_source_is_a_clear_error(monkeypatch: p
 def test_socket_mode_from_environment_is_octal(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SPIFFE_BROKER_SIDECAR__SOCKET_MODE", "0660")
     assert load_settings().sidecar.socket_mode == 0o660
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        pytest.param("SPIFFE_BROKER_SERVER__PORT", "http", "valid integer", id="bad-value"),
+        pytest.param("spiffe_broker_server__port", "99999", "less than or equal", id="lowercase-name"),
+        pytest.param("SPIFFE_BROKER_SIDECAR__SOKCET", "/x", "Extra inputs", id="unknown-key"),
+        pytest.param("SPIFFE_BROKER_SIDECAR", '{"socket": 1}', "valid path", id="json-section"),
+        pytest.param("SPIFFE_BROKER_SIDECAR", "{", "not a JSON object", id="json-section-unparsable"),
+    ],
+)
+def test_an_invalid_environment_variable_is_named_and_its_value_not_repeated(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, message: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert caught.value.description.startswith(f"environment variable {variable.upper()}: ")
+    assert message in caught.value.description
+    assert value not in caught.value.description.removeprefix(f"environment variable {variable.upper()}")
+
+
+def test_a_missing_config_file_says_where_it_was_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"nope\.toml: config file not found; check --config"):
+        load_settings(tmp_path / "nope.toml")
+
+
+@pytest.mark.parametrize(
+    ("value", "path"),
+    [
+        pytest.param("/run/sidecar/token.sock", "/run/sidecar/token.sock", id="absolute-path"),
+        pytest.param("token.sock", "token.sock", id="relative-path"),
+        pytest.param("unix:///run/sidecar/token.sock", "/run/sidecar/token.sock", id="unix-url"),
+    ],
+)
+def test_a_unix_socket_is_a_path_or_a_unix_url(value: str, path: str) -> None:
+    assert unix_socket_path(value) == Path(path)
+
+
+@pytest.mark.parametrize("value", ["unix://token.sock", "unix:token.sock", "unix:///run/x.sock?q=1"])
+def test_a_unix_url_without_an_absolute_path_is_refused(value: str) -> None:
+    with pytest.raises(ConfigError, match="unix:///absolute/path"):
+        unix_socket_path(value)

@@ -13,8 +13,11 @@ from click.testing import CliRunner
 from sidecar_helpers import API, BROKER_ID, FakeTokenService
 
 from broker.cli.main import main
+from broker.identity.devca import DevCA
 from broker.identity.source import InMemorySvidSource
-from broker.sidecar.client import SidecarError, fetch_token
+from broker.identity.workload_api.entries import InMemoryEntryStore
+from broker.identity.workload_api.server import WorkloadApiServer
+from broker.sidecar.client import SidecarError, fetch_token, looks_like_http2
 from broker.sidecar.errors import TokenServiceRefusedError
 from broker.sidecar.service import start_sidecar
 
@@ -114,3 +117,59 @@ async def test_fetch_token_raises_the_sidecar_error(tmp_short: Path, workload_so
         assert "token-2" not in repr(token)
     finally:
         await sidecar.aclose()
+
+
+def test_token_command_takes_the_socket_as_a_unix_url(sidecar: SidecarThread) -> None:
+    """``--socket unix:///path`` (as SPIRE and SPIFFE_ENDPOINT_SOCKET write sockets) is the same socket."""
+    result = CliRunner().invoke(main, ["token", "--audience", API, "--socket", f"unix://{sidecar.socket_path}"])
+    assert result.exit_code == 0, result.output
+    assert result.output == "token-1\n"
+
+
+@pytest.mark.parametrize(
+    ("head", "expected"),
+    [
+        pytest.param(bytes.fromhex("000000040000000000"), True, id="empty-settings"),  # RFC 9113 §3.4 server preface
+        pytest.param(bytes.fromhex("00000c040000000000") + bytes(12), True, id="settings-with-values"),
+        pytest.param(bytes.fromhex("000000040100000000"), True, id="settings-ack"),
+        pytest.param(bytes.fromhex("000008070000000000"), False, id="goaway-first"),
+        pytest.param(bytes.fromhex("000000040000000001"), False, id="settings-on-a-stream"),
+        pytest.param(b"HTTP/1.1 200 OK\r\n", False, id="http-1.1"),
+        pytest.param(b"\x00\x00\x00\x04", False, id="short"),
+        pytest.param(b"", False, id="nothing"),
+    ],
+)
+def test_an_http2_settings_frame_is_recognised(head: bytes, expected: bool) -> None:
+    assert looks_like_http2(head) is expected
+
+
+async def test_a_grpc_socket_is_named_as_such_and_no_byte_of_it_is_repeated(ca: DevCA, tmp_short: Path) -> None:
+    """The Workload API's socket given as the sidecar's: say what it is instead of dumping its frames."""
+    server = WorkloadApiServer(ca=ca, entries=InMemoryEntryStore(), socket_path=tmp_short / "api.sock")
+    await server.start()
+    try:
+        with pytest.raises(SidecarError) as caught:
+            await fetch_token(socket_path=tmp_short / "api.sock", audience=API)
+    finally:
+        await server.stop()
+    assert caught.value.error == "not_a_sidecar"
+    assert "looks like a gRPC/Workload API socket" in caught.value.description
+    assert "\\x00" not in caught.value.description and "\x00" not in caught.value.description
+
+
+async def test_an_http_server_that_is_not_the_sidecar_is_reported(tmp_short: Path) -> None:
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readline()
+        writer.write(b"SSH-2.0-OpenSSH_9.6\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_unix_server(answer, path=str(tmp_short / "other.sock"))
+    try:
+        with pytest.raises(SidecarError) as caught:
+            await fetch_token(socket_path=tmp_short / "other.sock", audience=API)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert caught.value.error == "not_a_sidecar"
+    assert "did not answer HTTP/1.1" in caught.value.description and "SSH" not in caught.value.description
