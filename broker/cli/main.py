@@ -1,7 +1,8 @@
 """The ``spiffe-broker`` command: one group, one module per subcommand, one seam where failures become messages.
 
-Every subcommand runs inside :func:`cli_errors` (the group's ``invoke``), the way httpx's ``map_exceptions``
-translates lower-layer errors in one place. An expected failure from any layer ends as one line,
+Every subcommand runs inside :func:`cli_errors` (the group's ``invoke``; commands also wear it as a decorator so
+they fail the same way when invoked on their own), the way httpx's ``map_exceptions`` translates lower-layer errors
+in one place. An expected failure from any layer ends as one line,
 ``Error: <what is wrong>; <what to do>``, and a non-zero exit, never a traceback::
 
     BrokerError (config, identity, OAuth, sidecar)   "<code>: <description>"                      exit 1
