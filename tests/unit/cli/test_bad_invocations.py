@@ -47,7 +47,6 @@ TOKEN = "token --audience a"
 WL = "workload-api --trust-domain example.org --state-dir {dir}/wl"
 DEV = "dev --state-dir {dir}/state --server-port 0 --demo-port 0"
 SIDECAR = "sidecar --token-service https://127.0.0.1:1"
-NEEDS_ENTRIES_FIX = "broker/cli/entries.py or broker/registration/client.py (not ours)"
 
 CASES = [
     # the global options
@@ -138,10 +137,9 @@ CASES = [
     case("entries-export-unwritable", "entries export {workloads} --policy {file}/policy.yaml", wrong=UNDER_A_FILE,
          todo=UNDER_A_FILE_TODO),
     case("entries-server-socket-url", "entries plan {workloads} --server-socket unix://{dir}/none.sock",
-         wrong="none.sock", todo="running|start|check", absent="unix:unix:",
-         xfail=f"{NEEDS_ENTRIES_FIX}: accept unix:// URLs"),
+         wrong="none.sock", todo="running|start|check", absent="unix:unix:"),
     case("entries-no-server", "entries plan {workloads} --server-socket {dir}/none.sock", wrong="none.sock",
-         todo="running|start|check", xfail=f"{NEEDS_ENTRIES_FIX}: the UNAVAILABLE message says nothing to do"),
+         todo="running|start|check"),
 ]  # fmt: skip
 
 
