@@ -186,7 +186,7 @@ def _remove_stale_socket(path: Path) -> None:
     if not stat.S_ISSOCK(mode):
         raise WorkloadApiServerError(f"{path} exists and is not a socket; not removing it")
     if _socket_in_use(path):
-        raise WorkloadApiServerError(f"{path} is in use by a running server")
+        raise WorkloadApiServerError(f"{path} is in use by a running server; stop it or choose another --socket")
     path.unlink()
     log.info("removed stale socket %s", path)
 
