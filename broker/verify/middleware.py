@@ -9,57 +9,21 @@ Handlers read the result as ``request[VERIFIED_TOKEN]``.
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 from collections.abc import Collection
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
-from multidict import CIMultiDictProxy
 
-from broker.errors import InvalidRequestError, InvalidTokenError, OAuthError
+from broker.errors import InvalidRequestError, InvalidTokenError
+from broker.verify.bearer import bearer_token, challenge
 from broker.verify.verifier import AccessTokenVerifier, VerifiedToken
 
-__all__ = ["VERIFIED_TOKEN", "bearer_auth_middleware", "bearer_token", "client_certificate_der"]
+__all__ = ["VERIFIED_TOKEN", "bearer_auth_middleware", "client_certificate_der"]
 
 log = logging.getLogger(__name__)
 
 VERIFIED_TOKEN = web.RequestKey("verified_token", VerifiedToken)
-REALM = "spiffe-broker"
-_BEARER = re.compile(r"[Bb][Ee][Aa][Rr][Ee][Rr] +([A-Za-z0-9\-._~+/]+=*)")  # RFC 6750 §2.1 b64token
-
-
-class MissingTokenError(InvalidTokenError):
-    """No credentials at all: the challenge names the scheme and realm only (RFC 6750 §3.1)."""
-
-    def __init__(self, description: str = "") -> None:
-        super().__init__(description)
-        self.headers["WWW-Authenticate"] = f'Bearer realm="{REALM}"'
-
-
-class MalformedBearerError(InvalidRequestError):
-    """``Authorization: Bearer`` without exactly one well-formed token: 400 ``invalid_request`` (RFC 6750 §3.1)."""
-
-    def __init__(self, description: str = "") -> None:
-        super().__init__(description)
-        self.headers["WWW-Authenticate"] = f'Bearer realm="{REALM}", error="invalid_request"'
-
-
-def bearer_token(headers: CIMultiDictProxy[str]) -> str:
-    """The token from the one ``Authorization: Bearer`` header."""
-    values = headers.getall(hdrs.AUTHORIZATION, [])
-    if not values:
-        raise MissingTokenError("an access token is required (Authorization: Bearer)")
-    if len(values) > 1:
-        raise InvalidRequestError("more than one Authorization header")
-    match = _BEARER.fullmatch(values[0])
-    if match is None:
-        scheme = values[0].split(" ", 1)[0]
-        if scheme.lower() == "bearer":
-            raise MalformedBearerError("malformed Bearer credentials (RFC 6750 §2.1)")
-        raise MissingTokenError("the Authorization header must use the Bearer scheme (RFC 6750 §2.1)")
-    return match.group(1)
 
 
 def client_certificate_der(request: web.Request) -> bytes | None:
@@ -70,14 +34,6 @@ def client_certificate_der(request: web.Request) -> bytes | None:
         return None
     der = ssl_object.getpeercert(binary_form=True)
     return der or None
-
-
-def _challenge(exc: OAuthError) -> web.Response:
-    body = json.dumps({"error": exc.error, "error_description": exc.description}).encode()
-    headers = {"Content-Type": "application/json", "Cache-Control": "no-store", **exc.headers}
-    if isinstance(exc, InvalidRequestError):
-        headers["WWW-Authenticate"] = 'Bearer error="invalid_request"'
-    return web.Response(status=exc.status, body=body, headers=headers)
 
 
 def bearer_auth_middleware(
@@ -91,11 +47,12 @@ def bearer_auth_middleware(
         if request.path in exempt_paths:
             return await handler(request)
         try:
-            token = bearer_token(request.headers)
+            token = bearer_token(request.headers.getall(hdrs.AUTHORIZATION, []))
             request[VERIFIED_TOKEN] = await verifier.verify(token, client_certificate_der(request))
         except (InvalidTokenError, InvalidRequestError) as exc:
             log.info("%s %s: %s (%s)", request.method, request.path, exc.error, exc.description)
-            return _challenge(exc)
+            status, headers, body = challenge(exc)
+            return web.Response(status=status, body=body, headers=headers)
         return await handler(request)
 
     return middleware

@@ -12,7 +12,7 @@ from verify_helpers import Signer, claims_for
 
 from broker.errors import InvalidTokenError
 from broker.verify import VERIFIED_TOKEN, AccessTokenVerifier, VerifiedToken, bearer_auth_middleware
-from broker.verify.middleware import bearer_token
+from broker.verify.bearer import bearer_token
 
 ClientFactory = Callable[[web.Application], Awaitable[TestClient[Any, Any]]]
 
@@ -90,7 +90,7 @@ async def test_two_authorization_headers_are_invalid_request(aiohttp_client: Cli
     response = await client.get("/whoami", headers=headers)
     assert response.status == 400
     assert (await response.json())["error"] == "invalid_request"
-    assert response.headers["WWW-Authenticate"] == 'Bearer error="invalid_request"'
+    assert response.headers["WWW-Authenticate"] == 'Bearer realm="spiffe-broker", error="invalid_request"'
 
 
 async def test_valid_token_without_tls_client_certificate_is_invalid_token(
@@ -127,7 +127,4 @@ async def test_exempt_paths_need_no_token(aiohttp_client: ClientFactory) -> None
 
 
 def test_bearer_token_accepts_b64token_characters() -> None:
-    from multidict import CIMultiDict, CIMultiDictProxy
-
-    headers = CIMultiDictProxy(CIMultiDict({"Authorization": "Bearer a-b_c.d~e+f/g=="}))
-    assert bearer_token(headers) == "a-b_c.d~e+f/g=="
+    assert bearer_token(["Bearer a-b_c.d~e+f/g=="]) == "a-b_c.d~e+f/g=="
