@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from broker.errors import BrokerError
-from broker.sidecar.client import SidecarError, SidecarToken
+from broker.sidecar.client import SidecarError, SidecarToken, parse_token_response
 
 __all__ = [
     "AppResponse",
@@ -30,8 +30,6 @@ __all__ = [
     "token_binding",
     "token_query",
 ]
-
-_MAX_RESPONSE = 1 << 20
 
 
 class BindingMismatchError(BrokerError):
@@ -56,29 +54,6 @@ class AppResponse:
 def token_query(audience: str, scope: str | None) -> str:
     """The ``/v1/token`` path and query (RFC 3986 percent-encoding)."""
     return "/v1/token?" + urlencode({"audience": audience, **({"scope": scope} if scope else {})})
-
-
-def parse_token_response(status: int, raw: bytes) -> SidecarToken:
-    """The sidecar's JSON answer as a :class:`SidecarToken`, or :class:`SidecarError` with its error code."""
-    try:
-        body = json.loads(raw) if len(raw) <= _MAX_RESPONSE else None
-    except ValueError:
-        body = None
-    if not isinstance(body, dict):
-        raise SidecarError("bad_response", f"the sidecar answered HTTP {status} without JSON", status=status)
-    token = body.get("access_token")
-    if status != 200 or not isinstance(token, str) or not token:
-        error, description = str(body.get("error", "error")), str(body.get("error_description", ""))
-        raise SidecarError(error, description or f"HTTP {status}", status=status)
-    expires_in = body.get("expires_in", 0)
-    scope, issued = body.get("scope"), body.get("issued_token_type")
-    return SidecarToken(
-        access_token=token,
-        token_type=str(body.get("token_type", "Bearer")),
-        expires_in=expires_in if isinstance(expires_in, int) else 0,
-        issued_token_type=issued if isinstance(issued, str) else None,
-        scope=scope if isinstance(scope, str) else None,
-    )
 
 
 def token_binding(access_token: str) -> str | None:

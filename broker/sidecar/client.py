@@ -17,10 +17,11 @@ import aiohttp
 
 from broker.errors import BrokerError
 
-__all__ = ["SidecarError", "SidecarToken", "fetch_token", "looks_like_http2"]
+__all__ = ["SidecarError", "SidecarToken", "fetch_token", "looks_like_http2", "parse_token_response"]
 
 _SETTINGS_FRAME = 0x4
 _PROBE_TIMEOUT = 2.0
+_MAX_RESPONSE = 1 << 20
 _PROBE = b"GET /healthz HTTP/1.1\r\nHost: sidecar\r\nConnection: close\r\n\r\n"
 
 
@@ -66,21 +67,29 @@ async def fetch_token(
             f"cannot reach the sidecar at {socket_path}: {reason}; is it running on that socket?",
             status=0,
         ) from None
+    return parse_token_response(status, raw)
+
+
+def parse_token_response(status: int, raw: bytes) -> SidecarToken:
+    """The sidecar's JSON answer as a :class:`SidecarToken`, or :class:`SidecarError` with its error code."""
     try:
-        body = json.loads(raw)
+        body = json.loads(raw) if len(raw) <= _MAX_RESPONSE else None
     except ValueError:
         body = None
     if not isinstance(body, dict):
         raise SidecarError("bad_response", f"the sidecar answered HTTP {status} without JSON", status=status)
-    if status != 200 or not isinstance(body.get("access_token"), str):
+    token = body.get("access_token")
+    if status != 200 or not isinstance(token, str) or not token:
         error, description = str(body.get("error", "error")), str(body.get("error_description", ""))
         raise SidecarError(error, description or f"HTTP {status}", status=status)
+    expires_in = body.get("expires_in", 0)
+    scope, issued = body.get("scope"), body.get("issued_token_type")
     return SidecarToken(
-        access_token=body["access_token"],
+        access_token=token,
         token_type=str(body.get("token_type", "Bearer")),
-        expires_in=int(body.get("expires_in", 0)),
-        issued_token_type=body.get("issued_token_type"),
-        scope=body.get("scope"),
+        expires_in=expires_in if isinstance(expires_in, int) else 0,
+        issued_token_type=issued if isinstance(issued, str) else None,
+        scope=scope if isinstance(scope, str) else None,
     )
 
 
