@@ -20,7 +20,9 @@ from token_service_thread import CLIENT_ID, ISSUER, ServiceThread, client_tls, s
 __all__ = ["client_tls", "token_service"]  # fixtures used by name
 
 CANARY = "CANARY-fz-91d2"
-FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(
+    max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 
 def _assert_no_canary(service: ServiceThread, canary: str) -> None:
