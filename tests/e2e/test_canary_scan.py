@@ -277,11 +277,15 @@ def test_the_scanner_finds_each_kind_of_planted_leak() -> None:
     assert scan("INFO broker: all good, 1 rule, kid abc", secrets, keys) == []
 
 
-def test_the_run_is_not_vacuous(harvest: tuple[Harvest, str, list[str]]) -> None:
+def test_the_run_is_not_vacuous(harvest: tuple[Harvest, str, list[str]], dev: DevProcess) -> None:
     result, log, keys = harvest
     assert len(result.secrets) == 4 and all(v.count(".") == 2 for v in result.secrets.values())
     assert len(result.error_bodies()) >= 25, result.responses
     assert " DEBUG " in log and keys, "the dev process logs at DEBUG and wrote private keys"
+    token_bodies = [body.decode() for what, _, body in result.responses if what in ("sidecar token", "token exchange")]
+    assert all(scan(body, result.secrets, keys) for body in token_bodies), "the scanner sees this run's real tokens"
+    key_file = next(dev.state_dir.rglob("ca.key"))
+    assert scan(key_file.read_text(), {}, keys), f"the scanner sees the private key in {key_file}"
     assert "policy reloaded" in log and "policy not reloaded" in log, "the log covers the broken and the good files"
 
 
