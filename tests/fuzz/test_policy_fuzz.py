@@ -55,6 +55,22 @@ def test_edited_valid_policy_is_a_policy_or_a_config_error(position: int, insert
     _outcome(GOOD[:position] + insert + GOOD[position:])
 
 
+@settings(max_examples=300, deadline=None, database=None)
+@given(
+    field=st.sampled_from(["spiffe_id", "trust_domain", "path_prefix", "audiences", "scopes", "max_token_lifetime"]),
+    tag=st.sampled_from(["", "!!timestamp ", "!!binary ", "!!int ", "!!float ", "!!bool ", "!!set ", "!!str "]),
+    value=st.one_of(st.sampled_from(PIECES), st.text(max_size=20)),
+)
+def test_every_rule_field_with_any_tag_and_value_is_a_policy_or_a_config_error(
+    field: str, tag: str, value: str
+) -> None:
+    """Found by this test: ``!!timestamp nope`` raised AttributeError inside PyYAML's constructor."""
+    rule = {"spiffe_id": "spiffe://example.org/web", "audiences": "[a]", field: f"{tag}{value}"}
+    if field in ("trust_domain", "path_prefix"):
+        rule.pop("spiffe_id")
+    _outcome("rules:\n  - " + "\n    ".join(f"{k}: {v}" for k, v in rule.items()) + "\n")
+
+
 @pytest.mark.parametrize(
     "text",
     [

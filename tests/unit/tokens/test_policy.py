@@ -224,3 +224,48 @@ def test_file_policy_store_refuses_broken_file_at_start(tmp_path: Path) -> None:
 def test_in_memory_policy_store_returns_its_policy() -> None:
     policy = Policy(rules=())
     assert InMemoryPolicyStore(policy).current() is policy
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("rules: " + "[" * 100_000, "nested deeper than 16"),
+        ("rules:\n" + "".join("  " * i + "- \n" for i in range(40)), "nested deeper than 16"),
+        ("x: &r [spiffe://example.org/web]\nrules: [{spiffe_id: a, audiences: *r}]", "aliases are not supported"),
+    ],
+    ids=["flow-nesting", "block-nesting", "alias"],
+)
+def test_parse_is_bounded_in_depth_and_refuses_aliases(text: str, message: str) -> None:
+    """Before: deep nesting raised RecursionError (PyYAML's composer recurses per level), uncaught."""
+    with pytest.raises(ConfigError, match=message):
+        parse_policy(text, source="p.yaml")
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["9" * 5000, "2001-13-45", "!!binary AAAA", "!!timestamp nope"],
+    ids=["huge-int", "bad-date", "binary", "tag"],
+)
+def test_scalar_that_cannot_be_constructed_is_a_config_error(value: str) -> None:
+    text = f"rules:\n  - spiffe_id: spiffe://example.org/web\n    audiences: [a]\n    max_token_lifetime: {value}\n"
+    with pytest.raises(ConfigError, match="max_token_lifetime"):
+        parse_policy(text, source="p.yaml")
+
+
+def test_file_policy_store_refresh_survives_any_error_from_the_loader(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text(POLICY)
+    store = FilePolicyStore(path)
+    good = store.current()
+
+    def explode(path: Path) -> Policy:
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr("broker.tokens.policy.load_policy", explode)
+    path.write_text("rules: []\n")
+    with caplog.at_level(logging.ERROR):
+        assert store.refresh() is False
+    assert store.current() is good
+    assert store.last_error is not None and "RecursionError" in store.last_error.description
