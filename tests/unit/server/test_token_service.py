@@ -220,3 +220,18 @@ async def test_start_failure_releases_everything(source: InMemorySvidSource, bro
             listen_host="127.0.0.1", listen_port=broker.service.port, issuer=ISSUER,
         )  # fmt: skip
     assert len(source._subscribers) == subscribers
+
+
+async def test_probes_and_metadata_stay_out_of_the_info_access_log(
+    broker: Broker, ca: DevCA, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: every sidecar's metadata probe (every 5 s) and every kubelet probe was an INFO access line."""
+    public = client_context(None, ca)
+    with caplog.at_level(logging.DEBUG, logger="aiohttp.access"):
+        await request(public, "GET", broker.url + "/.well-known/oauth-authorization-server")
+        await request(public, "GET", broker.url + "/healthz")
+        await request(public, "GET", broker.url + "/readyz")
+        await token_status(broker, ca, API)
+    lines = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "aiohttp.access"]
+    assert [message.split()[2] for level, message in lines if level == logging.INFO] == ["/token"]
+    assert len([1 for level, _ in lines if level == logging.DEBUG]) == 3
