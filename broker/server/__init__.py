@@ -10,7 +10,10 @@
 Threats considered (STRIDE, short): *spoofing* a client: mTLS X.509-SVID checked against its own trust
 domain's bundle, JWT-SVIDs only with the matching certificate; *tampering*: tokens signed ES256, bound to the
 client certificate (``cnf``); *repudiation*: one log line per issued token (``jti``, SPIFFE ID, audience);
-*information disclosure*: no token, JWT-SVID or key in logs, errors or reprs, access log without query strings;
-*denial of service*: bounded body and field count, policy checks before signature checks; *elevation*: default
-deny policy, one target per token, scopes a subset of the rule's.
+*information disclosure*: no token, JWT-SVID or key in logs, errors or reprs; the access log names routes, not
+request bytes; a malformed request's bytes are never echoed or logged (:mod:`broker.web`); *denial of service*:
+bounded body and field count, no request decompression, a deadline on each request's headers and body and on the
+TLS handshake (:mod:`broker.web`), the policy file parsed with bounded size and depth in a background thread,
+never on a request, policy checks before signature checks; *elevation*: default deny policy, one target per
+token, scopes a subset of the rule's.
 """
