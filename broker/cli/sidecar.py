@@ -1,65 +1,167 @@
-"""``spiffe-broker sidecar``: serve the workload's access tokens to its apps on a Unix socket.
+"""``spiffe-broker sidecar``: serve the workload's access tokens to its apps on a Unix socket, and/or keep them in
+token files.
 
 Identity comes from the Workload API (``--workload-api`` or ``SPIFFE_ENDPOINT_SOCKET``). The socket is created
-with mode 0600 by default: whoever can connect to it gets the workload's tokens. Stops on SIGINT/SIGTERM.
+with mode 0600 by default: whoever can connect to it gets the workload's tokens. ``--token-file`` keeps a token in
+a file (see :mod:`broker.sidecar.token_files`); ``--once`` writes the token files and exits (0 when all are
+written, 1 with a one-line reason if they cannot be within ``--once-timeout``), for init containers and Jobs.
+SIGINT/SIGTERM stop the sidecar at once in every phase: waiting for the Workload API, for the first SVID, or for
+the token service.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
+from collections.abc import Awaitable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
-from broker.config import BrokerSettings, load_settings
+from broker.config import BrokerSettings, SidecarSettings, load_settings
 from broker.errors import BrokerError, ConfigError
 from broker.identity.errors import SvidUnavailableError
+from broker.identity.source import current_x5t
 from broker.identity.workload_source import WorkloadApiSvidSource, workload_api_address
+from broker.sidecar.cache import TokenCache
+from broker.sidecar.exchanger import TokenServiceClient
 from broker.sidecar.service import start_sidecar, token_service_matcher
 from broker.sidecar.sockets import parse_socket_mode
+from broker.sidecar.token_files import TokenFile, TokenFileKeeper
 
-__all__ = ["sidecar"]
+__all__ = ["parse_token_file_flag", "sidecar"]
 
 log = logging.getLogger(__name__)
 
 READY_TIMEOUT = 30.0
+_T = TypeVar("_T")
+_TOKEN_FILE_KEYS = frozenset({"path", "audience", "scope", "mode", "uid", "gid"})
+
+
+class _Stopped(Exception):
+    """SIGINT or SIGTERM arrived while waiting."""
+
+
+async def _until_stopped(stop: asyncio.Event, awaitable: Awaitable[_T]) -> _T:
+    """Await ``awaitable`` unless ``stop`` is set first (then cancel it and raise :class:`_Stopped`)."""
+    task, stopper = asyncio.ensure_future(awaitable), asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopper.cancel()
+    if not task.done():
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        raise _Stopped
+    return task.result()
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[asyncio.Event]:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        yield stop
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def _token_files(settings: SidecarSettings) -> list[TokenFile]:
+    return [TokenFile(f.path, f.audience, f.scope, f.mode, f.uid, f.gid) for f in settings.token_files]
 
 
 async def _run(settings: BrokerSettings, token_service: str, token_service_id: str | None, api: str | None) -> None:
-    configured = api or (str(settings.workload_api.socket) if settings.workload_api.socket else None)
-    source = WorkloadApiSvidSource(address=workload_api_address(configured))
-    try:
-        await source.start()  # serve at once: /readyz says 503 until an SVID arrives
-        sidecar = await start_sidecar(
-            source=source,
-            token_service_url=token_service,
-            token_service_id=token_service_matcher(token_service_id, source),
-            socket_path=settings.sidecar.socket,
-            socket_mode=settings.sidecar.socket_mode,
-            http_port=settings.sidecar.http_port,
-        )
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+    with _stop_on_signals() as stop:  # first: a signal during any later phase stops at once
+        configured = api or (str(settings.workload_api.socket) if settings.workload_api.socket else None)
+        source = WorkloadApiSvidSource(address=workload_api_address(configured))
         try:
+            await source.start()
+            if settings.sidecar.once:
+                await _once(settings.sidecar, source, token_service, token_service_id, stop)
+            else:
+                await _serve(settings.sidecar, source, token_service, token_service_id, stop)
+        finally:
+            await source.aclose()
+
+
+async def _serve(
+    settings: SidecarSettings, source: WorkloadApiSvidSource, issuer: str, server_id: str | None, stop: asyncio.Event
+) -> None:
+    sidecar = await start_sidecar(  # serve at once: /readyz says 503 until an SVID arrives
+        source=source,
+        token_service_url=issuer,
+        token_service_id=token_service_matcher(server_id, source),
+        socket_path=settings.socket,
+        socket_mode=settings.socket_mode,
+        http_port=settings.http_port,
+        probe_interval=settings.probe_interval,
+    )
+    files = _token_files(settings)
+    keeper = asyncio.create_task(TokenFileKeeper(sidecar.cache, source, files).run()) if files else None
+    try:
+        with contextlib.suppress(_Stopped):
             try:
-                await source.wait_ready(READY_TIMEOUT)
+                await _until_stopped(stop, source.wait_ready(READY_TIMEOUT))
             except SvidUnavailableError as exc:
                 log.warning("%s; serving anyway, not ready until an SVID arrives", exc.description)
             await stop.wait()
-            log.info("stopping sidecar")
-        finally:
-            await sidecar.aclose()
+        log.info("stopping sidecar")
     finally:
-        await source.aclose()
+        if keeper is not None:
+            keeper.cancel()
+            await asyncio.gather(keeper, return_exceptions=True)
+        await sidecar.aclose()
 
 
-def _overrides(socket: Path | None, socket_mode: str | None, http_port: int | None) -> dict[str, Any]:
-    section: dict[str, Any] = {}
+async def _once(
+    settings: SidecarSettings, source: WorkloadApiSvidSource, issuer: str, server_id: str | None, stop: asyncio.Event
+) -> None:
+    """Write every token file, then return; bounded by ``once_timeout``; a signal interrupts it."""
+    limit = settings.once_timeout
+    client = TokenServiceClient(source=source, issuer=issuer, server_id=token_service_matcher(server_id, source))
+    cache = TokenCache(exchanger=client, source=source)
+    keeper = TokenFileKeeper(cache, source, _token_files(settings))
+    try:
+        async with asyncio.timeout(limit):
+            await _until_stopped(stop, source.wait_ready(limit))
+            await _until_stopped(stop, keeper.write_once())
+    except (TimeoutError, SvidUnavailableError):
+        waiting = (
+            "the token service" if current_x5t(source) else f"an X.509-SVID from the Workload API at {source.address}"
+        )
+        reasons = "; ".join(keeper.problems()) or f"still waiting for {waiting}"
+        raise BrokerError(f"token files not written within {limit:g}s: {reasons}") from None
+    except _Stopped:
+        raise BrokerError("interrupted before the token files were written") from None
+    finally:
+        await cache.aclose()
+        await client.aclose()
+    log.info("wrote %d token file(s)", len(settings.token_files))
+
+
+def parse_token_file_flag(value: str) -> dict[str, str]:
+    """``path=P,audience=A[,scope=S][,mode=0640][,uid=N][,gid=N]`` (``--token-file``) as settings values."""
+    fields: dict[str, str] = {}
+    for part in value.split(","):
+        name, sep, text = part.partition("=")
+        name = name.strip()
+        if not sep or name not in _TOKEN_FILE_KEYS or name in fields:
+            raise ConfigError(
+                f"--token-file {value!r}: expected path=P,audience=A[,scope=S][,mode=0640][,uid=N][,gid=N] "
+                "(each key once; use the config file for an audience or scope containing ',')"
+            )
+        fields[name] = text
+    return fields
+
+
+def _overrides(socket: Path | None, socket_mode: str | None, http_port: int | None, **more: Any) -> dict[str, Any]:
+    section: dict[str, Any] = {k: v for k, v in more.items() if v is not None}
     if socket is not None:
         section["socket"] = socket
     if socket_mode is not None:
@@ -79,6 +181,15 @@ def _overrides(socket: Path | None, socket_mode: str | None, http_port: int | No
     "--token-service-id", help="the token service's SPIFFE ID  [default: spiffe://<own trust domain>/spiffe-broker]"
 )
 @click.option("--workload-api", help="Workload API address  [default: $SPIFFE_ENDPOINT_SOCKET]")
+@click.option(
+    "--token-file",
+    "token_files",
+    multiple=True,
+    help="keep a token in a file: path=P,audience=A[,scope=S][,mode=0640][,uid=N][,gid=N] (repeatable)",
+)
+@click.option("--once", is_flag=True, default=None, help="write the token files, then exit (init containers, Jobs)")
+@click.option("--once-timeout", type=click.FloatRange(min=0, min_open=True), help="give up --once after SECONDS [60]")
+@click.option("--probe-interval", type=click.FloatRange(min=0, min_open=True), help="probe an idle token service [30]")
 def sidecar(
     config_file: Path | None,
     socket: Path | None,
@@ -87,15 +198,28 @@ def sidecar(
     token_service: str | None,
     token_service_id: str | None,
     workload_api: str | None,
+    token_files: tuple[str, ...],
+    once: bool | None,
+    once_timeout: float | None,
+    probe_interval: float | None,
 ) -> None:
     """Serve GET /v1/token?audience=A[&scope=S] to this workload's apps, from a cache kept fresh."""
     try:
-        settings = load_settings(config_file, _overrides(socket, socket_mode, http_port))
-        if settings.sidecar.socket is None and settings.sidecar.http_port is None:
-            raise ConfigError("pass --socket (and/or --http-port)")
+        files = [parse_token_file_flag(value) for value in token_files] or None
+        more = {"token_files": files, "once": once, "once_timeout": once_timeout, "probe_interval": probe_interval}
+        settings = load_settings(config_file, _overrides(socket, socket_mode, http_port, **more))
+        _check(settings.sidecar)
         issuer = token_service or settings.server.issuer
         if not issuer:
             raise ConfigError("pass --token-service https://host:port (the token service's issuer URL)")
         asyncio.run(_run(settings, issuer, token_service_id, workload_api))
     except BrokerError as exc:
         raise click.ClickException(exc.description or exc.error) from None
+
+
+def _check(settings: SidecarSettings) -> None:
+    if settings.once:
+        if not settings.token_files:
+            raise ConfigError("--once needs at least one --token-file (or [[sidecar.token_files]] in the config)")
+    elif settings.socket is None and settings.http_port is None:
+        raise ConfigError("pass --socket (and/or --http-port)")

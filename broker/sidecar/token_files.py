@@ -1,0 +1,183 @@
+"""Token files: configured access tokens kept in files, for SDKs and tools that read a token from a file.
+
+As Vault Agent's file sinks and spiffe-helper do, each configured (audience, scope) is kept in its own file:
+
+* **Atomic**: the token goes to a temporary file in the target's directory, which gets its mode (and owner, if
+  configured) and is fsync'd, then renamed over the target (``rename(2)`` is atomic within one file system), and
+  the directory is fsync'd. A reader sees the previous token or the new one, never a partial file.
+* **Renewed ahead of expiry**: at the cache's refresh point (:meth:`TokenCache.renew`); while the token service
+  is away the current file stays until a refresh succeeds. Rewritten when the X.509-SVID rotates: the tokens are
+  bound to it (RFC 8705 §3), and the cache drops the old ones.
+* **Content**: the access token alone, no trailing newline (like Kubernetes projected service account tokens).
+* Failures are logged once per change of state per file, never per retry, and never with the token.
+
+``--once`` (:meth:`TokenFileKeeper.write_once`) writes every file and returns, for init containers and Jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from broker.errors import BrokerError
+from broker.identity.source import SvidSource
+from broker.sidecar.cache import CachedToken, CacheKey, TokenCache
+from broker.sidecar.errors import TokenServiceRefusedError
+
+__all__ = ["TokenFile", "TokenFileError", "TokenFileKeeper", "write_atomically"]
+
+log = logging.getLogger(__name__)
+
+
+class TokenFileError(BrokerError):
+    """The token files could not be written (in time); the description says why."""
+
+    error = "token_file_error"
+
+
+@dataclass(frozen=True, slots=True)
+class TokenFile:
+    """One token kept in ``path``: for ``audience`` (and ``scope``), with ``mode`` and optional ``uid``/``gid``."""
+
+    path: Path
+    audience: str
+    scope: str | None = None
+    mode: int = 0o600
+    uid: int | None = None
+    gid: int | None = None
+
+    @property
+    def key(self) -> CacheKey:
+        """The cache key, with the scope normalised as ``/v1/token`` does (RFC 6749 §3.3: order is irrelevant)."""
+        scope = " ".join(sorted(set(self.scope.split()))) if self.scope else None
+        return self.audience, scope
+
+
+def write_atomically(path: Path, data: bytes, *, mode: int, uid: int | None = None, gid: int | None = None) -> None:
+    """Replace ``path`` with ``data`` atomically (temp file, chmod/chown, fsync, rename, fsync of the directory)."""
+    directory = path.parent
+    fd, temporary = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        try:
+            os.fchmod(fd, mode)
+            if uid is not None or gid is not None:
+                os.fchown(fd, -1 if uid is None else uid, -1 if gid is None else gid)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+    directory_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(directory_fd)
+    finally:
+        os.close(directory_fd)
+
+
+class TokenFileKeeper:
+    """Keeps every :class:`TokenFile` written and fresh from a :class:`TokenCache`; see the module docstring."""
+
+    def __init__(
+        self,
+        cache: TokenCache,
+        source: SvidSource,
+        files: Iterable[TokenFile],
+        *,
+        backoff_base: float = 1.0,
+        backoff_max: float = 30.0,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self._cache, self._source, self._files = cache, source, tuple(files)
+        self._backoff, self._rng = (backoff_base, backoff_max), rng
+        self._written: dict[Path, CachedToken] = {}
+        self._problems: dict[Path, str] = {}
+        self._refusals: dict[Path, str] = {}
+        self._failures: dict[Path, int] = {}
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Check every file now (the SVID changed, or a test moved the clock)."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Keep the files fresh until cancelled."""
+        unsubscribe = self._source.subscribe(self.wake)
+        try:
+            while True:
+                self._wake.clear()
+                delay = await self._pass()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), delay)
+        finally:
+            unsubscribe()
+
+    async def write_once(self) -> None:
+        """Write every file once, retrying with backoff; a refusal by the token service fails at once.
+
+        Unbounded by itself: the caller bounds it (``--once`` has a timeout) and may cancel it.
+        """
+        while True:
+            delay = await self._pass()
+            if len(self._written) == len(self._files):
+                return
+            if self._refusals:
+                path, problem = next(iter(self._refusals.items()))
+                raise TokenFileError(f"{path}: {problem}")
+            await asyncio.sleep(delay)
+
+    def problems(self) -> list[str]:
+        """Why files are not (freshly) written, one line each; empty when all are."""
+        return [f"{path}: {problem}" for path, problem in self._problems.items()]
+
+    async def _pass(self) -> float:
+        """Renew and write every file; the seconds until the next pass is due."""
+        delays = [await self._keep(file) for file in self._files]
+        return max(min(delays, default=self._backoff[1]), 0.0)
+
+    async def _keep(self, file: TokenFile) -> float:
+        try:
+            entry = await self._cache.renew(file.key)
+            if self._written.get(file.path) is not entry:
+                await asyncio.to_thread(
+                    write_atomically, file.path, entry.access_token.encode(), mode=file.mode, uid=file.uid, gid=file.gid
+                )
+                self._written[file.path] = entry
+                log.debug("wrote the token for %s to %s", file.audience, file.path)
+        except TokenServiceRefusedError as exc:
+            self._refusals[file.path] = f"refused by the token service: {exc.error}: {exc.description}"
+            return self._failed(file, self._refusals[file.path])
+        except BrokerError as exc:
+            return self._failed(file, exc.description or exc.error)
+        except OSError as exc:
+            return self._failed(file, f"cannot write it: {exc.strerror or type(exc).__name__}")
+        self._refusals.pop(file.path, None)
+        if self._problems.pop(file.path, None) is not None:
+            log.info("token file %s is written again", file.path)
+        self._failures.pop(file.path, None)
+        wait = entry.refresh_at - self._cache.now()
+        return wait if wait > 0 else self._delay(file)  # refresh failed, current token still valid: retry later
+
+    def _failed(self, file: TokenFile, problem: str) -> float:
+        if self._problems.get(file.path) != problem:
+            log.warning("token file %s: %s", file.path, problem)
+        self._problems[file.path] = problem
+        return self._delay(file)
+
+    def _delay(self, file: TokenFile) -> float:
+        count = self._failures.get(file.path, 0)
+        self._failures[file.path] = count + 1
+        ceiling = min(self._backoff[1], self._backoff[0] * 2.0 ** min(count, 32))
+        return ceiling * (0.5 + self._rng() / 2)
