@@ -21,8 +21,9 @@ from typing import Any, TypeVar
 
 import click
 
+from broker.cli.main import cli_errors
 from broker.config import BrokerSettings, SidecarSettings, load_settings
-from broker.errors import BrokerError, ConfigError
+from broker.errors import ConfigError
 from broker.identity.errors import SvidUnavailableError
 from broker.identity.source import current_x5t
 from broker.identity.workload_source import WorkloadApiSvidSource, workload_api_address
@@ -30,7 +31,7 @@ from broker.sidecar.cache import TokenCache
 from broker.sidecar.exchanger import TokenServiceClient
 from broker.sidecar.service import start_sidecar, token_service_matcher
 from broker.sidecar.sockets import parse_socket_mode
-from broker.sidecar.token_files import TokenFile, TokenFileKeeper
+from broker.sidecar.token_files import TokenFile, TokenFileError, TokenFileKeeper
 
 __all__ = ["parse_token_file_flag", "sidecar"]
 
@@ -48,13 +49,16 @@ class _Stopped(Exception):
 async def _until_stopped(stop: asyncio.Event, awaitable: Awaitable[_T]) -> _T:
     """Await ``awaitable`` unless ``stop`` is set first (then cancel it and raise :class:`_Stopped`)."""
     task, stopper = asyncio.ensure_future(awaitable), asyncio.ensure_future(stop.wait())
+    stopped = False
     try:
         await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
+    finally:  # also when the caller is cancelled (a timeout): never leave the task behind
         stopper.cancel()
-    if not task.done():
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        if not task.done():
+            stopped = True
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    if stopped:
         raise _Stopped
     return task.result()
 
@@ -136,9 +140,9 @@ async def _once(
             "the token service" if current_x5t(source) else f"an X.509-SVID from the Workload API at {source.address}"
         )
         reasons = "; ".join(keeper.problems()) or f"still waiting for {waiting}"
-        raise BrokerError(f"token files not written within {limit:g}s: {reasons}") from None
+        raise TokenFileError(f"token files not written within {limit:g}s: {reasons}") from None
     except _Stopped:
-        raise BrokerError("interrupted before the token files were written") from None
+        raise TokenFileError("interrupted before the token files were written") from None
     finally:
         await cache.aclose()
         await client.aclose()
@@ -190,6 +194,7 @@ def _overrides(socket: Path | None, socket_mode: str | None, http_port: int | No
 @click.option("--once", is_flag=True, default=None, help="write the token files, then exit (init containers, Jobs)")
 @click.option("--once-timeout", type=click.FloatRange(min=0, min_open=True), help="give up --once after SECONDS [60]")
 @click.option("--probe-interval", type=click.FloatRange(min=0, min_open=True), help="probe an idle token service [30]")
+@cli_errors()
 def sidecar(
     config_file: Path | None,
     socket: Path | None,
@@ -204,17 +209,14 @@ def sidecar(
     probe_interval: float | None,
 ) -> None:
     """Serve GET /v1/token?audience=A[&scope=S] to this workload's apps, from a cache kept fresh."""
-    try:
-        files = [parse_token_file_flag(value) for value in token_files] or None
-        more = {"token_files": files, "once": once, "once_timeout": once_timeout, "probe_interval": probe_interval}
-        settings = load_settings(config_file, _overrides(socket, socket_mode, http_port, **more))
-        _check(settings.sidecar)
-        issuer = token_service or settings.server.issuer
-        if not issuer:
-            raise ConfigError("pass --token-service https://host:port (the token service's issuer URL)")
-        asyncio.run(_run(settings, issuer, token_service_id, workload_api))
-    except BrokerError as exc:
-        raise click.ClickException(exc.description or exc.error) from None
+    files = [parse_token_file_flag(value) for value in token_files] or None
+    more = {"token_files": files, "once": once, "once_timeout": once_timeout, "probe_interval": probe_interval}
+    settings = load_settings(config_file, _overrides(socket, socket_mode, http_port, **more))
+    _check(settings.sidecar)
+    issuer = token_service or settings.server.issuer
+    if not issuer:
+        raise ConfigError("pass --token-service https://host:port (the token service's issuer URL)")
+    asyncio.run(_run(settings, issuer, token_service_id, workload_api))
 
 
 def _check(settings: SidecarSettings) -> None:
