@@ -159,7 +159,11 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def status(request: web.Request) -> web.Response:
-    """``GET /v1/status``: what an operator needs to see; no token, no key."""
+    """``GET /v1/status``: what an operator needs to see; no token, no key; local clients only, as /v1/token."""
+    try:
+        check_local_client(request)
+    except AccessDeniedError as exc:
+        return render_error(exc)
     app = request.app
     try:
         svid = app[SOURCE].x509_svid()

@@ -217,13 +217,14 @@ async def test_loopback_port_refuses_requests_a_web_page_could_make(
     start: Starter, workload_source: InMemorySvidSource, headers: dict[str, str]
 ) -> None:
     sidecar = await start(workload_source, token_service=FakeTokenService(workload_source), http_port=0)
-    async with (
-        aiohttp.ClientSession() as session,
-        session.get(f"http://127.0.0.1:{sidecar.http_port}/v1/token", params={"audience": API}, headers=headers) as r,
-    ):
-        body = await r.json()
-        assert (r.status, body["error"]) == (403, "access_denied")
-        assert "access_token" not in body
+    for path in ("/v1/token", "/v1/status"):
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{sidecar.http_port}{path}", params={"audience": API}, headers=headers) as r,
+        ):
+            body = await r.json()
+            assert (r.status, body["error"]) == (403, "access_denied")
+            assert "access_token" not in body
 
 
 async def test_unix_socket_accepts_any_host_header(start: Starter, workload_source: InMemorySvidSource) -> None:
