@@ -29,10 +29,16 @@ _TRUST_DOMAIN = re.compile(r"[a-z0-9._-]+")
 _SEGMENT = re.compile(r"[a-zA-Z0-9._-]+")
 
 
+def _utf8_length(value: str) -> int:
+    """Length in UTF-8 bytes. A lone surrogate (``"\\ud800"`` from JSON or YAML) counts as its three bytes instead
+    of raising ``UnicodeEncodeError``: no rule allows it, so the character checks then refuse it."""
+    return len(value.encode("utf-8", "surrogatepass"))
+
+
 def _check_trust_domain_name(name: str) -> None:
     if not name:
         raise InvalidSpiffeIdError("trust domain is missing")
-    if len(name.encode()) > MAX_TRUST_DOMAIN_BYTES:
+    if _utf8_length(name) > MAX_TRUST_DOMAIN_BYTES:
         raise InvalidSpiffeIdError(f"trust domain is longer than {MAX_TRUST_DOMAIN_BYTES} bytes")
     if not _TRUST_DOMAIN.fullmatch(name):
         raise InvalidSpiffeIdError(
@@ -62,7 +68,7 @@ def _check_path(path: str) -> None:
 def _split_id(value: str) -> tuple[str, str]:
     if not value:
         raise InvalidSpiffeIdError("SPIFFE ID is empty")
-    if len(value.encode()) > MAX_SPIFFE_ID_BYTES:
+    if _utf8_length(value) > MAX_SPIFFE_ID_BYTES:
         raise InvalidSpiffeIdError(f"SPIFFE ID is longer than {MAX_SPIFFE_ID_BYTES} bytes")
     if not value.startswith(SCHEME_PREFIX):
         raise InvalidSpiffeIdError("scheme is missing or invalid (must be lowercase 'spiffe://')")
@@ -109,7 +115,7 @@ class SpiffeId:
 
     def __post_init__(self) -> None:
         _check_path(self.path)
-        if len(str(self).encode()) > MAX_SPIFFE_ID_BYTES:
+        if _utf8_length(str(self)) > MAX_SPIFFE_ID_BYTES:
             raise InvalidSpiffeIdError(f"SPIFFE ID is longer than {MAX_SPIFFE_ID_BYTES} bytes")
 
     @classmethod

@@ -2,7 +2,9 @@
 
 ``yaml.compose`` keeps each node's start mark, which ``yaml.safe_load`` throws away; reading the nodes here
 lets an error point at the line of the offending value (or of the unknown key). Duplicate mapping keys, which
-PyYAML silently collapses to the last one, are rejected.
+PyYAML silently collapses to the last one, are rejected. The text is composed by :mod:`broker._yaml`, which bounds
+size and depth and refuses aliases; every failure of the parse, or of reading one scalar's value, is a
+:class:`WorkloadsFileError`.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from dataclasses import dataclass
 
 import yaml
 
+from broker import _yaml
 from broker.registration.errors import WorkloadsFileError
 
 __all__ = ["Field", "compose_file"]
@@ -26,21 +29,31 @@ _INT32_MAX = 2**31 - 1
 def compose_file(text: str, source: str) -> Field:
     """Compose one YAML document into a root :class:`Field`; syntax errors name the line."""
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else 1
-        raise WorkloadsFileError(f"{source}:{line}: invalid YAML: {exc.problem or exc.context}") from None
-    except yaml.YAMLError as exc:
-        raise WorkloadsFileError(f"{source}: invalid YAML: {exc}") from None
+        node = _yaml.compose(text)
+    except _yaml.YamlError as exc:
+        where = f"{source}:{exc.line}" if exc.line is not None else source
+        raise WorkloadsFileError(f"{where}: invalid YAML: {exc.problem}") from None
     if node is None:
         raise WorkloadsFileError(f"{source}:1: the file is empty")
     return Field(node=node, where="", source=source)
 
 
-def _construct(node: yaml.Node) -> object:
-    """The Python value PyYAML's safe loader gives a resolved scalar (YAML 1.1 ints and booleans)."""
-    return yaml.constructor.SafeConstructor().construct_object(node)
+def _construct(node: yaml.ScalarNode) -> object:
+    """The Python value PyYAML's safe loader gives a resolved scalar (YAML 1.1 ints and booleans); ``None`` when
+    the text does not construct (``!!int abc``, ``!!bool abc``, an integer of more than 4300 digits)."""
+    try:
+        return _yaml.construct_scalar(node)
+    except _yaml.YamlError:
+        return None
+
+
+def _is_unicode(value: str) -> bool:
+    """True unless ``value`` holds a lone surrogate, which no UTF-8 consumer (protobuf, SPIRE) can carry."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,15 +104,17 @@ class Field:
         for index, node in enumerate(self.node.value):
             yield self._child(node, f"[{index}]")
 
-    def _scalar(self, tag: str, kind: str) -> str:
+    def _scalar(self, tag: str, kind: str) -> yaml.ScalarNode:
         if not isinstance(self.node, yaml.ScalarNode) or self.node.tag != tag:
             raise self.error(f"expected {kind}")
-        return str(self.node.value)
+        return self.node
 
     def string(self, *, allow_empty: bool = False) -> str:
-        value = self._scalar(_STR, "a string")
+        value = str(self._scalar(_STR, "a string").value)
         if not value and not allow_empty:
             raise self.error("must not be empty")
+        if not _is_unicode(value):
+            raise self.error("is not valid Unicode (a lone surrogate, from a \\uD800-\\uDFFF escape)")
         return value
 
     def strings(self) -> list[str]:
@@ -107,23 +122,23 @@ class Field:
 
     def positive_int(self) -> int:
         """A positive integer that fits SPIRE's int32 TTL fields."""
-        self._scalar(_INT, "an integer")
-        value = _construct(self.node)
+        value = _construct(self._scalar(_INT, "an integer"))
         if not isinstance(value, int) or not 0 < value <= _INT32_MAX:
             raise self.error(f"must be a positive integer no larger than {_INT32_MAX}")
         return value
 
     def ttl(self) -> int:
         """A SPIRE entry TTL in seconds (int32); 0 means the server's default TTL for that SVID type."""
-        self._scalar(_INT, "an integer")
-        value = _construct(self.node)
+        value = _construct(self._scalar(_INT, "an integer"))
         if not isinstance(value, int) or not 0 <= value <= _INT32_MAX:
             raise self.error(f"must be 0 (the server's default) or a positive integer no larger than {_INT32_MAX}")
         return value
 
     def boolean(self) -> bool:
-        self._scalar(_BOOL, "true or false")
-        return _construct(self.node) is True
+        value = _construct(self._scalar(_BOOL, "true or false"))
+        if not isinstance(value, bool):
+            raise self.error("expected true or false")
+        return value
 
     def is_null(self) -> bool:
         return isinstance(self.node, yaml.ScalarNode) and self.node.tag == _NULL

@@ -36,6 +36,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from broker import _yaml
 from broker.identity.errors import InvalidSpiffeIdError
 from broker.identity.spiffeid import SpiffeId, TrustDomain
 from broker.registration._yamlnodes import Field, compose_file
@@ -69,14 +70,28 @@ def load_workloads(path: str | Path) -> WorkloadsFile:
     """Read ``path`` and return the validated workloads; raise :class:`WorkloadsFileError`."""
     source = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with Path(path).open("rb") as handle:
+            data = handle.read(_yaml.MAX_CHARS + 1)
+        text = data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise WorkloadsFileError(f"{source}: cannot read: {exc}") from None
+    if len(data) > _yaml.MAX_CHARS:
+        raise WorkloadsFileError(f"{source}: cannot read: larger than {_yaml.MAX_CHARS} bytes")
     return parse_workloads(text, source=source)
 
 
 def parse_workloads(text: str, *, source: str = "workloads.yaml") -> WorkloadsFile:
-    """Parse the text of a ``workloads.yaml``; ``source`` names it in errors."""
+    """Parse the text of a ``workloads.yaml``; ``source`` names it in errors. Every failure is a
+    :class:`WorkloadsFileError`."""
+    try:
+        return _parse_workloads(text, source)
+    except WorkloadsFileError:
+        raise
+    except Exception as exc:  # defence in depth: the reads below are bounded, but no foreign error may escape
+        raise WorkloadsFileError(f"{source}: workloads file could not be parsed ({type(exc).__name__})") from None
+
+
+def _parse_workloads(text: str, source: str) -> WorkloadsFile:
     top = compose_file(text, source).mapping(required=_TOP_REQUIRED, optional=_TOP_OPTIONAL)
     trust_domain = _trust_domain(top["trust_domain"])
     defaults = _read_defaults(top["defaults"]) if "defaults" in top else {}

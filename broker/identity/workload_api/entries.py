@@ -29,10 +29,11 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, TypeGuard, runtime_checkable
 
 import yaml
 
+from broker import _yaml
 from broker.errors import ConfigError
 from broker.identity.devca import write_private_file
 from broker.identity.errors import InvalidSpiffeIdError
@@ -60,6 +61,17 @@ _DNS_NAME = re.compile(
 MAX_HINT_BYTES = 1024  # SPIFFE Workload API §5.3: hints over 1024 bytes SHOULD NOT be supported
 _ENTRY_KEYS = frozenset({"spiffe_id", "selectors", "x509_svid_ttl", "jwt_svid_ttl", "dns_names", "hint"})
 _MAX_ID = 2**32 - 1
+MAX_SVID_TTL = 2**31 - 1  # seconds: SPIRE's entry TTL fields are int32
+MAX_ENTRIES_FILE_BYTES = 1024 * 1024
+
+
+def _is_unicode(value: str) -> bool:
+    """False for a string holding a lone surrogate (a ``"\\ud800"`` YAML escape): it has no UTF-8 form."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class RegistrationEntryError(ConfigError):
@@ -105,8 +117,10 @@ class RegistrationEntry:
             raise RegistrationEntryError(f"{self.spiffe_id}: an entry needs at least one selector")
         for name in ("x509_svid_ttl", "jwt_svid_ttl"):
             ttl = getattr(self, name)
-            if ttl is not None and not ttl > 0:
-                raise RegistrationEntryError(f"{self.spiffe_id}: {name} must be a positive number of seconds")
+            if ttl is not None and not 0 < ttl <= MAX_SVID_TTL:  # NaN and infinity fail too
+                raise RegistrationEntryError(f"{self.spiffe_id}: {name} must be 0 < seconds <= {MAX_SVID_TTL}")
+        if not _is_unicode(self.hint):
+            raise RegistrationEntryError(f"{self.spiffe_id}: hint is not valid Unicode (a lone surrogate)")
         if len(self.hint.encode()) > MAX_HINT_BYTES:
             raise RegistrationEntryError(f"{self.spiffe_id}: hint is longer than {MAX_HINT_BYTES} bytes")
         for dns_name in self.dns_names:
@@ -208,7 +222,7 @@ class FileEntryStore:
         signature = self._stat()
         try:
             try:
-                data = self.path.read_bytes() if signature is not None else b""
+                data = _read_bounded(self.path) if signature is not None else b""
             except OSError as exc:
                 raise RegistrationEntryError(f"{self.path}: cannot read: {exc.strerror}") from None
             entries = parse_entries(data, source=str(self.path))
@@ -223,12 +237,38 @@ class FileEntryStore:
         self._entries = entries
 
 
+def _read_bounded(path: Path) -> bytes:
+    with path.open("rb") as handle:
+        data = handle.read(MAX_ENTRIES_FILE_BYTES + 1)
+    if len(data) > MAX_ENTRIES_FILE_BYTES:
+        raise RegistrationEntryError(f"{path}: the entries file is larger than {MAX_ENTRIES_FILE_BYTES} bytes")
+    return data
+
+
 def parse_entries(data: bytes | str, *, source: str = "entries") -> tuple[RegistrationEntry, ...]:
-    """Parse an entries YAML document (``entries: [...]``); unknown keys are errors."""
+    """Parse an entries YAML document (``entries: [...]``); unknown or repeated keys are errors.
+
+    Every failure is a :class:`RegistrationEntryError`: the text is read by :mod:`broker._yaml` (size and depth
+    bounded, no aliases, no duplicate keys, explicit tags that do not construct refused).
+    """
     try:
-        document = yaml.safe_load(data)
-    except yaml.YAMLError as exc:
-        raise RegistrationEntryError(f"{source}: not valid YAML: {exc}") from None
+        return _parse_entries(data, source)
+    except RegistrationEntryError:
+        raise
+    except Exception as exc:  # defence in depth: nothing but our own error may reach the Workload API
+        raise RegistrationEntryError(f"{source}: entries file could not be parsed ({type(exc).__name__})") from None
+
+
+def _parse_entries(data: bytes | str, source: str) -> tuple[RegistrationEntry, ...]:
+    try:
+        text = data.decode("utf-8") if isinstance(data, bytes) else data
+    except UnicodeDecodeError:
+        raise RegistrationEntryError(f"{source}: not UTF-8") from None
+    try:
+        document = _yaml.load(text, max_chars=MAX_ENTRIES_FILE_BYTES)
+    except _yaml.YamlError as exc:
+        where = f"{source}:{exc.line}" if exc.line is not None else source
+        raise RegistrationEntryError(f"{where}: not valid YAML: {exc.problem}") from None
     if document is None:
         return ()
     if not isinstance(document, Mapping) or set(document) - {"entries"}:
@@ -246,6 +286,10 @@ def parse_entries(data: bytes | str, *, source: str = "entries") -> tuple[Regist
     return entries
 
 
+def _strings(value: object) -> TypeGuard[list[str]]:
+    return isinstance(value, list) and all(isinstance(item, str) and _is_unicode(item) for item in value)
+
+
 def _parse_entry(item: object, where: str) -> RegistrationEntry:
     if not isinstance(item, Mapping):
         raise RegistrationEntryError(f"{where}: an entry must be a mapping")
@@ -258,9 +302,9 @@ def _parse_entry(item: object, where: str) -> RegistrationEntry:
     x509_ttl = item.get("x509_svid_ttl")
     if not isinstance(spiffe_id, str):
         raise RegistrationEntryError(f"{where}: 'spiffe_id' must be a string")
-    if not isinstance(selectors, list) or not all(isinstance(s, str) for s in selectors):
+    if not _strings(selectors):
         raise RegistrationEntryError(f"{where}: 'selectors' must be a list of strings")
-    if not isinstance(dns_names, list) or not all(isinstance(d, str) for d in dns_names):
+    if not _strings(dns_names):
         raise RegistrationEntryError(f"{where}: 'dns_names' must be a list of strings")
     if not isinstance(hint, str):
         raise RegistrationEntryError(f"{where}: 'hint' must be a string")
@@ -278,8 +322,9 @@ def _parse_entry(item: object, where: str) -> RegistrationEntry:
 
 
 def _ttl(value: object, name: str, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise RegistrationEntryError(f"{where}: '{name}' must be a positive number of seconds")
+    """A positive, finite number of seconds no larger than SPIRE's int32 TTL fields (as ``workloads.yaml``)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= MAX_SVID_TTL:
+        raise RegistrationEntryError(f"{where}: '{name}' must be a positive number of seconds up to {MAX_SVID_TTL}")
     return float(value)
 
 
