@@ -151,11 +151,7 @@ class TokenFileKeeper:
         try:
             entry = await self._cache.renew(file.key)
             if self._written.get(file.path) is not entry:
-                await asyncio.to_thread(
-                    write_atomically, file.path, entry.access_token.encode(), mode=file.mode, uid=file.uid, gid=file.gid
-                )
-                self._written[file.path] = entry
-                log.debug("wrote the token for %s to %s", file.audience, file.path)
+                await self._write(file, entry)
         except TokenServiceRefusedError as exc:
             self._refusals[file.path] = f"refused by the token service: {exc.error}: {exc.description}"
             return self._failed(file, self._refusals[file.path])
@@ -169,6 +165,13 @@ class TokenFileKeeper:
         self._failures.pop(file.path, None)
         wait = entry.refresh_at - self._cache.now()
         return wait if wait > 0 else self._delay(file)  # refresh failed, current token still valid: retry later
+
+    async def _write(self, file: TokenFile, entry: CachedToken) -> None:
+        data = entry.access_token.encode()
+        await asyncio.to_thread(write_atomically, file.path, data, mode=file.mode, uid=file.uid, gid=file.gid)
+        level = logging.DEBUG if file.path in self._written else logging.INFO  # the first write, then renewals
+        self._written[file.path] = entry
+        log.log(level, "wrote the token for %s to %s", file.audience, file.path)
 
     def _failed(self, file: TokenFile, problem: str) -> float:
         if self._problems.get(file.path) != problem:
