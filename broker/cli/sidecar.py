@@ -3,8 +3,9 @@ token files.
 
 Identity comes from the Workload API (``--workload-api`` or ``SPIFFE_ENDPOINT_SOCKET``). The socket is created
 with mode 0600 by default: whoever can connect to it gets the workload's tokens. ``--token-file`` keeps a token in
-a file (see :mod:`broker.sidecar.token_files`); ``--once`` writes the token files and exits (0 when all are
-written, 1 with a one-line reason if they cannot be within ``--once-timeout``), for init containers and Jobs.
+a file (see :mod:`broker.sidecar.token_files`); with token files and neither ``--socket`` nor ``--http-port`` it
+only keeps the files. ``--once`` writes the token files and exits (0 when all are written, 1 with a one-line
+reason if they cannot be within ``--once-timeout``), for init containers and Jobs.
 SIGINT/SIGTERM stop the sidecar at once in every phase: waiting for the Workload API, for the first SVID, or for
 the token service.
 """
@@ -86,10 +87,13 @@ async def _run(settings: BrokerSettings, token_service: str, token_service_id: s
         source = WorkloadApiSvidSource(address=workload_api_address(configured))
         try:
             await source.start()
-            if settings.sidecar.once:
-                await _once(settings.sidecar, source, token_service, token_service_id, stop)
+            sidecar = settings.sidecar
+            if sidecar.once:
+                await _once(sidecar, source, token_service, token_service_id, stop)
+            elif sidecar.socket is None and sidecar.http_port is None:
+                await _keep_files(sidecar, source, token_service, token_service_id, stop)
             else:
-                await _serve(settings.sidecar, source, token_service, token_service_id, stop)
+                await _serve(sidecar, source, token_service, token_service_id, stop)
         finally:
             await source.aclose()
 
@@ -123,14 +127,39 @@ async def _serve(
         await sidecar.aclose()
 
 
+def _files_only(
+    settings: SidecarSettings, source: WorkloadApiSvidSource, issuer: str, server_id: str | None
+) -> tuple[TokenServiceClient, TokenCache, TokenFileKeeper]:
+    """The token service client, a cache and the keeper, without the HTTP API (``--once`` and files only)."""
+    client = TokenServiceClient(source=source, issuer=issuer, server_id=token_service_matcher(server_id, source))
+    cache = TokenCache(exchanger=client, source=source)
+    return client, cache, TokenFileKeeper(cache, source, _token_files(settings))
+
+
+async def _keep_files(
+    settings: SidecarSettings, source: WorkloadApiSvidSource, issuer: str, server_id: str | None, stop: asyncio.Event
+) -> None:
+    """No socket, no port: only keep the token files fresh, until a signal."""
+    client, cache, keeper = _files_only(settings, source, issuer, server_id)
+    keeping = asyncio.create_task(keeper.run())
+    log.info("keeping %d token file(s) (token service %s)", len(settings.token_files), issuer)
+    try:
+        await _until_stopped(stop, keeping)
+    except _Stopped:
+        log.info("stopping sidecar")
+    finally:
+        keeping.cancel()
+        await asyncio.gather(keeping, return_exceptions=True)
+        await cache.aclose()
+        await client.aclose()
+
+
 async def _once(
     settings: SidecarSettings, source: WorkloadApiSvidSource, issuer: str, server_id: str | None, stop: asyncio.Event
 ) -> None:
     """Write every token file, then return; bounded by ``once_timeout``; a signal interrupts it."""
     limit = settings.once_timeout
-    client = TokenServiceClient(source=source, issuer=issuer, server_id=token_service_matcher(server_id, source))
-    cache = TokenCache(exchanger=client, source=source)
-    keeper = TokenFileKeeper(cache, source, _token_files(settings))
+    client, cache, keeper = _files_only(settings, source, issuer, server_id)
     try:
         async with asyncio.timeout(limit):
             await _until_stopped(stop, source.wait_ready(limit))
@@ -223,5 +252,5 @@ def _check(settings: SidecarSettings) -> None:
     if settings.once:
         if not settings.token_files:
             raise ConfigError("--once needs at least one --token-file (or [[sidecar.token_files]] in the config)")
-    elif settings.socket is None and settings.http_port is None:
-        raise ConfigError("pass --socket (and/or --http-port)")
+    elif settings.socket is None and settings.http_port is None and not settings.token_files:
+        raise ConfigError("pass --socket (and/or --http-port, or --token-file to keep tokens in files only)")

@@ -207,3 +207,17 @@ def test_once_with_an_unreachable_token_service_gives_up_after_its_timeout(backd
     assert last.startswith("Error: token_file_error: token files not written within 1.5s: ")
     assert "token service unreachable" in last
     assert "Traceback" not in stderr
+
+
+def test_token_files_only_are_kept_until_sigterm(backdrop: Backdrop, workdir: Path) -> None:
+    sidecar = Sidecar("--token-file", f"path={workdir / 't'},audience={API}",
+                      "--token-service", backdrop.token_service.issuer,
+                      "--workload-api", backdrop.wlapi.address)  # fmt: skip
+    try:
+        sidecar.wait_for_line("wrote the token for")
+        returncode, elapsed, stderr = sidecar.signal_and_time(signal.SIGTERM)
+    finally:
+        sidecar.kill()
+    assert (returncode, elapsed < STOP_WITHIN) == (0, True), stderr
+    assert parse_compact((workdir / "t").read_text()).payload["aud"] == API
+    assert not list(workdir.glob("*.sock"))
