@@ -104,6 +104,10 @@ def _run(thread: ServiceThread, policy: Path, ready: threading.Event) -> None:
     thread.loop.run_forever()
     assert thread.service is not None
     thread.loop.run_until_complete(thread.service.aclose())
+    leftover = asyncio.all_tasks(thread.loop)  # e.g. a connection still in aiohttp's lingering read
+    for task in leftover:
+        task.cancel()
+    thread.loop.run_until_complete(asyncio.gather(*leftover, return_exceptions=True))
     thread.loop.close()
 
 
