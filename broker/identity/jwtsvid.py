@@ -23,7 +23,10 @@ The token is parsed here, before any cryptography, and checked in this order:
    than ``leeway`` in the future: RFC 7519 §4.1.6 does not require this, but a token "issued" in the future
    means a wrong issuer clock or a forged lifetime, and py-spiffe's acceptance of it is a known laxity.
 
-Numbers must be finite (``NaN``/``Infinity`` literals are refused). ECDSA signatures are malleable: ``(r, s)``
+Numbers must be finite (``NaN``/``Infinity`` literals are refused), and a NumericDate lies between the epoch and
+the end of year 9999 (the last second a ``datetime`` holds), so no later arithmetic on it can overflow.
+:func:`read_jwt_svid` runs steps 1-3 and the claim shapes of step 6 without key, signature or clock: only for a
+JWT-SVID this process just received from its own Workload API. ECDSA signatures are malleable: ``(r, s)``
 and ``(r, n - s)`` both verify (SPIRE does not normalise ``s``), so a replay cache must key on the claims
 (``jti``, or ``sub``/``aud``/``iat``/``exp``), not on the token's bytes. No error message contains the token.
 """
@@ -78,11 +81,13 @@ __all__ = [
     "UnknownKeyIdError",
     "UnsupportedAlgorithmError",
     "WeakKeyError",
+    "read_jwt_svid",
     "validate_jwt_svid",
     "verify_jws_signature",
 ]
 
 MAX_TOKEN_LENGTH = 16384
+MAX_NUMERIC_DATE = 253402300799  # 9999-12-31T23:59:59Z
 
 
 class MalformedTokenError(JwtSvidError):
@@ -308,9 +313,12 @@ def _numeric_date(claims: Mapping[str, Any], name: str) -> float | None:
     if name not in claims:
         return None
     try:
-        return finite_number(claims[name])
+        value = finite_number(claims[name])
     except ValueError as exc:
         raise InvalidTimeClaimError(f"{name} is {exc}") from None
+    if not 0 <= value <= MAX_NUMERIC_DATE:
+        raise InvalidTimeClaimError(f"{name} is out of range (before 1970 or after 9999)")
+    return value
 
 
 def _check_times(claims: Mapping[str, Any], now: float, leeway: float) -> int:
@@ -327,6 +335,25 @@ def _check_times(claims: Mapping[str, Any], now: float, leeway: float) -> int:
     if iat is not None and iat > now + leeway:
         raise TokenIssuedInFutureError("token iat is in the future")
     return int(exp)
+
+
+def read_jwt_svid(token: str, *, audience: str) -> JwtSvid:
+    """Read a JWT-SVID *without verifying it*: steps 1-3, then ``aud`` and the NumericDates' shapes (no clock).
+
+    Only for bookkeeping on a token this process just received from its own Workload API (which SPIFFE ID, which
+    audiences, when it expires); never to accept a token from a peer. Raises a :class:`JwtSvidError` subclass.
+    """
+    header_b64, payload_b64, _ = _split(token)
+    _check_header(_decode_object(header_b64, "header"))
+    claims = _decode_object(payload_b64, "claims")
+    spiffe_id = _subject(claims)
+    audiences = _audiences(claims, audience)
+    exp = _numeric_date(claims, "exp")
+    if exp is None:
+        raise MissingExpiryError("token has no exp claim")
+    _numeric_date(claims, "nbf")
+    _numeric_date(claims, "iat")
+    return JwtSvid(spiffe_id, audiences, int(exp), token, claims)
 
 
 def validate_jwt_svid(

@@ -6,16 +6,13 @@ JWKS keyed by trust domain ID (``spiffe://td``), parsed here so the ``use`` memb
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
-
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from broker.identity.bundle import JwtBundle, X509Bundle, split_der_sequence
-from broker.identity.errors import IdentityError
+from broker.identity.errors import IdentityError, JwtSvidError
+from broker.identity.jwtsvid import read_jwt_svid
 from broker.identity.spiffeid import SpiffeId, TrustDomain
 from broker.identity.svid import JwtSvid, X509Svid
 from broker.identity.workload_pb import workload_pb2
@@ -70,20 +67,13 @@ def jwt_bundles_from_response(response: workload_pb2.JWTBundlesResponse) -> dict
 
 
 def jwt_svid_from_token(token: str, audience: str) -> JwtSvid:
-    """Read ``sub``, ``aud`` and ``exp`` of a JWT-SVID without verifying it: it came from the local Workload API."""
-    parts = token.split(".")
+    """Read ``sub``, ``aud`` and ``exp`` of a JWT-SVID without verifying it: it came from the local Workload API.
+
+    The same strict parser as validation (:func:`broker.identity.jwtsvid.read_jwt_svid`: compact JWS, strict JSON
+    of bounded depth, a SPIFFE ID ``sub``, finite NumericDates in range), so a malformed token is an
+    :class:`IdentityError` and never a ``RecursionError``, ``OverflowError`` or ``UnicodeEncodeError``.
+    """
     try:
-        if len(parts) != 3:
-            raise ValueError("not a compact JWS")
-        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-    except (ValueError, binascii.Error):
-        raise IdentityError("the Workload API returned a JWT-SVID that is not a readable JWT") from None
-    if not isinstance(claims, dict):
-        raise IdentityError("the Workload API returned a JWT-SVID whose payload is not an object")
-    aud, exp = claims.get("aud"), claims.get("exp")
-    audiences = (
-        (aud,) if isinstance(aud, str) else tuple(a for a in aud if isinstance(a, str)) if isinstance(aud, list) else ()
-    )
-    if audience not in audiences or not isinstance(exp, int) or isinstance(exp, bool):
-        raise IdentityError(f"the Workload API returned a JWT-SVID without audience {audience!r} or exp")
-    return JwtSvid(SpiffeId.parse(str(claims.get("sub"))), audiences, exp, token, claims)
+        return read_jwt_svid(token, audience=audience)
+    except JwtSvidError as exc:
+        raise IdentityError(f"the Workload API returned an unusable JWT-SVID: {exc.description}") from None

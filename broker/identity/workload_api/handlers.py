@@ -2,6 +2,12 @@
 
 * Every call must carry the metadata ``workload.spiffe.io: true``, else ``InvalidArgument`` (SPIFFE Workload
   Endpoint §3, §6), checked before anything else.
+* A request message that cannot be read is answered as grpc-go (and so SPIRE's agent) answers it, per gRPC's
+  ``doc/statuscodes.md`` ("Error parsing request proto": ``INTERNAL``; "Compression mechanism used by client not
+  supported by the server": ``UNIMPLEMENTED``): a message that is not the method's protobuf, a string field that
+  is not UTF-8, a length prefix longer than the data, or a partial prefix is ``INTERNAL``; a compressed message
+  (Compressed-Flag 1, gRPC PROTOCOL-HTTP2.md) is ``UNIMPLEMENTED``, as no decompressor is installed. These are
+  logged at DEBUG without a traceback: a caller's bad bytes are not a server error.
 * Malformed requests are ``InvalidArgument``: ``FetchJWTSVID``/``ValidateJWTSVID`` without an audience ("audience
   must be specified"), ``ValidateJWTSVID`` without a token or with a token that does not validate, an unparsable
   requested SPIFFE ID (SPIFFE Workload API §4.5).
@@ -17,9 +23,11 @@
 from __future__ import annotations
 
 import logging
+import struct
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
+from google.protobuf.message import DecodeError
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 from grpclib.server import Stream
@@ -154,10 +162,22 @@ async def _receive(stream: Stream[_Request, Any]) -> _Request:
     values = stream.metadata.getall(key, []) if stream.metadata is not None else []
     if values != [value]:
         raise GRPCError(Status.INVALID_ARGUMENT, "security header missing from request")
-    request = await stream.recv_message()
+    request = await _recv_message(stream)
     if request is None:
         raise GRPCError(Status.INVALID_ARGUMENT, "request message missing")
     return request
+
+
+async def _recv_message(stream: Stream[_Request, Any]) -> _Request | None:
+    """``stream.recv_message()`` with grpclib's decode failures turned into gRPC statuses (see the docstring)."""
+    try:
+        return await stream.recv_message()
+    except NotImplementedError:  # grpclib: "Compression not implemented" (the compressed flag is set)
+        log.debug("refused a compressed request message")
+        raise GRPCError(Status.UNIMPLEMENTED, "grpc: compressed messages are not supported") from None
+    except (DecodeError, AssertionError, struct.error, ValueError) as exc:  # not protobuf, not UTF-8, truncated
+        log.debug("refused a malformed request message (%s)", type(exc).__name__)
+        raise GRPCError(Status.INTERNAL, "grpc: error unmarshalling request") from None
 
 
 def _attest(stream: Stream[Any, Any]) -> PeerCredentials:
