@@ -226,6 +226,30 @@ def test_malformed_request_gets_a_proper_grpc_answer(
     assert_still_serving(socket_path)
 
 
+INTERNAL, UNIMPLEMENTED = 13, 12
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        pytest.param(b"\x00\x00", INTERNAL, id="partial-prefix"),
+        pytest.param(grpc_frame(b"\xff\xff\xff"), INTERNAL, id="corrupt-protobuf"),
+        pytest.param(grpc_frame(b"\x12\x02\xff\xfe"), INTERNAL, id="non-utf8-string-field"),
+        pytest.param(grpc_frame(b"abc", length=100), INTERNAL, id="length-prefix-too-long"),
+        pytest.param(grpc_frame(b"\x12\x01x", compressed=True), UNIMPLEMENTED, id="compressed-flag"),
+    ],
+)
+def test_unreadable_request_message_gets_grpc_gos_status_without_a_traceback(
+    socket_path: str, tracebacks: ErrorTracebacks, caplog: pytest.LogCaptureFixture, body: bytes, status: int
+) -> None:
+    """gRPC statuscodes.md: "Error parsing request proto" is INTERNAL; an unsupported compression UNIMPLEMENTED."""
+    with caplog.at_level(logging.DEBUG, logger="broker.identity.workload_api"):
+        outcome = exchange(socket_path, request_headers("FetchJWTSVID"), body)
+    assert outcome.grpc_status == status, outcome
+    assert tracebacks.take() == []
+    assert not [r for r in caplog.records if r.exc_info]
+
+
 @pytest.mark.parametrize(
     "data",
     [b"", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", PREFACE[:10], PREFACE, PREFACE + b"\xff" * 64, b"\x00" * 4096],

@@ -39,6 +39,7 @@ from broker.identity.jwtsvid import (
     UnknownKeyIdError,
     UnsupportedAlgorithmError,
     WeakKeyError,
+    read_jwt_svid,
     validate_jwt_svid,
 )
 from broker.identity.spiffeid import SpiffeId, TrustDomain
@@ -307,6 +308,10 @@ REFUSED = [
     pytest.param(tok(sub=SUB + "\n"), InvalidSubjectError, id="sub-trailing-newline"),
     pytest.param(tok(sub="spiffe://example.org"), InvalidSubjectError, id="sub-trust-domain-id"),
     pytest.param(tok(sub="web"), InvalidSubjectError, id="sub-not-a-spiffe-id"),
+    pytest.param(raw(_with_payload(json.dumps(claims(sub=DROP))[:-1] + ', "sub": "spiffe://example.org/\\ud800"}')),
+                 InvalidSubjectError, id="sub-lone-surrogate-escape"),
+    pytest.param(raw(_with_payload(json.dumps(claims(sub=DROP))[:-1] + ', "sub": "spiffe://\\udfff/a"}')),
+                 InvalidSubjectError, id="sub-lone-surrogate-in-trust-domain"),
     pytest.param(tok(sub="spiffe://unknown.test/ns/shop"), NoJwtBundleForTrustDomainError,
                  id="sub-of-other-trust-domain"),
     pytest.param(tok(header=hdr(kid="nope")), UnknownKeyIdError, id="unknown-kid"),
@@ -346,6 +351,9 @@ REFUSED = [
     pytest.param(tok(exp=10**400), InvalidTimeClaimError, id="exp-huge-integer"),
     pytest.param(raw(_with_payload(json.dumps(claims())[:-1] + ', "nbf": 1e400}')), InvalidTimeClaimError,
                  id="nbf-overflowing-float"),
+    pytest.param(tok(exp=253402300800), InvalidTimeClaimError, id="exp-after-year-9999"),
+    pytest.param(tok(exp=1.0e300), InvalidTimeClaimError, id="exp-finite-but-beyond-datetime"),
+    pytest.param(tok(iat=-1), InvalidTimeClaimError, id="iat-before-1970"),
     pytest.param(tok(nbf="soon"), InvalidTimeClaimError, id="nbf-string"),
     pytest.param(tok(iat=[1]), InvalidTimeClaimError, id="iat-array"),
     pytest.param(tok(exp=NOW - 31), TokenExpiredError, id="expired-beyond-leeway"),
@@ -365,6 +373,31 @@ def test_validate_refuses(jose_keys: Keys, case: Case, error: type[JwtSvidError]
         for secret in {token, token.split(".")[-1]} - {""}:
             assert secret not in str(info.value)
             assert secret not in repr(info.value)
+
+
+def test_read_jwt_svid_gives_subject_audiences_and_expiry_without_key_or_clock(jose_keys: Keys) -> None:
+    svid = read_jwt_svid(jose_keys.token(exp=NOW - 3600), audience=AUD)  # expired, no bundle: bookkeeping only
+    assert (str(svid.spiffe_id), svid.audience, svid.expiry) == (SUB, (AUD,), int(NOW - 3600))
+
+
+@pytest.mark.parametrize(
+    ("token", "error"),
+    [
+        pytest.param(lambda k: encode(hdr(), "[" * 5000 + "]" * 5000, k.private["ES256"]), MalformedTokenError,
+                     id="deeply-nested-claims"),
+        pytest.param(lambda k: k.token(exp=10**400), InvalidTimeClaimError, id="exp-huge-integer"),
+        pytest.param(lambda k: k.token(iat=10**400), InvalidTimeClaimError, id="iat-huge-integer"),
+        pytest.param(lambda k: encode(hdr(), json.dumps(claims(sub=DROP))[:-1] + ', "sub": "spiffe://a/\\ud800"}',
+                                      k.private["ES256"]), InvalidSubjectError, id="sub-lone-surrogate"),
+        pytest.param(lambda k: k.token(exp=DROP), MissingExpiryError, id="no-exp"),
+        pytest.param(lambda k: k.token(aud="other"), AudienceMismatchError, id="other-audience"),
+    ],
+)  # fmt: skip
+def test_read_jwt_svid_refuses_malformed_tokens_with_the_jwt_svid_error(
+    jose_keys: Keys, token: Callable[[Keys], str], error: type[JwtSvidError]
+) -> None:
+    with pytest.raises(error):
+        read_jwt_svid(token(jose_keys), audience=AUD)
 
 
 def test_zero_leeway_refuses_just_expired_token(jose_keys: Keys) -> None:

@@ -192,3 +192,19 @@ def test_invalid_spiffe_id_error_is_an_identity_error_with_reason() -> None:
     assert isinstance(info.value, BrokerError)
     assert info.value.reason == "invalid_spiffe_id"
     assert "trailing slash" in info.value.description
+
+
+@pytest.mark.parametrize(
+    ("parse", "value", "message"),
+    [
+        pytest.param(TrustDomain.parse, "\ud800", "trust domain characters", id="trust-domain"),
+        pytest.param(TrustDomain.parse, "spiffe://\udfff", "trust domain characters", id="trust-domain-id"),
+        pytest.param(SpiffeId.parse, "spiffe://\ud800/a", "trust domain characters", id="id-trust-domain"),
+        pytest.param(SpiffeId.parse, "spiffe://example.org/\ud800", "path segment characters", id="id-path"),
+        pytest.param(SpiffeId.parse, "\ud800spiffe://example.org/a", "scheme", id="id-before-scheme"),
+    ],
+)
+def test_lone_surrogate_is_an_invalid_id_not_a_unicode_error(parse: Any, value: str, message: str) -> None:
+    """A ``"\\ud800"`` escape in JSON or YAML gives a str that has no UTF-8 form: the rules refuse it."""
+    with pytest.raises(InvalidSpiffeIdError, match=message):
+        parse(value)

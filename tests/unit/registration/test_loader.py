@@ -315,3 +315,36 @@ def test_invalid_new_keys_are_reported_with_the_field(old: str, new: str, expect
     assert old in NEW_KEYS
     with pytest.raises(WorkloadsFileError, match=re.escape(expected)):
         parse_workloads(NEW_KEYS.replace(old, new))
+
+
+def _workload_field(field: str) -> str:
+    return GOOD.replace('    dns_names: [web.shop.svc, "*.web.example.org"]\n', f"    {field}\n")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param("[" * 5000 + "]" * 5000, "workloads.yaml:1: invalid YAML: nested deeper than 32", id="deep-flow"),
+        pytest.param("a: " + "{a: " * 3000 + "1" + "}" * 3000, "invalid YAML: nested deeper", id="deep-mapping"),
+        pytest.param("".join("  " * i + "-\n" for i in range(1200)), "invalid YAML: nested deeper", id="deep-block"),
+        pytest.param("a: &x 1\nb: *x\n", "workloads.yaml:2: invalid YAML: aliases are not supported", id="alias"),
+        pytest.param("a: " + "x" * (4 * 1024 * 1024), "invalid YAML: the document is longer", id="too-large"),
+        pytest.param(_workload_field("x509_svid_ttl: " + "9" * 5000), "x509_svid_ttl: must be 0", id="5000-digits"),
+        pytest.param(_workload_field("x509_svid_ttl: !!int ''"), "x509_svid_ttl: must be 0", id="empty-int-tag"),
+        pytest.param(_workload_field("x509_svid_ttl: !!int abc"), "x509_svid_ttl: must be 0", id="int-tag-on-text"),
+        pytest.param(_workload_field("jwt_svid_include_jti: !!bool abc"), "jwt_svid_include_jti: expected true",
+                     id="bool-tag-on-text"),
+        pytest.param(_workload_field('hint: "\\ud800"'), "hint: is not valid Unicode", id="lone-surrogate-hint"),
+        pytest.param('trust_domain: "\\ud800"\nworkloads: []\n', "trust_domain: is not valid Unicode",
+                     id="lone-surrogate-trust-domain"),
+    ],
+)  # fmt: skip
+def test_hostile_text_is_a_workloads_file_error(text: str, expected: str) -> None:
+    assert expected in _error(text)
+
+
+def test_file_larger_than_the_bound_is_refused_before_parsing(tmp_path: Path) -> None:
+    path = tmp_path / "w.yaml"
+    path.write_bytes(b"#" * (4 * 1024 * 1024 + 1))
+    with pytest.raises(WorkloadsFileError, match="larger than"):
+        load_workloads(path)

@@ -162,3 +162,73 @@ def test_upsert_replaces_in_place_and_writes_0600(tmp_path: Path) -> None:
     assert [e.x509_svid_ttl for e in store.entries()] == [5.0, None, None]
     assert store.entries()[2] == added
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def _entry_with(field: str) -> str:
+    return f"entries:\n  - spiffe_id: spiffe://example.org/a\n    selectors: [unix:uid:1]\n    {field}\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param("[" * 5000 + "]" * 5000, "e.yaml:1: not valid YAML: nested deeper than 32", id="deep-flow"),
+        pytest.param("a: " + "{a: " * 3000 + "1" + "}" * 3000, "nested deeper", id="deep-mapping"),
+        pytest.param("".join("  " * i + "-\n" for i in range(200)), "nested deeper", id="deep-block"),
+        pytest.param("entries: &e [*e]\n", "aliases are not supported", id="alias"),
+        pytest.param(_entry_with("jwt_svid_ttl: " + "9" * 5000), "e.yaml:4: not valid YAML: not a valid int",
+                     id="5000-digit-ttl"),
+        pytest.param(_entry_with("jwt_svid_ttl: " + "9" * 400), "'jwt_svid_ttl' must be a positive number of seconds",
+                     id="400-digit-ttl"),
+        pytest.param(_entry_with("x509_svid_ttl: .inf"), "'x509_svid_ttl' must be", id="infinite-ttl"),
+        pytest.param(_entry_with("jwt_svid_ttl: .nan"), "'jwt_svid_ttl' must be", id="nan-ttl"),
+        pytest.param(_entry_with("jwt_svid_ttl: 1.0e+300"), "up to 2147483647", id="1e300-ttl"),
+        pytest.param(_entry_with("jwt_svid_ttl: 2147483648"), "up to 2147483647", id="int32-overflow-ttl"),
+        pytest.param(_entry_with("jwt_svid_ttl: !!int ''"), "e.yaml:4: not valid YAML: not a valid int",
+                     id="empty-int-tag"),
+        pytest.param(_entry_with("jwt_svid_ttl: !!int abc"), "not a valid int: 'abc'", id="int-tag"),
+        pytest.param(_entry_with("jwt_svid_ttl: !!float abc"), "not a valid float: 'abc'", id="float-tag"),
+        pytest.param(_entry_with("jwt_svid_ttl: !!bool abc"), "not a valid bool: 'abc'", id="bool-tag"),
+        pytest.param(_entry_with("jwt_svid_ttl: !!timestamp abc"), "not a valid timestamp", id="timestamp-tag"),
+        pytest.param(_entry_with('hint: "\\ud800"'), "hint is not valid Unicode", id="lone-surrogate-hint"),
+        pytest.param(_entry_with('dns_names: ["\\ud800"]'), "'dns_names' must be a list of strings",
+                     id="lone-surrogate-dns-name"),
+        pytest.param(_entry_with("spiffe_id: spiffe://example.org/b"), "e.yaml:4: not valid YAML: duplicate key",
+                     id="duplicate-key"),
+    ],
+)  # fmt: skip
+def test_hostile_entries_text_is_a_registration_entry_error(text: str, expected: str) -> None:
+    with pytest.raises(RegistrationEntryError) as info:
+        parse_entries(text, source="e.yaml")
+    assert expected in info.value.description
+
+
+def test_ttl_at_the_int32_limit_is_accepted() -> None:
+    (entry,) = parse_entries(_entry_with("jwt_svid_ttl: 2147483647"))
+    assert entry.jwt_svid_ttl == 2147483647.0
+
+
+def test_entry_built_in_code_refuses_a_lone_surrogate_hint_and_an_infinite_ttl() -> None:
+    with pytest.raises(RegistrationEntryError, match="hint is not valid Unicode"):
+        RegistrationEntry.of("spiffe://td/a", ["unix:uid:1"], hint="\ud800")
+    with pytest.raises(RegistrationEntryError, match="jwt_svid_ttl"):
+        RegistrationEntry.of("spiffe://td/a", ["unix:uid:1"], jwt_svid_ttl=float("inf"))
+
+
+def test_file_store_serves_nothing_after_an_edit_into_deep_nesting(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "e.yaml"
+    write_private_file(path, EXAMPLE)
+    store = FileEntryStore(path)
+    assert len(store.entries()) == 2
+    write_private_file(path, b"[" * 5000 + b"]" * 5000)
+    with caplog.at_level(logging.ERROR):
+        assert store.entries() == ()  # fail closed, and no RecursionError into the Workload API
+    assert "nested deeper" in caplog.text
+
+
+def test_file_store_refuses_a_file_over_the_size_bound(tmp_path: Path) -> None:
+    path = tmp_path / "e.yaml"
+    path.write_bytes(b"#" * (1024 * 1024 + 1))
+    with pytest.raises(RegistrationEntryError, match="larger than"):
+        FileEntryStore(path)
