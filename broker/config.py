@@ -110,6 +110,17 @@ class SidecarSettings(_Section):
         """File modes are written in octal (``0600``) in files and the environment, as for chmod."""
         return int(value, 8) if isinstance(value, str) else value
 
+    @field_validator("socket", mode="before")
+    @classmethod
+    def _unix_url(cls, value: object) -> object:
+        """A path, or a ``unix:///absolute/path`` URL as SPIRE and SPIFFE tools write socket addresses."""
+        if isinstance(value, str) and value.startswith("unix:"):
+            match = UNIX_ADDRESS.fullmatch(value)
+            if match is None:
+                raise ValueError("must be a path or unix:///absolute/path")
+            return match[1]
+        return value
+
 
 class DemoApiSettings(_Section):
     host: str = "127.0.0.1"
@@ -160,7 +171,9 @@ def _read_toml(path: Path) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}; fix the file") from None
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}; check --config and its permissions") from None
+        raise ConfigError(
+            f"{path}: cannot read the config file: {exc.strerror}; check --config and its permissions"
+        ) from None
 
 
 def _env_name(loc: tuple[str | int, ...]) -> str:

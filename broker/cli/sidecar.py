@@ -193,7 +193,7 @@ def parse_token_file_flag(value: str) -> dict[str, str]:
     return fields
 
 
-def _overrides(socket: Path | None, socket_mode: str | None, http_port: int | None, **more: Any) -> dict[str, Any]:
+def _overrides(socket: str | None, socket_mode: str | None, http_port: int | None, **more: Any) -> dict[str, Any]:
     section: dict[str, Any] = {k: v for k, v in more.items() if v is not None}
     if socket is not None:
         section["socket"] = socket
@@ -206,7 +206,7 @@ def _overrides(socket: Path | None, socket_mode: str | None, http_port: int | No
 
 @click.command("sidecar")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), help="TOML config file")
-@click.option("--socket", type=click.Path(dir_okay=False, path_type=Path), help="Unix socket to serve apps on")
+@click.option("--socket", help="Unix socket to serve apps on (a path or unix:///path)")
 @click.option("--socket-mode", help="socket file mode, octal  [default: 0600]")
 @click.option("--http-port", type=click.IntRange(0, 65535), help="also serve on 127.0.0.1:PORT")
 @click.option("--token-service", help="the token service's issuer URL, https://host:port  [default: server.issuer]")
@@ -226,7 +226,7 @@ def _overrides(socket: Path | None, socket_mode: str | None, http_port: int | No
 @cli_errors()
 def sidecar(
     config_file: Path | None,
-    socket: Path | None,
+    socket: str | None,
     socket_mode: str | None,
     http_port: int | None,
     token_service: str | None,

@@ -89,3 +89,18 @@ def test_a_unix_socket_is_a_path_or_a_unix_url(value: str, path: str) -> None:
 def test_a_unix_url_without_an_absolute_path_is_refused(value: str) -> None:
     with pytest.raises(ConfigError, match="unix:///absolute/path"):
         unix_socket_path(value)
+
+
+@pytest.mark.parametrize(
+    ("written", "expected"),
+    [("/run/broker/token.sock", "/run/broker/token.sock"), ("unix:///run/broker/token.sock", "/run/broker/token.sock")],
+    ids=["path", "unix-url"],
+)
+def test_sidecar_socket_is_a_path_or_a_unix_url(written: str, expected: str) -> None:
+    settings = load_settings(None, {"sidecar": {"socket": written}})
+    assert settings.sidecar.socket == Path(expected)
+
+
+def test_sidecar_socket_url_that_is_not_unix_path_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="unix:///absolute/path"):
+        load_settings(None, {"sidecar": {"socket": "unix://relative"}})
