@@ -120,8 +120,8 @@ def _judge(case: Case, canary: str, status: int, head: bytes, body: bytes, tally
     has_token = b'"access_token"' in body
     if has_token:
         tally.access_tokens.add(json.loads(body)["access_token"].rsplit(".", 1)[1])
-    if case.expect == "refused" and (has_token or status < 400):
-        tally.token_for_invalid.append(f"{status} {labels}")
+    if case.expect == "refused" and (has_token or not 400 <= status < 500):
+        tally.token_for_invalid.append(f"{status} {labels}")  # a token, or any answer but a 4xx
     if case.expect == "token" and not (status == 200 and has_token):
         tally.valid_refused.append(f"{status} {labels} {body[:120]!r}")
 

@@ -159,7 +159,7 @@ def _i_method(rng: random.Random, req: Request, canary: str) -> None:
 
 
 def _i_path(rng: random.Random, req: Request, canary: str) -> None:
-    req.target = rng.choice(["/token/", "/Token", "/tokens", "/", "/token?x=1", f"/token?c={canary}", "/jwks.json"])
+    req.target = rng.choice(["/token/", "/Token", "/tokens", "/", "/token?x=1", f"/token?c={canary}", "/token/x"])
 
 
 def _i_media_type(rng: random.Random, req: Request, canary: str) -> None:
