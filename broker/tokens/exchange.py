@@ -59,6 +59,22 @@ GRANT_CLIENT_CREDENTIALS = "client_credentials"
 TOKEN_TYPE_JWT = "urn:ietf:params:oauth:token-type:jwt"  # noqa: S105 (a type URN, not a secret)
 TOKEN_TYPE_ACCESS_TOKEN = "urn:ietf:params:oauth:token-type:access_token"  # noqa: S105 (a type URN, not a secret)
 MULTI_VALUED = frozenset({"audience", "resource"})
+# Parameters of RFC 6749 §4.4 / RFC 8693 §2.1 (and client_id, RFC 8705 §2): the only names an error may quote.
+KNOWN_PARAMETERS = (
+    frozenset(
+        {
+            "grant_type",
+            "scope",
+            "client_id",
+            "subject_token",
+            "subject_token_type",
+            "actor_token",
+            "actor_token_type",
+            "requested_token_type",
+        }
+    )
+    | MULTI_VALUED
+)
 MAX_SUBJECT_TOKEN_CHARS = 16 * 1024
 _ABSOLUTE_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:[^#\s]+")  # RFC 8707 §2: absolute URI, no fragment
 
@@ -96,7 +112,9 @@ def single_values(form: Mapping[str, Sequence[str]]) -> tuple[dict[str, str], di
         if name in MULTI_VALUED:
             multi[name] = present
         elif len(values) > 1:
-            raise InvalidRequestError(f"parameter {name!r} is repeated")
+            # A name the client made up is never echoed: it could carry anything, a secret included.
+            shown = repr(name) if name in KNOWN_PARAMETERS else "(unknown)"
+            raise InvalidRequestError(f"parameter {shown} is repeated")
         elif present:
             single[name] = present[0]
     return single, multi

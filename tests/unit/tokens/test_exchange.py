@@ -226,3 +226,15 @@ def test_single_values_drops_empty_values_and_keeps_targets_multi() -> None:
     single, multi = single_values({"a": [""], "b": ["x"], "audience": ["1", "2"], "resource": [""]})
     assert single == {"b": "x"}
     assert multi == {"audience": ["1", "2"], "resource": []}
+
+
+@pytest.mark.parametrize(
+    ("name", "shown"),
+    [("scope", "'scope'"), ("x-canary-c4n4ry", "(unknown)")],
+    ids=["known-parameter-named", "unknown-name-not-echoed"],
+)
+def test_repeated_parameter_error_names_only_known_parameters(name: str, shown: str) -> None:
+    with pytest.raises(InvalidRequestError) as caught:
+        single_values({name: ["a", "b"]})
+    assert caught.value.description == f"parameter {shown} is repeated"
+    assert "c4n4ry" not in str(caught.value)
