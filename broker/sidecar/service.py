@@ -72,7 +72,7 @@ async def start_sidecar(
     socket_path: Path | None,
     socket_mode: int = 0o600,
     http_port: int | None = None,
-    probe_interval: float = 5.0,
+    probe_interval: float = 30.0,
     retry: RetryPolicy | None = None,
     timeout: float = 5.0,
     token_service: TokenServiceLink | None = None,
