@@ -12,7 +12,7 @@ and lists every requested scope. The file is YAML::
         max_token_lifetime: 300                            # seconds (default 300)
 
 Errors name the file, line and field (:class:`~broker.errors.ConfigError`). The parse is bounded: at most
-``MAX_POLICY_BYTES``, nesting at most ``MAX_POLICY_DEPTH`` levels (YAML 1.1 collections nest without limit, and
+``MAX_POLICY_BYTES``, nesting at most ``broker._yaml.MAX_DEPTH`` levels (YAML 1.1 collections nest without limit, and
 PyYAML's composer recurses once per level), no aliases (an alias repeats a subtree: "billion laughs"), and any
 failure while parsing is a :class:`ConfigError`. :class:`FilePolicyStore` re-reads the file only when asked
 (:meth:`FilePolicyStore.refresh`, called by the token service's background watcher, never on a request); a broken
@@ -31,6 +31,7 @@ from typing import Protocol
 
 import yaml
 
+from broker import _yaml
 from broker.errors import ConfigError, InvalidScopeError, InvalidTargetError
 from broker.identity.errors import InvalidSpiffeIdError
 from broker.identity.spiffeid import SpiffeId, TrustDomain
@@ -53,7 +54,6 @@ log = logging.getLogger(__name__)
 DEFAULT_TOKEN_LIFETIME = 300
 MAX_TOKEN_LIFETIME = 24 * 3600
 MAX_POLICY_BYTES = 1 << 20
-MAX_POLICY_DEPTH = 16  # the format needs 4: document, rules, rule, audiences/scopes
 SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")  # RFC 6749 §3.3 scope-token
 _AUDIENCE = re.compile(r"[\x21-\x7e]+")
 _RULE_KEYS = frozenset({"spiffe_id", "trust_domain", "path_prefix", "audiences", "scopes", "max_token_lifetime"})
@@ -139,25 +139,6 @@ def load_policy(path: Path) -> Policy:
     return parse_policy(text, source=str(path))
 
 
-class _BoundedLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, refusing aliases and collections nested deeper than ``MAX_POLICY_DEPTH``."""
-
-    depth = 0
-
-    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
-        event = self.peek_event()  # type: ignore[no-untyped-call]
-        mark = event.start_mark
-        if isinstance(event, yaml.AliasEvent):
-            raise yaml.composer.ComposerError(None, None, "aliases are not supported", mark)
-        if self.depth >= MAX_POLICY_DEPTH:
-            raise yaml.composer.ComposerError(None, None, f"nested deeper than {MAX_POLICY_DEPTH}", mark)
-        self.depth += 1
-        try:
-            return super().compose_node(parent, index)
-        finally:
-            self.depth -= 1
-
-
 def parse_policy(text: str, *, source: str = "<memory>") -> Policy:
     """Parse policy YAML text (see the module docstring for the format); every failure is a ConfigError."""
     try:
@@ -170,12 +151,10 @@ def parse_policy(text: str, *, source: str = "<memory>") -> Policy:
 
 def _parse(text: str, source: str) -> Policy:
     try:
-        root = yaml.compose(text, Loader=_BoundedLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "syntax error"
-        raise ConfigError(f"{source}{where}: not valid YAML: {problem}") from None
+        root = _yaml.compose(text, max_chars=MAX_POLICY_BYTES)
+    except _yaml.YamlError as exc:
+        where = f":{exc.line}" if exc.line is not None else ""
+        raise ConfigError(f"{source}{where}: not valid YAML: {exc.problem}") from None
     rules_node = _mapping(source, root, allowed=frozenset({"rules"}), what="the document").get("rules")
     if rules_node is None:
         raise ConfigError(f"{source}: missing 'rules' (use 'rules: []' to deny everything)")
@@ -204,13 +183,10 @@ def _mapping(source: str, node: yaml.Node | None, *, allowed: frozenset[str], wh
 
 
 def _scalar(source: str, node: yaml.Node, field: str, kind: type) -> object:
-    loader = yaml.SafeLoader("")
-    try:
-        value = loader.construct_object(node, deep=True) if isinstance(node, yaml.ScalarNode) else None
-    except Exception:  # e.g. a 5,000-digit int, a 13th month, "!!timestamp nope" (AttributeError in PyYAML)
+    try:  # e.g. a 5,000-digit int, a 13th month, "!!timestamp nope" are all YamlError
+        value = _yaml.construct_scalar(node) if isinstance(node, yaml.ScalarNode) else None
+    except _yaml.YamlError:
         value = None
-    finally:
-        loader.dispose()
     if not isinstance(value, kind) or isinstance(value, bool):
         raise ConfigError(f"{_at(source, node)}: {field!r} must be a {kind.__name__}")
     return value

@@ -229,8 +229,8 @@ def test_in_memory_policy_store_returns_its_policy() -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("rules: " + "[" * 100_000, "nested deeper than 16"),
-        ("rules:\n" + "".join("  " * i + "- \n" for i in range(40)), "nested deeper than 16"),
+        ("rules: " + "[" * 100_000, "nested deeper than 32 levels"),
+        ("rules:\n" + "".join("  " * i + "- \n" for i in range(40)), "nested deeper than 32 levels"),
         ("x: &r [spiffe://example.org/web]\nrules: [{spiffe_id: a, audiences: *r}]", "aliases are not supported"),
     ],
     ids=["flow-nesting", "block-nesting", "alias"],
