@@ -23,7 +23,7 @@ from typing import Any, cast
 
 import yaml
 
-__all__ = ["MAX_DEPTH", "YamlError", "compose", "construct_scalar", "load"]
+__all__ = ["MAX_DEPTH", "YamlError", "compose", "construct_scalar", "is_unicode", "load"]
 
 MAX_DEPTH = 32  # our files nest at most about 6 levels; this leaves room and keeps far from the recursion limit
 MAX_CHARS = 4 * 1024 * 1024
@@ -125,3 +125,13 @@ def load(text: str, *, max_chars: int = MAX_CHARS) -> object:
 def construct_scalar(node: yaml.ScalarNode) -> object:
     """The Python value of one resolved scalar (YAML 1.1 ints, floats, booleans); raise :class:`YamlError`."""
     return _run("", MAX_CHARS, lambda loader: loader.construct_object(node, deep=True))
+
+
+def is_unicode(value: str) -> bool:
+    """True unless ``value`` holds a lone surrogate (a ``"\\ud800"`` YAML escape): it has no UTF-8 form, so no
+    UTF-8 consumer (protobuf, SPIRE, a file) can carry it."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -47,15 +47,6 @@ def _construct(node: yaml.ScalarNode) -> object:
         return None
 
 
-def _is_unicode(value: str) -> bool:
-    """True unless ``value`` holds a lone surrogate, which no UTF-8 consumer (protobuf, SPIRE) can carry."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 @dataclass(frozen=True, slots=True)
 class Field:
     """A node plus where it sits (``workloads[1].spiffe_id``) and which file it came from."""
@@ -113,7 +104,7 @@ class Field:
         value = str(self._scalar(_STR, "a string").value)
         if not value and not allow_empty:
             raise self.error("must not be empty")
-        if not _is_unicode(value):
+        if not _yaml.is_unicode(value):
             raise self.error("is not valid Unicode (a lone surrogate, from a \\uD800-\\uDFFF escape)")
         return value
 

@@ -65,15 +65,6 @@ MAX_SVID_TTL = 2**31 - 1  # seconds: SPIRE's entry TTL fields are int32
 MAX_ENTRIES_FILE_BYTES = 1024 * 1024
 
 
-def _is_unicode(value: str) -> bool:
-    """False for a string holding a lone surrogate (a ``"\\ud800"`` YAML escape): it has no UTF-8 form."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 class RegistrationEntryError(ConfigError):
     """A registration entry or entries file is invalid; the message names the entry and field."""
 
@@ -119,7 +110,7 @@ class RegistrationEntry:
             ttl = getattr(self, name)
             if ttl is not None and not 0 < ttl <= MAX_SVID_TTL:  # NaN and infinity fail too
                 raise RegistrationEntryError(f"{self.spiffe_id}: {name} must be 0 < seconds <= {MAX_SVID_TTL}")
-        if not _is_unicode(self.hint):
+        if not _yaml.is_unicode(self.hint):
             raise RegistrationEntryError(f"{self.spiffe_id}: hint is not valid Unicode (a lone surrogate)")
         if len(self.hint.encode()) > MAX_HINT_BYTES:
             raise RegistrationEntryError(f"{self.spiffe_id}: hint is longer than {MAX_HINT_BYTES} bytes")
@@ -287,7 +278,7 @@ def _parse_entries(data: bytes | str, source: str) -> tuple[RegistrationEntry, .
 
 
 def _strings(value: object) -> TypeGuard[list[str]]:
-    return isinstance(value, list) and all(isinstance(item, str) and _is_unicode(item) for item in value)
+    return isinstance(value, list) and all(isinstance(item, str) and _yaml.is_unicode(item) for item in value)
 
 
 def _parse_entry(item: object, where: str) -> RegistrationEntry:
