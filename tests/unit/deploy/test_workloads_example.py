@@ -29,7 +29,6 @@ def test_exported_cluster_spiffe_ids_name_the_hardened_helm_charts_controller_cl
     assert {d["spec"]["className"] for d in documents} == {"spire-mgmt-spire"}
 
 
-
 def test_the_deployed_controller_manager_watches_the_class_the_export_writes() -> None:
     server = load_yaml_documents(DEPLOY / "spire" / "10-server.yaml")
     config_map = find_object(server, "ConfigMap", "spire-controller-manager")
@@ -38,6 +37,7 @@ def test_the_deployed_controller_manager_watches_the_class_the_export_writes() -
     assert {d["spec"]["className"] for d in documents} == {config["className"]}
     # The classless examples in deploy/ stay reconciled.
     assert config["watchClassless"] is True
+
 
 def test_example_parents_every_workload_to_its_own_node_alias() -> None:
     example = load_workloads(EXAMPLE)
