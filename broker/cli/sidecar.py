@@ -32,7 +32,7 @@ from broker.sidecar.cache import TokenCache
 from broker.sidecar.exchanger import TokenServiceClient
 from broker.sidecar.service import start_sidecar, token_service_matcher
 from broker.sidecar.sockets import parse_socket_mode
-from broker.sidecar.token_files import TokenFile, TokenFileError, TokenFileKeeper
+from broker.sidecar.token_files import TokenFile, TokenFileError, TokenFileKeeper, prepare_token_files
 
 __all__ = ["parse_token_file_flag", "sidecar"]
 
@@ -84,6 +84,7 @@ def _token_files(settings: SidecarSettings) -> list[TokenFile]:
 async def _run(settings: BrokerSettings, token_service: str, token_service_id: str | None, api: str | None) -> None:
     with _stop_on_signals() as stop:  # first: a signal during any later phase stops at once
         configured = api or (str(settings.workload_api.socket) if settings.workload_api.socket else None)
+        prepare_token_files(_token_files(settings.sidecar))  # refuse an unsafe directory before anything runs
         source = WorkloadApiSvidSource(address=workload_api_address(configured))
         try:
             await source.start()
