@@ -11,11 +11,21 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from broker.errors import InvalidRequestError, InvalidTokenError, OAuthError, TemporarilyUnavailableError
+from broker.verify.verifier import VerifiedToken
 
-__all__ = ["REALM", "VERIFIED_TOKEN_KEY", "MalformedBearerError", "MissingTokenError", "bearer_token", "challenge"]
+__all__ = [
+    "REALM",
+    "VERIFIED_TOKEN_KEY",
+    "MalformedBearerError",
+    "MissingTokenError",
+    "bearer_token",
+    "challenge",
+    "verified_token",
+]
 
 REALM = "spiffe-broker"
 # Where the ASGI scope / WSGI environ carries the verified token (a namespaced key, as PEP 3333 asks of extensions).
@@ -64,3 +74,12 @@ def challenge(exc: OAuthError) -> tuple[int, list[tuple[str, str]], bytes]:
     if isinstance(exc, TemporarilyUnavailableError):
         headers["Retry-After"] = "1"
     return exc.status, list(headers.items()), json.dumps(body).encode()
+
+
+def verified_token(request: Mapping[str, Any]) -> VerifiedToken:
+    """The token the middleware verified for this request: pass the ASGI scope (a Starlette ``Request`` is such
+    a mapping) or the WSGI environ (Flask: ``verified_token(request.environ)``)."""
+    token = request.get(VERIFIED_TOKEN_KEY)
+    if not isinstance(token, VerifiedToken):
+        raise LookupError("no verified token: is BearerAuthMiddleware installed for this path?")
+    return token
