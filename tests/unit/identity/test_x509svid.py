@@ -466,5 +466,5 @@ def test_intermediate_with_uri_name_constraints_is_refused_fail_closed(ca: DevCA
         intermediate.key,
     )
     leaf = make_cert(constrained)
-    with pytest.raises(ChainVerificationError, match="(?i)unsupported|name constraint"):
+    with pytest.raises(ChainVerificationError, match=r"(?i)unsupported|name constraint"):
         verify_x509_svid([leaf.cert, constrained.cert], bundles_of(ca))
