@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from bench.exchange_bench import exchange_bodies
-from broker.identity.devca import DevCA
+from broker.devtools.devca import DevCA
 from broker.identity.jwtsvid import validate_jwt_svid
 from broker.identity.spiffeid import SpiffeId, TrustDomain
 from broker.identity.x509svid import verify_leaf_against_bundle

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from broker.identity.devca import DevCA
+from broker.devtools.devca import DevCA
 from broker.identity.spiffeid import SpiffeId, TrustDomain
 from broker.tokens.issuer import AccessTokenIssuer, AuthenticatedClient
 from broker.tokens.keys import InMemoryKeyStore, SigningKey, jwks

@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "fuzz"
 
 from token_cases import Case, Target, make_case
 
-from broker.identity.devca import DevCA
+from broker.devtools.devca import DevCA
 from broker.identity.spiffeid import SpiffeId
 
 BROKER_ID = SpiffeId.parse("spiffe://example.org/spiffe-broker")

@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from broker.cli.devstack import DEMO_SCOPE, DevStack, run_dev_stack
+from broker.devtools.stack import DEMO_SCOPE, DevStack, run_dev_stack
 from broker.cli.main import cli_errors
 from broker.config import load_settings
 

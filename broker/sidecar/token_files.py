@@ -19,19 +19,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import random
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from broker._files import write_atomically
 from broker.errors import BrokerError
 from broker.identity.source import SvidSource
 from broker.sidecar.cache import CachedToken, CacheKey, TokenCache
 from broker.sidecar.errors import TokenServiceRefusedError
 
-__all__ = ["TokenFile", "TokenFileError", "TokenFileKeeper", "write_atomically"]
+__all__ = ["TokenFile", "TokenFileError", "TokenFileKeeper"]
 
 log = logging.getLogger(__name__)
 
@@ -58,33 +57,6 @@ class TokenFile:
         """The cache key, with the scope normalised as ``/v1/token`` does (RFC 6749 §3.3: order is irrelevant)."""
         scope = " ".join(sorted(set(self.scope.split()))) if self.scope else None
         return self.audience, scope
-
-
-def write_atomically(path: Path, data: bytes, *, mode: int, uid: int | None = None, gid: int | None = None) -> None:
-    """Replace ``path`` with ``data`` atomically (temp file, chmod/chown, fsync, rename, fsync of the directory)."""
-    directory = path.parent
-    fd, temporary = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        try:
-            os.fchmod(fd, mode)
-            if uid is not None or gid is not None:
-                os.fchown(fd, -1 if uid is None else uid, -1 if gid is None else gid)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
-    directory_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(directory_fd)
-    finally:
-        os.close(directory_fd)
 
 
 class TokenFileKeeper:

@@ -22,8 +22,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
+from broker._files import private_dir, write_private_file
 from broker.errors import ConfigError
-from broker.identity.devca import write_private_file
 
 __all__ = ["FileKeyStore", "InMemoryKeyStore", "KeyStore", "SigningKey", "b64url", "jwks"]
 
@@ -117,7 +117,7 @@ class FileKeyStore:
 
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
-        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(state_dir)
         active_path = state_dir / ACTIVE_KEY_FILE
         if active_path.exists():
             self._active = _load_key(active_path)

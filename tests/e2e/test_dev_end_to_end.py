@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 from devstack_process import DevProcess
 
-from broker.identity.source import InMemorySvidSource
+from broker.devtools.source import InMemorySvidSource
 from broker.identity.spiffeid import SpiffeId
 from broker.identity.tls import client_ssl_context
 from broker.identity.workload_source import WorkloadApiSvidSource

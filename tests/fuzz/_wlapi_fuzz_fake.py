@@ -21,7 +21,7 @@ from typing import Any
 from grpclib.const import Cardinality, Handler
 from grpclib.server import Server, Stream
 
-from broker.identity.devca import DevCA
+from broker.devtools.devca import DevCA
 from broker.identity.spiffeid import SpiffeId
 from broker.identity.svid import X509Svid
 from broker.identity.workload_pb import workload_pb2 as pb

@@ -1,7 +1,7 @@
 """Fuzzing of the two registration entries files: ``workloads.yaml`` and the dev Workload API's entries file.
 
 Readers: :func:`broker.registration.loader.parse_workloads` / :func:`load_workloads` (registration as code) and
-:func:`broker.identity.workload_api.entries.parse_entries` / :class:`FileEntryStore` (the dev Workload API).
+:func:`broker.devtools.workload_api.entries.parse_entries` / :class:`FileEntryStore` (the dev Workload API).
 The contract checked for every input, generated or hand-written: the reader returns a model or raises the
 registration's own :class:`~broker.errors.BrokerError` subclass, within a bounded time, and never anything else
 (``RecursionError``, ``ValueError``, ``TypeError``, ``UnicodeEncodeError``, ...). An entry that is accepted can be
@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from broker.errors import BrokerError
-from broker.identity.workload_api.entries import FileEntryStore, RegistrationEntryError, parse_entries
+from broker.devtools.workload_api.entries import FileEntryStore, RegistrationEntryError, parse_entries
 from broker.registration.errors import WorkloadsFileError
 from broker.registration.loader import load_workloads, parse_workloads
 

@@ -26,8 +26,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from unit.sidecar.sidecar_helpers import API, BROKER_ID, WEB_ID, FakeTokenService, short_tmpdir
 
-from broker.identity.devca import DevCA
-from broker.identity.source import InMemorySvidSource
+from broker.devtools.devca import DevCA
+from broker.devtools.source import InMemorySvidSource
 from broker.sidecar.service import RunningSidecar, start_sidecar
 from broker.web import ListenerLimits
 

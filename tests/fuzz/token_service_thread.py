@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 from token_cases import Target
 
-from broker.identity.devca import DevCA
-from broker.identity.source import InMemorySvidSource
+from broker.devtools.devca import DevCA
+from broker.devtools.source import InMemorySvidSource
 from broker.identity.spiffeid import SpiffeId
 from broker.server.service import RunningTokenService, start_token_service
 from broker.tokens.keys import InMemoryKeyStore

@@ -95,7 +95,7 @@ def test_debug_is_for_the_broker_and_leaves_hpack_at_warning(directory: Path) ->
     with running_workload_api(directory, "--log-level", "DEBUG") as api:
         asyncio.run(_fetch_svid(api.address))
     log = api.stop()
-    assert re.search(r" DEBUG broker\.identity\.workload_api\.handlers: attested caller", log), log
+    assert re.search(r" DEBUG broker\.devtools\.workload_api\.handlers: attested caller", log), log
     assert not re.search(r" (hpack|h2|grpclib|asyncio)[.:]", log), log
 
 

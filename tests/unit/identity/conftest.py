@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from jose_helpers import Keys, make_keys
 
-from broker.identity.devca import DevCA
+from broker.devtools.devca import DevCA
 from broker.identity.spiffeid import TrustDomain
 
 

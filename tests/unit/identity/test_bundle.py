@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from joserfc.jwk import ECKey, RSAKey
 
 from broker.identity.bundle import JwtBundle, X509Bundle, split_der_sequence
-from broker.identity.devca import DevCA
+from broker.devtools.devca import DevCA
 from broker.identity.errors import BundleError
 from broker.identity.spiffeid import SpiffeId, TrustDomain
 

@@ -15,7 +15,7 @@ from joserfc.jwk import ECKey
 
 from broker.identity import jws, jwtsvid
 from broker.identity.bundle import JwtAuthority, JwtBundle, JwtBundleSet
-from broker.identity.devca import DevCA
+from broker.devtools.devca import DevCA
 from broker.identity.errors import JwtSvidError
 from broker.identity.jwtsvid import (
     AudienceMismatchError,

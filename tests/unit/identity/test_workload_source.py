@@ -21,11 +21,11 @@ from spiffe._proto import workload_pb2 as pb
 from wlapi_helpers import StallMeter, WorkloadApiProcess, eventually
 
 from broker.errors import ConfigError
-from broker.identity.devca import DevCA
+from broker.devtools.devca import DevCA
 from broker.identity.errors import IdentityError, SvidUnavailableError
 from broker.identity.source import SvidSource
 from broker.identity.spiffeid import SpiffeId, TrustDomain
-from broker.identity.workload_api import (
+from broker.devtools.workload_api import (
     InMemoryEntryStore,
     RegistrationEntry,
     Selector,

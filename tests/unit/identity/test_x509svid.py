@@ -15,7 +15,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from broker.identity import jwtsvid, x509svid
 from broker.identity.bundle import X509Bundle, X509BundleSet
-from broker.identity.devca import DevCA
+from broker.devtools.devca import DevCA
 from broker.identity.errors import X509SvidError
 from broker.identity.spiffeid import SpiffeId, TrustDomain
 from broker.identity.x509svid import (

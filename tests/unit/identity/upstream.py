@@ -9,8 +9,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from broker.identity.devca import DevCA
-from broker.identity.source import InMemorySvidSource
+from broker.devtools.devca import DevCA
+from broker.devtools.source import InMemorySvidSource
 from broker.identity.spiffeid import SpiffeId, TrustDomain
 from broker.identity.svid import X509Svid
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from token_service_helpers import BROKER_ID, ISSUER, POLICY, Broker
 
-from broker.identity.devca import DevCA
-from broker.identity.source import InMemorySvidSource
+from broker.devtools.devca import DevCA
+from broker.devtools.source import InMemorySvidSource
 from broker.identity.spiffeid import TrustDomain
 from broker.server.service import start_token_service
 from broker.tokens.keys import FileKeyStore

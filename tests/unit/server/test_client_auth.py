@@ -10,7 +10,7 @@ import pytest
 from token_service_helpers import API, CLIENT_ID, Broker, client_context
 
 import broker.server.request as request_module
-from broker.identity.devca import DevCA
+from broker.devtools.devca import DevCA
 from broker.identity.spiffeid import TrustDomain
 
 FORM = {"grant_type": "client_credentials", "audience": API}

@@ -9,7 +9,7 @@ import pytest
 from token_service_helpers import CLIENT_ID, ISSUER, client_context, request
 
 from broker.errors import ConfigError
-from broker.identity.devca import DevCA
+from broker.devtools.devca import DevCA
 from broker.identity.errors import SvidUnavailableError
 from broker.identity.spiffeid import SpiffeId, TrustDomain
 from broker.server.file_source import FileSvidSource, SvidFiles

@@ -24,7 +24,7 @@ from token_service_helpers import POLICY
 
 from broker.cli.server import parse_listen, server
 from broker.errors import ConfigError
-from broker.identity.devca import DevCA
+from broker.devtools.devca import DevCA
 from broker.identity.spiffeid import SpiffeId
 from broker.identity.x509svid import spiffe_id_from_certificate
 

@@ -14,7 +14,7 @@ from joserfc import jwt
 from joserfc.jwk import ECKey
 from token_service_helpers import API, CLIENT_ID, ISSUER, Broker, client_context, request
 
-from broker.identity.devca import DevCA
+from broker.devtools.devca import DevCA
 from broker.identity.svid import X509Svid
 from broker.server.state import JWKS_KEYS
 from broker.tokens.exchange import GRANT_CLIENT_CREDENTIALS, GRANT_TOKEN_EXCHANGE, TOKEN_TYPE_JWT

@@ -15,7 +15,7 @@ import zlib
 import pytest
 from token_service_helpers import API, CLIENT_ID, Broker, client_context
 
-from broker.identity.devca import DevCA
+from broker.devtools.devca import DevCA
 from broker.tokens.exchange import GRANT_CLIENT_CREDENTIALS
 
 FORM = f"grant_type={GRANT_CLIENT_CREDENTIALS}&audience={API}".encode()

@@ -16,7 +16,7 @@ import pytest
 from forged import forged_svid
 from token_service_helpers import API, CLIENT_ID, ISSUER, Broker, client_context, request
 
-from broker.identity.devca import DevCA
+from broker.devtools.devca import DevCA
 from broker.identity.spiffeid import SpiffeId
 from broker.tokens.exchange import GRANT_CLIENT_CREDENTIALS, GRANT_TOKEN_EXCHANGE, TOKEN_TYPE_JWT
 

@@ -12,8 +12,8 @@ import pytest
 from token_service_helpers import API, CLIENT_ID, ISSUER, POLICY, Broker, client_context, request
 
 from broker.errors import ConfigError
-from broker.identity.devca import DevCA
-from broker.identity.source import InMemorySvidSource
+from broker.devtools.devca import DevCA
+from broker.devtools.source import InMemorySvidSource
 from broker.server.app import normalize_issuer
 from broker.server.service import start_token_service
 from broker.server.state import POLICY as POLICY_STORE

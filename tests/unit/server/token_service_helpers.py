@@ -13,8 +13,8 @@ from typing import Any
 
 import aiohttp
 
-from broker.identity.devca import DevCA
-from broker.identity.source import InMemorySvidSource
+from broker.devtools.devca import DevCA
+from broker.devtools.source import InMemorySvidSource
 from broker.identity.spiffeid import SpiffeId
 from broker.identity.svid import X509Svid
 from broker.server.service import RunningTokenService

@@ -18,8 +18,8 @@ from sidecar_helpers import (
     start_real_token_service,
 )
 
-from broker.identity.devca import DevCA
-from broker.identity.source import InMemorySvidSource
+from broker.devtools.devca import DevCA
+from broker.devtools.source import InMemorySvidSource
 from broker.sidecar.service import RunningSidecar, start_sidecar
 
 

@@ -13,10 +13,10 @@ from click.testing import CliRunner
 from sidecar_helpers import API, BROKER_ID, FakeTokenService
 
 from broker.cli.main import main
-from broker.identity.devca import DevCA
-from broker.identity.source import InMemorySvidSource
-from broker.identity.workload_api.entries import InMemoryEntryStore
-from broker.identity.workload_api.server import WorkloadApiServer
+from broker.devtools.devca import DevCA
+from broker.devtools.source import InMemorySvidSource
+from broker.devtools.workload_api.entries import InMemoryEntryStore
+from broker.devtools.workload_api.server import WorkloadApiServer
 from broker.sidecar.client import SidecarError, fetch_token, looks_like_http2
 from broker.sidecar.errors import TokenServiceRefusedError
 from broker.sidecar.service import start_sidecar

@@ -12,8 +12,8 @@ import pytest
 from aiohttp import web
 from sidecar_helpers import API, BROKER_ID, free_port
 
-from broker.identity.devca import DevCA
-from broker.identity.source import InMemorySvidSource
+from broker.devtools.devca import DevCA
+from broker.devtools.source import InMemorySvidSource
 from broker.identity.spiffeid import SpiffeId
 from broker.identity.tls import SourceSSLContext, server_ssl_context
 from broker.sidecar.errors import TokenServiceRefusedError, TokenServiceUnavailableError, refusal_from_response

@@ -13,7 +13,7 @@ import pytest
 from sidecar_helpers import Starter
 
 from broker.errors import ConfigError
-from broker.identity.source import InMemorySvidSource
+from broker.devtools.source import InMemorySvidSource
 from broker.sidecar.retry import RetryPolicy
 from broker.sidecar.sockets import bind_loopback, bind_unix_socket, parse_socket_mode
 

@@ -17,7 +17,7 @@ from broker.errors import (
     OAuthError,
     UnsupportedGrantTypeError,
 )
-from broker.identity.devca import DevCA
+from broker.devtools.devca import DevCA
 from broker.identity.spiffeid import SpiffeId
 from broker.tokens.exchange import (
     GRANT_CLIENT_CREDENTIALS,

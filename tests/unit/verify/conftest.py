@@ -9,7 +9,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from verify_helpers import AUDIENCE, ISSUER, NOW, Signer
 
-from broker.identity.devca import DevCA
+from broker.devtools.devca import DevCA
 from broker.identity.spiffeid import SpiffeId
 from broker.verify import AccessTokenVerifier, StaticJwksProvider, parse_jwks
 

@@ -18,8 +18,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from broker.identity.devca import DevCA
-from broker.identity.source import InMemorySvidSource
+from broker.devtools.devca import DevCA
+from broker.devtools.source import InMemorySvidSource
 from broker.identity.spiffeid import SpiffeId
 from broker.identity.tls import client_ssl_context
 from broker.server.service import RunningTokenService, start_token_service

@@ -18,8 +18,8 @@ from verify_helpers import Signer, claims_for
 from werkzeug.serving import make_server
 
 from broker.errors import InvalidTokenError
-from broker.identity.devca import DevCA
-from broker.identity.source import InMemorySvidSource
+from broker.devtools.devca import DevCA
+from broker.devtools.source import InMemorySvidSource
 from broker.identity.spiffeid import SpiffeId
 from broker.identity.tls import client_ssl_context, server_ssl_context
 from broker.verify import AccessTokenVerifier, VerifiedToken

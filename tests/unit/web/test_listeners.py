@@ -12,8 +12,8 @@ import ssl
 
 import pytest
 
-from broker.identity.devca import DevCA
-from broker.identity.source import InMemorySvidSource
+from broker.devtools.devca import DevCA
+from broker.devtools.source import InMemorySvidSource
 from broker.identity.spiffeid import SpiffeId
 from broker.verify.demo_api import start_demo_api
 from broker.web import HardenedAppRunner

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from broker.identity.errors import IdentityError
-from broker.identity.workload_api.entries import RegistrationEntry, Selector
+from broker.devtools.workload_api.entries import RegistrationEntry, Selector
 
 __all__ = ["AttestationError", "PeerCredentials", "matching_entries", "peer_credentials", "socket_credentials"]
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from broker.identity.workload_api.entries import RegistrationEntry
-from broker.identity.workload_api.statedir import open_dev_state, prepare_state_dir
+from broker.devtools.workload_api.entries import RegistrationEntry
+from broker.devtools.workload_api.statedir import open_dev_state, prepare_state_dir
 
 
 def _mode(path: Path) -> int:

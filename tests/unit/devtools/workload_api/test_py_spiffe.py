@@ -15,8 +15,8 @@ from spiffe.spiffe_id.spiffe_id import TrustDomain as PyTrustDomain
 from spiffe.workloadapi.errors import FetchX509SvidError
 from spiffe.workloadapi.x509_context import X509Context
 
-from broker.identity.devca import DevCA
-from broker.identity.workload_api import InMemoryEntryStore, RegistrationEntry, WorkloadApiServer, WorkloadApiThread
+from broker.devtools.devca import DevCA
+from broker.devtools.workload_api import InMemoryEntryStore, RegistrationEntry, WorkloadApiServer, WorkloadApiThread
 
 from ._support import me, other_uid
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from broker.identity.devca import DevCA
+from broker.devtools.devca import DevCA
 
 from ._support import TD
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from broker.identity.devca import DevCA
-from broker.identity.workload_api import InMemoryEntryStore, RegistrationEntry, WorkloadApiServer, WorkloadApiThread
+from broker.devtools.devca import DevCA
+from broker.devtools.workload_api import InMemoryEntryStore, RegistrationEntry, WorkloadApiServer, WorkloadApiThread
 
 # Switching to another uid needs root. CI runs as root; there (CI=true) these tests never skip.
 pytestmark = pytest.mark.skipif(

@@ -26,12 +26,12 @@ from typing import Any
 from grpclib.protocol import H2Protocol
 from grpclib.server import Server
 
-from broker.identity.devca import DevCA
+from broker.devtools.devca import DevCA
 from broker.identity.errors import IdentityError
-from broker.identity.workload_api.entries import EntryStore
-from broker.identity.workload_api.handlers import WorkloadApiHandlers
-from broker.identity.workload_api.service import SpiffeWorkloadApiService
-from broker.identity.workload_api.state import WorkloadState
+from broker.devtools.workload_api.entries import EntryStore
+from broker.devtools.workload_api.handlers import WorkloadApiHandlers
+from broker.devtools.workload_api.service import SpiffeWorkloadApiService
+from broker.devtools.workload_api.state import WorkloadState
 
 __all__ = ["MAX_SOCKET_PATH_BYTES", "WorkloadApiServer", "WorkloadApiServerError", "serve_until_signalled"]
 

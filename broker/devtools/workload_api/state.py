@@ -12,12 +12,12 @@ import logging
 import time
 from collections.abc import Callable
 
-from broker.identity.devca import DevCA
+from broker.devtools.devca import DevCA
 from broker.identity.spiffeid import TrustDomain
 from broker.identity.svid import X509Svid
-from broker.identity.workload_api.attestation import PeerCredentials, matching_entries
-from broker.identity.workload_api.entries import EntryStore, RegistrationEntry
-from broker.identity.workload_api.svids import SvidCache
+from broker.devtools.workload_api.attestation import PeerCredentials, matching_entries
+from broker.devtools.workload_api.entries import EntryStore, RegistrationEntry
+from broker.devtools.workload_api.svids import SvidCache
 
 __all__ = ["WorkloadState"]
 

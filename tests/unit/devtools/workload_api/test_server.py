@@ -17,16 +17,17 @@ from grpclib.exceptions import GRPCError
 from spiffe._proto import workload_pb2 as pb
 
 from broker.identity.bundle import JwtBundle, X509Bundle
-from broker.identity.devca import DevCA, write_private_file
+from broker._files import write_private_file
+from broker.devtools.devca import DevCA
 from broker.identity.jwtsvid import validate_jwt_svid
-from broker.identity.workload_api import (
+from broker.devtools.workload_api import (
     FileEntryStore,
     InMemoryEntryStore,
     RegistrationEntry,
     WorkloadApiServer,
     WorkloadApiServerError,
 )
-from broker.identity.workload_api.entries import dump_entries
+from broker.devtools.workload_api.entries import dump_entries
 
 from ._support import TD, call_unary, me, open_stream, other_uid, serving
 

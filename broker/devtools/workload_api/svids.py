@@ -12,9 +12,9 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from broker.identity.devca import DevCA
+from broker.devtools.devca import DevCA
 from broker.identity.svid import X509Svid
-from broker.identity.workload_api.entries import RegistrationEntry
+from broker.devtools.workload_api.entries import RegistrationEntry
 
 __all__ = ["IssuedSvid", "SvidCache"]
 

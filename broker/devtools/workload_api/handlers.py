@@ -35,9 +35,9 @@ from grpclib.server import Stream
 from broker.identity.errors import InvalidSpiffeIdError, JwtSvidError
 from broker.identity.jwtsvid import validate_jwt_svid
 from broker.identity.spiffeid import SpiffeId
-from broker.identity.workload_api.attestation import AttestationError, PeerCredentials, peer_credentials
-from broker.identity.workload_api.entries import RegistrationEntry
-from broker.identity.workload_api.state import WorkloadState
+from broker.devtools.workload_api.attestation import AttestationError, PeerCredentials, peer_credentials
+from broker.devtools.workload_api.entries import RegistrationEntry
+from broker.devtools.workload_api.state import WorkloadState
 from broker.identity.workload_pb import workload_pb2 as pb
 
 __all__ = ["SECURITY_HEADER", "WorkloadApiHandlers"]
@@ -56,7 +56,7 @@ _Reply = TypeVar("_Reply", bound=_Message)
 
 
 class WorkloadApiHandlers:
-    """Implements :class:`~broker.identity.workload_api.service.WorkloadApiImpl` over a :class:`WorkloadState`."""
+    """Implements :class:`~broker.devtools.workload_api.service.WorkloadApiImpl` over a :class:`WorkloadState`."""
 
     def __init__(self, state: WorkloadState) -> None:
         self._state = state

@@ -12,9 +12,9 @@ from typing import Any
 from grpclib.client import Channel
 from grpclib.const import Cardinality
 
-from broker.identity.devca import DevCA
+from broker.devtools.devca import DevCA
 from broker.identity.spiffeid import TrustDomain
-from broker.identity.workload_api import EntryStore, RegistrationEntry, WorkloadApiServer
+from broker.devtools.workload_api import EntryStore, RegistrationEntry, WorkloadApiServer
 
 TD = TrustDomain("example.org")
 HEADER = {"workload.spiffe.io": "true"}

@@ -34,8 +34,8 @@ from typing import Any, Literal, Protocol, TypeGuard, runtime_checkable
 import yaml
 
 from broker import _yaml
+from broker._files import write_private_file
 from broker.errors import ConfigError
-from broker.identity.devca import write_private_file
 from broker.identity.errors import InvalidSpiffeIdError
 from broker.identity.spiffeid import SpiffeId
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 
-from broker.identity.devca import DevCA
-from broker.identity.workload_api.entries import RegistrationEntry
-from broker.identity.workload_api.svids import SvidCache
+from broker.devtools.devca import DevCA
+from broker.devtools.workload_api.entries import RegistrationEntry
+from broker.devtools.workload_api.svids import SvidCache
 
 WEB = RegistrationEntry.of("spiffe://example.org/web", ["unix:uid:1"], x509_svid_ttl=100)
 DB = RegistrationEntry.of("spiffe://example.org/db", ["unix:uid:2"], dns_names=["db.example.org"])

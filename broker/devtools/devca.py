@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import ipaddress
-import os
 import secrets
 import time
 from collections.abc import Mapping, Sequence
@@ -31,29 +30,17 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from joserfc import jwt
 from joserfc.jwk import ECKey
 
+from broker._files import write_private_file
 from broker.identity.bundle import USE_JWT_SVID, JwtAuthority, JwtBundle, X509Bundle
 from broker.identity.spiffeid import SpiffeId, TrustDomain
 from broker.identity.svid import JwtSvid, X509Svid
 
-__all__ = ["DevCA", "write_private_file"]
+__all__ = ["DevCA"]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 CA_LIFETIME = dt.timedelta(days=365)
 BACKDATE = dt.timedelta(seconds=10)
-
-
-def write_private_file(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically with mode 0600 (created so, never widened)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
 
 
 def _new_ec_key() -> ec.EllipticCurvePrivateKey:

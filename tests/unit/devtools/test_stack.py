@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from broker.cli.devstack import DevStack, run_dev_stack, server_names
+from broker.devtools.stack import DevStack, run_dev_stack, server_names
 from broker.config import load_settings
 
 DISCOVERY = "/.well-known/oauth-authorization-server"

@@ -18,8 +18,8 @@ import pytest
 from grpclib.exceptions import StreamTerminatedError
 from spiffe._proto import workload_pb2 as pb
 
-from broker.identity.devca import DevCA
-from broker.identity.workload_api import InMemoryEntryStore, WorkloadApiServer
+from broker.devtools.devca import DevCA
+from broker.devtools.workload_api import InMemoryEntryStore, WorkloadApiServer
 
 from ._support import me, open_stream
 

@@ -7,7 +7,7 @@ import ipaddress
 import pytest
 from cryptography import x509
 
-from broker.identity.devca import DevCA
+from broker.devtools.devca import DevCA
 from broker.identity.spiffeid import SpiffeId
 from broker.identity.x509svid import verify_x509_svid
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from broker.identity.devca import write_private_file
-from broker.identity.workload_api.entries import (
+from broker._files import write_private_file
+from broker.devtools.workload_api.entries import (
     FileEntryStore,
     InMemoryEntryStore,
     RegistrationEntry,

@@ -13,7 +13,7 @@ import asyncio
 import threading
 from types import TracebackType
 
-from broker.identity.workload_api.server import WorkloadApiServer
+from broker.devtools.workload_api.server import WorkloadApiServer
 
 __all__ = ["WorkloadApiThread"]
 

@@ -9,8 +9,8 @@ from pathlib import Path
 from grpclib.const import Cardinality
 from spiffe._proto import workload_pb2 as pb
 
-from broker.identity.workload_api.handlers import WorkloadApiHandlers
-from broker.identity.workload_api.service import SERVICE_NAME, SpiffeWorkloadApiService
+from broker.devtools.workload_api.handlers import WorkloadApiHandlers
+from broker.devtools.workload_api.service import SERVICE_NAME, SpiffeWorkloadApiService
 
 ROOT = Path(__file__).resolve().parents[4]
 

@@ -8,14 +8,14 @@ from types import SimpleNamespace
 
 import pytest
 
-from broker.identity.workload_api.attestation import (
+from broker.devtools.workload_api.attestation import (
     AttestationError,
     PeerCredentials,
     matching_entries,
     peer_credentials,
     socket_credentials,
 )
-from broker.identity.workload_api.entries import RegistrationEntry, Selector
+from broker.devtools.workload_api.entries import RegistrationEntry, Selector
 
 
 def test_socket_credentials_report_the_connecting_process() -> None:
