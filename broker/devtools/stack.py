@@ -26,14 +26,14 @@ from pathlib import Path
 import yaml
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from broker.config import BrokerSettings
 from broker._files import write_private_file
+from broker.config import BrokerSettings
 from broker.devtools.devca import DevCA
 from broker.devtools.source import InMemorySvidSource
-from broker.identity.spiffeid import SpiffeId, TrustDomain
 from broker.devtools.workload_api.entries import RegistrationEntry
 from broker.devtools.workload_api.server import WorkloadApiServer
 from broker.devtools.workload_api.statedir import open_dev_state
+from broker.identity.spiffeid import SpiffeId, TrustDomain
 from broker.identity.workload_source import WorkloadApiSvidSource
 from broker.server.service import start_token_service
 from broker.sidecar.service import DEFAULT_BROKER_ID_PATH, start_sidecar

@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -29,6 +28,7 @@ from typing import Any, TypeVar
 
 import grpc  # type: ignore[import-untyped]
 
+from broker._backoff import Attempts, Backoff
 from broker.config import ENDPOINT_SOCKET_ENV, normalize_address, workload_api_address
 from broker.identity.bundle import JwtBundle, JwtBundleSet, X509Bundle, X509BundleSet
 from broker.identity.errors import IdentityError, SvidUnavailableError
@@ -59,21 +59,6 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
-
-
-class _Backoff:
-    """Exponential backoff with jitter: delays drawn from [d/2, d], d doubling from ``low`` up to ``high``."""
-
-    def __init__(self, low: float, high: float) -> None:
-        self._low, self._high, self._attempt = low, high, 0
-
-    def next(self) -> float:
-        ceiling = min(self._high, self._low * 2 ** min(self._attempt, 32))
-        self._attempt += 1
-        return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not a secret
-
-    def reset(self) -> None:
-        self._attempt = 0
 
 
 def _digest(message: Any) -> bytes:
@@ -239,7 +224,7 @@ class WorkloadApiSvidSource:
     # -- streams: a supervisor task on the loop, one reader thread per connection attempt ----------------------
 
     async def _supervise(self, name: str) -> None:
-        backoff = _Backoff(*self._backoff)
+        backoff = Attempts(Backoff(*self._backoff))  # delays in [d/2, d], d doubling from min up to max
 
         def deliver(parsed: tuple[bytes, Any]) -> None:
             if not self._stop.is_set():

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
+from broker._files import Watched
 from broker.errors import ConfigError
 from broker.identity.bundle import JwtBundle, JwtBundleSet, X509Bundle, X509BundleSet
 from broker.identity.errors import IdentityError, SvidUnavailableError
@@ -61,8 +61,8 @@ class FileSvidSource:
 
     def __init__(self, files: SvidFiles) -> None:
         self.files = files
-        self._signature = self._stat()
-        self._state = _load(files)
+        self._watched = Watched(files.paths(), lambda: _load(files))
+        self._state = self._watched.reload()
         self._subscribers: list[Callable[[], None]] = []
 
     def x509_svid(self) -> X509Svid:
@@ -89,15 +89,13 @@ class FileSvidSource:
 
     def refresh(self) -> bool:
         """Reload if any file changed; True (and subscribers notified) if a new state is in force."""
-        signature = self._stat()
-        if signature == self._signature:
-            return False
-        self._signature = signature
         try:
-            self._state = _load(self.files)
+            if not self._watched.refresh():
+                return False
         except ConfigError as exc:
             log.error("identity files not reloaded, keeping the previous ones: %s", exc.description)
             return False
+        self._state = self._watched.value
         log.info("identity files reloaded: %s", self._state.svid.spiffe_id)
         for callback in list(self._subscribers):
             callback()
@@ -108,16 +106,6 @@ class FileSvidSource:
         while True:
             await asyncio.sleep(interval)
             self.refresh()
-
-    def _stat(self) -> list[tuple[int, ...]]:
-        signature: list[tuple[int, ...]] = []
-        for path in self.files.paths():
-            try:
-                st = os.stat(path)
-                signature.append((st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
-            except OSError:
-                signature.append(())
-        return signature
 
 
 def _load(files: SvidFiles) -> _State:

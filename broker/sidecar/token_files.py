@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from broker._backoff import Backoff
 from broker._files import write_atomically
 from broker.errors import BrokerError
 from broker.identity.source import SvidSource
@@ -73,7 +74,7 @@ class TokenFileKeeper:
         rng: Callable[[], float] = random.random,
     ) -> None:
         self._cache, self._source, self._files = cache, source, tuple(files)
-        self._backoff, self._rng = (backoff_base, backoff_max), rng
+        self._backoff = Backoff(backoff_base, backoff_max, rng=rng)
         self._written: dict[Path, CachedToken] = {}
         self._problems: dict[Path, str] = {}
         self._refusals: dict[Path, str] = {}
@@ -117,7 +118,7 @@ class TokenFileKeeper:
     async def _pass(self) -> float:
         """Renew and write every file; the seconds until the next pass is due."""
         delays = [await self._keep(file) for file in self._files]
-        return max(min(delays, default=self._backoff[1]), 0.0)
+        return max(min(delays, default=self._backoff.maximum), 0.0)
 
     async def _keep(self, file: TokenFile) -> float:
         try:
@@ -154,5 +155,4 @@ class TokenFileKeeper:
     def _delay(self, file: TokenFile) -> float:
         count = self._failures.get(file.path, 0)
         self._failures[file.path] = count + 1
-        ceiling = min(self._backoff[1], self._backoff[0] * 2.0 ** min(count, 32))
-        return ceiling * (0.5 + self._rng() / 2)
+        return self._backoff.delay(count)

@@ -22,8 +22,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from broker.errors import BrokerError
 from broker.devtools.workload_api.entries import FileEntryStore, RegistrationEntryError, parse_entries
+from broker.errors import BrokerError
 from broker.registration.errors import WorkloadsFileError
 from broker.registration.loader import load_workloads, parse_workloads
 

@@ -42,12 +42,12 @@ from _wlapi_fuzz_h2 import GRPC_CODES, PREFACE, Outcome, exchange, grpc_frame, r
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from broker.identity.bundle import JwtBundle
 from broker.devtools.devca import DevCA
-from broker.identity.errors import SvidUnavailableError
-from broker.identity.spiffeid import TrustDomain
 from broker.devtools.workload_api import InMemoryEntryStore, RegistrationEntry, WorkloadApiServer
 from broker.devtools.workload_api.thread import WorkloadApiThread
+from broker.identity.bundle import JwtBundle
+from broker.identity.errors import SvidUnavailableError
+from broker.identity.spiffeid import TrustDomain
 from broker.identity.workload_pb import workload_pb2 as pb
 from broker.identity.workload_source import WorkloadApiSvidSource
 

@@ -17,8 +17,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from broker.identity.errors import IdentityError
 from broker.devtools.workload_api.entries import RegistrationEntry, Selector
+from broker.identity.errors import IdentityError
 
 __all__ = ["AttestationError", "PeerCredentials", "matching_entries", "peer_credentials", "socket_credentials"]
 

@@ -24,7 +24,6 @@ the edit meant to remove.
 from __future__ import annotations
 
 import logging
-import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ from typing import Any, Literal, Protocol, TypeGuard, runtime_checkable
 import yaml
 
 from broker import _yaml
-from broker._files import write_private_file
+from broker._files import Watched, write_private_file
 from broker.errors import ConfigError
 from broker.identity.errors import InvalidSpiffeIdError
 from broker.identity.spiffeid import SpiffeId
@@ -183,12 +182,12 @@ class FileEntryStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._signature: tuple[int, ...] | None = None
+        self._file = Watched((path,), self._read)
         self._entries: tuple[RegistrationEntry, ...] = ()
         self._load(strict=True)
 
     def entries(self) -> tuple[RegistrationEntry, ...]:
-        if self._stat() != self._signature:
+        if self._file.changed():
             self._load(strict=False)
         return self._entries
 
@@ -202,27 +201,23 @@ class FileEntryStore:
         write_private_file(self.path, dump_entries(entries))
         self._load(strict=True)
 
-    def _stat(self) -> tuple[int, ...] | None:
+    def _read(self) -> tuple[RegistrationEntry, ...]:
         try:
-            st = os.stat(self.path)
+            data = _read_bounded(self.path)
         except FileNotFoundError:
-            return None
-        return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            data = b""  # a missing file means no entries
+        except OSError as exc:
+            raise RegistrationEntryError(f"{self.path}: cannot read: {exc.strerror}") from None
+        return parse_entries(data, source=str(self.path))
 
     def _load(self, *, strict: bool) -> None:
-        signature = self._stat()
         try:
-            try:
-                data = _read_bounded(self.path) if signature is not None else b""
-            except OSError as exc:
-                raise RegistrationEntryError(f"{self.path}: cannot read: {exc.strerror}") from None
-            entries = parse_entries(data, source=str(self.path))
+            entries = self._file.reload()
         except RegistrationEntryError as exc:
             if strict:
                 raise
             log.error("serving no entries until the entries file is fixed: %s", exc.description)
             entries = ()
-        self._signature = signature
         if entries != self._entries:
             log.info("registration entries loaded from %s: %d entries", self.path, len(entries))
         self._entries = entries

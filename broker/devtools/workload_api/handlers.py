@@ -32,12 +32,12 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 from grpclib.server import Stream
 
-from broker.identity.errors import InvalidSpiffeIdError, JwtSvidError
-from broker.identity.jwtsvid import validate_jwt_svid
-from broker.identity.spiffeid import SpiffeId
 from broker.devtools.workload_api.attestation import AttestationError, PeerCredentials, peer_credentials
 from broker.devtools.workload_api.entries import RegistrationEntry
 from broker.devtools.workload_api.state import WorkloadState
+from broker.identity.errors import InvalidSpiffeIdError, JwtSvidError
+from broker.identity.jwtsvid import validate_jwt_svid
+from broker.identity.spiffeid import SpiffeId
 from broker.identity.workload_pb import workload_pb2 as pb
 
 __all__ = ["SECURITY_HEADER", "WorkloadApiHandlers"]

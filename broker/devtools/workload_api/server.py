@@ -15,8 +15,6 @@ import contextlib
 import logging
 import os
 import signal
-import socket
-import stat
 import time
 import weakref
 from collections.abc import Callable, Sequence
@@ -26,18 +24,19 @@ from typing import Any
 from grpclib.protocol import H2Protocol
 from grpclib.server import Server
 
+from broker._unix import MAX_UNIX_PATH_BYTES, fits_sun_path, remove_stale_socket, socket_in_use
 from broker.devtools.devca import DevCA
-from broker.identity.errors import IdentityError
 from broker.devtools.workload_api.entries import EntryStore
 from broker.devtools.workload_api.handlers import WorkloadApiHandlers
 from broker.devtools.workload_api.service import SpiffeWorkloadApiService
 from broker.devtools.workload_api.state import WorkloadState
+from broker.identity.errors import IdentityError
 
 __all__ = ["MAX_SOCKET_PATH_BYTES", "WorkloadApiServer", "WorkloadApiServerError", "serve_until_signalled"]
 
 log = logging.getLogger(__name__)
 
-MAX_SOCKET_PATH_BYTES = 107  # sizeof(sockaddr_un.sun_path) - 1 on Linux (unix(7))
+MAX_SOCKET_PATH_BYTES = MAX_UNIX_PATH_BYTES  # sizeof(sockaddr_un.sun_path) - 1 on Linux (unix(7))
 SOCKET_MODE = 0o777  # connectable by anyone: SO_PEERCRED attestation decides, not file permissions
 STOP_TIMEOUT = 5.0  # seconds :meth:`WorkloadApiServer.stop` waits for closed connections and cancelled calls
 
@@ -89,7 +88,7 @@ class WorkloadApiServer:
         if not entries_poll_interval > 0:
             raise ValueError("entries_poll_interval must be positive")
         self.socket_path = Path(socket_path)
-        if len(os.fsencode(self.socket_path)) > MAX_SOCKET_PATH_BYTES:
+        if not fits_sun_path(self.socket_path):
             raise WorkloadApiServerError(f"socket path is longer than {MAX_SOCKET_PATH_BYTES} bytes")
         self._state = WorkloadState(ca=ca, entries=entries, default_x509_ttl=default_x509_ttl, clock=clock)
         self._poll_interval = entries_poll_interval
@@ -179,26 +178,20 @@ class WorkloadApiServer:
 def _remove_stale_socket(path: Path) -> None:
     """Make ``path`` free for a new socket: create its directory, delete a socket nobody listens on."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
-    try:
-        mode = os.lstat(path).st_mode
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(mode):
+    found = remove_stale_socket(path, in_use=_socket_in_use)
+    if found == "not a socket":
         raise WorkloadApiServerError(f"{path} exists and is not a socket; not removing it")
-    if _socket_in_use(path):
+    if found == "in use":
         raise WorkloadApiServerError(f"{path} is in use by a running server; stop it or choose another --socket")
-    path.unlink()
-    log.info("removed stale socket %s", path)
+    if found == "removed":
+        log.info("removed stale socket %s", path)
 
 
 def _socket_in_use(path: Path) -> bool:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        probe.settimeout(1.0)
-        try:
-            probe.connect(str(path))
-        except OSError:
-            return False
-        return True
+    try:
+        return socket_in_use(path, timeout=1.0)
+    except OSError:  # no answer (a timeout included): taken as nobody listening
+        return False
 
 
 async def serve_until_signalled(

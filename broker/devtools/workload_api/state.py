@@ -13,11 +13,11 @@ import time
 from collections.abc import Callable
 
 from broker.devtools.devca import DevCA
-from broker.identity.spiffeid import TrustDomain
-from broker.identity.svid import X509Svid
 from broker.devtools.workload_api.attestation import PeerCredentials, matching_entries
 from broker.devtools.workload_api.entries import EntryStore, RegistrationEntry
 from broker.devtools.workload_api.svids import SvidCache
+from broker.identity.spiffeid import TrustDomain
+from broker.identity.svid import X509Svid
 
 __all__ = ["WorkloadState"]
 

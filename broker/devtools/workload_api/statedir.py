@@ -13,9 +13,9 @@ import stat
 from pathlib import Path
 
 from broker.devtools.devca import DevCA
+from broker.devtools.workload_api.entries import FileEntryStore
 from broker.identity.errors import IdentityError
 from broker.identity.spiffeid import TrustDomain
-from broker.devtools.workload_api.entries import FileEntryStore
 
 __all__ = ["ENTRIES_FILE", "StateDirError", "open_dev_state", "prepare_state_dir"]
 

@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from broker.devtools.devca import DevCA
-from broker.identity.svid import X509Svid
 from broker.devtools.workload_api.entries import RegistrationEntry
+from broker.identity.svid import X509Svid
 
 __all__ = ["IssuedSvid", "SvidCache"]
 

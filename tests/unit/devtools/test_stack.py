@@ -17,8 +17,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from broker.devtools.stack import DevStack, run_dev_stack, server_names
 from broker.config import load_settings
+from broker.devtools.stack import DevStack, run_dev_stack, server_names
 
 DISCOVERY = "/.well-known/oauth-authorization-server"
 

@@ -13,9 +13,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jose_helpers import AUD, DROP, NOW, OTHER_TD, SUB, TD, VECTORS, Keys, b64, claims, encode, hdr
 from joserfc.jwk import ECKey
 
+from broker.devtools.devca import DevCA
 from broker.identity import jws, jwtsvid
 from broker.identity.bundle import JwtAuthority, JwtBundle, JwtBundleSet
-from broker.devtools.devca import DevCA
 from broker.identity.errors import JwtSvidError
 from broker.identity.jwtsvid import (
     AudienceMismatchError,

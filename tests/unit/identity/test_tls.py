@@ -16,8 +16,8 @@ from forged import forged_svid
 from upstream import svid_through_intermediates, upstream_source
 
 from broker.devtools.devca import DevCA
-from broker.identity.errors import X509SvidError
 from broker.devtools.source import InMemorySvidSource
+from broker.identity.errors import X509SvidError
 from broker.identity.spiffeid import SpiffeId, TrustDomain
 from broker.identity.svid import X509Svid
 from broker.identity.tls import (

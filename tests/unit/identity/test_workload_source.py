@@ -20,11 +20,7 @@ from joserfc.jwk import ECKey
 from spiffe._proto import workload_pb2 as pb
 from wlapi_helpers import StallMeter, WorkloadApiProcess, eventually
 
-from broker.errors import ConfigError
 from broker.devtools.devca import DevCA
-from broker.identity.errors import IdentityError, SvidUnavailableError
-from broker.identity.source import SvidSource
-from broker.identity.spiffeid import SpiffeId, TrustDomain
 from broker.devtools.workload_api import (
     InMemoryEntryStore,
     RegistrationEntry,
@@ -32,6 +28,10 @@ from broker.devtools.workload_api import (
     WorkloadApiServer,
     WorkloadApiThread,
 )
+from broker.errors import ConfigError
+from broker.identity.errors import IdentityError, SvidUnavailableError
+from broker.identity.source import SvidSource
+from broker.identity.spiffeid import SpiffeId, TrustDomain
 from broker.identity.workload_source import (
     WorkloadApiSvidSource,
     jwt_bundles_from_response,

@@ -13,9 +13,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from broker.devtools.devca import DevCA
 from broker.identity import jwtsvid, x509svid
 from broker.identity.bundle import X509Bundle, X509BundleSet
-from broker.devtools.devca import DevCA
 from broker.identity.errors import X509SvidError
 from broker.identity.spiffeid import SpiffeId, TrustDomain
 from broker.identity.x509svid import (

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from token_service_helpers import CLIENT_ID, ISSUER, client_context, request
 
-from broker.errors import ConfigError
 from broker.devtools.devca import DevCA
+from broker.errors import ConfigError
 from broker.identity.errors import SvidUnavailableError
 from broker.identity.spiffeid import SpiffeId, TrustDomain
 from broker.server.file_source import FileSvidSource, SvidFiles

@@ -11,9 +11,9 @@ import aiohttp
 import pytest
 from token_service_helpers import API, CLIENT_ID, ISSUER, POLICY, Broker, client_context, request
 
-from broker.errors import ConfigError
 from broker.devtools.devca import DevCA
 from broker.devtools.source import InMemorySvidSource
+from broker.errors import ConfigError
 from broker.server.app import normalize_issuer
 from broker.server.service import start_token_service
 from broker.server.state import POLICY as POLICY_STORE

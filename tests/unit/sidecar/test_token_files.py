@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from sidecar_helpers import API, FakeClock, FakeTokenService, RealTokenService, wait_for
 
+from broker._files import write_atomically
 from broker.devtools.source import InMemorySvidSource
 from broker.sidecar.cache import TokenCache
 from broker.sidecar.errors import TokenServiceRefusedError
 from broker.sidecar.exchanger import TokenServiceClient
-from broker._files import write_atomically
 from broker.sidecar.token_files import TokenFile, TokenFileError, TokenFileKeeper
 from broker.verify.jws import parse_compact
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from broker.devtools.devca import DevCA
 from broker.errors import (
     InvalidClientError,
     InvalidGrantError,
@@ -17,7 +18,6 @@ from broker.errors import (
     OAuthError,
     UnsupportedGrantTypeError,
 )
-from broker.devtools.devca import DevCA
 from broker.identity.spiffeid import SpiffeId
 from broker.tokens.exchange import (
     GRANT_CLIENT_CREDENTIALS,

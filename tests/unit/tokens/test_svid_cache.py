@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 import broker.tokens.exchange as exchange_module
+from broker.devtools.devca import DevCA
 from broker.errors import InvalidGrantError
 from broker.identity.bundle import JwtBundle
-from broker.devtools.devca import DevCA
 from broker.identity.spiffeid import SpiffeId, TrustDomain
 from broker.identity.svid import JwtSvid
 from broker.tokens.exchange import GRANT_TOKEN_EXCHANGE, TOKEN_TYPE_JWT, TokenExchangeService

@@ -17,9 +17,9 @@ from flask.testing import FlaskClient
 from verify_helpers import Signer, claims_for
 from werkzeug.serving import make_server
 
-from broker.errors import InvalidTokenError
 from broker.devtools.devca import DevCA
 from broker.devtools.source import InMemorySvidSource
+from broker.errors import InvalidTokenError
 from broker.identity.spiffeid import SpiffeId
 from broker.identity.tls import client_ssl_context, server_ssl_context
 from broker.verify import AccessTokenVerifier, VerifiedToken

@@ -13,8 +13,8 @@ from grpclib.client import Channel
 from grpclib.const import Cardinality
 
 from broker.devtools.devca import DevCA
-from broker.identity.spiffeid import TrustDomain
 from broker.devtools.workload_api import EntryStore, RegistrationEntry, WorkloadApiServer
+from broker.identity.spiffeid import TrustDomain
 
 TD = TrustDomain("example.org")
 HEADER = {"workload.spiffe.io": "true"}

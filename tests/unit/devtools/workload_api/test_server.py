@@ -16,10 +16,8 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 from spiffe._proto import workload_pb2 as pb
 
-from broker.identity.bundle import JwtBundle, X509Bundle
 from broker._files import write_private_file
 from broker.devtools.devca import DevCA
-from broker.identity.jwtsvid import validate_jwt_svid
 from broker.devtools.workload_api import (
     FileEntryStore,
     InMemoryEntryStore,
@@ -28,6 +26,8 @@ from broker.devtools.workload_api import (
     WorkloadApiServerError,
 )
 from broker.devtools.workload_api.entries import dump_entries
+from broker.identity.bundle import JwtBundle, X509Bundle
+from broker.identity.jwtsvid import validate_jwt_svid
 
 from ._support import TD, call_unary, me, open_stream, other_uid, serving
 
