@@ -23,9 +23,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from broker.identity.source import SvidSource
 from broker.identity.tls import ServerIdMatcher, SourceSSLContext, client_ssl_context
+from broker.oauth.metadata import AuthorizationServerMetadata, MetadataError, check_issuer, metadata_url
 from broker.verify.connector import ServerIdentityError, SpiffeTLSConnector
 from broker.verify.jws import ES_ALGORITHMS, JwsError, b64url_decode
-from broker.verify.metadata import AuthorizationServerMetadata, MetadataError, check_issuer, metadata_url
 
 __all__ = [
     "FetchJson",
