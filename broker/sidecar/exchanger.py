@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 import aiohttp
 
+from broker.errors import NetworkError
 from broker.identity.errors import IdentityError
 from broker.identity.source import SvidSource, current_x5t
 from broker.identity.tls import ServerIdMatcher, SourceSSLContext, client_ssl_context
@@ -63,7 +64,7 @@ class Exchanger(Protocol):
     async def exchange(self, audience: str, scope: str | None) -> TokenResult: ...
 
 
-class _RetryableError(Exception):
+class _RetryableError(NetworkError):
     """A failure worth another attempt (transport error, timeout, 408/429/5xx); ``reason`` is safe to log."""
 
     def __init__(self, reason: str) -> None:
