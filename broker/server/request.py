@@ -8,7 +8,7 @@ is an RFC 6749 §5.2 error a client already knows how to read). Percent-decoded 
 A body that cannot be decoded is the client's error, ``invalid_request`` (400): a ``Content-Encoding`` other than
 ``identity`` (RFC 9110 §8.4; the service does not decompress), or a broken chunked framing (RFC 9112 §7.1, which
 aiohttp reports as ``RequestPayloadError``). A client that disconnects mid-body raises ``ConnectionError``, which
-is no request to answer (see :mod:`broker.server.errors`).
+is no request to answer (see :mod:`broker.web.errors`).
 """
 
 from __future__ import annotations

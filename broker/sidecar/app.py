@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import re
 from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
@@ -26,19 +25,19 @@ from aiohttp import web
 from broker.errors import AccessDeniedError, BrokerError, InvalidRequestError, ServerError, TemporarilyUnavailableError
 from broker.identity.errors import SvidUnavailableError
 from broker.identity.source import SvidSource, current_x5t
-from broker.server.errors import render_error
+from broker.oauth.grammar import AUDIENCE, SCOPE
 from broker.sidecar.cache import CacheKey, TokenCache
 from broker.sidecar.exchanger import Exchanger
 from broker.sidecar.health import TokenServiceHealth
 from broker.sidecar.probe import probe_when_idle
+from broker.web.errors import error_response, render_error
 
-__all__ = ["CACHE", "SOURCE", "TOKEN_SERVICE", "TokenServiceLink", "build_sidecar_app", "error_response"]
+__all__ = ["CACHE", "SOURCE", "TOKEN_SERVICE", "TokenServiceLink", "build_sidecar_app"]
 
 log = logging.getLogger(__name__)
 
-# RFC 8693 §2.1: audience is a logical name (here: printable ASCII, no spaces). RFC 6749 §3.3: scope tokens.
-_AUDIENCE = re.compile(r"[\x21-\x7e]{1,2048}")
-_SCOPE = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+(?: [\x21\x23-\x5b\x5d-\x7e]+)*")
+# RFC 8693 §2.1 audience, RFC 6749 §3.3 scope: the grammar of broker.oauth.grammar, with length limits.
+_MAX_AUDIENCE = 2048
 _MAX_SCOPE = 2048
 _MAX_KEY_MEMO = 4096
 _TOKEN_HEADERS = {"Content-Type": "application/json", "Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -67,16 +66,11 @@ class _KeyMemo(dict[str, CacheKey]):
 _KEY_MEMO = web.AppKey("token_key_memo", _KeyMemo)
 
 
-def error_response(status: int, error: str, description: str = "") -> web.Response:
-    body = {"error": error, "error_description": description} if description else {"error": error}
-    return web.Response(status=status, body=json.dumps(body).encode(), headers=_JSON_HEADERS)
-
-
 def _parse_key(request: web.Request) -> CacheKey:
     """The (audience, normalised scope) of a ``/v1/token`` query; single values only (RFC 6749 §3.1)."""
     query = request.query
     audiences = query.getall("audience", [])
-    if len(audiences) != 1 or not _AUDIENCE.fullmatch(audiences[0]):
+    if len(audiences) != 1 or len(audiences[0]) > _MAX_AUDIENCE or not AUDIENCE.fullmatch(audiences[0]):
         raise InvalidRequestError("exactly one audience (printable ASCII, no spaces) is required")
     scopes = query.getall("scope", [])
     if len(scopes) > 1:
@@ -84,7 +78,7 @@ def _parse_key(request: web.Request) -> CacheKey:
     scope = scopes[0] if scopes else ""
     if scope == "":
         return audiences[0], None
-    if len(scope) > _MAX_SCOPE or not _SCOPE.fullmatch(scope):
+    if len(scope) > _MAX_SCOPE or not SCOPE.fullmatch(scope):
         raise InvalidRequestError("scope is not a space-separated list of scope tokens (RFC 6749 §3.3)")
     return audiences[0], " ".join(sorted(set(scope.split(" "))))
 

@@ -23,20 +23,19 @@ from typing import Any, Protocol
 
 import aiohttp
 
+from broker.errors import NetworkError
 from broker.identity.errors import IdentityError
 from broker.identity.source import SvidSource, current_x5t
 from broker.identity.tls import ServerIdMatcher, SourceSSLContext, client_ssl_context
+from broker.oauth.constants import GRANT_TOKEN_EXCHANGE, TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_JWT
+from broker.oauth.metadata import AuthorizationServerMetadata, MetadataError, check_issuer, metadata_url
 from broker.sidecar.errors import TokenServiceRefusedError, TokenServiceUnavailableError, refusal_from_response
 from broker.sidecar.health import TokenServiceHealth
 from broker.sidecar.retry import RetryPolicy
 from broker.verify.connector import SpiffeTLSConnector
 from broker.verify.jws import JwsError, parse_compact
-from broker.verify.metadata import AuthorizationServerMetadata, MetadataError, check_issuer, metadata_url
 
 __all__ = [
-    "ACCESS_TOKEN_TYPE",
-    "JWT_TOKEN_TYPE",
-    "TOKEN_EXCHANGE_GRANT",
     "Exchanger",
     "TokenResult",
     "TokenServiceClient",
@@ -44,9 +43,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"  # noqa: S105 - RFC 8693 §2.1
-JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"  # noqa: S105 - RFC 8693 §3
-ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"  # noqa: S105 - RFC 8693 §3
 _RETRYABLE_STATUS = frozenset({408, 429})
 
 
@@ -57,7 +53,7 @@ class TokenResult:
     access_token: str = field(repr=False)
     expires_in: int
     token_type: str = "Bearer"  # noqa: S105 - RFC 6750 token type name
-    issued_token_type: str = ACCESS_TOKEN_TYPE
+    issued_token_type: str = TOKEN_TYPE_ACCESS_TOKEN
     scope: str | None = None
     bound_x5t: str | None = None
 
@@ -68,7 +64,7 @@ class Exchanger(Protocol):
     async def exchange(self, audience: str, scope: str | None) -> TokenResult: ...
 
 
-class _RetryableError(Exception):
+class _RetryableError(NetworkError):
     """A failure worth another attempt (transport error, timeout, 408/429/5xx); ``reason`` is safe to log."""
 
     def __init__(self, reason: str) -> None:
@@ -103,7 +99,7 @@ def parse_token_response(body: object, *, requested_scope: str | None, now: floa
         access_token=token,
         expires_in=expires_in,
         token_type=str(body.get("token_type") or "Bearer"),
-        issued_token_type=str(body.get("issued_token_type") or ACCESS_TOKEN_TYPE),
+        issued_token_type=str(body.get("issued_token_type") or TOKEN_TYPE_ACCESS_TOKEN),
         scope=scope if isinstance(scope, str) else requested_scope,
         bound_x5t=bound if isinstance(bound, str) else None,
     )
@@ -207,10 +203,10 @@ class TokenServiceClient:
         endpoint = await self._token_endpoint()
         svid = await self._source.fetch_jwt_svid(self._issuer)
         form = {
-            "grant_type": TOKEN_EXCHANGE_GRANT,
+            "grant_type": GRANT_TOKEN_EXCHANGE,
             "subject_token": svid.token,
-            "subject_token_type": JWT_TOKEN_TYPE,
-            "requested_token_type": ACCESS_TOKEN_TYPE,
+            "subject_token_type": TOKEN_TYPE_JWT,
+            "requested_token_type": TOKEN_TYPE_ACCESS_TOKEN,
             "audience": audience,
         }
         if scope:

@@ -23,7 +23,6 @@ precisely that the JWT-SVID (not the request syntax) was refused. Changing it is
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,13 +32,19 @@ from broker.errors import (
     InvalidClientError,
     InvalidGrantError,
     InvalidRequestError,
-    InvalidTargetError,
     UnsupportedGrantTypeError,
 )
 from broker.identity.bundle import JwtBundleSet
 from broker.identity.errors import IdentityError
 from broker.identity.jwtsvid import validate_jwt_svid
 from broker.identity.svid import JwtSvid
+from broker.oauth.constants import (
+    GRANT_CLIENT_CREDENTIALS,
+    GRANT_TOKEN_EXCHANGE,
+    TOKEN_TYPE_ACCESS_TOKEN,
+    TOKEN_TYPE_JWT,
+)
+from broker.oauth.form import select_target, single_values
 from broker.tokens.issuer import AccessTokenIssuer, AuthenticatedClient, IssuedToken
 from broker.tokens.policy import PolicyStore, parse_scope
 from broker.tokens.svid_cache import ValidatedSvidCache
@@ -51,32 +56,9 @@ __all__ = [
     "TOKEN_TYPE_JWT",
     "TokenExchangeService",
     "TokenResponse",
-    "single_values",
 ]
 
-GRANT_TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"  # noqa: S105 (a type URN, not a secret)
-GRANT_CLIENT_CREDENTIALS = "client_credentials"
-TOKEN_TYPE_JWT = "urn:ietf:params:oauth:token-type:jwt"  # noqa: S105 (a type URN, not a secret)
-TOKEN_TYPE_ACCESS_TOKEN = "urn:ietf:params:oauth:token-type:access_token"  # noqa: S105 (a type URN, not a secret)
-MULTI_VALUED = frozenset({"audience", "resource"})
-# Parameters of RFC 6749 §4.4 / RFC 8693 §2.1 (and client_id, RFC 8705 §2): the only names an error may quote.
-KNOWN_PARAMETERS = (
-    frozenset(
-        {
-            "grant_type",
-            "scope",
-            "client_id",
-            "subject_token",
-            "subject_token_type",
-            "actor_token",
-            "actor_token_type",
-            "requested_token_type",
-        }
-    )
-    | MULTI_VALUED
-)
 MAX_SUBJECT_TOKEN_CHARS = 16 * 1024
-_ABSOLUTE_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:[^#\s]+")  # RFC 8707 §2: absolute URI, no fragment
 
 
 @dataclass(frozen=True)
@@ -98,26 +80,6 @@ class TokenResponse:
         if self.token.scopes:
             body["scope"] = " ".join(self.token.scopes)
         return body
-
-
-def single_values(form: Mapping[str, Sequence[str]]) -> tuple[dict[str, str], dict[str, list[str]]]:
-    """Split a parsed form into single-valued parameters and the multi-valued targets.
-
-    RFC 6749 §3.2: parameters must not repeat (``invalid_request``); §3.1: an empty value counts as omitted.
-    """
-    single: dict[str, str] = {}
-    multi: dict[str, list[str]] = {name: [] for name in MULTI_VALUED}
-    for name, values in form.items():
-        present = [value for value in values if value != ""]
-        if name in MULTI_VALUED:
-            multi[name] = present
-        elif len(values) > 1:
-            # A name the client made up is never echoed: it could carry anything, a secret included.
-            shown = repr(name) if name in KNOWN_PARAMETERS else "(unknown)"
-            raise InvalidRequestError(f"parameter {shown} is repeated")
-        elif present:
-            single[name] = present[0]
-    return single, multi
 
 
 class TokenExchangeService:
@@ -155,7 +117,7 @@ class TokenExchangeService:
         issued_token_type = None
         if grant_type == GRANT_TOKEN_EXCHANGE:
             issued_token_type = _check_exchange_params(params)
-        audience = _target(targets)
+        audience = select_target(targets)
         scopes = parse_scope(params.get("scope"))
         if grant_type == GRANT_TOKEN_EXCHANGE:  # the grant is checked before policy: a stolen JWT-SVID learns nothing
             self._check_subject_token(params["subject_token"], client)
@@ -209,16 +171,3 @@ def _check_exchange_params(params: Mapping[str, str]) -> str:
     if requested not in (TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_JWT):
         raise InvalidRequestError(f"requested_token_type must be {TOKEN_TYPE_ACCESS_TOKEN} or {TOKEN_TYPE_JWT}")
     return requested
-
-
-def _target(targets: Mapping[str, Sequence[str]]) -> str:
-    """The one target from ``audience`` and/or ``resource`` (RFC 8693 §2.1, RFC 8707 §2)."""
-    for resource in targets.get("resource", ()):
-        if not _ABSOLUTE_URI.fullmatch(resource):
-            raise InvalidTargetError("resource must be an absolute URI without a fragment (RFC 8707 §2)")
-    distinct = set(targets.get("audience", ())) | set(targets.get("resource", ()))
-    if not distinct:
-        raise InvalidRequestError("missing target: send 'audience' or 'resource'")
-    if len(distinct) > 1:
-        raise InvalidTargetError("exactly one target (audience or resource) per token")
-    return distinct.pop()

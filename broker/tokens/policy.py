@@ -34,6 +34,7 @@ from broker._files import Watched
 from broker.errors import ConfigError, InvalidScopeError, InvalidTargetError
 from broker.identity.errors import InvalidSpiffeIdError
 from broker.identity.spiffeid import SpiffeId, TrustDomain
+from broker.oauth.grammar import AUDIENCE, SCOPE_TOKEN
 
 __all__ = [
     "DEFAULT_TOKEN_LIFETIME",
@@ -53,8 +54,6 @@ log = logging.getLogger(__name__)
 DEFAULT_TOKEN_LIFETIME = 300
 MAX_TOKEN_LIFETIME = 24 * 3600
 MAX_POLICY_BYTES = 1 << 20
-SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")  # RFC 6749 §3.3 scope-token
-_AUDIENCE = re.compile(r"[\x21-\x7e]+")
 _RULE_KEYS = frozenset({"spiffe_id", "trust_domain", "path_prefix", "audiences", "scopes", "max_token_lifetime"})
 
 
@@ -206,7 +205,7 @@ def _rule(source: str, node: yaml.Node) -> PolicyRule:
     where = _at(source, node)
     if "audiences" not in fields:
         raise ConfigError(f"{where}: a rule needs 'audiences'")
-    audiences = _string_list(source, fields["audiences"], "audiences", _AUDIENCE)
+    audiences = _string_list(source, fields["audiences"], "audiences", AUDIENCE)
     if not audiences:
         raise ConfigError(f"{_at(source, fields['audiences'])}: 'audiences' must not be empty")
     scopes = _string_list(source, fields["scopes"], "scopes", SCOPE_TOKEN) if "scopes" in fields else frozenset()

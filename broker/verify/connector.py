@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 from aiohttp.client_proto import ResponseHandler
 
+from broker.errors import NetworkError
 from broker.identity.errors import IdentityError
 from broker.identity.tls import SourceSSLContext
 
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 __all__ = ["ServerIdentityError", "SpiffeTLSConnector"]
 
 
-class ServerIdentityError(aiohttp.ClientError):
+class ServerIdentityError(NetworkError, aiohttp.ClientError):
     """The server's certificate is not an X509-SVID of the expected SPIFFE ID (the connection was closed)."""
 
 

@@ -21,11 +21,12 @@ from typing import Protocol
 import aiohttp
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from broker.errors import NetworkError
 from broker.identity.source import SvidSource
 from broker.identity.tls import ServerIdMatcher, SourceSSLContext, client_ssl_context
+from broker.oauth.metadata import AuthorizationServerMetadata, MetadataError, check_issuer, metadata_url
 from broker.verify.connector import ServerIdentityError, SpiffeTLSConnector
 from broker.verify.jws import ES_ALGORITHMS, JwsError, b64url_decode
-from broker.verify.metadata import AuthorizationServerMetadata, MetadataError, check_issuer, metadata_url
 
 __all__ = [
     "FetchJson",
@@ -45,7 +46,7 @@ MAX_DOCUMENT_BYTES = 256 * 1024
 _CURVES: dict[str, ec.EllipticCurve] = {"P-256": ec.SECP256R1(), "P-384": ec.SECP384R1(), "P-521": ec.SECP521R1()}
 
 
-class JwksFetchError(Exception):
+class JwksFetchError(NetworkError):
     """Metadata or JWKS could not be fetched or used; the message is safe to log."""
 
 

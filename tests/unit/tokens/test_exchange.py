@@ -19,13 +19,13 @@ from broker.errors import (
     UnsupportedGrantTypeError,
 )
 from broker.identity.spiffeid import SpiffeId
+from broker.oauth.form import single_values
 from broker.tokens.exchange import (
     GRANT_CLIENT_CREDENTIALS,
     GRANT_TOKEN_EXCHANGE,
     TOKEN_TYPE_ACCESS_TOKEN,
     TOKEN_TYPE_JWT,
     TokenExchangeService,
-    single_values,
 )
 from broker.tokens.issuer import AccessTokenIssuer, AuthenticatedClient
 from broker.tokens.keys import InMemoryKeyStore, KeyStore

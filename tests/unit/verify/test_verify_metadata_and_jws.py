@@ -1,4 +1,4 @@
-"""Tests for broker.verify.metadata (RFC 8414 §2, §3.1, §3.3) and broker.verify.jws (RFC 7515, RFC 7518 §3.4)."""
+"""Tests for broker.oauth.metadata (RFC 8414 §2, §3.1, §3.3) and broker.verify.jws (RFC 7515, RFC 7518 §3.4)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from verify_helpers import Signer
 
 from broker.errors import ConfigError
+from broker.oauth.metadata import AuthorizationServerMetadata, MetadataError, check_issuer, metadata_url
 from broker.verify.jws import JwsError, parse_compact, verify_es
-from broker.verify.metadata import AuthorizationServerMetadata, MetadataError, check_issuer, metadata_url
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,7 @@
-"""The one error renderer: any exception leaving a handler becomes an RFC 6749 §5.2 JSON error response.
+"""The one error renderer's aiohttp side: any exception leaving a handler becomes an RFC 6749 §5.2 JSON response.
+
+The body and headers come from :mod:`broker.oauth.response` (shared with the ASGI/WSGI verifier middleware).
+:func:`error_middleware` (token service) and :func:`render_error` (also the sidecar's ``/v1/token``) render:
 
 * :class:`~broker.errors.OAuthError`: its own ``error``, ``status``, ``description`` and headers
   (``WWW-Authenticate`` for ``invalid_client``).
@@ -12,6 +15,8 @@
   its message, which might quote input.
 
 Every error response carries ``Cache-Control: no-store`` and ``Pragma: no-cache`` (RFC 6749 §5.1).
+:func:`error_response` is the sidecar's plain answer for probes and routing (``not_ready``, ``not_found``,
+``method_not_allowed``): ``Content-Type: application/json`` and ``Cache-Control: no-store`` only.
 """
 
 from __future__ import annotations
@@ -22,25 +27,29 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from broker.errors import BrokerError, OAuthError, ServerError, TemporarilyUnavailableError
+from broker.errors import BrokerError, OAuthError, ServerError
+from broker.oauth.response import NO_STORE, error_document, error_json, public_error
 from broker.web.access_log import route_of
 
-__all__ = ["NO_STORE", "error_middleware", "render_error"]
+__all__ = ["NO_STORE", "error_middleware", "error_response", "render_error"]
 
 log = logging.getLogger(__name__)
 
-NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+_PLAIN_HEADERS = {"Content-Type": "application/json", "Cache-Control": "no-store"}
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def render_error(exc: BrokerError) -> web.Response:
     """Render ``exc`` as ``{"error", "error_description"}`` with its status and headers."""
-    if not isinstance(exc, OAuthError):
-        exc = TemporarilyUnavailableError("try again later") if exc.status == 503 else ServerError()
-    body: dict[str, str] = {"error": exc.error}
-    if exc.description:
-        body["error_description"] = exc.description
-    return web.json_response(body, status=exc.status, headers={**NO_STORE, **exc.headers})
+    exc = public_error(exc)
+    return web.json_response(
+        error_document(exc.error, exc.description), status=exc.status, headers={**NO_STORE, **exc.headers}
+    )
+
+
+def error_response(status: int, error: str, description: str = "") -> web.Response:
+    """A plain ``{"error", "error_description"}`` answer with ``status`` (no ``Pragma``, no charset)."""
+    return web.Response(status=status, body=error_json(error, description), headers=_PLAIN_HEADERS)
 
 
 def _render_http_error(exc: web.HTTPException) -> web.Response:
@@ -48,9 +57,7 @@ def _render_http_error(exc: web.HTTPException) -> web.Response:
     headers = {**NO_STORE}
     if "Allow" in exc.headers:
         headers["Allow"] = exc.headers["Allow"]
-    return web.json_response(
-        {"error": "invalid_request", "error_description": description}, status=exc.status, headers=headers
-    )
+    return web.json_response(error_document("invalid_request", description), status=exc.status, headers=headers)
 
 
 @web.middleware
