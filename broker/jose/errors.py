@@ -21,8 +21,8 @@ from __future__ import annotations
 from broker.errors import BrokerError
 
 __all__ = [
-    "Base64urlError",
     "BadSignatureError",
+    "Base64urlError",
     "InvalidJwkError",
     "JoseError",
     "JsonObjectError",

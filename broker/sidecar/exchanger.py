@@ -26,11 +26,12 @@ import aiohttp
 from broker.identity.errors import IdentityError
 from broker.identity.source import SvidSource, current_x5t
 from broker.identity.tls import ServerIdMatcher, SourceSSLContext, client_ssl_context
+from broker.jose.errors import JoseError
+from broker.jose.jws import read_unverified
 from broker.sidecar.errors import TokenServiceRefusedError, TokenServiceUnavailableError, refusal_from_response
 from broker.sidecar.health import TokenServiceHealth
 from broker.sidecar.retry import RetryPolicy
 from broker.verify.connector import SpiffeTLSConnector
-from broker.verify.jws import JwsError, parse_compact
 from broker.verify.metadata import AuthorizationServerMetadata, MetadataError, check_issuer, metadata_url
 
 __all__ = [
@@ -79,8 +80,8 @@ class _RetryableError(Exception):
 def token_claims_unverified(access_token: str) -> dict[str, Any]:
     """The payload of a JWT access token *without* verifying it: only for cache bookkeeping, never for trust."""
     try:
-        return parse_compact(access_token).payload
-    except JwsError:
+        return read_unverified(access_token, canonical=False).payload
+    except JoseError:
         return {}
 
 

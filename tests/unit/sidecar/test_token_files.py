@@ -13,11 +13,11 @@ import pytest
 from sidecar_helpers import API, FakeClock, FakeTokenService, RealTokenService, wait_for
 
 from broker.identity.source import InMemorySvidSource
+from broker.jose.jws import parse_compact
 from broker.sidecar.cache import TokenCache
 from broker.sidecar.errors import TokenServiceRefusedError
 from broker.sidecar.exchanger import TokenServiceClient
 from broker.sidecar.token_files import TokenFile, TokenFileError, TokenFileKeeper, write_atomically
-from broker.verify.jws import parse_compact
 
 
 @pytest.fixture
