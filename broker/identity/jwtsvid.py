@@ -45,6 +45,7 @@ from broker.identity.spiffeid import SpiffeId
 from broker.identity.svid import JwtSvid
 from broker.jose import errors as jose_errors
 from broker.jose import jws
+from broker.jose.jws import verify_signature
 from broker.jose.jwt import finite_number
 
 __all__ = [
@@ -226,8 +227,13 @@ def verify_jws_signature(alg: str, public_key: PublicKeyTypes, signing_input: by
     """Verify a JWS signature (RFC 7515 §5.2 step 8) for one of the JWT-SVID algorithms; raise on failure."""
     if alg not in ALLOWED_ALGORITHMS:
         raise UnsupportedAlgorithmError(f"algorithm {shown(alg)} is not allowed for a JWT-SVID")
+    _verify_signature(alg, public_key, signing_input, signature)
+
+
+def _verify_signature(alg: str, public_key: PublicKeyTypes, signing_input: bytes, signature: bytes) -> None:
+    """Step 5 for an ``alg`` step 2 has allowed: the JOSE core's verification, its errors mapped to ours."""
     try:
-        jws.verify_signature(alg, public_key, signing_input, signature)
+        verify_signature(alg, public_key, signing_input, signature)
     except jose_errors.JoseError as exc:
         raise _SIGNATURE_ERRORS[type(exc)](exc.description) from None
 
@@ -386,7 +392,7 @@ def validate_jwt_svid(
     claims = _decode_object(parts.payload, "claims")
     spiffe_id = _subject(claims)
     authority = _authority(spiffe_id, kid, alg, bundles)
-    verify_jws_signature(alg, authority.public_key, parts.signing_input, signature)
+    _verify_signature(alg, authority.public_key, parts.signing_input, signature)
     audiences = _audiences(claims, audience)
     expiry = _check_times(claims, time.time() if now is None else now, leeway)
     return JwtSvid(spiffe_id, audiences, expiry, token, claims)

@@ -79,7 +79,10 @@ def _verify_ecdsa(algorithm: Algorithm, key: PublicKeyTypes, signing_input: byte
     if len(signature) != 2 * size:
         raise BadSignatureError(f"ECDSA signature is not {2 * size} bytes of R || S")
     try:
-        key.verify(raw_to_der(signature, size), signing_input, ec.ECDSA(algorithm.hash))
+        der = utils.encode_dss_signature(
+            int.from_bytes(signature[:size], "big"), int.from_bytes(signature[size:], "big")
+        )
+        key.verify(der, signing_input, ec.ECDSA(algorithm.hash))
     except InvalidSignature:
         raise BadSignatureError("token signature does not verify") from None
 

@@ -65,14 +65,6 @@ def _malformed(exc: MalformedJwsError) -> str:
     return "not a compact JWS"
 
 
-def _parse(token: str) -> jws.CompactJws:
-    """RFC 7515 §7.1; base64url spellings other than the canonical one are accepted here, as they always were."""
-    try:
-        return jws.parse_compact(token, canonical=False)
-    except MalformedJwsError as exc:
-        raise InvalidTokenError(f"malformed access token ({_malformed(exc)})") from None
-
-
 def _number(claims: Mapping[str, Any], name: str) -> float | None:
     value = claims.get(name)
     if value is None:
@@ -108,7 +100,10 @@ class AccessTokenVerifier:
 
     async def verify(self, token: str, client_cert_der: bytes | None) -> VerifiedToken:
         """Verify ``token`` as presented on a connection whose client certificate is ``client_cert_der``."""
-        compact = _parse(token)
+        try:  # non-canonical base64url spellings are accepted here, as they always were
+            compact = jws.parse_compact(token, canonical=False)
+        except MalformedJwsError as exc:
+            raise InvalidTokenError(f"malformed access token ({_malformed(exc)})") from None
         alg, kid = self._check_header(compact.header)
         key = self._jwks.cached_key(kid) or await self._jwks.get_key(kid)
         if key is None:
@@ -116,7 +111,7 @@ class AccessTokenVerifier:
         if key.alg is not None and key.alg != alg:
             raise InvalidTokenError("access token algorithm does not match its key")
         try:
-            jws.verify(compact, alg, key.public_key)
+            jws.verify_signature(alg, key.public_key, compact.signing_input, compact.signature)
         except JoseError:
             raise InvalidTokenError("access token signature is invalid") from None
         return self._check_claims(compact, client_cert_der)
