@@ -8,16 +8,17 @@ The whole tree, with the module of each class outside this one::
 
     BrokerError
     ├── IdentityError                      identity.errors: SPIFFE ID, SVID, bundle, Workload API (its own tree)
-    │   └── AttestationError, StateDirError, WorkloadApiServerError    (identity.workload_api)
+    │   └── AttestationError, StateDirError, WorkloadApiServerError    (devtools.workload_api)
     ├── ConfigError                        bad configuration or policy file
     │   ├── YamlError                      _yaml: not a YAML document the broker accepts (also a ValueError)
     │   ├── WorkloadsFileError             registration.errors: the workloads file
-    │   └── RegistrationEntryError         identity.workload_api.entries: the dev entries file
+    │   └── RegistrationEntryError         devtools.workload_api.entries: the dev entries file
     ├── NetworkError                       a peer could not be reached or broke the exchange
     │   ├── JwksFetchError                 verify.jwks: metadata or JWKS not fetched or unusable
     │   └── ServerIdentityError            verify.connector: the server is not the expected SPIFFE ID
     │                                      (also an aiohttp.ClientError)
     ├── MetadataError                      oauth.metadata: RFC 8414 document unusable (also a ValueError)
+    ├── JoseError                          jose.errors: a JWS, JWK or JWK Set the JOSE core refuses (its own tree)
     ├── RegistrationError                  registration.errors: the SPIRE Server API refused or failed
     ├── SidecarError                       sidecar.client: the sidecar's answer, for apps
     ├── TokenFileError                     sidecar.token_files: a token file could not be written

@@ -34,6 +34,8 @@ from broker._files import write_private_file
 from broker.identity.bundle import USE_JWT_SVID, JwtAuthority, JwtBundle, X509Bundle
 from broker.identity.spiffeid import SpiffeId, TrustDomain
 from broker.identity.svid import JwtSvid, X509Svid
+from broker.jose import thumbprint
+from broker.jose.jwk import ec_public_jwk
 
 __all__ = ["DevCA"]
 
@@ -221,4 +223,4 @@ class DevCA:
 
 
 def _kid_for(key: ec.EllipticCurvePrivateKey) -> str:
-    return str(ECKey.import_key(key.public_key()).thumbprint())
+    return thumbprint(ec_public_jwk(key.public_key()))

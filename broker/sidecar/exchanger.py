@@ -27,13 +27,14 @@ from broker.errors import NetworkError
 from broker.identity.errors import IdentityError
 from broker.identity.source import SvidSource, current_x5t
 from broker.identity.tls import ServerIdMatcher, SourceSSLContext, client_ssl_context
+from broker.jose.errors import JoseError
+from broker.jose.jws import read_unverified
 from broker.oauth.constants import GRANT_TOKEN_EXCHANGE, TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_JWT
 from broker.oauth.metadata import AuthorizationServerMetadata, MetadataError, check_issuer, metadata_url
 from broker.sidecar.errors import TokenServiceRefusedError, TokenServiceUnavailableError, refusal_from_response
 from broker.sidecar.health import TokenServiceHealth
 from broker.sidecar.retry import RetryPolicy
 from broker.verify.connector import SpiffeTLSConnector
-from broker.verify.jws import JwsError, parse_compact
 
 __all__ = [
     "Exchanger",
@@ -75,8 +76,8 @@ class _RetryableError(NetworkError):
 def token_claims_unverified(access_token: str) -> dict[str, Any]:
     """The payload of a JWT access token *without* verifying it: only for cache bookkeeping, never for trust."""
     try:
-        return parse_compact(access_token).payload
-    except JwsError:
+        return read_unverified(access_token, canonical=False).payload
+    except JoseError:
         return {}
 
 

@@ -24,9 +24,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from broker.errors import NetworkError
 from broker.identity.source import SvidSource
 from broker.identity.tls import ServerIdMatcher, SourceSSLContext, client_ssl_context
+from broker.jose import jwk as jose_jwk
+from broker.jose.errors import InvalidJwkError
+from broker.jose.jws import ES_ALGORITHMS
 from broker.oauth.metadata import AuthorizationServerMetadata, MetadataError, check_issuer, metadata_url
 from broker.verify.connector import ServerIdentityError, SpiffeTLSConnector
-from broker.verify.jws import ES_ALGORITHMS, JwsError, b64url_decode
 
 __all__ = [
     "FetchJson",
@@ -43,7 +45,6 @@ log = logging.getLogger(__name__)
 
 FetchJson = Callable[[str], Awaitable[object]]
 MAX_DOCUMENT_BYTES = 256 * 1024
-_CURVES: dict[str, ec.EllipticCurve] = {"P-256": ec.SECP256R1(), "P-384": ec.SECP384R1(), "P-521": ec.SECP521R1()}
 
 
 class JwksFetchError(NetworkError):
@@ -68,23 +69,16 @@ class JwksProvider(Protocol):
 
 
 def _ec_key(jwk: Mapping[str, object]) -> ec.EllipticCurvePublicKey | None:
-    curve = _CURVES.get(str(jwk.get("crv")))
-    x, y = jwk.get("x"), jwk.get("y")
-    if curve is None or not isinstance(x, str) or not isinstance(y, str):
-        return None
     try:
-        numbers = ec.EllipticCurvePublicNumbers(
-            int.from_bytes(b64url_decode(x), "big"), int.from_bytes(b64url_decode(y), "big"), curve
-        )
-        return numbers.public_key()  # raises ValueError for a point not on the curve
-    except (JwsError, ValueError):
+        return jose_jwk.ec_public_key(jwk)
+    except InvalidJwkError:
         return None
 
 
 def parse_jwks(document: object) -> dict[str, VerificationKey]:
     """The usable keys of a JWK Set by ``kid``; unusable entries are skipped, a duplicated ``kid`` is dropped."""
-    keys = document.get("keys") if isinstance(document, dict) else None
-    if not isinstance(keys, list):
+    keys = jose_jwk.jwks_keys(document)
+    if keys is None:
         raise JwksFetchError("JWKS has no 'keys' array")
     found: dict[str, VerificationKey] = {}
     duplicated: set[str] = set()

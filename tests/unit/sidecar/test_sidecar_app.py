@@ -12,9 +12,9 @@ import pytest
 from sidecar_helpers import API, FakeTokenService, RealTokenService, Starter, sidecar_get, wait_for
 
 from broker.devtools.source import InMemorySvidSource
+from broker.jose.jws import parse_compact
 from broker.sidecar.exchanger import TokenServiceClient
 from broker.sidecar.service import RunningSidecar
-from broker.verify.jws import parse_compact
 
 
 def bound_x5t(access_token: str) -> str:

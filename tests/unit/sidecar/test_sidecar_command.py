@@ -26,7 +26,7 @@ from broker.devtools.devca import DevCA
 from broker.devtools.source import InMemorySvidSource
 from broker.devtools.workload_api.entries import InMemoryEntryStore, RegistrationEntry, Selector
 from broker.devtools.workload_api.server import WorkloadApiServer
-from broker.verify.jws import parse_compact
+from broker.jose.jws import parse_compact
 
 STOP_WITHIN = 3.0  # seconds from the signal to the exit
 

@@ -16,10 +16,10 @@ from broker.devtools.devca import DevCA
 from broker.devtools.source import InMemorySvidSource
 from broker.identity.spiffeid import SpiffeId
 from broker.identity.tls import SourceSSLContext, server_ssl_context
+from broker.jose.jws import parse_compact
 from broker.sidecar.errors import TokenServiceRefusedError, TokenServiceUnavailableError, refusal_from_response
 from broker.sidecar.exchanger import TokenServiceClient, parse_token_response
 from broker.sidecar.retry import RetryPolicy
-from broker.verify.jws import parse_compact
 from broker.verify.verifier import certificate_thumbprint
 
 

@@ -14,11 +14,11 @@ from sidecar_helpers import API, FakeClock, FakeTokenService, RealTokenService, 
 
 from broker._files import write_atomically
 from broker.devtools.source import InMemorySvidSource
+from broker.jose.jws import parse_compact
 from broker.sidecar.cache import TokenCache
 from broker.sidecar.errors import TokenServiceRefusedError
 from broker.sidecar.exchanger import TokenServiceClient
 from broker.sidecar.token_files import TokenFile, TokenFileError, TokenFileKeeper
-from broker.verify.jws import parse_compact
 
 
 @pytest.fixture

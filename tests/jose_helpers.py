@@ -19,7 +19,7 @@ OTHER_TD = TrustDomain("other.test")
 SUB = "spiffe://example.org/ns/shop/sa/web"
 AUD = "spiffe://example.org/broker"
 NOW = 1_700_000_000.0
-VECTORS = Path(__file__).resolve().parents[2] / "fixtures" / "identity"
+VECTORS = Path(__file__).resolve().parent / "fixtures" / "identity"
 HASHES = {"256": hashes.SHA256(), "384": hashes.SHA384(), "512": hashes.SHA512()}
 CURVE_BYTES = {"256": 32, "384": 48, "512": 66}
 
