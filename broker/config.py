@@ -93,6 +93,11 @@ class SidecarSettings(_Section):
             value = int(value, 8) if isinstance(value, str) else value
             if isinstance(value, int) and not 0 <= value <= 0o777:
                 raise ValueError("must be permission bits in octal, as a string: '0640' (not 640)")
+            if isinstance(value, int) and value & 0o006:
+                raise ValueError(
+                    "must not let other users read or write the file (o+r, o+w): it holds a credential, a bearer "
+                    "access token; use '0600', or '0640' with a gid"
+                )
             return value
 
     socket: Path | None = None

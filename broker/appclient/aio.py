@@ -6,9 +6,12 @@
         response = await client.request("GET", "https://api.example.org/orders", audience="https://api.example.org")
 
 Keep-alive matters for RFC 8705: a pooled connection keeps presenting the certificate it was opened with, while
-the sidecar's token follows the newest SVID. So the client keeps one aiohttp session per SVID: after a rotation
-new requests go through a new session (new connections, new certificate) and the old session is closed once its
-requests had ``retire_after`` seconds to finish. The server's SPIFFE ID is checked on every new connection before
+the sidecar's token follows the newest SVID. So the client keeps one aiohttp session per SVID, whose TLS context
+is built from a snapshot of that SVID (:class:`~broker.appclient.snapshot.SnapshotSource`) and never reloaded: a
+token bound to ``x5t`` only ever goes out on a connection presenting that very certificate, even when the SVID
+rotates between the token and the connection. After a rotation new requests go through a new session (new
+connections, new certificate) and the old session is closed once its requests had ``retire_after`` seconds to
+finish. The server's SPIFFE ID is checked on every new connection before
 the request is written (:class:`~broker.verify.connector.SpiffeTLSConnector`).
 """
 
@@ -16,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
@@ -24,14 +26,15 @@ from types import TracebackType
 import aiohttp
 
 from broker.appclient.common import (
+    RETRY_DELAY,
     AppResponse,
+    BindingDeadline,
     SidecarError,
     SidecarToken,
-    mismatch,
     parse_token_response,
-    token_binding,
     token_query,
 )
+from broker.appclient.snapshot import SnapshotSource
 from broker.config import workload_api_address
 from broker.errors import ConfigError
 from broker.identity.svid import X509Svid
@@ -40,8 +43,6 @@ from broker.identity.workload_source import WorkloadApiSvidSource
 from broker.verify.connector import SpiffeTLSConnector
 
 __all__ = ["AppClient"]
-
-_RETRY_DELAY = 0.1
 
 
 class AppClient:
@@ -62,16 +63,14 @@ class AppClient:
         self._server_id, self._binding_wait, self._retire_after = server_id, binding_wait, retire_after
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._source: WorkloadApiSvidSource | None = None
-        self._context: SourceSSLContext | None = None
         self._sidecar: aiohttp.ClientSession | None = None
-        self._session: tuple[str, aiohttp.ClientSession] | None = None
+        self._session: tuple[str, aiohttp.ClientSession, SourceSSLContext] | None = None
         self._retiring: set[asyncio.Task[None]] = set()
 
     async def __aenter__(self) -> AppClient:
         self._source = WorkloadApiSvidSource(address=self._address)
         try:
             await self._source.wait_ready(self._timeout.total)
-            self._context = client_ssl_context(self._source, server_id=self._server_id)
             connector = aiohttp.UnixConnector(path=self._socket)
             self._sidecar = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
         except BaseException:
@@ -90,12 +89,13 @@ class AppClient:
             task.cancel()
         await asyncio.gather(*self._retiring, return_exceptions=True)
         sessions = [self._sidecar, self._session[1] if self._session else None]
+        context = self._session[2] if self._session else None
         self._sidecar, self._session = None, None
         for session in sessions:
             if session is not None:
                 await session.close()
-        if self._context is not None:
-            self._context.detach()
+        if context is not None:
+            context.detach()
         if self._source is not None:
             await self._source.aclose()
 
@@ -105,16 +105,18 @@ class AppClient:
 
     async def token(self, audience: str, scope: str | None = None) -> SidecarToken:
         """A token from the sidecar bound to the X.509-SVID this client presents right now."""
+        return (await self._credentials(audience, scope))[1]
+
+    async def _credentials(self, audience: str, scope: str | None) -> tuple[SnapshotSource, SidecarToken]:
+        """A snapshot of the current SVID and a token bound to exactly that SVID (RFC 8705 §3)."""
         source, sidecar = self._require()
-        deadline = time.monotonic() + self._binding_wait
+        binding = BindingDeadline(self._binding_wait)
         while True:
+            snapshot = SnapshotSource(source.x509_svid(), source.x509_bundles())
             token = await self._fetch(sidecar, audience, scope)
-            bound = token_binding(token.access_token)
-            if bound == source.x509_svid().x5t_s256():
-                return token
-            if time.monotonic() >= deadline:
-                raise mismatch(bound)
-            await asyncio.sleep(_RETRY_DELAY)  # a rotation in flight: the sidecar catches up within a moment
+            if binding.matches(token.access_token, snapshot.x509_svid().x5t_s256()):
+                return snapshot, token
+            await asyncio.sleep(RETRY_DELAY)  # a rotation in flight: the sidecar catches up within a moment
 
     async def request(
         self,
@@ -129,8 +131,8 @@ class AppClient:
         """``method url`` with ``Authorization: Bearer <bound token>`` over mTLS; the whole response."""
         if not url.startswith("https://"):
             raise ConfigError("URL must be https:// (the token is bound to the TLS client certificate)")
-        token = await self.token(audience, scope)
-        session = self._api_session(token_binding(token.access_token) or "")
+        snapshot, token = await self._credentials(audience, scope)
+        session = self._api_session(snapshot)  # presents the very SVID the token is bound to
         all_headers = {**(headers or {}), "Authorization": f"Bearer {token.access_token}"}
         async with session.request(method, url, headers=all_headers, data=body, allow_redirects=False) as response:
             content = await response.read()
@@ -144,17 +146,19 @@ class AppClient:
             raise SidecarError("unreachable", f"cannot reach the sidecar at {self._socket}: {exc}", status=0) from None
         return parse_token_response(status, raw)
 
-    def _api_session(self, x5t: str) -> aiohttp.ClientSession:
-        """The session whose new connections present the SVID with thumbprint ``x5t``."""
-        if self._session is not None and self._session[0] == x5t:
+    def _api_session(self, snapshot: SnapshotSource) -> aiohttp.ClientSession:
+        """The session whose new connections present ``snapshot``'s SVID, from a context built for it alone."""
+        key = snapshot.key()
+        if self._session is not None and self._session[0] == key:
             return self._session[1]
-        assert self._context is not None
         if self._session is not None:
-            task = asyncio.create_task(_close_later(self._session[1], self._retire_after))
+            _, old, old_context = self._session
+            task = asyncio.create_task(_close_later(old, self._retire_after, old_context))
             self._retiring.add(task)
             task.add_done_callback(self._retiring.discard)
-        session = aiohttp.ClientSession(connector=SpiffeTLSConnector(self._context), timeout=self._timeout)
-        self._session = (x5t, session)
+        context = client_ssl_context(snapshot, server_id=self._server_id)
+        session = aiohttp.ClientSession(connector=SpiffeTLSConnector(context), timeout=self._timeout)
+        self._session = (key, session, context)
         return session
 
     def _require(self) -> tuple[WorkloadApiSvidSource, aiohttp.ClientSession]:
@@ -163,9 +167,10 @@ class AppClient:
         return self._source, self._sidecar
 
 
-async def _close_later(session: aiohttp.ClientSession, delay: float) -> None:
+async def _close_later(session: aiohttp.ClientSession, delay: float, context: SourceSSLContext) -> None:
     try:
         await asyncio.sleep(delay)
     finally:
         with contextlib.suppress(Exception):
             await session.close()
+        context.detach()

@@ -11,6 +11,7 @@ wait for the sidecar to catch up instead of sending a token the API must refuse.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +23,9 @@ from broker.jose.jws import read_unverified
 from broker.sidecar.client import SidecarError, SidecarToken, parse_token_response
 
 __all__ = [
+    "RETRY_DELAY",
     "AppResponse",
+    "BindingDeadline",
     "BindingMismatchError",
     "SidecarError",
     "SidecarToken",
@@ -31,6 +34,9 @@ __all__ = [
     "token_binding",
     "token_query",
 ]
+
+
+RETRY_DELAY = 0.1  # between two asks while a rotation is in flight: the sidecar catches up within a moment
 
 
 class BindingMismatchError(BrokerError):
@@ -75,3 +81,23 @@ def mismatch(bound: str | None) -> BindingMismatchError:
         f"the sidecar's token {what}: the app and the sidecar must get the same X.509-SVID from the Workload API "
         "(match the same registration entry; see docs/apps.md)"
     )
+
+
+class BindingDeadline:
+    """The wait for the sidecar to bind its token to this app's SVID, shared by the sync and async clients.
+
+    Each attempt: take the SVID, ask for a token, then :meth:`matches`; on ``False`` sleep :data:`RETRY_DELAY`
+    (``time.sleep`` or ``asyncio.sleep``) and try again. Past ``wait`` seconds a mismatch raises.
+    """
+
+    def __init__(self, wait: float) -> None:
+        self._deadline = time.monotonic() + wait
+
+    def matches(self, access_token: str, x5t: str) -> bool:
+        """Whether the token is bound to ``x5t``; raise :class:`BindingMismatchError` once the wait is over."""
+        bound = token_binding(access_token)
+        if bound == x5t:
+            return True
+        if time.monotonic() >= self._deadline:
+            raise mismatch(bound)
+        return False

@@ -25,12 +25,12 @@ from types import TracebackType
 from urllib.parse import urlsplit
 
 from broker.appclient.common import (
+    RETRY_DELAY,
     AppResponse,
+    BindingDeadline,
     SidecarError,
     SidecarToken,
-    mismatch,
     parse_token_response,
-    token_binding,
     token_query,
 )
 from broker.appclient.snapshot import SnapshotSource
@@ -44,8 +44,6 @@ from broker.verify.connector import ServerIdentityError
 from broker.verify.loop import LoopThread
 
 __all__ = ["SyncAppClient", "fetch_token_sync"]
-
-_RETRY_DELAY = 0.1
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -134,6 +132,9 @@ class SyncAppClient:
     def close(self) -> None:
         """Stop the Workload API streams and the loop thread (idempotent)."""
         loop, source, self._loop, self._source = self._loop, self._source, None, None
+        for context in self._contexts.values():
+            context.detach()
+        self._contexts = {}
         if loop is not None:
             if source is not None:
                 loop.run(source.aclose(), 5.0)
@@ -145,16 +146,13 @@ class SyncAppClient:
 
     def credentials(self, audience: str, scope: str | None = None) -> tuple[SourceSSLContext, SidecarToken]:
         """A TLS client context presenting the current X.509-SVID, and a token bound to exactly that SVID."""
-        deadline = time.monotonic() + self._binding_wait
+        binding = BindingDeadline(self._binding_wait)
         while True:
             snapshot = self._snapshot()
             token = fetch_token_sync(self._socket, audience, scope, self._timeout)
-            bound = token_binding(token.access_token)
-            if bound == snapshot.x509_svid().x5t_s256():
+            if binding.matches(token.access_token, snapshot.x509_svid().x5t_s256()):
                 return self._context(snapshot), token
-            if time.monotonic() >= deadline:
-                raise mismatch(bound)
-            time.sleep(_RETRY_DELAY)  # a rotation in flight: the sidecar catches up within a moment
+            time.sleep(RETRY_DELAY)  # a rotation in flight: the sidecar catches up within a moment
 
     def request(
         self,
@@ -195,8 +193,10 @@ class SyncAppClient:
         key = snapshot.key()
         context = self._contexts.get(key)
         if context is None:
-            self._contexts = {key: client_ssl_context(snapshot, server_id=self._server_id)}  # keep only the newest
-            context = self._contexts[key]
+            for retired in self._contexts.values():
+                retired.detach()  # a snapshot never changes, but a context must not outlive its subscription
+            context = client_ssl_context(snapshot, server_id=self._server_id)
+            self._contexts = {key: context}  # keep only the newest
         return context
 
 

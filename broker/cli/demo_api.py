@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from pathlib import Path
 from typing import Any
 
 import click
 
+from broker.cli._signals import Stopped, stop_on_signals, until_stopped
 from broker.cli.main import cli_errors
 from broker.cli.server import parse_listen
 from broker.config import BrokerSettings, load_settings
@@ -32,27 +32,26 @@ READY_TIMEOUT = 30.0
 async def _run(settings: BrokerSettings, issuer: str, audience: str, broker_id: str | None, api: str | None) -> None:
     configured = api or (str(settings.workload_api.socket) if settings.workload_api.socket else None)
     source = WorkloadApiSvidSource(address=workload_api_address(configured))
-    try:
-        await source.wait_ready(READY_TIMEOUT)
-        running = await start_demo_api(
-            source=source,
-            issuer=issuer,
-            audience=audience,
-            token_service_id=token_service_matcher(broker_id, source),
-            host=settings.demo_api.host,
-            port=settings.demo_api.port,
-        )
-        click.echo(f"demo API: https://{settings.demo_api.host}:{running.port}/hello (audience {audience})")
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+    with stop_on_signals() as stop:  # a signal stops it at once, also while waiting for the first SVID
         try:
-            await stop.wait()
+            await until_stopped(stop, source.wait_ready(READY_TIMEOUT))
+            running = await start_demo_api(
+                source=source,
+                issuer=issuer,
+                audience=audience,
+                token_service_id=token_service_matcher(broker_id, source),
+                host=settings.demo_api.host,
+                port=settings.demo_api.port,
+            )
+            click.echo(f"demo API: https://{settings.demo_api.host}:{running.port}/hello (audience {audience})")
+            try:
+                await stop.wait()
+            finally:
+                await running.aclose()
+        except Stopped:
+            log.info("stopped before the first SVID arrived")
         finally:
-            await running.aclose()
-    finally:
-        await source.aclose()
+            await source.aclose()
 
 
 def _overrides(listen: str | None, audience: str | None) -> dict[str, Any]:

@@ -9,13 +9,13 @@ from __future__ import annotations
 import asyncio
 import shlex
 import shutil
-import signal
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
+from broker.cli._signals import stop_on_signals
 from broker.cli.main import cli_errors
 from broker.config import load_settings
 from broker.devtools.stack import DEMO_SCOPE, DevStack, run_dev_stack
@@ -72,18 +72,11 @@ def render_banner(stack: DevStack) -> str:
 
 
 async def _serve(settings: Any) -> None:
-    loop = asyncio.get_running_loop()
-    stopping = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stopping.set)
-    try:
+    with stop_on_signals() as stopping:
         async with run_dev_stack(settings) as stack:
             click.echo(render_banner(stack), err=False)
             await stopping.wait()
             click.echo("stopping ...", err=True)
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
 
 
 _path = click.Path(path_type=Path, dir_okay=False)

@@ -12,14 +12,13 @@ import asyncio
 import contextlib
 import logging
 import re
-import signal
-from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
 import click
 from cryptography import x509
 
+from broker.cli._signals import Stopped, stop_on_signals, until_stopped
 from broker.config import BrokerSettings, load_settings, workload_api_address
 from broker.errors import BrokerError, ConfigError
 from broker.identity.source import SvidSource
@@ -75,40 +74,6 @@ def _file_source(cert: Path, key: Path, bundles: tuple[str, ...], jwt_bundles: t
     return FileSvidSource(files)
 
 
-def _stop_on_signals() -> asyncio.Event:
-    """An event set by SIGINT or SIGTERM (replacing any inherited disposition, SIG_IGN included)."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-
-    def on_signal(sig: signal.Signals) -> None:
-        log.info("received %s: stopping", sig.name)
-        stop.set()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal, sig)
-    return stop
-
-
-async def _unless_stopped(awaitable: Awaitable[None], stop: asyncio.Event) -> bool:
-    """Await ``awaitable`` unless ``stop`` is set first (then cancel it): True if it completed."""
-    task = asyncio.ensure_future(awaitable)
-    stopped = asyncio.create_task(stop.wait())
-    try:
-        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
-    except BaseException:
-        task.cancel()
-        raise
-    finally:
-        stopped.cancel()
-    if stop.is_set():
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, BrokerError):
-            await task
-        return False
-    task.result()  # its error, if any (for example no SVID in time)
-    return True
-
-
 async def _serve(
     settings: BrokerSettings, source: SvidSource, *, issuer: str, policy: Path, stop: asyncio.Event
 ) -> None:
@@ -136,24 +101,24 @@ async def _serve(
 
 
 async def _run(settings: BrokerSettings, files: tuple[Any, ...] | None, workload_api: str | None) -> None:
-    stop = _stop_on_signals()
-    server = settings.server
-    if server.policy is None:
-        raise ConfigError("no policy file: pass --policy")
-    issuer = server.issuer or _default_issuer(server.host, server.port)
-    if files is not None:
-        source: SvidSource = _file_source(*files)
-    else:
-        configured = workload_api or (str(settings.workload_api.socket) if settings.workload_api.socket else None)
-        address = workload_api_address(configured)
-        source = WorkloadApiSvidSource(address=address)
-    try:
-        if await _unless_stopped(source.wait_ready(READY_TIMEOUT), stop):
-            await _serve(settings, source, issuer=issuer, policy=server.policy, stop=stop)
+    with stop_on_signals() as stop:  # first: a signal during any later phase stops at once
+        server = settings.server
+        if server.policy is None:
+            raise ConfigError("no policy file: pass --policy")
+        issuer = server.issuer or _default_issuer(server.host, server.port)
+        if files is not None:
+            source: SvidSource = _file_source(*files)
         else:
+            configured = workload_api or (str(settings.workload_api.socket) if settings.workload_api.socket else None)
+            address = workload_api_address(configured)
+            source = WorkloadApiSvidSource(address=address)
+        try:
+            await until_stopped(stop, source.wait_ready(READY_TIMEOUT))
+            await _serve(settings, source, issuer=issuer, policy=server.policy, stop=stop)
+        except Stopped:
             log.info("stopped before the first SVID arrived")
-    finally:
-        await source.aclose()
+        finally:
+            await source.aclose()
 
 
 def _default_issuer(host: str, port: int) -> str:

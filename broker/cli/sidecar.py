@@ -15,13 +15,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
-from collections.abc import Awaitable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
+from broker.cli._signals import Stopped, stop_on_signals, until_stopped
 from broker.cli.main import cli_errors
 from broker.config import BrokerSettings, SidecarSettings, load_settings
 from broker.errors import ConfigError
@@ -32,7 +31,7 @@ from broker.sidecar.cache import TokenCache
 from broker.sidecar.exchanger import TokenServiceClient
 from broker.sidecar.service import start_sidecar, token_service_matcher
 from broker.sidecar.sockets import parse_socket_mode
-from broker.sidecar.token_files import TokenFile, TokenFileError, TokenFileKeeper
+from broker.sidecar.token_files import TokenFile, TokenFileError, TokenFileKeeper, prepare_token_files
 
 __all__ = ["parse_token_file_flag", "sidecar"]
 
@@ -43,47 +42,14 @@ _T = TypeVar("_T")
 _TOKEN_FILE_KEYS = frozenset({"path", "audience", "scope", "mode", "uid", "gid"})
 
 
-class _Stopped(Exception):
-    """SIGINT or SIGTERM arrived while waiting."""
-
-
-async def _until_stopped(stop: asyncio.Event, awaitable: Awaitable[_T]) -> _T:
-    """Await ``awaitable`` unless ``stop`` is set first (then cancel it and raise :class:`_Stopped`)."""
-    task, stopper = asyncio.ensure_future(awaitable), asyncio.ensure_future(stop.wait())
-    stopped = False
-    try:
-        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    finally:  # also when the caller is cancelled (a timeout): never leave the task behind
-        stopper.cancel()
-        if not task.done():
-            stopped = True
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-    if stopped:
-        raise _Stopped
-    return task.result()
-
-
-@contextlib.contextmanager
-def _stop_on_signals() -> Iterator[asyncio.Event]:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        yield stop
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-
-
 def _token_files(settings: SidecarSettings) -> list[TokenFile]:
     return [TokenFile(f.path, f.audience, f.scope, f.mode, f.uid, f.gid) for f in settings.token_files]
 
 
 async def _run(settings: BrokerSettings, token_service: str, token_service_id: str | None, api: str | None) -> None:
-    with _stop_on_signals() as stop:  # first: a signal during any later phase stops at once
+    with stop_on_signals() as stop:  # first: a signal during any later phase stops at once
         configured = api or (str(settings.workload_api.socket) if settings.workload_api.socket else None)
+        prepare_token_files(_token_files(settings.sidecar))  # refuse an unsafe directory before anything runs
         source = WorkloadApiSvidSource(address=workload_api_address(configured))
         try:
             await source.start()
@@ -113,9 +79,9 @@ async def _serve(
     files = _token_files(settings)
     keeper = asyncio.create_task(TokenFileKeeper(sidecar.cache, source, files).run()) if files else None
     try:
-        with contextlib.suppress(_Stopped):
+        with contextlib.suppress(Stopped):
             try:
-                await _until_stopped(stop, source.wait_ready(READY_TIMEOUT))
+                await until_stopped(stop, source.wait_ready(READY_TIMEOUT))
             except SvidUnavailableError as exc:
                 log.warning("%s; serving anyway, not ready until an SVID arrives", exc.description)
             await stop.wait()
@@ -144,8 +110,8 @@ async def _keep_files(
     keeping = asyncio.create_task(keeper.run())
     log.info("keeping %d token file(s) (token service %s)", len(settings.token_files), issuer)
     try:
-        await _until_stopped(stop, keeping)
-    except _Stopped:
+        await until_stopped(stop, keeping)
+    except Stopped:
         log.info("stopping sidecar")
     finally:
         keeping.cancel()
@@ -162,15 +128,15 @@ async def _once(
     client, cache, keeper = _files_only(settings, source, issuer, server_id)
     try:
         async with asyncio.timeout(limit):
-            await _until_stopped(stop, source.wait_ready(limit))
-            await _until_stopped(stop, keeper.write_once())
+            await until_stopped(stop, source.wait_ready(limit))
+            await until_stopped(stop, keeper.write_once())
     except (TimeoutError, SvidUnavailableError):
         waiting = (
             "the token service" if current_x5t(source) else f"an X.509-SVID from the Workload API at {source.address}"
         )
         reasons = "; ".join(keeper.problems()) or f"still waiting for {waiting}"
         raise TokenFileError(f"token files not written within {limit:g}s: {reasons}") from None
-    except _Stopped:
+    except Stopped:
         raise TokenFileError("interrupted before the token files were written") from None
     finally:
         await cache.aclose()

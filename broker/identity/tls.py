@@ -44,7 +44,7 @@ from broker.identity.errors import X509SvidError
 from broker.identity.source import SvidSource
 from broker.identity.spiffeid import SpiffeId
 from broker.identity.svid import X509Svid
-from broker.identity.x509svid import verify_x509_svid
+from broker.identity.x509svid import Role, verify_x509_svid
 
 __all__ = [
     "NoPeerCertificateError",
@@ -182,14 +182,14 @@ def peer_certificate(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> x509.C
 
 
 def peer_spiffe_id(
-    ssl_object: ssl.SSLObject | ssl.SSLSocket | None, bundles: X509BundleSet
+    ssl_object: ssl.SSLObject | ssl.SSLSocket | None, bundles: X509BundleSet, *, role: Role = "client"
 ) -> tuple[SpiffeId, x509.Certificate]:
     """The peer's SPIFFE ID, its chain verified against the bundle of the trust domain that ID names (X509-SVID §5).
 
     The chain is the one the peer sent (:func:`peer_certificate_chain`): the leaf and any intermediates, each
     checked by ``verify_x509_svid`` (signatures, validity, CA constraints, path length, key usage) up to an
-    authority of the leaf's own trust domain. Raises :class:`X509SvidError` if there is no certificate, the chain
-    is not available, or it fails a check.
+    authority of the leaf's own trust domain, as a peer in ``role`` (its extended key usage). Raises
+    :class:`X509SvidError` if there is no certificate, the chain is not available, or it fails a check.
     """
     leaf = peer_certificate(ssl_object)
     if leaf is None or ssl_object is None:
@@ -197,14 +197,15 @@ def peer_spiffe_id(
     chain = peer_certificate_chain(ssl_object)
     if chain[0] != leaf:
         raise PeerChainUnavailableError("the peer chain does not start with the peer certificate")
-    return verify_x509_svid(chain, bundles), leaf
+    return verify_x509_svid(chain, bundles, role=role), leaf
 
 
 def check_server_id(
     ssl_object: ssl.SSLObject | ssl.SSLSocket | None, bundles: X509BundleSet, expected: ServerIdMatcher
 ) -> SpiffeId:
-    """Validate the peer per trust domain, then match its SPIFFE ID; raise :class:`X509SvidError` otherwise."""
-    spiffe_id, _leaf = peer_spiffe_id(ssl_object, bundles)
+    """Validate the peer, a server (``serverAuth``), per trust domain, then match its SPIFFE ID; raise
+    :class:`X509SvidError` otherwise."""
+    spiffe_id, _leaf = peer_spiffe_id(ssl_object, bundles, role="server")
     if expected is None:
         return spiffe_id
     ok = spiffe_id == expected if isinstance(expected, SpiffeId) else bool(expected(spiffe_id))

@@ -10,9 +10,11 @@ A chain is an X509-SVID of SPIFFE ID ``spiffe://td/path`` when:
 * the chain verifies (RFC 5280 §6, §5.1) to the X.509 bundle of the SVID's *own* trust domain. Authorities of
   other trust domains never vouch for it, even when their bundles are loaded.
 
-Path validation uses ``cryptography.x509.verification`` (RFC 5280 with CA/B Forum WebPKI profile checks) as a
-client verifier: so when the leaf carries an extended key usage it must include ``clientAuth`` (§4.4 asks for
-both ``serverAuth`` and ``clientAuth``), the chain's keys must be RSA >= 2048 bits or EC P-256/384/521 (no
+Path validation uses ``cryptography.x509.verification`` (RFC 5280 with CA/B Forum WebPKI profile checks). The
+extended key usage is checked for the peer's role (``role``): when the leaf carries one it must include
+``clientAuth`` for a client peer (the default) and ``serverAuth`` for a server peer
+(:func:`broker.identity.tls.check_server_id`); §4.4 asks SVIDs for both, so SPIRE's pass either way. The chain's
+keys must be RSA >= 2048 bits or EC P-256/384/521 (no
 Ed25519: SPIRE does not issue it), and CAs must satisfy the WebPKI CA profile (SPIRE's do). The only relaxation:
 the leaf may lack an authority key identifier, which SPIFFE does not require.
 
@@ -21,6 +23,11 @@ CA (basicConstraints ``cA`` true, critical; RFC 5280 §4.2.1.9) allowed to sign 
 ``keyCertSign``, §4.2.1.3), inside its validity period, within every ``pathLenConstraint`` above it, and
 signed by the next certificate up to an authority of the leaf's own trust domain. A chain may carry at most
 :data:`MAX_INTERMEDIATES` intermediates; unused extra certificates are ignored, as RFC 8446 §4.4.2 allows.
+
+Name constraints (RFC 5280 §4.2.1.10) on URI names in an intermediate or anchor are refused, whatever they
+permit: ``cryptography`` does not evaluate URI constraints, so a chain through such a CA fails closed
+(:class:`ChainVerificationError`) rather than being accepted with its constraint unchecked. (DNS and IP
+constraints are enforced.)
 
 Key usage criticality (§4.3 "MUST be marked critical") is an issuer rule and is not enforced here, like
 go-spiffe. A ``now`` without a time zone is taken as UTC.
@@ -33,8 +40,10 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from typing import Literal
 
 from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
 from cryptography.x509.verification import (
     Criticality,
     ExtensionPolicy,
@@ -61,6 +70,7 @@ __all__ = [
     "MultipleUriSansError",
     "NoBundleForTrustDomainError",
     "NoUriSanError",
+    "Role",
     "RootPathSvidError",
     "spiffe_id_from_certificate",
     "verify_x509_svid",
@@ -212,10 +222,26 @@ def _checked_leaf(leaf: x509.Certificate, bundles: X509BundleSet, now: dt.dateti
     return spiffe_id, bundle
 
 
-def _leaf_policy() -> ExtensionPolicy:
-    # The WebPKI end-entity profile, but an authority key identifier is optional (SPIFFE does not require it).
-    return ExtensionPolicy.webpki_defaults_ee().may_be_present(
-        x509.AuthorityKeyIdentifier, Criticality.NON_CRITICAL, None
+Role = Literal["client", "server"]
+_ROLE_EKU = {
+    "client": (ExtendedKeyUsageOID.CLIENT_AUTH, "clientAuth"),
+    "server": (ExtendedKeyUsageOID.SERVER_AUTH, "serverAuth"),
+}
+
+
+def _leaf_policy(role: Role) -> ExtensionPolicy:
+    """The WebPKI end-entity profile, but an authority key identifier is optional (SPIFFE does not require it),
+    and an extended key usage, when present, must name ``role``'s purpose (RFC 5280 §4.2.1.12)."""
+    wanted, name = _ROLE_EKU[role]
+
+    def extended_key_usage(_policy: Policy, _cert: x509.Certificate, usage: x509.ExtensionType | None) -> None:
+        if usage is not None and (not isinstance(usage, x509.ExtendedKeyUsage) or wanted not in usage):
+            raise ValueError(f"extendedKeyUsage does not include {name} (the peer is a {role})")
+
+    return (
+        ExtensionPolicy.webpki_defaults_ee()
+        .may_be_present(x509.AuthorityKeyIdentifier, Criticality.NON_CRITICAL, None)
+        .may_be_present(x509.ExtendedKeyUsage, Criticality.AGNOSTIC, extended_key_usage)
     )
 
 
@@ -237,11 +263,17 @@ def _ca_policy(anchors: Sequence[x509.Certificate]) -> ExtensionPolicy:
 
 
 def verify_x509_svid(
-    chain: Sequence[x509.Certificate], bundles: X509BundleSet, *, now: dt.datetime | None = None
+    chain: Sequence[x509.Certificate],
+    bundles: X509BundleSet,
+    *,
+    now: dt.datetime | None = None,
+    role: Role = "client",
 ) -> SpiffeId:
     """Verify ``chain`` (leaf first, then intermediates) as an X509-SVID; return its SPIFFE ID.
 
-    Only the authorities of the leaf's own trust domain are trust anchors (X509-SVID §5.1).
+    Only the authorities of the leaf's own trust domain are trust anchors (X509-SVID §5.1). ``role`` is the
+    peer's: a ``"client"`` leaf's extended key usage must allow ``clientAuth``, a ``"server"`` one's
+    ``serverAuth``.
     """
     if not chain:
         raise EmptyChainError("no certificate presented")
@@ -255,7 +287,7 @@ def verify_x509_svid(
         .store(Store(list(bundle.authorities)))
         .time(moment)
         .max_chain_depth(MAX_INTERMEDIATES)
-        .extension_policies(ca_policy=_ca_policy(bundle.authorities), ee_policy=_leaf_policy())
+        .extension_policies(ca_policy=_ca_policy(bundle.authorities), ee_policy=_leaf_policy(role))
         .build_client_verifier()
     )
     try:

@@ -13,6 +13,7 @@ earlier versions, marked ``hint: spiffe-broker`` (:data:`LEGACY_HINT`), are migr
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, fields
@@ -35,6 +36,8 @@ __all__ = [
 ]
 
 LEGACY_HINT = "spiffe-broker"
+# The entry IDs SPIRE Server assigns itself: a lowercase UUID (never owned by the broker, whatever the prefix).
+_SPIRE_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 # google.rpc.Code values carried by spire.api.types.Status (google/rpc/code.proto).
 OK = 0
@@ -91,8 +94,12 @@ class Entry:
         return self.spiffe_id, self.parent_id, tuple(str(s) for s in self.selectors)
 
     def owned_by(self, prefix: str) -> bool:
-        """Whether this entry's ID carries ``prefix`` (spire-controller-manager's ``entryIDPrefix`` rule)."""
-        return self.id.startswith(prefix)
+        """Whether this entry's ID carries ``prefix`` (spire-controller-manager's ``entryIDPrefix`` rule).
+
+        An ID that is a bare UUID, as SPIRE assigns to entries created without an ID, is never owned, whatever
+        the prefix: fail closed, ``apply`` must not delete entries it did not create.
+        """
+        return bool(prefix) and self.id.startswith(prefix) and not _SPIRE_UUID.fullmatch(self.id)
 
     @property
     def legacy_managed(self) -> bool:

@@ -60,7 +60,10 @@ _POLICY_OPTIONAL = frozenset({"scopes", "max_token_lifetime"})
 # Workload names become Kubernetes object names (RFC 1123 label).
 _NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _DNS_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
-_ENTRY_ID_PREFIX = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+# Ends with a separator and holds a character SPIRE's own entry IDs (lowercase UUIDs) never have, so no prefix
+# can match an entry the broker did not create (``a``, ``de``, ``0f-`` would: ``apply`` would delete them).
+_ENTRY_ID_PREFIX = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,62}[._:-]")
+_UUID_CHARS = re.compile(r"[0-9a-f-]*")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -110,8 +113,12 @@ def _parse_workloads(text: str, source: str) -> WorkloadsFile:
 
 def _entry_id_prefix(field: Field) -> str:
     value = field.string()
-    if not _ENTRY_ID_PREFIX.fullmatch(value):
-        raise field.error("must be 1 to 64 of A-Z, a-z, 0-9, '.', '_', ':', '-', starting with a letter or digit")
+    if not _ENTRY_ID_PREFIX.fullmatch(value) or _UUID_CHARS.fullmatch(value):
+        raise field.error(
+            "must be 2 to 64 of A-Z, a-z, 0-9, '.', '_', ':', '-', starting with a letter or digit, ending with "
+            "'.', '_', ':' or '-', with a character other than 0-9, a-f and '-' (so that it can never match "
+            "the UUID entry IDs SPIRE itself assigns), e.g. 'spiffe-broker.'"
+        )
     return value
 
 

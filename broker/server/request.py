@@ -131,6 +131,14 @@ class ClientAuthenticator:
         return client
 
 
+def _unsupported_encoding() -> InvalidRequestError:
+    """400 ``invalid_request`` naming the one coding accepted: ``Accept-Encoding: identity`` (RFC 9110 §12.5.3,
+    which a server uses to say which content codings it accepts in a request, cf. §15.5.16)."""
+    error = InvalidRequestError("Content-Encoding is not supported: send the form uncompressed")
+    error.headers[hdrs.ACCEPT_ENCODING] = "identity"
+    return error
+
+
 async def read_form(request: web.Request, *, max_body: int = DEFAULT_MAX_BODY) -> dict[str, list[str]]:
     """The request's form parameters (name -> every value, in order); raise ``invalid_request`` otherwise."""
     if request.query_string:
@@ -141,7 +149,7 @@ async def read_form(request: web.Request, *, max_body: int = DEFAULT_MAX_BODY) -
     if charset is not None and charset.lower() not in ("utf-8", "utf8"):
         raise InvalidRequestError("form body must be UTF-8")
     if request.headers.get(hdrs.CONTENT_ENCODING, "identity").strip().lower() != "identity":
-        raise InvalidRequestError("Content-Encoding is not supported: send the form uncompressed")
+        raise _unsupported_encoding()
     if request.content_length is not None and request.content_length > max_body:
         raise InvalidRequestError(f"request body is larger than {max_body} bytes")
     body = await _read_bounded(request, max_body)

@@ -10,6 +10,10 @@ As Vault Agent's file sinks and spiffe-helper do, each configured (audience, sco
   bound to it (RFC 8705 §3), and the cache drops the old ones.
 * **Content**: the access token alone, no trailing newline (like Kubernetes projected service account tokens).
 * Failures are logged once per change of state per file, never per retry, and never with the token.
+* **A credential**: a token file's mode never grants others any access (no ``o+r``, no ``o+w``). At start
+  (:func:`prepare_token_files`) a target directory that anyone may write to (world-writable, or group-writable
+  without the sticky bit) is refused, since another user could replace or pre-create the file, and the
+  ``.{name}.*.tmp`` files a crash left between write and rename are removed.
 
 ``--once`` (:meth:`TokenFileKeeper.write_once`) writes every file and returns, for init containers and Jobs.
 """
@@ -18,8 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import glob
 import logging
+import os
 import random
+import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +38,7 @@ from broker.identity.source import SvidSource
 from broker.sidecar.cache import CachedToken, CacheKey, TokenCache
 from broker.sidecar.errors import TokenServiceRefusedError
 
-__all__ = ["TokenFile", "TokenFileError", "TokenFileKeeper"]
+__all__ = ["TokenFile", "TokenFileError", "TokenFileKeeper", "prepare_token_files"]
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +60,50 @@ class TokenFile:
     uid: int | None = None
     gid: int | None = None
 
+    def __post_init__(self) -> None:
+        if problem := mode_problem(self.mode):
+            raise TokenFileError(f"{self.path}: {problem}")
+
     @property
     def key(self) -> CacheKey:
         """The cache key, with the scope normalised as ``/v1/token`` does (RFC 6749 §3.3: order is irrelevant)."""
         scope = " ".join(sorted(set(self.scope.split()))) if self.scope else None
         return self.audience, scope
+
+
+def mode_problem(mode: int) -> str | None:
+    """Why ``mode`` is refused for a token file (a credential: others get no access at all), or None."""
+    if mode & (stat.S_IROTH | stat.S_IWOTH):
+        return (
+            f"mode {mode:04o} lets every user read or write the file, which holds a credential (a bearer "
+            "access token): use 0600, or 0640 with a gid"
+        )
+    return None
+
+
+def prepare_token_files(files: Iterable[TokenFile]) -> None:
+    """At start: refuse a target directory others may write to, and remove temporaries a crash left.
+
+    Raise :class:`TokenFileError`. A directory that does not exist yet is left to the keeper, which reports it.
+    """
+    for file in files:
+        directory = file.path.parent
+        try:
+            mode = os.stat(directory).st_mode
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise TokenFileError(f"{directory}: cannot inspect the token file's directory: {exc.strerror}") from None
+        if mode & stat.S_IWOTH or (mode & stat.S_IWGRP and not mode & stat.S_ISVTX):
+            raise TokenFileError(
+                f"{directory}: the token file's directory is writable by other users ({stat.S_IMODE(mode):04o}), "
+                "who could replace the credential: use a directory only its owner (or group, with the sticky "
+                "bit) may write to"
+            )
+        for stale in glob.glob(glob.escape(f"{directory}/.{file.path.name}.") + "*.tmp"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(stale)
+                log.info("removed %s, a temporary token file left by an earlier run", stale)
 
 
 class TokenFileKeeper:

@@ -22,9 +22,9 @@ from collections.abc import Awaitable, Callable, Collection, Mapping, MutableMap
 from typing import Any
 
 from broker.errors import InvalidRequestError, InvalidTokenError, OAuthError, ServerError
-from broker.verify.bearer import VERIFIED_TOKEN_KEY, bearer_token, challenge
-from broker.verify.client_cert import ForwardedClientCert, der_from_pem
-from broker.verify.verifier import AccessTokenVerifier, VerifiedToken
+from broker.verify.bearer import VERIFIED_TOKEN_KEY, bearer_token, challenge, verified_token
+from broker.verify.client_cert import der_from_pem, forwarded_certificate_source
+from broker.verify.verifier import AccessTokenVerifier
 
 __all__ = [
     "VERIFIED_TOKEN_KEY",
@@ -57,23 +57,15 @@ def tls_client_certificate(scope: Scope) -> bytes | None:
 
 
 def forwarded_client_certificate(trusted_proxies: Collection[str]) -> CertificateSource:
-    """A source reading Envoy's ``x-forwarded-client-cert``, trusted only from ``trusted_proxies``."""
-    forwarded = ForwardedClientCert(trusted_proxies)
+    """A source reading Envoy's ``x-forwarded-client-cert``, trusted only from ``trusted_proxies`` (compared with
+    ``scope["client"]``, i.e. after uvicorn's ``--proxy-headers`` rewrote it)."""
 
-    def source(scope: Scope) -> bytes | None:
+    def read(scope: Scope) -> tuple[str | None, list[str]]:
         client = scope.get("client")
         peer = str(client[0]) if isinstance(client, list | tuple) and client else None
-        return forwarded.certificate(peer, _header_values(scope, b"x-forwarded-client-cert"))
+        return peer, _header_values(scope, b"x-forwarded-client-cert")
 
-    return source
-
-
-def verified_token(scope: Mapping[str, Any]) -> VerifiedToken:
-    """The token the middleware verified for this request (a Starlette ``Request`` is such a mapping)."""
-    token = scope.get(VERIFIED_TOKEN_KEY)
-    if not isinstance(token, VerifiedToken):
-        raise LookupError("no verified token: is BearerAuthMiddleware installed for this path?")
-    return token
+    return forwarded_certificate_source(trusted_proxies, read)
 
 
 def _header_values(scope: Scope, name: bytes) -> list[str]:
@@ -104,7 +96,8 @@ class BearerAuthMiddleware:
             token = bearer_token(_header_values(scope, b"authorization"))
             scope[VERIFIED_TOKEN_KEY] = await self._verifier.verify(token, self._certificate(scope))
         except (InvalidTokenError, InvalidRequestError) as exc:
-            log.info("%s %s: %s (%s)", scope.get("method", "WS"), scope.get("path"), exc.error, exc.description)
+            # the method only: the path is client bytes (a token pasted into a URL would reach the log)
+            log.info("%s request refused: %s (%s)", scope.get("method", "WS"), exc.error, exc.description)
             await _refuse(scope, send, exc)
             return
         except Exception as exc:  # a bug or an unusable JWKS: no detail to the client, no token in the log

@@ -10,12 +10,22 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from broker.errors import InvalidRequestError, InvalidTokenError, OAuthError
 from broker.oauth.response import bearer_challenge
+from broker.verify.verifier import VerifiedToken
 
-__all__ = ["REALM", "VERIFIED_TOKEN_KEY", "MalformedBearerError", "MissingTokenError", "bearer_token", "challenge"]
+__all__ = [
+    "REALM",
+    "VERIFIED_TOKEN_KEY",
+    "MalformedBearerError",
+    "MissingTokenError",
+    "bearer_token",
+    "challenge",
+    "verified_token",
+]
 
 REALM = "spiffe-broker"
 # Where the ASGI scope / WSGI environ carries the verified token (a namespaced key, as PEP 3333 asks of extensions).
@@ -58,3 +68,12 @@ def bearer_token(authorization: Sequence[str]) -> str:
 def challenge(exc: OAuthError) -> tuple[int, list[tuple[str, str]], bytes]:
     """``(status, headers, body)`` for a refused request (the one renderer, :mod:`broker.oauth.response`)."""
     return bearer_challenge(exc, realm=REALM)
+
+
+def verified_token(request: Mapping[str, Any]) -> VerifiedToken:
+    """The token the middleware verified for this request: pass the ASGI scope (a Starlette ``Request`` is such
+    a mapping) or the WSGI environ (Flask: ``verified_token(request.environ)``)."""
+    token = request.get(VERIFIED_TOKEN_KEY)
+    if not isinstance(token, VerifiedToken):
+        raise LookupError("no verified token: is BearerAuthMiddleware installed for this path?")
+    return token

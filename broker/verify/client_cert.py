@@ -20,11 +20,17 @@ import binascii
 import hashlib
 import hmac
 import ipaddress
+import logging
 import ssl
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
+from typing import TypeVar
 from urllib.parse import unquote
 
-__all__ = ["ForwardedClientCert", "der_from_pem", "parse_xfcc"]
+__all__ = ["ForwardedClientCert", "der_from_pem", "forwarded_certificate_source", "parse_xfcc"]
+
+log = logging.getLogger(__name__)
+
+R = TypeVar("R")  # a framework's request: an ASGI scope, a WSGI environ
 
 _MAX_XFCC = 65536  # a PEM certificate URL-encoded is a few KiB; a chain is not asked for
 _PEM_BEGIN = "-----BEGIN CERTIFICATE-----"
@@ -119,7 +125,10 @@ class ForwardedClientCert:
 
     def certificate(self, peer: str | None, headers: Sequence[str]) -> bytes | None:
         """The DER of the forwarded certificate, or None (untrusted peer, no or ambiguous header, bad value)."""
-        if not self.trusts(peer) or len(headers) != 1:
+        if headers and not self.trusts(peer):
+            log.debug("x-forwarded-client-cert from %s, not in trusted_proxies: ignored", peer or "a Unix socket peer")
+            return None
+        if len(headers) != 1:
             return None
         try:
             elements = parse_xfcc(headers[0])
@@ -135,3 +144,20 @@ class ForwardedClientCert:
         if hashes and not hmac.compare_digest(hashes[0].lower(), hashlib.sha256(der).hexdigest()):
             return None
         return der
+
+
+def forwarded_certificate_source(
+    trusted_proxies: Collection[str], read: Callable[[R], tuple[str | None, list[str]]]
+) -> Callable[[R], bytes | None]:
+    """A certificate source for a framework: ``read`` gives a request's (peer address, XFCC header values).
+
+    The peer address is the one the framework reports, i.e. after any proxy-header middleware rewrote it
+    (uvicorn ``--proxy-headers``, Werkzeug's ``ProxyFix``): ``trusted_proxies`` is compared with that address.
+    """
+    forwarded = ForwardedClientCert(trusted_proxies)
+
+    def source(request: R) -> bytes | None:
+        peer, headers = read(request)
+        return forwarded.certificate(peer, headers)
+
+    return source

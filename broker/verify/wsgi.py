@@ -17,12 +17,12 @@ bound token is refused (fail closed). A verification that does not finish within
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Iterable, Mapping, MutableMapping
+from collections.abc import Callable, Collection, Iterable, MutableMapping
 from typing import Any, Protocol
 
 from broker.errors import InvalidRequestError, InvalidTokenError, OAuthError, ServerError, TemporarilyUnavailableError
-from broker.verify.bearer import VERIFIED_TOKEN_KEY, bearer_token, challenge
-from broker.verify.client_cert import ForwardedClientCert, der_from_pem
+from broker.verify.bearer import VERIFIED_TOKEN_KEY, bearer_token, challenge, verified_token
+from broker.verify.client_cert import der_from_pem, forwarded_certificate_source
 from broker.verify.loop import LoopThread
 from broker.verify.verifier import AccessTokenVerifier, VerifiedToken
 
@@ -65,25 +65,16 @@ def server_client_certificate(environ: Environ) -> bytes | None:
 def forwarded_client_certificate(trusted_proxies: Collection[str]) -> CertificateSource:
     """A source reading Envoy's ``x-forwarded-client-cert`` (``HTTP_X_FORWARDED_CLIENT_CERT``), from proxies only.
 
-    PEP 3333 joins repeated headers into one value with ``,``, which an XFCC element list also uses; the proxy
-    must send exactly one element (``SANITIZE_SET``), so a joined value is refused like any list.
+    ``trusted_proxies`` is compared with ``REMOTE_ADDR``, i.e. after any ``ProxyFix`` rewrote it. PEP 3333 joins
+    repeated headers into one value with ``,``, which an XFCC element list also uses; the proxy must send exactly
+    one element (``SANITIZE_SET``), so a joined value is refused like any list.
     """
-    forwarded = ForwardedClientCert(trusted_proxies)
 
-    def source(environ: Environ) -> bytes | None:
+    def read(environ: Environ) -> tuple[str | None, list[str]]:
         value = environ.get("HTTP_X_FORWARDED_CLIENT_CERT")
-        peer = environ.get("REMOTE_ADDR") or None
-        return forwarded.certificate(peer, [value] if isinstance(value, str) else [])
+        return environ.get("REMOTE_ADDR") or None, [value] if isinstance(value, str) else []
 
-    return source
-
-
-def verified_token(environ: Mapping[str, Any]) -> VerifiedToken:
-    """The token the middleware verified for this request (Flask: ``verified_token(request.environ)``)."""
-    token = environ.get(VERIFIED_TOKEN_KEY)
-    if not isinstance(token, VerifiedToken):
-        raise LookupError("no verified token: is BearerAuthMiddleware installed for this path?")
-    return token
+    return forwarded_certificate_source(trusted_proxies, read)
 
 
 class BearerAuthMiddleware:
@@ -112,8 +103,8 @@ class BearerAuthMiddleware:
         try:
             environ[VERIFIED_TOKEN_KEY] = self._verify(environ)
         except OAuthError as exc:
-            method, path = environ.get("REQUEST_METHOD"), environ.get("PATH_INFO")
-            log.info("%s %s: %s (%s)", method, path, exc.error, exc.description)
+            # the method only: the path is client bytes (a token pasted into a URL would reach the log)
+            log.info("%s request refused: %s (%s)", environ.get("REQUEST_METHOD"), exc.error, exc.description)
             return _refuse(start_response, exc)
         return self.app(environ, start_response)
 

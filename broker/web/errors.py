@@ -8,11 +8,13 @@ The body and headers come from :mod:`broker.oauth.response` (shared with the ASG
 * Another :class:`~broker.errors.BrokerError` (identity, configuration): ``temporarily_unavailable`` (503) if it
   says so (no SVID yet), else ``server_error`` (500); the description stays in the log.
 * aiohttp's HTTP errors (404, 405 with ``Allow``, 413): their status with an ``invalid_request`` body.
-* A client that went away (``ConnectionError``, e.g. it disconnected while sending its body): no response and
-  a DEBUG line; the connection handler (:mod:`broker.web.protocol`) drops the connection without an access-log
-  line. A vanished client is not a server error.
-* Anything else: ``server_error`` (500) with no details; the log gets the exception type and traceback but not
-  its message, which might quote input.
+* A client that went away (a ``ConnectionError`` while its connection is closed or closing, e.g. it
+  disconnected while sending its body): no response and a DEBUG line; the connection handler
+  (:mod:`broker.web.protocol`) drops the connection without an access-log line. A vanished client is not a
+  server error.
+* Anything else, a ``ConnectionError`` on a live connection included (an outbound call of the handler refused):
+  ``server_error`` (500) with no details; the log gets the exception type and traceback but not its message,
+  which might quote input.
 
 Every error response carries ``Cache-Control: no-store`` and ``Pragma: no-cache`` (RFC 6749 §5.1).
 :func:`error_response` is the sidecar's plain answer for probes and routing (``not_ready``, ``not_found``,
@@ -30,6 +32,7 @@ from aiohttp import web
 from broker.errors import BrokerError, OAuthError, ServerError
 from broker.oauth.response import NO_STORE, error_document, error_json, public_error
 from broker.web.access_log import route_of
+from broker.web.protocol import client_gone
 
 __all__ = ["NO_STORE", "error_middleware", "error_response", "render_error"]
 
@@ -75,10 +78,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status < 400:
             raise
         return _render_http_error(exc)
-    except ConnectionError as exc:
-        log.debug("%s %s: client went away (%s)", request.method, route_of(request), type(exc).__name__)
-        raise
     except Exception as exc:
+        if isinstance(exc, ConnectionError) and client_gone(request):
+            log.debug("%s %s: client went away (%s)", request.method, route_of(request), type(exc).__name__)
+            raise
         frames = "".join(traceback.format_tb(exc.__traceback__))
         log.error("%s %s: unexpected %s\n%s", request.method, route_of(request), type(exc).__name__, frames)
         return render_error(ServerError())

@@ -64,6 +64,16 @@ def error_body(status: int) -> bytes:
     return _MALFORMED if status < 500 else _SERVER_ERROR
 
 
+def client_gone(request: BaseRequest) -> bool:
+    """Whether the request's client has disconnected: only then is a ``ConnectionError`` the client's doing.
+
+    A ``ConnectionError`` raised on a live connection (a refused or broken outbound call of the handler) is a
+    server error and must be answered and logged as one.
+    """
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
 def _payload_done(payload: StreamReader) -> bool:
     return payload.is_eof() or payload.exception() is not None
 
@@ -85,7 +95,7 @@ class HardenedRequestHandler(RequestHandler):
         self, request: BaseRequest, status: int = 500, exc: BaseException | None = None, message: str | None = None
     ) -> StreamResponse:
         """A fixed JSON body for ``status``; ``message`` (aiohttp's text, quoting request bytes) is dropped."""
-        if isinstance(exc, ConnectionError) or self.transport is None:
+        if self.transport is None or (isinstance(exc, ConnectionError) and client_gone(request)):
             log.debug("client went away during the request (%s)", type(exc).__name__)
             raise ConnectionResetError("client went away")  # aiohttp drops the connection quietly
         if status >= 500:

@@ -104,3 +104,17 @@ def test_sidecar_socket_is_a_path_or_a_unix_url(written: str, expected: str) -> 
 def test_sidecar_socket_url_that_is_not_unix_path_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="unix:///absolute/path"):
         load_settings(None, {"sidecar": {"socket": "unix://relative"}})
+
+
+@pytest.mark.parametrize("mode", ["0644", "0602", "0666"])
+def test_a_token_file_mode_granting_others_access_is_refused_as_a_credential(tmp_path: Path, mode: str) -> None:
+    config = tmp_path / "broker.toml"
+    config.write_text(f'[[sidecar.token_files]]\npath = "/run/t"\naudience = "api"\nmode = "{mode}"\n')
+    with pytest.raises(ConfigError, match="it holds a credential"):
+        load_settings(config)
+
+
+def test_a_token_file_mode_for_owner_and_group_is_accepted(tmp_path: Path) -> None:
+    config = tmp_path / "broker.toml"
+    config.write_text('[[sidecar.token_files]]\npath = "/run/t"\naudience = "api"\nmode = "0640"\n')
+    assert load_settings(config).sidecar.token_files[0].mode == 0o640

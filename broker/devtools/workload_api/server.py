@@ -6,6 +6,10 @@ connectable by every user (attestation decides what a caller gets, as with SPIRE
 maintenance task; :meth:`WorkloadApiServer.stop` undoes all of it. The maintenance task re-reads the entries every
 ``entries_poll_interval`` seconds and wakes up in time for the next half-life rotation, so a pushed SVID always
 reaches open streams well before the previous one expires.
+
+Connections are bounded: one whose 24-byte HTTP/2 client connection preface (RFC 9113 §3.4) has not arrived
+within ``preface_timeout`` seconds is closed, and at most ``max_connections`` are open at once (one more is
+closed as soon as it is accepted), so idle or slow clients cannot hold the listener's resources.
 """
 
 from __future__ import annotations
@@ -39,6 +43,9 @@ log = logging.getLogger(__name__)
 MAX_SOCKET_PATH_BYTES = MAX_UNIX_PATH_BYTES  # sizeof(sockaddr_un.sun_path) - 1 on Linux (unix(7))
 SOCKET_MODE = 0o777  # connectable by anyone: SO_PEERCRED attestation decides, not file permissions
 STOP_TIMEOUT = 5.0  # seconds :meth:`WorkloadApiServer.stop` waits for closed connections and cancelled calls
+PREFACE_TIMEOUT = 10.0  # seconds a new connection has to send its HTTP/2 preface
+MAX_CONNECTIONS = 256
+_PREFACE_BYTES = 24  # len(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), RFC 9113 §3.4
 
 
 class WorkloadApiServerError(IdentityError):
@@ -56,12 +63,16 @@ class _Server(Server):
     connected client would otherwise keep ``stop()`` (and SIGTERM) waiting for ever.
     """
 
-    def __init__(self, handlers: Any) -> None:
+    def __init__(self, handlers: Any, *, preface_timeout: float, max_connections: int) -> None:
         super().__init__(handlers)
         self._protocols: weakref.WeakSet[H2Protocol] = weakref.WeakSet()
+        self.preface_timeout, self.max_connections = preface_timeout, max_connections
+        self.open_connections = 0
+        self.refusing = False  # at max_connections: warned once, until a connection ends
 
     def _protocol_factory(self) -> H2Protocol:
-        protocol = super()._protocol_factory()
+        plain = super()._protocol_factory()
+        protocol = _GuardedProtocol(plain.handler, plain.config, plain.h2_config, server=self)
         self._protocols.add(protocol)
         return protocol
 
@@ -70,6 +81,50 @@ class _Server(Server):
             processor = getattr(protocol, "processor", None)  # absent until connection_made
             if processor is not None:
                 processor.close("server stopped")
+
+
+class _GuardedProtocol(H2Protocol):
+    """grpclib's connection, closed if its preface is late or the server is at ``max_connections``."""
+
+    def __init__(self, *args: Any, server: _Server) -> None:
+        super().__init__(*args)
+        self._server = server
+        self._received = 0
+        self._counted = False
+        self._deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._server.open_connections >= self._server.max_connections:
+            if not self._server.refusing:
+                log.warning("Workload API at %d connections: closing new ones", self._server.max_connections)
+            self._server.refusing = True
+            transport.close()
+            return
+        self._server.open_connections += 1
+        self._counted = True
+        loop = asyncio.get_running_loop()
+        self._deadline = loop.call_later(self._server.preface_timeout, self._preface_late, transport)
+        super().connection_made(transport)
+
+    def _preface_late(self, transport: asyncio.BaseTransport) -> None:
+        log.debug("Workload API connection closed: no HTTP/2 preface within %g s", self._server.preface_timeout)
+        transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        self._received += len(data)
+        if self._deadline is not None and self._received >= _PREFACE_BYTES:
+            self._deadline.cancel()
+            self._deadline = None
+        super().data_received(data)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+        if not self._counted:
+            return  # refused in connection_made: grpclib never saw it
+        self._server.open_connections -= 1
+        self._server.refusing = False
+        super().connection_lost(exc)
 
 
 class WorkloadApiServer:
@@ -84,9 +139,14 @@ class WorkloadApiServer:
         default_x509_ttl: float = 3600.0,
         entries_poll_interval: float = 1.0,
         clock: Callable[[], float] = time.time,
+        preface_timeout: float = PREFACE_TIMEOUT,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         if not entries_poll_interval > 0:
             raise ValueError("entries_poll_interval must be positive")
+        if not preface_timeout > 0 or max_connections < 1:
+            raise ValueError("preface_timeout and max_connections must be positive")
+        self._limits = (preface_timeout, max_connections)
         self.socket_path = Path(socket_path)
         if not fits_sun_path(self.socket_path):
             raise WorkloadApiServerError(f"socket path is longer than {MAX_SOCKET_PATH_BYTES} bytes")
@@ -116,7 +176,11 @@ class WorkloadApiServer:
         self._wakeup = asyncio.Event()
         self._state.refresh()
         _remove_stale_socket(self.socket_path)
-        server = _Server([SpiffeWorkloadApiService(WorkloadApiHandlers(self._state))])
+        server = _Server(
+            [SpiffeWorkloadApiService(WorkloadApiHandlers(self._state))],
+            preface_timeout=self._limits[0],
+            max_connections=self._limits[1],
+        )
         await server.start(path=str(self.socket_path))
         self._server = server
         try:

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiohttp import web
 from appclient_helpers import APP_ID, FakeSidecar, fake_token
 
 from broker.appclient import AppClient, BindingMismatchError, SidecarError, SyncAppClient, fetch_token_sync
 from broker.appclient.common import parse_token_response, token_binding
+from broker.appclient.snapshot import SnapshotSource
+from broker.devtools.devca import DevCA
+from broker.devtools.source import InMemorySvidSource
 from broker.errors import ConfigError
+from broker.identity.spiffeid import SpiffeId
+from broker.identity.svid import certificate_thumbprint
+from broker.identity.tls import server_ssl_context
 
 STALE = "stale-thumbprint-of-the-previous-svid"
 
@@ -110,11 +118,59 @@ async def test_async_client_opens_new_connections_after_a_rotation_and_retires_t
     workload_api: str, sidecar: FakeSidecar
 ) -> None:
     """Pooled connections keep their certificate: a token for a new SVID must go through a new session."""
+    ca = DevCA.ephemeral("example.org")
+    memory = InMemorySvidSource(ca, SpiffeId.parse(APP_ID))
     async with AppClient(sidecar_socket=sidecar.path, workload_api=workload_api, retire_after=0.0) as client:
-        first = client._api_session("x5t-before")
-        assert client._api_session("x5t-before") is first
-        second = client._api_session("x5t-after")
+        before = SnapshotSource(memory.x509_svid(), memory.x509_bundles())
+        first = client._api_session(before)
+        assert client._api_session(SnapshotSource(memory.x509_svid(), memory.x509_bundles())) is first
+        memory.rotate()
+        second = client._api_session(SnapshotSource(memory.x509_svid(), memory.x509_bundles()))
         assert second is not first and not second.closed
         await asyncio.gather(*client._retiring)
         assert first.closed
     assert second.closed
+
+
+async def test_async_client_presents_the_svid_its_token_is_bound_to_when_it_rotates_before_connecting(
+    workload_api: str, sidecar: FakeSidecar
+) -> None:
+    """Before: one shared context, reloaded in place, put the new SVID on a connection carrying the old token."""
+    ca = DevCA.ephemeral("example.org")
+    memory = InMemorySvidSource(ca, SpiffeId.parse(APP_ID))
+    server_source = InMemorySvidSource(ca, SpiffeId.parse("spiffe://example.org/api"))
+    seen: list[str] = []
+
+    async def whoami(request: web.Request) -> web.Response:
+        der = request.transport.get_extra_info("ssl_object").getpeercert(binary_form=True)  # type: ignore[union-attr]
+        seen.append(certificate_thumbprint(der))
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/", whoami)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    server_context = server_ssl_context(server_source)
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_context)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        async with AppClient(sidecar_socket=sidecar.path, workload_api=workload_api) as client:
+            client._source = memory  # type: ignore[assignment]  # the SVID source under test's control
+            bound = memory.x509_svid().x5t_s256()
+            sidecar.bind_to(bound)
+            fetch = client._fetch
+
+            async def fetch_then_rotate(*args: Any) -> Any:
+                token = await fetch(*args)
+                memory.rotate()  # between the token and the first connection
+                return token
+
+            client._fetch = fetch_then_rotate  # type: ignore[method-assign]
+            response = await client.request("GET", f"https://127.0.0.1:{port}/", audience="aud")
+        assert response.status == 200
+        assert memory.x509_svid().x5t_s256() != bound  # it did rotate
+        assert seen == [bound]  # the leaf on the wire is the one the token's cnf.x5t#S256 names
+    finally:
+        await runner.cleanup()
+        server_context.detach()

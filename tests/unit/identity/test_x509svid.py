@@ -416,3 +416,55 @@ def test_every_rejection_reason_has_its_own_error_class_and_code() -> None:
     assert X509SvidError.reason not in reasons
     jwt_reasons = {getattr(jwtsvid, name).reason for name in jwtsvid.__all__ if name.endswith("Error")}
     assert not jwt_reasons & set(reasons)
+
+
+# --- the peer's role: extended key usage (RFC 5280 §4.2.1.12) ----------------------------------------------------
+
+
+def test_leaf_with_only_server_auth_passes_as_a_server_and_fails_as_a_client(ca: DevCA) -> None:
+    leaf = make_cert(root_of(ca), eku=[ExtendedKeyUsageOID.SERVER_AUTH]).cert
+    assert verify_x509_svid([leaf], bundles_of(ca), role="server") == WORKLOAD
+    with pytest.raises(ChainVerificationError, match="clientAuth"):
+        verify_x509_svid([leaf], bundles_of(ca), role="client")
+
+
+def test_leaf_with_only_client_auth_passes_as_a_client_and_fails_as_a_server(ca: DevCA) -> None:
+    leaf = make_cert(root_of(ca), eku=[ExtendedKeyUsageOID.CLIENT_AUTH]).cert
+    assert verify_x509_svid([leaf], bundles_of(ca), role="client") == WORKLOAD
+    with pytest.raises(ChainVerificationError, match="serverAuth"):
+        verify_x509_svid([leaf], bundles_of(ca), role="server")
+
+
+@pytest.mark.parametrize("role", ["client", "server"])
+def test_spiffe_svid_with_both_purposes_or_none_passes_in_either_role(ca: DevCA, role: x509svid.Role) -> None:
+    both = ca.issue_x509_svid(WORKLOAD, ttl=300).chain
+    assert verify_x509_svid(both, bundles_of(ca), role=role) == WORKLOAD
+    assert verify_x509_svid([make_cert(root_of(ca), eku=None).cert], bundles_of(ca), role=role) == WORKLOAD
+
+
+def test_intermediate_with_uri_name_constraints_is_refused_fail_closed(ca: DevCA) -> None:
+    """cryptography does not evaluate URI name constraints: even one the leaf satisfies refuses the chain."""
+    constraints = x509.NameConstraints(
+        permitted_subtrees=[x509.UniformResourceIdentifier("example.org")], excluded_subtrees=None
+    )
+    parent = root_of(ca)
+    intermediate = _intermediate(parent, "constrained")
+    constrained = Issuer(
+        x509.CertificateBuilder()
+        .subject_name(intermediate.cert.subject)
+        .issuer_name(parent.cert.subject)
+        .public_key(intermediate.key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - HOUR)
+        .not_valid_after(NOW + HOUR)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(_key_usage(ca=True), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(intermediate.key.public_key()), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(parent.key.public_key()), critical=False)
+        .add_extension(constraints, critical=True)
+        .sign(parent.key, hashes.SHA256()),
+        intermediate.key,
+    )
+    leaf = make_cert(constrained)
+    with pytest.raises(ChainVerificationError, match=r"(?i)unsupported|name constraint"):
+        verify_x509_svid([leaf.cert, constrained.cert], bundles_of(ca))

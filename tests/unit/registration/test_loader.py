@@ -307,6 +307,12 @@ def test_workload_without_hint_leaves_the_hint_unmanaged() -> None:
             id="reserved-path",
         ),
         pytest.param("entry_id_prefix: team-a.", "entry_id_prefix: .bad", "entry_id_prefix: must be", id="bad-prefix"),
+        pytest.param("entry_id_prefix: team-a.", "entry_id_prefix: a", "never match", id="uuid-like-0"),
+        pytest.param("entry_id_prefix: team-a.", "entry_id_prefix: de", "never match", id="uuid-like-1"),
+        pytest.param("entry_id_prefix: team-a.", "entry_id_prefix: 0f", "never match", id="uuid-like-2"),
+        pytest.param("entry_id_prefix: team-a.", "entry_id_prefix: 0f-", "never match", id="uuid-like-3"),
+        pytest.param("entry_id_prefix: team-a.", "entry_id_prefix: deadbeef-", "never match", id="uuid-like-4"),
+        pytest.param("entry_id_prefix: team-a.", "entry_id_prefix: spiffe-broker", "never match", id="uuid-like-5"),
         pytest.param("class_name: spire-system-spire", "class_name: Bad_Class", "class_name: must be", id="bad-class"),
         pytest.param('hint: ""', 'hint: "a\\tb"', "hint: must not contain control characters", id="hint-control"),
     ],
@@ -348,3 +354,11 @@ def test_file_larger_than_the_bound_is_refused_before_parsing(tmp_path: Path) ->
     path.write_bytes(b"#" * (4 * 1024 * 1024 + 1))
     with pytest.raises(WorkloadsFileError, match="larger than"):
         load_workloads(path)
+
+
+@pytest.mark.parametrize("prefix", ["team-a.", "spiffe-broker.", "ab.", "0f:", "cd_", "x-"])
+def test_entry_id_prefixes_that_cannot_match_a_spire_uuid_are_accepted(prefix: str) -> None:
+    assert (
+        parse_workloads(NEW_KEYS.replace("entry_id_prefix: team-a.", f"entry_id_prefix: '{prefix}'")).entry_id_prefix
+        == prefix
+    )

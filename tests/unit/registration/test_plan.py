@@ -338,3 +338,20 @@ def test_node_alias_of_one_agent_is_parented_to_it_and_an_unknown_agent_is_warne
     assert result.creates[0].entry.parent_id == agent
     assert [w.split(":")[0] for w in result.warnings] == ["node alias one"]
     assert plan(_file(text), InMemoryEntryServer(agents=[agent])).warnings == ()
+
+
+SPIRE_ID = "deadbeef-0f00-4a5b-9c8d-0123456789ab"  # the kind of ID SPIRE assigns to entries created without one
+
+
+@pytest.mark.parametrize("prefix", ["", "d", "de", "deadbeef-", SPIRE_ID])
+def test_an_entry_whose_id_is_a_bare_spire_uuid_is_never_owned(prefix: str) -> None:
+    assert not Entry("spiffe://example.org/other", PARENT, (Selector("unix", "uid:1"),), id=SPIRE_ID).owned_by(prefix)
+
+
+def test_plan_never_deletes_a_spire_assigned_entry_even_with_a_prefix_that_matches_it() -> None:
+    server = InMemoryEntryServer()
+    server.batch_create_entries(
+        [Entry("spiffe://example.org/other", PARENT, (Selector("unix", "uid:1"),), id=SPIRE_ID)]
+    )
+    result = plan(replace(_file(), entry_id_prefix="de"), server)  # a prefix the loader refuses, forced here
+    assert result.deletes == ()

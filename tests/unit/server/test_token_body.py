@@ -68,6 +68,22 @@ async def test_body_that_cannot_be_decoded_is_invalid_request(
     assert broker.service.issuer.issued_count == 0
 
 
+@pytest.mark.parametrize("coding", ["gzip", "deflate", "br"])
+async def test_unsupported_content_encoding_is_400_with_accept_encoding_identity(
+    broker: Broker, ca: DevCA, coding: str
+) -> None:
+    ctx = client_context(ca.issue_x509_svid(CLIENT_ID, ttl=600), ca)
+    reader, writer = await asyncio.open_connection("127.0.0.1", broker.service.port, ssl=ctx)
+    try:
+        writer.write(post(FORM, f"Content-Encoding: {coding}"))
+        async with asyncio.timeout(5):
+            head = (await reader.readuntil(b"\r\n\r\n")).decode().lower()
+    finally:
+        writer.close()
+    assert head.startswith("http/1.1 400 ")
+    assert "\r\naccept-encoding: identity\r\n" in head  # RFC 9110 §12.5.3, §15.5.16
+
+
 async def test_client_that_disconnects_mid_body_is_not_a_server_error(
     broker: Broker, ca: DevCA, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -18,7 +18,7 @@ from broker.jose.jws import parse_compact
 from broker.sidecar.cache import TokenCache
 from broker.sidecar.errors import TokenServiceRefusedError
 from broker.sidecar.exchanger import TokenServiceClient
-from broker.sidecar.token_files import TokenFile, TokenFileError, TokenFileKeeper
+from broker.sidecar.token_files import TokenFile, TokenFileError, TokenFileKeeper, prepare_token_files
 
 
 @pytest.fixture
@@ -142,11 +142,11 @@ async def test_write_once_with_the_real_token_service_writes_a_bound_token(
 ) -> None:
     client = TokenServiceClient(source=workload_source, issuer=token_service.issuer, server_id=lambda _: True)
     cache = TokenCache(exchanger=client, source=workload_source)
-    keeper = TokenFileKeeper(cache, workload_source, [TokenFile(tmp_path / "t", API, "orders:write", mode=0o644)])
+    keeper = TokenFileKeeper(cache, workload_source, [TokenFile(tmp_path / "t", API, "orders:write", mode=0o640)])
     await asyncio.wait_for(keeper.write_once(), 10)
     token = (tmp_path / "t").read_text()
     assert parse_compact(token).payload["cnf"]["x5t#S256"] == workload_source.x509_svid().x5t_s256()
-    assert stat.S_IMODE(os.stat(tmp_path / "t").st_mode) == 0o644
+    assert stat.S_IMODE(os.stat(tmp_path / "t").st_mode) == 0o640
     await cache.aclose()
     await client.aclose()
 
@@ -172,3 +172,35 @@ async def test_an_unwritable_directory_is_reported_once_per_file(
     await asyncio.gather(task, return_exceptions=True)
     assert keeper.problems() == [f"{tmp_path / 'missing' / 't'}: cannot write it: No such file or directory"]
     await cache.aclose()
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o602, 0o666, 0o604])
+def test_a_mode_granting_others_any_access_is_refused_as_a_credential(tmp_path: Path, mode: int) -> None:
+    with pytest.raises(TokenFileError, match="holds a credential"):
+        TokenFile(tmp_path / "t", API, mode=mode)
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o1777, 0o772, 0o770])
+def test_a_directory_others_may_write_to_is_refused_at_start(tmp_path: Path, mode: int) -> None:
+    directory = tmp_path / "d"
+    directory.mkdir()
+    directory.chmod(mode)
+    with pytest.raises(TokenFileError, match="writable by other users"):
+        prepare_token_files([TokenFile(directory / "t", API)])
+
+
+@pytest.mark.parametrize("mode", [0o700, 0o750, 0o1770, 0o755])
+def test_a_directory_only_its_owner_or_a_sticky_group_may_write_to_is_accepted(tmp_path: Path, mode: int) -> None:
+    directory = tmp_path / "d"
+    directory.mkdir()
+    directory.chmod(mode)
+    prepare_token_files([TokenFile(directory / "t", API), TokenFile(tmp_path / "missing" / "t", API)])
+
+
+def test_temporaries_left_by_a_crash_are_removed_at_start(tmp_path: Path) -> None:
+    stale = [tmp_path / ".t.k3j_a9x1.tmp", tmp_path / ".t.x.tmp"]
+    kept = [tmp_path / "t", tmp_path / ".other.abc.tmp", tmp_path / ".t.abc.tmp.keep", tmp_path / ".tx.abc.tmp"]
+    for path in stale + kept:
+        path.write_text("old")
+    prepare_token_files([TokenFile(tmp_path / "t", API)])
+    assert [p.exists() for p in stale + kept] == [False] * len(stale) + [True] * len(kept)

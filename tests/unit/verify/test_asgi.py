@@ -6,6 +6,7 @@ into ``scope["extensions"]["tls"]`` exactly as the ASGI TLS extension says a ser
 
 from __future__ import annotations
 
+import logging
 import ssl
 import urllib.parse
 from typing import Any
@@ -174,3 +175,28 @@ def test_forwarded_certificate_from_an_untrusted_peer_is_ignored(
 def test_verified_token_outside_the_middleware_is_a_lookup_error() -> None:
     with pytest.raises(LookupError):
         verified_token({})
+
+
+CANARY = "CANARY-path-5e1d"
+
+
+def test_a_refused_request_logs_its_method_but_never_its_path(
+    verifier: AccessTokenVerifier, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.DEBUG):
+        response = make_client(verifier, None).get(f"/whoami/{CANARY}?t={CANARY}", headers=bearer("not.a.jwt"))
+    assert response.status_code == 401
+    ours = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("broker"))  # not the test client's
+    assert "GET request refused" in ours
+    assert CANARY not in ours
+
+
+def test_forwarded_certificate_from_an_untrusted_peer_is_noted_at_debug(
+    verifier: AccessTokenVerifier, signer: Signer, cert_der: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = make_client(verifier, None, source=forwarded_client_certificate(["10.0.0.0/8"]), client=("192.0.2.7", 1))
+    headers = {**bearer(signer.sign(claims_for(cert_der))), "x-forwarded-client-cert": _xfcc(cert_der)}
+    with caplog.at_level(logging.DEBUG, logger="broker.verify"):
+        assert client.get("/whoami", headers=headers).status_code == 401
+    noted = [r for r in caplog.records if "x-forwarded-client-cert" in r.getMessage()]
+    assert [r.levelno for r in noted] == [logging.DEBUG] and "192.0.2.7" in noted[0].getMessage()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import logging
 import ssl
 import threading
 import urllib.parse
@@ -177,3 +178,30 @@ def _get(port: int, context: ssl.SSLContext, token: str) -> int:
         return connection.getresponse().status
     finally:
         connection.close()
+
+
+CANARY = "CANARY-path-5e1d"
+
+
+def test_a_refused_request_logs_its_method_but_never_its_path(
+    verifier: AccessTokenVerifier, loop: LoopThread, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.DEBUG):
+        response = make_app(verifier, loop).test_client().get(f"/whoami/{CANARY}?t={CANARY}")
+    assert response.status_code == 401
+    ours = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("broker"))  # not the test client's
+    assert "GET request refused" in ours
+    assert CANARY not in ours
+
+
+def test_forwarded_certificate_from_an_untrusted_peer_is_noted_at_debug(
+    verifier: AccessTokenVerifier, loop: LoopThread, signer: Signer, cert_der: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = make_app(verifier, loop, forwarded_client_certificate(["127.0.0.1/32"]))
+    xfcc = f'Cert="{urllib.parse.quote(ssl.DER_cert_to_PEM_cert(cert_der), safe="")}"'
+    with caplog.at_level(logging.DEBUG, logger="broker.verify"):
+        client_with(app, REMOTE_ADDR="192.0.2.7").get(
+            "/whoami", headers={**bearer(signer.sign(claims_for(cert_der))), "X-Forwarded-Client-Cert": xfcc}
+        )
+    noted = [r for r in caplog.records if "x-forwarded-client-cert" in r.getMessage()]
+    assert [r.levelno for r in noted] == [logging.DEBUG]

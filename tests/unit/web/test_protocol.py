@@ -40,11 +40,16 @@ async def ok(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+async def refused(request: web.Request) -> web.Response:
+    raise ConnectionRefusedError("an outbound call of the handler was refused")
+
+
 def build_app() -> web.Application:
     app = web.Application()
     app[DONE] = asyncio.Event()
     app.router.add_get("/healthz", ok)
     app.router.add_post("/len", body_length)
+    app.router.add_get("/refused", refused)
     return app
 
 
@@ -197,6 +202,17 @@ async def test_client_vanishing_mid_body_is_not_a_server_error(
         await served[0].app[DONE].wait()
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert " 500 " not in caplog.text
+
+
+async def test_connection_error_on_a_live_connection_is_a_logged_server_error(
+    served: tuple[HardenedAppRunner, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.DEBUG):
+        reply = await exchange(served[1], b"GET /refused HTTP/1.1\r\nHost: x\r\n\r\n")
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 500") and body == b'{"error":"server_error"}'
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert errors and "ConnectionRefusedError" in errors[0].getMessage()
 
 
 async def test_tls_handshake_that_never_starts_is_timed_out() -> None:
