@@ -14,6 +14,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from cryptography import x509
@@ -40,7 +41,11 @@ class AuthenticatedClient:
     auth_method: str = AUTH_TLS_CLIENT_AUTH
 
     def binding(self) -> X5tS256:
-        """The certificate binding a token issued to this client carries (RFC 8705 §3.1)."""
+        """The certificate binding a token issued to this client carries (RFC 8705 §3.1), computed once."""
+        return self._binding
+
+    @cached_property
+    def _binding(self) -> X5tS256:  # a client lives as long as its TLS connection's memo: one hash per connection
         return X5tS256.of_certificate(self.leaf)
 
     def x5t_s256(self) -> str:
