@@ -28,12 +28,13 @@ from broker.identity.errors import IdentityError
 from broker.identity.source import SvidSource
 from broker.oauth.metadata import normalize_issuer
 from broker.server import handlers
-from broker.server.request import DEFAULT_MAX_BODY, ClientAuthenticator
-from broker.server.state import CLIENT_AUTH, CONFIG, JWKS_KEYS, POLICY, READINESS, SERVICE, SOURCE, TokenAppConfig
-from broker.tokens.exchange import TokenExchangeService
+from broker.server.request import DEFAULT_MAX_BODY
+from broker.server.state import CONFIG, JWKS_KEYS, POLICY, READINESS, SERVICE, SOURCE, TokenAppConfig
 from broker.tokens.issuer import AccessTokenIssuer
 from broker.tokens.keys import KeyStore
 from broker.tokens.policy import PolicyStore
+from broker.tokens.standard import standard_endpoint
+from broker.tokens.svid_cache import ValidatedSvidCache
 from broker.web.errors import error_middleware
 
 __all__ = ["build_health_app", "build_token_app", "normalize_issuer"]
@@ -56,17 +57,16 @@ def build_token_app(
         issuer=normalize_issuer(issuer), max_body=max_body, policy_check_interval=policy_check_interval
     )
     app = web.Application(middlewares=[error_middleware], client_max_size=max_body)
-    token_issuer = AccessTokenIssuer(issuer=config.issuer, key_store=key_store, clock=clock)
     app[CONFIG] = config
     app[SOURCE] = source
-    app[CLIENT_AUTH] = ClientAuthenticator(clock=clock)
     app[JWKS_KEYS] = key_store
     app[POLICY] = policy_store
-    app[SERVICE] = TokenExchangeService(
-        issuer=token_issuer,
+    app[SERVICE] = standard_endpoint(
+        issuer=AccessTokenIssuer(issuer=config.issuer, key_store=key_store, clock=clock),
         policy_store=policy_store,
+        x509_bundles=lambda: source.x509_bundles(),  # resolved per request, as the handler always did
         jwt_bundles=source.jwt_bundles,
-        audience=config.issuer,
+        svid_memo=ValidatedSvidCache(),
         clock=clock,
     )
     app[READINESS] = readiness_check(source, policy_store, key_store)

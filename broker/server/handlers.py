@@ -13,8 +13,8 @@ from aiohttp import web
 
 from broker.oauth.constants import AUTH_TLS_CLIENT_AUTH, GRANT_CLIENT_CREDENTIALS, GRANT_TOKEN_EXCHANGE
 from broker.oauth.response import NO_STORE
-from broker.server.request import read_form, refuse_authorization_header
-from broker.server.state import CLIENT_AUTH, CONFIG, JWKS_KEYS, READINESS, SERVICE, SOURCE
+from broker.server.request import read_form, request_context
+from broker.server.state import CONFIG, JWKS_KEYS, READINESS, SERVICE
 from broker.tokens.keys import jwks
 
 __all__ = ["healthz", "jwks_handler", "metadata", "metadata_document", "readyz", "token"]
@@ -53,11 +53,10 @@ async def jwks_handler(request: web.Request) -> web.Response:
 
 async def token(request: web.Request) -> web.Response:
     """RFC 6749 §3.2 token endpoint; success per RFC 8693 §2.2.1 with ``Cache-Control: no-store``."""
-    config = request.app[CONFIG]
-    refuse_authorization_header(request)
-    client = request.app[CLIENT_AUTH].authenticate(request, request.app[SOURCE].x509_bundles)
+    config, endpoint = request.app[CONFIG], request.app[SERVICE]
+    client = endpoint.authenticate(request_context(request))  # before the body is read
     form = await read_form(request, max_body=config.max_body)
-    response = await request.app[SERVICE].handle(form, client)
+    response = await endpoint.handle(form, client)
     log.info(
         "issued token jti=%s to %s for %s (expires in %ss)",
         response.token.jti,

@@ -8,12 +8,11 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from broker.identity.source import SvidSource
-from broker.server.request import ClientAuthenticator
-from broker.tokens.exchange import TokenExchangeService
+from broker.tokens.endpoint import TokenEndpoint
 from broker.tokens.keys import KeyStore
 from broker.tokens.policy import PolicyStore
 
-__all__ = ["CLIENT_AUTH", "CONFIG", "JWKS_KEYS", "POLICY", "READINESS", "SERVICE", "SOURCE", "TokenAppConfig"]
+__all__ = ["CONFIG", "JWKS_KEYS", "POLICY", "READINESS", "SERVICE", "SOURCE", "TokenAppConfig"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -27,8 +26,7 @@ class TokenAppConfig:
 
 CONFIG = web.AppKey("config", TokenAppConfig)
 SOURCE = web.AppKey("source", SvidSource)
-CLIENT_AUTH = web.AppKey("client_auth", ClientAuthenticator)
-SERVICE = web.AppKey("service", TokenExchangeService)
+SERVICE = web.AppKey("service", TokenEndpoint)
 JWKS_KEYS = web.AppKey("key_store", KeyStore)
 POLICY = web.AppKey("policy_store", PolicyStore)
 READINESS: web.AppKey[Callable[[], str | None]] = web.AppKey("readiness")

@@ -34,6 +34,7 @@ from broker.oauth.metadata import AuthorizationServerMetadata, MetadataError, ch
 from broker.sidecar.errors import TokenServiceRefusedError, TokenServiceUnavailableError, refusal_from_response
 from broker.sidecar.health import TokenServiceHealth
 from broker.sidecar.retry import RetryPolicy
+from broker.tokens.binding import X5tS256
 from broker.verify.connector import SpiffeTLSConnector
 
 __all__ = [
@@ -93,8 +94,7 @@ def parse_token_response(body: object, *, requested_scope: str | None, now: floa
         if not isinstance(exp, int | float) or exp <= now:
             raise TokenServiceUnavailableError("token response has no usable expires_in")
         expires_in = int(exp - now)
-    cnf = claims.get("cnf")
-    bound = cnf.get("x5t#S256") if isinstance(cnf, dict) else None
+    bound = X5tS256.bound_in(claims)
     scope = body.get("scope")
     return TokenResult(
         access_token=token,

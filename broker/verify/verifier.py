@@ -16,7 +16,6 @@ A token is accepted only if every rule holds; each failure is :class:`~broker.er
 
 from __future__ import annotations
 
-import hmac
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from broker.identity.svid import certificate_thumbprint
 from broker.jose import jws
 from broker.jose.errors import Base64urlError, JoseError, JsonObjectError, MalformedJwsError, TokenTooLongError
 from broker.jose.jwt import finite_number
+from broker.tokens.binding import X5tS256
 from broker.verify.jwks import JwksProvider
 
 __all__ = ["ACCESS_TOKEN_TYPES", "AccessTokenVerifier", "VerifiedToken", "certificate_thumbprint"]
@@ -183,11 +183,10 @@ class AccessTokenVerifier:
     @staticmethod
     def _check_binding(claims: Mapping[str, Any], client_cert_der: bytes | None) -> None:
         """RFC 8705 §3: the presented certificate must be the one the token is bound to."""
-        cnf = claims.get("cnf")
-        bound = cnf.get("x5t#S256") if isinstance(cnf, dict) else None
+        bound = X5tS256.bound_in(claims)
         if not isinstance(bound, str) or not bound:
             raise InvalidTokenError("access token is not bound to a certificate (no cnf.x5t#S256)")
         if not client_cert_der:
             raise InvalidTokenError("certificate-bound token presented without a client certificate (RFC 8705 §3)")
-        if not hmac.compare_digest(bound.encode(), certificate_thumbprint(client_cert_der).encode()):
+        if not X5tS256.of_der(client_cert_der).matches(bound):
             raise InvalidTokenError("access token is bound to a different client certificate (RFC 8705 §3)")

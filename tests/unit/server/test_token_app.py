@@ -16,8 +16,8 @@ from token_service_helpers import API, CLIENT_ID, ISSUER, Broker, client_context
 
 from broker.devtools.devca import DevCA
 from broker.identity.svid import X509Svid
+from broker.oauth.constants import GRANT_CLIENT_CREDENTIALS, GRANT_TOKEN_EXCHANGE, TOKEN_TYPE_JWT
 from broker.server.state import JWKS_KEYS
-from broker.tokens.exchange import GRANT_CLIENT_CREDENTIALS, GRANT_TOKEN_EXCHANGE, TOKEN_TYPE_JWT
 from broker.tokens.keys import FileKeyStore
 
 

@@ -16,7 +16,7 @@ import pytest
 from token_service_helpers import API, CLIENT_ID, Broker, client_context
 
 from broker.devtools.devca import DevCA
-from broker.tokens.exchange import GRANT_CLIENT_CREDENTIALS
+from broker.oauth.constants import GRANT_CLIENT_CREDENTIALS
 
 FORM = f"grant_type={GRANT_CLIENT_CREDENTIALS}&audience={API}".encode()
 

@@ -18,7 +18,7 @@ from token_service_helpers import API, CLIENT_ID, ISSUER, Broker, client_context
 
 from broker.devtools.devca import DevCA
 from broker.identity.spiffeid import SpiffeId
-from broker.tokens.exchange import GRANT_CLIENT_CREDENTIALS, GRANT_TOKEN_EXCHANGE, TOKEN_TYPE_JWT
+from broker.oauth.constants import GRANT_CLIENT_CREDENTIALS, GRANT_TOKEN_EXCHANGE, TOKEN_TYPE_JWT
 
 OTHER_ID = SpiffeId.parse("spiffe://example.org/ns/shop/sa/other")
 CC = {"grant_type": GRANT_CLIENT_CREDENTIALS, "audience": API}

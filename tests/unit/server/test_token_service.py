@@ -14,10 +14,10 @@ from token_service_helpers import API, CLIENT_ID, ISSUER, POLICY, Broker, client
 from broker.devtools.devca import DevCA
 from broker.devtools.source import InMemorySvidSource
 from broker.errors import ConfigError
+from broker.oauth.constants import GRANT_CLIENT_CREDENTIALS, GRANT_TOKEN_EXCHANGE, TOKEN_TYPE_JWT
 from broker.server.app import normalize_issuer
 from broker.server.service import start_token_service
 from broker.server.state import POLICY as POLICY_STORE
-from broker.tokens.exchange import GRANT_CLIENT_CREDENTIALS, GRANT_TOKEN_EXCHANGE, TOKEN_TYPE_JWT
 from broker.tokens.keys import ACTIVE_KEY_FILE, FileKeyStore, InMemoryKeyStore
 from broker.tokens.policy import FilePolicyStore, InMemoryPolicyStore, Policy
 

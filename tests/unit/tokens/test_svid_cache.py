@@ -6,20 +6,20 @@ import time
 from typing import Any
 
 import pytest
+from endpoint_helpers import ISSUER, make_endpoint
 
-import broker.tokens.exchange as exchange_module
+import broker.tokens.grants.token_exchange as exchange_module
 from broker.devtools.devca import DevCA
 from broker.errors import InvalidGrantError
 from broker.identity.bundle import JwtBundle
 from broker.identity.spiffeid import SpiffeId, TrustDomain
 from broker.identity.svid import JwtSvid
-from broker.tokens.exchange import GRANT_TOKEN_EXCHANGE, TOKEN_TYPE_JWT, TokenExchangeService
-from broker.tokens.issuer import AccessTokenIssuer, AuthenticatedClient
+from broker.oauth.constants import GRANT_TOKEN_EXCHANGE, TOKEN_TYPE_JWT
+from broker.tokens.endpoint import TokenEndpoint
+from broker.tokens.issuer import AuthenticatedClient
 from broker.tokens.keys import InMemoryKeyStore
-from broker.tokens.policy import InMemoryPolicyStore, parse_policy
 from broker.tokens.svid_cache import ValidatedSvidCache
 
-ISSUER = "https://broker.example.org:8443"
 API = "https://api.example.org"
 POLICY = """\
 rules:
@@ -50,13 +50,9 @@ def validations(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return calls
 
 
-def make_service(bundles: dict[TrustDomain, JwtBundle], clock: Clock) -> TokenExchangeService:
-    return TokenExchangeService(
-        issuer=AccessTokenIssuer(issuer=ISSUER, key_store=InMemoryKeyStore(), clock=clock),
-        policy_store=InMemoryPolicyStore(parse_policy(POLICY)),
-        jwt_bundles=lambda: bundles,
-        audience=ISSUER,
-        clock=clock,
+def make_service(bundles: dict[TrustDomain, JwtBundle], clock: Clock) -> TokenEndpoint:
+    return make_endpoint(
+        key_store=InMemoryKeyStore(), jwt_bundles=lambda: bundles, policy=POLICY, clock=clock, issuer_clock=clock
     )
 
 

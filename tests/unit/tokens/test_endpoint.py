@@ -1,12 +1,11 @@
-"""Tests for broker.tokens.exchange: RFC 8693 token exchange and client_credentials for SPIFFE clients."""
+"""Tests for broker.tokens.endpoint: the registries, the request pipeline and its error precedence."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
-from typing import Any
 
 import pytest
+from endpoint_helpers import API, ISSUER, OTHER, POLICY, cc_form, exchange_form, jwt_svid
 
 from broker.devtools.devca import DevCA
 from broker.errors import (
@@ -18,102 +17,21 @@ from broker.errors import (
     OAuthError,
     UnsupportedGrantTypeError,
 )
-from broker.identity.spiffeid import SpiffeId
+from broker.oauth.constants import GRANT_CLIENT_CREDENTIALS, TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_JWT
 from broker.oauth.form import single_values
-from broker.tokens.exchange import (
-    GRANT_CLIENT_CREDENTIALS,
-    GRANT_TOKEN_EXCHANGE,
-    TOKEN_TYPE_ACCESS_TOKEN,
-    TOKEN_TYPE_JWT,
-    TokenExchangeService,
-)
-from broker.tokens.issuer import AccessTokenIssuer, AuthenticatedClient
-from broker.tokens.keys import InMemoryKeyStore, KeyStore
+from broker.tokens.client_auth import RequestContext
+from broker.tokens.client_auth.mtls import TlsClientAuth
+from broker.tokens.endpoint import TokenEndpoint
+from broker.tokens.grants.client_credentials import ClientCredentialsGrant
+from broker.tokens.issuer import AccessTokenIssuer, AuthenticatedClient, IssuedToken
+from broker.tokens.keys import InMemoryKeyStore
 from broker.tokens.policy import InMemoryPolicyStore, parse_policy
-
-ISSUER = "https://broker.example.org:8443"
-API = "https://api.example.org"
-OTHER = SpiffeId.parse("spiffe://example.org/ns/shop/sa/other")
-POLICY = """\
-rules:
-  - spiffe_id: spiffe://example.org/ns/shop/sa/web
-    audiences: ["https://api.example.org"]
-    scopes: ["orders:read", "orders:write"]
-    max_token_lifetime: 120
-"""
-Decoder = Callable[[str, KeyStore], tuple[dict[str, Any], dict[str, Any]]]
-
-
-@pytest.fixture
-def key_store() -> InMemoryKeyStore:
-    return InMemoryKeyStore()
-
-
-@pytest.fixture
-def service(ca: DevCA, key_store: InMemoryKeyStore) -> TokenExchangeService:
-    issuer = AccessTokenIssuer(issuer=ISSUER, key_store=key_store)
-    return TokenExchangeService(
-        issuer=issuer,
-        policy_store=InMemoryPolicyStore(parse_policy(POLICY)),
-        jwt_bundles=lambda: {ca.trust_domain: ca.jwt_bundle()},
-        audience=ISSUER,
-    )
-
-
-def exchange_form(token: str, **extra: str | list[str]) -> dict[str, list[str]]:
-    form: dict[str, Any] = {
-        "grant_type": GRANT_TOKEN_EXCHANGE,
-        "subject_token": token,
-        "subject_token_type": TOKEN_TYPE_JWT,
-        "audience": API,
-        **extra,
-    }
-    return {k: v if isinstance(v, list) else [v] for k, v in form.items()}
-
-
-def cc_form(**extra: str | list[str]) -> dict[str, list[str]]:
-    form: dict[str, Any] = {"grant_type": GRANT_CLIENT_CREDENTIALS, "audience": API, **extra}
-    return {k: v if isinstance(v, list) else [v] for k, v in form.items()}
-
-
-def jwt_svid(ca: DevCA, client: AuthenticatedClient, **kwargs: Any) -> str:
-    spiffe_id = kwargs.pop("spiffe_id", client.spiffe_id)
-    audience = kwargs.pop("audience", [ISSUER])
-    return ca.mint_jwt_svid(spiffe_id, audience, ttl=kwargs.pop("ttl", 300), **kwargs).token
-
-
-async def test_exchange_issues_bound_token_for_matching_jwt_svid(
-    service: TokenExchangeService, ca: DevCA, client: AuthenticatedClient, key_store: KeyStore, decode: Decoder
-) -> None:
-    form = exchange_form(jwt_svid(ca, client), scope="orders:read")
-    body = (await service.handle(form, client)).to_json()
-    assert set(body) == {"access_token", "issued_token_type", "token_type", "expires_in", "scope"}
-    assert body["issued_token_type"] == TOKEN_TYPE_ACCESS_TOKEN
-    assert (body["token_type"], body["expires_in"], body["scope"]) == ("Bearer", 120, "orders:read")
-    header, claims = decode(body["access_token"], key_store)
-    assert header["typ"] == "at+jwt"
-    assert claims["sub"] == claims["client_id"] == str(client.spiffe_id)
-    assert claims["aud"] == API and claims["cnf"] == {"x5t#S256": client.x5t_s256()}
-
-
-async def test_exchange_reports_jwt_issued_token_type_when_requested(
-    service: TokenExchangeService, ca: DevCA, client: AuthenticatedClient
-) -> None:
-    form = exchange_form(jwt_svid(ca, client), requested_token_type=TOKEN_TYPE_JWT)
-    assert (await service.handle(form, client)).to_json()["issued_token_type"] == TOKEN_TYPE_JWT
-
-
-async def test_client_credentials_issues_token_without_issued_token_type(
-    service: TokenExchangeService, client: AuthenticatedClient
-) -> None:
-    body = (await service.handle(cc_form(client_id=str(client.spiffe_id), resource=API), client)).to_json()
-    assert set(body) == {"access_token", "token_type", "expires_in"}
 
 
 async def test_audience_and_resource_naming_same_target_are_one_target(
-    service: TokenExchangeService, client: AuthenticatedClient
+    endpoint: TokenEndpoint, client: AuthenticatedClient
 ) -> None:
-    assert (await service.handle(cc_form(resource=API), client)).token.audience == API
+    assert (await endpoint.handle(cc_form(resource=API), client)).token.audience == API
 
 
 BAD_REQUESTS: list[tuple[str, Callable[[DevCA, AuthenticatedClient], dict[str, list[str]]], type[OAuthError]]] = [
@@ -186,40 +104,16 @@ BAD_REQUESTS: list[tuple[str, Callable[[DevCA, AuthenticatedClient], dict[str, l
     ("form_for", "error"), [(f, e) for _, f, e in BAD_REQUESTS], ids=[i for i, _, _ in BAD_REQUESTS]
 )
 async def test_bad_request_is_refused_with_its_error_and_issues_nothing(
-    service: TokenExchangeService,
+    endpoint: TokenEndpoint,
     ca: DevCA,
     client: AuthenticatedClient,
     form_for: Callable[[DevCA, AuthenticatedClient], dict[str, list[str]]],
     error: type[OAuthError],
 ) -> None:
     with pytest.raises(OAuthError) as info:
-        await service.handle(form_for(ca, client), client)
+        await endpoint.handle(form_for(ca, client), client)
     assert type(info.value) is error
-    assert service.issuer.issued_count == 0
-
-
-async def test_exchange_error_never_echoes_subject_token(
-    service: TokenExchangeService, ca: DevCA, client: AuthenticatedClient
-) -> None:
-    token = jwt_svid(ca, client, spiffe_id=OTHER)
-    with pytest.raises(InvalidGrantError) as info:
-        await service.handle(exchange_form(token), client)
-    for part in token.split("."):
-        assert part not in info.value.description
-
-
-async def test_exchange_uses_injected_clock_for_jwt_svid_expiry(
-    ca: DevCA, client: AuthenticatedClient, key_store: InMemoryKeyStore
-) -> None:
-    service = TokenExchangeService(
-        issuer=AccessTokenIssuer(issuer=ISSUER, key_store=key_store),
-        policy_store=InMemoryPolicyStore(parse_policy(POLICY)),
-        jwt_bundles=lambda: {ca.trust_domain: ca.jwt_bundle()},
-        audience=ISSUER,
-        clock=lambda: time.time() + 3600,
-    )
-    with pytest.raises(InvalidGrantError):
-        await service.handle(exchange_form(jwt_svid(ca, client)), client)
+    assert endpoint.issuer.issued_count == 0
 
 
 def test_single_values_drops_empty_values_and_keeps_targets_multi() -> None:
@@ -238,3 +132,79 @@ def test_repeated_parameter_error_names_only_known_parameters(name: str, shown: 
         single_values({name: ["a", "b"]})
     assert caught.value.description == f"parameter {shown} is repeated"
     assert "c4n4ry" not in str(caught.value)
+
+
+def test_registries_list_methods_and_grants_in_registration_order(endpoint: TokenEndpoint) -> None:
+    assert endpoint.auth_methods == ("tls_client_auth",)
+    assert endpoint.grant_types == ("urn:ietf:params:oauth:grant-type:token-exchange", "client_credentials")
+
+
+async def test_unsupported_grant_type_names_the_registered_grants(
+    endpoint: TokenEndpoint, client: AuthenticatedClient
+) -> None:
+    with pytest.raises(UnsupportedGrantTypeError) as caught:
+        await endpoint.handle(cc_form(grant_type="password"), client)
+    assert caught.value.description == "supported: token exchange (RFC 8693) and client_credentials"
+
+
+async def test_grant_type_is_checked_before_client_id(endpoint: TokenEndpoint, client: AuthenticatedClient) -> None:
+    """Error precedence: request syntax (the grant type) comes before the form's client_id (RFC 8705 §2)."""
+    with pytest.raises(UnsupportedGrantTypeError):
+        await endpoint.handle(cc_form(grant_type="password", client_id=str(OTHER)), client)
+
+
+async def test_subject_token_is_checked_before_policy(
+    endpoint: TokenEndpoint, ca: DevCA, client: AuthenticatedClient
+) -> None:
+    """A stolen JWT-SVID learns nothing about policy: invalid_grant wins over an audience outside policy."""
+    form = exchange_form(jwt_svid(ca, client, spiffe_id=OTHER), audience="https://evil")
+    with pytest.raises(InvalidGrantError):
+        await endpoint.handle(form, client)
+
+
+@pytest.mark.parametrize(
+    ("authorization", "challenge"),
+    [("Basic Y2xpZW50OnNlY3JldA==", "Basic"), ("DPoP x", "DPoP"), ("b@d x", "Basic"), ("", "Basic")],
+    ids=["basic", "other-scheme-echoed", "not-a-token-shown-as-basic", "empty"],
+)
+def test_authorization_header_no_method_takes_is_refused_with_a_challenge(
+    endpoint: TokenEndpoint, authorization: str, challenge: str
+) -> None:
+    with pytest.raises(InvalidClientError) as caught:
+        endpoint.authenticate(RequestContext(authorization=authorization))
+    assert caught.value.description == "only tls_client_auth (mutual TLS with an X.509-SVID) is supported"
+    assert caught.value.headers["WWW-Authenticate"] == f'{challenge} realm="spiffe-broker"'
+
+
+def test_request_without_tls_is_refused(endpoint: TokenEndpoint) -> None:
+    with pytest.raises(InvalidClientError) as caught:
+        endpoint.authenticate(RequestContext())
+    assert caught.value.description == "mutual TLS with an X.509-SVID is required"
+
+
+class RecordingAudit:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str]] = []
+
+    def issued(self, client: AuthenticatedClient, token: IssuedToken) -> None:
+        self.events.append(("issued", token.audience))
+
+    def refused(self, error: OAuthError, client: AuthenticatedClient | None) -> None:
+        self.events.append(("refused", error.error))
+
+
+async def test_every_outcome_passes_the_audit_hook(key_store: InMemoryKeyStore, client: AuthenticatedClient) -> None:
+    audit = RecordingAudit()
+    endpoint = TokenEndpoint(
+        issuer=AccessTokenIssuer(issuer=ISSUER, key_store=key_store),
+        policy_store=InMemoryPolicyStore(parse_policy(POLICY)),
+        audit=audit,
+    )
+    endpoint.register_client_auth(TlsClientAuth(lambda: {}))
+    endpoint.register_grant(ClientCredentialsGrant())
+    await endpoint.handle(cc_form(), client)
+    with pytest.raises(InvalidTargetError):
+        await endpoint.handle(cc_form(audience="https://evil"), client)
+    with pytest.raises(InvalidClientError):
+        endpoint.authenticate(RequestContext())
+    assert audit.events == [("issued", API), ("refused", "invalid_target"), ("refused", "invalid_client")]
