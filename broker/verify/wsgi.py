@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from broker.errors import InvalidRequestError, InvalidTokenError, OAuthError, ServerError, TemporarilyUnavailableError
 from broker.verify.bearer import VERIFIED_TOKEN_KEY, bearer_token, challenge, verified_token
 from broker.verify.client_cert import der_from_pem, forwarded_certificate_source
-from broker.verify.loop import LoopThread
+from broker._loop import LoopThread
 from broker.verify.verifier import AccessTokenVerifier, VerifiedToken
 
 __all__ = [

@@ -24,7 +24,7 @@ from broker.errors import InvalidTokenError
 from broker.identity.spiffeid import SpiffeId
 from broker.identity.tls import client_ssl_context, server_ssl_context
 from broker.verify import AccessTokenVerifier, VerifiedToken
-from broker.verify.loop import LoopThread
+from broker._loop import LoopThread
 from broker.verify.wsgi import (
     BearerAuthMiddleware,
     CertificateSource,
