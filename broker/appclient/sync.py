@@ -24,6 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from urllib.parse import urlsplit
 
+from broker._loop import LoopThread
 from broker.appclient.common import (
     RETRY_DELAY,
     AppResponse,
@@ -41,7 +42,6 @@ from broker.identity.svid import X509Svid
 from broker.identity.tls import ServerIdMatcher, SourceSSLContext, client_ssl_context
 from broker.identity.workload_source import WorkloadApiSvidSource
 from broker.verify.connector import ServerIdentityError
-from broker._loop import LoopThread
 
 __all__ = ["SyncAppClient", "fetch_token_sync"]
 

@@ -18,13 +18,13 @@ from flask.testing import FlaskClient
 from verify_helpers import Signer, claims_for
 from werkzeug.serving import make_server
 
+from broker._loop import LoopThread
 from broker.devtools.devca import DevCA
 from broker.devtools.source import InMemorySvidSource
 from broker.errors import InvalidTokenError
 from broker.identity.spiffeid import SpiffeId
 from broker.identity.tls import client_ssl_context, server_ssl_context
 from broker.verify import AccessTokenVerifier, VerifiedToken
-from broker._loop import LoopThread
 from broker.verify.wsgi import (
     BearerAuthMiddleware,
     CertificateSource,
