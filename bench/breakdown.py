@@ -2,7 +2,7 @@
 
 ``python -m bench.breakdown --rounds R`` (own process, pinned by the harness) prints microseconds per call of
 each step the token service runs per request, with the same inputs a real exchange has: the client's
-certificate check (``verify_leaf_against_bundle``, done on every request although the TLS handshake of the
+certificate check (``verify_x509_svid``, done on every request although the TLS handshake of the
 keep-alive connection already verified the chain), form parsing, policy, JWT-SVID validation, signing, the JSON
 response and the two INFO log lines; and, for scale, one raw ES256 verify and one raw ES256 sign. Each value is
 the median over ``R`` rounds of the best of three timings. This explains the gap between the server's CPU
@@ -28,7 +28,7 @@ from bench.exchange_bench import exchange_bodies
 from broker.devtools.devca import DevCA
 from broker.identity.jwtsvid import validate_jwt_svid
 from broker.identity.spiffeid import SpiffeId, TrustDomain
-from broker.identity.x509svid import verify_leaf_against_bundle
+from broker.identity.x509svid import verify_x509_svid
 from broker.tokens.issuer import AccessTokenIssuer, AuthenticatedClient
 from broker.tokens.keys import InMemoryKeyStore, SigningKey
 from broker.tokens.policy import InMemoryPolicyStore, parse_policy
@@ -115,7 +115,7 @@ def step_costs(rounds: int) -> dict[str, float]:
     audience = "https://api.bench.example"
     steps: dict[str, Callable[[], object]] = {
         "peer_certificate_load": lambda: x509.load_der_x509_certificate(der),
-        "client_certificate_check": lambda: verify_leaf_against_bundle(leaf, f["x509_bundles"]),
+        "client_certificate_check": lambda: verify_x509_svid([leaf], f["x509_bundles"]),
         "form_parse": lambda: parse_qs(f["form"], keep_blank_values=True, strict_parsing=True, max_num_fields=64),
         "policy_authorize": lambda: f["store"].current().authorize(f["workload"], audience, frozenset({"orders:read"})),
         "jwt_svid_validate": lambda: validate_jwt_svid(f["jwt_svid"], audience=ISSUER, bundles=f["jwt_bundles"]),
