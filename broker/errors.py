@@ -15,7 +15,7 @@ The whole tree, with the module of each class outside this one::
     │   └── RegistrationEntryError         devtools.workload_api.entries: the dev entries file
     ├── NetworkError                       a peer could not be reached or broke the exchange
     │   ├── JwksFetchError                 verify.jwks: metadata or JWKS not fetched or unusable
-    │   └── ServerIdentityError            verify.connector: the server is not the expected SPIFFE ID
+    │   └── ServerIdentityError            identity.spiffetls.connector: the server is not the expected SPIFFE ID
     │                                      (also an aiohttp.ClientError)
     ├── MetadataError                      oauth.metadata: RFC 8414 document unusable (also a ValueError)
     ├── JoseError                          jose.errors: a JWS, JWK or JWK Set the JOSE core refuses (its own tree)

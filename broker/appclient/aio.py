@@ -12,7 +12,7 @@ token bound to ``x5t`` only ever goes out on a connection presenting that very c
 rotates between the token and the connection. After a rotation new requests go through a new session (new
 connections, new certificate) and the old session is closed once its requests had ``retire_after`` seconds to
 finish. The server's SPIFFE ID is checked on every new connection before
-the request is written (:class:`~broker.verify.connector.SpiffeTLSConnector`).
+the request is written (:class:`~broker.identity.spiffetls.connector.SpiffeTLSConnector`).
 """
 
 from __future__ import annotations
@@ -37,10 +37,10 @@ from broker.appclient.common import (
 from broker.appclient.snapshot import SnapshotSource
 from broker.config import workload_api_address
 from broker.errors import ConfigError
+from broker.identity.spiffetls.connector import SpiffeTLSConnector
+from broker.identity.spiffetls.context import ServerIdMatcher, SourceSSLContext, client_ssl_context
 from broker.identity.svid import X509Svid
-from broker.identity.tls import ServerIdMatcher, SourceSSLContext, client_ssl_context
-from broker.identity.workload_source import WorkloadApiSvidSource
-from broker.verify.connector import SpiffeTLSConnector
+from broker.identity.workloadapi.source import WorkloadApiSvidSource
 
 __all__ = ["AppClient"]
 

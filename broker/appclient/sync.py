@@ -38,10 +38,10 @@ from broker.appclient.snapshot import SnapshotSource
 from broker.config import workload_api_address
 from broker.errors import ConfigError
 from broker.identity.errors import IdentityError
+from broker.identity.spiffetls.connector import ServerIdentityError
+from broker.identity.spiffetls.context import ServerIdMatcher, SourceSSLContext, client_ssl_context
 from broker.identity.svid import X509Svid
-from broker.identity.tls import ServerIdMatcher, SourceSSLContext, client_ssl_context
-from broker.identity.workload_source import WorkloadApiSvidSource
-from broker.verify.connector import ServerIdentityError
+from broker.identity.workloadapi.source import WorkloadApiSvidSource
 
 __all__ = ["SyncAppClient", "fetch_token_sync"]
 

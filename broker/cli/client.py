@@ -20,10 +20,10 @@ from broker.cli.main import cli_errors
 from broker.config import BrokerSettings, load_settings, unix_socket_path
 from broker.errors import ConfigError, NetworkError
 from broker.identity.spiffeid import SpiffeId
-from broker.identity.tls import client_ssl_context
-from broker.identity.workload_source import WorkloadApiSvidSource, workload_api_address
+from broker.identity.spiffetls.connector import SpiffeTLSConnector
+from broker.identity.spiffetls.context import client_ssl_context
+from broker.identity.workloadapi.source import WorkloadApiSvidSource, workload_api_address
 from broker.sidecar.client import SidecarToken, fetch_token
-from broker.verify.connector import SpiffeTLSConnector
 
 __all__ = ["call", "token"]
 

@@ -18,7 +18,7 @@ from broker.cli.main import cli_errors
 from broker.cli.server import parse_listen
 from broker.config import BrokerSettings, load_settings
 from broker.errors import ConfigError
-from broker.identity.workload_source import WorkloadApiSvidSource, workload_api_address
+from broker.identity.workloadapi.source import WorkloadApiSvidSource, workload_api_address
 from broker.sidecar.service import token_service_matcher
 from broker.verify.demo_api import start_demo_api
 

@@ -29,12 +29,12 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from broker._files import write_private_file
 from broker.config import BrokerSettings
 from broker.devtools.devca import DevCA
-from broker.devtools.source import InMemorySvidSource
 from broker.devtools.workload_api.entries import RegistrationEntry
 from broker.devtools.workload_api.server import WorkloadApiServer
 from broker.devtools.workload_api.statedir import open_dev_state
+from broker.identity.memory import InMemorySvidSource
 from broker.identity.spiffeid import SpiffeId, TrustDomain
-from broker.identity.workload_source import WorkloadApiSvidSource
+from broker.identity.workloadapi.source import WorkloadApiSvidSource
 from broker.server.service import start_token_service
 from broker.sidecar.service import DEFAULT_BROKER_ID_PATH, start_sidecar
 from broker.tokens.keys import FileKeyStore

@@ -25,11 +25,11 @@ from aiohttp import web
 
 from broker.errors import ConfigError
 from broker.identity.errors import IdentityError
-from broker.identity.source import SvidSource
+from broker.identity.source import X509Source
 from broker.oauth.metadata import normalize_issuer
 from broker.server import handlers
 from broker.server.request import DEFAULT_MAX_BODY
-from broker.server.state import CONFIG, JWKS_KEYS, POLICY, READINESS, SERVICE, SOURCE, TokenAppConfig
+from broker.server.state import CONFIG, JWKS_KEYS, POLICY, READINESS, SERVICE, SOURCE, ServiceSource, TokenAppConfig
 from broker.tokens.issuer import AccessTokenIssuer
 from broker.tokens.keys import KeyStore
 from broker.tokens.policy import PolicyStore
@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 def build_token_app(
     *,
-    source: SvidSource,
+    source: ServiceSource,
     policy_store: PolicyStore,
     key_store: KeyStore,
     issuer: str,
@@ -91,7 +91,7 @@ def _add_probes(app: web.Application) -> None:
     app.router.add_get("/readyz", handlers.readyz)
 
 
-def readiness_check(source: SvidSource, policy_store: PolicyStore, key_store: KeyStore) -> Callable[[], str | None]:
+def readiness_check(source: X509Source, policy_store: PolicyStore, key_store: KeyStore) -> Callable[[], str | None]:
     """None when ready, else a short reason (no secrets): SVID missing, policy or key unreadable."""
 
     def check() -> str | None:

@@ -24,7 +24,7 @@ from aiohttp import web
 
 from broker.errors import AccessDeniedError, BrokerError, InvalidRequestError, ServerError, TemporarilyUnavailableError
 from broker.identity.errors import SvidUnavailableError
-from broker.identity.source import SvidSource, current_x5t
+from broker.identity.source import SubscribableX509Source, current_x5t
 from broker.oauth.grammar import AUDIENCE, SCOPE
 from broker.sidecar.cache import CacheKey, TokenCache
 from broker.sidecar.exchanger import Exchanger
@@ -55,7 +55,7 @@ class TokenServiceLink(Exchanger, Protocol):
 
 
 CACHE = web.AppKey("token_cache", TokenCache)
-SOURCE = web.AppKey("svid_source", SvidSource)
+SOURCE = web.AppKey("svid_source", SubscribableX509Source)
 TOKEN_SERVICE = web.AppKey("token_service", TokenServiceLink)
 
 
@@ -133,7 +133,7 @@ async def healthz(request: web.Request) -> web.Response:
     return web.Response(body=b'{"status":"ok"}', headers=_JSON_HEADERS)
 
 
-def _no_svid(source: SvidSource) -> str:
+def _no_svid(source: SubscribableX509Source) -> str:
     """Why an SVID is missing, for the app (details are in the logs and ``/v1/status``)."""
     if current_x5t(source) is None:
         return "no X.509-SVID yet from the Workload API"
@@ -185,7 +185,7 @@ async def method_not_allowed(request: web.Request) -> web.Response:
 
 
 def build_sidecar_app(
-    *, source: SvidSource, token_service: TokenServiceLink, cache: TokenCache, probe_interval: float = 5.0
+    *, source: SubscribableX509Source, token_service: TokenServiceLink, cache: TokenCache, probe_interval: float = 5.0
 ) -> web.Application:
     """The app; its cleanup closes the cache and the token service client and stops the prober.
 
@@ -206,7 +206,7 @@ def build_sidecar_app(
 
 
 def _lifecycle(
-    source: SvidSource, token_service: TokenServiceLink, cache: TokenCache, probe_interval: float
+    source: SubscribableX509Source, token_service: TokenServiceLink, cache: TokenCache, probe_interval: float
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def run(app: web.Application) -> AsyncIterator[None]:
         wake = asyncio.Event()

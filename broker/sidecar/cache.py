@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from broker._backoff import Backoff
-from broker.identity.source import SvidSource, current_x5t
+from broker.identity.source import SubscribableX509Source, current_x5t
 from broker.sidecar.errors import TokenServiceUnavailableError
 from broker.sidecar.exchanger import Exchanger, TokenResult
 
@@ -82,7 +82,7 @@ class TokenCache:
         self,
         *,
         exchanger: Exchanger,
-        source: SvidSource,
+        source: SubscribableX509Source,
         clock: Clock = time.time,
         refresh_fraction: float = 0.8,
         refresh_margin: float = 30.0,

@@ -6,7 +6,7 @@ target as ``audience``, optional ``scope``) to the ``token_endpoint`` named by t
 over mTLS with the workload's X.509-SVID (RFC 8705 §2: the token comes back bound to that certificate).
 
 The token service is authenticated by SPIFFE ID on every new connection before anything is sent
-(:class:`~broker.verify.connector.SpiffeTLSConnector`). Transport errors, 408, 429 and 5xx are retried with
+(:class:`~broker.identity.spiffetls.connector.SpiffeTLSConnector`). Transport errors, 408, 429 and 5xx are retried with
 exponential backoff and full jitter; RFC 6749 §5.2 errors are not retried and pass through to the app. When the
 X.509-SVID rotates the keep-alive session is replaced, so new exchanges present the new certificate.
 """
@@ -25,8 +25,9 @@ import aiohttp
 
 from broker.errors import NetworkError
 from broker.identity.errors import IdentityError
-from broker.identity.source import SvidSource, current_x5t
-from broker.identity.tls import ServerIdMatcher, SourceSSLContext, client_ssl_context
+from broker.identity.source import JwtSvidSource, X509ContextSource, current_x5t
+from broker.identity.spiffetls.connector import SpiffeTLSConnector
+from broker.identity.spiffetls.context import ServerIdMatcher, SourceSSLContext, client_ssl_context
 from broker.jose.errors import JoseError
 from broker.jose.jws import read_unverified
 from broker.oauth.constants import GRANT_TOKEN_EXCHANGE, TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_JWT
@@ -35,9 +36,9 @@ from broker.sidecar.errors import TokenServiceRefusedError, TokenServiceUnavaila
 from broker.sidecar.health import TokenServiceHealth
 from broker.sidecar.retry import RetryPolicy
 from broker.tokens.binding import X5tS256
-from broker.verify.connector import SpiffeTLSConnector
 
 __all__ = [
+    "ExchangeSource",
     "Exchanger",
     "TokenResult",
     "TokenServiceClient",
@@ -106,6 +107,10 @@ def parse_token_response(body: object, *, requested_scope: str | None, now: floa
     )
 
 
+class ExchangeSource(X509ContextSource, JwtSvidSource, Protocol):
+    """What the exchange needs: mTLS with the X.509-SVID, and a JWT-SVID as the subject token (RFC 8693 §2.1)."""
+
+
 @dataclass
 class _Http:
     context: SourceSSLContext
@@ -118,7 +123,7 @@ class TokenServiceClient:
     def __init__(
         self,
         *,
-        source: SvidSource,
+        source: ExchangeSource,
         issuer: str,
         server_id: ServerIdMatcher,
         retry: RetryPolicy | None = None,

@@ -34,7 +34,7 @@ from pathlib import Path
 from broker._backoff import Backoff
 from broker._files import write_atomically
 from broker.errors import BrokerError
-from broker.identity.source import SvidSource
+from broker.identity.source import Subscribable
 from broker.sidecar.cache import CachedToken, CacheKey, TokenCache
 from broker.sidecar.errors import TokenServiceRefusedError
 
@@ -112,7 +112,7 @@ class TokenFileKeeper:
     def __init__(
         self,
         cache: TokenCache,
-        source: SvidSource,
+        source: Subscribable,
         files: Iterable[TokenFile],
         *,
         backoff_base: float = 1.0,

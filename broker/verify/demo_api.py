@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from broker.identity.source import SvidSource
-from broker.identity.tls import ServerIdMatcher, SourceSSLContext, server_ssl_context
+from broker.identity.source import X509ContextSource
+from broker.identity.spiffetls.context import ServerIdMatcher, SourceSSLContext, server_ssl_context
 from broker.verify.jwks import HttpsJsonFetcher, JwksFetchError, RemoteJwksProvider
 from broker.verify.middleware import VERIFIED_TOKEN, bearer_auth_middleware
 from broker.verify.verifier import AccessTokenVerifier
@@ -63,7 +63,7 @@ class RunningDemoApi:
 
 async def start_demo_api(
     *,
-    source: SvidSource,
+    source: X509ContextSource,
     issuer: str,
     audience: str,
     token_service_id: ServerIdMatcher,

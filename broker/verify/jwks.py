@@ -22,13 +22,13 @@ import aiohttp
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from broker.errors import NetworkError
-from broker.identity.source import SvidSource
-from broker.identity.tls import ServerIdMatcher, SourceSSLContext, client_ssl_context
+from broker.identity.source import X509ContextSource
+from broker.identity.spiffetls.connector import ServerIdentityError, SpiffeTLSConnector
+from broker.identity.spiffetls.context import ServerIdMatcher, SourceSSLContext, client_ssl_context
 from broker.jose import jwk as jose_jwk
 from broker.jose.errors import InvalidJwkError
 from broker.jose.jws import ES_ALGORITHMS
 from broker.oauth.metadata import AuthorizationServerMetadata, MetadataError, check_issuer, metadata_url
-from broker.verify.connector import ServerIdentityError, SpiffeTLSConnector
 
 __all__ = [
     "FetchJson",
@@ -220,7 +220,7 @@ class HttpsJsonFetcher:
     response has been read aiohttp has already released its connection, so checking afterwards is not possible.
     """
 
-    def __init__(self, *, source: SvidSource, server_id: ServerIdMatcher, timeout: float = 5.0) -> None:
+    def __init__(self, *, source: X509ContextSource, server_id: ServerIdMatcher, timeout: float = 5.0) -> None:
         self._source = source
         self._server_id = server_id
         self._timeout = aiohttp.ClientTimeout(total=timeout)

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from devstack_process import DevProcess
 
-from broker.identity.workload_source import WorkloadApiSvidSource
+from broker.identity.workloadapi.source import WorkloadApiSvidSource
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples" / "apps"

@@ -35,9 +35,9 @@ from grpclib.client import Channel
 from grpclib.const import Cardinality
 from grpclib.exceptions import GRPCError
 
-from broker.identity.tls import client_ssl_context
-from broker.identity.workload_pb import workload_pb2 as pb
-from broker.identity.workload_source import WorkloadApiSvidSource
+from broker.identity.spiffetls.context import client_ssl_context
+from broker.identity.workloadapi.pb import workload_pb2 as pb
+from broker.identity.workloadapi.source import WorkloadApiSvidSource
 
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 JWT_TYPE = "urn:ietf:params:oauth:token-type:jwt"

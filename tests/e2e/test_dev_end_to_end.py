@@ -20,10 +20,10 @@ import aiohttp
 import pytest
 from devstack_process import DevProcess
 
-from broker.devtools.source import InMemorySvidSource
+from broker.identity.memory import InMemorySvidSource
 from broker.identity.spiffeid import SpiffeId
-from broker.identity.tls import client_ssl_context
-from broker.identity.workload_source import WorkloadApiSvidSource
+from broker.identity.spiffetls.context import client_ssl_context
+from broker.identity.workloadapi.source import WorkloadApiSvidSource
 
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 JWT_TYPE = "urn:ietf:params:oauth:token-type:jwt"

@@ -24,7 +24,7 @@ from grpclib.server import Server, Stream
 from broker.devtools.devca import DevCA
 from broker.identity.spiffeid import SpiffeId
 from broker.identity.svid import X509Svid
-from broker.identity.workload_pb import workload_pb2 as pb
+from broker.identity.workloadapi.pb import workload_pb2 as pb
 
 
 class Raw:

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from unit.sidecar.sidecar_helpers import API, BROKER_ID, WEB_ID, FakeTokenService, short_tmpdir
 
 from broker.devtools.devca import DevCA
-from broker.devtools.source import InMemorySvidSource
+from broker.identity.memory import InMemorySvidSource
 from broker.sidecar.service import RunningSidecar, start_sidecar
 from broker.web import ListenerLimits
 

@@ -48,8 +48,8 @@ from broker.devtools.workload_api.thread import WorkloadApiThread
 from broker.identity.bundle import JwtBundle
 from broker.identity.errors import SvidUnavailableError
 from broker.identity.spiffeid import TrustDomain
-from broker.identity.workload_pb import workload_pb2 as pb
-from broker.identity.workload_source import WorkloadApiSvidSource
+from broker.identity.workloadapi.pb import workload_pb2 as pb
+from broker.identity.workloadapi.source import WorkloadApiSvidSource
 
 UNKNOWN = 2
 OK = 0

@@ -22,7 +22,7 @@ import pytest
 from token_cases import Target
 
 from broker.devtools.devca import DevCA
-from broker.devtools.source import InMemorySvidSource
+from broker.identity.memory import InMemorySvidSource
 from broker.identity.spiffeid import SpiffeId
 from broker.server.service import RunningTokenService, start_token_service
 from broker.tokens.keys import InMemoryKeyStore

@@ -38,7 +38,7 @@ from broker.devtools.workload_api.state import WorkloadState
 from broker.identity.errors import InvalidSpiffeIdError, JwtSvidError
 from broker.identity.jwtsvid import validate_jwt_svid
 from broker.identity.spiffeid import SpiffeId
-from broker.identity.workload_pb import workload_pb2 as pb
+from broker.identity.workloadapi.pb import workload_pb2 as pb
 
 __all__ = ["SECURITY_HEADER", "WorkloadApiHandlers"]
 

@@ -15,7 +15,7 @@ from typing import Protocol
 from grpclib.const import Cardinality, Handler
 from grpclib.server import Stream
 
-from broker.identity.workload_pb import workload_pb2 as pb
+from broker.identity.workloadapi.pb import workload_pb2 as pb
 
 __all__ = ["SERVICE_NAME", "SpiffeWorkloadApiService", "WorkloadApiImpl", "method_path"]
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from broker.errors import InvalidClientError
 from broker.identity.bundle import X509Bundle, X509BundleSet
 from broker.identity.errors import X509SvidError
-from broker.identity.tls import NoPeerCertificateError, peer_spiffe_id
+from broker.identity.spiffetls.context import NoPeerCertificateError, peer_spiffe_id
 from broker.oauth.constants import AUTH_TLS_CLIENT_AUTH
 from broker.tokens.client_auth import RequestContext
 from broker.tokens.issuer import AuthenticatedClient

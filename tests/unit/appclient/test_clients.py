@@ -14,11 +14,11 @@ from broker.appclient import AppClient, BindingMismatchError, SidecarError, Sync
 from broker.appclient.common import parse_token_response, token_binding
 from broker.appclient.snapshot import SnapshotSource
 from broker.devtools.devca import DevCA
-from broker.devtools.source import InMemorySvidSource
 from broker.errors import ConfigError
+from broker.identity.memory import InMemorySvidSource
 from broker.identity.spiffeid import SpiffeId
+from broker.identity.spiffetls.context import server_ssl_context
 from broker.identity.svid import certificate_thumbprint
-from broker.identity.tls import server_ssl_context
 
 STALE = "stale-thumbprint-of-the-previous-svid"
 

@@ -18,7 +18,7 @@ from devstack_process import DevProcess, running_dev
 
 from broker.cli.main import SUBCOMMANDS, cli_errors, describe_os_error, main
 from broker.errors import ConfigError
-from broker.identity.workload_source import WorkloadApiSvidSource
+from broker.identity.workloadapi.source import WorkloadApiSvidSource
 
 
 def test_version_comes_from_the_package_metadata() -> None:

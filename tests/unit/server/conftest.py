@@ -10,7 +10,7 @@ import pytest
 from token_service_helpers import BROKER_ID, ISSUER, POLICY, Broker
 
 from broker.devtools.devca import DevCA
-from broker.devtools.source import InMemorySvidSource
+from broker.identity.memory import InMemorySvidSource
 from broker.identity.spiffeid import TrustDomain
 from broker.server.service import start_token_service
 from broker.tokens.keys import FileKeyStore

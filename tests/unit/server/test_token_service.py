@@ -12,8 +12,8 @@ import pytest
 from token_service_helpers import API, CLIENT_ID, ISSUER, POLICY, Broker, client_context, request
 
 from broker.devtools.devca import DevCA
-from broker.devtools.source import InMemorySvidSource
 from broker.errors import ConfigError
+from broker.identity.memory import InMemorySvidSource
 from broker.oauth.constants import GRANT_CLIENT_CREDENTIALS, GRANT_TOKEN_EXCHANGE, TOKEN_TYPE_JWT
 from broker.server.app import normalize_issuer
 from broker.server.service import start_token_service

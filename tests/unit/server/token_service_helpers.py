@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 
 from broker.devtools.devca import DevCA
-from broker.devtools.source import InMemorySvidSource
+from broker.identity.memory import InMemorySvidSource
 from broker.identity.spiffeid import SpiffeId
 from broker.identity.svid import X509Svid
 from broker.server.service import RunningTokenService

@@ -19,7 +19,7 @@ from sidecar_helpers import (
 )
 
 from broker.devtools.devca import DevCA
-from broker.devtools.source import InMemorySvidSource
+from broker.identity.memory import InMemorySvidSource
 from broker.sidecar.service import RunningSidecar, start_sidecar
 
 

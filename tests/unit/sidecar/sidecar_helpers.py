@@ -15,7 +15,7 @@ from typing import Any
 
 import aiohttp
 
-from broker.devtools.source import InMemorySvidSource
+from broker.identity.memory import InMemorySvidSource
 from broker.identity.spiffeid import SpiffeId
 from broker.server.service import RunningTokenService, start_token_service
 from broker.sidecar.exchanger import TokenResult

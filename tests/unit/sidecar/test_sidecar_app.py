@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 from sidecar_helpers import API, FakeTokenService, RealTokenService, Starter, sidecar_get, wait_for
 
-from broker.devtools.source import InMemorySvidSource
+from broker.identity.memory import InMemorySvidSource
 from broker.jose.jws import parse_compact
 from broker.sidecar.exchanger import TokenServiceClient
 from broker.sidecar.service import RunningSidecar

@@ -8,7 +8,7 @@ import json
 import pytest
 from sidecar_helpers import API, FakeClock, FakeTokenService
 
-from broker.devtools.source import InMemorySvidSource
+from broker.identity.memory import InMemorySvidSource
 from broker.sidecar.cache import CachedToken, TokenCache
 from broker.sidecar.errors import TokenServiceRefusedError, TokenServiceUnavailableError
 from broker.sidecar.exchanger import TokenResult

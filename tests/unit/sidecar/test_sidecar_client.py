@@ -14,9 +14,9 @@ from sidecar_helpers import API, BROKER_ID, FakeTokenService
 
 from broker.cli.main import main
 from broker.devtools.devca import DevCA
-from broker.devtools.source import InMemorySvidSource
 from broker.devtools.workload_api.entries import InMemoryEntryStore
 from broker.devtools.workload_api.server import WorkloadApiServer
+from broker.identity.memory import InMemorySvidSource
 from broker.sidecar.client import SidecarError, fetch_token, looks_like_http2
 from broker.sidecar.errors import TokenServiceRefusedError
 from broker.sidecar.service import start_sidecar

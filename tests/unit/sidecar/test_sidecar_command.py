@@ -23,9 +23,9 @@ import pytest
 from sidecar_helpers import API, BROKER_ID, WEB_ID, short_tmpdir, start_real_token_service
 
 from broker.devtools.devca import DevCA
-from broker.devtools.source import InMemorySvidSource
 from broker.devtools.workload_api.entries import InMemoryEntryStore, RegistrationEntry, Selector
 from broker.devtools.workload_api.server import WorkloadApiServer
+from broker.identity.memory import InMemorySvidSource
 from broker.jose.jws import parse_compact
 
 STOP_WITHIN = 3.0  # seconds from the signal to the exit

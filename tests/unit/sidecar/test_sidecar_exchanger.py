@@ -13,9 +13,9 @@ from aiohttp import web
 from sidecar_helpers import API, BROKER_ID, free_port
 
 from broker.devtools.devca import DevCA
-from broker.devtools.source import InMemorySvidSource
+from broker.identity.memory import InMemorySvidSource
 from broker.identity.spiffeid import SpiffeId
-from broker.identity.tls import SourceSSLContext, server_ssl_context
+from broker.identity.spiffetls.context import SourceSSLContext, server_ssl_context
 from broker.jose.jws import parse_compact
 from broker.sidecar.errors import TokenServiceRefusedError, TokenServiceUnavailableError, refusal_from_response
 from broker.sidecar.exchanger import TokenServiceClient, parse_token_response

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from sidecar_helpers import API, FakeClock, FakeTokenService, RealTokenService, Reply, Starter, sidecar_get, wait_for
 
-from broker.devtools.source import InMemorySvidSource
+from broker.identity.memory import InMemorySvidSource
 from broker.sidecar.health import TokenServiceHealth
 from broker.sidecar.service import RunningSidecar
 

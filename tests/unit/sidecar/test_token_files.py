@@ -13,7 +13,7 @@ import pytest
 from sidecar_helpers import API, FakeClock, FakeTokenService, RealTokenService, wait_for
 
 from broker._files import write_atomically
-from broker.devtools.source import InMemorySvidSource
+from broker.identity.memory import InMemorySvidSource
 from broker.jose.jws import parse_compact
 from broker.sidecar.cache import TokenCache
 from broker.sidecar.errors import TokenServiceRefusedError

@@ -19,15 +19,15 @@ import aiohttp
 import pytest
 
 from broker.devtools.devca import DevCA
-from broker.devtools.source import InMemorySvidSource
+from broker.identity.memory import InMemorySvidSource
 from broker.identity.spiffeid import SpiffeId
-from broker.identity.tls import client_ssl_context
+from broker.identity.spiffetls.connector import ServerIdentityError, SpiffeTLSConnector
+from broker.identity.spiffetls.context import client_ssl_context
 from broker.server.service import RunningTokenService, start_token_service
 from broker.sidecar.client import fetch_token
 from broker.sidecar.service import RunningSidecar, start_sidecar
 from broker.tokens.keys import InMemoryKeyStore
 from broker.tokens.policy import InMemoryPolicyStore, parse_policy
-from broker.verify.connector import ServerIdentityError, SpiffeTLSConnector
 from broker.verify.demo_api import RunningDemoApi, start_demo_api
 
 BROKER_ID = SpiffeId.parse("spiffe://example.org/spiffe-broker")

@@ -20,10 +20,10 @@ from werkzeug.serving import make_server
 
 from broker._loop import LoopThread
 from broker.devtools.devca import DevCA
-from broker.devtools.source import InMemorySvidSource
 from broker.errors import InvalidTokenError
+from broker.identity.memory import InMemorySvidSource
 from broker.identity.spiffeid import SpiffeId
-from broker.identity.tls import client_ssl_context, server_ssl_context
+from broker.identity.spiffetls.context import client_ssl_context, server_ssl_context
 from broker.verify import AccessTokenVerifier, VerifiedToken
 from broker.verify.wsgi import (
     BearerAuthMiddleware,

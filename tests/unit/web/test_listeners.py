@@ -13,7 +13,7 @@ import ssl
 import pytest
 
 from broker.devtools.devca import DevCA
-from broker.devtools.source import InMemorySvidSource
+from broker.identity.memory import InMemorySvidSource
 from broker.identity.spiffeid import SpiffeId
 from broker.verify.demo_api import start_demo_api
 from broker.web import HardenedAppRunner

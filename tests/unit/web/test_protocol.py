@@ -19,9 +19,9 @@ import pytest
 from aiohttp import web
 
 from broker.devtools.devca import DevCA
-from broker.devtools.source import InMemorySvidSource
+from broker.identity.memory import InMemorySvidSource
 from broker.identity.spiffeid import SpiffeId
-from broker.identity.tls import server_ssl_context
+from broker.identity.spiffetls.context import server_ssl_context
 from broker.web import HardenedAppRunner, ListenerLimits, start_sock_site, start_tcp_site
 
 CANARY = "CANARY-7f3a9c"

@@ -1,32 +1,49 @@
-"""An :class:`~broker.identity.source.SvidSource` that issues from a :class:`~broker.devtools.devca.DevCA` in process.
+"""An in-memory :class:`~broker.identity.source.SvidSource`: a faithful twin of the Workload API source.
 
-For tests and ``spiffe-broker dev`` only: it plays a Workload API (SPIFFE Workload API §5) push with ``rotate()``.
+It issues from any :class:`SvidIssuer` in process (in this project, :class:`~broker.devtools.devca.DevCA`; an
+integrator may pass its own test CA) and plays a Workload API (SPIFFE Workload API §5) push with ``rotate()``.
+For tests, integrators' tests and ``spiffe-broker dev``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol
 
-from broker.devtools.devca import DevCA
 from broker.identity.bundle import JwtBundle, JwtBundleSet, X509Bundle, X509BundleSet
 from broker.identity.errors import SvidUnavailableError
 from broker.identity.spiffeid import SpiffeId, TrustDomain
 from broker.identity.svid import JwtSvid, X509Svid
 
-__all__ = ["InMemorySvidSource"]
+__all__ = ["InMemorySvidSource", "SvidIssuer"]
+
+
+class SvidIssuer(Protocol):
+    """A CA of one trust domain that issues X.509-SVIDs and JWT-SVIDs and publishes its bundles."""
+
+    @property
+    def trust_domain(self) -> TrustDomain: ...
+
+    def issue_x509_svid(self, spiffe_id: SpiffeId, *, ttl: float) -> X509Svid: ...
+
+    def mint_jwt_svid(self, spiffe_id: SpiffeId, audience: Sequence[str], *, ttl: float) -> JwtSvid: ...
+
+    def x509_bundle(self) -> X509Bundle: ...
+
+    def jwt_bundle(self) -> JwtBundle: ...
 
 
 class InMemorySvidSource:
-    """An :class:`SvidSource` that issues from a :class:`DevCA` in process; ``rotate()`` issues a new SVID."""
+    """An :class:`SvidSource` that issues from an :class:`SvidIssuer` in process; ``rotate()`` issues a new SVID."""
 
     def __init__(
         self,
-        ca: DevCA,
+        ca: SvidIssuer,
         spiffe_id: SpiffeId,
         *,
         x509_ttl: float = 3600.0,
         jwt_ttl: float = 300.0,
-        federated: Mapping[TrustDomain, DevCA] | None = None,
+        federated: Mapping[TrustDomain, SvidIssuer] | None = None,
     ) -> None:
         self._ca = ca
         self._spiffe_id = spiffe_id

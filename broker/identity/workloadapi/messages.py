@@ -15,7 +15,7 @@ from broker.identity.errors import IdentityError, JwtSvidError
 from broker.identity.jwtsvid import read_jwt_svid
 from broker.identity.spiffeid import SpiffeId, TrustDomain
 from broker.identity.svid import JwtSvid, X509Svid
-from broker.identity.workload_pb import workload_pb2
+from broker.identity.workloadapi.pb import workload_pb2
 
 __all__ = ["X509Context", "jwt_bundles_from_response", "jwt_svid_from_token", "x509_context_from_response"]
 

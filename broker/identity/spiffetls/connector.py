@@ -1,10 +1,10 @@
 """An aiohttp connector that authenticates the server's SPIFFE ID *before* any request byte is sent.
 
-``broker.identity.tls.client_ssl_context`` verifies the server's chain during the handshake but cannot check the
-SPIFFE ID there (Python's ``ssl`` has no verify callback). Checking it on the response would be too late for a
-client that sends a secret in the request (the sidecar sends a JWT-SVID; ``spiffe-broker call`` an access
-token), and is often impossible anyway: aiohttp releases the connection of a fully received small response
-before the caller sees it (``response.connection`` is then None). So this connector runs
+``broker.identity.spiffetls.context.client_ssl_context`` verifies the server's chain during the handshake but cannot
+check the SPIFFE ID there (Python's ``ssl`` has no verify callback). Checking it on the response would be too late
+for a client that sends a secret in the request (the sidecar sends a JWT-SVID; ``spiffe-broker call`` an access
+token), and is often impossible anyway: aiohttp releases the connection of a fully received small response before
+the caller sees it (``response.connection`` is then None). So this connector runs
 :meth:`SourceSSLContext.check_peer` (X509-SVID §5 per-trust-domain validation and the expected server ID) right
 after each new connection's handshake, and closes the connection if it fails.
 """
@@ -18,7 +18,7 @@ from aiohttp.client_proto import ResponseHandler
 
 from broker.errors import NetworkError
 from broker.identity.errors import IdentityError
-from broker.identity.tls import SourceSSLContext
+from broker.identity.spiffetls.context import SourceSSLContext
 
 if TYPE_CHECKING:
     from aiohttp.client_reqrep import ClientRequest

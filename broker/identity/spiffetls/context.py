@@ -1,4 +1,4 @@
-"""mTLS with X.509-SVIDs: ``ssl`` contexts fed by an :class:`SvidSource`, and the per-trust-domain peer check.
+"""mTLS with X.509-SVIDs: ``ssl`` contexts fed by an :class:`X509ContextSource`, and the per-trust-domain peer check.
 
 What the ``ssl`` module can and cannot do:
 
@@ -41,7 +41,7 @@ from cryptography import x509
 
 from broker.identity.bundle import X509BundleSet
 from broker.identity.errors import X509SvidError
-from broker.identity.source import SvidSource
+from broker.identity.source import X509ContextSource
 from broker.identity.spiffeid import SpiffeId
 from broker.identity.svid import X509Svid
 from broker.identity.x509svid import Role, verify_x509_svid
@@ -78,13 +78,13 @@ ServerIdMatcher = SpiffeId | Callable[[SpiffeId], bool] | None
 
 
 class SourceSSLContext(ssl.SSLContext):
-    """An ``ssl.SSLContext`` kept current by an :class:`SvidSource`; :meth:`detach` stops the updates.
+    """An ``ssl.SSLContext`` kept current by an :class:`X509ContextSource`; :meth:`detach` stops the updates.
 
     ``bundles()`` returns the source's current X.509 bundles (for :func:`peer_spiffe_id`); ``server_id`` is
     the matcher a client context was built with.
     """
 
-    _source: SvidSource
+    _source: X509ContextSource
     _unsubscribe: Callable[[], None] | None
     _current: ssl.SSLContext
     server_id: ServerIdMatcher
@@ -107,7 +107,7 @@ class SourceSSLContext(ssl.SSLContext):
             self._unsubscribe = None
 
 
-def server_ssl_context(source: SvidSource, *, require_client_cert: bool = True) -> SourceSSLContext:
+def server_ssl_context(source: X509ContextSource, *, require_client_cert: bool = True) -> SourceSSLContext:
     """A TLS server context presenting the source's X.509-SVID and verifying client certificates.
 
     TLS 1.2 is the floor (TLS 1.3 is negotiated when the client offers it). Client chains are verified against
@@ -139,14 +139,14 @@ def server_ssl_context(source: SvidSource, *, require_client_cert: bool = True) 
     return outer
 
 
-def client_ssl_context(source: SvidSource, *, server_id: ServerIdMatcher) -> SourceSSLContext:
+def client_ssl_context(source: X509ContextSource, *, server_id: ServerIdMatcher) -> SourceSSLContext:
     """A TLS client context presenting the source's X.509-SVID and verifying the server against the bundles.
 
     ``check_hostname`` is off: SPIFFE authenticates by the URI SAN, not by DNS name. The handshake alone does not
     check the server's SPIFFE ID; after connecting call ``ctx.check_peer(ssl_object)`` (or
     :func:`check_server_id`) before sending anything. With aiohttp use
-    :class:`broker.verify.connector.SpiffeTLSConnector`, which does that on every new connection (a response's
-    ``connection`` is already released once a small body is read). ``server_id=None`` accepts any ID from a
+    :class:`broker.identity.spiffetls.connector.SpiffeTLSConnector`, which does that on every new connection (a
+    response's ``connection`` is already released once a small body is read). ``server_id=None`` accepts any ID from a
     trusted domain.
 
     With an exact ``server_id`` only the roots of that ID's trust domain are loaded, so the handshake itself
@@ -258,7 +258,7 @@ def _der_of(item: object) -> bytes:
 
 
 def _new_server_context(
-    source: SvidSource, verify_mode: ssl.VerifyMode, *, cls: type[ssl.SSLContext]
+    source: X509ContextSource, verify_mode: ssl.VerifyMode, *, cls: type[ssl.SSLContext]
 ) -> ssl.SSLContext:
     ctx = cls(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -270,7 +270,7 @@ def _new_server_context(
     return ctx
 
 
-def _client_roots(source: SvidSource, server_id: ServerIdMatcher) -> X509BundleSet:
+def _client_roots(source: X509ContextSource, server_id: ServerIdMatcher) -> X509BundleSet:
     bundles = source.x509_bundles()
     if isinstance(server_id, SpiffeId):
         own = bundles.get(server_id.trust_domain)
@@ -278,7 +278,7 @@ def _client_roots(source: SvidSource, server_id: ServerIdMatcher) -> X509BundleS
     return bundles
 
 
-def _bind(ctx: SourceSSLContext, source: SvidSource, *, server_id: ServerIdMatcher) -> None:
+def _bind(ctx: SourceSSLContext, source: X509ContextSource, *, server_id: ServerIdMatcher) -> None:
     ctx._source = source
     ctx._current = ctx
     ctx._unsubscribe = None

@@ -34,12 +34,12 @@ from broker.identity.bundle import JwtBundle, JwtBundleSet, X509Bundle, X509Bund
 from broker.identity.errors import IdentityError, SvidUnavailableError
 from broker.identity.spiffeid import TrustDomain
 from broker.identity.svid import JwtSvid, X509Svid
-from broker.identity.workload_messages import (
+from broker.identity.workloadapi.messages import (
     jwt_bundles_from_response,
     jwt_svid_from_token,
     x509_context_from_response,
 )
-from broker.identity.workload_pb import (
+from broker.identity.workloadapi.pb import (
     WORKLOAD_METADATA,
     WorkloadApiStub,
     describe_rpc_error,

@@ -32,7 +32,7 @@ from broker.errors import ConfigError
 from broker.identity.errors import IdentityError, SvidUnavailableError
 from broker.identity.source import SvidSource
 from broker.identity.spiffeid import SpiffeId, TrustDomain
-from broker.identity.workload_source import (
+from broker.identity.workloadapi.source import (
     WorkloadApiSvidSource,
     jwt_bundles_from_response,
     jwt_svid_from_token,
@@ -43,7 +43,7 @@ from broker.identity.workload_source import (
 
 TD = TrustDomain("example.org")
 WORKLOAD = SpiffeId.parse("spiffe://example.org/ns/shop/sa/web")
-LOGGER = "broker.identity.workload_source"
+LOGGER = "broker.identity.workloadapi.source"
 
 
 @pytest.fixture

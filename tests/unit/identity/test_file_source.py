@@ -1,4 +1,4 @@
-"""Tests for broker.server.file_source: identity from certificate, key and bundle files."""
+"""Tests for broker.identity.files: identity from certificate, key and bundle files."""
 
 from __future__ import annotations
 
@@ -6,16 +6,12 @@ import os
 from pathlib import Path
 
 import pytest
-from token_service_helpers import CLIENT_ID, ISSUER, client_context, request
 
 from broker.devtools.devca import DevCA
 from broker.errors import ConfigError
 from broker.identity.errors import SvidUnavailableError
+from broker.identity.files import FileSvidSource, SvidFiles
 from broker.identity.spiffeid import SpiffeId, TrustDomain
-from broker.server.file_source import FileSvidSource, SvidFiles
-from broker.server.service import start_token_service
-from broker.tokens.keys import InMemoryKeyStore
-from broker.tokens.policy import InMemoryPolicyStore, Policy
 
 BROKER = SpiffeId.parse("spiffe://example.org/broker")
 TD = TrustDomain("example.org")
@@ -89,27 +85,3 @@ def test_file_source_refuses_unusable_files(tmp_path: Path, problem: str) -> Non
     with pytest.raises(ConfigError) as info:
         FileSvidSource(files)
     assert "PRIVATE KEY" not in info.value.description
-
-
-async def test_token_service_runs_on_file_identity(tmp_path: Path) -> None:
-    ca = DevCA.ephemeral(TD)
-    source = FileSvidSource(write_identity(tmp_path, ca))
-    service = await start_token_service(
-        source=source,
-        policy_store=InMemoryPolicyStore(Policy(rules=())),
-        key_store=InMemoryKeyStore(),
-        listen_host="127.0.0.1",
-        listen_port=0,
-        issuer=ISSUER,
-    )
-    try:
-        ctx = client_context(ca.issue_x509_svid(CLIENT_ID, ttl=600), ca)
-        reply = await request(
-            ctx,
-            "POST",
-            f"https://127.0.0.1:{service.port}/token",
-            data={"grant_type": "client_credentials", "audience": "https://api"},
-        )
-    finally:
-        await service.aclose()
-    assert (reply.status, reply.body["error"]) == (400, "invalid_target")  # authenticated, then denied by policy

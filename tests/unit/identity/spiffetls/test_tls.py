@@ -1,4 +1,4 @@
-"""Tests for broker.identity.tls: SVID-fed ssl contexts and the per-trust-domain peer check."""
+"""Tests for broker.identity.spiffetls.context: SVID-fed ssl contexts and the per-trust-domain peer check."""
 
 from __future__ import annotations
 
@@ -16,11 +16,10 @@ from forged import forged_svid
 from upstream import svid_through_intermediates, upstream_source
 
 from broker.devtools.devca import DevCA
-from broker.devtools.source import InMemorySvidSource
 from broker.identity.errors import X509SvidError
+from broker.identity.memory import InMemorySvidSource
 from broker.identity.spiffeid import SpiffeId, TrustDomain
-from broker.identity.svid import X509Svid
-from broker.identity.tls import (
+from broker.identity.spiffetls.context import (
     PeerChainUnavailableError,
     SourceSSLContext,
     _private_file,
@@ -31,6 +30,7 @@ from broker.identity.tls import (
     peer_spiffe_id,
     server_ssl_context,
 )
+from broker.identity.svid import X509Svid
 from broker.identity.x509svid import ChainVerificationError
 
 TD_A = TrustDomain("a.test")
