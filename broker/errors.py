@@ -20,7 +20,7 @@ The whole tree, with the module of each class outside this one::
     ├── MetadataError                      oauth.metadata: RFC 8414 document unusable (also a ValueError)
     ├── JoseError                          jose.errors: a JWS, JWK or JWK Set the JOSE core refuses (its own tree)
     ├── RegistrationError                  registration.errors: the SPIRE Server API refused or failed
-    ├── SidecarError                       sidecar.client: the sidecar's answer, for apps
+    ├── SidecarError                       appclient.sidecar: the sidecar's answer, for apps
     ├── TokenFileError                     sidecar.token_files: a token file could not be written
     ├── BindingMismatchError               appclient.common: token not bound to the presented certificate
     └── OAuthError                         RFC 6749 §5.2 / RFC 8693 §2.2.2 / RFC 6750 §3.1 wire errors

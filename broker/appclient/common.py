@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
+from broker.appclient.sidecar import SidecarError, SidecarToken, parse_token_response
 from broker.errors import BrokerError
 from broker.jose.errors import JoseError
 from broker.jose.jws import read_unverified
-from broker.sidecar.client import SidecarError, SidecarToken, parse_token_response
 
 __all__ = [
     "RETRY_DELAY",

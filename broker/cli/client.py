@@ -16,6 +16,7 @@ from pathlib import Path
 import aiohttp
 import click
 
+from broker.appclient.sidecar import SidecarToken, fetch_token
 from broker.cli.main import cli_errors
 from broker.config import BrokerSettings, load_settings, unix_socket_path
 from broker.errors import ConfigError, NetworkError
@@ -23,7 +24,6 @@ from broker.identity.spiffeid import SpiffeId
 from broker.identity.spiffetls.connector import SpiffeTLSConnector
 from broker.identity.spiffetls.context import client_ssl_context
 from broker.identity.workloadapi.source import WorkloadApiSvidSource, workload_api_address
-from broker.sidecar.client import SidecarToken, fetch_token
 
 __all__ = ["call", "token"]
 

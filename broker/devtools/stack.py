@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from broker._files import write_private_file
 from broker.config import BrokerSettings
+from broker.devtools.demo_api import start_demo_api
 from broker.devtools.devca import DevCA
 from broker.devtools.workload_api.entries import RegistrationEntry
 from broker.devtools.workload_api.server import WorkloadApiServer
@@ -39,7 +40,6 @@ from broker.server.service import start_token_service
 from broker.sidecar.service import DEFAULT_BROKER_ID_PATH, start_sidecar
 from broker.tokens.keys import FileKeyStore
 from broker.tokens.policy import FilePolicyStore
-from broker.verify.demo_api import start_demo_api
 
 log = logging.getLogger(__name__)
 

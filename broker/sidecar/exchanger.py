@@ -30,12 +30,12 @@ from broker.identity.spiffetls.connector import SpiffeTLSConnector
 from broker.identity.spiffetls.context import ServerIdMatcher, SourceSSLContext, client_ssl_context
 from broker.jose.errors import JoseError
 from broker.jose.jws import read_unverified
+from broker.oauth.binding import X5tS256
 from broker.oauth.constants import GRANT_TOKEN_EXCHANGE, TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_JWT
 from broker.oauth.metadata import AuthorizationServerMetadata, MetadataError, check_issuer, metadata_url
 from broker.sidecar.errors import TokenServiceRefusedError, TokenServiceUnavailableError, refusal_from_response
 from broker.sidecar.health import TokenServiceHealth
 from broker.sidecar.retry import RetryPolicy
-from broker.tokens.binding import X5tS256
 
 __all__ = [
     "ExchangeSource",

@@ -21,8 +21,8 @@ from cryptography import x509
 
 from broker.errors import InvalidClientError
 from broker.identity.spiffeid import SpiffeId
+from broker.oauth.binding import X5tS256
 from broker.oauth.constants import AUTH_TLS_CLIENT_AUTH
-from broker.tokens.binding import X5tS256
 from broker.tokens.keys import ALGORITHM, KeyStore, b64url
 
 __all__ = ["TOKEN_TYPE_HEADER", "AccessTokenIssuer", "AuthenticatedClient", "IssuedToken"]

@@ -24,11 +24,11 @@ from typing import Any
 from broker.errors import InvalidTokenError
 from broker.identity.errors import InvalidSpiffeIdError
 from broker.identity.spiffeid import SpiffeId
-from broker.identity.svid import certificate_thumbprint
 from broker.jose import jws
 from broker.jose.errors import Base64urlError, JoseError, JsonObjectError, MalformedJwsError, TokenTooLongError
 from broker.jose.jwt import finite_number
-from broker.tokens.binding import X5tS256
+from broker.jose.x5t import certificate_thumbprint
+from broker.oauth.binding import X5tS256
 from broker.verify.jwks import JwksProvider
 
 __all__ = ["ACCESS_TOKEN_TYPES", "AccessTokenVerifier", "VerifiedToken", "certificate_thumbprint"]

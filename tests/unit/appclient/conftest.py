@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,9 @@ from appclient_helpers import APP_ID, FakeSidecar
 
 from broker.devtools.devca import DevCA
 from broker.devtools.workload_api import InMemoryEntryStore, RegistrationEntry, WorkloadApiServer, WorkloadApiThread
+
+# The sidecar's test helpers (a fake token service), for test_sidecar_client.py's sidecar.
+sys.path.insert(0, str(Path(__file__).parents[1] / "sidecar"))
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Tests for broker.tokens.binding: the RFC 8705 §3.1 ``x5t#S256`` confirmation written, read and checked."""
+"""Tests for broker.oauth.binding: the RFC 8705 §3.1 ``x5t#S256`` confirmation written, read and checked."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from broker.identity.svid import X509Svid, certificate_thumbprint
-from broker.tokens.binding import CNF_CLAIM, Binding, X5tS256
+from broker.oauth.binding import CNF_CLAIM, Binding, X5tS256
 from broker.tokens.issuer import AuthenticatedClient
 
 

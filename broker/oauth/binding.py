@@ -8,7 +8,7 @@ proves it holds.
 * Room for ``Jkt``: RFC 9449 §6.1 DPoP binding, ``cnf: {"jkt": <RFC 7638 thumbprint of the proof key>}``, is the
   same shape (one ``cnf`` member, computed from a key instead of a certificate).
 
-The one ``x5t#S256`` computation is :func:`broker.identity.svid.certificate_thumbprint`; this module wraps it.
+The one ``x5t#S256`` computation is :func:`broker.jose.x5t.certificate_thumbprint`; this module wraps it.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Protocol
 
 from cryptography import x509
 
-from broker.identity.svid import certificate_thumbprint, x5t_s256
+from broker.jose.x5t import certificate_thumbprint, x5t_s256
 
 __all__ = ["CNF_CLAIM", "Binding", "X5tS256"]
 

@@ -1,4 +1,4 @@
-"""Tests for broker.sidecar.client and the ``spiffe-broker token`` command against a running sidecar."""
+"""Tests for broker.appclient.sidecar and the ``spiffe-broker token`` command against a running sidecar."""
 
 from __future__ import annotations
 
@@ -10,16 +10,32 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from sidecar_helpers import API, BROKER_ID, FakeTokenService
+from sidecar_helpers import API, BROKER_ID, WEB_ID, FakeTokenService, short_tmpdir
 
+from broker.appclient.sidecar import SidecarError, fetch_token, looks_like_http2
 from broker.cli.main import main
 from broker.devtools.devca import DevCA
 from broker.devtools.workload_api.entries import InMemoryEntryStore
 from broker.devtools.workload_api.server import WorkloadApiServer
 from broker.identity.memory import InMemorySvidSource
-from broker.sidecar.client import SidecarError, fetch_token, looks_like_http2
 from broker.sidecar.errors import TokenServiceRefusedError
 from broker.sidecar.service import start_sidecar
+
+
+@pytest.fixture
+def ca() -> DevCA:
+    return DevCA.ephemeral("example.org")
+
+
+@pytest.fixture
+def workload_source(ca: DevCA) -> InMemorySvidSource:
+    return InMemorySvidSource(ca, WEB_ID)
+
+
+@pytest.fixture
+def tmp_short() -> Iterator[Path]:
+    with short_tmpdir() as directory:
+        yield directory
 
 
 class SidecarThread:
