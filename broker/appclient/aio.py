@@ -37,7 +37,7 @@ from broker.appclient.common import (
 from broker.appclient.snapshot import SnapshotSource
 from broker.config import workload_api_address
 from broker.errors import ConfigError
-from broker.identity.spiffetls.connector import SpiffeTLSConnector
+from broker.identity.spiffetls.connector import SpiffeTLSConnector, map_network_errors
 from broker.identity.spiffetls.context import ServerIdMatcher, SourceSSLContext, client_ssl_context
 from broker.identity.svid import X509Svid
 from broker.identity.workloadapi.source import WorkloadApiSvidSource
@@ -139,11 +139,12 @@ class AppClient:
             return AppResponse(response.status, {k.lower(): v for k, v in response.headers.items()}, content)
 
     async def _fetch(self, sidecar: aiohttp.ClientSession, audience: str, scope: str | None) -> SidecarToken:
-        try:
+        def unreachable(exc: Exception) -> SidecarError:
+            return SidecarError("unreachable", f"cannot reach the sidecar at {self._socket}: {exc}", status=0)
+
+        with map_network_errors(unreachable):
             async with sidecar.get(f"http://localhost{token_query(audience, scope)}") as response:
                 status, raw = response.status, await response.read()
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise SidecarError("unreachable", f"cannot reach the sidecar at {self._socket}: {exc}", status=0) from None
         return parse_token_response(status, raw)
 
     def _api_session(self, snapshot: SnapshotSource) -> aiohttp.ClientSession:

@@ -16,6 +16,7 @@ from pathlib import Path
 import aiohttp
 
 from broker.errors import BrokerError
+from broker.identity.spiffetls.connector import NETWORK_ERRORS
 
 __all__ = ["SidecarError", "SidecarToken", "fetch_token", "looks_like_http2", "parse_token_response"]
 
@@ -60,7 +61,7 @@ async def fetch_token(
             status, raw = response.status, await response.read()
     except aiohttp.ClientResponseError:  # the answer was not HTTP/1.1 at all
         raise SidecarError("not_a_sidecar", await _not_http_reason(socket_path), status=0) from None
-    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+    except NETWORK_ERRORS as exc:
         reason = str(exc) or type(exc).__name__
         raise SidecarError(
             "unreachable",

@@ -26,7 +26,7 @@ import aiohttp
 from broker.errors import NetworkError
 from broker.identity.errors import IdentityError
 from broker.identity.source import JwtSvidSource, X509ContextSource, current_x5t
-from broker.identity.spiffetls.connector import SpiffeTLSConnector
+from broker.identity.spiffetls.connector import SpiffeTLSConnector, map_network_errors
 from broker.identity.spiffetls.context import ServerIdMatcher, SourceSSLContext, client_ssl_context
 from broker.jose.errors import JoseError
 from broker.jose.jws import read_unverified
@@ -250,11 +250,9 @@ class TokenServiceClient:
         return metadata
 
     async def _request(self, method: str, url: str, form: dict[str, str] | None) -> tuple[int, object]:
-        try:
+        with map_network_errors(lambda exc: _RetryableError(f"{method} {url}: {type(exc).__name__}: {exc}")):
             async with self._session().request(method, url, data=form, allow_redirects=False) as response:
                 status, raw = response.status, await response.read()
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise _RetryableError(f"{method} {url}: {type(exc).__name__}: {exc}") from None
         try:
             body: object = json.loads(raw) if raw else None
         except ValueError:

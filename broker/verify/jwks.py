@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from broker.errors import NetworkError
 from broker.identity.source import X509ContextSource
-from broker.identity.spiffetls.connector import ServerIdentityError, SpiffeTLSConnector
+from broker.identity.spiffetls.connector import ServerIdentityError, SpiffeTLSConnector, map_network_errors
 from broker.identity.spiffetls.context import ServerIdMatcher, SourceSSLContext, client_ssl_context
 from broker.jose import jwk as jose_jwk
 from broker.jose.errors import InvalidJwkError
@@ -228,15 +228,14 @@ class HttpsJsonFetcher:
         self._session: aiohttp.ClientSession | None = None
 
     async def __call__(self, url: str) -> object:
-        try:
+        def failed(exc: Exception) -> JwksFetchError:
+            return JwksFetchError(f"GET {url}: {exc if isinstance(exc, ServerIdentityError) else type(exc).__name__}")
+
+        with map_network_errors(failed):
             async with self._open().get(url, allow_redirects=False) as response:
                 if response.status != 200:
                     raise JwksFetchError(f"GET {url}: HTTP {response.status}")
                 raw = await response.content.read(MAX_DOCUMENT_BYTES + 1)
-        except ServerIdentityError as exc:
-            raise JwksFetchError(f"GET {url}: {exc}") from None
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise JwksFetchError(f"GET {url}: {type(exc).__name__}") from None
         if len(raw) > MAX_DOCUMENT_BYTES:
             raise JwksFetchError(f"GET {url}: document too large")
         try:

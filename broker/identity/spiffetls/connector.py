@@ -11,12 +11,14 @@ after each new connection's handshake, and closes the connection if it fails.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp.client_proto import ResponseHandler
 
-from broker.errors import NetworkError
+from broker.errors import BrokerError, NetworkError
 from broker.identity.errors import IdentityError
 from broker.identity.spiffetls.context import SourceSSLContext
 
@@ -24,7 +26,21 @@ if TYPE_CHECKING:
     from aiohttp.client_reqrep import ClientRequest
     from aiohttp.tracing import Trace
 
-__all__ = ["ServerIdentityError", "SpiffeTLSConnector"]
+__all__ = ["NETWORK_ERRORS", "ServerIdentityError", "SpiffeTLSConnector", "map_network_errors"]
+
+# What an aiohttp client call raises when the peer cannot be reached or breaks the exchange: the one list.
+NETWORK_ERRORS: tuple[type[Exception], ...] = (aiohttp.ClientError, TimeoutError, OSError)
+
+
+@contextlib.contextmanager
+def map_network_errors(translate: Callable[[Exception], BrokerError]) -> Iterator[None]:
+    """The one seam where lower-layer network failures become the caller's :class:`BrokerError` (httpx's
+    ``map_exceptions``): ``translate`` words it for the caller. :class:`ServerIdentityError` is one of them (it is
+    also an ``aiohttp.ClientError``); other broker errors raised inside pass through."""
+    try:
+        yield
+    except NETWORK_ERRORS as exc:
+        raise translate(exc) from None
 
 
 class ServerIdentityError(NetworkError, aiohttp.ClientError):
