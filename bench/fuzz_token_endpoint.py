@@ -32,12 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "fuzz"))
-
-from token_cases import Case, Target, make_case
-
 from broker.devtools.devca import DevCA
 from broker.identity.spiffeid import SpiffeId
+from tests.fuzz.token_cases import Case, Target, make_case
 
 BROKER_ID = SpiffeId.parse("spiffe://example.org/spiffe-broker")
 CLIENT_ID = SpiffeId.parse("spiffe://example.org/ns/shop/sa/web")

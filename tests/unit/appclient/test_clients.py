@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from appclient_helpers import APP_ID, FakeSidecar, fake_token
 
 from broker.appclient import AppClient, BindingMismatchError, SidecarError, SyncAppClient, fetch_token_sync
 from broker.appclient.common import parse_token_response, token_binding
@@ -19,6 +18,7 @@ from broker.identity.memory import InMemorySvidSource
 from broker.identity.spiffeid import SpiffeId
 from broker.identity.spiffetls.context import server_ssl_context
 from broker.identity.svid import certificate_thumbprint
+from tests.unit.appclient.appclient_helpers import APP_ID, FakeSidecar, fake_token
 
 STALE = "stale-thumbprint-of-the-previous-svid"
 

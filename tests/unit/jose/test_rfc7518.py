@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from jose_helpers import VECTORS, Keys, sign
 from joserfc.jwk import JWKRegistry
 
 from broker.identity import jwtsvid
 from broker.identity.errors import JwtSvidError
 from broker.jose import errors, jws
+from tests.jose_helpers import VECTORS, Keys, sign
 
 
 @dataclass(frozen=True)

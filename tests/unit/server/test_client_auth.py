@@ -7,11 +7,11 @@ from typing import Any
 
 import aiohttp
 import pytest
-from token_service_helpers import API, CLIENT_ID, Broker, client_context
 
 import broker.tokens.client_auth.mtls as mtls_module
 from broker.devtools.devca import DevCA
 from broker.identity.spiffeid import TrustDomain
+from tests.unit.server.token_service_helpers import API, CLIENT_ID, Broker, client_context
 
 FORM = {"grant_type": "client_credentials", "audience": API}
 

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from token_service_helpers import API, CLIENT_ID, ISSUER, POLICY, Broker, client_context, request
 
 from broker.devtools.devca import DevCA
 from broker.errors import ConfigError
@@ -20,6 +19,7 @@ from broker.server.service import start_token_service
 from broker.server.state import POLICY as POLICY_STORE
 from broker.tokens.keys import ACTIVE_KEY_FILE, FileKeyStore, InMemoryKeyStore
 from broker.tokens.policy import FilePolicyStore, InMemoryPolicyStore, Policy
+from tests.unit.server.token_service_helpers import API, CLIENT_ID, ISSUER, POLICY, Broker, client_context, request
 
 REPORTS = "https://reports.example.org"
 

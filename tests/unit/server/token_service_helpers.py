@@ -18,18 +18,13 @@ from broker.identity.memory import InMemorySvidSource
 from broker.identity.spiffeid import SpiffeId
 from broker.identity.svid import X509Svid
 from broker.server.service import RunningTokenService
+from broker.testing import WEB_POLICY
 
 BROKER_ID = SpiffeId.parse("spiffe://example.org/broker")
 CLIENT_ID = SpiffeId.parse("spiffe://example.org/ns/shop/sa/web")
 ISSUER = "https://broker.test:8443"
 API = "https://api.example.org"
-POLICY = """\
-rules:
-  - spiffe_id: spiffe://example.org/ns/shop/sa/web
-    audiences: ["https://api.example.org"]
-    scopes: ["orders:read", "orders:write"]
-    max_token_lifetime: 120
-"""
+POLICY = WEB_POLICY
 
 
 @dataclass

@@ -15,7 +15,6 @@ import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 from flask import Flask, jsonify, request
 from flask.testing import FlaskClient
-from verify_helpers import Signer, claims_for
 from werkzeug.serving import make_server
 
 from broker._loop import LoopThread
@@ -32,6 +31,7 @@ from broker.verify.wsgi import (
     server_client_certificate,
     verified_token,
 )
+from tests.unit.verify.verify_helpers import Signer, claims_for
 
 
 @pytest.fixture
