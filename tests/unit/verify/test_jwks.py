@@ -16,7 +16,11 @@ JWKS_URL = f"{ISSUER}/jwks.json"
 
 
 class FakeIssuer:
-    """Serves metadata and a JWKS from memory and counts fetches; ``down`` makes every fetch fail."""
+    """Serves metadata and a JWKS from memory and counts fetches; ``down`` makes every fetch fail.
+
+    ``called`` is set on every fetch. Without a ``gate`` a fetch never suspends, so when a waiter on ``called``
+    wakes, the provider's background refresh has run to its end.
+    """
 
     def __init__(self, *signers: Signer) -> None:
         self.metadata: dict[str, Any] = {"issuer": ISSUER, "jwks_uri": JWKS_URL, "response_types_supported": []}
@@ -24,9 +28,11 @@ class FakeIssuer:
         self.fetches: list[str] = []
         self.down = False
         self.gate: asyncio.Event | None = None
+        self.called = asyncio.Event()
 
     async def __call__(self, url: str) -> object:
         self.fetches.append(url)
+        self.called.set()
         if self.gate is not None:
             await self.gate.wait()
         if self.down:
@@ -101,7 +107,7 @@ async def test_concurrent_lookups_of_an_unknown_kid_share_one_fetch() -> None:
     issuer.gate = asyncio.Event()
     jwks = provider(issuer, clock)
     lookups = [asyncio.create_task(jwks.get_key("k1")) for _ in range(50)]
-    await asyncio.sleep(0.01)
+    await asyncio.wait_for(issuer.called.wait(), 5)  # the fetch waits at the gate; every lookup has joined it
     issuer.gate.set()
     assert all(key is not None for key in await asyncio.gather(*lookups))
     assert issuer.jwks_fetches == 1
@@ -113,8 +119,9 @@ async def test_stale_keys_are_served_while_a_background_refresh_runs_and_kept_if
     await jwks.get_key("k1")
     clock.now += 301
     issuer.down = True
+    issuer.called.clear()
     assert jwks.cached_key("k1") is not None
-    await asyncio.sleep(0.01)
+    await asyncio.wait_for(issuer.called.wait(), 5)
     assert issuer.fetches[-1] == METADATA_URL  # the refresh was attempted
     assert await jwks.get_key("k1") is not None  # and failed: the last good keys stay
 
@@ -125,8 +132,9 @@ async def test_key_removed_at_the_issuer_disappears_after_max_age() -> None:
     await jwks.get_key("k1")
     issuer.keys = []
     clock.now += 301
+    issuer.called.clear()
     jwks.cached_key("k1")
-    await asyncio.sleep(0.01)
+    await asyncio.wait_for(issuer.called.wait(), 5)
     assert jwks.cached_key("k1") is None
 
 
