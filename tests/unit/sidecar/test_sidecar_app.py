@@ -118,6 +118,7 @@ async def test_rotation_leads_to_new_tokens_bound_to_the_new_certificate(
 
 
 async def _status(sidecar: RunningSidecar, path: str, expected: int) -> bool:
+    assert sidecar.socket_path is not None
     return (await sidecar_get(sidecar.socket_path, path)).status == expected
 
 

@@ -59,6 +59,7 @@ class AppLoad:
 
 
 async def _state(sidecar: RunningSidecar) -> str:
+    assert sidecar.socket_path is not None
     return str((await sidecar_get(sidecar.socket_path, "/v1/status")).body["token_service"]["state"])
 
 
@@ -136,7 +137,7 @@ async def test_before_the_first_contact_the_sidecar_is_not_ready(
 ) -> None:
     fake = FakeTokenService(workload_source)
     never = asyncio.Event()
-    fake.probe = never.wait  # type: ignore[assignment,method-assign]  # the first probe does not come back
+    fake.probe = never.wait  # type: ignore[method-assign]  # the first probe does not come back
     sidecar = await start(workload_source, token_service=fake)
     ready = await sidecar_get(sidecar.socket_path, "/readyz")
     assert (ready.status, ready.body["error_description"]) == (

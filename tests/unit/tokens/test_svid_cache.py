@@ -11,6 +11,7 @@ import broker.tokens.grants.token_exchange as exchange_module
 from broker.devtools.devca import DevCA
 from broker.errors import InvalidGrantError
 from broker.identity.bundle import JwtBundle
+from broker.identity.jwtsvid import validate_jwt_svid
 from broker.identity.spiffeid import SpiffeId, TrustDomain
 from broker.identity.svid import JwtSvid
 from broker.oauth.constants import GRANT_TOKEN_EXCHANGE, TOKEN_TYPE_JWT
@@ -29,7 +30,7 @@ POLICY = policy_yaml(policy_rule(trust_domain="example.org", scopes=()))
 @pytest.fixture
 def validations(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     calls: list[int] = []
-    real = exchange_module.validate_jwt_svid
+    real = validate_jwt_svid  # what broker.tokens.grants.token_exchange calls
 
     def counting(*args: Any, **kwargs: Any) -> JwtSvid:
         calls.append(1)
