@@ -72,10 +72,7 @@ async def test_policy_watcher_notices_broken_file_without_requests(
 ) -> None:
     with caplog.at_level(logging.ERROR, logger="broker.tokens.policy"):
         broker.policy_path.write_text("rules: [\n")
-        for _ in range(100):
-            if "policy not reloaded" in caplog.text:
-                break
-            await asyncio.sleep(0.02)
+        await until(lambda: "policy not reloaded" in caplog.text)
     assert "policy not reloaded" in caplog.text and "not valid YAML" in caplog.text
 
 

@@ -333,14 +333,20 @@ async def test_jwt_svid_is_cached_per_audience_until_half_its_lifetime(server: W
 
 
 async def test_source_keeps_last_svid_while_api_is_down_and_takes_new_one_after_restart_without_stalling_loop(
-    process: WorkloadApiProcess,
+    process: WorkloadApiProcess, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG, logger=LOGGER)
+
+    def retries() -> int:
+        return sum("retrying in" in r.getMessage() for r in caplog.records)
+
     await process.start()
     async with _fast(process.address) as source, StallMeter() as meter:
         first = source.x509_svid()
         await process.stop()
         await eventually(lambda: source.state == "disconnected", what="the disconnect")
-        await asyncio.sleep(0.5)  # several reconnection attempts
+        before = retries()
+        await eventually(lambda: retries() >= before + 3, what="several reconnection attempts")
         assert source.x509_svid() is first
         await process.start()
         await eventually(lambda: source.x509_svid() is not first, what="the SVID from the restarted server")
