@@ -81,7 +81,7 @@ def assert_fails_cleanly(reader: str, text: str) -> object:
 
 def test_the_clean_failure_check_catches_a_foreign_exception() -> None:
     """Self-check: the helper must not swallow what it exists to find."""
-    READERS["boom"] = (lambda text: {}[text], WorkloadsFileError)
+    READERS["boom"] = (lambda text: dict[str, object]()[text], WorkloadsFileError)
     try:
         with pytest.raises(KeyError):
             assert_fails_cleanly("boom", "x")
@@ -293,7 +293,9 @@ _STRINGS = st.sampled_from(
 # The generator also draws the shapes that once escaped as foreign exceptions: integers past int32 and past
 # float range, infinities, and strings holding a lone surrogate (hypothesis's text never makes one).
 _EDGES = st.sampled_from([2**31 - 1, 2**31, 10**400, float("inf"), 1.0e300, "\ud800", "spiffe://example.org/\udfff"])
-_NUMBERS = st.integers(-(2**40), 2**40) | st.floats(-1e9, 1e9) | st.just(float("nan")) | st.booleans() | st.none()
+_NUMBERS: st.SearchStrategy[object] = (
+    st.integers(-(2**40), 2**40) | st.floats(-1e9, 1e9) | st.just(float("nan")) | st.booleans() | st.none()
+)
 _NUMBERS = _NUMBERS | _EDGES
 _SCALARS = _STRINGS | _NUMBERS
 _TREES = st.recursive(

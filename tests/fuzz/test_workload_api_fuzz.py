@@ -26,19 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _wlapi_fuzz_fake import (
-    TD_ID,
-    WEB,
-    FakeWorkloadApi,
-    Script,
-    bad_x509_responses,
-    jwks_responses,
-    jwt_svid_response,
-    make_jwt,
-    serving,
-    x509_response,
-)
-from _wlapi_fuzz_h2 import GRPC_CODES, PREFACE, Outcome, exchange, grpc_frame, request_headers, send_raw
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -50,6 +37,19 @@ from broker.identity.errors import SvidUnavailableError
 from broker.identity.spiffeid import TrustDomain
 from broker.identity.workloadapi.pb import workload_pb2 as pb
 from broker.identity.workloadapi.source import WorkloadApiSvidSource
+from tests.fuzz._wlapi_fuzz_fake import (
+    TD_ID,
+    WEB,
+    FakeWorkloadApi,
+    Script,
+    bad_x509_responses,
+    jwks_responses,
+    jwt_svid_response,
+    make_jwt,
+    serving,
+    x509_response,
+)
+from tests.fuzz._wlapi_fuzz_h2 import GRPC_CODES, PREFACE, Outcome, exchange, grpc_frame, request_headers, send_raw
 
 UNKNOWN = 2
 OK = 0

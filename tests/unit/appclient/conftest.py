@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from appclient_helpers import APP_ID, FakeSidecar
 
 from broker.devtools.devca import DevCA
 from broker.devtools.workload_api import InMemoryEntryStore, RegistrationEntry, WorkloadApiServer, WorkloadApiThread
-
-# The sidecar's test helpers (a fake token service), for test_sidecar_client.py's sidecar.
-sys.path.insert(0, str(Path(__file__).parents[1] / "sidecar"))
+from tests.unit.appclient.appclient_helpers import APP_ID, FakeSidecar
 
 
 @pytest.fixture

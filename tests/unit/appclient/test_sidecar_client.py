@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from sidecar_helpers import API, BROKER_ID, WEB_ID, FakeTokenService, short_tmpdir
 
 from broker.appclient.sidecar import SidecarError, fetch_token, looks_like_http2
 from broker.cli.main import main
@@ -20,6 +19,8 @@ from broker.devtools.workload_api.server import WorkloadApiServer
 from broker.identity.memory import InMemorySvidSource
 from broker.sidecar.errors import TokenServiceRefusedError
 from broker.sidecar.service import start_sidecar
+from broker.testing import FakeTokenService
+from tests.unit.sidecar.sidecar_helpers import API, BROKER_ID, WEB_ID, short_tmpdir
 
 
 @pytest.fixture

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import click
 import pytest
-from cli_helpers import WORKLOAD_ID, run_cli, running_workload_api, short_dir
 from click.testing import CliRunner
-from devstack_process import DevProcess, running_dev
 
 from broker.cli.main import SUBCOMMANDS, cli_errors, describe_os_error, main
 from broker.errors import ConfigError
 from broker.identity.workloadapi.source import WorkloadApiSvidSource
+from tests.devstack_process import DevProcess, running_dev
+from tests.unit.cli.cli_helpers import WORKLOAD_ID, run_cli, running_workload_api, short_dir
 
 
 def test_version_comes_from_the_package_metadata() -> None:

@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from jose_helpers import AUD, DROP, NOW, OTHER_TD, SUB, TD, VECTORS, Keys, b64, claims, encode, hdr
 from joserfc.jwk import ECKey
 
 from broker.devtools.devca import DevCA
@@ -44,6 +43,7 @@ from broker.identity.jwtsvid import (
 )
 from broker.identity.spiffeid import SpiffeId, TrustDomain
 from broker.jose import errors
+from tests.jose_helpers import AUD, DROP, NOW, OTHER_TD, SUB, TD, VECTORS, Keys, b64, claims, encode, hdr
 
 
 def validate(token: str, bundles: JwtBundleSet, **options: Any) -> Any:

@@ -286,7 +286,7 @@ def _intermediate(parent: Issuer, subject: str, **options: object) -> Issuer:
 
 def _nested(ca: DevCA, depth: int) -> tuple[list[x509.Certificate], Issuer]:
     """``depth`` intermediates below the root, returned nearest-to-leaf first, and the lowest one."""
-    issuer, intermediates = root_of(ca), []
+    issuer, intermediates = root_of(ca), list[x509.Certificate]()
     for level in range(depth):
         issuer = _intermediate(issuer, f"level-{level}", uris=[])
         intermediates.insert(0, issuer.cert)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from jose_helpers import Keys, make_keys
+
+from tests.jose_helpers import Keys, make_keys
 
 
 @pytest.fixture(scope="session")

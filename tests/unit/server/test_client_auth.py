@@ -7,11 +7,12 @@ from typing import Any
 
 import aiohttp
 import pytest
-from token_service_helpers import API, CLIENT_ID, Broker, client_context
 
 import broker.tokens.client_auth.mtls as mtls_module
 from broker.devtools.devca import DevCA
 from broker.identity.spiffeid import TrustDomain
+from broker.identity.spiffetls.context import peer_spiffe_id
+from tests.unit.server.token_service_helpers import API, CLIENT_ID, Broker, client_context
 
 FORM = {"grant_type": "client_credentials", "audience": API}
 
@@ -19,7 +20,7 @@ FORM = {"grant_type": "client_credentials", "audience": API}
 @pytest.fixture
 def verifications(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     calls: list[int] = []
-    real = mtls_module.peer_spiffe_id
+    real = peer_spiffe_id  # what broker.tokens.client_auth.mtls calls
 
     def counting(*args: Any, **kwargs: Any) -> Any:
         calls.append(1)

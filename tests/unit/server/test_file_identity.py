@@ -5,14 +5,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from token_service_helpers import CLIENT_ID, ISSUER, client_context, request
-
 from broker.devtools.devca import DevCA
 from broker.identity.files import FileSvidSource, SvidFiles
 from broker.identity.spiffeid import SpiffeId, TrustDomain
 from broker.server.service import start_token_service
 from broker.tokens.keys import InMemoryKeyStore
 from broker.tokens.policy import InMemoryPolicyStore, Policy
+from tests.unit.server.token_service_helpers import CLIENT_ID, ISSUER, client_context, request
 
 BROKER = SpiffeId.parse("spiffe://example.org/broker")
 TD = TrustDomain("example.org")

@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from sidecar_helpers import API, BROKER_ID, WEB_ID, start_real_token_service
 
 from broker.cli.main import main
 from broker.devtools.demo_api import start_demo_api
@@ -28,6 +27,7 @@ from broker.identity.memory import InMemorySvidSource
 from broker.identity.spiffeid import SpiffeId
 from broker.identity.workloadapi.source import WorkloadApiSvidSource
 from broker.sidecar.service import start_sidecar, token_service_matcher
+from tests.unit.sidecar.sidecar_helpers import API, BROKER_ID, WEB_ID, start_real_token_service
 
 API_ID = SpiffeId.parse("spiffe://example.org/ns/shop/sa/api")
 

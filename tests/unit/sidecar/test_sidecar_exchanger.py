@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from sidecar_helpers import API, BROKER_ID, free_port
 
 from broker.devtools.devca import DevCA
 from broker.identity.memory import InMemorySvidSource
@@ -21,6 +20,7 @@ from broker.sidecar.errors import TokenServiceRefusedError, TokenServiceUnavaila
 from broker.sidecar.exchanger import TokenServiceClient, parse_token_response
 from broker.sidecar.retry import RetryPolicy
 from broker.verify.verifier import certificate_thumbprint
+from tests.unit.sidecar.sidecar_helpers import API, BROKER_ID, free_port
 
 
 @dataclass

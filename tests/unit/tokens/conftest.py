@@ -8,7 +8,6 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from endpoint_helpers import make_endpoint
 from joserfc import jwt
 from joserfc.jwk import ECKey
 
@@ -18,6 +17,7 @@ from broker.identity.svid import X509Svid
 from broker.tokens.endpoint import TokenEndpoint
 from broker.tokens.issuer import AuthenticatedClient
 from broker.tokens.keys import InMemoryKeyStore, KeyStore
+from tests.unit.tokens.endpoint_helpers import make_endpoint
 
 CLIENT_ID = SpiffeId.parse("spiffe://example.org/ns/shop/sa/web")
 

@@ -1,6 +1,6 @@
 """Building blocks of the token endpoint tests: the standard endpoint in process, and request forms.
 
-Importable from ``tests/unit/tokens`` and its subdirectories (its conftest puts this directory on ``sys.path``).
+Imported as ``tests.unit.tokens.endpoint_helpers`` from ``tests/unit/tokens`` and its subdirectories.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from broker.devtools.devca import DevCA
 from broker.identity.bundle import JwtBundleSet
 from broker.identity.spiffeid import SpiffeId
 from broker.oauth.constants import GRANT_CLIENT_CREDENTIALS, GRANT_TOKEN_EXCHANGE, TOKEN_TYPE_JWT
+from broker.testing import WEB_POLICY
 from broker.tokens.endpoint import TokenEndpoint
 from broker.tokens.issuer import AccessTokenIssuer, AuthenticatedClient
 from broker.tokens.keys import InMemoryKeyStore
@@ -23,13 +24,7 @@ from broker.tokens.svid_cache import ValidatedSvidCache
 ISSUER = "https://broker.example.org:8443"
 API = "https://api.example.org"
 OTHER = SpiffeId.parse("spiffe://example.org/ns/shop/sa/other")
-POLICY = """\
-rules:
-  - spiffe_id: spiffe://example.org/ns/shop/sa/web
-    audiences: ["https://api.example.org"]
-    scopes: ["orders:read", "orders:write"]
-    max_token_lifetime: 120
-"""
+POLICY = WEB_POLICY
 
 
 def make_endpoint(

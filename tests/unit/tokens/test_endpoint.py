@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from endpoint_helpers import API, ISSUER, OTHER, POLICY, cc_form, exchange_form, jwt_svid
 
 from broker.devtools.devca import DevCA
 from broker.errors import (
@@ -26,6 +25,7 @@ from broker.tokens.grants.client_credentials import ClientCredentialsGrant
 from broker.tokens.issuer import AccessTokenIssuer, AuthenticatedClient, IssuedToken
 from broker.tokens.keys import InMemoryKeyStore
 from broker.tokens.policy import InMemoryPolicyStore, parse_policy
+from tests.unit.tokens.endpoint_helpers import API, ISSUER, OTHER, POLICY, cc_form, exchange_form, jwt_svid
 
 
 async def test_audience_and_resource_naming_same_target_are_one_target(

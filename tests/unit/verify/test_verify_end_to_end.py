@@ -27,6 +27,7 @@ from broker.identity.spiffetls.connector import ServerIdentityError, SpiffeTLSCo
 from broker.identity.spiffetls.context import client_ssl_context
 from broker.server.service import RunningTokenService, start_token_service
 from broker.sidecar.service import RunningSidecar, start_sidecar
+from broker.testing.policy import policy_rule, policy_yaml
 from broker.tokens.keys import InMemoryKeyStore
 from broker.tokens.policy import InMemoryPolicyStore, parse_policy
 
@@ -35,14 +36,9 @@ WEB_ID = SpiffeId.parse("spiffe://example.org/ns/shop/sa/web")
 OTHER_ID = SpiffeId.parse("spiffe://example.org/ns/shop/sa/other")
 API_ID = SpiffeId.parse("spiffe://example.org/ns/shop/sa/api")
 API = "https://api.example.org"
-POLICY = """\
-rules:
-  - trust_domain: example.org
-    path_prefix: /ns/shop
-    audiences: ["https://api.example.org"]
-    scopes: ["orders:read"]
-    max_token_lifetime: 300
-"""
+POLICY = policy_yaml(
+    policy_rule(trust_domain="example.org", path_prefix="/ns/shop", scopes=["orders:read"], max_token_lifetime=300)
+)
 
 
 @dataclass

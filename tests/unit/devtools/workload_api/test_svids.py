@@ -7,21 +7,14 @@ import time
 from broker.devtools.devca import DevCA
 from broker.devtools.workload_api.entries import RegistrationEntry
 from broker.devtools.workload_api.svids import SvidCache
+from broker.testing import ManualClock
 
 WEB = RegistrationEntry.of("spiffe://example.org/web", ["unix:uid:1"], x509_svid_ttl=100)
 DB = RegistrationEntry.of("spiffe://example.org/db", ["unix:uid:2"], dns_names=["db.example.org"])
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_svid_is_rotated_only_after_half_its_lifetime(ca: DevCA) -> None:
-    clock = Clock()
+    clock = ManualClock(time.time())
     cache = SvidCache(ca, default_ttl=3600, clock=clock)
     cache.sync([WEB])
     first = cache.get(WEB)

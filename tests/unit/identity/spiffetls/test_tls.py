@@ -12,8 +12,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from forged import forged_svid
-from upstream import svid_through_intermediates, upstream_source
 
 from broker.devtools.devca import DevCA
 from broker.identity.errors import X509SvidError
@@ -32,6 +30,7 @@ from broker.identity.spiffetls.context import (
 )
 from broker.identity.svid import X509Svid
 from broker.identity.x509svid import ChainVerificationError
+from broker.testing import forged_svid, svid_through_intermediates, upstream_source
 
 TD_A = TrustDomain("a.test")
 TD_B = TrustDomain("b.test")

@@ -18,7 +18,6 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import ECKey
 from spiffe._proto import workload_pb2 as pb
-from wlapi_helpers import StallMeter, WorkloadApiProcess, eventually
 
 from broker.devtools.devca import DevCA
 from broker.devtools.workload_api import (
@@ -40,6 +39,8 @@ from broker.identity.workloadapi.source import (
     workload_api_address,
     x509_context_from_response,
 )
+from broker.testing import ManualClock
+from tests.unit.identity.wlapi_helpers import StallMeter, WorkloadApiProcess, eventually
 
 TD = TrustDomain("example.org")
 WORKLOAD = SpiffeId.parse("spiffe://example.org/ns/shop/sa/web")
@@ -318,28 +319,34 @@ async def test_rotation_pushed_by_server_notifies_subscribers_on_the_loop(server
 
 
 async def test_jwt_svid_is_cached_per_audience_until_half_its_lifetime(server: WorkloadApiServer) -> None:
-    now = [time.time()]
-    async with _fast(server.address, clock=lambda: now[0]) as source:
+    clock = ManualClock(time.time())
+    async with _fast(server.address, clock=clock) as source:
         first, concurrent = await asyncio.gather(source.fetch_jwt_svid("aud-a"), source.fetch_jwt_svid("aud-a"))
         assert concurrent is first
         other = await source.fetch_jwt_svid("aud-b")
         assert other.token != first.token
-        now[0] += 149  # lifetime 300 s: still within the first half
+        clock.advance(149)  # lifetime 300 s: still within the first half
         assert await source.fetch_jwt_svid("aud-a") is first
-        now[0] += 2
+        clock.advance(2)
         refreshed = await source.fetch_jwt_svid("aud-a")
         assert refreshed.token != first.token
 
 
 async def test_source_keeps_last_svid_while_api_is_down_and_takes_new_one_after_restart_without_stalling_loop(
-    process: WorkloadApiProcess,
+    process: WorkloadApiProcess, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG, logger=LOGGER)
+
+    def retries() -> int:
+        return sum("retrying in" in r.getMessage() for r in caplog.records)
+
     await process.start()
     async with _fast(process.address) as source, StallMeter() as meter:
         first = source.x509_svid()
         await process.stop()
         await eventually(lambda: source.state == "disconnected", what="the disconnect")
-        await asyncio.sleep(0.5)  # several reconnection attempts
+        before = retries()
+        await eventually(lambda: retries() >= before + 3, what="several reconnection attempts")
         assert source.x509_svid() is first
         await process.start()
         await eventually(lambda: source.x509_svid() is not first, what="the SVID from the restarted server")
@@ -380,21 +387,21 @@ async def test_logs_each_state_change_once_not_each_retry(
 
 
 async def test_kept_svids_serve_while_api_is_down_until_they_expire(process: WorkloadApiProcess) -> None:
-    now = [time.time()]
+    clock = ManualClock(time.time())
     await process.start()
-    async with _fast(process.address, clock=lambda: now[0]) as source:
+    async with _fast(process.address, clock=clock) as source:
         svid = source.x509_svid()
         jwt_svid = await source.fetch_jwt_svid("aud")
         await process.stop()
         await eventually(lambda: source.state == "disconnected", what="the disconnect")
-        now[0] = jwt_svid.expiry - 1  # past half its lifetime: a refresh is due, and fails
+        clock.now = jwt_svid.expiry - 1  # past half its lifetime: a refresh is due, and fails
         assert await source.fetch_jwt_svid("aud") is jwt_svid
-        now[0] = jwt_svid.expiry
+        clock.now = jwt_svid.expiry
         with pytest.raises(SvidUnavailableError, match=f"no JWT-SVID for audience 'aud' .* {process.address}"):
             await source.fetch_jwt_svid("aud")
-        now[0] = svid.not_after.timestamp() - 1
+        clock.now = svid.not_after.timestamp() - 1
         assert source.x509_svid() is svid
-        now[0] = svid.not_after.timestamp()
+        clock.now = svid.not_after.timestamp()
         with pytest.raises(SvidUnavailableError, match=r"expired at .* \(last error: UNAVAILABLE"):
             source.x509_svid()
 

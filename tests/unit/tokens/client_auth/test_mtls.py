@@ -7,12 +7,12 @@ tests/unit/server/test_client_auth.py.
 from __future__ import annotations
 
 import pytest
-from endpoint_helpers import OTHER
 
 from broker.errors import InvalidClientError
 from broker.tokens.client_auth import RequestContext
 from broker.tokens.client_auth.mtls import TlsClientAuth
 from broker.tokens.issuer import AuthenticatedClient
+from tests.unit.tokens.endpoint_helpers import OTHER
 
 
 @pytest.fixture

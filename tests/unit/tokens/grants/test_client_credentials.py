@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from endpoint_helpers import API, cc_form
-
 from broker.tokens.endpoint import TokenEndpoint
 from broker.tokens.issuer import AuthenticatedClient
+from tests.unit.tokens.endpoint_helpers import API, cc_form
 
 
 async def test_client_credentials_issues_token_without_issued_token_type(

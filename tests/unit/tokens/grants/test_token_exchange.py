@@ -7,7 +7,6 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from endpoint_helpers import API, OTHER, exchange_form, jwt_svid, make_endpoint
 
 from broker.devtools.devca import DevCA
 from broker.errors import InvalidGrantError
@@ -15,6 +14,7 @@ from broker.oauth.constants import TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_JWT
 from broker.tokens.endpoint import TokenEndpoint
 from broker.tokens.issuer import AuthenticatedClient
 from broker.tokens.keys import InMemoryKeyStore, KeyStore
+from tests.unit.tokens.endpoint_helpers import API, OTHER, exchange_form, jwt_svid, make_endpoint
 
 Decoder = Callable[[str, KeyStore], tuple[dict[str, Any], dict[str, Any]]]
 

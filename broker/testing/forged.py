@@ -1,4 +1,8 @@
-"""X509-SVIDs as SPIRE issues them with an UpstreamAuthority (or nested): leaf, then intermediates."""
+"""X509-SVIDs forged for tests (SPIFFE X509-SVID §4, §5), and chains as SPIRE issues them.
+
+:func:`forged_svid` makes a leaf valid in every respect except, possibly, which CA signed it. The others build
+X509-SVIDs as SPIRE issues them with an UpstreamAuthority (or nested): leaf, then intermediates.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +11,50 @@ import datetime as dt
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from broker.devtools.devca import DevCA
 from broker.identity.memory import InMemorySvidSource
 from broker.identity.spiffeid import SpiffeId, TrustDomain
 from broker.identity.svid import X509Svid
 
+__all__ = ["forged_svid", "intermediate_ca", "svid_through_intermediates", "upstream_source"]
+
 _CA_USAGE = x509.KeyUsage(True, False, False, False, False, True, True, False, False)
+
+
+def forged_svid(issuing_ca: DevCA, uri: str) -> X509Svid:
+    """A leaf signed by ``issuing_ca`` whose URI SAN names ``uri`` (possibly in another trust domain)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    usage = x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=False,
+        crl_sign=False,
+        encipher_only=False,
+        decipher_only=False,
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "forged")]))
+        .issuer_name(issuing_ca.ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(seconds=10))
+        .not_valid_after(now + dt.timedelta(seconds=600))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(usage, critical=True)
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
+        )
+        .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri)]), critical=False)
+        .sign(issuing_ca.ca_key, hashes.SHA256())
+    )
+    return X509Svid(SpiffeId.parse(uri), (cert,), key)
 
 
 def intermediate_ca(parent: DevCA, name: str = "SPIRE server CA") -> DevCA:
