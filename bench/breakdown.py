@@ -25,14 +25,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from bench.exchange_bench import exchange_bodies
-from broker.identity.devca import DevCA
+from broker.devtools.devca import DevCA
 from broker.identity.jwtsvid import validate_jwt_svid
 from broker.identity.spiffeid import SpiffeId, TrustDomain
 from broker.identity.x509svid import verify_x509_svid
-from broker.tokens.exchange import TokenExchangeService
 from broker.tokens.issuer import AccessTokenIssuer, AuthenticatedClient
 from broker.tokens.keys import InMemoryKeyStore, SigningKey
 from broker.tokens.policy import InMemoryPolicyStore, parse_policy
+from broker.tokens.standard import standard_endpoint
+from broker.tokens.svid_cache import ValidatedSvidCache
 
 __all__ = ["main", "step_costs"]
 
@@ -48,7 +49,7 @@ def _microseconds(step: Callable[[], object], rounds: int) -> float:
 
 
 def _run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Drive a coroutine that never suspends (``TokenExchangeService.handle`` awaits nothing) without a loop."""
+    """Drive a coroutine that never suspends (``TokenEndpoint.handle`` awaits nothing) without a loop."""
     try:
         coroutine.send(None)
     except StopIteration as done:
@@ -69,7 +70,13 @@ def _fixture() -> dict[str, Any]:
     store = InMemoryPolicyStore(policy)
     issuer = AccessTokenIssuer(issuer=ISSUER, key_store=InMemoryKeyStore(SigningKey.generate()))
     jwt_bundles = {td: ca.jwt_bundle()}
-    service = TokenExchangeService(issuer=issuer, policy_store=store, jwt_bundles=lambda: jwt_bundles, audience=ISSUER)
+    service = standard_endpoint(
+        issuer=issuer,
+        policy_store=store,
+        x509_bundles=lambda: {td: ca.x509_bundle()},
+        jwt_bundles=lambda: jwt_bundles,
+        svid_memo=ValidatedSvidCache(),
+    )
     jwt_svid = ca.mint_jwt_svid(workload, [ISSUER], ttl=900).token
     return {
         "td": td, "workload": workload, "svid": svid, "der": svid.leaf.public_bytes(serialization.Encoding.DER),

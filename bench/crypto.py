@@ -24,12 +24,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from broker.identity.devca import DevCA
+from broker.devtools.devca import DevCA
 from broker.identity.spiffeid import SpiffeId, TrustDomain
+from broker.jose.jws import b64url_decode, parse_compact
 from broker.tokens.issuer import AccessTokenIssuer, AuthenticatedClient
 from broker.tokens.keys import InMemoryKeyStore, SigningKey, jwks
 from broker.verify.jwks import StaticJwksProvider
-from broker.verify.jws import b64url_decode, parse_compact
 from broker.verify.verifier import AccessTokenVerifier
 
 __all__ = ["main", "sign_verify_rate", "verifier_rates"]

@@ -32,12 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "fuzz"))
-
-from token_cases import Case, Target, make_case
-
-from broker.identity.devca import DevCA
+from broker.devtools.devca import DevCA
 from broker.identity.spiffeid import SpiffeId
+from broker.testing.policy import policy_rule, policy_yaml
+from tests.fuzz.token_cases import Case, Target, make_case
 
 BROKER_ID = SpiffeId.parse("spiffe://example.org/spiffe-broker")
 CLIENT_ID = SpiffeId.parse("spiffe://example.org/ns/shop/sa/web")
@@ -72,7 +70,7 @@ def _write_identity(ca: DevCA, directory: Path) -> None:
                        ("client-key.pem", client.key_pem())]:  # fmt: skip
         (directory / name).write_bytes(data)
     (directory / "policy.yaml").write_text(
-        f'rules:\n  - spiffe_id: {CLIENT_ID}\n    audiences: ["{API}"]\n    scopes: [{", ".join(SCOPES)}]\n'
+        policy_yaml(policy_rule(spiffe_id=CLIENT_ID, audiences=[API], scopes=SCOPES))
     )
 
 

@@ -26,7 +26,8 @@ import aiohttp
 import yaml
 
 from bench.procs import BROKER_CLI, Child, free_port, port_open, spawn, wait_until
-from broker.identity.devca import DevCA, write_private_file
+from broker._files import write_private_file
+from broker.devtools.devca import DevCA
 from broker.identity.spiffeid import SpiffeId, TrustDomain
 
 __all__ = ["AUDIENCE", "SCOPE", "BrokerStack", "StackFiles", "fetch_unix"]

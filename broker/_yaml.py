@@ -23,13 +23,15 @@ from typing import Any, cast
 
 import yaml
 
+from broker.errors import ConfigError
+
 __all__ = ["MAX_DEPTH", "YamlError", "compose", "construct_scalar", "is_unicode", "load"]
 
 MAX_DEPTH = 32  # our files nest at most about 6 levels; this leaves room and keeps far from the recursion limit
 MAX_CHARS = 4 * 1024 * 1024
 
 
-class YamlError(ValueError):
+class YamlError(ConfigError, ValueError):
     """The text is not a YAML document this module accepts; ``line`` is 1-based when known."""
 
     def __init__(self, problem: str, line: int | None = None) -> None:

@@ -1,16 +1,31 @@
-"""The one error hierarchy of spiffe-broker.
+"""The one error hierarchy of spiffe-broker, drawn once.
 
 Every failure the broker raises on purpose derives from :class:`BrokerError`. Each class carries the wire
-code it renders as (``error``) and the HTTP status it maps to (``status``); one renderer in
-``broker.server.errors`` turns any of them into the RFC 6749 §5.2 JSON body. Messages (``description``) are
-written for operators and clients and never contain a token, key or secret::
+code it renders as (``error``) and the HTTP status it maps to (``status``); one renderer
+(:mod:`broker.oauth.response`, served by :mod:`broker.web.errors`) turns any of them into the RFC 6749 §5.2 JSON
+body. Messages (``description``) are written for operators and clients and never contain a token, key or secret.
+The whole tree, with the module of each class outside this one::
 
     BrokerError
-    ├── IdentityError                      (broker.identity.errors: SPIFFE ID, SVID, bundle, Workload API)
+    ├── IdentityError                      identity.errors: SPIFFE ID, SVID, bundle, Workload API (its own tree)
+    │   └── AttestationError, StateDirError, WorkloadApiServerError    (devtools.workload_api)
     ├── ConfigError                        bad configuration or policy file
+    │   ├── YamlError                      _yaml: not a YAML document the broker accepts (also a ValueError)
+    │   ├── WorkloadsFileError             registration.errors: the workloads file
+    │   └── RegistrationEntryError         devtools.workload_api.entries: the dev entries file
     ├── NetworkError                       a peer could not be reached or broke the exchange
+    │   ├── JwksFetchError                 verify.jwks: metadata or JWKS not fetched or unusable
+    │   └── ServerIdentityError            identity.spiffetls.connector: the server is not the expected SPIFFE ID
+    │                                      (also an aiohttp.ClientError)
+    ├── MetadataError                      oauth.metadata: RFC 8414 document unusable (also a ValueError)
+    ├── JoseError                          jose.errors: a JWS, JWK or JWK Set the JOSE core refuses (its own tree)
+    ├── RegistrationError                  registration.errors: the SPIRE Server API refused or failed
+    ├── SidecarError                       appclient.sidecar: the sidecar's answer, for apps
+    ├── TokenFileError                     sidecar.token_files: a token file could not be written
+    ├── BindingMismatchError               appclient.common: token not bound to the presented certificate
     └── OAuthError                         RFC 6749 §5.2 / RFC 8693 §2.2.2 / RFC 6750 §3.1 wire errors
         ├── InvalidRequestError            invalid_request            400
+        │   └── MalformedBearerError       verify.bearer (RFC 6750 §3.1)
         ├── InvalidClientError             invalid_client             401
         ├── InvalidGrantError              invalid_grant              400
         ├── InvalidTargetError             invalid_target             400 (RFC 8693 §2.2.2)
@@ -18,9 +33,15 @@ written for operators and clients and never contain a token, key or secret::
         ├── UnauthorizedClientError        unauthorized_client        400
         ├── UnsupportedGrantTypeError      unsupported_grant_type     400
         ├── InvalidTokenError              invalid_token              401 (RFC 6750 §3.1, RFC 8705 §3)
+        │   └── MissingTokenError          verify.bearer: no credentials (RFC 6750 §3.1)
         ├── AccessDeniedError              access_denied              403
         ├── ServerError                    server_error               500
-        └── TemporarilyUnavailableError    temporarily_unavailable    503
+        ├── TemporarilyUnavailableError    temporarily_unavailable    503
+        │   └── TokenServiceUnavailableError   sidecar.errors
+        └── TokenServiceRefusedError       sidecar.errors: the token service's code passed through (400/403)
+
+Lower layers (aiohttp, grpc, OSError, cryptography) are translated where the broker calls them, each into the
+branch above that names the failure (``NetworkError`` for transport, ``IdentityError`` for the Workload API).
 """
 
 from __future__ import annotations

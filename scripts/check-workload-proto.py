@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Fail when proto/spiffe/workload/workload.proto drifts from the Workload API py-spiffe registers.
 
-The dev Workload API server (broker/identity/workload_api) serves py-spiffe's generated message classes
+The dev Workload API server (broker/devtools/workload_api) serves py-spiffe's generated message classes
 (``spiffe._proto.workload_pb2``) because a second compiled copy of the package-less proto cannot be registered in
 the same process. The project's copy of the proto is the reviewed source of truth; this script compiles it with
 grpcio-tools (in a subprocess, into a descriptor set: nothing is registered here) and compares it with py-spiffe's

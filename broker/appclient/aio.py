@@ -12,7 +12,7 @@ token bound to ``x5t`` only ever goes out on a connection presenting that very c
 rotates between the token and the connection. After a rotation new requests go through a new session (new
 connections, new certificate) and the old session is closed once its requests had ``retire_after`` seconds to
 finish. The server's SPIFFE ID is checked on every new connection before
-the request is written (:class:`~broker.verify.connector.SpiffeTLSConnector`).
+the request is written (:class:`~broker.identity.spiffetls.connector.SpiffeTLSConnector`).
 """
 
 from __future__ import annotations
@@ -37,10 +37,10 @@ from broker.appclient.common import (
 from broker.appclient.snapshot import SnapshotSource
 from broker.config import workload_api_address
 from broker.errors import ConfigError
+from broker.identity.spiffetls.connector import SpiffeTLSConnector, map_network_errors
+from broker.identity.spiffetls.context import ServerIdMatcher, SourceSSLContext, client_ssl_context
 from broker.identity.svid import X509Svid
-from broker.identity.tls import ServerIdMatcher, SourceSSLContext, client_ssl_context
-from broker.identity.workload_source import WorkloadApiSvidSource
-from broker.verify.connector import SpiffeTLSConnector
+from broker.identity.workloadapi.source import WorkloadApiSvidSource
 
 __all__ = ["AppClient"]
 
@@ -139,11 +139,12 @@ class AppClient:
             return AppResponse(response.status, {k.lower(): v for k, v in response.headers.items()}, content)
 
     async def _fetch(self, sidecar: aiohttp.ClientSession, audience: str, scope: str | None) -> SidecarToken:
-        try:
+        def unreachable(exc: Exception) -> SidecarError:
+            return SidecarError("unreachable", f"cannot reach the sidecar at {self._socket}: {exc}", status=0)
+
+        with map_network_errors(unreachable):
             async with sidecar.get(f"http://localhost{token_query(audience, scope)}") as response:
                 status, raw = response.status, await response.read()
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise SidecarError("unreachable", f"cannot reach the sidecar at {self._socket}: {exc}", status=0) from None
         return parse_token_response(status, raw)
 
     def _api_session(self, snapshot: SnapshotSource) -> aiohttp.ClientSession:

@@ -10,7 +10,6 @@ wait for the sidecar to catch up instead of sending a token the API must refuse.
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 from collections.abc import Mapping
@@ -18,8 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
+from broker.appclient.sidecar import SidecarError, SidecarToken, parse_token_response
 from broker.errors import BrokerError
-from broker.sidecar.client import SidecarError, SidecarToken, parse_token_response
+from broker.jose.errors import JoseError
+from broker.jose.jws import read_unverified
 
 __all__ = [
     "RETRY_DELAY",
@@ -64,14 +65,11 @@ def token_query(audience: str, scope: str | None) -> str:
 
 def token_binding(access_token: str) -> str | None:
     """The token's ``cnf.x5t#S256`` (RFC 8705 §3.1), read without verifying the signature; None if absent."""
-    parts = access_token.split(".")
-    if len(parts) != 3:
-        return None
     try:
-        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-    except ValueError:
+        claims = read_unverified(access_token, canonical=False).payload
+    except JoseError:
         return None
-    cnf = claims.get("cnf") if isinstance(claims, dict) else None
+    cnf = claims.get("cnf")
     bound = cnf.get("x5t#S256") if isinstance(cnf, dict) else None
     return bound if isinstance(bound, str) else None
 

@@ -5,7 +5,7 @@
     with SyncAppClient(sidecar_socket="/run/spiffe-broker/token.sock") as client:   # SPIFFE_ENDPOINT_SOCKET set
         response = client.request("GET", "https://api.example.org/orders", audience="https://api.example.org")
 
-The Workload API source runs on a private event loop thread (:class:`~broker.verify.loop.LoopThread`). Each
+The Workload API source runs on a private event loop thread (:class:`~broker._loop.LoopThread`). Each
 request takes a snapshot of the current SVID and bundles, asks the sidecar for a token until its ``cnf.x5t#S256``
 is that SVID's (waiting at most ``binding_wait`` through a rotation), then connects with a context built from the
 snapshot, so the certificate on the wire is the one the token is bound to. The server's SPIFFE ID is checked per
@@ -24,6 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from urllib.parse import urlsplit
 
+from broker._loop import LoopThread
 from broker.appclient.common import (
     RETRY_DELAY,
     AppResponse,
@@ -37,11 +38,10 @@ from broker.appclient.snapshot import SnapshotSource
 from broker.config import workload_api_address
 from broker.errors import ConfigError
 from broker.identity.errors import IdentityError
+from broker.identity.spiffetls.connector import ServerIdentityError
+from broker.identity.spiffetls.context import ServerIdMatcher, SourceSSLContext, client_ssl_context
 from broker.identity.svid import X509Svid
-from broker.identity.tls import ServerIdMatcher, SourceSSLContext, client_ssl_context
-from broker.identity.workload_source import WorkloadApiSvidSource
-from broker.verify.connector import ServerIdentityError
-from broker.verify.loop import LoopThread
+from broker.identity.workloadapi.source import WorkloadApiSvidSource
 
 __all__ = ["SyncAppClient", "fetch_token_sync"]
 

@@ -16,14 +16,14 @@ from pathlib import Path
 import aiohttp
 import click
 
+from broker.appclient.sidecar import SidecarToken, fetch_token
 from broker.cli.main import cli_errors
 from broker.config import BrokerSettings, load_settings, unix_socket_path
 from broker.errors import ConfigError, NetworkError
 from broker.identity.spiffeid import SpiffeId
-from broker.identity.tls import client_ssl_context
-from broker.identity.workload_source import WorkloadApiSvidSource, workload_api_address
-from broker.sidecar.client import SidecarToken, fetch_token
-from broker.verify.connector import SpiffeTLSConnector
+from broker.identity.spiffetls.connector import NETWORK_ERRORS, SpiffeTLSConnector
+from broker.identity.spiffetls.context import client_ssl_context
+from broker.identity.workloadapi.source import WorkloadApiSvidSource, workload_api_address
 
 __all__ = ["call", "token"]
 
@@ -116,7 +116,7 @@ async def _call(
                 sys.stdout.buffer.write(body)
                 sys.stdout.buffer.flush()
                 return response.status
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        except NETWORK_ERRORS as exc:
             raise NetworkError(f"request to {url} failed: {str(exc) or type(exc).__name__}") from None
         finally:
             context.detach()

@@ -17,10 +17,10 @@ from broker.cli._signals import Stopped, stop_on_signals, until_stopped
 from broker.cli.main import cli_errors
 from broker.cli.server import parse_listen
 from broker.config import BrokerSettings, load_settings
+from broker.devtools.demo_api import start_demo_api
 from broker.errors import ConfigError
-from broker.identity.workload_source import WorkloadApiSvidSource, workload_api_address
+from broker.identity.workloadapi.source import WorkloadApiSvidSource, workload_api_address
 from broker.sidecar.service import token_service_matcher
-from broker.verify.demo_api import start_demo_api
 
 __all__ = ["demo_api"]
 

@@ -16,9 +16,9 @@ from typing import Any
 import click
 
 from broker.cli._signals import stop_on_signals
-from broker.cli.devstack import DEMO_SCOPE, DevStack, run_dev_stack
 from broker.cli.main import cli_errors
 from broker.config import load_settings
+from broker.devtools.stack import DEMO_SCOPE, DevStack, run_dev_stack
 
 
 def _overrides(**flags: Any) -> dict[str, Any]:

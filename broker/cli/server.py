@@ -21,11 +21,11 @@ from cryptography import x509
 from broker.cli._signals import Stopped, stop_on_signals, until_stopped
 from broker.config import BrokerSettings, load_settings, workload_api_address
 from broker.errors import BrokerError, ConfigError
+from broker.identity.files import FileSvidSource, SvidFiles
 from broker.identity.source import SvidSource
 from broker.identity.spiffeid import TrustDomain
-from broker.identity.workload_source import WorkloadApiSvidSource
+from broker.identity.workloadapi.source import WorkloadApiSvidSource
 from broker.identity.x509svid import spiffe_id_from_certificate
-from broker.server.file_source import FileSvidSource, SvidFiles
 from broker.server.service import start_token_service
 from broker.tokens.keys import FileKeyStore
 from broker.tokens.policy import FilePolicyStore

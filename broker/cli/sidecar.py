@@ -26,7 +26,7 @@ from broker.config import BrokerSettings, SidecarSettings, load_settings
 from broker.errors import ConfigError
 from broker.identity.errors import SvidUnavailableError
 from broker.identity.source import current_x5t
-from broker.identity.workload_source import WorkloadApiSvidSource, workload_api_address
+from broker.identity.workloadapi.source import WorkloadApiSvidSource, workload_api_address
 from broker.sidecar.cache import TokenCache
 from broker.sidecar.exchanger import TokenServiceClient
 from broker.sidecar.service import start_sidecar, token_service_matcher

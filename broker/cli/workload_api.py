@@ -13,12 +13,12 @@ from pathlib import Path
 import click
 
 from broker.cli.main import cli_errors
+from broker.devtools.workload_api.entries import RegistrationEntry
+from broker.devtools.workload_api.server import WorkloadApiServer, serve_until_signalled
+from broker.devtools.workload_api.statedir import open_dev_state
 from broker.errors import ConfigError
 from broker.identity.errors import InvalidSpiffeIdError
 from broker.identity.spiffeid import TrustDomain
-from broker.identity.workload_api.entries import RegistrationEntry
-from broker.identity.workload_api.server import WorkloadApiServer, serve_until_signalled
-from broker.identity.workload_api.statedir import open_dev_state
 
 
 def _trust_domain(ctx: click.Context, param: click.Parameter, value: str) -> TrustDomain:

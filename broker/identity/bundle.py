@@ -15,17 +15,16 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
-from joserfc.jwk import JWKRegistry
 
 from broker.identity.errors import BundleError
 from broker.identity.spiffeid import TrustDomain
+from broker.jose import jwk as jose_jwk
+from broker.jose.errors import InvalidJwkError, SymmetricKeyError
 
 __all__ = ["JwtAuthority", "JwtBundle", "JwtBundleSet", "X509Bundle", "X509BundleSet"]
 
 USE_JWT_SVID = "jwt-svid"
 USE_X509_SVID = "x509-svid"
-# RFC 7518 §6.2.1 (EC), §6.3.1 (RSA), RFC 8037 §2 (OKP): the members that make up a public key.
-_PUBLIC_KEY_MEMBERS = frozenset({"kty", "crv", "x", "y", "n", "e"})
 
 
 @dataclass(frozen=True)
@@ -85,8 +84,8 @@ class JwtBundle:
             document = json.loads(data)
         except ValueError:
             raise BundleError(f"JWT bundle for {trust_domain} is not JSON") from None
-        keys = document.get("keys") if isinstance(document, dict) else None
-        if not isinstance(keys, list):
+        keys = jose_jwk.jwks_keys(document)
+        if keys is None:
             raise BundleError(f"JWT bundle for {trust_domain} has no 'keys' array")
         authorities: dict[str, JwtAuthority] = {}
         for entry in keys:
@@ -123,16 +122,12 @@ def _jwt_authority_from_jwk(trust_domain: TrustDomain, entry: object) -> JwtAuth
     if entry.get("kty") == "oct":
         raise BundleError(f"JWT bundle for {trust_domain} has a symmetric key {kid!r}")
     public = {k: v for k, v in entry.items() if k not in ("d", "p", "q", "dp", "dq", "qi", "k", "oth")}
-    # Only the public key members go to joserfc: it refuses ``use`` values other than ``sig``/``enc`` (RFC 7517
-    # §4.2), and SPIFFE bundles carry ``use: jwt-svid`` (Trust Domain and Bundle §4.2.2).
-    material = {k: v for k, v in public.items() if k in _PUBLIC_KEY_MEMBERS}
     try:
-        key = JWKRegistry.import_key(material)
-    except Exception:  # joserfc raises several types for malformed keys
+        public_key = jose_jwk.public_key(public)
+    except SymmetricKeyError:
+        raise BundleError(f"JWT bundle for {trust_domain} has a symmetric key {kid!r}") from None
+    except InvalidJwkError:
         raise BundleError(f"JWT bundle for {trust_domain} has an unreadable key {kid!r}") from None
-    public_key = key.public_key
-    if isinstance(public_key, bytes):
-        raise BundleError(f"JWT bundle for {trust_domain} has a symmetric key {kid!r}")
     return JwtAuthority(kid=kid, public_key=public_key, use=use, jwk=public)
 
 

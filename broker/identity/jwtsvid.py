@@ -15,7 +15,7 @@ The token is parsed here, before any cryptography, and checked in this order:
    domain's (SPIFFE Trust Domain and Bundle §4); never a key with ``use: x509-svid``. The key type must fit
    ``alg`` (RSA >= 2048 bits for RS*/PS*, the matching curve for ES*); a JWK's own ``alg``, if set, must equal
    the header's. HMAC is never accepted, so a public key can never be used as an HMAC secret.
-5. Signature (RFC 7515 §5.2 step 8), by :func:`broker.identity.jws.verify_jws_signature`: raw ``R || S`` for ES*
+5. Signature (RFC 7515 §5.2 step 8), by :func:`broker.jose.jws.verify_signature`: raw ``R || S`` for ES*
    (a DER signature is refused), PSS salt as long as the hash (RFC 7518 §3.3-§3.5).
 6. ``aud`` present, a string or non-empty array of strings, containing the expected audience (§3.2, RFC 7519
    §4.1.3). ``exp`` present and numeric, and ``now < exp + leeway`` (§3.3, RFC 7519 §4.1.4). ``nbf``, if
@@ -33,29 +33,20 @@ and ``(r, n - s)`` both verify (SPIRE does not normalise ``s``), so a replay cac
 
 from __future__ import annotations
 
-import base64
-import binascii
-import re
 import time
 from collections.abc import Mapping
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
+
 from broker.identity.bundle import USE_JWT_SVID, JwtAuthority, JwtBundleSet
 from broker.identity.errors import InvalidSpiffeIdError, JwtSvidError
-from broker.identity.jws import (
-    ALLOWED_ALGORITHMS,
-    DuplicateMemberError,
-    InvalidSignatureError,
-    KeyAlgorithmMismatchError,
-    UnsupportedAlgorithmError,
-    WeakKeyError,
-    finite_number,
-    shown,
-    strict_json_object,
-    verify_jws_signature,
-)
 from broker.identity.spiffeid import SpiffeId
 from broker.identity.svid import JwtSvid
+from broker.jose import errors as jose_errors
+from broker.jose import jws
+from broker.jose.jws import verify_signature
+from broker.jose.jwt import finite_number
 
 __all__ = [
     "ALLOWED_ALGORITHMS",
@@ -86,8 +77,33 @@ __all__ = [
     "verify_jws_signature",
 ]
 
-MAX_TOKEN_LENGTH = 16384
+ALLOWED_ALGORITHMS = frozenset(jws.ALGORITHMS)
+MAX_TOKEN_LENGTH = jws.MAX_TOKEN_LENGTH
 MAX_NUMERIC_DATE = 253402300799  # 9999-12-31T23:59:59Z
+
+
+class UnsupportedAlgorithmError(JwtSvidError):
+    """JWT-SVID §2.1: ``alg`` missing or not one of RS/PS/ES 256/384/512."""
+
+    reason = "unsupported_algorithm"
+
+
+class KeyAlgorithmMismatchError(JwtSvidError):
+    """RFC 7518 §3: the key's type or curve does not fit ``alg`` (or the JWK's own ``alg`` differs)."""
+
+    reason = "key_algorithm_mismatch"
+
+
+class WeakKeyError(JwtSvidError):
+    """RFC 7518 §3.3, §3.5: an RSA key shorter than 2048 bits."""
+
+    reason = "weak_key"
+
+
+class InvalidSignatureError(JwtSvidError):
+    """RFC 7515 §5.2: the signature does not verify (or has the wrong length/encoding)."""
+
+    reason = "invalid_signature"
 
 
 class MalformedTokenError(JwtSvidError):
@@ -194,49 +210,52 @@ class TokenIssuedInFutureError(JwtSvidError):
 
 _ALLOWED_HEADER = frozenset({"alg", "kid", "typ"})
 _ALLOWED_TYP = ("JWT", "JOSE")
-_COMPACT = re.compile(r"([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)")
+_SIGNATURE_ERRORS: Mapping[type[jose_errors.JoseError], type[JwtSvidError]] = {
+    jose_errors.KeyAlgorithmMismatchError: KeyAlgorithmMismatchError,
+    jose_errors.WeakKeyError: WeakKeyError,
+    jose_errors.BadSignatureError: InvalidSignatureError,
+}
 
 
-def _b64decode(part: str) -> bytes:
-    """RFC 7515 §2 base64url without padding; only the canonical spelling is accepted."""
+def shown(value: object) -> str:
+    """A header or claim value for an error message: repr, cut short (it is attacker-chosen)."""
+    text = repr(value)
+    return text if len(text) <= 64 else text[:61] + "..."
+
+
+def verify_jws_signature(alg: str, public_key: PublicKeyTypes, signing_input: bytes, signature: bytes) -> None:
+    """Verify a JWS signature (RFC 7515 §5.2 step 8) for one of the JWT-SVID algorithms; raise on failure."""
+    if alg not in ALLOWED_ALGORITHMS:
+        raise UnsupportedAlgorithmError(f"algorithm {shown(alg)} is not allowed for a JWT-SVID")
+    _verify_signature(alg, public_key, signing_input, signature)
+
+
+def _verify_signature(alg: str, public_key: PublicKeyTypes, signing_input: bytes, signature: bytes) -> None:
+    """Step 5 for an ``alg`` step 2 has allowed: the JOSE core's verification, its errors mapped to ours."""
     try:
-        raw = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
-    except (binascii.Error, ValueError):
-        raise MalformedTokenError("token part is not valid base64url") from None
-    if base64.urlsafe_b64encode(raw).rstrip(b"=") != part.encode("ascii"):
-        raise MalformedTokenError("token part is not canonical base64url")
-    return raw
+        verify_signature(alg, public_key, signing_input, signature)
+    except jose_errors.JoseError as exc:
+        raise _SIGNATURE_ERRORS[type(exc)](exc.description) from None
 
 
-def _split(token: str) -> tuple[str, str, bytes]:
-    """RFC 7515 §7.1 compact serialization: header, payload (still encoded) and the decoded signature."""
-    if not isinstance(token, str) or not token:
-        raise MalformedTokenError("token is empty or not a string")
-    if len(token) > MAX_TOKEN_LENGTH:
-        raise MalformedTokenError(f"token is longer than {MAX_TOKEN_LENGTH} characters")
-    match = _COMPACT.fullmatch(token)
-    if match is None:
-        parts = token.count(".") + 1
-        if token.lstrip().startswith("{"):
-            raise MalformedTokenError("JWS JSON serialization is not accepted (JWT-SVID §5.1)")
-        if parts == 5:
-            raise MalformedTokenError("JWE tokens are not accepted: a JWT-SVID is a JWS (JWT-SVID §2)")
-        if parts != 3:
-            raise MalformedTokenError(f"token has {parts} dot-separated parts, not 3")
-        raise MalformedTokenError("token has an empty part or a character outside the base64url alphabet")
-    header_b64, payload_b64, signature_b64 = match.groups()
-    return header_b64, payload_b64, _b64decode(signature_b64)
+def _split(token: str) -> tuple[jws.CompactParts, bytes]:
+    """RFC 7515 §7.1 compact serialization: the (still encoded) parts and the decoded signature."""
+    try:
+        parts = jws.split_compact(token)
+        return parts, jws.b64url_decode(parts.signature)
+    except jose_errors.MalformedJwsError as exc:
+        raise MalformedTokenError(exc.description) from None
 
 
 def _decode_object(part: str, what: str) -> dict[str, Any]:
     """RFC 7515 §5.2 steps 2-4, RFC 7519 §7.2 step 10: UTF-8 JSON object, duplicate members refused."""
-    raw = _b64decode(part)
     try:
-        return strict_json_object(raw)
-    except DuplicateMemberError:
-        raise MalformedTokenError(f"token {what} has a duplicate member") from None
-    except ValueError as exc:
-        raise MalformedTokenError(f"token {what} is {exc}") from None
+        return jws.json_object(jws.b64url_decode(part), what)
+    except jose_errors.JsonObjectError as exc:
+        problem = "has a duplicate member" if exc.duplicate else f"is {exc.problem}"
+        raise MalformedTokenError(f"token {what} {problem}") from None
+    except jose_errors.MalformedJwsError as exc:
+        raise MalformedTokenError(exc.description) from None
 
 
 def _check_header(header: Mapping[str, Any]) -> tuple[str, str]:
@@ -343,9 +362,9 @@ def read_jwt_svid(token: str, *, audience: str) -> JwtSvid:
     Only for bookkeeping on a token this process just received from its own Workload API (which SPIFFE ID, which
     audiences, when it expires); never to accept a token from a peer. Raises a :class:`JwtSvidError` subclass.
     """
-    header_b64, payload_b64, _ = _split(token)
-    _check_header(_decode_object(header_b64, "header"))
-    claims = _decode_object(payload_b64, "claims")
+    parts, _ = _split(token)
+    _check_header(_decode_object(parts.header, "header"))
+    claims = _decode_object(parts.payload, "claims")
     spiffe_id = _subject(claims)
     audiences = _audiences(claims, audience)
     exp = _numeric_date(claims, "exp")
@@ -368,13 +387,12 @@ def validate_jwt_svid(
         raise ValueError("audience must be a non-empty string")
     if leeway < 0:
         raise ValueError("leeway must not be negative")
-    header_b64, payload_b64, signature = _split(token)
-    alg, kid = _check_header(_decode_object(header_b64, "header"))
-    claims = _decode_object(payload_b64, "claims")
+    parts, signature = _split(token)
+    alg, kid = _check_header(_decode_object(parts.header, "header"))
+    claims = _decode_object(parts.payload, "claims")
     spiffe_id = _subject(claims)
     authority = _authority(spiffe_id, kid, alg, bundles)
-    signing_input = token[: len(header_b64) + 1 + len(payload_b64)].encode("ascii")
-    verify_jws_signature(alg, authority.public_key, signing_input, signature)
+    _verify_signature(alg, authority.public_key, parts.signing_input, signature)
     audiences = _audiences(claims, audience)
     expiry = _check_times(claims, time.time() if now is None else now, leeway)
     return JwtSvid(spiffe_id, audiences, expiry, token, claims)

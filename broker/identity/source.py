@@ -1,115 +1,98 @@
-"""The seam through which everything gets its identity: :class:`SvidSource`.
+"""The seams through which everything gets its identity: one-method source Protocols, in go-spiffe's shape.
 
-Production code passes a :class:`~broker.identity.workload_source.WorkloadApiSvidSource` (SPIRE's Workload API
-through py-spiffe); tests pass an :class:`InMemorySvidSource` backed by a :class:`~broker.identity.devca.DevCA`.
+go-spiffe types each consumer by the one thing it reads (``x509svid.Source``, ``x509bundle.Source``,
+``jwtbundle.Source``); so does this module:
+
+* :class:`X509Source`: the current X.509-SVID (SPIFFE X509-SVID §4);
+* :class:`X509BundleSource` and :class:`JwtBundleSource`: the trust bundles, per trust domain (SPIFFE Trust
+  Domain and Bundle §4);
+* :class:`JwtSvidSource`: a JWT-SVID for an audience, on demand (SPIFFE JWT-SVID §3; Workload API §6);
+* :class:`Subscribable`: a change notification, for consumers that keep state derived from the SVID or bundles.
+
+Combined Protocols exist only where a consumer truly reads several: :class:`SubscribableX509Source` (state bound to
+the SVID), :class:`X509ContextSource` (what mTLS needs: the SVID, the X.509 bundles and their changes) and
+:class:`SvidSource` (every side plus the lifecycle, for the code that owns a source). The implementations:
+:class:`~broker.identity.workloadapi.WorkloadApiSvidSource` (the Workload API),
+:class:`~broker.identity.files.FileSvidSource` (files) and :class:`~broker.identity.memory.InMemorySvidSource` (in
+process).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
-from broker.identity.bundle import JwtBundle, JwtBundleSet, X509Bundle, X509BundleSet
-from broker.identity.devca import DevCA
+from broker.identity.bundle import JwtBundleSet, X509BundleSet
 from broker.identity.errors import SvidUnavailableError
-from broker.identity.spiffeid import SpiffeId, TrustDomain
 from broker.identity.svid import JwtSvid, X509Svid
 
-__all__ = ["InMemorySvidSource", "SvidSource", "current_x5t"]
+__all__ = [
+    "JwtBundleSource",
+    "JwtSvidSource",
+    "Subscribable",
+    "SubscribableX509Source",
+    "SvidSource",
+    "X509BundleSource",
+    "X509ContextSource",
+    "X509Source",
+    "current_x5t",
+]
 
 
-@runtime_checkable
-class SvidSource(Protocol):
-    """Current X.509-SVID and bundles, JWT-SVIDs on demand, and change notifications."""
+class X509Source(Protocol):
+    """The current X.509-SVID."""
 
     def x509_svid(self) -> X509Svid:
         """The current X.509-SVID; raises :class:`SvidUnavailableError` if there is none (or it expired)."""
         ...
 
+
+class X509BundleSource(Protocol):
+    """The X.509 bundles of the own and the federated trust domains."""
+
     def x509_bundles(self) -> X509BundleSet: ...
+
+
+class JwtBundleSource(Protocol):
+    """The JWT bundles of the own and the federated trust domains."""
 
     def jwt_bundles(self) -> JwtBundleSet: ...
 
+
+class JwtSvidSource(Protocol):
+    """JWT-SVIDs on demand."""
+
     async def fetch_jwt_svid(self, audience: str) -> JwtSvid: ...
+
+
+class Subscribable(Protocol):
+    """Change notifications of the X.509-SVID and the bundles."""
 
     def subscribe(self, callback: Callable[[], None]) -> Callable[[], None]:
         """Call ``callback`` (on the event loop) whenever the X.509-SVID or bundles change; returns unsubscribe."""
         ...
+
+
+class SubscribableX509Source(X509Source, Subscribable, Protocol):
+    """The current X.509-SVID and a notification when it changes: for state bound to the SVID (RFC 8705 §3)."""
+
+
+class X509ContextSource(SubscribableX509Source, X509BundleSource, Protocol):
+    """What mTLS needs: the current X.509-SVID, the X.509 bundles, and a notification when either changes."""
+
+
+@runtime_checkable
+class SvidSource(X509ContextSource, JwtBundleSource, JwtSvidSource, Protocol):
+    """Every side of a source, and its lifecycle: for the code that starts and stops one."""
 
     async def wait_ready(self, timeout: float) -> None: ...
 
     async def aclose(self) -> None: ...
 
 
-def current_x5t(source: SvidSource) -> str | None:
+def current_x5t(source: X509Source) -> str | None:
     """RFC 8705 ``x5t#S256`` of the source's current X.509-SVID leaf, or None while it has none."""
     try:
         return source.x509_svid().x5t_s256()
     except SvidUnavailableError:
         return None
-
-
-class InMemorySvidSource:
-    """An :class:`SvidSource` that issues from a :class:`DevCA` in process; ``rotate()`` issues a new SVID."""
-
-    def __init__(
-        self,
-        ca: DevCA,
-        spiffe_id: SpiffeId,
-        *,
-        x509_ttl: float = 3600.0,
-        jwt_ttl: float = 300.0,
-        federated: Mapping[TrustDomain, DevCA] | None = None,
-    ) -> None:
-        self._ca = ca
-        self._spiffe_id = spiffe_id
-        self._x509_ttl = x509_ttl
-        self._jwt_ttl = jwt_ttl
-        self._federated = dict(federated or {})
-        self._svid: X509Svid | None = ca.issue_x509_svid(spiffe_id, ttl=x509_ttl)
-        self._subscribers: list[Callable[[], None]] = []
-        self.jwt_fetches = 0
-
-    def x509_svid(self) -> X509Svid:
-        if self._svid is None:
-            raise SvidUnavailableError("no X.509-SVID")
-        return self._svid
-
-    def x509_bundles(self) -> X509BundleSet:
-        bundles: dict[TrustDomain, X509Bundle] = {self._ca.trust_domain: self._ca.x509_bundle()}
-        bundles.update({td: ca.x509_bundle() for td, ca in self._federated.items()})
-        return bundles
-
-    def jwt_bundles(self) -> JwtBundleSet:
-        bundles: dict[TrustDomain, JwtBundle] = {self._ca.trust_domain: self._ca.jwt_bundle()}
-        bundles.update({td: ca.jwt_bundle() for td, ca in self._federated.items()})
-        return bundles
-
-    async def fetch_jwt_svid(self, audience: str) -> JwtSvid:
-        self.jwt_fetches += 1
-        return self._ca.mint_jwt_svid(self._spiffe_id, [audience], ttl=self._jwt_ttl)
-
-    def subscribe(self, callback: Callable[[], None]) -> Callable[[], None]:
-        self._subscribers.append(callback)
-        return lambda: self._subscribers.remove(callback) if callback in self._subscribers else None
-
-    async def wait_ready(self, timeout: float) -> None:
-        if self._svid is None:
-            raise SvidUnavailableError("no X.509-SVID")
-
-    async def aclose(self) -> None:
-        self._subscribers.clear()
-
-    def rotate(self) -> X509Svid:
-        """Issue a fresh X.509-SVID and notify subscribers, as a Workload API push would."""
-        self._svid = self._ca.issue_x509_svid(self._spiffe_id, ttl=self._x509_ttl)
-        for callback in list(self._subscribers):
-            callback()
-        return self._svid
-
-    def set_unavailable(self) -> None:
-        self._svid = None
-
-    @property
-    def spiffe_id(self) -> SpiffeId:
-        return self._spiffe_id

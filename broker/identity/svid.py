@@ -1,12 +1,11 @@
 """SVID value types: an X509-SVID with its private key, and a JWT-SVID.
 
 Neither type ever shows its secret part in ``repr``: the private key and the token string are excluded.
+``certificate_thumbprint`` / ``x5t_s256`` (the RFC 8705 §3.1 ``x5t#S256``) live in :mod:`broker.jose.x5t`.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -16,18 +15,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 
 from broker.identity.spiffeid import SpiffeId
+from broker.jose.x5t import certificate_thumbprint, x5t_s256
 
 __all__ = ["JwtSvid", "X509Svid", "certificate_thumbprint", "x5t_s256"]
-
-
-def certificate_thumbprint(certificate_der: bytes) -> str:
-    """RFC 8705 §3.1 ``x5t#S256``: base64url (no padding) of SHA-256 over the certificate's DER encoding."""
-    return base64.urlsafe_b64encode(hashlib.sha256(certificate_der).digest()).rstrip(b"=").decode("ascii")
-
-
-def x5t_s256(certificate: x509.Certificate) -> str:
-    """RFC 8705 §3.1 ``x5t#S256`` of a parsed certificate."""
-    return certificate_thumbprint(certificate.public_bytes(serialization.Encoding.DER))
 
 
 @dataclass(frozen=True)

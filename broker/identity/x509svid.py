@@ -13,8 +13,8 @@ A chain is an X509-SVID of SPIFFE ID ``spiffe://td/path`` when:
 Path validation uses ``cryptography.x509.verification`` (RFC 5280 with CA/B Forum WebPKI profile checks). The
 extended key usage is checked for the peer's role (``role``): when the leaf carries one it must include
 ``clientAuth`` for a client peer (the default) and ``serverAuth`` for a server peer
-(:func:`broker.identity.tls.check_server_id`); §4.4 asks SVIDs for both, so SPIRE's pass either way. The chain's
-keys must be RSA >= 2048 bits or EC P-256/384/521 (no
+(:func:`broker.identity.spiffetls.context.check_server_id`); §4.4 asks SVIDs for both, so SPIRE's pass either
+way. The chain's keys must be RSA >= 2048 bits or EC P-256/384/521 (no
 Ed25519: SPIRE does not issue it), and CAs must satisfy the WebPKI CA profile (SPIRE's do). The only relaxation:
 the leaf may lack an authority key identifier, which SPIFFE does not require.
 
@@ -32,7 +32,7 @@ constraints are enforced.)
 Key usage criticality (§4.3 "MUST be marked critical") is an issuer rule and is not enforced here, like
 go-spiffe. A ``now`` without a time zone is taken as UTC.
 
-TLS peers: :func:`broker.identity.tls.peer_spiffe_id` passes the chain the peer sent (on every supported
+TLS peers: :func:`broker.identity.spiffetls.context.peer_spiffe_id` passes the chain the peer sent (on every supported
 Python) to :func:`verify_x509_svid`.
 """
 

@@ -39,6 +39,7 @@ from pathlib import Path
 from broker import _yaml
 from broker.identity.errors import InvalidSpiffeIdError
 from broker.identity.spiffeid import SpiffeId, TrustDomain
+from broker.oauth.grammar import AUDIENCE, SCOPE_TOKEN
 from broker.registration._yamlnodes import Field, compose_file
 from broker.registration.errors import WorkloadsFileError
 from broker.registration.export import is_class_name
@@ -58,9 +59,6 @@ _POLICY_OPTIONAL = frozenset({"scopes", "max_token_lifetime"})
 
 # Workload names become Kubernetes object names (RFC 1123 label).
 _NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
-# RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
-_SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
-_AUDIENCE = re.compile(r"[\x21-\x7e]+")
 _DNS_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 # Ends with a separator and holds a character SPIRE's own entry IDs (lowercase UUIDs) never have, so no prefix
 # can match an entry the broker did not create (``a``, ``de``, ``0f-`` would: ``apply`` would delete them).
@@ -290,10 +288,10 @@ def _dns_names(field: Field) -> tuple[str, ...]:
 
 def _policy(field: Field) -> Policy:
     keys = field.mapping(required=_POLICY_REQUIRED, optional=_POLICY_OPTIONAL)
-    audiences = _tokens(keys["audiences"], _AUDIENCE, "audience (printable, no spaces)")
+    audiences = _tokens(keys["audiences"], AUDIENCE, "audience (printable, no spaces)")
     if not audiences:
         raise keys["audiences"].error("at least one audience is required")
-    scopes = _tokens(keys["scopes"], _SCOPE_TOKEN, "scope token (RFC 6749 §3.3)") if "scopes" in keys else ()
+    scopes = _tokens(keys["scopes"], SCOPE_TOKEN, "scope token (RFC 6749 §3.3)") if "scopes" in keys else ()
     lifetime = keys["max_token_lifetime"].positive_int() if "max_token_lifetime" in keys else 300
     return Policy(audiences=audiences, scopes=scopes, max_token_lifetime=lifetime)
 

@@ -3,9 +3,7 @@
 * :mod:`broker.server.app`          application factories (TLS token app, plain health app), issuer rules
 * :mod:`broker.server.handlers`     metadata (RFC 8414), JWKS, ``POST /token``, probes
 * :mod:`broker.server.request`      client authentication from the TLS connection; bounded form parsing
-* :mod:`broker.server.errors`       the one renderer of errors (RFC 6749 §5.2 JSON)
 * :mod:`broker.server.service`      :func:`start_token_service` for the CLI and ``spiffe-broker dev``
-* :mod:`broker.server.file_source`  identity from certificate files, the alternative to the Workload API
 
 Threats considered (STRIDE, short): *spoofing* a client: mTLS X.509-SVID checked against its own trust
 domain's bundle, JWT-SVIDs only with the matching certificate; *tampering*: tokens signed ES256, bound to the

@@ -7,7 +7,8 @@ Routes of the TLS app::
     POST /token                                    RFC 6749 §3.2 / RFC 8693 / RFC 8705 (X.509-SVID required)
     GET  /healthz, /readyz                         probes
 
-The issuer (RFC 8414 §2) is an ``https`` URL without path, query or fragment; JWT-SVIDs presented as subject
+The issuer (RFC 8414 §2, :func:`broker.oauth.metadata.normalize_issuer`) is an ``https`` URL without path,
+query or fragment; JWT-SVIDs presented as subject
 tokens must name it in ``aud`` (the service accepts no other audience, so a JWT-SVID minted for another service
 cannot be exchanged here).
 """
@@ -19,42 +20,31 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from broker.errors import ConfigError
 from broker.identity.errors import IdentityError
-from broker.identity.source import SvidSource
+from broker.identity.source import X509Source
+from broker.oauth.metadata import normalize_issuer
 from broker.server import handlers
-from broker.server.errors import error_middleware
-from broker.server.request import DEFAULT_MAX_BODY, ClientAuthenticator
-from broker.server.state import CLIENT_AUTH, CONFIG, JWKS_KEYS, POLICY, READINESS, SERVICE, SOURCE, TokenAppConfig
-from broker.tokens.exchange import TokenExchangeService
+from broker.server.request import DEFAULT_MAX_BODY
+from broker.server.state import CONFIG, JWKS_KEYS, POLICY, READINESS, SERVICE, SOURCE, ServiceSource, TokenAppConfig
 from broker.tokens.issuer import AccessTokenIssuer
 from broker.tokens.keys import KeyStore
 from broker.tokens.policy import PolicyStore
+from broker.tokens.standard import standard_endpoint
+from broker.tokens.svid_cache import ValidatedSvidCache
+from broker.web.errors import error_middleware
 
 __all__ = ["build_health_app", "build_token_app", "normalize_issuer"]
 
 log = logging.getLogger(__name__)
 
 
-def normalize_issuer(issuer: str) -> str:
-    """RFC 8414 §2: ``https``, no query or fragment; this service also needs an empty path (or ``/``)."""
-    parts = urlsplit(issuer)
-    if parts.scheme != "https" or not parts.hostname:
-        raise ConfigError(f"issuer {issuer!r} must be an https URL (RFC 8414 §2)")
-    if parts.query or parts.fragment or "?" in issuer or "#" in issuer:
-        raise ConfigError(f"issuer {issuer!r} must not have a query or fragment (RFC 8414 §2)")
-    if parts.path not in ("", "/") or parts.username or parts.password:
-        raise ConfigError(f"issuer {issuer!r} must be just https://host[:port]")
-    return f"https://{parts.netloc}"
-
-
 def build_token_app(
     *,
-    source: SvidSource,
+    source: ServiceSource,
     policy_store: PolicyStore,
     key_store: KeyStore,
     issuer: str,
@@ -67,17 +57,16 @@ def build_token_app(
         issuer=normalize_issuer(issuer), max_body=max_body, policy_check_interval=policy_check_interval
     )
     app = web.Application(middlewares=[error_middleware], client_max_size=max_body)
-    token_issuer = AccessTokenIssuer(issuer=config.issuer, key_store=key_store, clock=clock)
     app[CONFIG] = config
     app[SOURCE] = source
-    app[CLIENT_AUTH] = ClientAuthenticator(clock=clock)
     app[JWKS_KEYS] = key_store
     app[POLICY] = policy_store
-    app[SERVICE] = TokenExchangeService(
-        issuer=token_issuer,
+    app[SERVICE] = standard_endpoint(
+        issuer=AccessTokenIssuer(issuer=config.issuer, key_store=key_store, clock=clock),
         policy_store=policy_store,
+        x509_bundles=lambda: source.x509_bundles(),  # resolved per request, as the handler always did
         jwt_bundles=source.jwt_bundles,
-        audience=config.issuer,
+        svid_memo=ValidatedSvidCache(),
         clock=clock,
     )
     app[READINESS] = readiness_check(source, policy_store, key_store)
@@ -102,7 +91,7 @@ def _add_probes(app: web.Application) -> None:
     app.router.add_get("/readyz", handlers.readyz)
 
 
-def readiness_check(source: SvidSource, policy_store: PolicyStore, key_store: KeyStore) -> Callable[[], str | None]:
+def readiness_check(source: X509Source, policy_store: PolicyStore, key_store: KeyStore) -> Callable[[], str | None]:
     """None when ready, else a short reason (no secrets): SVID missing, policy or key unreadable."""
 
     def check() -> str | None:

@@ -1,7 +1,7 @@
 """HTTP handlers of the token service: metadata (RFC 8414), JWKS (RFC 7517), token (RFC 6749/8693/8705), health.
 
 Handlers only translate HTTP to :mod:`broker.tokens` calls and back; they raise errors and never build error JSON
-(:mod:`broker.server.errors` renders them).
+(:mod:`broker.web.errors` renders them).
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from typing import Any
 
 from aiohttp import web
 
-from broker.server.errors import NO_STORE
-from broker.server.request import read_form, refuse_authorization_header
-from broker.server.state import CLIENT_AUTH, CONFIG, JWKS_KEYS, READINESS, SERVICE, SOURCE
-from broker.tokens.exchange import GRANT_CLIENT_CREDENTIALS, GRANT_TOKEN_EXCHANGE
+from broker.oauth.constants import AUTH_TLS_CLIENT_AUTH, GRANT_CLIENT_CREDENTIALS, GRANT_TOKEN_EXCHANGE
+from broker.oauth.response import NO_STORE
+from broker.server.request import read_form, request_context
+from broker.server.state import CONFIG, JWKS_KEYS, READINESS, SERVICE
 from broker.tokens.keys import jwks
 
 __all__ = ["healthz", "jwks_handler", "metadata", "metadata_document", "readyz", "token"]
@@ -37,7 +37,7 @@ def metadata_document(issuer: str) -> dict[str, Any]:
         "jwks_uri": f"{issuer}/jwks.json",
         "response_types_supported": [],
         "grant_types_supported": [GRANT_TOKEN_EXCHANGE, GRANT_CLIENT_CREDENTIALS],
-        "token_endpoint_auth_methods_supported": ["tls_client_auth"],
+        "token_endpoint_auth_methods_supported": [AUTH_TLS_CLIENT_AUTH],
         "tls_client_certificate_bound_access_tokens": True,
     }
 
@@ -53,11 +53,10 @@ async def jwks_handler(request: web.Request) -> web.Response:
 
 async def token(request: web.Request) -> web.Response:
     """RFC 6749 §3.2 token endpoint; success per RFC 8693 §2.2.1 with ``Cache-Control: no-store``."""
-    config = request.app[CONFIG]
-    refuse_authorization_header(request)
-    client = request.app[CLIENT_AUTH].authenticate(request, request.app[SOURCE].x509_bundles)
+    config, endpoint = request.app[CONFIG], request.app[SERVICE]
+    client = endpoint.authenticate(request_context(request))  # before the body is read
     form = await read_form(request, max_body=config.max_body)
-    response = await request.app[SERVICE].handle(form, client)
+    response = await endpoint.handle(form, client)
     log.info(
         "issued token jti=%s to %s for %s (expires in %ss)",
         response.token.jti,

@@ -1,4 +1,5 @@
-"""Reading a token request: the client's X.509-SVID from the connection, and a bounded form body.
+"""Reading a token request: the transport's client credentials (the TLS connection, the ``Authorization`` header;
+checked by :mod:`broker.tokens.client_auth`), and a bounded form body.
 
 RFC 6749 §3.2: the token endpoint takes POST with ``application/x-www-form-urlencoded`` parameters in the body.
 Parameters in the query string are refused (they end up in logs and proxies). The body is read up to
@@ -8,35 +9,25 @@ is an RFC 6749 §5.2 error a client already knows how to read). Percent-decoded 
 A body that cannot be decoded is the client's error, ``invalid_request`` (400): a ``Content-Encoding`` other than
 ``identity`` (RFC 9110 §8.4; the service does not decompress), or a broken chunked framing (RFC 9112 §7.1, which
 aiohttp reports as ``RequestPayloadError``). A client that disconnects mid-body raises ``ConnectionError``, which
-is no request to answer (see :mod:`broker.server.errors`).
+is no request to answer (see :mod:`broker.web.errors`).
 """
 
 from __future__ import annotations
 
-import re
 import ssl
-import time
-import weakref
-from collections.abc import Callable
-from dataclasses import dataclass
 from urllib.parse import parse_qs
 
 from aiohttp import hdrs, web
 from aiohttp.web_protocol import RequestPayloadError
 
-from broker.errors import InvalidClientError, InvalidRequestError
-from broker.identity.bundle import X509Bundle, X509BundleSet
-from broker.identity.errors import X509SvidError
-from broker.identity.tls import NoPeerCertificateError, peer_spiffe_id
-from broker.tokens.issuer import AuthenticatedClient
+from broker.errors import InvalidRequestError
+from broker.tokens.client_auth import RequestContext
 
 __all__ = [
     "DEFAULT_MAX_BODY",
     "MAX_FIELDS",
-    "ClientAuthenticator",
-    "authenticate_client",
     "read_form",
-    "refuse_authorization_header",
+    "request_context",
 ]
 
 DEFAULT_MAX_BODY = 64 * 1024
@@ -44,91 +35,14 @@ MAX_FIELDS = 64
 FORM_TYPE = "application/x-www-form-urlencoded"
 
 
-def _ssl_object(request: web.Request) -> ssl.SSLObject | ssl.SSLSocket:
+def request_context(request: web.Request) -> RequestContext:
+    """The transport's credentials, for :meth:`broker.tokens.endpoint.TokenEndpoint.authenticate`: the
+    ``Authorization`` header and the TLS connection (None if the request did not come over TLS)."""
     transport = request.transport
     ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
     if not isinstance(ssl_object, ssl.SSLObject | ssl.SSLSocket):
-        raise InvalidClientError("mutual TLS with an X.509-SVID is required")
-    return ssl_object
-
-
-_AUTH_SCHEME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
-
-
-def refuse_authorization_header(request: web.Request) -> None:
-    """Only ``tls_client_auth`` is supported (RFC 8705 §2.1; RFC 6749 §2.3: one method per request). A client that
-    sends credentials in the Authorization header gets 401 ``invalid_client`` with a challenge in the scheme it
-    used (RFC 6749 §5.2), and no token even if its certificate is valid."""
-    value = request.headers.get(hdrs.AUTHORIZATION)
-    if value is None:
-        return
-    scheme = value.split(" ", 1)[0]
-    error = InvalidClientError("only tls_client_auth (mutual TLS with an X.509-SVID) is supported")
-    shown = scheme if _AUTH_SCHEME.fullmatch(scheme) else "Basic"
-    error.headers["WWW-Authenticate"] = f'{shown} realm="spiffe-broker"'
-    raise error
-
-
-def authenticate_client(request: web.Request, bundles: Callable[[], X509BundleSet]) -> AuthenticatedClient:
-    """RFC 8705 §2.1 ``tls_client_auth`` with SPIFFE: the peer certificate must be an X.509-SVID of the trust
-    domain its SPIFFE ID names (X509-SVID §5), checked against that domain's bundle only."""
-    return _verify_peer(_ssl_object(request), bundles())
-
-
-def _verify_peer(ssl_object: ssl.SSLObject | ssl.SSLSocket, bundles: X509BundleSet) -> AuthenticatedClient:
-    try:
-        spiffe_id, leaf = peer_spiffe_id(ssl_object, bundles)
-    except X509SvidError as exc:
-        if isinstance(exc, NoPeerCertificateError):
-            raise InvalidClientError("no client certificate: mutual TLS with an X.509-SVID is required") from None
-        raise InvalidClientError(f"client certificate is not an acceptable X.509-SVID ({exc.reason})") from None
-    return AuthenticatedClient(spiffe_id=spiffe_id, leaf=leaf)
-
-
-@dataclass(frozen=True)
-class _Verified:
-    bundle: X509Bundle | None
-    client: AuthenticatedClient
-    not_before: float
-    not_after: float
-
-
-def _still_good(hit: _Verified, bundles: X509BundleSet, now: float) -> bool:
-    in_validity = hit.not_before <= now <= hit.not_after
-    return in_validity and bundles.get(hit.client.spiffe_id.trust_domain) == hit.bundle
-
-
-class ClientAuthenticator:
-    """:func:`authenticate_client`, memoised per TLS connection.
-
-    The peer's certificate cannot change during a TLS connection, so the per-trust-domain chain check (a
-    signature verification) runs once per connection, not once per request on keep-alive connections. Every
-    request still checks that the leaf is within its validity period and that its trust domain's bundle is still
-    the one it was checked against: a bundle update re-checks the connection, fail closed.
-    """
-
-    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
-        self._clock = clock
-        self._verified: weakref.WeakKeyDictionary[ssl.SSLObject | ssl.SSLSocket, _Verified] = (
-            weakref.WeakKeyDictionary()
-        )
-
-    def authenticate(self, request: web.Request, bundles: Callable[[], X509BundleSet]) -> AuthenticatedClient:
-        ssl_object = _ssl_object(request)
-        current = bundles()
-        now = self._clock()
-        hit = self._verified.get(ssl_object)
-        if hit is not None and _still_good(hit, current, now):
-            return hit.client
-        client = _verify_peer(ssl_object, current)
-        leaf = client.leaf
-        self._verified[ssl_object] = _Verified(
-            bundle=current.get(client.spiffe_id.trust_domain),
-            client=client,
-            not_before=leaf.not_valid_before_utc.timestamp(),
-            not_after=leaf.not_valid_after_utc.timestamp(),
-        )
-        return client
+        ssl_object = None
+    return RequestContext(authorization=request.headers.get(hdrs.AUTHORIZATION), tls=ssl_object)
 
 
 def _unsupported_encoding() -> InvalidRequestError:

@@ -9,11 +9,10 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from broker.identity.source import SvidSource
-from broker.identity.tls import SourceSSLContext, server_ssl_context
+from broker.identity.spiffetls.context import SourceSSLContext, server_ssl_context
 from broker.server.app import build_health_app, build_token_app
 from broker.server.request import DEFAULT_MAX_BODY
-from broker.server.state import READINESS, SERVICE
+from broker.server.state import READINESS, SERVICE, ServiceSource
 from broker.tokens.issuer import AccessTokenIssuer
 from broker.tokens.keys import KeyStore
 from broker.tokens.policy import PolicyStore
@@ -49,7 +48,7 @@ class RunningTokenService:
 
 async def start_token_service(
     *,
-    source: SvidSource,
+    source: ServiceSource,
     policy_store: PolicyStore,
     key_store: KeyStore,
     listen_host: str,

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from aiohttp import web
 
-from broker.identity.source import SvidSource
-from broker.server.request import ClientAuthenticator
-from broker.tokens.exchange import TokenExchangeService
+from broker.identity.source import JwtBundleSource, X509ContextSource
+from broker.tokens.endpoint import TokenEndpoint
 from broker.tokens.keys import KeyStore
 from broker.tokens.policy import PolicyStore
 
-__all__ = ["CLIENT_AUTH", "CONFIG", "JWKS_KEYS", "POLICY", "READINESS", "SERVICE", "SOURCE", "TokenAppConfig"]
+__all__ = ["CONFIG", "JWKS_KEYS", "POLICY", "READINESS", "SERVICE", "SOURCE", "ServiceSource", "TokenAppConfig"]
+
+
+class ServiceSource(X509ContextSource, JwtBundleSource, Protocol):
+    """What the token service reads: its X.509-SVID and bundles for mTLS, JWT bundles for subject tokens."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -26,9 +30,8 @@ class TokenAppConfig:
 
 
 CONFIG = web.AppKey("config", TokenAppConfig)
-SOURCE = web.AppKey("source", SvidSource)
-CLIENT_AUTH = web.AppKey("client_auth", ClientAuthenticator)
-SERVICE = web.AppKey("service", TokenExchangeService)
+SOURCE = web.AppKey("source", ServiceSource)
+SERVICE = web.AppKey("service", TokenEndpoint)
 JWKS_KEYS = web.AppKey("key_store", KeyStore)
 POLICY = web.AppKey("policy_store", PolicyStore)
 READINESS: web.AppKey[Callable[[], str | None]] = web.AppKey("readiness")

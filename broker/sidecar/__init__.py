@@ -2,14 +2,13 @@
 
 ``start_sidecar`` serves ``GET /v1/token?audience=A[&scope=S]`` (plus ``/v1/status``, ``/healthz`` and ``/readyz``);
 ``TokenCache`` holds tokens per (audience, scope) with single-flight exchanges and refresh ahead of expiry;
-``TokenServiceClient`` performs the RFC 8693 exchange with the token service over mTLS; ``fetch_token`` is the
-app's side of the socket;
+``TokenServiceClient`` performs the RFC 8693 exchange with the token service over mTLS (the app's side of the
+socket is :mod:`broker.appclient.sidecar`);
 ``TokenFileKeeper`` keeps configured tokens in files; ``TokenServiceHealth`` tracks the token service's
 reachability. See the modules for the rules and the RFC sections they come from.
 """
 
 from broker.sidecar.cache import CachedToken, TokenCache
-from broker.sidecar.client import SidecarError, SidecarToken, fetch_token
 from broker.sidecar.exchanger import Exchanger, TokenResult, TokenServiceClient
 from broker.sidecar.health import TokenServiceHealth
 from broker.sidecar.retry import RetryPolicy
@@ -21,15 +20,12 @@ __all__ = [
     "Exchanger",
     "RetryPolicy",
     "RunningSidecar",
-    "SidecarError",
-    "SidecarToken",
     "TokenCache",
     "TokenFile",
     "TokenFileKeeper",
     "TokenResult",
     "TokenServiceClient",
     "TokenServiceHealth",
-    "fetch_token",
     "start_sidecar",
     "token_service_matcher",
 ]

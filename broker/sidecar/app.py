@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import re
 from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
@@ -25,20 +24,20 @@ from aiohttp import web
 
 from broker.errors import AccessDeniedError, BrokerError, InvalidRequestError, ServerError, TemporarilyUnavailableError
 from broker.identity.errors import SvidUnavailableError
-from broker.identity.source import SvidSource, current_x5t
-from broker.server.errors import render_error
+from broker.identity.source import SubscribableX509Source, current_x5t
+from broker.oauth.grammar import AUDIENCE, SCOPE
 from broker.sidecar.cache import CacheKey, TokenCache
 from broker.sidecar.exchanger import Exchanger
 from broker.sidecar.health import TokenServiceHealth
 from broker.sidecar.probe import probe_when_idle
+from broker.web.errors import error_response, render_error
 
-__all__ = ["CACHE", "SOURCE", "TOKEN_SERVICE", "TokenServiceLink", "build_sidecar_app", "error_response"]
+__all__ = ["CACHE", "SOURCE", "TOKEN_SERVICE", "TokenServiceLink", "build_sidecar_app"]
 
 log = logging.getLogger(__name__)
 
-# RFC 8693 §2.1: audience is a logical name (here: printable ASCII, no spaces). RFC 6749 §3.3: scope tokens.
-_AUDIENCE = re.compile(r"[\x21-\x7e]{1,2048}")
-_SCOPE = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+(?: [\x21\x23-\x5b\x5d-\x7e]+)*")
+# RFC 8693 §2.1 audience, RFC 6749 §3.3 scope: the grammar of broker.oauth.grammar, with length limits.
+_MAX_AUDIENCE = 2048
 _MAX_SCOPE = 2048
 _MAX_KEY_MEMO = 4096
 _TOKEN_HEADERS = {"Content-Type": "application/json", "Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -56,7 +55,7 @@ class TokenServiceLink(Exchanger, Protocol):
 
 
 CACHE = web.AppKey("token_cache", TokenCache)
-SOURCE = web.AppKey("svid_source", SvidSource)
+SOURCE = web.AppKey("svid_source", SubscribableX509Source)
 TOKEN_SERVICE = web.AppKey("token_service", TokenServiceLink)
 
 
@@ -67,16 +66,11 @@ class _KeyMemo(dict[str, CacheKey]):
 _KEY_MEMO = web.AppKey("token_key_memo", _KeyMemo)
 
 
-def error_response(status: int, error: str, description: str = "") -> web.Response:
-    body = {"error": error, "error_description": description} if description else {"error": error}
-    return web.Response(status=status, body=json.dumps(body).encode(), headers=_JSON_HEADERS)
-
-
 def _parse_key(request: web.Request) -> CacheKey:
     """The (audience, normalised scope) of a ``/v1/token`` query; single values only (RFC 6749 §3.1)."""
     query = request.query
     audiences = query.getall("audience", [])
-    if len(audiences) != 1 or not _AUDIENCE.fullmatch(audiences[0]):
+    if len(audiences) != 1 or len(audiences[0]) > _MAX_AUDIENCE or not AUDIENCE.fullmatch(audiences[0]):
         raise InvalidRequestError("exactly one audience (printable ASCII, no spaces) is required")
     scopes = query.getall("scope", [])
     if len(scopes) > 1:
@@ -84,7 +78,7 @@ def _parse_key(request: web.Request) -> CacheKey:
     scope = scopes[0] if scopes else ""
     if scope == "":
         return audiences[0], None
-    if len(scope) > _MAX_SCOPE or not _SCOPE.fullmatch(scope):
+    if len(scope) > _MAX_SCOPE or not SCOPE.fullmatch(scope):
         raise InvalidRequestError("scope is not a space-separated list of scope tokens (RFC 6749 §3.3)")
     return audiences[0], " ".join(sorted(set(scope.split(" "))))
 
@@ -139,7 +133,7 @@ async def healthz(request: web.Request) -> web.Response:
     return web.Response(body=b'{"status":"ok"}', headers=_JSON_HEADERS)
 
 
-def _no_svid(source: SvidSource) -> str:
+def _no_svid(source: SubscribableX509Source) -> str:
     """Why an SVID is missing, for the app (details are in the logs and ``/v1/status``)."""
     if current_x5t(source) is None:
         return "no X.509-SVID yet from the Workload API"
@@ -191,7 +185,7 @@ async def method_not_allowed(request: web.Request) -> web.Response:
 
 
 def build_sidecar_app(
-    *, source: SvidSource, token_service: TokenServiceLink, cache: TokenCache, probe_interval: float = 5.0
+    *, source: SubscribableX509Source, token_service: TokenServiceLink, cache: TokenCache, probe_interval: float = 5.0
 ) -> web.Application:
     """The app; its cleanup closes the cache and the token service client and stops the prober.
 
@@ -212,7 +206,7 @@ def build_sidecar_app(
 
 
 def _lifecycle(
-    source: SvidSource, token_service: TokenServiceLink, cache: TokenCache, probe_interval: float
+    source: SubscribableX509Source, token_service: TokenServiceLink, cache: TokenCache, probe_interval: float
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def run(app: web.Application) -> AsyncIterator[None]:
         wake = asyncio.Event()

@@ -18,12 +18,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from broker.identity.source import SvidSource, current_x5t
+from broker._backoff import Backoff
+from broker.identity.source import SubscribableX509Source, current_x5t
 from broker.sidecar.errors import TokenServiceUnavailableError
 from broker.sidecar.exchanger import Exchanger, TokenResult
 
@@ -82,7 +82,7 @@ class TokenCache:
         self,
         *,
         exchanger: Exchanger,
-        source: SvidSource,
+        source: SubscribableX509Source,
         clock: Clock = time.time,
         refresh_fraction: float = 0.8,
         refresh_margin: float = 30.0,
@@ -97,8 +97,7 @@ class TokenCache:
         self._refresh_fraction = refresh_fraction
         self._refresh_margin = refresh_margin
         self._min_remaining = min_remaining
-        self._failure_backoff = failure_backoff
-        self._max_failure_backoff = max_failure_backoff
+        self._failure_backoff = Backoff(failure_backoff, max_failure_backoff)
         self._max_entries = max_entries
         self._entries: dict[CacheKey, CachedToken] = {}
         self._inflight: dict[CacheKey, asyncio.Task[CachedToken]] = {}
@@ -213,8 +212,7 @@ class TokenCache:
             self._failures.pop(key, None)
             return
         count = self._failures.get(key, (0, 0.0))[0]
-        ceiling = min(self._max_failure_backoff, self._failure_backoff * 2 ** min(count, 16))
-        delay = ceiling * (0.5 + random.random() / 2)  # noqa: S311 - jitter, not a secret
+        delay = self._failure_backoff.delay(count)
         self._failures[key] = (count + 1, self._clock() + delay)
 
     def _on_source_change(self) -> None:

@@ -14,9 +14,8 @@ to the RFC 6749 §5.2 character set and never carry a token or key.
 
 from __future__ import annotations
 
-import re
-
 from broker.errors import OAuthError, TemporarilyUnavailableError
+from broker.oauth.grammar import ERROR_CODE, ERROR_DESCRIPTION
 
 __all__ = [
     "TokenServiceRefusedError",
@@ -25,9 +24,8 @@ __all__ = [
     "safe_description",
 ]
 
-# RFC 6749 §5.2: error = 1*( %x20-21 / %x23-5B / %x5D-7E ); error_description likewise (plus space).
-_ERROR_CODE = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]{1,64}")
-_DESCRIPTION = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]*")
+# RFC 6749 §5.2 characters (broker.oauth.grammar); a code is at most 64 characters.
+_MAX_ERROR_CODE = 64
 _MAX_DESCRIPTION = 300
 
 
@@ -40,7 +38,7 @@ class TokenServiceUnavailableError(TemporarilyUnavailableError):
 
 def safe_description(text: str) -> str:
     """``text`` within RFC 6749 §5.2's ``error_description`` characters (others become ``?``), at most 300 long."""
-    return "".join(c if _DESCRIPTION.fullmatch(c) else "?" for c in text[:_MAX_DESCRIPTION])
+    return "".join(c if ERROR_DESCRIPTION.fullmatch(c) else "?" for c in text[:_MAX_DESCRIPTION])
 
 
 class TokenServiceRefusedError(OAuthError):
@@ -60,8 +58,8 @@ def refusal_from_response(status: int, body: object) -> TokenServiceRefusedError
     """Build the pass-through error from a 4xx token response, sanitising what the token service sent."""
     error = body.get("error") if isinstance(body, dict) else None
     description = body.get("error_description") if isinstance(body, dict) else None
-    if not isinstance(error, str) or not _ERROR_CODE.fullmatch(error):
+    if not isinstance(error, str) or len(error) > _MAX_ERROR_CODE or not ERROR_CODE.fullmatch(error):
         return TokenServiceRefusedError("access_denied", f"token service refused the exchange (HTTP {status})")
-    if not isinstance(description, str) or not _DESCRIPTION.fullmatch(description):
+    if not isinstance(description, str) or not ERROR_DESCRIPTION.fullmatch(description):
         description = ""
     return TokenServiceRefusedError(error, description[:_MAX_DESCRIPTION])

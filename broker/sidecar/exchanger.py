@@ -6,7 +6,7 @@ target as ``audience``, optional ``scope``) to the ``token_endpoint`` named by t
 over mTLS with the workload's X.509-SVID (RFC 8705 §2: the token comes back bound to that certificate).
 
 The token service is authenticated by SPIFFE ID on every new connection before anything is sent
-(:class:`~broker.verify.connector.SpiffeTLSConnector`). Transport errors, 408, 429 and 5xx are retried with
+(:class:`~broker.identity.spiffetls.connector.SpiffeTLSConnector`). Transport errors, 408, 429 and 5xx are retried with
 exponential backoff and full jitter; RFC 6749 §5.2 errors are not retried and pass through to the app. When the
 X.509-SVID rotates the keep-alive session is replaced, so new exchanges present the new certificate.
 """
@@ -23,20 +23,22 @@ from typing import Any, Protocol
 
 import aiohttp
 
+from broker.errors import NetworkError
 from broker.identity.errors import IdentityError
-from broker.identity.source import SvidSource, current_x5t
-from broker.identity.tls import ServerIdMatcher, SourceSSLContext, client_ssl_context
+from broker.identity.source import JwtSvidSource, X509ContextSource, current_x5t
+from broker.identity.spiffetls.connector import SpiffeTLSConnector, map_network_errors
+from broker.identity.spiffetls.context import ServerIdMatcher, SourceSSLContext, client_ssl_context
+from broker.jose.errors import JoseError
+from broker.jose.jws import read_unverified
+from broker.oauth.binding import X5tS256
+from broker.oauth.constants import GRANT_TOKEN_EXCHANGE, TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_JWT
+from broker.oauth.metadata import AuthorizationServerMetadata, MetadataError, check_issuer, metadata_url
 from broker.sidecar.errors import TokenServiceRefusedError, TokenServiceUnavailableError, refusal_from_response
 from broker.sidecar.health import TokenServiceHealth
 from broker.sidecar.retry import RetryPolicy
-from broker.verify.connector import SpiffeTLSConnector
-from broker.verify.jws import JwsError, parse_compact
-from broker.verify.metadata import AuthorizationServerMetadata, MetadataError, check_issuer, metadata_url
 
 __all__ = [
-    "ACCESS_TOKEN_TYPE",
-    "JWT_TOKEN_TYPE",
-    "TOKEN_EXCHANGE_GRANT",
+    "ExchangeSource",
     "Exchanger",
     "TokenResult",
     "TokenServiceClient",
@@ -44,9 +46,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"  # noqa: S105 - RFC 8693 §2.1
-JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"  # noqa: S105 - RFC 8693 §3
-ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"  # noqa: S105 - RFC 8693 §3
 _RETRYABLE_STATUS = frozenset({408, 429})
 
 
@@ -57,7 +56,7 @@ class TokenResult:
     access_token: str = field(repr=False)
     expires_in: int
     token_type: str = "Bearer"  # noqa: S105 - RFC 6750 token type name
-    issued_token_type: str = ACCESS_TOKEN_TYPE
+    issued_token_type: str = TOKEN_TYPE_ACCESS_TOKEN
     scope: str | None = None
     bound_x5t: str | None = None
 
@@ -68,7 +67,7 @@ class Exchanger(Protocol):
     async def exchange(self, audience: str, scope: str | None) -> TokenResult: ...
 
 
-class _RetryableError(Exception):
+class _RetryableError(NetworkError):
     """A failure worth another attempt (transport error, timeout, 408/429/5xx); ``reason`` is safe to log."""
 
     def __init__(self, reason: str) -> None:
@@ -79,8 +78,8 @@ class _RetryableError(Exception):
 def token_claims_unverified(access_token: str) -> dict[str, Any]:
     """The payload of a JWT access token *without* verifying it: only for cache bookkeeping, never for trust."""
     try:
-        return parse_compact(access_token).payload
-    except JwsError:
+        return read_unverified(access_token, canonical=False).payload
+    except JoseError:
         return {}
 
 
@@ -96,17 +95,20 @@ def parse_token_response(body: object, *, requested_scope: str | None, now: floa
         if not isinstance(exp, int | float) or exp <= now:
             raise TokenServiceUnavailableError("token response has no usable expires_in")
         expires_in = int(exp - now)
-    cnf = claims.get("cnf")
-    bound = cnf.get("x5t#S256") if isinstance(cnf, dict) else None
+    bound = X5tS256.bound_in(claims)
     scope = body.get("scope")
     return TokenResult(
         access_token=token,
         expires_in=expires_in,
         token_type=str(body.get("token_type") or "Bearer"),
-        issued_token_type=str(body.get("issued_token_type") or ACCESS_TOKEN_TYPE),
+        issued_token_type=str(body.get("issued_token_type") or TOKEN_TYPE_ACCESS_TOKEN),
         scope=scope if isinstance(scope, str) else requested_scope,
         bound_x5t=bound if isinstance(bound, str) else None,
     )
+
+
+class ExchangeSource(X509ContextSource, JwtSvidSource, Protocol):
+    """What the exchange needs: mTLS with the X.509-SVID, and a JWT-SVID as the subject token (RFC 8693 §2.1)."""
 
 
 @dataclass
@@ -121,7 +123,7 @@ class TokenServiceClient:
     def __init__(
         self,
         *,
-        source: SvidSource,
+        source: ExchangeSource,
         issuer: str,
         server_id: ServerIdMatcher,
         retry: RetryPolicy | None = None,
@@ -207,10 +209,10 @@ class TokenServiceClient:
         endpoint = await self._token_endpoint()
         svid = await self._source.fetch_jwt_svid(self._issuer)
         form = {
-            "grant_type": TOKEN_EXCHANGE_GRANT,
+            "grant_type": GRANT_TOKEN_EXCHANGE,
             "subject_token": svid.token,
-            "subject_token_type": JWT_TOKEN_TYPE,
-            "requested_token_type": ACCESS_TOKEN_TYPE,
+            "subject_token_type": TOKEN_TYPE_JWT,
+            "requested_token_type": TOKEN_TYPE_ACCESS_TOKEN,
             "audience": audience,
         }
         if scope:
@@ -248,11 +250,9 @@ class TokenServiceClient:
         return metadata
 
     async def _request(self, method: str, url: str, form: dict[str, str] | None) -> tuple[int, object]:
-        try:
+        with map_network_errors(lambda exc: _RetryableError(f"{method} {url}: {type(exc).__name__}: {exc}")):
             async with self._session().request(method, url, data=form, allow_redirects=False) as response:
                 status, raw = response.status, await response.read()
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise _RetryableError(f"{method} {url}: {type(exc).__name__}: {exc}") from None
         try:
             body: object = json.loads(raw) if raw else None
         except ValueError:

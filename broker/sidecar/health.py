@@ -20,6 +20,8 @@ import time
 from collections.abc import Callable
 from typing import Literal
 
+from broker._backoff import Backoff
+
 __all__ = ["HealthState", "TokenServiceHealth"]
 
 log = logging.getLogger(__name__)
@@ -42,8 +44,8 @@ class TokenServiceHealth:
         rng: Callable[[], float] = random.random,
     ) -> None:
         self.name = name
-        self._clock, self._monotonic, self._rng = clock, monotonic, rng
-        self._backoff = (backoff_base, backoff_max)
+        self._clock, self._monotonic = clock, monotonic
+        self._backoff = Backoff(backoff_base, backoff_max, rng=rng)
         self.state: HealthState = "unknown"
         self.since = clock()
         self.last_error = ""
@@ -69,8 +71,7 @@ class TokenServiceHealth:
         """The token service could not be reached (or kept failing) for ``reason`` (safe to log, no secret)."""
         self.last_error = reason[:_MAX_REASON]
         self.failures += 1
-        ceiling = min(self._backoff[1], self._backoff[0] * 2.0 ** min(self.failures - 1, 32))
-        self._retry_at = self._monotonic() + ceiling * (0.5 + self._rng() / 2)  # jitter: no probe storms
+        self._retry_at = self._monotonic() + self._backoff.delay(self.failures - 1)  # jitter: no probe storms
         if self.state == "reachable":
             log.warning("token service %s is unreachable: %s", self.name, self.last_error)
         elif self.state == "unknown":

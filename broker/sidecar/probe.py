@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from broker.identity.source import SvidSource, current_x5t
+from broker.identity.source import X509Source, current_x5t
 from broker.sidecar.health import TokenServiceHealth
 
 __all__ = ["Probeable", "probe_when_idle"]
@@ -33,7 +33,7 @@ class Probeable(Protocol):
 
 async def probe_when_idle(
     link: Probeable,
-    source: SvidSource,
+    source: X509Source,
     *,
     interval: float,
     wake: asyncio.Event,

@@ -1,10 +1,15 @@
-"""Retry timing: exponential backoff with full jitter (delay drawn uniformly from [0, min(cap, base * 2^n)])."""
+"""Retry timing: exponential backoff with full jitter (delay drawn uniformly from [0, min(cap, base * 2^n)]).
+
+The delay itself is :class:`broker._backoff.Backoff` (``jitter="full"``); this adds the number of attempts.
+"""
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from broker._backoff import Backoff
 
 __all__ = ["RetryPolicy"]
 
@@ -24,5 +29,4 @@ class RetryPolicy:
 
     def delay(self, retry: int) -> float:
         """The pause before retry number ``retry`` (0 for the first retry), with full jitter."""
-        ceiling = min(self.max_delay, self.base_delay * (2.0 ** min(retry, 64)))
-        return self.rng() * ceiling
+        return Backoff(self.base_delay, self.max_delay, jitter="full", rng=self.rng).delay(retry)

@@ -13,12 +13,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from broker.identity.source import SvidSource
+from broker.identity.source import X509Source
 from broker.identity.spiffeid import SpiffeId
-from broker.identity.tls import ServerIdMatcher
+from broker.identity.spiffetls.context import ServerIdMatcher
 from broker.sidecar.app import TokenServiceLink, build_sidecar_app
 from broker.sidecar.cache import Clock, TokenCache
-from broker.sidecar.exchanger import TokenServiceClient
+from broker.sidecar.exchanger import ExchangeSource, TokenServiceClient
 from broker.sidecar.retry import RetryPolicy
 from broker.sidecar.sockets import bind_loopback, bind_unix_socket, parse_socket_mode
 from broker.web import HardenedAppRunner, ListenerLimits, start_sock_site
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 DEFAULT_BROKER_ID_PATH = "/spiffe-broker"
 
 
-def token_service_matcher(configured: str | None, source: SvidSource) -> ServerIdMatcher:
+def token_service_matcher(configured: str | None, source: X509Source) -> ServerIdMatcher:
     """The token service's expected SPIFFE ID: ``configured``, else ``spiffe://<own trust domain>/spiffe-broker``.
 
     The default is resolved at each check (the source may not hold an SVID yet when the sidecar starts).
@@ -66,7 +66,7 @@ class RunningSidecar:
 
 async def start_sidecar(
     *,
-    source: SvidSource,
+    source: ExchangeSource,
     token_service_url: str,
     token_service_id: ServerIdMatcher,
     socket_path: Path | None,

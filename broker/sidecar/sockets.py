@@ -3,23 +3,17 @@
 Whoever can connect to the Unix socket gets the workload's tokens, so the socket never exists under its public
 name with a wider mode than configured: it is bound under a temporary name in the same directory, ``chmod``-ed,
 then renamed into place (``rename`` keeps the bound inode). A stale socket left by a dead sidecar is replaced;
-a live one, or a file that is not a socket, is an error.
+a live one, or a file that is not a socket, is an error. The Unix socket code itself is :mod:`broker._unix`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import secrets
 import socket
-import stat
-from pathlib import Path
 
+from broker._unix import MAX_UNIX_PATH_BYTES, bind_unix_socket
 from broker.errors import ConfigError
 
 __all__ = ["MAX_UNIX_PATH_BYTES", "bind_loopback", "bind_unix_socket", "parse_socket_mode"]
-
-MAX_UNIX_PATH_BYTES = 107  # sockaddr_un.sun_path is 108 bytes on Linux, NUL-terminated
 
 
 def parse_socket_mode(value: str | int) -> int:
@@ -31,47 +25,6 @@ def parse_socket_mode(value: str | int) -> int:
     if mode & ~0o777 or not mode & 0o600 == 0o600:
         raise ConfigError(f"socket mode {oct(mode)} must be permission bits including owner read/write (0600)")
     return mode
-
-
-def _remove_stale(path: Path) -> None:
-    try:
-        info = path.lstat()
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(info.st_mode):
-        raise ConfigError(f"{path} exists and is not a socket")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(str(path))
-    except (ConnectionRefusedError, FileNotFoundError):
-        path.unlink(missing_ok=True)
-        return
-    finally:
-        probe.close()
-    raise ConfigError(f"{path} is in use by a running process")
-
-
-def bind_unix_socket(path: Path, mode: int = 0o600) -> socket.socket:
-    """A bound (not yet listening) Unix socket at ``path`` with file mode ``mode``."""
-    if len(os.fsencode(path)) > MAX_UNIX_PATH_BYTES:
-        raise ConfigError(f"socket path {path} is longer than {MAX_UNIX_PATH_BYTES} bytes")
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
-    _remove_stale(path)
-    temporary = path.parent / f".sc-{secrets.token_hex(4)}"
-    if len(os.fsencode(temporary)) > MAX_UNIX_PATH_BYTES:
-        temporary = path.with_name(f".{secrets.token_hex(2)}")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.bind(str(temporary))
-        os.chmod(temporary, mode)
-        os.rename(temporary, path)
-    except BaseException:
-        sock.close()
-        with contextlib.suppress(OSError):
-            temporary.unlink()
-        raise
-    sock.setblocking(False)
-    return sock
 
 
 def bind_loopback(port: int, host: str = "127.0.0.1") -> socket.socket:

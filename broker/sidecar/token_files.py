@@ -27,17 +27,18 @@ import logging
 import os
 import random
 import stat
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from broker._backoff import Backoff
+from broker._files import write_atomically
 from broker.errors import BrokerError
-from broker.identity.source import SvidSource
+from broker.identity.source import Subscribable
 from broker.sidecar.cache import CachedToken, CacheKey, TokenCache
 from broker.sidecar.errors import TokenServiceRefusedError
 
-__all__ = ["TokenFile", "TokenFileError", "TokenFileKeeper", "prepare_token_files", "write_atomically"]
+__all__ = ["TokenFile", "TokenFileError", "TokenFileKeeper", "prepare_token_files"]
 
 log = logging.getLogger(__name__)
 
@@ -105,40 +106,13 @@ def prepare_token_files(files: Iterable[TokenFile]) -> None:
                 log.info("removed %s, a temporary token file left by an earlier run", stale)
 
 
-def write_atomically(path: Path, data: bytes, *, mode: int, uid: int | None = None, gid: int | None = None) -> None:
-    """Replace ``path`` with ``data`` atomically (temp file, chmod/chown, fsync, rename, fsync of the directory)."""
-    directory = path.parent
-    fd, temporary = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        try:
-            os.fchmod(fd, mode)
-            if uid is not None or gid is not None:
-                os.fchown(fd, -1 if uid is None else uid, -1 if gid is None else gid)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
-    directory_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(directory_fd)
-    finally:
-        os.close(directory_fd)
-
-
 class TokenFileKeeper:
     """Keeps every :class:`TokenFile` written and fresh from a :class:`TokenCache`; see the module docstring."""
 
     def __init__(
         self,
         cache: TokenCache,
-        source: SvidSource,
+        source: Subscribable,
         files: Iterable[TokenFile],
         *,
         backoff_base: float = 1.0,
@@ -146,7 +120,7 @@ class TokenFileKeeper:
         rng: Callable[[], float] = random.random,
     ) -> None:
         self._cache, self._source, self._files = cache, source, tuple(files)
-        self._backoff, self._rng = (backoff_base, backoff_max), rng
+        self._backoff = Backoff(backoff_base, backoff_max, rng=rng)
         self._written: dict[Path, CachedToken] = {}
         self._problems: dict[Path, str] = {}
         self._refusals: dict[Path, str] = {}
@@ -190,7 +164,7 @@ class TokenFileKeeper:
     async def _pass(self) -> float:
         """Renew and write every file; the seconds until the next pass is due."""
         delays = [await self._keep(file) for file in self._files]
-        return max(min(delays, default=self._backoff[1]), 0.0)
+        return max(min(delays, default=self._backoff.maximum), 0.0)
 
     async def _keep(self, file: TokenFile) -> float:
         try:
@@ -227,5 +201,4 @@ class TokenFileKeeper:
     def _delay(self, file: TokenFile) -> float:
         count = self._failures.get(file.path, 0)
         self._failures[file.path] = count + 1
-        ceiling = min(self._backoff[1], self._backoff[0] * 2.0 ** min(count, 32))
-        return ceiling * (0.5 + self._rng() / 2)
+        return self._backoff.delay(count)

@@ -14,13 +14,15 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from cryptography import x509
 
 from broker.errors import InvalidClientError
 from broker.identity.spiffeid import SpiffeId
-from broker.identity.svid import x5t_s256
+from broker.oauth.binding import X5tS256
+from broker.oauth.constants import AUTH_TLS_CLIENT_AUTH
 from broker.tokens.keys import ALGORITHM, KeyStore, b64url
 
 __all__ = ["TOKEN_TYPE_HEADER", "AccessTokenIssuer", "AuthenticatedClient", "IssuedToken"]
@@ -31,13 +33,23 @@ MIN_LIFETIME = 1
 
 @dataclass(frozen=True)
 class AuthenticatedClient:
-    """A client authenticated by its X.509-SVID on the TLS connection (RFC 8705 §2.1 ``tls_client_auth``)."""
+    """A client authenticated by its X.509-SVID on the TLS connection (RFC 8705 §2.1 ``tls_client_auth``);
+    ``auth_method`` names the client-authentication method that authenticated it (RFC 8414 §2)."""
 
     spiffe_id: SpiffeId
     leaf: x509.Certificate = field(repr=False)
+    auth_method: str = AUTH_TLS_CLIENT_AUTH
+
+    def binding(self) -> X5tS256:
+        """The certificate binding a token issued to this client carries (RFC 8705 §3.1), computed once."""
+        return self._binding
+
+    @cached_property
+    def _binding(self) -> X5tS256:  # a client lives as long as its TLS connection's memo: one hash per connection
+        return X5tS256.of_certificate(self.leaf)
 
     def x5t_s256(self) -> str:
-        return x5t_s256(self.leaf)
+        return self.binding().value
 
     def not_after(self) -> int:
         return int(self.leaf.not_valid_after_utc.timestamp())
@@ -82,7 +94,7 @@ class AccessTokenIssuer:
             "iat": now,
             "exp": now + lifetime,
             "jti": jti,
-            "cnf": {"x5t#S256": client.x5t_s256()},
+            "cnf": client.binding().cnf(),
         }
         if ordered_scopes:
             claims["scope"] = " ".join(ordered_scopes)

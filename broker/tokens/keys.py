@@ -8,9 +8,6 @@ key on first start; it refuses a key file that others can read.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import json
 import os
 import stat
 from collections.abc import Sequence
@@ -20,21 +17,19 @@ from typing import Any, Protocol
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
+from broker._files import private_dir, write_private_file
 from broker.errors import ConfigError
-from broker.identity.devca import write_private_file
+from broker.jose import thumbprint
+from broker.jose.jwk import ec_public_jwk
+from broker.jose.jws import b64url_encode as b64url
+from broker.jose.jws import der_to_raw
 
 __all__ = ["FileKeyStore", "InMemoryKeyStore", "KeyStore", "SigningKey", "b64url", "jwks"]
 
 ALGORITHM = "ES256"
 ACTIVE_KEY_FILE = "token-signing-key.pem"
 PREVIOUS_KEY_FILE = "token-signing-key.previous.pem"
-
-
-def b64url(data: bytes) -> str:
-    """RFC 7515 §2: base64url without padding."""
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
 @dataclass(frozen=True)
@@ -52,38 +47,20 @@ class SigningKey:
     def from_private_key(cls, key: ec.EllipticCurvePrivateKey) -> SigningKey:
         if not isinstance(key.curve, ec.SECP256R1):
             raise ConfigError("token signing key must be a P-256 key (ES256)")
-        return cls(private_key=key, kid=thumbprint(_ec_public_members(key.public_key())))
+        return cls(private_key=key, kid=thumbprint(ec_public_jwk(key.public_key())))
 
     def public_jwk(self) -> dict[str, str]:
         """RFC 7517 public JWK with ``kid``, ``use: sig`` and ``alg: ES256``."""
-        return {**_ec_public_members(self.private_key.public_key()), "kid": self.kid, "use": "sig", "alg": ALGORITHM}
+        return {**ec_public_jwk(self.private_key.public_key()), "kid": self.kid, "use": "sig", "alg": ALGORITHM}
 
     def sign(self, signing_input: bytes) -> bytes:
         """RFC 7518 §3.4: ECDSA P-256 SHA-256, signature as the 64-byte ``R || S``."""
-        r, s = decode_dss_signature(self.private_key.sign(signing_input, ec.ECDSA(hashes.SHA256())))
-        return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+        return der_to_raw(self.private_key.sign(signing_input, ec.ECDSA(hashes.SHA256())), 32)
 
     def to_pem(self) -> bytes:
         return self.private_key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
-
-
-def _ec_public_members(public_key: ec.EllipticCurvePublicKey) -> dict[str, str]:
-    numbers = public_key.public_numbers()
-    return {
-        "kty": "EC",
-        "crv": "P-256",
-        "x": b64url(numbers.x.to_bytes(32, "big")),
-        "y": b64url(numbers.y.to_bytes(32, "big")),
-    }
-
-
-def thumbprint(members: dict[str, str]) -> str:
-    """RFC 7638 §3: SHA-256 over the required members in lexicographic order, no whitespace, base64url."""
-    required = {name: members[name] for name in ("crv", "kty", "x", "y")}
-    canonical = json.dumps(required, separators=(",", ":"), sort_keys=True).encode("utf-8")
-    return b64url(hashlib.sha256(canonical).digest())
 
 
 def jwks(keys: Sequence[SigningKey]) -> dict[str, Any]:
@@ -117,7 +94,7 @@ class FileKeyStore:
 
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
-        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(state_dir)
         active_path = state_dir / ACTIVE_KEY_FILE
         if active_path.exists():
             self._active = _load_key(active_path)

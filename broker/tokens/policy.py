@@ -22,9 +22,7 @@ file is refused and the last good policy stays in force.
 from __future__ import annotations
 
 import logging
-import os
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -32,9 +30,11 @@ from typing import Protocol
 import yaml
 
 from broker import _yaml
+from broker._files import Watched
 from broker.errors import ConfigError, InvalidScopeError, InvalidTargetError
 from broker.identity.errors import InvalidSpiffeIdError
 from broker.identity.spiffeid import SpiffeId, TrustDomain
+from broker.oauth.grammar import AUDIENCE, SCOPE_TOKEN
 
 __all__ = [
     "DEFAULT_TOKEN_LIFETIME",
@@ -54,8 +54,6 @@ log = logging.getLogger(__name__)
 DEFAULT_TOKEN_LIFETIME = 300
 MAX_TOKEN_LIFETIME = 24 * 3600
 MAX_POLICY_BYTES = 1 << 20
-SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")  # RFC 6749 §3.3 scope-token
-_AUDIENCE = re.compile(r"[\x21-\x7e]+")
 _RULE_KEYS = frozenset({"spiffe_id", "trust_domain", "path_prefix", "audiences", "scopes", "max_token_lifetime"})
 
 
@@ -207,7 +205,7 @@ def _rule(source: str, node: yaml.Node) -> PolicyRule:
     where = _at(source, node)
     if "audiences" not in fields:
         raise ConfigError(f"{where}: a rule needs 'audiences'")
-    audiences = _string_list(source, fields["audiences"], "audiences", _AUDIENCE)
+    audiences = _string_list(source, fields["audiences"], "audiences", AUDIENCE)
     if not audiences:
         raise ConfigError(f"{_at(source, fields['audiences'])}: 'audiences' must not be empty")
     scopes = _string_list(source, fields["scopes"], "scopes", SCOPE_TOKEN) if "scopes" in fields else frozenset()
@@ -279,8 +277,8 @@ class FilePolicyStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._signature = self._stat()
-        self._policy = load_policy(path)
+        self._file = Watched((path,), lambda: load_policy(path))
+        self._policy = self._file.reload()
         self.last_error: ConfigError | None = None
         self.generation = 1
 
@@ -289,25 +287,16 @@ class FilePolicyStore:
 
     def refresh(self) -> bool:
         """Re-read the file if it changed; True if a new policy is now in force. Never raises."""
-        signature = self._stat()
-        if signature == self._signature:
-            return False
-        self._signature = signature
         try:
-            policy = load_policy(self.path)
+            if not self._file.refresh():
+                return False
         except Exception as exc:  # anything from a broken file keeps the last good policy
             error = exc if isinstance(exc, ConfigError) else ConfigError(f"{self.path}: {type(exc).__name__}")
             log.error("policy not reloaded, keeping the last good one: %s", error.description)
             self.last_error = error
             return False
+        policy = self._file.value
         self._policy, self.last_error = policy, None
         self.generation += 1
         log.info("policy reloaded from %s: %d rules", self.path, len(policy.rules))
         return True
-
-    def _stat(self) -> Sequence[int]:
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return ()
-        return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)

@@ -9,12 +9,12 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from broker.errors import InvalidRequestError, InvalidTokenError, OAuthError, TemporarilyUnavailableError
+from broker.errors import InvalidRequestError, InvalidTokenError, OAuthError
+from broker.oauth.response import bearer_challenge
 from broker.verify.verifier import VerifiedToken
 
 __all__ = [
@@ -66,14 +66,8 @@ def bearer_token(authorization: Sequence[str]) -> str:
 
 
 def challenge(exc: OAuthError) -> tuple[int, list[tuple[str, str]], bytes]:
-    """``(status, headers, body)`` for a refused request; ``Cache-Control: no-store`` as RFC 6749 §5.1 asks."""
-    body = {"error": exc.error, **({"error_description": exc.description} if exc.description else {})}
-    headers = {"Content-Type": "application/json", "Cache-Control": "no-store", **exc.headers}
-    if isinstance(exc, InvalidRequestError) and "WWW-Authenticate" not in headers:
-        headers["WWW-Authenticate"] = f'Bearer realm="{REALM}", error="invalid_request"'
-    if isinstance(exc, TemporarilyUnavailableError):
-        headers["Retry-After"] = "1"
-    return exc.status, list(headers.items()), json.dumps(body).encode()
+    """``(status, headers, body)`` for a refused request (the one renderer, :mod:`broker.oauth.response`)."""
+    return bearer_challenge(exc, realm=REALM)
 
 
 def verified_token(request: Mapping[str, Any]) -> VerifiedToken:

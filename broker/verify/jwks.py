@@ -21,11 +21,14 @@ from typing import Protocol
 import aiohttp
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from broker.identity.source import SvidSource
-from broker.identity.tls import ServerIdMatcher, SourceSSLContext, client_ssl_context
-from broker.verify.connector import ServerIdentityError, SpiffeTLSConnector
-from broker.verify.jws import ES_ALGORITHMS, JwsError, b64url_decode
-from broker.verify.metadata import AuthorizationServerMetadata, MetadataError, check_issuer, metadata_url
+from broker.errors import NetworkError
+from broker.identity.source import X509ContextSource
+from broker.identity.spiffetls.connector import ServerIdentityError, SpiffeTLSConnector, map_network_errors
+from broker.identity.spiffetls.context import ServerIdMatcher, SourceSSLContext, client_ssl_context
+from broker.jose import jwk as jose_jwk
+from broker.jose.errors import InvalidJwkError
+from broker.jose.jws import ES_ALGORITHMS
+from broker.oauth.metadata import AuthorizationServerMetadata, MetadataError, check_issuer, metadata_url
 
 __all__ = [
     "FetchJson",
@@ -42,10 +45,9 @@ log = logging.getLogger(__name__)
 
 FetchJson = Callable[[str], Awaitable[object]]
 MAX_DOCUMENT_BYTES = 256 * 1024
-_CURVES: dict[str, ec.EllipticCurve] = {"P-256": ec.SECP256R1(), "P-384": ec.SECP384R1(), "P-521": ec.SECP521R1()}
 
 
-class JwksFetchError(Exception):
+class JwksFetchError(NetworkError):
     """Metadata or JWKS could not be fetched or used; the message is safe to log."""
 
 
@@ -67,23 +69,16 @@ class JwksProvider(Protocol):
 
 
 def _ec_key(jwk: Mapping[str, object]) -> ec.EllipticCurvePublicKey | None:
-    curve = _CURVES.get(str(jwk.get("crv")))
-    x, y = jwk.get("x"), jwk.get("y")
-    if curve is None or not isinstance(x, str) or not isinstance(y, str):
-        return None
     try:
-        numbers = ec.EllipticCurvePublicNumbers(
-            int.from_bytes(b64url_decode(x), "big"), int.from_bytes(b64url_decode(y), "big"), curve
-        )
-        return numbers.public_key()  # raises ValueError for a point not on the curve
-    except (JwsError, ValueError):
+        return jose_jwk.ec_public_key(jwk)
+    except InvalidJwkError:
         return None
 
 
 def parse_jwks(document: object) -> dict[str, VerificationKey]:
     """The usable keys of a JWK Set by ``kid``; unusable entries are skipped, a duplicated ``kid`` is dropped."""
-    keys = document.get("keys") if isinstance(document, dict) else None
-    if not isinstance(keys, list):
+    keys = jose_jwk.jwks_keys(document)
+    if keys is None:
         raise JwksFetchError("JWKS has no 'keys' array")
     found: dict[str, VerificationKey] = {}
     duplicated: set[str] = set()
@@ -225,7 +220,7 @@ class HttpsJsonFetcher:
     response has been read aiohttp has already released its connection, so checking afterwards is not possible.
     """
 
-    def __init__(self, *, source: SvidSource, server_id: ServerIdMatcher, timeout: float = 5.0) -> None:
+    def __init__(self, *, source: X509ContextSource, server_id: ServerIdMatcher, timeout: float = 5.0) -> None:
         self._source = source
         self._server_id = server_id
         self._timeout = aiohttp.ClientTimeout(total=timeout)
@@ -233,15 +228,14 @@ class HttpsJsonFetcher:
         self._session: aiohttp.ClientSession | None = None
 
     async def __call__(self, url: str) -> object:
-        try:
+        def failed(exc: Exception) -> JwksFetchError:
+            return JwksFetchError(f"GET {url}: {exc if isinstance(exc, ServerIdentityError) else type(exc).__name__}")
+
+        with map_network_errors(failed):
             async with self._open().get(url, allow_redirects=False) as response:
                 if response.status != 200:
                     raise JwksFetchError(f"GET {url}: HTTP {response.status}")
                 raw = await response.content.read(MAX_DOCUMENT_BYTES + 1)
-        except ServerIdentityError as exc:
-            raise JwksFetchError(f"GET {url}: {exc}") from None
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise JwksFetchError(f"GET {url}: {type(exc).__name__}") from None
         if len(raw) > MAX_DOCUMENT_BYTES:
             raise JwksFetchError(f"GET {url}: document too large")
         try:

@@ -16,7 +16,6 @@ A token is accepted only if every rule holds; each failure is :class:`~broker.er
 
 from __future__ import annotations
 
-import hmac
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -24,11 +23,13 @@ from typing import Any
 
 from broker.errors import InvalidTokenError
 from broker.identity.errors import InvalidSpiffeIdError
-from broker.identity.jws import finite_number
 from broker.identity.spiffeid import SpiffeId
-from broker.identity.svid import certificate_thumbprint
+from broker.jose import jws
+from broker.jose.errors import Base64urlError, JoseError, JsonObjectError, MalformedJwsError, TokenTooLongError
+from broker.jose.jwt import finite_number
+from broker.jose.x5t import certificate_thumbprint
+from broker.oauth.binding import X5tS256
 from broker.verify.jwks import JwksProvider
-from broker.verify.jws import ES_ALGORITHMS, CompactJws, JwsError, parse_compact, verify_es
 
 __all__ = ["ACCESS_TOKEN_TYPES", "AccessTokenVerifier", "VerifiedToken", "certificate_thumbprint"]
 
@@ -51,6 +52,17 @@ class VerifiedToken:
     def scope(self) -> str:
         """The granted scopes as an RFC 6749 §3.3 string (sorted)."""
         return " ".join(sorted(self.scopes))
+
+
+def _malformed(exc: MalformedJwsError) -> str:
+    """The verifier's words for a token that is not a compact JWS (they appear in ``error_description``)."""
+    if isinstance(exc, TokenTooLongError):
+        return "token too long"
+    if isinstance(exc, JsonObjectError):
+        return f"{exc.part} is not a JSON object in UTF-8 without duplicate members"
+    if isinstance(exc, Base64urlError):
+        return "bad base64url"
+    return "not a compact JWS"
 
 
 def _number(claims: Mapping[str, Any], name: str) -> float | None:
@@ -77,8 +89,8 @@ class AccessTokenVerifier:
         clock: Callable[[], float] = time.time,
     ) -> None:
         allowed = frozenset(algorithms)
-        if not allowed or not allowed <= ES_ALGORITHMS:
-            raise ValueError(f"algorithms must be a non-empty subset of {sorted(ES_ALGORITHMS)}")
+        if not allowed or not allowed <= jws.ES_ALGORITHMS:
+            raise ValueError(f"algorithms must be a non-empty subset of {sorted(jws.ES_ALGORITHMS)}")
         self.issuer = issuer
         self.audience = audience
         self._jwks = jwks
@@ -88,21 +100,21 @@ class AccessTokenVerifier:
 
     async def verify(self, token: str, client_cert_der: bytes | None) -> VerifiedToken:
         """Verify ``token`` as presented on a connection whose client certificate is ``client_cert_der``."""
-        try:
-            jws = parse_compact(token)
-        except JwsError as exc:
-            raise InvalidTokenError(f"malformed access token ({exc})") from None
-        alg, kid = self._check_header(jws.header)
+        try:  # non-canonical base64url spellings are accepted here, as they always were
+            compact = jws.parse_compact(token, canonical=False)
+        except MalformedJwsError as exc:
+            raise InvalidTokenError(f"malformed access token ({_malformed(exc)})") from None
+        alg, kid = self._check_header(compact.header)
         key = self._jwks.cached_key(kid) or await self._jwks.get_key(kid)
         if key is None:
             raise InvalidTokenError("access token signed with an unknown key")
         if key.alg is not None and key.alg != alg:
             raise InvalidTokenError("access token algorithm does not match its key")
         try:
-            verify_es(jws, alg, key.public_key)
-        except JwsError:
+            jws.verify_signature(alg, key.public_key, compact.signing_input, compact.signature)
+        except JoseError:
             raise InvalidTokenError("access token signature is invalid") from None
-        return self._check_claims(jws, client_cert_der)
+        return self._check_claims(compact, client_cert_der)
 
     def _check_header(self, header: Mapping[str, Any]) -> tuple[str, str]:
         alg = header.get("alg")
@@ -118,8 +130,8 @@ class AccessTokenVerifier:
             raise InvalidTokenError("access token has no key ID")
         return alg, kid
 
-    def _check_claims(self, jws: CompactJws, client_cert_der: bytes | None) -> VerifiedToken:
-        claims = jws.payload
+    def _check_claims(self, compact: jws.CompactJws, client_cert_der: bytes | None) -> VerifiedToken:
+        claims = compact.payload
         if claims.get("iss") != self.issuer:
             raise InvalidTokenError("access token is from another issuer")
         audience = claims.get("aud")
@@ -171,11 +183,10 @@ class AccessTokenVerifier:
     @staticmethod
     def _check_binding(claims: Mapping[str, Any], client_cert_der: bytes | None) -> None:
         """RFC 8705 §3: the presented certificate must be the one the token is bound to."""
-        cnf = claims.get("cnf")
-        bound = cnf.get("x5t#S256") if isinstance(cnf, dict) else None
+        bound = X5tS256.bound_in(claims)
         if not isinstance(bound, str) or not bound:
             raise InvalidTokenError("access token is not bound to a certificate (no cnf.x5t#S256)")
         if not client_cert_der:
             raise InvalidTokenError("certificate-bound token presented without a client certificate (RFC 8705 §3)")
-        if not hmac.compare_digest(bound.encode(), certificate_thumbprint(client_cert_der).encode()):
+        if not X5tS256.of_der(client_cert_der).matches(bound):
             raise InvalidTokenError("access token is bound to a different client certificate (RFC 8705 §3)")

@@ -20,15 +20,16 @@ import logging
 from collections.abc import Callable, Collection, Iterable, MutableMapping
 from typing import Any, Protocol
 
+from broker._loop import LoopThread
 from broker.errors import InvalidRequestError, InvalidTokenError, OAuthError, ServerError, TemporarilyUnavailableError
 from broker.verify.bearer import VERIFIED_TOKEN_KEY, bearer_token, challenge, verified_token
 from broker.verify.client_cert import der_from_pem, forwarded_certificate_source
-from broker.verify.loop import LoopThread
 from broker.verify.verifier import AccessTokenVerifier, VerifiedToken
 
 __all__ = [
     "VERIFIED_TOKEN_KEY",
     "BearerAuthMiddleware",
+    "LoopThread",
     "forwarded_client_certificate",
     "server_client_certificate",
     "verified_token",

@@ -5,6 +5,8 @@
   complete request followed by a half-close
 * :mod:`broker.web.runner`      :class:`HardenedAppRunner` and the sites that use it (TLS handshake deadline)
 * :mod:`broker.web.access_log`  :class:`RouteAccessLogger`: method, route template and status only; probes at DEBUG
+* :mod:`broker.web.errors`      the one error renderer (:func:`render_error`, :func:`error_middleware`) over
+  :mod:`broker.oauth.response`
 
 aiohttp's defaults this replaces (3.14): the HTTP parser's error text, which quotes the offending request bytes,
 is both sent back in the 400 body and logged at ERROR with the exception; there is no header or body timeout

@@ -29,6 +29,8 @@ from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
+from broker.oauth.response import NO_STORE, error_json
+
 if TYPE_CHECKING:
     from aiohttp.web_server import Server
 
@@ -36,9 +38,8 @@ __all__ = ["HardenedRequestHandler", "ListenerLimits", "error_body"]
 
 log = logging.getLogger(__name__)
 
-_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
-_MALFORMED = b'{"error":"invalid_request","error_description":"malformed HTTP request"}'
-_SERVER_ERROR = b'{"error":"server_error"}'
+_MALFORMED = error_json("invalid_request", "malformed HTTP request", compact=True)
+_SERVER_ERROR = error_json("server_error", compact=True)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -105,7 +106,7 @@ class HardenedRequestHandler(RequestHandler):
         if request.writer.output_size > 0:
             raise ConnectionError("response already started: closing the connection")
         response = web.Response(
-            status=status, body=error_body(status), content_type="application/json", headers=_NO_STORE
+            status=status, body=error_body(status), content_type="application/json", headers=NO_STORE
         )
         response.force_close()
         return response

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from devstack_process import DevProcess, running_dev
+
+from tests.devstack_process import DevProcess, running_dev
 
 
 @pytest.fixture(scope="module")

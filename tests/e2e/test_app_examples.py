@@ -20,9 +20,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from devstack_process import DevProcess
 
-from broker.identity.workload_source import WorkloadApiSvidSource
+from broker.identity.workloadapi.source import WorkloadApiSvidSource
+from tests.devstack_process import DevProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples" / "apps"

@@ -19,7 +19,15 @@ from typing import Any
 
 import aiohttp
 import pytest
-from _canary_plant import (
+from grpclib.client import Channel
+from grpclib.const import Cardinality
+from grpclib.exceptions import GRPCError
+
+from broker.identity.spiffetls.context import client_ssl_context
+from broker.identity.workloadapi.pb import workload_pb2 as pb
+from broker.identity.workloadapi.source import WorkloadApiSvidSource
+from tests.devstack_process import DevProcess
+from tests.e2e._canary_plant import (
     RUN,
     Harvest,
     canary,
@@ -30,14 +38,6 @@ from _canary_plant import (
     scan,
     split_http,
 )
-from devstack_process import DevProcess
-from grpclib.client import Channel
-from grpclib.const import Cardinality
-from grpclib.exceptions import GRPCError
-
-from broker.identity.tls import client_ssl_context
-from broker.identity.workload_pb import workload_pb2 as pb
-from broker.identity.workload_source import WorkloadApiSvidSource
 
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 JWT_TYPE = "urn:ietf:params:oauth:token-type:jwt"

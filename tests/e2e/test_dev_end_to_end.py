@@ -18,12 +18,12 @@ from typing import Any
 
 import aiohttp
 import pytest
-from devstack_process import DevProcess
 
-from broker.identity.source import InMemorySvidSource
+from broker.identity.memory import InMemorySvidSource
 from broker.identity.spiffeid import SpiffeId
-from broker.identity.tls import client_ssl_context
-from broker.identity.workload_source import WorkloadApiSvidSource
+from broker.identity.spiffetls.context import client_ssl_context
+from broker.identity.workloadapi.source import WorkloadApiSvidSource
+from tests.devstack_process import DevProcess
 
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 JWT_TYPE = "urn:ietf:params:oauth:token-type:jwt"

@@ -21,10 +21,10 @@ from typing import Any
 from grpclib.const import Cardinality, Handler
 from grpclib.server import Server, Stream
 
-from broker.identity.devca import DevCA
+from broker.devtools.devca import DevCA
 from broker.identity.spiffeid import SpiffeId
 from broker.identity.svid import X509Svid
-from broker.identity.workload_pb import workload_pb2 as pb
+from broker.identity.workloadapi.pb import workload_pb2 as pb
 
 
 class Raw:
@@ -126,7 +126,10 @@ def x509_response(ca: DevCA, svid: X509Svid, **changes: Any) -> bytes:
     }
     federated = changes.pop("federated_bundles", {})
     fields.update(changes)
-    return pb.X509SVIDResponse(svids=[pb.X509SVID(**fields)], federated_bundles=federated).SerializeToString()
+    serialized: bytes = pb.X509SVIDResponse(
+        svids=[pb.X509SVID(**fields)], federated_bundles=federated
+    ).SerializeToString()
+    return serialized
 
 
 def bad_x509_responses(ca: DevCA, good: X509Svid, other: X509Svid) -> dict[str, bytes]:
@@ -150,7 +153,8 @@ def bad_x509_responses(ca: DevCA, good: X509Svid, other: X509Svid) -> dict[str, 
 
 def jwks_responses() -> dict[str, bytes]:
     def bundles(value: bytes, key: str = TD_ID) -> bytes:
-        return pb.JWTBundlesResponse(bundles={key: value}).SerializeToString()
+        serialized: bytes = pb.JWTBundlesResponse(bundles={key: value}).SerializeToString()
+        return serialized
 
     return {
         "not-json": bundles(b"{nope"),
@@ -171,4 +175,5 @@ def make_jwt(header: bytes, payload: bytes) -> str:
 
 
 def jwt_svid_response(token: str) -> bytes:
-    return pb.JWTSVIDResponse(svids=[pb.JWTSVID(spiffe_id=str(WEB), svid=token)]).SerializeToString()
+    serialized: bytes = pb.JWTSVIDResponse(svids=[pb.JWTSVID(spiffe_id=str(WEB), svid=token)]).SerializeToString()
+    return serialized

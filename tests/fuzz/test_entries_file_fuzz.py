@@ -1,7 +1,7 @@
 """Fuzzing of the two registration entries files: ``workloads.yaml`` and the dev Workload API's entries file.
 
 Readers: :func:`broker.registration.loader.parse_workloads` / :func:`load_workloads` (registration as code) and
-:func:`broker.identity.workload_api.entries.parse_entries` / :class:`FileEntryStore` (the dev Workload API).
+:func:`broker.devtools.workload_api.entries.parse_entries` / :class:`FileEntryStore` (the dev Workload API).
 The contract checked for every input, generated or hand-written: the reader returns a model or raises the
 registration's own :class:`~broker.errors.BrokerError` subclass, within a bounded time, and never anything else
 (``RecursionError``, ``ValueError``, ``TypeError``, ``UnicodeEncodeError``, ...). An entry that is accepted can be
@@ -22,8 +22,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from broker.devtools.workload_api.entries import FileEntryStore, RegistrationEntryError, parse_entries
 from broker.errors import BrokerError
-from broker.identity.workload_api.entries import FileEntryStore, RegistrationEntryError, parse_entries
 from broker.registration.errors import WorkloadsFileError
 from broker.registration.loader import load_workloads, parse_workloads
 
@@ -81,7 +81,7 @@ def assert_fails_cleanly(reader: str, text: str) -> object:
 
 def test_the_clean_failure_check_catches_a_foreign_exception() -> None:
     """Self-check: the helper must not swallow what it exists to find."""
-    READERS["boom"] = (lambda text: {}[text], WorkloadsFileError)
+    READERS["boom"] = (lambda text: dict[str, object]()[text], WorkloadsFileError)
     try:
         with pytest.raises(KeyError):
             assert_fails_cleanly("boom", "x")
@@ -293,7 +293,9 @@ _STRINGS = st.sampled_from(
 # The generator also draws the shapes that once escaped as foreign exceptions: integers past int32 and past
 # float range, infinities, and strings holding a lone surrogate (hypothesis's text never makes one).
 _EDGES = st.sampled_from([2**31 - 1, 2**31, 10**400, float("inf"), 1.0e300, "\ud800", "spiffe://example.org/\udfff"])
-_NUMBERS = st.integers(-(2**40), 2**40) | st.floats(-1e9, 1e9) | st.just(float("nan")) | st.booleans() | st.none()
+_NUMBERS: st.SearchStrategy[object] = (
+    st.integers(-(2**40), 2**40) | st.floats(-1e9, 1e9) | st.just(float("nan")) | st.booleans() | st.none()
+)
 _NUMBERS = _NUMBERS | _EDGES
 _SCALARS = _STRINGS | _NUMBERS
 _TREES = st.recursive(

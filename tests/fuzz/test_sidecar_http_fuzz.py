@@ -24,12 +24,13 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from unit.sidecar.sidecar_helpers import API, BROKER_ID, WEB_ID, FakeTokenService, short_tmpdir
 
-from broker.identity.devca import DevCA
-from broker.identity.source import InMemorySvidSource
+from broker.devtools.devca import DevCA
+from broker.identity.memory import InMemorySvidSource
 from broker.sidecar.service import RunningSidecar, start_sidecar
+from broker.testing import FakeTokenService
 from broker.web import ListenerLimits
+from tests.unit.sidecar.sidecar_helpers import API, BROKER_ID, WEB_ID, short_tmpdir
 
 CANARY = "CANARY-7f3a9c-sidecar"
 FUZZ = settings(

@@ -12,7 +12,8 @@ import ssl
 import time
 
 import pytest
-from token_service_thread import ServiceThread, client_tls, token_service
+
+from tests.fuzz.token_service_thread import ServiceThread, client_tls, token_service
 
 __all__ = ["client_tls", "token_service"]  # fixtures used by name
 

@@ -14,8 +14,9 @@ import ssl
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from token_cases import make_case
-from token_service_thread import CLIENT_ID, ISSUER, ServiceThread, client_tls, send, token_service
+
+from tests.fuzz.token_cases import make_case
+from tests.fuzz.token_service_thread import CLIENT_ID, ISSUER, ServiceThread, client_tls, send, token_service
 
 __all__ = ["client_tls", "token_service"]  # fixtures used by name
 

@@ -26,7 +26,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _wlapi_fuzz_fake import (
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from broker.devtools.devca import DevCA
+from broker.devtools.workload_api import InMemoryEntryStore, RegistrationEntry, WorkloadApiServer
+from broker.devtools.workload_api.thread import WorkloadApiThread
+from broker.identity.bundle import JwtBundle
+from broker.identity.errors import SvidUnavailableError
+from broker.identity.spiffeid import TrustDomain
+from broker.identity.workloadapi.pb import workload_pb2 as pb
+from broker.identity.workloadapi.source import WorkloadApiSvidSource
+from tests.fuzz._wlapi_fuzz_fake import (
     TD_ID,
     WEB,
     FakeWorkloadApi,
@@ -38,18 +49,7 @@ from _wlapi_fuzz_fake import (
     serving,
     x509_response,
 )
-from _wlapi_fuzz_h2 import GRPC_CODES, PREFACE, Outcome, exchange, grpc_frame, request_headers, send_raw
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
-from broker.identity.bundle import JwtBundle
-from broker.identity.devca import DevCA
-from broker.identity.errors import SvidUnavailableError
-from broker.identity.spiffeid import TrustDomain
-from broker.identity.workload_api import InMemoryEntryStore, RegistrationEntry, WorkloadApiServer
-from broker.identity.workload_api.thread import WorkloadApiThread
-from broker.identity.workload_pb import workload_pb2 as pb
-from broker.identity.workload_source import WorkloadApiSvidSource
+from tests.fuzz._wlapi_fuzz_h2 import GRPC_CODES, PREFACE, Outcome, exchange, grpc_frame, request_headers, send_raw
 
 UNKNOWN = 2
 OK = 0
@@ -243,7 +243,7 @@ def test_unreadable_request_message_gets_grpc_gos_status_without_a_traceback(
     socket_path: str, tracebacks: ErrorTracebacks, caplog: pytest.LogCaptureFixture, body: bytes, status: int
 ) -> None:
     """gRPC statuscodes.md: "Error parsing request proto" is INTERNAL; an unsupported compression UNIMPLEMENTED."""
-    with caplog.at_level(logging.DEBUG, logger="broker.identity.workload_api"):
+    with caplog.at_level(logging.DEBUG, logger="broker.devtools.workload_api"):
         outcome = exchange(socket_path, request_headers("FetchJWTSVID"), body)
     assert outcome.grpc_status == status, outcome
     assert tracebacks.take() == []

@@ -20,27 +20,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from token_cases import Target
 
-from broker.identity.devca import DevCA
-from broker.identity.source import InMemorySvidSource
+from broker.devtools.devca import DevCA
+from broker.identity.memory import InMemorySvidSource
 from broker.identity.spiffeid import SpiffeId
 from broker.server.service import RunningTokenService, start_token_service
+from broker.testing.policy import policy_rule, policy_yaml
 from broker.tokens.keys import InMemoryKeyStore
 from broker.tokens.policy import FilePolicyStore
 from broker.web import ListenerLimits
+from tests.fuzz.token_cases import Target
 
 BROKER_ID = SpiffeId.parse("spiffe://example.org/spiffe-broker")
 CLIENT_ID = SpiffeId.parse("spiffe://example.org/ns/shop/sa/web")
 ISSUER = "https://broker.test:8443"
 API = "https://api.example.org"
 SCOPES = ("orders:read", "orders:write")
-POLICY = f"""\
-rules:
-  - spiffe_id: {CLIENT_ID}
-    audiences: ["{API}"]
-    scopes: [{", ".join(SCOPES)}]
-"""
+POLICY = policy_yaml(policy_rule(spiffe_id=CLIENT_ID, audiences=[API], scopes=SCOPES))
 
 
 class LogRecorder(logging.Handler):

@@ -13,8 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-# tests/integration has no __init__.py, so pytest puts this directory on sys.path (rootdir-less "prepend").
-from spire import BUILD_HINT, SpireBinaries, SpireDeployment, default_bin_dir
+from tests.integration.spire import BUILD_HINT, SpireBinaries, SpireDeployment, default_bin_dir
 
 
 def _binaries() -> SpireBinaries:

@@ -31,8 +31,20 @@ from urllib.parse import urlencode
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from spine_http import Reply, free_port, http_ok, https_request, jwt_part, listening, tls_context, unix_get
-from spire import TRUST_DOMAIN, SpireDeployment, SpireError
+
+from broker.testing.policy import policy_rule
+from broker.testing.policy import policy_yaml as testing_policy_yaml
+from tests.integration.spine_http import (
+    Reply,
+    free_port,
+    http_ok,
+    https_request,
+    jwt_part,
+    listening,
+    tls_context,
+    unix_get,
+)
+from tests.integration.spire import TRUST_DOMAIN, SpireDeployment, SpireError
 
 __all__ = ["Reply", "https_request", "jwt_part", "tls_context"]
 
@@ -69,12 +81,11 @@ POLICY_CLIENTS = (APP, ROTATING_APP, JWT_PLAIN, JWT_JTI)
 
 
 def policy_yaml() -> str:
-    rules = "".join(
-        f'  - spiffe_id: {w.spiffe_id}\n    audiences: ["{DEMO_AUDIENCE}"]\n    scopes: ["{DEMO_SCOPE}"]\n'
-        "    max_token_lifetime: 300\n"
+    rules = (
+        policy_rule(spiffe_id=w.spiffe_id, audiences=[DEMO_AUDIENCE], scopes=[DEMO_SCOPE], max_token_lifetime=300)
         for w in POLICY_CLIENTS
     )
-    return "rules:\n" + rules
+    return testing_policy_yaml(*rules)
 
 
 # -- registration ----------------------------------------------------------------------------------------------

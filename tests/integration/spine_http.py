@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from spine import SvidFiles
+    from tests.integration.spine import SvidFiles
 
 
 def jwt_part(token: str, index: int) -> dict[str, Any]:

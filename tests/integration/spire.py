@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from upstream_root import write_upstream_root
+from tests.integration.upstream_root import write_upstream_root
 
 TRUST_DOMAIN = "example.org"
 AGENT_ID = f"spiffe://{TRUST_DOMAIN}/agent/test"

@@ -7,8 +7,9 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from spine import APP, DEMO_SCOPE, Spine, agent_x5t, jwt_part, spine_fixture
-from spire import SpireDeployment
+
+from tests.integration.spine import APP, DEMO_SCOPE, Spine, agent_x5t, jwt_part, spine_fixture
+from tests.integration.spire import SpireDeployment
 
 pytestmark = pytest.mark.spire
 

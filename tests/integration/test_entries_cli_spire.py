@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from spire import AGENT_ID, TRUST_DOMAIN, SpireDeployment
 
 from broker.cli.main import main
+from tests.integration.spire import AGENT_ID, TRUST_DOMAIN, SpireDeployment
 
 pytestmark = pytest.mark.spire
 

@@ -10,7 +10,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from spire import AGENT_ID, TRUST_DOMAIN, SpireDeployment
 
 from broker.registration import (
     DEFAULT_ENTRY_ID_PREFIX,
@@ -23,6 +22,7 @@ from broker.registration import (
     parse_workloads,
     plan,
 )
+from tests.integration.spire import AGENT_ID, TRUST_DOMAIN, SpireDeployment
 
 pytestmark = pytest.mark.spire
 

@@ -11,7 +11,8 @@ from collections.abc import Iterator
 from urllib.parse import urlencode
 
 import pytest
-from spine import (
+
+from tests.integration.spine import (
     APP,
     DEMO_AUDIENCE,
     JWT_JTI,
@@ -28,7 +29,7 @@ from spine import (
     spine_fixture,
     tls_context,
 )
-from spire import SpireDeployment
+from tests.integration.spire import SpireDeployment
 
 pytestmark = pytest.mark.spire
 

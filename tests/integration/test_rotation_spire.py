@@ -8,7 +8,8 @@ import time
 from dataclasses import dataclass
 
 import pytest
-from spine import ROTATING_APP, Spine, agent_x5t, jwt_part, spine_fixture
+
+from tests.integration.spine import ROTATING_APP, Spine, agent_x5t, jwt_part, spine_fixture
 
 pytestmark = pytest.mark.spire
 

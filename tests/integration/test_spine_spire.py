@@ -7,7 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from spine import (
+
+from tests.integration.spine import (
     APP,
     DEMO_AUDIENCE,
     DEMO_SCOPE,

@@ -10,7 +10,8 @@ import pytest
 from cryptography import x509
 from spiffe import X509Source
 from spiffe.svid.x509_svid import X509Svid
-from spire import TRUST_DOMAIN, SpireDeployment
+
+from tests.integration.spire import TRUST_DOMAIN, SpireDeployment
 
 pytestmark = pytest.mark.spire
 

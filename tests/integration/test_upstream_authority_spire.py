@@ -9,13 +9,23 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from spine import APP, DEMO_SCOPE, OTHER, Spine, fetch_svid_files, https_request, jwt_part, private_dir, spine_fixture
-from spine import tls_context as spine_tls_context
-from spire import TRUST_DOMAIN, SpireDeployment
 
 from broker.identity.bundle import X509Bundle
 from broker.identity.spiffeid import SpiffeId, TrustDomain
 from broker.identity.x509svid import verify_x509_svid
+from tests.integration.spine import (
+    APP,
+    DEMO_SCOPE,
+    OTHER,
+    Spine,
+    fetch_svid_files,
+    https_request,
+    jwt_part,
+    private_dir,
+    spine_fixture,
+)
+from tests.integration.spine import tls_context as spine_tls_context
+from tests.integration.spire import TRUST_DOMAIN, SpireDeployment
 
 pytestmark = pytest.mark.spire
 

@@ -9,8 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from devstack_process import DevProcess, running_dev
-from gointerop import GoClient, build_goclient, find_go
+
+from tests.devstack_process import DevProcess, running_dev
+from tests.interop.gointerop import GoClient, build_goclient, find_go
 
 
 @pytest.fixture(scope="session")

@@ -13,8 +13,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from devstack_process import DevProcess
-from gointerop import GoClient
+
+from tests.devstack_process import DevProcess
+from tests.interop.gointerop import GoClient
 
 WORKLOAD_ID = "spiffe://example.org/workload"
 BROKER_ID = "spiffe://example.org/spiffe-broker"

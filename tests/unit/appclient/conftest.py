@@ -9,10 +9,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from appclient_helpers import APP_ID, FakeSidecar
 
-from broker.identity.devca import DevCA
-from broker.identity.workload_api import InMemoryEntryStore, RegistrationEntry, WorkloadApiServer, WorkloadApiThread
+from broker.devtools.devca import DevCA
+from broker.devtools.workload_api import InMemoryEntryStore, RegistrationEntry, WorkloadApiServer, WorkloadApiThread
+from tests.unit.appclient.appclient_helpers import APP_ID, FakeSidecar
 
 
 @pytest.fixture

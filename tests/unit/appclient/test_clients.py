@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
 
 import pytest
-from aiohttp import web
-from appclient_helpers import APP_ID, FakeSidecar, fake_token
+from aiohttp import ClientSession, web
 
 from broker.appclient import AppClient, BindingMismatchError, SidecarError, SyncAppClient, fetch_token_sync
-from broker.appclient.common import parse_token_response, token_binding
+from broker.appclient.common import SidecarToken, parse_token_response, token_binding
 from broker.appclient.snapshot import SnapshotSource
+from broker.devtools.devca import DevCA
 from broker.errors import ConfigError
-from broker.identity.devca import DevCA
-from broker.identity.source import InMemorySvidSource
+from broker.identity.memory import InMemorySvidSource
 from broker.identity.spiffeid import SpiffeId
+from broker.identity.spiffetls.context import server_ssl_context
 from broker.identity.svid import certificate_thumbprint
-from broker.identity.tls import server_ssl_context
+from tests.unit.appclient.appclient_helpers import APP_ID, FakeSidecar, fake_token
 
 STALE = "stale-thumbprint-of-the-previous-svid"
 
@@ -161,8 +160,8 @@ async def test_async_client_presents_the_svid_its_token_is_bound_to_when_it_rota
             sidecar.bind_to(bound)
             fetch = client._fetch
 
-            async def fetch_then_rotate(*args: Any) -> Any:
-                token = await fetch(*args)
+            async def fetch_then_rotate(sidecar: ClientSession, audience: str, scope: str | None) -> SidecarToken:
+                token = await fetch(sidecar, audience, scope)
                 memory.rotate()  # between the token and the first connection
                 return token
 

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_helpers import run_cli, running_workload_api, short_dir
+
+from tests.unit.cli.cli_helpers import run_cli, running_workload_api, short_dir
 
 LOG_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ [\w.]+: ")  # broker.cli.main.LOG_FORMAT
 CLICK_USAGE = ("Usage: ", "Try 'spiffe-broker", "  ")  # click's usage block before a usage error

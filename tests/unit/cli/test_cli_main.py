@@ -12,13 +12,13 @@ from pathlib import Path
 
 import click
 import pytest
-from cli_helpers import WORKLOAD_ID, run_cli, running_workload_api, short_dir
 from click.testing import CliRunner
-from devstack_process import DevProcess, running_dev
 
 from broker.cli.main import SUBCOMMANDS, cli_errors, describe_os_error, main
 from broker.errors import ConfigError
-from broker.identity.workload_source import WorkloadApiSvidSource
+from broker.identity.workloadapi.source import WorkloadApiSvidSource
+from tests.devstack_process import DevProcess, running_dev
+from tests.unit.cli.cli_helpers import WORKLOAD_ID, run_cli, running_workload_api, short_dir
 
 
 def test_version_comes_from_the_package_metadata() -> None:
@@ -95,7 +95,7 @@ def test_debug_is_for_the_broker_and_leaves_hpack_at_warning(directory: Path) ->
     with running_workload_api(directory, "--log-level", "DEBUG") as api:
         asyncio.run(_fetch_svid(api.address))
     log = api.stop()
-    assert re.search(r" DEBUG broker\.identity\.workload_api\.handlers: attested caller", log), log
+    assert re.search(r" DEBUG broker\.devtools\.workload_api\.handlers: attested caller", log), log
     assert not re.search(r" (hpack|h2|grpclib|asyncio)[.:]", log), log
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from deploy_helpers import CHECKER_PATH, spire_bin_dir
+
+from tests.unit.deploy.deploy_helpers import CHECKER_PATH, spire_bin_dir
 
 
 @pytest.fixture(scope="session")

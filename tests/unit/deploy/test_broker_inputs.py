@@ -13,7 +13,12 @@ import click
 import jsonschema
 import pytest
 import yaml
-from deploy_helpers import (
+
+from broker.cli.main import main
+from broker.errors import ConfigError, InvalidTargetError
+from broker.identity.spiffeid import SpiffeId
+from broker.tokens.policy import parse_policy
+from tests.unit.deploy.deploy_helpers import (
     COMPOSE_DIR,
     DEPLOY,
     REPO,
@@ -22,11 +27,6 @@ from deploy_helpers import (
     kubernetes_manifests,
     load_yaml_documents,
 )
-
-from broker.cli.main import main
-from broker.errors import ConfigError, InvalidTargetError
-from broker.identity.spiffeid import SpiffeId
-from broker.tokens.policy import parse_policy
 
 
 def _k8s_command_lines() -> list[tuple[str, list[str]]]:

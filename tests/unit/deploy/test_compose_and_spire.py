@@ -17,7 +17,8 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
-from deploy_helpers import COMPOSE_DIR, DEPLOY, REPO, SCHEMA_DIR
+
+from tests.unit.deploy.deploy_helpers import COMPOSE_DIR, DEPLOY, REPO, SCHEMA_DIR
 
 COMPOSE_FILE = REPO / "docker-compose.yml"
 WORKLOAD_API_ENV = "unix:///spiffe-workload-api/spire-agent.sock"

@@ -6,11 +6,11 @@ from pathlib import Path
 from types import ModuleType
 
 import yaml
-from deploy_helpers import DEPLOY, find_object, load_yaml_documents
 
 from broker.identity.spiffeid import SpiffeId
 from broker.registration import InMemoryEntryServer, export_cluster_spiffe_ids, export_policy, load_workloads, plan
 from broker.tokens.policy import parse_policy
+from tests.unit.deploy.deploy_helpers import DEPLOY, find_object, load_yaml_documents
 
 EXAMPLE = DEPLOY.parent / "examples" / "workloads.yaml"
 

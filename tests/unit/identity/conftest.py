@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from jose_helpers import Keys, make_keys
 
-from broker.identity.devca import DevCA
+from broker.devtools.devca import DevCA
 from broker.identity.spiffeid import TrustDomain
+from tests.jose_helpers import Keys, make_keys
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from joserfc.jwk import ECKey, RSAKey
 
+from broker.devtools.devca import DevCA
 from broker.identity.bundle import JwtBundle, X509Bundle, split_der_sequence
-from broker.identity.devca import DevCA
 from broker.identity.errors import BundleError
 from broker.identity.spiffeid import SpiffeId, TrustDomain
 

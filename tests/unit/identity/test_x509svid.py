@@ -13,9 +13,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from broker.devtools.devca import DevCA
 from broker.identity import jwtsvid, x509svid
 from broker.identity.bundle import X509Bundle, X509BundleSet
-from broker.identity.devca import DevCA
 from broker.identity.errors import X509SvidError
 from broker.identity.spiffeid import SpiffeId, TrustDomain
 from broker.identity.x509svid import (
@@ -286,7 +286,7 @@ def _intermediate(parent: Issuer, subject: str, **options: object) -> Issuer:
 
 def _nested(ca: DevCA, depth: int) -> tuple[list[x509.Certificate], Issuer]:
     """``depth`` intermediates below the root, returned nearest-to-leaf first, and the lowest one."""
-    issuer, intermediates = root_of(ca), []
+    issuer, intermediates = root_of(ca), list[x509.Certificate]()
     for level in range(depth):
         issuer = _intermediate(issuer, f"level-{level}", uris=[])
         intermediates.insert(0, issuer.cert)

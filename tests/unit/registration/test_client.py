@@ -8,7 +8,7 @@ from concurrent import futures
 from pathlib import Path
 from typing import Any
 
-import grpc
+import grpc  # type: ignore[import-untyped]
 import pytest
 
 from broker._proto.spire.api.server.agent.v1 import agent_pb2 as agent_api
@@ -59,7 +59,7 @@ def test_update_mask_refuses_identity_fields() -> None:
         _mask({"spiffe_id"})
 
 
-class _Servicer(api_grpc.EntryServicer):  # type: ignore[misc]
+class _Servicer(api_grpc.EntryServicer):
     """Three entries over two pages; batch calls answer per-entry statuses."""
 
     def __init__(self) -> None:
@@ -87,12 +87,13 @@ class _Servicer(api_grpc.EntryServicer):  # type: ignore[misc]
 
     def BatchDeleteEntry(self, request: api.BatchDeleteEntryRequest, context: Any) -> api.BatchDeleteEntryResponse:
         context.abort(grpc.StatusCode.PERMISSION_DENIED, "not local")
+        raise AssertionError("context.abort raises")
 
 
 KNOWN_AGENT = "spiffe://example.org/spire/agent/join_token/known"
 
 
-class _Agents(agent_grpc.AgentServicer):  # type: ignore[misc]
+class _Agents(agent_grpc.AgentServicer):
     """One known agent; GetAgent of any other is NOT_FOUND, of ``.../broken`` UNAVAILABLE."""
 
     def __init__(self) -> None:
@@ -121,8 +122,9 @@ def served() -> Iterator[tuple[EntryClient, _Servicer]]:
     socket_path = f"{directory}/api.sock"
     servicer = _Servicer()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    api_grpc.add_EntryServicer_to_server(servicer, server)
-    agent_grpc.add_AgentServicer_to_server(_Agents(), server)
+    # The generated registration functions are untyped (grpcio ships no type information).
+    api_grpc.add_EntryServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+    agent_grpc.add_AgentServicer_to_server(_Agents(), server)  # type: ignore[no-untyped-call]
     server.add_insecure_port(f"unix:{socket_path}")
     server.start()
     client = EntryClient(socket_path, timeout=5)

@@ -7,14 +7,14 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from token_service_helpers import BROKER_ID, ISSUER, POLICY, Broker
 
-from broker.identity.devca import DevCA
-from broker.identity.source import InMemorySvidSource
+from broker.devtools.devca import DevCA
+from broker.identity.memory import InMemorySvidSource
 from broker.identity.spiffeid import TrustDomain
 from broker.server.service import start_token_service
 from broker.tokens.keys import FileKeyStore
 from broker.tokens.policy import FilePolicyStore
+from tests.unit.server.token_service_helpers import BROKER_ID, ISSUER, POLICY, Broker
 
 
 @pytest.fixture

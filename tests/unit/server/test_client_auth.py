@@ -7,11 +7,12 @@ from typing import Any
 
 import aiohttp
 import pytest
-from token_service_helpers import API, CLIENT_ID, Broker, client_context
 
-import broker.server.request as request_module
-from broker.identity.devca import DevCA
+import broker.tokens.client_auth.mtls as mtls_module
+from broker.devtools.devca import DevCA
 from broker.identity.spiffeid import TrustDomain
+from broker.identity.spiffetls.context import peer_spiffe_id
+from tests.unit.server.token_service_helpers import API, CLIENT_ID, Broker, client_context
 
 FORM = {"grant_type": "client_credentials", "audience": API}
 
@@ -19,13 +20,13 @@ FORM = {"grant_type": "client_credentials", "audience": API}
 @pytest.fixture
 def verifications(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     calls: list[int] = []
-    real = request_module.peer_spiffe_id
+    real = peer_spiffe_id  # what broker.tokens.client_auth.mtls calls
 
     def counting(*args: Any, **kwargs: Any) -> Any:
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(request_module, "peer_spiffe_id", counting)
+    monkeypatch.setattr(mtls_module, "peer_spiffe_id", counting)
     return calls
 
 

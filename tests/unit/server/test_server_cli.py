@@ -20,13 +20,13 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from cryptography import x509
-from token_service_helpers import POLICY
 
 from broker.cli.server import parse_listen, server
+from broker.devtools.devca import DevCA
 from broker.errors import ConfigError
-from broker.identity.devca import DevCA
 from broker.identity.spiffeid import SpiffeId
 from broker.identity.x509svid import spiffe_id_from_certificate
+from tests.unit.server.token_service_helpers import POLICY
 
 
 @pytest.mark.parametrize(

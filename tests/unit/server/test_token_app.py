@@ -12,13 +12,13 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from joserfc import jwt
 from joserfc.jwk import ECKey
-from token_service_helpers import API, CLIENT_ID, ISSUER, Broker, client_context, request
 
-from broker.identity.devca import DevCA
+from broker.devtools.devca import DevCA
 from broker.identity.svid import X509Svid
+from broker.oauth.constants import GRANT_CLIENT_CREDENTIALS, GRANT_TOKEN_EXCHANGE, TOKEN_TYPE_JWT
 from broker.server.state import JWKS_KEYS
-from broker.tokens.exchange import GRANT_CLIENT_CREDENTIALS, GRANT_TOKEN_EXCHANGE, TOKEN_TYPE_JWT
 from broker.tokens.keys import FileKeyStore
+from tests.unit.server.token_service_helpers import API, CLIENT_ID, ISSUER, Broker, client_context, request
 
 
 @pytest.fixture

@@ -13,10 +13,10 @@ import logging
 import zlib
 
 import pytest
-from token_service_helpers import API, CLIENT_ID, Broker, client_context
 
-from broker.identity.devca import DevCA
-from broker.tokens.exchange import GRANT_CLIENT_CREDENTIALS
+from broker.devtools.devca import DevCA
+from broker.oauth.constants import GRANT_CLIENT_CREDENTIALS
+from tests.unit.server.token_service_helpers import API, CLIENT_ID, Broker, client_context
 
 FORM = f"grant_type={GRANT_CLIENT_CREDENTIALS}&audience={API}".encode()
 

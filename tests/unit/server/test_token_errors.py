@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from forged import forged_svid
-from token_service_helpers import API, CLIENT_ID, ISSUER, Broker, client_context, request
 
-from broker.identity.devca import DevCA
+from broker.devtools.devca import DevCA
 from broker.identity.spiffeid import SpiffeId
-from broker.tokens.exchange import GRANT_CLIENT_CREDENTIALS, GRANT_TOKEN_EXCHANGE, TOKEN_TYPE_JWT
+from broker.oauth.constants import GRANT_CLIENT_CREDENTIALS, GRANT_TOKEN_EXCHANGE, TOKEN_TYPE_JWT
+from broker.testing import forged_svid
+from tests.unit.server.token_service_helpers import API, CLIENT_ID, ISSUER, Broker, client_context, request
 
 OTHER_ID = SpiffeId.parse("spiffe://example.org/ns/shop/sa/other")
 CC = {"grant_type": GRANT_CLIENT_CREDENTIALS, "audience": API}

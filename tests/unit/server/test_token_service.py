@@ -9,17 +9,17 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from token_service_helpers import API, CLIENT_ID, ISSUER, POLICY, Broker, client_context, request
 
+from broker.devtools.devca import DevCA
 from broker.errors import ConfigError
-from broker.identity.devca import DevCA
-from broker.identity.source import InMemorySvidSource
+from broker.identity.memory import InMemorySvidSource
+from broker.oauth.constants import GRANT_CLIENT_CREDENTIALS, GRANT_TOKEN_EXCHANGE, TOKEN_TYPE_JWT
 from broker.server.app import normalize_issuer
 from broker.server.service import start_token_service
 from broker.server.state import POLICY as POLICY_STORE
-from broker.tokens.exchange import GRANT_CLIENT_CREDENTIALS, GRANT_TOKEN_EXCHANGE, TOKEN_TYPE_JWT
 from broker.tokens.keys import ACTIVE_KEY_FILE, FileKeyStore, InMemoryKeyStore
 from broker.tokens.policy import FilePolicyStore, InMemoryPolicyStore, Policy
+from tests.unit.server.token_service_helpers import API, CLIENT_ID, ISSUER, POLICY, Broker, client_context, request
 
 REPORTS = "https://reports.example.org"
 
@@ -72,10 +72,7 @@ async def test_policy_watcher_notices_broken_file_without_requests(
 ) -> None:
     with caplog.at_level(logging.ERROR, logger="broker.tokens.policy"):
         broker.policy_path.write_text("rules: [\n")
-        for _ in range(100):
-            if "policy not reloaded" in caplog.text:
-                break
-            await asyncio.sleep(0.02)
+        await until(lambda: "policy not reloaded" in caplog.text)
     assert "policy not reloaded" in caplog.text and "not valid YAML" in caplog.text
 
 

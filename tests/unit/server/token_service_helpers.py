@@ -13,23 +13,17 @@ from typing import Any
 
 import aiohttp
 
-from broker.identity.devca import DevCA
-from broker.identity.source import InMemorySvidSource
+from broker.identity.memory import InMemorySvidSource, SvidIssuer
 from broker.identity.spiffeid import SpiffeId
 from broker.identity.svid import X509Svid
 from broker.server.service import RunningTokenService
+from broker.testing import WEB_POLICY
 
 BROKER_ID = SpiffeId.parse("spiffe://example.org/broker")
 CLIENT_ID = SpiffeId.parse("spiffe://example.org/ns/shop/sa/web")
 ISSUER = "https://broker.test:8443"
 API = "https://api.example.org"
-POLICY = """\
-rules:
-  - spiffe_id: spiffe://example.org/ns/shop/sa/web
-    audiences: ["https://api.example.org"]
-    scopes: ["orders:read", "orders:write"]
-    max_token_lifetime: 120
-"""
+POLICY = WEB_POLICY
 
 
 @dataclass
@@ -51,7 +45,7 @@ class Broker:
         return self.service.issuer.issued_count, self.policy_path.read_bytes(), keys
 
 
-def client_context(svid: X509Svid | None, *roots: DevCA) -> ssl.SSLContext:
+def client_context(svid: X509Svid | None, *roots: SvidIssuer) -> ssl.SSLContext:
     """A client TLS context presenting ``svid`` (or no certificate) and trusting ``roots``."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False

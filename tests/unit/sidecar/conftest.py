@@ -7,20 +7,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sidecar_helpers import (
+
+from broker.devtools.devca import DevCA
+from broker.identity.memory import InMemorySvidSource
+from broker.sidecar.service import RunningSidecar, start_sidecar
+from broker.testing import ManualClock
+from tests.unit.sidecar.sidecar_helpers import (
     BROKER_ID,
     FAST_RETRY,
     WEB_ID,
-    FakeClock,
     RealTokenService,
     Starter,
     short_tmpdir,
     start_real_token_service,
 )
-
-from broker.identity.devca import DevCA
-from broker.identity.source import InMemorySvidSource
-from broker.sidecar.service import RunningSidecar, start_sidecar
 
 
 @pytest.fixture
@@ -39,8 +39,8 @@ def workload_source(ca: DevCA) -> InMemorySvidSource:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+def clock() -> ManualClock:
+    return ManualClock()
 
 
 @pytest.fixture

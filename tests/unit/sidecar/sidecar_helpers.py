@@ -1,4 +1,7 @@
-"""Helpers for sidecar tests: a fake clock, a fake token service link, the real token service on loopback."""
+"""Helpers for sidecar tests: the real token service on loopback, Unix socket paths, GETs to the sidecar.
+
+The manual clock and the fake token service are :mod:`broker.testing`'s.
+"""
 
 from __future__ import annotations
 
@@ -9,31 +12,24 @@ import shutil
 import socket
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from broker.identity.source import InMemorySvidSource
+from broker.identity.memory import InMemorySvidSource
 from broker.identity.spiffeid import SpiffeId
 from broker.server.service import RunningTokenService, start_token_service
-from broker.sidecar.exchanger import TokenResult
-from broker.sidecar.health import TokenServiceHealth
 from broker.sidecar.retry import RetryPolicy
+from broker.testing.policy import policy_rule, policy_yaml
 from broker.tokens.keys import InMemoryKeyStore
 from broker.tokens.policy import InMemoryPolicyStore, parse_policy
 
 BROKER_ID = SpiffeId.parse("spiffe://example.org/spiffe-broker")
 WEB_ID = SpiffeId.parse("spiffe://example.org/ns/shop/sa/web")
 API = "https://api.example.org"
-POLICY = """\
-rules:
-  - spiffe_id: spiffe://example.org/ns/shop/sa/web
-    audiences: ["https://api.example.org"]
-    scopes: ["orders:read", "orders:write"]
-    max_token_lifetime: 300
-"""
+POLICY = policy_yaml(policy_rule(spiffe_id=WEB_ID, max_token_lifetime=300))
 FAST_RETRY = RetryPolicy(attempts=2, base_delay=0.01, max_delay=0.02)
 Starter = Callable[..., Any]
 
@@ -44,59 +40,6 @@ async def wait_for(predicate: Callable[[], Any], timeout: float = 20.0) -> None:
     while not await predicate():
         assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
         await asyncio.sleep(0.02)
-
-
-class FakeClock:
-    """A settable wall clock (seconds since the epoch)."""
-
-    def __init__(self, now: float = 1_800_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-@dataclass
-class FakeTokenService:
-    """A stand-in for TokenServiceClient: counts exchanges and probes, can hold them at a gate or fail them."""
-
-    source: InMemorySvidSource
-    lifetime: int = 300
-    gate: asyncio.Event | None = None
-    failure: BaseException | None = None
-    reachable: bool = True
-    calls: list[tuple[str, str | None]] = field(default_factory=list)
-    probes: int = 0
-    closed: bool = False
-    health: TokenServiceHealth = field(default_factory=lambda: TokenServiceHealth("https://fake.example"))
-
-    async def exchange(self, audience: str, scope: str | None) -> TokenResult:
-        self.calls.append((audience, scope))
-        self.health.success()
-        if self.gate is not None:
-            await self.gate.wait()
-        if self.failure is not None:
-            raise self.failure
-        return TokenResult(
-            access_token=f"token-{len(self.calls)}",
-            expires_in=self.lifetime,
-            scope=scope,
-            bound_x5t=self.source.x509_svid().x5t_s256(),
-        )
-
-    async def probe(self) -> bool:
-        self.probes += 1
-        if self.reachable:
-            self.health.success()
-        else:
-            self.health.failure("fake: unreachable")
-        return self.reachable
-
-    async def aclose(self) -> None:
-        self.closed = True
 
 
 def free_port() -> int:

@@ -9,12 +9,13 @@ from typing import Any
 
 import aiohttp
 import pytest
-from sidecar_helpers import API, FakeTokenService, RealTokenService, Starter, sidecar_get, wait_for
 
-from broker.identity.source import InMemorySvidSource
+from broker.identity.memory import InMemorySvidSource
+from broker.jose.jws import parse_compact
 from broker.sidecar.exchanger import TokenServiceClient
 from broker.sidecar.service import RunningSidecar
-from broker.verify.jws import parse_compact
+from broker.testing import FakeTokenService
+from tests.unit.sidecar.sidecar_helpers import API, RealTokenService, Starter, sidecar_get, wait_for
 
 
 def bound_x5t(access_token: str) -> str:
@@ -117,6 +118,7 @@ async def test_rotation_leads_to_new_tokens_bound_to_the_new_certificate(
 
 
 async def _status(sidecar: RunningSidecar, path: str, expected: int) -> bool:
+    assert sidecar.socket_path is not None
     return (await sidecar_get(sidecar.socket_path, path)).status == expected
 
 

@@ -6,17 +6,18 @@ import asyncio
 import json
 
 import pytest
-from sidecar_helpers import API, FakeClock, FakeTokenService
 
-from broker.identity.source import InMemorySvidSource
+from broker.identity.memory import InMemorySvidSource
 from broker.sidecar.cache import CachedToken, TokenCache
 from broker.sidecar.errors import TokenServiceRefusedError, TokenServiceUnavailableError
 from broker.sidecar.exchanger import TokenResult
+from broker.testing import FakeTokenService, ManualClock
+from tests.unit.sidecar.sidecar_helpers import API
 
 KEY = (API, "orders:read")
 
 
-def make_cache(fake: FakeTokenService, source: InMemorySvidSource, clock: FakeClock) -> TokenCache:
+def make_cache(fake: FakeTokenService, source: InMemorySvidSource, clock: ManualClock) -> TokenCache:
     return TokenCache(exchanger=fake, source=source, clock=clock)
 
 
@@ -27,7 +28,7 @@ async def settle() -> None:
 
 
 async def test_two_hundred_concurrent_callers_for_a_cold_key_share_one_exchange(
-    workload_source: InMemorySvidSource, clock: FakeClock
+    workload_source: InMemorySvidSource, clock: ManualClock
 ) -> None:
     fake = FakeTokenService(workload_source, gate=asyncio.Event())
     cache = make_cache(fake, workload_source, clock)
@@ -42,7 +43,7 @@ async def test_two_hundred_concurrent_callers_for_a_cold_key_share_one_exchange(
 
 
 async def test_cached_token_is_served_without_another_exchange(
-    workload_source: InMemorySvidSource, clock: FakeClock
+    workload_source: InMemorySvidSource, clock: ManualClock
 ) -> None:
     fake = FakeTokenService(workload_source)
     cache = make_cache(fake, workload_source, clock)
@@ -55,7 +56,7 @@ async def test_cached_token_is_served_without_another_exchange(
 
 
 async def test_response_body_is_the_token_json_with_current_expires_in(
-    workload_source: InMemorySvidSource, clock: FakeClock
+    workload_source: InMemorySvidSource, clock: ManualClock
 ) -> None:
     cache = make_cache(FakeTokenService(workload_source), workload_source, clock)
     await cache.get(KEY)
@@ -88,7 +89,7 @@ def test_refresh_point_is_80_percent_or_30_seconds_before_expiry_but_not_before_
 
 
 async def test_past_refresh_point_the_current_token_is_served_while_one_refresh_runs(
-    workload_source: InMemorySvidSource, clock: FakeClock
+    workload_source: InMemorySvidSource, clock: ManualClock
 ) -> None:
     fake = FakeTokenService(workload_source)
     cache = make_cache(fake, workload_source, clock)
@@ -107,7 +108,7 @@ async def test_past_refresh_point_the_current_token_is_served_while_one_refresh_
 
 
 async def test_with_token_service_down_cached_token_is_served_until_it_expires(
-    workload_source: InMemorySvidSource, clock: FakeClock
+    workload_source: InMemorySvidSource, clock: ManualClock
 ) -> None:
     fake = FakeTokenService(workload_source)
     cache = make_cache(fake, workload_source, clock)
@@ -124,7 +125,7 @@ async def test_with_token_service_down_cached_token_is_served_until_it_expires(
 
 
 async def test_failed_background_refresh_backs_off_before_the_next_attempt(
-    workload_source: InMemorySvidSource, clock: FakeClock
+    workload_source: InMemorySvidSource, clock: ManualClock
 ) -> None:
     fake = FakeTokenService(workload_source)
     cache = make_cache(fake, workload_source, clock)
@@ -146,7 +147,7 @@ async def test_failed_background_refresh_backs_off_before_the_next_attempt(
 
 
 async def test_refusal_reaches_every_waiting_caller_and_is_not_cached(
-    workload_source: InMemorySvidSource, clock: FakeClock
+    workload_source: InMemorySvidSource, clock: ManualClock
 ) -> None:
     fake = FakeTokenService(workload_source, failure=TokenServiceRefusedError("invalid_target", "no"))
     cache = make_cache(fake, workload_source, clock)
@@ -159,7 +160,7 @@ async def test_refusal_reaches_every_waiting_caller_and_is_not_cached(
 
 
 async def test_rotation_drops_tokens_bound_to_the_previous_certificate(
-    workload_source: InMemorySvidSource, clock: FakeClock
+    workload_source: InMemorySvidSource, clock: ManualClock
 ) -> None:
     fake = FakeTokenService(workload_source)
     cache = make_cache(fake, workload_source, clock)
@@ -190,7 +191,7 @@ class RotatingExchanger:
 
 
 async def test_token_bound_to_a_certificate_that_rotated_during_the_exchange_is_exchanged_again(
-    workload_source: InMemorySvidSource, clock: FakeClock
+    workload_source: InMemorySvidSource, clock: ManualClock
 ) -> None:
     exchanger = RotatingExchanger(workload_source)
     cache = TokenCache(exchanger=exchanger, source=workload_source, clock=clock)
@@ -201,7 +202,7 @@ async def test_token_bound_to_a_certificate_that_rotated_during_the_exchange_is_
     await cache.aclose()
 
 
-async def test_cache_stays_within_max_entries(workload_source: InMemorySvidSource, clock: FakeClock) -> None:
+async def test_cache_stays_within_max_entries(workload_source: InMemorySvidSource, clock: ManualClock) -> None:
     cache = TokenCache(exchanger=FakeTokenService(workload_source), source=workload_source, clock=clock, max_entries=3)
     for index in range(5):
         await cache.get((f"https://api{index}.example.org", None))
@@ -210,7 +211,7 @@ async def test_cache_stays_within_max_entries(workload_source: InMemorySvidSourc
 
 
 async def test_caller_cancelling_does_not_cancel_the_shared_exchange(
-    workload_source: InMemorySvidSource, clock: FakeClock
+    workload_source: InMemorySvidSource, clock: ManualClock
 ) -> None:
     fake = FakeTokenService(workload_source, gate=asyncio.Event())
     cache = make_cache(fake, workload_source, clock)
@@ -226,7 +227,7 @@ async def test_caller_cancelling_does_not_cancel_the_shared_exchange(
     await cache.aclose()
 
 
-async def test_close_stops_following_the_source(workload_source: InMemorySvidSource, clock: FakeClock) -> None:
+async def test_close_stops_following_the_source(workload_source: InMemorySvidSource, clock: ManualClock) -> None:
     cache = make_cache(FakeTokenService(workload_source), workload_source, clock)
     await cache.get(KEY)
     await cache.aclose()

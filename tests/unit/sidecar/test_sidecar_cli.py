@@ -17,17 +17,17 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from sidecar_helpers import API, BROKER_ID, WEB_ID, start_real_token_service
 
 from broker.cli.main import main
-from broker.identity.devca import DevCA
-from broker.identity.source import InMemorySvidSource
+from broker.devtools.demo_api import start_demo_api
+from broker.devtools.devca import DevCA
+from broker.devtools.workload_api.entries import InMemoryEntryStore, RegistrationEntry, Selector
+from broker.devtools.workload_api.server import WorkloadApiServer
+from broker.identity.memory import InMemorySvidSource
 from broker.identity.spiffeid import SpiffeId
-from broker.identity.workload_api.entries import InMemoryEntryStore, RegistrationEntry, Selector
-from broker.identity.workload_api.server import WorkloadApiServer
-from broker.identity.workload_source import WorkloadApiSvidSource
+from broker.identity.workloadapi.source import WorkloadApiSvidSource
 from broker.sidecar.service import start_sidecar, token_service_matcher
-from broker.verify.demo_api import start_demo_api
+from tests.unit.sidecar.sidecar_helpers import API, BROKER_ID, WEB_ID, start_real_token_service
 
 API_ID = SpiffeId.parse("spiffe://example.org/ns/shop/sa/api")
 

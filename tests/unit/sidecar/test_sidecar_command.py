@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sidecar_helpers import API, BROKER_ID, WEB_ID, short_tmpdir, start_real_token_service
 
-from broker.identity.devca import DevCA
-from broker.identity.source import InMemorySvidSource
-from broker.identity.workload_api.entries import InMemoryEntryStore, RegistrationEntry, Selector
-from broker.identity.workload_api.server import WorkloadApiServer
-from broker.verify.jws import parse_compact
+from broker.devtools.devca import DevCA
+from broker.devtools.workload_api.entries import InMemoryEntryStore, RegistrationEntry, Selector
+from broker.devtools.workload_api.server import WorkloadApiServer
+from broker.identity.memory import InMemorySvidSource
+from broker.jose.jws import parse_compact
+from tests.unit.sidecar.sidecar_helpers import API, BROKER_ID, WEB_ID, short_tmpdir, start_real_token_service
 
 STOP_WITHIN = 3.0  # seconds from the signal to the exit
 

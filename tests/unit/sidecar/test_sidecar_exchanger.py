@@ -10,17 +10,17 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from sidecar_helpers import API, BROKER_ID, free_port
 
-from broker.identity.devca import DevCA
-from broker.identity.source import InMemorySvidSource
+from broker.devtools.devca import DevCA
+from broker.identity.memory import InMemorySvidSource
 from broker.identity.spiffeid import SpiffeId
-from broker.identity.tls import SourceSSLContext, server_ssl_context
+from broker.identity.spiffetls.context import SourceSSLContext, server_ssl_context
+from broker.jose.jws import parse_compact
 from broker.sidecar.errors import TokenServiceRefusedError, TokenServiceUnavailableError, refusal_from_response
 from broker.sidecar.exchanger import TokenServiceClient, parse_token_response
 from broker.sidecar.retry import RetryPolicy
-from broker.verify.jws import parse_compact
 from broker.verify.verifier import certificate_thumbprint
+from tests.unit.sidecar.sidecar_helpers import API, BROKER_ID, free_port
 
 
 @dataclass

@@ -13,11 +13,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from sidecar_helpers import API, FakeClock, FakeTokenService, RealTokenService, Reply, Starter, sidecar_get, wait_for
 
-from broker.identity.source import InMemorySvidSource
+from broker.identity.memory import InMemorySvidSource
 from broker.sidecar.health import TokenServiceHealth
 from broker.sidecar.service import RunningSidecar
+from broker.testing import FakeTokenService, ManualClock
+from tests.unit.sidecar.sidecar_helpers import API, RealTokenService, Reply, Starter, sidecar_get, wait_for
 
 KEYS = ({"audience": API, "scope": "orders:read"}, {"audience": API, "scope": "orders:write"})
 
@@ -58,11 +59,12 @@ class AppLoad:
 
 
 async def _state(sidecar: RunningSidecar) -> str:
+    assert sidecar.socket_path is not None
     return str((await sidecar_get(sidecar.socket_path, "/v1/status")).body["token_service"]["state"])
 
 
 async def test_token_service_outage_under_load_keeps_readyz_200_and_fails_no_app_request(
-    start: Starter, workload_source: InMemorySvidSource, token_service: RealTokenService, clock: FakeClock
+    start: Starter, workload_source: InMemorySvidSource, token_service: RealTokenService, clock: ManualClock
 ) -> None:
     sidecar = await start(workload_source, token_service_url=token_service.issuer, clock=clock)
     first = [(await sidecar_get(sidecar.socket_path, "/v1/token", key)).body["access_token"] for key in KEYS]
@@ -135,7 +137,7 @@ async def test_before_the_first_contact_the_sidecar_is_not_ready(
 ) -> None:
     fake = FakeTokenService(workload_source)
     never = asyncio.Event()
-    fake.probe = never.wait  # type: ignore[assignment,method-assign]  # the first probe does not come back
+    fake.probe = never.wait  # type: ignore[method-assign]  # the first probe does not come back
     sidecar = await start(workload_source, token_service=fake)
     ready = await sidecar_get(sidecar.socket_path, "/readyz")
     assert (ready.status, ready.body["error_description"]) == (

@@ -10,12 +10,12 @@ import stat
 from pathlib import Path
 
 import pytest
-from sidecar_helpers import Starter
 
 from broker.errors import ConfigError
-from broker.identity.source import InMemorySvidSource
+from broker.identity.memory import InMemorySvidSource
 from broker.sidecar.retry import RetryPolicy
 from broker.sidecar.sockets import bind_loopback, bind_unix_socket, parse_socket_mode
+from tests.unit.sidecar.sidecar_helpers import Starter
 
 
 @pytest.mark.parametrize(

@@ -10,25 +10,21 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
-from sidecar_helpers import API, FakeClock, FakeTokenService, RealTokenService, wait_for
 
-from broker.identity.source import InMemorySvidSource
+from broker._files import write_atomically
+from broker.identity.memory import InMemorySvidSource
+from broker.jose.jws import parse_compact
 from broker.sidecar.cache import TokenCache
 from broker.sidecar.errors import TokenServiceRefusedError
 from broker.sidecar.exchanger import TokenServiceClient
-from broker.sidecar.token_files import (
-    TokenFile,
-    TokenFileError,
-    TokenFileKeeper,
-    prepare_token_files,
-    write_atomically,
-)
-from broker.verify.jws import parse_compact
+from broker.sidecar.token_files import TokenFile, TokenFileError, TokenFileKeeper, prepare_token_files
+from broker.testing import FakeTokenService, ManualClock
+from tests.unit.sidecar.sidecar_helpers import API, RealTokenService, wait_for
 
 
 @pytest.fixture
 async def keeper_for(
-    workload_source: InMemorySvidSource, clock: FakeClock
+    workload_source: InMemorySvidSource, clock: ManualClock
 ) -> AsyncIterator[Callable[..., tuple[TokenFileKeeper, asyncio.Task[None]]]]:
     """Start keepers over a cache fed by a given exchanger; everything is stopped at the end."""
     started: list[tuple[TokenCache, asyncio.Task[None]]] = []
@@ -103,7 +99,7 @@ def test_a_failed_write_keeps_the_previous_file_and_leaves_no_temporary(tmp_path
 async def test_files_are_written_renewed_ahead_of_expiry_and_rewritten_on_rotation(
     keeper_for: Callable[..., tuple[TokenFileKeeper, asyncio.Task[None]]],
     workload_source: InMemorySvidSource,
-    clock: FakeClock,
+    clock: ManualClock,
     tmp_path: Path,
 ) -> None:
     fake = FakeTokenService(workload_source)
@@ -125,7 +121,7 @@ async def test_files_are_written_renewed_ahead_of_expiry_and_rewritten_on_rotati
 async def test_while_the_token_service_is_away_the_current_file_stays(
     keeper_for: Callable[..., tuple[TokenFileKeeper, asyncio.Task[None]]],
     workload_source: InMemorySvidSource,
-    clock: FakeClock,
+    clock: ManualClock,
     tmp_path: Path,
 ) -> None:
     from broker.sidecar.errors import TokenServiceUnavailableError

@@ -1,4 +1,4 @@
-"""Fixtures for token tests: a dev CA, a client X.509-SVID and an access-token decoder."""
+"""Fixtures for token tests: a dev CA, a client X.509-SVID, a key store, the endpoint and an access-token decoder."""
 
 from __future__ import annotations
 
@@ -11,11 +11,13 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import ECKey
 
-from broker.identity.devca import DevCA
+from broker.devtools.devca import DevCA
 from broker.identity.spiffeid import SpiffeId
 from broker.identity.svid import X509Svid
+from broker.tokens.endpoint import TokenEndpoint
 from broker.tokens.issuer import AuthenticatedClient
-from broker.tokens.keys import KeyStore
+from broker.tokens.keys import InMemoryKeyStore, KeyStore
+from tests.unit.tokens.endpoint_helpers import make_endpoint
 
 CLIENT_ID = SpiffeId.parse("spiffe://example.org/ns/shop/sa/web")
 
@@ -33,6 +35,17 @@ def client_svid(ca: DevCA) -> X509Svid:
 @pytest.fixture
 def client(client_svid: X509Svid) -> AuthenticatedClient:
     return AuthenticatedClient(spiffe_id=client_svid.spiffe_id, leaf=client_svid.leaf)
+
+
+@pytest.fixture
+def key_store() -> InMemoryKeyStore:
+    return InMemoryKeyStore()
+
+
+@pytest.fixture
+def endpoint(ca: DevCA, key_store: InMemoryKeyStore) -> TokenEndpoint:
+    """The standard endpoint, trusting ``ca``'s JWT bundle, under :data:`endpoint_helpers.POLICY`."""
+    return make_endpoint(key_store=key_store, jwt_bundles=lambda: {ca.trust_domain: ca.jwt_bundle()})
 
 
 Decoder = Callable[[str, KeyStore], tuple[dict[str, Any], dict[str, Any]]]

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import serialization
 
+from broker.devtools.devca import DevCA
 from broker.errors import InvalidClientError
-from broker.identity.devca import DevCA
 from broker.identity.spiffeid import SpiffeId
 from broker.tokens.issuer import AccessTokenIssuer, AuthenticatedClient
 from broker.tokens.keys import InMemoryKeyStore, KeyStore

@@ -181,7 +181,7 @@ def test_file_policy_store_current_never_reads_the_file(tmp_path: Path, monkeypa
         raise AssertionError("file read on the request path")
 
     monkeypatch.setattr("broker.tokens.policy.load_policy", no_io)
-    monkeypatch.setattr("broker.tokens.policy.os.stat", no_io)
+    monkeypatch.setattr("broker._files.os.stat", no_io)
     path.write_text("rules: []\n")
     assert len(store.current().rules) == 2
 

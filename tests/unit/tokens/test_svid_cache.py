@@ -7,40 +7,30 @@ from typing import Any
 
 import pytest
 
-import broker.tokens.exchange as exchange_module
+import broker.tokens.grants.token_exchange as exchange_module
+from broker.devtools.devca import DevCA
 from broker.errors import InvalidGrantError
 from broker.identity.bundle import JwtBundle
-from broker.identity.devca import DevCA
+from broker.identity.jwtsvid import validate_jwt_svid
 from broker.identity.spiffeid import SpiffeId, TrustDomain
 from broker.identity.svid import JwtSvid
-from broker.tokens.exchange import GRANT_TOKEN_EXCHANGE, TOKEN_TYPE_JWT, TokenExchangeService
-from broker.tokens.issuer import AccessTokenIssuer, AuthenticatedClient
+from broker.oauth.constants import GRANT_TOKEN_EXCHANGE, TOKEN_TYPE_JWT
+from broker.testing import ManualClock
+from broker.testing.policy import policy_rule, policy_yaml
+from broker.tokens.endpoint import TokenEndpoint
+from broker.tokens.issuer import AuthenticatedClient
 from broker.tokens.keys import InMemoryKeyStore
-from broker.tokens.policy import InMemoryPolicyStore, parse_policy
 from broker.tokens.svid_cache import ValidatedSvidCache
+from tests.unit.tokens.endpoint_helpers import ISSUER, make_endpoint
 
-ISSUER = "https://broker.example.org:8443"
 API = "https://api.example.org"
-POLICY = """\
-rules:
-  - trust_domain: example.org
-    audiences: ["https://api.example.org"]
-    scopes: []
-"""
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
+POLICY = policy_yaml(policy_rule(trust_domain="example.org", scopes=()))
 
 
 @pytest.fixture
 def validations(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     calls: list[int] = []
-    real = exchange_module.validate_jwt_svid
+    real = validate_jwt_svid  # what broker.tokens.grants.token_exchange calls
 
     def counting(*args: Any, **kwargs: Any) -> JwtSvid:
         calls.append(1)
@@ -50,13 +40,9 @@ def validations(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return calls
 
 
-def make_service(bundles: dict[TrustDomain, JwtBundle], clock: Clock) -> TokenExchangeService:
-    return TokenExchangeService(
-        issuer=AccessTokenIssuer(issuer=ISSUER, key_store=InMemoryKeyStore(), clock=clock),
-        policy_store=InMemoryPolicyStore(parse_policy(POLICY)),
-        jwt_bundles=lambda: bundles,
-        audience=ISSUER,
-        clock=clock,
+def make_service(bundles: dict[TrustDomain, JwtBundle], clock: ManualClock) -> TokenEndpoint:
+    return make_endpoint(
+        key_store=InMemoryKeyStore(), jwt_bundles=lambda: bundles, policy=POLICY, clock=clock, issuer_clock=clock
     )
 
 
@@ -75,7 +61,7 @@ def client_of(ca: DevCA, path: str) -> AuthenticatedClient:
 
 
 async def test_repeated_jwt_svid_is_validated_once(validations: list[int]) -> None:
-    ca, clock = DevCA.ephemeral("example.org"), Clock()
+    ca, clock = DevCA.ephemeral("example.org"), ManualClock(time.time())
     service = make_service({ca.trust_domain: ca.jwt_bundle()}, clock)
     client = client_of(ca, "/web")
     token = ca.mint_jwt_svid(client.spiffe_id, [ISSUER], ttl=300).token
@@ -85,7 +71,7 @@ async def test_repeated_jwt_svid_is_validated_once(validations: list[int]) -> No
 
 
 async def test_cached_jwt_svid_is_refused_once_expired(validations: list[int]) -> None:
-    ca, clock = DevCA.ephemeral("example.org"), Clock()
+    ca, clock = DevCA.ephemeral("example.org"), ManualClock(time.time())
     service = make_service({ca.trust_domain: ca.jwt_bundle()}, clock)
     client = client_of(ca, "/web")
     token = ca.mint_jwt_svid(client.spiffe_id, [ISSUER], ttl=60).token
@@ -96,7 +82,7 @@ async def test_cached_jwt_svid_is_refused_once_expired(validations: list[int]) -
 
 
 async def test_cached_jwt_svid_is_revalidated_when_its_bundle_changes(validations: list[int]) -> None:
-    ca, clock = DevCA.ephemeral("example.org"), Clock()
+    ca, clock = DevCA.ephemeral("example.org"), ManualClock(time.time())
     bundles = {ca.trust_domain: ca.jwt_bundle()}
     service = make_service(bundles, clock)
     client = client_of(ca, "/web")
@@ -109,7 +95,7 @@ async def test_cached_jwt_svid_is_revalidated_when_its_bundle_changes(validation
 
 
 async def test_cached_jwt_svid_presented_by_another_client_is_refused(validations: list[int]) -> None:
-    ca, clock = DevCA.ephemeral("example.org"), Clock()
+    ca, clock = DevCA.ephemeral("example.org"), ManualClock(time.time())
     service = make_service({ca.trust_domain: ca.jwt_bundle()}, clock)
     owner, thief = client_of(ca, "/web"), client_of(ca, "/thief")
     token = ca.mint_jwt_svid(owner.spiffe_id, [ISSUER], ttl=300).token

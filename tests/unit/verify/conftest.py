@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-from verify_helpers import AUDIENCE, ISSUER, NOW, Signer
 
-from broker.identity.devca import DevCA
+from broker.devtools.devca import DevCA
 from broker.identity.spiffeid import SpiffeId
 from broker.verify import AccessTokenVerifier, StaticJwksProvider, parse_jwks
+from tests.unit.verify.verify_helpers import AUDIENCE, ISSUER, NOW, Signer
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,6 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocket, WebSocketDisconnect
-from verify_helpers import Signer, claims_for
 
 from broker.verify import AccessTokenVerifier
 from broker.verify.asgi import (
@@ -29,6 +28,7 @@ from broker.verify.asgi import (
     tls_client_certificate,
     verified_token,
 )
+from tests.unit.verify.verify_helpers import Signer, claims_for
 
 
 async def whoami(request: Request) -> JSONResponse:

@@ -6,16 +6,21 @@ import asyncio
 from typing import Any
 
 import pytest
-from verify_helpers import ISSUER, Signer
 
+from broker.testing import ManualClock
 from broker.verify.jwks import JwksFetchError, RemoteJwksProvider, parse_jwks
+from tests.unit.verify.verify_helpers import ISSUER, Signer
 
 METADATA_URL = f"{ISSUER}/.well-known/oauth-authorization-server"
 JWKS_URL = f"{ISSUER}/jwks.json"
 
 
 class FakeIssuer:
-    """Serves metadata and a JWKS from memory and counts fetches; ``down`` makes every fetch fail."""
+    """Serves metadata and a JWKS from memory and counts fetches; ``down`` makes every fetch fail.
+
+    ``called`` is set on every fetch. Without a ``gate`` a fetch never suspends, so when a waiter on ``called``
+    wakes, the provider's background refresh has run to its end.
+    """
 
     def __init__(self, *signers: Signer) -> None:
         self.metadata: dict[str, Any] = {"issuer": ISSUER, "jwks_uri": JWKS_URL, "response_types_supported": []}
@@ -23,9 +28,11 @@ class FakeIssuer:
         self.fetches: list[str] = []
         self.down = False
         self.gate: asyncio.Event | None = None
+        self.called = asyncio.Event()
 
     async def __call__(self, url: str) -> object:
         self.fetches.append(url)
+        self.called.set()
         if self.gate is not None:
             await self.gate.wait()
         if self.down:
@@ -41,21 +48,13 @@ class FakeIssuer:
         return self.fetches.count(JWKS_URL)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def provider(issuer: FakeIssuer, clock: Clock) -> RemoteJwksProvider:
+def provider(issuer: FakeIssuer, clock: ManualClock) -> RemoteJwksProvider:
     return RemoteJwksProvider(issuer=ISSUER, fetch_json=issuer, clock=clock)
 
 
 async def test_keys_are_found_through_the_issuer_metadata_and_cached() -> None:
     signer = Signer(kid="k1")
-    issuer, clock = FakeIssuer(signer), Clock()
+    issuer, clock = FakeIssuer(signer), ManualClock(1000.0)
     jwks = provider(issuer, clock)
     key = await jwks.get_key("k1")
     assert key is not None and key.public_key.public_numbers() == signer.key.public_key().public_numbers()
@@ -66,7 +65,7 @@ async def test_keys_are_found_through_the_issuer_metadata_and_cached() -> None:
 
 
 async def test_unknown_kid_refetches_once_then_fails() -> None:
-    issuer, clock = FakeIssuer(Signer(kid="k1")), Clock()
+    issuer, clock = FakeIssuer(Signer(kid="k1")), ManualClock(1000.0)
     jwks = provider(issuer, clock)
     await jwks.get_key("k1")
     clock.now += 30
@@ -77,7 +76,7 @@ async def test_unknown_kid_refetches_once_then_fails() -> None:
 
 
 async def test_refetch_on_unknown_kid_is_rate_limited_to_once_per_interval() -> None:
-    issuer, clock = FakeIssuer(Signer(kid="k1")), Clock()
+    issuer, clock = FakeIssuer(Signer(kid="k1")), ManualClock(1000.0)
     jwks = provider(issuer, clock)
     await jwks.get_key("k1")
     await jwks.get_key("x")
@@ -94,7 +93,7 @@ async def test_refetch_on_unknown_kid_is_rate_limited_to_once_per_interval() -> 
 
 async def test_key_rotated_in_at_the_issuer_is_picked_up_on_first_use() -> None:
     old, new = Signer(kid="old"), Signer(kid="new")
-    issuer, clock = FakeIssuer(old), Clock()
+    issuer, clock = FakeIssuer(old), ManualClock(1000.0)
     jwks = provider(issuer, clock)
     await jwks.get_key("old")
     clock.now += 60
@@ -104,41 +103,43 @@ async def test_key_rotated_in_at_the_issuer_is_picked_up_on_first_use() -> None:
 
 
 async def test_concurrent_lookups_of_an_unknown_kid_share_one_fetch() -> None:
-    issuer, clock = FakeIssuer(Signer(kid="k1")), Clock()
+    issuer, clock = FakeIssuer(Signer(kid="k1")), ManualClock(1000.0)
     issuer.gate = asyncio.Event()
     jwks = provider(issuer, clock)
     lookups = [asyncio.create_task(jwks.get_key("k1")) for _ in range(50)]
-    await asyncio.sleep(0.01)
+    await asyncio.wait_for(issuer.called.wait(), 5)  # the fetch waits at the gate; every lookup has joined it
     issuer.gate.set()
     assert all(key is not None for key in await asyncio.gather(*lookups))
     assert issuer.jwks_fetches == 1
 
 
 async def test_stale_keys_are_served_while_a_background_refresh_runs_and_kept_if_it_fails() -> None:
-    issuer, clock = FakeIssuer(Signer(kid="k1")), Clock()
+    issuer, clock = FakeIssuer(Signer(kid="k1")), ManualClock(1000.0)
     jwks = provider(issuer, clock)
     await jwks.get_key("k1")
     clock.now += 301
     issuer.down = True
+    issuer.called.clear()
     assert jwks.cached_key("k1") is not None
-    await asyncio.sleep(0.01)
+    await asyncio.wait_for(issuer.called.wait(), 5)
     assert issuer.fetches[-1] == METADATA_URL  # the refresh was attempted
     assert await jwks.get_key("k1") is not None  # and failed: the last good keys stay
 
 
 async def test_key_removed_at_the_issuer_disappears_after_max_age() -> None:
-    issuer, clock = FakeIssuer(Signer(kid="k1")), Clock()
+    issuer, clock = FakeIssuer(Signer(kid="k1")), ManualClock(1000.0)
     jwks = provider(issuer, clock)
     await jwks.get_key("k1")
     issuer.keys = []
     clock.now += 301
+    issuer.called.clear()
     jwks.cached_key("k1")
-    await asyncio.sleep(0.01)
+    await asyncio.wait_for(issuer.called.wait(), 5)
     assert jwks.cached_key("k1") is None
 
 
 async def test_unreachable_issuer_at_start_is_retried_after_a_short_interval() -> None:
-    issuer, clock = FakeIssuer(Signer(kid="k1")), Clock()
+    issuer, clock = FakeIssuer(Signer(kid="k1")), ManualClock(1000.0)
     issuer.down = True
     jwks = provider(issuer, clock)
     assert await jwks.get_key("k1") is None
@@ -159,7 +160,7 @@ async def test_unreachable_issuer_at_start_is_retried_after_a_short_interval() -
     ids=["issuer-mismatch", "no-jwks-uri", "jwks-uri-not-https", "not-an-object"],
 )
 async def test_unusable_metadata_yields_no_keys(metadata: Any) -> None:
-    issuer, clock = FakeIssuer(Signer(kid="k1")), Clock()
+    issuer, clock = FakeIssuer(Signer(kid="k1")), ManualClock(1000.0)
     issuer.metadata = metadata
     jwks = provider(issuer, clock)
     assert await jwks.get_key("k1") is None

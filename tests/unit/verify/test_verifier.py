@@ -6,11 +6,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from verify_helpers import AUDIENCE, ISSUER, NOW, SUBJECT, Signer, b64, b64json, claims_for
 
 from broker.errors import InvalidTokenError
 from broker.identity.spiffeid import SpiffeId
 from broker.verify import AccessTokenVerifier, StaticJwksProvider, VerificationKey, certificate_thumbprint
+from tests.unit.verify.verify_helpers import AUDIENCE, ISSUER, NOW, SUBJECT, Signer, b64, b64json, claims_for
 
 
 async def test_token_bound_to_the_presented_certificate_is_accepted(

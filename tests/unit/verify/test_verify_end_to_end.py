@@ -18,31 +18,27 @@ from typing import Any
 import aiohttp
 import pytest
 
-from broker.identity.devca import DevCA
-from broker.identity.source import InMemorySvidSource
+from broker.appclient.sidecar import fetch_token
+from broker.devtools.demo_api import RunningDemoApi, start_demo_api
+from broker.devtools.devca import DevCA
+from broker.identity.memory import InMemorySvidSource
 from broker.identity.spiffeid import SpiffeId
-from broker.identity.tls import client_ssl_context
+from broker.identity.spiffetls.connector import ServerIdentityError, SpiffeTLSConnector
+from broker.identity.spiffetls.context import client_ssl_context
 from broker.server.service import RunningTokenService, start_token_service
-from broker.sidecar.client import fetch_token
 from broker.sidecar.service import RunningSidecar, start_sidecar
+from broker.testing.policy import policy_rule, policy_yaml
 from broker.tokens.keys import InMemoryKeyStore
 from broker.tokens.policy import InMemoryPolicyStore, parse_policy
-from broker.verify.connector import ServerIdentityError, SpiffeTLSConnector
-from broker.verify.demo_api import RunningDemoApi, start_demo_api
 
 BROKER_ID = SpiffeId.parse("spiffe://example.org/spiffe-broker")
 WEB_ID = SpiffeId.parse("spiffe://example.org/ns/shop/sa/web")
 OTHER_ID = SpiffeId.parse("spiffe://example.org/ns/shop/sa/other")
 API_ID = SpiffeId.parse("spiffe://example.org/ns/shop/sa/api")
 API = "https://api.example.org"
-POLICY = """\
-rules:
-  - trust_domain: example.org
-    path_prefix: /ns/shop
-    audiences: ["https://api.example.org"]
-    scopes: ["orders:read"]
-    max_token_lifetime: 300
-"""
+POLICY = policy_yaml(
+    policy_rule(trust_domain="example.org", path_prefix="/ns/shop", scopes=["orders:read"], max_token_lifetime=300)
+)
 
 
 @dataclass

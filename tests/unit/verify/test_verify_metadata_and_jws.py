@@ -1,14 +1,11 @@
-"""Tests for broker.verify.metadata (RFC 8414 §2, §3.1, §3.3) and broker.verify.jws (RFC 7515, RFC 7518 §3.4)."""
+"""Tests for broker.oauth.metadata (RFC 8414 §2, §3.1, §3.3); the JWS tests moved to tests/unit/jose."""
 
 from __future__ import annotations
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ec
-from verify_helpers import Signer
 
 from broker.errors import ConfigError
-from broker.verify.jws import JwsError, parse_compact, verify_es
-from broker.verify.metadata import AuthorizationServerMetadata, MetadataError, check_issuer, metadata_url
+from broker.oauth.metadata import AuthorizationServerMetadata, MetadataError, check_issuer, metadata_url
 
 
 @pytest.mark.parametrize(
@@ -42,34 +39,6 @@ def test_metadata_for_another_issuer_is_not_used() -> None:
         AuthorizationServerMetadata.from_document(document, issuer="https://b.example")
     parsed = AuthorizationServerMetadata.from_document(document, issuer="https://a.example")
     assert (parsed.token_endpoint, parsed.jwks_uri) == ("https://a.example/token", None)
-
-
-def test_es256_signature_verifies_with_the_raw_r_s_encoding() -> None:
-    signer = Signer()
-    jws = parse_compact(signer.sign({"a": 1}))
-    verify_es(jws, "ES256", signer.key.public_key())
-    assert len(jws.signature) == 64
-
-
-def test_es384_signature_verifies_and_needs_a_p384_key() -> None:
-    signer = Signer(curve=ec.SECP384R1())
-    jws = parse_compact(signer.sign({"a": 1}, alg="ES384"))
-    verify_es(jws, "ES384", signer.key.public_key())
-    with pytest.raises(JwsError, match="does not match the key"):
-        verify_es(jws, "ES256", signer.key.public_key())
-
-
-def test_der_encoded_signature_is_not_accepted_in_place_of_r_s() -> None:
-    import base64
-
-    from cryptography.hazmat.primitives import hashes
-
-    signer = Signer()
-    header_payload = signer.sign({"a": 1}).rsplit(".", 1)[0]
-    der = signer.key.sign(header_payload.encode(), ec.ECDSA(hashes.SHA256()))
-    token = header_payload + "." + base64.urlsafe_b64encode(der).rstrip(b"=").decode()
-    with pytest.raises(JwsError):
-        verify_es(parse_compact(token), "ES256", signer.key.public_key())
 
 
 @pytest.mark.parametrize("issuer", ["https://as.example/", "https://as.example/tenant/"], ids=["root", "path"])

@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from verify_helpers import Signer, claims_for
 
 from broker.errors import InvalidTokenError
 from broker.verify import VERIFIED_TOKEN, AccessTokenVerifier, VerifiedToken, bearer_auth_middleware
 from broker.verify.bearer import bearer_token
+from tests.unit.verify.verify_helpers import Signer, claims_for
 
 ClientFactory = Callable[[web.Application], Awaitable[TestClient[Any, Any]]]
 

@@ -15,16 +15,15 @@ import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 from flask import Flask, jsonify, request
 from flask.testing import FlaskClient
-from verify_helpers import Signer, claims_for
 from werkzeug.serving import make_server
 
+from broker._loop import LoopThread
+from broker.devtools.devca import DevCA
 from broker.errors import InvalidTokenError
-from broker.identity.devca import DevCA
-from broker.identity.source import InMemorySvidSource
+from broker.identity.memory import InMemorySvidSource
 from broker.identity.spiffeid import SpiffeId
-from broker.identity.tls import client_ssl_context, server_ssl_context
+from broker.identity.spiffetls.context import client_ssl_context, server_ssl_context
 from broker.verify import AccessTokenVerifier, VerifiedToken
-from broker.verify.loop import LoopThread
 from broker.verify.wsgi import (
     BearerAuthMiddleware,
     CertificateSource,
@@ -32,6 +31,7 @@ from broker.verify.wsgi import (
     server_client_certificate,
     verified_token,
 )
+from tests.unit.verify.verify_helpers import Signer, claims_for
 
 
 @pytest.fixture
@@ -52,8 +52,13 @@ def make_app(verifier: Any, loop: LoopThread, source: CertificateSource = server
     def healthz() -> Any:
         return jsonify(ok=True)
 
+    # Flask annotates its environ as a dict, the middleware's WSGIApp as a MutableMapping (PEP 3333 says dict).
     app.wsgi_app = BearerAuthMiddleware(  # type: ignore[method-assign]
-        app.wsgi_app, verifier=verifier, loop=loop, client_certificate=source, timeout=2.0
+        app.wsgi_app,  # type: ignore[arg-type]
+        verifier=verifier,
+        loop=loop,
+        client_certificate=source,
+        timeout=2.0,
     )
     return app
 

@@ -12,10 +12,10 @@ import ssl
 
 import pytest
 
-from broker.identity.devca import DevCA
-from broker.identity.source import InMemorySvidSource
+from broker.devtools.demo_api import start_demo_api
+from broker.devtools.devca import DevCA
+from broker.identity.memory import InMemorySvidSource
 from broker.identity.spiffeid import SpiffeId
-from broker.verify.demo_api import start_demo_api
 from broker.web import HardenedAppRunner
 
 CANARY = "eyJhbGciOiJFUzI1NiJ9.CANARY-demo.sig"

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from broker.identity.devca import DevCA
-from broker.identity.source import InMemorySvidSource
+from broker.devtools.devca import DevCA
+from broker.identity.memory import InMemorySvidSource
 from broker.identity.spiffeid import SpiffeId
-from broker.identity.tls import server_ssl_context
+from broker.identity.spiffetls.context import server_ssl_context
 from broker.web import HardenedAppRunner, ListenerLimits, start_sock_site, start_tcp_site
 
 CANARY = "CANARY-7f3a9c"

@@ -1,0 +1,76 @@
+"""JWK and JWK Set (RFC 7517) <-> ``cryptography`` keys: the one JWKS reader.
+
+* :func:`jwks_keys`: the ``keys`` array of a JWK Set (RFC 7517 §5); each caller decides what an unusable
+  entry means (the verifier skips it, a SPIFFE bundle refuses it).
+* :func:`public_key` imports the public members of an EC, RSA or OKP JWK (RFC 7518 §6.2.1, §6.3.1, RFC 8037
+  §2); :func:`ec_public_key` the EC ones only (P-256/384/521) and refuses a point not on the curve.
+* :func:`ec_public_jwk` writes an EC public key's members (RFC 7518 §6.2.1), e.g. for a ``kid`` thumbprint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
+from joserfc.jwk import JWKRegistry
+
+from broker.jose._rfc7515 import b64url_decode, b64url_encode
+from broker.jose.errors import Base64urlError, InvalidJwkError, SymmetricKeyError
+
+__all__ = ["PUBLIC_KEY_MEMBERS", "ec_public_jwk", "ec_public_key", "jwks_keys", "public_key"]
+
+# RFC 7518 §6.2.1 (EC), §6.3.1 (RSA), RFC 8037 §2 (OKP): the members that make up a public key.
+PUBLIC_KEY_MEMBERS = frozenset({"kty", "crv", "x", "y", "n", "e"})
+_CURVES: dict[str, ec.EllipticCurve] = {"P-256": ec.SECP256R1(), "P-384": ec.SECP384R1(), "P-521": ec.SECP521R1()}
+_CURVE_NAMES = {"secp256r1": ("P-256", 32), "secp384r1": ("P-384", 48), "secp521r1": ("P-521", 66)}
+
+
+def jwks_keys(document: object) -> list[Any] | None:
+    """The ``keys`` array of a JWK Set (RFC 7517 §5), or None if ``document`` is not a JSON object with one."""
+    keys = document.get("keys") if isinstance(document, dict) else None
+    return keys if isinstance(keys, list) else None
+
+
+def ec_public_key(jwk: Mapping[str, object]) -> ec.EllipticCurvePublicKey:
+    """The EC public key of ``jwk`` (``crv``, ``x``, ``y``); :class:`InvalidJwkError` if it is not one."""
+    curve = _CURVES.get(str(jwk.get("crv")))
+    x, y = jwk.get("x"), jwk.get("y")
+    if curve is None or not isinstance(x, str) or not isinstance(y, str):
+        raise InvalidJwkError("not an EC public key on P-256, P-384 or P-521")
+    try:
+        numbers = ec.EllipticCurvePublicNumbers(
+            int.from_bytes(b64url_decode(x, canonical=False), "big"),
+            int.from_bytes(b64url_decode(y, canonical=False), "big"),
+            curve,
+        )
+        return numbers.public_key()  # raises ValueError for a point not on the curve
+    except (Base64urlError, ValueError):
+        raise InvalidJwkError("the EC point is not on the curve") from None
+
+
+def public_key(jwk: Mapping[str, Any]) -> PublicKeyTypes:
+    """The asymmetric public key of ``jwk`` (only its public key members are read); :class:`InvalidJwkError`."""
+    # Only the public key members go to joserfc: it refuses ``use`` values other than ``sig``/``enc`` (RFC 7517
+    # §4.2), and SPIFFE bundles carry ``use: jwt-svid`` (Trust Domain and Bundle §4.2.2).
+    material = {k: v for k, v in jwk.items() if k in PUBLIC_KEY_MEMBERS}
+    try:
+        key = JWKRegistry.import_key(material).public_key
+    except Exception:  # joserfc raises several types for malformed keys
+        raise InvalidJwkError("unreadable key") from None
+    if isinstance(key, bytes):
+        raise SymmetricKeyError("symmetric key")
+    return key
+
+
+def ec_public_jwk(key: ec.EllipticCurvePublicKey) -> dict[str, str]:
+    """RFC 7518 §6.2.1: ``kty``, ``crv``, ``x``, ``y`` of a P-256/384/521 public key (fixed-width coordinates)."""
+    crv, size = _CURVE_NAMES[key.curve.name]
+    numbers = key.public_numbers()
+    return {
+        "kty": "EC",
+        "crv": crv,
+        "x": b64url_encode(numbers.x.to_bytes(size, "big")),
+        "y": b64url_encode(numbers.y.to_bytes(size, "big")),
+    }

@@ -1,0 +1,178 @@
+"""The token endpoint (RFC 6749 §3.2), framework-free and built from registries, in the shape of authlib's
+``AuthorizationServer``: form in, :class:`TokenResponse` or an :class:`~broker.errors.OAuthError` out.
+
+A request runs, in this order (docs/architecture.md, "Error precedence at /token"):
+
+1. :meth:`TokenEndpoint.authenticate`: the client-authentication registry picks the one method whose credentials
+   the request presents (RFC 6749 §2.3) and authenticates the transport's credentials, before the body is read.
+   Credentials in an ``Authorization`` header that no registered method takes are 401 ``invalid_client`` with a
+   challenge in the scheme the client used (RFC 6749 §5.2);
+2. :meth:`TokenEndpoint.handle`: parameters (RFC 6749 §3.2: none may repeat except ``audience`` and ``resource``,
+   RFC 8693 §2.1; an empty value counts as omitted, RFC 6749 §3.1) -> the grant registry (``grant_type``
+   missing: ``invalid_request``; unknown: ``unsupported_grant_type``) -> the method's form checks (``client_id``,
+   RFC 8705 §2) -> the grant's parameters -> target and scope syntax -> the grant itself -> quarantine (a hook)
+   -> policy (:mod:`broker.tokens.policy`) -> issue (:mod:`broker.tokens.issuer`) -> audit (a hook).
+
+Every :class:`~broker.errors.OAuthError` of either step passes through one error path (the audit hook's
+``refused``) and propagates; the web layer renders it (:mod:`broker.web.errors`). A new grant or client
+authentication method is a new class registered here, not an ``if`` in this module.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from broker.errors import InvalidClientError, InvalidRequestError, OAuthError, UnsupportedGrantTypeError
+from broker.oauth.form import select_target, single_values
+from broker.tokens.client_auth import ClientAuthMethod, RequestContext
+from broker.tokens.grants import Grant
+from broker.tokens.issuer import AccessTokenIssuer, AuthenticatedClient, IssuedToken
+from broker.tokens.policy import PolicyStore, parse_scope
+
+__all__ = ["Audit", "Quarantine", "TokenEndpoint", "TokenResponse"]
+
+_AUTH_SCHEME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
+
+
+@dataclass(frozen=True)
+class TokenResponse:
+    """A successful token response (RFC 6749 §5.1, RFC 8693 §2.2.1).
+
+    ``token_type`` is ``Bearer``: RFC 8705 §3 binds the token to the certificate without defining a new token
+    type, and resource servers check the binding (``cnf``) themselves; clients send it as a bearer token.
+    """
+
+    token: IssuedToken = field(repr=False)
+    issued_token_type: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"access_token": self.token.token, "token_type": "Bearer"}
+        if self.issued_token_type is not None:
+            body["issued_token_type"] = self.issued_token_type
+        body["expires_in"] = self.token.expires_in
+        if self.token.scopes:
+            body["scope"] = " ".join(self.token.scopes)
+        return body
+
+
+class Quarantine(Protocol):
+    """Refuses a client that is quarantined (raises an :class:`OAuthError`); runs after the grant, before policy."""
+
+    def check(self, client: AuthenticatedClient) -> None: ...
+
+
+class Audit(Protocol):
+    """Records every outcome: a token issued, or a request refused (``client`` None before authentication)."""
+
+    def issued(self, client: AuthenticatedClient, token: IssuedToken) -> None: ...
+
+    def refused(self, error: OAuthError, client: AuthenticatedClient | None) -> None: ...
+
+
+class _Nobody:
+    """No quarantine and no audit trail (the default)."""
+
+    def check(self, client: AuthenticatedClient) -> None:
+        return None
+
+    def issued(self, client: AuthenticatedClient, token: IssuedToken) -> None:
+        return None
+
+    def refused(self, error: OAuthError, client: AuthenticatedClient | None) -> None:
+        return None
+
+
+class TokenEndpoint:
+    """Client-auth registry -> grant registry -> quarantine -> policy -> issue -> audit."""
+
+    def __init__(
+        self,
+        *,
+        issuer: AccessTokenIssuer,
+        policy_store: PolicyStore,
+        quarantine: Quarantine | None = None,
+        audit: Audit | None = None,
+    ) -> None:
+        self.issuer = issuer
+        self.policy_store = policy_store
+        self._quarantine: Quarantine = quarantine or _Nobody()
+        self._audit: Audit = audit or _Nobody()
+        self._client_auth: dict[str, ClientAuthMethod] = {}
+        self._grants: dict[str, Grant] = {}
+
+    def register_client_auth(self, method: ClientAuthMethod) -> None:
+        """Accept ``method`` (tried in registration order; RFC 8414 ``token_endpoint_auth_methods_supported``)."""
+        self._client_auth[method.name] = method
+
+    def register_grant(self, grant: Grant) -> None:
+        """Accept ``grant`` (RFC 8414 ``grant_types_supported``)."""
+        self._grants[grant.grant_type] = grant
+
+    @property
+    def auth_methods(self) -> tuple[str, ...]:
+        return tuple(self._client_auth)
+
+    @property
+    def grant_types(self) -> tuple[str, ...]:
+        return tuple(self._grants)
+
+    def authenticate(self, context: RequestContext) -> AuthenticatedClient:
+        """Step 1: the client, from the transport's credentials; 401 ``invalid_client`` otherwise."""
+        try:
+            return self._method_for(context).authenticate(context)
+        except OAuthError as exc:
+            self._audit.refused(exc, None)
+            raise
+
+    async def handle(self, form: Mapping[str, Sequence[str]], client: AuthenticatedClient) -> TokenResponse:
+        """Step 2: validate the request, apply policy and issue; every refusal is an :class:`OAuthError`."""
+        try:
+            return self._handle(form, client)
+        except OAuthError as exc:
+            self._audit.refused(exc, client)
+            raise
+
+    def _handle(self, form: Mapping[str, Sequence[str]], client: AuthenticatedClient) -> TokenResponse:
+        params, targets = single_values(form)
+        grant = self._grant_for(params.get("grant_type"))
+        self._client_auth[client.auth_method].check_request(client, params)
+        issued_token_type = grant.validate_request(params)
+        audience = select_target(targets)
+        scopes = parse_scope(params.get("scope"))
+        grant.check_grant(params, client)  # the grant is checked before policy: a stolen JWT-SVID learns nothing
+        self._quarantine.check(client)
+        decision = self.policy_store.current().authorize(client.spiffe_id, audience, scopes)
+        token = self.issuer.issue(
+            client=client, audience=decision.audience, scopes=decision.scopes, max_lifetime=decision.max_lifetime
+        )
+        self._audit.issued(client, token)
+        return TokenResponse(token, issued_token_type)
+
+    def _grant_for(self, grant_type: str | None) -> Grant:
+        if grant_type is None:
+            raise InvalidRequestError("missing parameter 'grant_type'")
+        grant = self._grants.get(grant_type)
+        if grant is None:
+            labels = " and ".join(g.label for g in self._grants.values())
+            raise UnsupportedGrantTypeError(f"supported: {labels}")
+        return grant
+
+    def _method_for(self, context: RequestContext) -> ClientAuthMethod:
+        for method in self._client_auth.values():
+            if method.applies(context):
+                return method
+        if context.authorization is not None:
+            raise _authorization_refused(context.authorization)
+        raise InvalidClientError("no supported client authentication was presented")
+
+
+def _authorization_refused(authorization: str) -> InvalidClientError:
+    """401 with a challenge in the scheme the client used (RFC 6749 §5.2), or ``Basic`` if it is not a token."""
+    scheme = authorization.split(" ", 1)[0]
+    error = InvalidClientError("only tls_client_auth (mutual TLS with an X.509-SVID) is supported")
+    shown = scheme if _AUTH_SCHEME.fullmatch(scheme) else "Basic"
+    error.headers["WWW-Authenticate"] = f'{shown} realm="spiffe-broker"'
+    return error
