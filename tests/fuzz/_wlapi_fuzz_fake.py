@@ -102,13 +102,35 @@ class FakeWorkloadApi:
 @asynccontextmanager
 async def serving(fake: FakeWorkloadApi, socket_path: Path) -> AsyncIterator[str]:
     """Serve ``fake`` on ``socket_path``; yields the ``unix://`` address."""
-    server = Server([fake])
+    server = _ClosingServer([fake])
     await server.start(path=str(socket_path))
     try:
         yield f"unix://{socket_path}"
     finally:
         server.close()
+        server.close_connections()
         await server.wait_closed()
+        await asyncio.sleep(0)  # let each closed transport release its socket before the test's loop ends
+
+
+class _ClosingServer(Server):
+    """grpclib's server, which leaves accepted connections open on ``close()``: this one closes them, so no
+    transport outlives the test (a ``ResourceWarning``, an error under ``filterwarnings = error``)."""
+
+    def __init__(self, handlers: list[Any]) -> None:
+        super().__init__(handlers)
+        self._protocols: list[Any] = []
+
+    def _protocol_factory(self) -> Any:
+        protocol = super()._protocol_factory()
+        self._protocols.append(protocol)
+        return protocol
+
+    def close_connections(self) -> None:
+        for protocol in self._protocols:
+            processor = getattr(protocol, "processor", None)  # absent until connection_made
+            if processor is not None:
+                processor.close("server stopped")
 
 
 # -- messages: good ones built from a DevCA, and mutated ones ------------------------------------------------------
