@@ -127,7 +127,7 @@ class PostgresCluster:
         """A new empty database; its name."""
         name = f"t{next(self._names)}"
         with psycopg.connect(self.conninfo(), autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]  # a name we made
+            conn.execute(f'CREATE DATABASE "{name}"')  # a name we made
         return name
 
     def url(self, dbname: str) -> str:

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Protocol
 
 from broker.audit.journal import AuditJournalStore
-from broker.tokens.keystore import KeyMove, KeyringStore, KeyRecord, KeyState
+from broker.tokens.keystore import KeyMove, KeyRecord, KeyringStore, KeyState
 
 __all__ = ["STAMP_COLUMN", "TWO_ACTIVE", "Store", "duplicate_kid", "moved", "unknown_kid"]
 
@@ -36,7 +36,12 @@ class Store(Protocol):
 
 def moved(record: KeyRecord, move: KeyMove, at: datetime) -> KeyRecord:
     """``record`` after ``move`` at ``at``: the new state and the timestamp that state sets."""
-    return replace(record, state=move.new, **{STAMP_COLUMN[move.new]: at})
+    column = STAMP_COLUMN[move.new]
+    if column == "activated_at":
+        return replace(record, state=move.new, activated_at=at)
+    if column == "retiring_at":
+        return replace(record, state=move.new, retiring_at=at)
+    return replace(record, state=move.new, retired_at=at)
 
 
 TWO_ACTIVE = "the change would leave two active signing keys: move the active key to retiring in the same change"

@@ -16,7 +16,7 @@ from datetime import datetime
 from broker.audit.journal import GENESIS_HASH, AuditRecord, chain_hash, check_event
 from broker.errors import StoreConflictError
 from broker.store.base import TWO_ACTIVE, duplicate_kid, moved, unknown_kid
-from broker.tokens.keystore import KeyringChange, KeyRecord, KeyState, check_instant
+from broker.tokens.keystore import KeyRecord, KeyringChange, KeyState, check_instant
 
 __all__ = ["MemoryAuditJournal", "MemoryKeyring", "MemoryStore", "apply_to"]
 

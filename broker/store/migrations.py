@@ -44,7 +44,7 @@ def load(package: str) -> tuple[Migration, ...]:
 
 
 def check_version(current: int, latest: int, *, store: str, migrate: bool) -> None:
-    """Refuse a schema this broker cannot use (nothing is changed); fine when ``current`` can be brought to ``latest``."""
+    """Refuse a schema this broker cannot use (nothing is changed); pass when ``current`` can reach ``latest``."""
     if current > latest:
         raise StoreSchemaError(
             f"store {store} has schema version {current}, newer than this spiffe-broker knows ({latest}): "

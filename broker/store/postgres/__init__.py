@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from psycopg_pool import AsyncConnectionPool
-
-from broker.store.postgres._pool import MIGRATIONS, PgOptions, connection, migrate, open_pool
+from broker.store.postgres._pool import MIGRATIONS, PgOptions, Pool, connection, migrate, open_pool
 from broker.store.postgres.audit import PostgresAuditJournal
 from broker.store.postgres.keyring import PostgresKeyring
 from broker.store.url import StoreUrl
@@ -15,7 +13,7 @@ __all__ = ["PgOptions", "PostgresStore"]
 class PostgresStore:
     """Open with :meth:`open`: the pool is up and the schema migrated (or refused) before it returns."""
 
-    def __init__(self, pool: AsyncConnectionPool, store: str) -> None:
+    def __init__(self, pool: Pool, store: str) -> None:
         self._pool = pool
         self._store = store
         self._keyring = PostgresKeyring(pool, store)
@@ -23,7 +21,12 @@ class PostgresStore:
 
     @classmethod
     async def open(
-        cls, url: StoreUrl, *, password: str | None = None, options: PgOptions | None = None, migrate_schema: bool = True
+        cls,
+        url: StoreUrl,
+        *,
+        password: str | None = None,
+        options: PgOptions | None = None,
+        migrate_schema: bool = True,
     ) -> PostgresStore:
         pool = await open_pool(url, password=password, options=options or PgOptions())
         try:

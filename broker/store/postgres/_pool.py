@@ -18,13 +18,17 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import psycopg
+from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from broker.errors import StoreError, StoreUnavailableError
 from broker.store.migrations import Migration, check_history, check_version, load
 from broker.store.url import StoreUrl
 
-__all__ = ["MIGRATIONS", "PgOptions", "connection", "migrate", "open_pool"]
+__all__ = ["MIGRATIONS", "Conn", "PgOptions", "Pool", "connection", "migrate", "open_pool"]
+
+Conn = psycopg.AsyncConnection[TupleRow]
+Pool = AsyncConnectionPool[Conn]
 
 MIGRATIONS: tuple[Migration, ...] = load("broker.store.postgres.migrations")
 MIGRATION_LOCK = 7_315_420_001  # pg_advisory_xact_lock keys, fixed for the broker
@@ -55,7 +59,7 @@ def _password(url: StoreUrl, password: str | None) -> str | None:
     return text.removesuffix("\n")
 
 
-async def open_pool(url: StoreUrl, *, password: str | None, options: PgOptions) -> AsyncConnectionPool:
+async def open_pool(url: StoreUrl, *, password: str | None, options: PgOptions) -> Pool:
     kwargs: dict[str, object] = {
         "options": f"-c statement_timeout={options.statement_timeout_ms} -c TimeZone=UTC",
         "connect_timeout": options.connect_timeout_s,
@@ -64,7 +68,7 @@ async def open_pool(url: StoreUrl, *, password: str | None, options: PgOptions) 
     secret = _password(url, password)
     if secret is not None:
         kwargs["password"] = secret
-    pool: AsyncConnectionPool = AsyncConnectionPool(
+    pool: Pool = AsyncConnectionPool(
         url.conninfo,
         kwargs=kwargs,
         min_size=options.min_size,
@@ -85,7 +89,7 @@ async def open_pool(url: StoreUrl, *, password: str | None, options: PgOptions) 
 
 
 @asynccontextmanager
-async def connection(pool: AsyncConnectionPool, store: str) -> AsyncIterator[psycopg.AsyncConnection[object]]:
+async def connection(pool: Pool, store: str) -> AsyncIterator[Conn]:
     """A pooled connection; unreachable, timed out or broken becomes :class:`StoreUnavailableError`."""
     try:
         async with pool.connection() as conn:
@@ -93,12 +97,14 @@ async def connection(pool: AsyncConnectionPool, store: str) -> AsyncIterator[psy
     except PoolTimeout:
         raise StoreUnavailableError(f"no connection to the PostgreSQL store {store} is available") from None
     except psycopg.errors.QueryCanceled:
-        raise StoreUnavailableError(f"the PostgreSQL store {store} did not answer within the statement timeout") from None
+        raise StoreUnavailableError(
+            f"the PostgreSQL store {store} did not answer within the statement timeout"
+        ) from None
     except psycopg.OperationalError as exc:
         raise StoreUnavailableError(f"the PostgreSQL store {store} failed: {type(exc).__name__}") from None
 
 
-async def migrate(pool: AsyncConnectionPool, store: str, *, allow: bool) -> None:
+async def migrate(pool: Pool, store: str, *, allow: bool) -> None:
     async with connection(pool, store) as conn, conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
         await conn.execute(_SCHEMA_TABLE)
@@ -112,5 +118,3 @@ async def migrate(pool: AsyncConnectionPool, store: str, *, allow: bool) -> None
             await conn.execute(
                 "INSERT INTO broker_schema (version, name) VALUES (%s, %s)", (migration.version, migration.name)
             )
-
-

@@ -6,10 +6,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from psycopg_pool import AsyncConnectionPool
-
 from broker.audit.journal import GENESIS_HASH, AuditRecord, chain_hash, check_event
-from broker.store.postgres._pool import AUDIT_LOCK, connection
+from broker.store.postgres._pool import AUDIT_LOCK, Pool, connection
 from broker.tokens.keystore import check_instant
 
 __all__ = ["PostgresAuditJournal"]
@@ -22,7 +20,7 @@ def _record(row: Any) -> AuditRecord:
 
 
 class PostgresAuditJournal:
-    def __init__(self, pool: AsyncConnectionPool, store: str) -> None:
+    def __init__(self, pool: Pool, store: str) -> None:
         self._pool = pool
         self._store = store
 
@@ -32,7 +30,7 @@ class PostgresAuditJournal:
         body = bytes(body)
         async with connection(self._pool, self._store) as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(%s)", (AUDIT_LOCK,))
-            tail = await (await conn.execute(f"{_SELECT} ORDER BY seq DESC LIMIT 1")).fetchone()  # noqa: S608
+            tail = await (await conn.execute(f"{_SELECT} ORDER BY seq DESC LIMIT 1")).fetchone()
             seq = 1 if tail is None else int(tail[0]) + 1
             prev = GENESIS_HASH if tail is None else bytes(tail[5])
             record = AuditRecord(seq, at, event, body, prev, chain_hash(prev, seq, at, event, body))
@@ -46,10 +44,10 @@ class PostgresAuditJournal:
         if first < 1 or limit < 1:
             raise ValueError("read from seq 1 or later, at least one record")
         async with connection(self._pool, self._store) as conn:
-            cursor = await conn.execute(f"{_SELECT} WHERE seq >= %s ORDER BY seq LIMIT %s", (first, limit))  # noqa: S608
+            cursor = await conn.execute(f"{_SELECT} WHERE seq >= %s ORDER BY seq LIMIT %s", (first, limit))
             return [_record(r) for r in await cursor.fetchall()]
 
     async def last(self) -> AuditRecord | None:
         async with connection(self._pool, self._store) as conn:
-            row = await (await conn.execute(f"{_SELECT} ORDER BY seq DESC LIMIT 1")).fetchone()  # noqa: S608
+            row = await (await conn.execute(f"{_SELECT} ORDER BY seq DESC LIMIT 1")).fetchone()
         return None if row is None else _record(row)

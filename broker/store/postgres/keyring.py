@@ -10,12 +10,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import psycopg
-from psycopg_pool import AsyncConnectionPool
 
 from broker.errors import StoreConflictError
 from broker.store.base import TWO_ACTIVE, duplicate_kid, unknown_kid
-from broker.store.postgres._pool import connection
-from broker.tokens.keystore import KeyringChange, KeyRecord, KeyState
+from broker.store.postgres._pool import Conn, Pool, connection
+from broker.tokens.keystore import KeyRecord, KeyringChange, KeyState
 
 __all__ = ["PostgresKeyring"]
 
@@ -36,7 +35,7 @@ class _CompareFailed(Exception):
 
 
 class PostgresKeyring:
-    def __init__(self, pool: AsyncConnectionPool, store: str) -> None:
+    def __init__(self, pool: Pool, store: str) -> None:
         self._pool = pool
         self._store = store
 
@@ -44,10 +43,7 @@ class PostgresKeyring:
         async with connection(self._pool, self._store) as conn:
             cursor = await conn.execute(f"SELECT {_COLUMNS} FROM signing_keys ORDER BY created_at, kid")  # noqa: S608
             rows = await cursor.fetchall()
-        return [
-            KeyRecord(r[0], r[1], KeyState(r[2]), bytes(r[3]), r[4], r[5], r[6], r[7], r[8], r[9])  # type: ignore[misc]
-            for r in rows
-        ]
+        return [KeyRecord(r[0], r[1], KeyState(r[2]), bytes(r[3]), r[4], r[5], r[6], r[7], r[8], r[9]) for r in rows]
 
     async def apply(self, change: KeyringChange) -> bool:
         try:
@@ -61,9 +57,7 @@ class PostgresKeyring:
         return True
 
     @staticmethod
-    async def _move(
-        conn: psycopg.AsyncConnection[object], kid: str, expected: KeyState, new: KeyState, change: KeyringChange
-    ) -> None:
+    async def _move(conn: Conn, kid: str, expected: KeyState, new: KeyState, change: KeyringChange) -> None:
         try:
             cursor = await conn.execute(_MOVE[new], (new.value, change.at, kid, expected.value))
         except psycopg.errors.UniqueViolation:
@@ -76,7 +70,7 @@ class PostgresKeyring:
         raise _CompareFailed
 
     @staticmethod
-    async def _insert(conn: psycopg.AsyncConnection[object], key: KeyRecord) -> None:
+    async def _insert(conn: Conn, key: KeyRecord) -> None:
         try:
             await conn.execute(
                 f"INSERT INTO signing_keys ({_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",  # noqa: S608

@@ -28,7 +28,9 @@ class SqliteAuditJournal:
         if first < 1 or limit < 1:
             raise ValueError("read from seq 1 or later, at least one record")
         return await self._worker.run(
-            lambda conn: [_record(r) for r in conn.execute(f"{_SELECT} WHERE seq >= ? ORDER BY seq LIMIT ?", (first, limit))]
+            lambda conn: [
+                _record(r) for r in conn.execute(f"{_SELECT} WHERE seq >= ? ORDER BY seq LIMIT ?", (first, limit))
+            ]
         )
 
     async def last(self) -> AuditRecord | None:

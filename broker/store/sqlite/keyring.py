@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from broker.errors import StoreConflictError
 from broker.store.base import TWO_ACTIVE, duplicate_kid, unknown_kid
 from broker.store.sqlite._worker import SqliteWorker, from_micros, immediate, to_micros
-from broker.tokens.keystore import KeyringChange, KeyRecord, KeyState
+from broker.tokens.keystore import KeyRecord, KeyringChange, KeyState
 
 __all__ = ["SqliteKeyring"]
 
@@ -63,7 +63,9 @@ def _apply(conn: sqlite3.Connection, change: KeyringChange) -> bool:
         with immediate(conn):
             for move in change.ordered_moves():
                 try:
-                    cursor = conn.execute(_MOVE[move.new], (move.new.value, to_micros(change.at), move.kid, move.expected))
+                    cursor = conn.execute(
+                        _MOVE[move.new], (move.new.value, to_micros(change.at), move.kid, move.expected)
+                    )
                 except sqlite3.IntegrityError:
                     raise StoreConflictError(TWO_ACTIVE) from None
                 if cursor.rowcount == 1:
