@@ -36,11 +36,17 @@ _SCHEMA_TABLE = """CREATE TABLE IF NOT EXISTS broker_schema (
 
 def open_connection(path: Path, *, migrate: bool) -> sqlite3.Connection:
     """A checked, migrated connection to ``path`` (run on the worker thread)."""
+    if not migrate and not path.exists():
+        check_version(0, len(MIGRATIONS), store=f"sqlite://{path}", migrate=False)  # refused: nothing is created
     _create_private(path)
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_S)
     try:
         store = f"sqlite://{path}"
-        _check_ours(conn, store, migrate=migrate)
+        conn.execute("BEGIN")  # one read snapshot: another replica may be migrating this file right now
+        try:
+            _check_ours(conn, store, migrate=migrate)
+        finally:
+            conn.execute("COMMIT")
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")

@@ -54,6 +54,8 @@ class SqliteWorker:
 
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """``fn(connection)`` on the worker thread, its sqlite3 errors translated."""
+        if self.conn is None:
+            raise StoreError(f"store sqlite://{self.path} is closed")
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._call, fn)
 

@@ -1,0 +1,138 @@
+"""SQLite store faults: a corrupt, foreign, exposed or newer file is refused by name and left as it was."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import stat
+from pathlib import Path
+
+import pytest
+
+from broker.errors import StoreCorruptError, StoreError, StoreSchemaError
+from broker.store import open_store
+from broker.store.sqlite import SqliteStore
+from tests.unit.store.helpers import T0
+
+
+def snapshot(directory: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.iterdir())}
+
+
+def write_foreign(path: Path, application_id: int = 0) -> None:
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE accounts (id INTEGER PRIMARY KEY, owner TEXT)")
+    conn.execute(f"PRAGMA application_id = {application_id}")
+    conn.commit()
+    conn.close()
+    path.chmod(0o600)
+
+
+async def make_store(path: Path) -> None:
+    store = await SqliteStore.open(path)
+    await store.audit.append("store.created", T0, b"{}")
+    await store.close()
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    (tmp_path / "state").mkdir(mode=0o700)
+    return tmp_path / "state" / "broker.db"
+
+
+async def test_new_file_and_wal_are_private(db: Path) -> None:
+    store = await SqliteStore.open(db)
+    try:
+        await store.audit.append("e", T0, b"{}")
+        assert stat.S_IMODE(db.stat().st_mode) == 0o600
+        assert stat.S_IMODE(Path(f"{db}-wal").stat().st_mode) == 0o600
+        assert stat.S_IMODE(db.parent.stat().st_mode) == 0o700
+        assert sqlite3.connect(db).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert await store.schema_version() == SqliteStore.latest_version()
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize(
+    ("write", "message"),
+    [
+        (lambda p: p.write_bytes(b"this is not a database, it is a text file\n" * 100), "not a SQLite database"),
+        (lambda p: p.write_bytes(b"SQLite format 3\x00" + b"\xff" * 4080), "not a SQLite database"),
+        (write_foreign, "another program's SQLite database"),
+        (lambda p: write_foreign(p, 0x12345678), "application_id 0x12345678"),
+    ],
+    ids=["text-file", "damaged-header", "foreign-tables", "foreign-application-id"],
+)
+async def test_corrupt_or_foreign_file_is_refused_and_unchanged(db: Path, write: object, message: str) -> None:
+    assert callable(write)
+    write(db)
+    db.chmod(0o600)
+    before = snapshot(db.parent)
+    with pytest.raises(StoreCorruptError, match=message) as caught:
+        await open_store(f"sqlite://{db}")
+    assert "--store" in str(caught.value) and "nothing was changed" in str(caught.value)
+    assert snapshot(db.parent) == before
+
+
+async def test_newer_schema_is_refused_and_unchanged(db: Path) -> None:
+    await make_store(db)
+    conn = sqlite3.connect(db)
+    conn.execute("INSERT INTO broker_schema VALUES (99, 'from_the_future', 0)")
+    conn.commit()
+    conn.close()
+    before = snapshot(db.parent)
+    with pytest.raises(StoreSchemaError, match="schema version 99, newer than this spiffe-broker knows") as caught:
+        await open_store(f"sqlite://{db}")
+    assert "upgrade spiffe-broker" in str(caught.value)
+    assert snapshot(db.parent) == before
+
+
+async def test_edited_migration_history_is_refused(db: Path) -> None:
+    await make_store(db)
+    conn = sqlite3.connect(db)
+    conn.execute("UPDATE broker_schema SET name = 'something_else' WHERE version = 1")
+    conn.commit()
+    conn.close()
+    before = snapshot(db.parent)
+    with pytest.raises(StoreCorruptError, match="records migration 1 as 'something_else'"):
+        await open_store(f"sqlite://{db}")
+    assert snapshot(db.parent) == before
+
+
+async def test_without_migrate_a_missing_store_is_refused_and_not_created(db: Path) -> None:
+    with pytest.raises(StoreSchemaError, match="run `spiffe-broker store migrate`"):
+        await open_store(f"sqlite://{db}", migrate=False)
+    assert not db.exists()
+
+
+async def test_file_readable_by_others_is_refused(db: Path) -> None:
+    await make_store(db)
+    db.chmod(0o644)
+    with pytest.raises(StoreError, match="mode 0644, readable by others: chmod 600"):
+        await open_store(f"sqlite://{db}")
+
+
+async def test_reopen_keeps_records_and_version(db: Path) -> None:
+    await make_store(db)
+    store = await SqliteStore.open(db, migrate=False)
+    try:
+        assert [r.event for r in await store.audit.read()] == ["store.created"]
+    finally:
+        await store.close()
+
+
+async def test_journal_is_append_only_in_the_database(db: Path) -> None:
+    await make_store(db)
+    conn = sqlite3.connect(db)
+    for statement in ("UPDATE audit_records SET body = x'00'", "DELETE FROM audit_records"):
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            conn.execute(statement)
+    conn.close()
+
+
+async def test_closed_store_refuses_calls(db: Path) -> None:
+    store = await SqliteStore.open(db)
+    await store.close()
+    with pytest.raises(StoreError, match="is closed"):
+        await store.audit.last()
+    await store.close()  # twice is fine

@@ -1,0 +1,57 @@
+"""Store URLs: sqlite, postgresql, memory; anything else is a StoreUrlError naming the accepted forms."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from broker.errors import ConfigError, StoreUrlError
+from broker.store import StoreUrl
+
+
+@pytest.mark.parametrize(
+    ("text", "path"),
+    [("sqlite:///var/lib/broker/broker.db", "/var/lib/broker/broker.db"), ("sqlite:state/b.db", "state/b.db")],
+    ids=["absolute", "relative"],
+)
+def test_sqlite_urls(text: str, path: str) -> None:
+    url = StoreUrl.parse(text)
+    assert (url.kind, url.path) == ("sqlite", Path(path))
+
+
+def test_memory_url() -> None:
+    assert StoreUrl.parse("memory:").kind == "memory"
+
+
+def test_postgresql_url_keeps_libpq_parameters_and_takes_out_the_password_file() -> None:
+    url = StoreUrl.parse("postgres://broker@db.example:5433/broker?sslmode=verify-full&password_file=/run/s/pw")
+    assert url.kind == "postgresql"
+    assert url.password_file == Path("/run/s/pw")
+    assert url.conninfo == "postgresql://broker@db.example:5433/broker?sslmode=verify-full"
+
+
+def test_postgresql_password_never_shows() -> None:
+    url = StoreUrl.parse("postgresql://broker:hunter2@db/broker")
+    assert "hunter2" not in str(url) and "hunter2" not in repr(url)
+    assert str(url) == "postgresql://broker:***@db/broker"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("mysql://db/broker", "unsupported store URL scheme 'mysql'"),
+        ("sqlite://host/path.db", "no host"),
+        ("sqlite:///var/lib/", "names a file"),
+        ("sqlite:///a.db?mode=ro", "no query"),
+        ("postgresql://db/broker?password=x", "password_file"),
+        ("postgresql://db:notaport/broker", "not a PostgreSQL URL"),
+        ("postgresql://db/a/b", "one database"),
+        ("", "unsupported"),
+    ],
+    ids=["scheme", "sqlite-host", "sqlite-dir", "sqlite-query", "pg-password-param", "pg-port", "pg-path", "empty"],
+)
+def test_bad_urls_are_refused(text: str, message: str) -> None:
+    with pytest.raises(StoreUrlError, match=message) as caught:
+        StoreUrl.parse(text)
+    assert isinstance(caught.value, ConfigError)
