@@ -24,7 +24,7 @@ async def test_unreachable_server_is_a_bounded_clear_error(tmp_path: Path) -> No
     secret.write_text("s3cret-not-to-log\n")
     url = StoreUrl.parse(f"postgresql://broker@/db?host={tmp_path}/nowhere&password_file={secret}")
     started = time.monotonic()
-    with pytest.raises(StoreUnavailableError, match="cannot reach the PostgreSQL store .* within 1 s") as caught:
+    with pytest.raises(StoreUnavailableError, match=r"cannot reach the PostgreSQL store .* within 1 s") as caught:
         await PostgresStore.open(url, options=FAST)
     assert time.monotonic() - started < 10
     assert caught.value.error == "temporarily_unavailable"
@@ -55,7 +55,7 @@ async def test_password_in_the_url_is_redacted(postgres_cluster: PostgresCluster
 def raw(cluster: PostgresCluster, url: str, statement: str) -> list[tuple[object, ...]]:
     dbname = url.split("/")[3].split("?")[0]
     with psycopg.connect(cluster.conninfo(dbname), autocommit=True) as conn:
-        cursor = conn.execute(statement)  # type: ignore[call-overload]
+        cursor = conn.execute(statement.encode())
         return cursor.fetchall() if cursor.description else []
 
 
