@@ -73,7 +73,9 @@ class AuditRecord:
         return chain_hash(self.prev_hash, self.seq, self.at, self.event, self.body)
 
 
-def check_event(event: str) -> None:
+def check_event(event: str, at: datetime) -> None:
+    """Refuse (ValueError) an event name that is empty, long or not printable ASCII, or a naive timestamp."""
+    epoch_micros(at)
     if not event or len(event) > MAX_EVENT_LENGTH or not event.isascii() or not event.isprintable():
         raise ValueError(f"an audit event name is 1 to {MAX_EVENT_LENGTH} printable ASCII characters")
 

@@ -16,7 +16,7 @@ from datetime import datetime
 from broker.audit.journal import GENESIS_HASH, AuditRecord, chain_hash, check_event
 from broker.errors import StoreConflictError
 from broker.store.base import TWO_ACTIVE, duplicate_kid, moved, unknown_kid
-from broker.tokens.keystore import KeyRecord, KeyringChange, KeyState, check_instant
+from broker.tokens.keystore import KeyRecord, KeyringChange, KeyState
 
 __all__ = ["MemoryAuditJournal", "MemoryKeyring", "MemoryStore", "apply_to"]
 
@@ -67,8 +67,7 @@ class MemoryAuditJournal:
         self._records: list[AuditRecord] = []
 
     async def append(self, event: str, at: datetime, body: bytes) -> AuditRecord:
-        check_event(event)
-        check_instant(at)
+        check_event(event, at)
         prev = self._records[-1].hash if self._records else GENESIS_HASH
         seq = len(self._records) + 1
         record = AuditRecord(seq, at, event, bytes(body), prev, chain_hash(prev, seq, at, event, body))

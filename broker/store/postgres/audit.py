@@ -8,7 +8,6 @@ from typing import Any
 
 from broker.audit.journal import GENESIS_HASH, AuditRecord, chain_hash, check_event
 from broker.store.postgres._pool import AUDIT_LOCK, Pool, connection
-from broker.tokens.keystore import check_instant
 
 __all__ = ["PostgresAuditJournal"]
 
@@ -25,8 +24,7 @@ class PostgresAuditJournal:
         self._store = store
 
     async def append(self, event: str, at: datetime, body: bytes) -> AuditRecord:
-        check_event(event)
-        check_instant(at)
+        check_event(event, at)
         body = bytes(body)
         async with connection(self._pool, self._store) as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(%s)", (AUDIT_LOCK,))

@@ -8,7 +8,6 @@ from datetime import datetime
 
 from broker.audit.journal import GENESIS_HASH, AuditRecord, chain_hash, check_event
 from broker.store.sqlite._worker import SqliteWorker, from_micros, immediate, to_micros
-from broker.tokens.keystore import check_instant
 
 __all__ = ["SqliteAuditJournal"]
 
@@ -20,8 +19,7 @@ class SqliteAuditJournal:
         self._worker = worker
 
     async def append(self, event: str, at: datetime, body: bytes) -> AuditRecord:
-        check_event(event)
-        check_instant(at)
+        check_event(event, at)
         return await self._worker.run(lambda conn: _append(conn, event, at, bytes(body)))
 
     async def read(self, first: int = 1, limit: int = 1000) -> Sequence[AuditRecord]:

@@ -58,3 +58,9 @@ async def test_bad_event_names_are_refused(store: Store, event: str) -> None:
 async def test_bad_ranges_are_refused(store: Store) -> None:
     with pytest.raises(ValueError, match="seq 1 or later"):
         await store.audit.read(0)
+
+
+async def test_naive_timestamp_is_refused(store: Store) -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        await store.audit.append("e", T0.replace(tzinfo=None), b"{}")
+    assert await store.audit.last() is None
