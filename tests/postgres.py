@@ -8,6 +8,7 @@
   and Authentication"). Authentication is ``scram-sha-256`` with a password from a file, so the store's
   ``password_file`` path is exercised too.
 * Every wait is bounded: start (30 s), stop (``pg_ctl stop -m fast``, then SIGKILL of the process group).
+  :meth:`PostgresCluster.pause` and :meth:`~PostgresCluster.resume` stop and restart it, for outage tests.
 """
 
 from __future__ import annotations
@@ -77,10 +78,14 @@ class PostgresCluster:
             "initdb", "-D", str(self.data), "-U", USER, "--auth=scram-sha-256", f"--pwfile={self.password_file}",
             "-E", "UTF8", "--no-sync",
         )  # fmt: skip
+        self.resume()
+
+    def resume(self) -> None:
+        """Start ``postgres`` on the existing data directory and wait until it accepts connections."""
         settings = ["-c", "listen_addresses=", "-k", str(self.socket_dir)]
         if not self.durable:
             settings += ["-c", "fsync=off", "-c", "full_page_writes=off", "-c", "synchronous_commit=off"]
-        with self.log.open("wb") as log:
+        with self.log.open("ab") as log:
             self._process = subprocess.Popen(
                 [*self._runas, str(self.bin_dir / "postgres"), "-D", str(self.data), *settings],
                 stdout=log,
@@ -135,6 +140,12 @@ class PostgresCluster:
         return f"postgresql://{USER}@/{dbname}?host={self.socket_dir}&password_file={self.password_file}"
 
     def stop(self) -> None:
+        """Stop the server and remove the cluster."""
+        self.pause()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def pause(self) -> None:
+        """Stop the server (``pg_ctl stop -m fast``, bounded), keeping the data for :meth:`resume`."""
         process, self._process = self._process, None
         if process is not None and process.poll() is None:
             with contextlib.suppress(subprocess.SubprocessError, RuntimeError):
@@ -144,4 +155,3 @@ class PostgresCluster:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait(timeout=STOP_TIMEOUT_S)
-        shutil.rmtree(self.root, ignore_errors=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import sqlite3
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from broker.errors import StoreCorruptError, StoreError, StoreSchemaError
+from broker.errors import StoreCorruptError, StoreError, StoreSchemaError, StoreUnavailableError
 from broker.store import open_store
 from broker.store.sqlite import SqliteStore
 from tests.unit.store.helpers import T0
@@ -141,3 +142,36 @@ async def test_closed_store_refuses_calls(db: Path) -> None:
     with pytest.raises(StoreError, match="is closed"):
         await store.audit.last()
     await store.close()  # twice is fine
+
+
+async def test_a_locked_file_waits_off_the_event_loop(db: Path) -> None:
+    store = await SqliteStore.open(db)
+    blocker = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    try:
+        blocker.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        append = asyncio.create_task(store.audit.append("e", T0, b"{}"))
+        ticks = 0
+        for _ in range(20):
+            await asyncio.sleep(0.01)
+            ticks += 1
+        assert ticks == 20 and not append.done()  # the loop ran while the worker waited on the lock
+        blocker.execute("COMMIT")
+        assert (await append).seq == 1
+    finally:
+        blocker.close()
+        await store.close()
+
+
+async def test_a_lock_held_past_busy_timeout_is_unavailable(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("broker.store.sqlite._open.BUSY_TIMEOUT_S", 0.2)
+    store = await SqliteStore.open(db)
+    blocker = sqlite3.connect(db, isolation_level=None)
+    try:
+        blocker.execute("BEGIN IMMEDIATE")
+        with pytest.raises(StoreUnavailableError, match="busy"):
+            await store.audit.append("e", T0, b"{}")
+        blocker.execute("ROLLBACK")
+        assert (await store.audit.append("e", T0, b"{}")).seq == 1
+    finally:
+        blocker.close()
+        await store.close()
