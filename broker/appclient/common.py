@@ -21,6 +21,7 @@ from broker.appclient.sidecar import SidecarError, SidecarToken, parse_token_res
 from broker.errors import BrokerError
 from broker.jose.errors import JoseError
 from broker.jose.jws import read_unverified
+from broker.oauth.binding import X5tS256
 
 __all__ = [
     "RETRY_DELAY",
@@ -69,8 +70,7 @@ def token_binding(access_token: str) -> str | None:
         claims = read_unverified(access_token, canonical=False).payload
     except JoseError:
         return None
-    cnf = claims.get("cnf")
-    bound = cnf.get("x5t#S256") if isinstance(cnf, dict) else None
+    bound = X5tS256.bound_in(claims)
     return bound if isinstance(bound, str) else None
 
 
@@ -96,7 +96,7 @@ class BindingDeadline:
     def matches(self, access_token: str, x5t: str) -> bool:
         """Whether the token is bound to ``x5t``; raise :class:`BindingMismatchError` once the wait is over."""
         bound = token_binding(access_token)
-        if bound == x5t:
+        if bound is not None and X5tS256(x5t).matches(bound):
             return True
         if time.monotonic() >= self._deadline:
             raise mismatch(bound)

@@ -7,7 +7,8 @@ Parsing runs in stages so each caller keeps its own order of checks:
 2. :func:`b64url_decode`: unpadded base64url; with ``canonical`` (the default) only the canonical spelling, so
    one signed token has one spelling.
 3. :func:`json_object`: RFC 7515 §5.2 steps 2-4 / RFC 7519 §7.2 step 10: a UTF-8 JSON object, no duplicate
-   members, no ``NaN``/``Infinity``, nesting bounded by the parser's recursion limit.
+   members, no ``NaN``/``Infinity``, nesting at most :data:`MAX_JSON_DEPTH` levels (the same bound on every
+   Python: the ``json`` module's own limit is the recursion limit on 3.11 and a larger C-stack limit on 3.12+).
 
 :func:`parse_compact` runs them all (header, payload, signature) and returns a :class:`CompactJws` whose signature
 is *not yet verified*: verify it with :func:`broker.jose.jws.verify` before trusting anything in it.
@@ -36,6 +37,7 @@ __all__ = [
 ]
 
 MAX_TOKEN_LENGTH = 16384
+MAX_JSON_DEPTH = 32  # JOSE headers and JWT claims nest 2-3 levels
 # Three base64url parts (RFC 7515 §2: no padding); fullmatch, so no trailing newline slips through.
 _COMPACT = re.compile(r"([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)")
 
@@ -96,6 +98,8 @@ def _no_constant(name: str) -> Any:
 
 def json_object(raw: bytes, part: str) -> dict[str, Any]:
     """A strict UTF-8 JSON object (see the module docstring); :class:`JsonObjectError` naming ``part`` if not."""
+    if _nesting_exceeds(raw, MAX_JSON_DEPTH):
+        raise JsonObjectError(part, "not UTF-8 JSON")
     try:
         value = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_members, parse_constant=_no_constant)
     except _DuplicateMemberError:
@@ -105,6 +109,34 @@ def json_object(raw: bytes, part: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise JsonObjectError(part, "not a JSON object")
     return value
+
+
+def _nesting_exceeds(raw: bytes, limit: int) -> bool:
+    """Whether JSON text ``raw`` nests arrays/objects deeper than ``limit``.
+
+    Fast path: fewer opening brackets in all than ``limit`` (strings included) cannot nest deeper. Otherwise one
+    pass that skips string contents (RFC 8259 §7: a string ends at an unescaped quote).
+    """
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return False
+    depth, in_string, escaped = 0, False, False
+    for byte in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):
+            depth += 1
+            if depth > limit:
+                return True
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return False
 
 
 def _shape_error(token: str) -> MalformedJwsError:

@@ -5,18 +5,19 @@ Base64url (no padding, RFC 7515 §2) of SHA-256 over the certificate's DER encod
 
 from __future__ import annotations
 
-import base64
 import hashlib
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+
+from broker.jose._rfc7515 import b64url_encode
 
 __all__ = ["certificate_thumbprint", "x5t_s256"]
 
 
 def certificate_thumbprint(certificate_der: bytes) -> str:
     """RFC 8705 §3.1 ``x5t#S256``: base64url (no padding) of SHA-256 over the certificate's DER encoding."""
-    return base64.urlsafe_b64encode(hashlib.sha256(certificate_der).digest()).rstrip(b"=").decode("ascii")
+    return b64url_encode(hashlib.sha256(certificate_der).digest())
 
 
 def x5t_s256(certificate: x509.Certificate) -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["AUDIENCE", "ERROR_CODE", "ERROR_DESCRIPTION", "SCOPE", "SCOPE_TOKEN"]
+__all__ = ["AUDIENCE", "ERROR_CODE", "ERROR_DESCRIPTION", "SCOPE", "SCOPE_TOKEN", "normalize_scope"]
 
 _NQCHAR = r"\x21\x23-\x5b\x5d-\x7e"  # RFC 6749 Appendix A: NQCHAR without space
 
@@ -22,3 +22,8 @@ SCOPE = re.compile(rf"[{_NQCHAR}]+(?: [{_NQCHAR}]+)*")
 AUDIENCE = re.compile(r"[\x21-\x7e]+")
 ERROR_CODE = SCOPE_TOKEN
 ERROR_DESCRIPTION = re.compile(rf"[\x20{_NQCHAR}]*")
+
+
+def normalize_scope(scope: str) -> str:
+    """One spelling per set of scopes (RFC 6749 §3.3: order and repetition carry no meaning): sorted, unique."""
+    return " ".join(sorted(set(scope.split())))

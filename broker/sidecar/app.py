@@ -25,7 +25,7 @@ from aiohttp import web
 from broker.errors import AccessDeniedError, BrokerError, InvalidRequestError, ServerError, TemporarilyUnavailableError
 from broker.identity.errors import SvidUnavailableError
 from broker.identity.source import SubscribableX509Source, current_x5t
-from broker.oauth.grammar import AUDIENCE, SCOPE
+from broker.oauth.grammar import AUDIENCE, SCOPE, normalize_scope
 from broker.sidecar.cache import CacheKey, TokenCache
 from broker.sidecar.exchanger import Exchanger
 from broker.sidecar.health import TokenServiceHealth
@@ -80,7 +80,7 @@ def _parse_key(request: web.Request) -> CacheKey:
         return audiences[0], None
     if len(scope) > _MAX_SCOPE or not SCOPE.fullmatch(scope):
         raise InvalidRequestError("scope is not a space-separated list of scope tokens (RFC 6749 §3.3)")
-    return audiences[0], " ".join(sorted(set(scope.split(" "))))
+    return audiences[0], normalize_scope(scope)
 
 
 _LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "[::1]"})

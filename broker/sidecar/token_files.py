@@ -35,6 +35,7 @@ from broker._backoff import Backoff
 from broker._files import write_atomically
 from broker.errors import BrokerError
 from broker.identity.source import Subscribable
+from broker.oauth.grammar import normalize_scope
 from broker.sidecar.cache import CachedToken, CacheKey, TokenCache
 from broker.sidecar.errors import TokenServiceRefusedError
 
@@ -67,7 +68,7 @@ class TokenFile:
     @property
     def key(self) -> CacheKey:
         """The cache key, with the scope normalised as ``/v1/token`` does (RFC 6749 §3.3: order is irrelevant)."""
-        scope = " ".join(sorted(set(self.scope.split()))) if self.scope else None
+        scope = normalize_scope(self.scope) if self.scope else None
         return self.audience, scope
 
 

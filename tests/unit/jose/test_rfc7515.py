@@ -67,13 +67,28 @@ def test_raw_and_der_signatures_convert_both_ways() -> None:
         ("e30." + b64(b'{"a":NaN}') + ".AA", errors.JsonObjectError, "payload is not UTF-8 JSON"),
         ("e30." + b64(b"[" * 3000 + b"]" * 3000) + ".AA", errors.JsonObjectError, "payload is not UTF-8 JSON"),
         ("e30." + b64(b'{"a":"\xff"}') + ".AA", errors.JsonObjectError, "payload is not UTF-8 JSON"),
+        ("e30." + b64(b'{"a":' + b"[" * 40 + b"]" * 40 + b"}") + ".AA", errors.JsonObjectError, "payload is not UTF-8"),
     ],
     ids=["empty", "too-long", "json-serialization", "jwe", "two-parts", "empty-part", "bad-base64url",
-         "non-canonical", "header-array", "duplicate", "nan", "too-deep", "not-utf8"],
+         "non-canonical", "header-array", "duplicate", "nan", "too-deep", "not-utf8", "deeper-than-32-in-a-member"],
 )  # fmt: skip
 def test_parser_refuses_each_malformation(token: str, error: type[Exception], message: str) -> None:
     with pytest.raises(error, match=message):
         jws.read_unverified(token)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'{"a":' + b"[" * 31 + b"]" * 31 + b"}",
+        b'{"a":"' + b"[{" * 100 + b'"}',
+        b'{"a":"\\\\", "b":"\\"' + b"[" * 100 + b'"}',
+    ],
+    ids=["32-levels", "brackets-inside-a-string", "escaped-backslash"],
+)
+def test_nesting_bound_counts_only_json_structure(payload: bytes) -> None:
+    """The bound is the same on every Python (the json module's own limit differs between 3.11 and 3.13)."""
+    assert isinstance(jws.read_unverified("e30." + b64(payload) + ".AA").payload, dict)
 
 
 def test_non_canonical_base64url_is_read_only_when_asked() -> None:
