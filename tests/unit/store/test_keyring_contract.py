@@ -116,3 +116,31 @@ def test_naive_timestamps_are_refused() -> None:
 def test_a_change_names_each_key_once() -> None:
     with pytest.raises(ValueError, match="each key once"):
         KeyringChange(at=T0, moves=(KeyMove("k1", A, R),), adds=(key("k1"),))
+
+
+async def test_compare_and_set_failing_after_an_earlier_move_changes_nothing(store: Store) -> None:
+    await seeded(store)
+    # k2 already moved (revoked) by someone else; k1's move is listed first and succeeds before k2's fails.
+    assert await store.keyring.apply(KeyringChange(at=T0, moves=(KeyMove("k2", N, RV),)))
+    before = list(await store.keyring.keys())
+    change = KeyringChange(at=T0 + timedelta(minutes=5), moves=(KeyMove("k1", A, R), KeyMove("k2", N, A)))
+    assert not await store.keyring.apply(change)
+    assert list(await store.keyring.keys()) == before
+
+
+async def test_concurrent_revoke_and_rotation_with_different_first_moves(open_replica: OpenReplica) -> None:
+    replicas = [await open_replica() for _ in range(2)]
+    await seeded(replicas[0])
+    revoke = KeyringChange(at=T0 + timedelta(minutes=3), moves=(KeyMove("k1", A, RV), KeyMove("k2", N, A)))
+    rotate = KeyringChange(
+        at=T0 + timedelta(minutes=3),
+        moves=(KeyMove("k2", N, A), KeyMove("k1", A, R)),
+        adds=(key("k3", minutes=3),),
+    )
+    results = await asyncio.gather(replicas[0].keyring.apply(revoke), replicas[1].keyring.apply(rotate))
+    assert sorted(results) == [False, True]
+    states = {k.kid: k.state for k in await replicas[1].keyring.keys()}
+    if results[0]:
+        assert states == {"k1": RV, "k2": A}
+    else:
+        assert states == {"k1": R, "k2": A, "k3": N}
