@@ -2,8 +2,11 @@
 
 * The password comes from ``password_file`` (a mounted Secret; one trailing newline dropped) or from the caller
   (the setting read from the environment); it goes to libpq as a keyword, never into a URL, a log or a message.
-* Every session gets ``statement_timeout`` (PostgreSQL 15 docs, 20.11 "Client Connection Defaults") and
-  ``TimeZone=UTC``; ``connect_timeout`` bounds each connection attempt.
+* Every session gets ``statement_timeout``, ``lock_timeout``, ``idle_in_transaction_session_timeout`` (PostgreSQL
+  15 docs, 20.11 "Client Connection Defaults") and ``TimeZone=UTC``; ``connect_timeout`` bounds each connection
+  attempt; TCP keepalives and ``tcp_user_timeout`` notice a dead peer. A server that stops answering (hung,
+  SIGSTOPped, a black-holed network) cannot hold a caller: :func:`connection` bounds each whole call on the
+  client with ``op_timeout_s`` and then fails with :class:`StoreUnavailableError`.
 * :func:`open_pool` waits at most ``start_timeout`` for the first connection, retrying with the pool's own
   backoff, then fails with :class:`StoreUnavailableError`. Later, a broken connection is replaced by the pool in
   the background, and a call that cannot get one within ``pool_timeout`` is :class:`StoreUnavailableError` (503).
@@ -13,6 +16,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -28,11 +32,18 @@ from broker.store.url import StoreUrl
 __all__ = ["MIGRATIONS", "Conn", "PgOptions", "Pool", "connection", "migrate", "open_pool"]
 
 Conn = psycopg.AsyncConnection[TupleRow]
-Pool = AsyncConnectionPool[Conn]
+
+
+class Pool(AsyncConnectionPool[Conn]):
+    """The pool, with the client-side bound on every call made through :func:`connection`."""
+
+    op_timeout_s: float = 10.0
+
 
 MIGRATIONS: tuple[Migration, ...] = load("broker.store.postgres.migrations")
 MIGRATION_LOCK = 7_315_420_001  # pg_advisory_xact_lock keys, fixed for the broker
 AUDIT_LOCK = 7_315_420_002
+CANCEL_GRACE_S = 1.0  # after the client-side bound, how long a server may take to honour the cancel request
 
 _SCHEMA_TABLE = """CREATE TABLE IF NOT EXISTS broker_schema (
     version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now()
@@ -45,6 +56,10 @@ class PgOptions:
     connect_timeout_s: int = 5
     start_timeout_s: float = 30.0
     pool_timeout_s: float = 5.0
+    op_timeout_s: float = 10.0  # client-side bound on one whole call: pool wait, queries, commit
+    lock_timeout_ms: int = 5_000
+    idle_in_transaction_timeout_ms: int = 10_000
+    tcp_user_timeout_ms: int = 10_000
     min_size: int = 1
     max_size: int = 10
 
@@ -61,14 +76,22 @@ def _password(url: StoreUrl, password: str | None) -> str | None:
 
 async def open_pool(url: StoreUrl, *, password: str | None, options: PgOptions) -> Pool:
     kwargs: dict[str, object] = {
-        "options": f"-c statement_timeout={options.statement_timeout_ms} -c TimeZone=UTC",
+        "options": (
+            f"-c statement_timeout={options.statement_timeout_ms} -c lock_timeout={options.lock_timeout_ms} "
+            f"-c idle_in_transaction_session_timeout={options.idle_in_transaction_timeout_ms} -c TimeZone=UTC"
+        ),
         "connect_timeout": options.connect_timeout_s,
+        "keepalives": 1,
+        "keepalives_idle": 10,
+        "keepalives_interval": 5,
+        "keepalives_count": 3,
+        "tcp_user_timeout": options.tcp_user_timeout_ms,
         "application_name": "spiffe-broker",
     }
     secret = _password(url, password)
     if secret is not None:
         kwargs["password"] = secret
-    pool: Pool = AsyncConnectionPool(
+    pool = Pool(
         url.conninfo,
         kwargs=kwargs,
         min_size=options.min_size,
@@ -77,6 +100,7 @@ async def open_pool(url: StoreUrl, *, password: str | None, options: PgOptions) 
         open=False,
         name="spiffe-broker-store",
     )
+    pool.op_timeout_s = options.op_timeout_s
     try:
         await pool.open(wait=True, timeout=options.start_timeout_s)
     except PoolTimeout:
@@ -92,8 +116,18 @@ async def open_pool(url: StoreUrl, *, password: str | None, options: PgOptions) 
 async def connection(pool: Pool, store: str) -> AsyncIterator[Conn]:
     """A pooled connection; unreachable, timed out or broken becomes :class:`StoreUnavailableError`."""
     try:
-        async with pool.connection() as conn:
+        # The inner bound cancels the call; psycopg then asks the server to cancel the query and waits up to 5 s
+        # for it. A hung server never answers, so the outer bound cancels again, and psycopg closes the connection.
+        async with (
+            asyncio.timeout(pool.op_timeout_s + CANCEL_GRACE_S),
+            asyncio.timeout(pool.op_timeout_s),
+            pool.connection() as conn,
+        ):
             yield conn
+    except TimeoutError:
+        raise StoreUnavailableError(
+            f"the PostgreSQL store {store} did not answer within {pool.op_timeout_s:g} s"
+        ) from None
     except PoolTimeout:
         raise StoreUnavailableError(f"no connection to the PostgreSQL store {store} is available") from None
     except psycopg.errors.QueryCanceled:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from collections.abc import Iterator
 
@@ -63,3 +65,24 @@ async def test_statement_timeout_is_unavailable(postgres_url: str) -> None:
                 await conn.execute("SELECT pg_sleep(2)")
     finally:
         await store.close()
+
+
+async def test_a_hung_server_cannot_hold_a_call_past_the_client_bound(postgres_url: str) -> None:
+    """SIGSTOP the backend serving the pool's only connection: the call fails by the client-side bound."""
+    options = PgOptions(min_size=1, max_size=1, op_timeout_s=1.0, statement_timeout_ms=60_000)
+    store = await PostgresStore.open(StoreUrl.parse(postgres_url), options=options)
+    try:
+        async with connection(store._pool, "test") as conn:
+            row = await (await conn.execute("SELECT pg_backend_pid()")).fetchone()
+        assert row is not None
+        backend = int(row[0])
+        os.kill(backend, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailableError, match="did not answer within 1 s"):
+                await asyncio.wait_for(store.audit.append("hung", T0, b"{}"), 10)
+            assert time.monotonic() - started < 4
+        finally:
+            os.kill(backend, signal.SIGCONT)
+    finally:
+        await asyncio.wait_for(store.close(), 30)
