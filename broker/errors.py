@@ -81,7 +81,8 @@ class BrokerError(Exception):
     """Base of every error the broker raises on purpose.
 
     ``description`` is safe to log and to send to a client: callers must never put a token, a key or any
-    other secret into it.
+    other secret into it. ``detail`` is for the log and the operator only (by default the description; an error
+    whose description is generic, such as :class:`StoreUnavailableError`, keeps its internal details there).
     """
 
     error: str = "server_error"
@@ -90,6 +91,7 @@ class BrokerError(Exception):
     def __init__(self, description: str = "") -> None:
         super().__init__(description or self.error)
         self.description = description
+        self.detail = description
         self.headers: dict[str, str] = {}
 
     def __repr__(self) -> str:
@@ -220,7 +222,16 @@ class StoreConflictError(StoreError):
 
 
 class StoreUnavailableError(StoreError, TemporarilyUnavailableError):
-    """The store cannot be reached now (connection refused, timeout, pool exhausted); retry later."""
+    """The store cannot be reached now (connection refused, timeout, pool exhausted); retry later.
+
+    The message (the store URL redacted, a path, the driver's words) is kept in ``detail`` and ``str()`` for the
+    log; the client-facing ``description`` is the generic :data:`PUBLIC_DESCRIPTION`.
+    """
 
     error = "temporarily_unavailable"
     status = 503
+    PUBLIC_DESCRIPTION = "state store unavailable; retry later"
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(detail)
+        self.description = self.PUBLIC_DESCRIPTION
