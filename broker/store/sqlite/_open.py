@@ -47,14 +47,31 @@ def open_connection(path: Path, *, migrate: bool) -> sqlite3.Connection:
             _check_ours(conn, store, migrate=migrate)
         finally:
             conn.execute("COMMIT")
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
+        _durable(conn, store)
         conn.execute("PRAGMA foreign_keys=ON")
         _migrate(conn, store, migrate=migrate)
     except BaseException:
         conn.close()
         raise
     return conn
+
+
+SYNCHRONOUS_FULL = 2  # PRAGMA synchronous reads back as a number: 0 OFF, 1 NORMAL, 2 FULL, 3 EXTRA
+
+
+def _durable(conn: sqlite3.Connection, store: str) -> None:
+    """WAL and ``synchronous=FULL``, checked: SQLite answers a journal mode it cannot set with the mode it kept."""
+    journal = str(conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]).lower()
+    if journal != "wal":
+        raise StoreError(
+            f"store {store} cannot use the WAL journal (SQLite kept {journal!r}): put it on a local file system"
+        )
+    conn.execute("PRAGMA synchronous=FULL")
+    synchronous = conn.execute("PRAGMA synchronous").fetchone()[0]
+    if synchronous != SYNCHRONOUS_FULL:
+        raise StoreError(
+            f"store {store}: PRAGMA synchronous is {synchronous}, not FULL (2); commits would not be durable"
+        )
 
 
 def _create_private(path: Path) -> None:

@@ -36,14 +36,20 @@ def from_micros(value: int | None) -> datetime | None:
 
 @contextmanager
 def immediate(conn: sqlite3.Connection) -> Iterator[None]:
-    """One write transaction: ``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on any exception."""
+    """One write transaction: ``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on any exception.
+
+    A failing ``COMMIT`` (a deferred constraint, ``SQLITE_BUSY``, a full disk) is rolled back too. The rollback
+    runs only while a transaction is open: SQLite may already have ended it, and a second error must not hide
+    the first.
+    """
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield
+        conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
 
 
 class SqliteWorker:

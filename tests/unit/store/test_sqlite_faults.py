@@ -14,6 +14,8 @@ import pytest
 from broker.errors import StoreCorruptError, StoreError, StoreSchemaError, StoreUnavailableError
 from broker.store import open_store
 from broker.store.sqlite import SqliteStore
+from broker.store.sqlite._open import _durable
+from broker.store.sqlite._worker import immediate
 from tests.unit.store.helpers import T0
 
 
@@ -175,3 +177,52 @@ async def test_a_lock_held_past_busy_timeout_is_unavailable(db: Path, monkeypatc
     finally:
         blocker.close()
         await store.close()
+
+
+async def test_the_open_store_runs_wal_with_synchronous_full(db: Path) -> None:
+    store = await SqliteStore.open(db)
+    try:
+        conn = store._worker.conn
+        assert conn is not None
+        journal, synchronous = await store._worker.call(
+            lambda: (
+                conn.execute("PRAGMA journal_mode").fetchone()[0],
+                conn.execute("PRAGMA synchronous").fetchone()[0],
+            )
+        )
+        assert (journal, synchronous) == ("wal", 2)
+    finally:
+        await store.close()
+
+
+def test_a_journal_mode_sqlite_did_not_take_is_refused() -> None:
+    conn = sqlite3.connect(":memory:", isolation_level=None)  # keeps journal_mode=memory whatever is asked
+    with pytest.raises(StoreError, match="cannot use the WAL journal"):
+        _durable(conn, "sqlite://:memory:")
+
+
+def deferred_fk(tmp_path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(tmp_path / "fk.db", isolation_level=None)
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
+    conn.execute(
+        "CREATE TABLE child (id INTEGER PRIMARY KEY, "
+        "parent INTEGER REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED)"
+    )
+    return conn
+
+
+def test_a_failing_commit_is_rolled_back(tmp_path: Path) -> None:
+    conn = deferred_fk(tmp_path)
+    with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"), immediate(conn):
+        conn.execute("INSERT INTO child (id, parent) VALUES (1, 42)")  # checked only at COMMIT
+    assert not conn.in_transaction
+    assert conn.execute("SELECT count(*) FROM child").fetchone()[0] == 0
+
+
+def test_an_error_after_sqlite_ended_the_transaction_is_not_hidden(tmp_path: Path) -> None:
+    conn = deferred_fk(tmp_path)
+    with pytest.raises(ValueError, match="the first error"), immediate(conn):
+        conn.execute("ROLLBACK")  # as SQLite does itself on some errors (SQLITE_FULL, SQLITE_IOERR)
+        raise ValueError("the first error")
+    assert not conn.in_transaction
