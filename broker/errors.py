@@ -23,6 +23,12 @@ The whole tree, with the module of each class outside this one::
     ├── SidecarError                       appclient.sidecar: the sidecar's answer, for apps
     ├── TokenFileError                     sidecar.token_files: a token file could not be written
     ├── BindingMismatchError               appclient.common: token not bound to the presented certificate
+    ├── StoreError                         the state store (broker.store) refused or failed; names what to do
+    │   ├── StoreUrlError                  not a store URL the broker accepts (also a ConfigError)
+    │   ├── StoreCorruptError              not a database, or another program's database: nothing was changed
+    │   ├── StoreSchemaError               schema version newer than this broker, or older and not migrated
+    │   ├── StoreConflictError             a write the store refuses: duplicate, illegal state change, 2nd active
+    │   └── StoreUnavailableError          cannot reach the store now (also TemporarilyUnavailableError, 503)
     └── OAuthError                         RFC 6749 §5.2 / RFC 8693 §2.2.2 / RFC 6750 §3.1 wire errors
         ├── InvalidRequestError            invalid_request            400
         │   └── MalformedBearerError       verify.bearer (RFC 6750 §3.1)
@@ -59,6 +65,12 @@ __all__ = [
     "NetworkError",
     "OAuthError",
     "ServerError",
+    "StoreConflictError",
+    "StoreCorruptError",
+    "StoreError",
+    "StoreSchemaError",
+    "StoreUnavailableError",
+    "StoreUrlError",
     "TemporarilyUnavailableError",
     "UnauthorizedClientError",
     "UnsupportedGrantTypeError",
@@ -69,7 +81,8 @@ class BrokerError(Exception):
     """Base of every error the broker raises on purpose.
 
     ``description`` is safe to log and to send to a client: callers must never put a token, a key or any
-    other secret into it.
+    other secret into it. ``detail`` is for the log and the operator only (by default the description; an error
+    whose description is generic, such as :class:`StoreUnavailableError`, keeps its internal details there).
     """
 
     error: str = "server_error"
@@ -78,6 +91,7 @@ class BrokerError(Exception):
     def __init__(self, description: str = "") -> None:
         super().__init__(description or self.error)
         self.description = description
+        self.detail = description
         self.headers: dict[str, str] = {}
 
     def __repr__(self) -> str:
@@ -181,3 +195,43 @@ class TemporarilyUnavailableError(OAuthError):
 
     error = "temporarily_unavailable"
     status = 503
+
+
+class StoreError(BrokerError):
+    """The state store refused or failed; the message names the store (never its password) and what to do."""
+
+    error = "store_error"
+
+
+class StoreUrlError(StoreError, ConfigError):
+    """The store URL is not one the broker accepts (``sqlite:///path``, ``postgresql://...``, ``memory:``)."""
+
+    error = "config_error"
+
+
+class StoreCorruptError(StoreError):
+    """The store is not a database, or is another program's database; the broker changed nothing in it."""
+
+
+class StoreSchemaError(StoreError):
+    """The store's schema version is newer than this broker knows, or older and migrations are not allowed."""
+
+
+class StoreConflictError(StoreError):
+    """A write the store refuses: a duplicate key, an illegal state change, a second active signing key."""
+
+
+class StoreUnavailableError(StoreError, TemporarilyUnavailableError):
+    """The store cannot be reached now (connection refused, timeout, pool exhausted); retry later.
+
+    The message (the store URL redacted, a path, the driver's words) is kept in ``detail`` and ``str()`` for the
+    log; the client-facing ``description`` is the generic :data:`PUBLIC_DESCRIPTION`.
+    """
+
+    error = "temporarily_unavailable"
+    status = 503
+    PUBLIC_DESCRIPTION = "state store unavailable; retry later"
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(detail)
+        self.description = self.PUBLIC_DESCRIPTION

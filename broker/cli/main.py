@@ -67,7 +67,7 @@ def describe_os_error(exc: OSError) -> str:
 
 
 def describe_broker_error(exc: BrokerError) -> str:
-    return f"{exc.error}: {exc.description}" if exc.description else exc.error
+    return f"{exc.error}: {exc.detail}" if exc.detail else exc.error
 
 
 @contextlib.contextmanager

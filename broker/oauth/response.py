@@ -17,7 +17,15 @@ from __future__ import annotations
 
 import json
 
-from broker.errors import BrokerError, InvalidRequestError, OAuthError, ServerError, TemporarilyUnavailableError
+from broker.errors import (
+    BrokerError,
+    InvalidRequestError,
+    OAuthError,
+    ServerError,
+    StoreError,
+    StoreUnavailableError,
+    TemporarilyUnavailableError,
+)
 
 __all__ = ["NO_STORE", "bearer_challenge", "error_document", "error_json", "public_error"]
 
@@ -26,7 +34,14 @@ _COMPACT = (",", ":")
 
 
 def public_error(exc: BrokerError) -> OAuthError:
-    """``exc`` if it carries an OAuth wire code, else the generic 503 or 500 that reveals nothing."""
+    """``exc`` if it carries an OAuth wire code, else the generic 503 or 500 that reveals nothing.
+
+    A store error never shows its details (store URL, paths, driver text): only a generic description.
+    """
+    if isinstance(exc, StoreError):
+        if exc.status == 503:
+            return TemporarilyUnavailableError(StoreUnavailableError.PUBLIC_DESCRIPTION)
+        return ServerError()
     if isinstance(exc, OAuthError):
         return exc
     return TemporarilyUnavailableError("try again later") if exc.status == 503 else ServerError()

@@ -69,10 +69,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except OAuthError as exc:
-        log.info("%s %s refused: %s (%s)", request.method, route_of(request), exc.error, exc.description)
+        log.info("%s %s refused: %s (%s)", request.method, route_of(request), exc.error, exc.detail)
         return render_error(exc)
     except BrokerError as exc:
-        log.warning("%s %s failed: %s (%s)", request.method, route_of(request), type(exc).__name__, exc.description)
+        log.warning("%s %s failed: %s (%s)", request.method, route_of(request), type(exc).__name__, exc.detail)
         return render_error(exc)
     except web.HTTPException as exc:
         if exc.status < 400:

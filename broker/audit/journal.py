@@ -1,0 +1,94 @@
+"""The audit journal's store interface and its hash chain.
+
+Each record holds the SHA-256 (FIPS 180-4) of the record before it, so a changed, deleted, inserted or reordered
+record breaks the chain at a place ``audit verify`` can name. The digest of record ``n`` covers, in this order and
+with fixed-width or length-prefixed fields (so no two different records encode the same bytes)::
+
+    prev_hash (32 bytes) || seq (8 bytes, big-endian) || at (8 bytes, big-endian, signed microseconds since the
+    Unix epoch, UTC) || len(event) (2 bytes) || event (UTF-8) || body (the rest)
+
+The first record's ``prev_hash`` is :data:`GENESIS_HASH` (32 zero bytes). The store assigns ``seq`` (1, 2, ...)
+and links each record to the one before it inside one transaction, so concurrent appenders on several replicas
+produce one chain, never a fork. The store also refuses updates and deletes (database triggers).
+
+``body`` is the record's canonical JSON (made by the caller); it never holds a token, a key or a secret.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+
+__all__ = [
+    "GENESIS_HASH",
+    "MAX_EVENT_LENGTH",
+    "AuditJournalStore",
+    "AuditRecord",
+    "chain_hash",
+    "check_event",
+    "epoch_micros",
+]
+
+GENESIS_HASH = bytes(32)
+MAX_EVENT_LENGTH = 100
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def epoch_micros(at: datetime) -> int:
+    """``at`` (timezone-aware) as whole microseconds since the Unix epoch."""
+    if at.tzinfo is None or at.utcoffset() is None:
+        raise ValueError("audit timestamps must be timezone-aware")
+    delta = at - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def chain_hash(prev_hash: bytes, seq: int, at: datetime, event: str, body: bytes) -> bytes:
+    """The SHA-256 that links record ``seq`` to ``prev_hash`` (the layout is in the module docstring)."""
+    if len(prev_hash) != 32:
+        raise ValueError("prev_hash is a 32-byte SHA-256")
+    encoded = event.encode()
+    digest = hashlib.sha256(prev_hash)
+    digest.update(seq.to_bytes(8, "big"))
+    digest.update(epoch_micros(at).to_bytes(8, "big", signed=True))
+    digest.update(len(encoded).to_bytes(2, "big"))
+    digest.update(encoded)
+    digest.update(body)
+    return digest.digest()
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    seq: int
+    at: datetime
+    event: str
+    body: bytes = field(repr=False)
+    prev_hash: bytes
+    hash: bytes
+
+    def recomputed(self) -> bytes:
+        """The hash this record should carry, from its own fields and ``prev_hash``."""
+        return chain_hash(self.prev_hash, self.seq, self.at, self.event, self.body)
+
+
+def check_event(event: str, at: datetime) -> None:
+    """Refuse (ValueError) an event name that is empty, long or not printable ASCII, or a naive timestamp."""
+    epoch_micros(at)
+    if not event or len(event) > MAX_EVENT_LENGTH or not event.isascii() or not event.isprintable():
+        raise ValueError(f"an audit event name is 1 to {MAX_EVENT_LENGTH} printable ASCII characters")
+
+
+class AuditJournalStore(Protocol):
+    async def append(self, event: str, at: datetime, body: bytes) -> AuditRecord:
+        """Add one record at the end of the chain (next ``seq``, linked to the last hash) and return it."""
+        ...
+
+    async def read(self, first: int = 1, limit: int = 1000) -> Sequence[AuditRecord]:
+        """Up to ``limit`` records from ``seq >= first``, in order."""
+        ...
+
+    async def last(self) -> AuditRecord | None:
+        """The newest record (its ``hash`` is the chain's head), or None for an empty journal."""
+        ...

@@ -1,0 +1,55 @@
+"""The store as a whole: one object per process with a part per concern, opened and closed in pairs."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime
+from typing import Protocol
+
+from broker.audit.journal import AuditJournalStore
+from broker.tokens.keystore import KeyMove, KeyRecord, KeyringStore, KeyState
+
+__all__ = ["STAMP_COLUMN", "TWO_ACTIVE", "Store", "duplicate_kid", "moved", "unknown_kid"]
+
+# The timestamp each state sets when a key moves into it.
+STAMP_COLUMN: dict[KeyState, str] = {
+    KeyState.ACTIVE: "activated_at",
+    KeyState.RETIRING: "retiring_at",
+    KeyState.RETIRED: "retired_at",
+    KeyState.REVOKED: "retired_at",
+}
+
+
+class Store(Protocol):
+    """A migrated, open store. ``close`` releases the worker thread or the pool; it is safe to call twice."""
+
+    @property
+    def keyring(self) -> KeyringStore: ...
+
+    @property
+    def audit(self) -> AuditJournalStore: ...
+
+    async def schema_version(self) -> int: ...
+
+    async def close(self) -> None: ...
+
+
+def moved(record: KeyRecord, move: KeyMove, at: datetime) -> KeyRecord:
+    """``record`` after ``move`` at ``at``: the new state and the timestamp that state sets."""
+    column = STAMP_COLUMN[move.new]
+    if column == "activated_at":
+        return replace(record, state=move.new, activated_at=at)
+    if column == "retiring_at":
+        return replace(record, state=move.new, retiring_at=at)
+    return replace(record, state=move.new, retired_at=at)
+
+
+TWO_ACTIVE = "the change would leave two active signing keys: move the active key to retiring in the same change"
+
+
+def unknown_kid(kid: str) -> str:
+    return f"no signing key with kid {kid!r}: list the keys and name one of them"
+
+
+def duplicate_kid(kid: str) -> str:
+    return f"a signing key with kid {kid!r} already exists: generate a new kid"

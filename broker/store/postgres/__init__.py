@@ -1,0 +1,58 @@
+"""The store for replicas: PostgreSQL through a psycopg 3 async connection pool."""
+
+from __future__ import annotations
+
+from broker.store.postgres._pool import MIGRATIONS, PgOptions, Pool, connection, migrate, open_pool
+from broker.store.postgres.audit import PostgresAuditJournal
+from broker.store.postgres.keyring import PostgresKeyring
+from broker.store.url import StoreUrl
+
+__all__ = ["PgOptions", "PostgresStore"]
+
+
+class PostgresStore:
+    """Open with :meth:`open`: the pool is up and the schema migrated (or refused) before it returns."""
+
+    def __init__(self, pool: Pool, store: str) -> None:
+        self._pool = pool
+        self._store = store
+        self._keyring = PostgresKeyring(pool, store)
+        self._audit = PostgresAuditJournal(pool, store)
+
+    @classmethod
+    async def open(
+        cls,
+        url: StoreUrl,
+        *,
+        password: str | None = None,
+        options: PgOptions | None = None,
+        migrate_schema: bool = True,
+    ) -> PostgresStore:
+        pool = await open_pool(url, password=password, options=options or PgOptions())
+        try:
+            await migrate(pool, url.redacted(), allow=migrate_schema)
+        except BaseException:
+            await pool.close()
+            raise
+        return cls(pool, url.redacted())
+
+    @property
+    def keyring(self) -> PostgresKeyring:
+        return self._keyring
+
+    @property
+    def audit(self) -> PostgresAuditJournal:
+        return self._audit
+
+    async def schema_version(self) -> int:
+        async with connection(self._pool, self._store) as conn:
+            row = await (await conn.execute("SELECT max(version) FROM broker_schema")).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    @staticmethod
+    def latest_version() -> int:
+        return len(MIGRATIONS)
+
+    async def close(self) -> None:
+        await self._pool.close()

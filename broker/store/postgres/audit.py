@@ -1,0 +1,51 @@
+"""The audit journal on PostgreSQL: appends serialised by ``pg_advisory_xact_lock``, so replicas share one chain."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from broker.audit.journal import GENESIS_HASH, AuditRecord, chain_hash, check_event
+from broker.store.postgres._pool import AUDIT_LOCK, Pool, connection
+
+__all__ = ["PostgresAuditJournal"]
+
+_SELECT = "SELECT seq, at, event, body, prev_hash, hash FROM audit_records"
+
+
+def _record(row: Any) -> AuditRecord:
+    return AuditRecord(int(row[0]), row[1], row[2], bytes(row[3]), bytes(row[4]), bytes(row[5]))
+
+
+class PostgresAuditJournal:
+    def __init__(self, pool: Pool, store: str) -> None:
+        self._pool = pool
+        self._store = store
+
+    async def append(self, event: str, at: datetime, body: bytes) -> AuditRecord:
+        check_event(event, at)
+        body = bytes(body)
+        async with connection(self._pool, self._store) as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (AUDIT_LOCK,))
+            tail = await (await conn.execute(f"{_SELECT} ORDER BY seq DESC LIMIT 1")).fetchone()
+            seq = 1 if tail is None else int(tail[0]) + 1
+            prev = GENESIS_HASH if tail is None else bytes(tail[5])
+            record = AuditRecord(seq, at, event, body, prev, chain_hash(prev, seq, at, event, body))
+            await conn.execute(
+                "INSERT INTO audit_records (seq, at, event, body, prev_hash, hash) VALUES (%s, %s, %s, %s, %s, %s)",
+                (seq, at, event, body, prev, record.hash),
+            )
+        return record
+
+    async def read(self, first: int = 1, limit: int = 1000) -> Sequence[AuditRecord]:
+        if first < 1 or limit < 1:
+            raise ValueError("read from seq 1 or later, at least one record")
+        async with connection(self._pool, self._store) as conn:
+            cursor = await conn.execute(f"{_SELECT} WHERE seq >= %s ORDER BY seq LIMIT %s", (first, limit))
+            return [_record(r) for r in await cursor.fetchall()]
+
+    async def last(self) -> AuditRecord | None:
+        async with connection(self._pool, self._store) as conn:
+            row = await (await conn.execute(f"{_SELECT} ORDER BY seq DESC LIMIT 1")).fetchone()
+        return None if row is None else _record(row)

@@ -1,0 +1,50 @@
+"""The embedded store: one SQLite file (0600, WAL, durable commits), served from a worker thread."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from broker.store.sqlite._open import MIGRATIONS, open_connection
+from broker.store.sqlite._worker import SqliteWorker
+from broker.store.sqlite.audit import SqliteAuditJournal
+from broker.store.sqlite.keyring import SqliteKeyring
+
+__all__ = ["SqliteStore"]
+
+
+class SqliteStore:
+    """Open with :meth:`open`; the file is checked and migrated before it returns."""
+
+    def __init__(self, worker: SqliteWorker) -> None:
+        self._worker = worker
+        self._keyring = SqliteKeyring(worker)
+        self._audit = SqliteAuditJournal(worker)
+
+    @classmethod
+    async def open(cls, path: Path, *, migrate: bool = True) -> SqliteStore:
+        worker = SqliteWorker(path)
+        try:
+            worker.conn = await worker.call(lambda: open_connection(path, migrate=migrate))
+        except BaseException:
+            await worker.close()
+            raise
+        return cls(worker)
+
+    @property
+    def keyring(self) -> SqliteKeyring:
+        return self._keyring
+
+    @property
+    def audit(self) -> SqliteAuditJournal:
+        return self._audit
+
+    async def schema_version(self) -> int:
+        row = await self._worker.run(lambda conn: conn.execute("SELECT max(version) FROM broker_schema").fetchone())
+        return int(row[0])
+
+    @staticmethod
+    def latest_version() -> int:
+        return len(MIGRATIONS)
+
+    async def close(self) -> None:
+        await self._worker.close()
