@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from pathlib import Path
 
@@ -26,7 +27,8 @@ async def test_sqlite_replicas_starting_at_once_migrate_once(tmp_path: Path) -> 
     for store in stores:
         assert await store.schema_version() == latest_version()
         await store.close()
-    rows = sqlite3.connect(tmp_path / "broker.db").execute("SELECT version FROM broker_schema").fetchall()
+    with contextlib.closing(sqlite3.connect(tmp_path / "broker.db")) as conn:
+        rows = conn.execute("SELECT version FROM broker_schema").fetchall()
     assert rows == [(v,) for v in range(1, latest_version() + 1)]
 
 

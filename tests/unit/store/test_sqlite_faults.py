@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import sqlite3
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -55,7 +57,8 @@ async def test_new_file_and_wal_are_private(db: Path) -> None:
         assert mode(db) == 0o600
         assert mode(f"{db}-wal") == 0o600
         assert mode(db.parent) == 0o700
-        assert sqlite3.connect(db).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        with contextlib.closing(sqlite3.connect(db)) as reader:
+            assert reader.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert await store.schema_version() == SqliteStore.latest_version()
     finally:
         await store.close()
@@ -196,33 +199,41 @@ async def test_the_open_store_runs_wal_with_synchronous_full(db: Path) -> None:
 
 
 def test_a_journal_mode_sqlite_did_not_take_is_refused() -> None:
-    conn = sqlite3.connect(":memory:", isolation_level=None)  # keeps journal_mode=memory whatever is asked
-    with pytest.raises(StoreError, match="cannot use the WAL journal"):
+    # An in-memory database keeps journal_mode=memory whatever is asked.
+    with (
+        contextlib.closing(sqlite3.connect(":memory:", isolation_level=None)) as conn,
+        pytest.raises(StoreError, match="cannot use the WAL journal"),
+    ):
         _durable(conn, "sqlite://:memory:")
 
 
-def deferred_fk(tmp_path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(tmp_path / "fk.db", isolation_level=None)
+@contextlib.contextmanager
+def deferred_fk(tmp_path: Path) -> Iterator[sqlite3.Connection]:
+    with contextlib.closing(sqlite3.connect(tmp_path / "fk.db", isolation_level=None)) as conn:
+        _deferred_fk_schema(conn)
+        yield conn
+
+
+def _deferred_fk_schema(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
     conn.execute(
         "CREATE TABLE child (id INTEGER PRIMARY KEY, "
         "parent INTEGER REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED)"
     )
-    return conn
 
 
 def test_a_failing_commit_is_rolled_back(tmp_path: Path) -> None:
-    conn = deferred_fk(tmp_path)
-    with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"), immediate(conn):
-        conn.execute("INSERT INTO child (id, parent) VALUES (1, 42)")  # checked only at COMMIT
-    assert not conn.in_transaction
-    assert conn.execute("SELECT count(*) FROM child").fetchone()[0] == 0
+    with deferred_fk(tmp_path) as conn:
+        with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"), immediate(conn):
+            conn.execute("INSERT INTO child (id, parent) VALUES (1, 42)")  # checked only at COMMIT
+        assert not conn.in_transaction
+        assert conn.execute("SELECT count(*) FROM child").fetchone()[0] == 0
 
 
 def test_an_error_after_sqlite_ended_the_transaction_is_not_hidden(tmp_path: Path) -> None:
-    conn = deferred_fk(tmp_path)
-    with pytest.raises(ValueError, match="the first error"), immediate(conn):
-        conn.execute("ROLLBACK")  # as SQLite does itself on some errors (SQLITE_FULL, SQLITE_IOERR)
-        raise ValueError("the first error")
-    assert not conn.in_transaction
+    with deferred_fk(tmp_path) as conn:
+        with pytest.raises(ValueError, match="the first error"), immediate(conn):
+            conn.execute("ROLLBACK")  # as SQLite does itself on some errors (SQLITE_FULL, SQLITE_IOERR)
+            raise ValueError("the first error")
+        assert not conn.in_transaction
