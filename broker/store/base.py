@@ -9,7 +9,17 @@ from typing import Protocol
 from broker.audit.journal import AuditJournalStore
 from broker.tokens.keystore import KeyMove, KeyRecord, KeyringStore, KeyState
 
-__all__ = ["STAMP_COLUMN", "TWO_ACTIVE", "Store", "duplicate_kid", "moved", "unknown_kid"]
+__all__ = [
+    "KEY_COLUMNS",
+    "STAMP_COLUMN",
+    "TWO_ACTIVE",
+    "CompareFailed",
+    "Store",
+    "duplicate_kid",
+    "move_statements",
+    "moved",
+    "unknown_kid",
+]
 
 # The timestamp each state sets when a key moves into it.
 STAMP_COLUMN: dict[KeyState, str] = {
@@ -18,6 +28,22 @@ STAMP_COLUMN: dict[KeyState, str] = {
     KeyState.RETIRED: "retired_at",
     KeyState.REVOKED: "retired_at",
 }
+KEY_COLUMNS = (
+    "kid, algorithm, state, wrapped_key, kek_id, public_jwk, created_at, activated_at, retiring_at, retired_at"
+)
+
+
+def move_statements(placeholder: str) -> dict[KeyState, str]:
+    """The compare-and-set ``UPDATE`` per target state, in the engine's parameter style (``?`` or ``%s``)."""
+    p = placeholder
+    return {
+        state: f"UPDATE signing_keys SET state = {p}, {column} = {p} WHERE kid = {p} AND state = {p}"  # noqa: S608
+        for state, column in STAMP_COLUMN.items()
+    }
+
+
+class CompareFailed(Exception):
+    """A move found its key in another state than expected: the engine rolls the whole change back."""
 
 
 class Store(Protocol):

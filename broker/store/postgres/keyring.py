@@ -12,26 +12,13 @@ from collections.abc import Sequence
 import psycopg
 
 from broker.errors import StoreConflictError
-from broker.store.base import TWO_ACTIVE, duplicate_kid, unknown_kid
+from broker.store.base import KEY_COLUMNS, TWO_ACTIVE, CompareFailed, duplicate_kid, move_statements, unknown_kid
 from broker.store.postgres._pool import Conn, Pool, connection
 from broker.tokens.keystore import KeyRecord, KeyringChange, KeyState
 
 __all__ = ["PostgresKeyring"]
 
-_COLUMNS = "kid, algorithm, state, wrapped_key, kek_id, public_jwk, created_at, activated_at, retiring_at, retired_at"
-_MOVE = {
-    state: f"UPDATE signing_keys SET state = %s, {column} = %s WHERE kid = %s AND state = %s"  # noqa: S608
-    for state, column in {
-        KeyState.ACTIVE: "activated_at",
-        KeyState.RETIRING: "retiring_at",
-        KeyState.RETIRED: "retired_at",
-        KeyState.REVOKED: "retired_at",
-    }.items()
-}
-
-
-class _CompareFailed(Exception):
-    pass
+_MOVE = move_statements("%s")
 
 
 class PostgresKeyring:
@@ -41,7 +28,7 @@ class PostgresKeyring:
 
     async def keys(self) -> Sequence[KeyRecord]:
         async with connection(self._pool, self._store) as conn:
-            cursor = await conn.execute(f"SELECT {_COLUMNS} FROM signing_keys ORDER BY created_at, kid")  # noqa: S608
+            cursor = await conn.execute(f"SELECT {KEY_COLUMNS} FROM signing_keys ORDER BY created_at, kid")  # noqa: S608
             rows = await cursor.fetchall()
         return [KeyRecord(r[0], r[1], KeyState(r[2]), bytes(r[3]), r[4], r[5], r[6], r[7], r[8], r[9]) for r in rows]
 
@@ -52,7 +39,7 @@ class PostgresKeyring:
                     await self._move(conn, move.kid, move.expected, move.new, change)
                 for key in change.adds:
                     await self._insert(conn, key)
-        except _CompareFailed:
+        except CompareFailed:
             return False
         return True
 
@@ -67,13 +54,13 @@ class PostgresKeyring:
         found = await (await conn.execute("SELECT 1 FROM signing_keys WHERE kid = %s", (kid,))).fetchone()
         if found is None:
             raise StoreConflictError(unknown_kid(kid))
-        raise _CompareFailed
+        raise CompareFailed
 
     @staticmethod
     async def _insert(conn: Conn, key: KeyRecord) -> None:
         try:
             await conn.execute(
-                f"INSERT INTO signing_keys ({_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",  # noqa: S608
+                f"INSERT INTO signing_keys ({KEY_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",  # noqa: S608
                 (
                     key.kid,
                     key.algorithm,

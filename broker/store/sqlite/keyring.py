@@ -6,26 +6,13 @@ import sqlite3
 from collections.abc import Sequence
 
 from broker.errors import StoreConflictError
-from broker.store.base import TWO_ACTIVE, duplicate_kid, unknown_kid
+from broker.store.base import KEY_COLUMNS, TWO_ACTIVE, CompareFailed, duplicate_kid, move_statements, unknown_kid
 from broker.store.sqlite._worker import SqliteWorker, from_micros, immediate, to_micros
 from broker.tokens.keystore import KeyRecord, KeyringChange, KeyState
 
 __all__ = ["SqliteKeyring"]
 
-_COLUMNS = "kid, algorithm, state, wrapped_key, kek_id, public_jwk, created_at, activated_at, retiring_at, retired_at"
-_MOVE = {
-    state: f"UPDATE signing_keys SET state = ?, {column} = ? WHERE kid = ? AND state = ?"  # noqa: S608 (fixed names)
-    for state, column in {
-        KeyState.ACTIVE: "activated_at",
-        KeyState.RETIRING: "retiring_at",
-        KeyState.RETIRED: "retired_at",
-        KeyState.REVOKED: "retired_at",
-    }.items()
-}
-
-
-class _CompareFailed(Exception):
-    pass
+_MOVE = move_statements("?")
 
 
 class SqliteKeyring:
@@ -40,7 +27,7 @@ class SqliteKeyring:
 
 
 def _keys(conn: sqlite3.Connection) -> list[KeyRecord]:
-    rows = conn.execute(f"SELECT {_COLUMNS} FROM signing_keys ORDER BY created_at, kid").fetchall()  # noqa: S608
+    rows = conn.execute(f"SELECT {KEY_COLUMNS} FROM signing_keys ORDER BY created_at, kid").fetchall()  # noqa: S608
     return [
         KeyRecord(
             kid=r[0],
@@ -72,10 +59,10 @@ def _apply(conn: sqlite3.Connection, change: KeyringChange) -> bool:
                     continue
                 if conn.execute("SELECT 1 FROM signing_keys WHERE kid = ?", (move.kid,)).fetchone() is None:
                     raise StoreConflictError(unknown_kid(move.kid))
-                raise _CompareFailed
+                raise CompareFailed
             for key in change.adds:
                 _insert(conn, key)
-    except _CompareFailed:
+    except CompareFailed:
         return False
     return True
 
@@ -83,7 +70,7 @@ def _apply(conn: sqlite3.Connection, change: KeyringChange) -> bool:
 def _insert(conn: sqlite3.Connection, key: KeyRecord) -> None:
     try:
         conn.execute(
-            f"INSERT INTO signing_keys ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
+            f"INSERT INTO signing_keys ({KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
             (
                 key.kid,
                 key.algorithm,
