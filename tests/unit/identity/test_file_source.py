@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -11,30 +10,8 @@ from broker.devtools.devca import DevCA
 from broker.errors import ConfigError
 from broker.identity.errors import SvidUnavailableError
 from broker.identity.files import FileSvidSource, SvidFiles
-from broker.identity.spiffeid import SpiffeId, TrustDomain
-
-BROKER = SpiffeId.parse("spiffe://example.org/broker")
-TD = TrustDomain("example.org")
-
-
-def write_identity(directory: Path, ca: DevCA, other: DevCA | None = None) -> SvidFiles:
-    svid = ca.issue_x509_svid(BROKER, ttl=600)
-    (directory / "cert.pem").write_bytes(svid.chain_pem())
-    fd = os.open(directory / "key.pem", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.write(fd, svid.key_pem())
-    os.close(fd)
-    (directory / "bundle.pem").write_bytes(ca.x509_bundle().to_pem())
-    (directory / "jwks.json").write_bytes(ca.jwks())
-    x509_bundles = {TD: directory / "bundle.pem"}
-    if other is not None:
-        (directory / "other.pem").write_bytes(other.x509_bundle().to_pem())
-        x509_bundles[other.trust_domain] = directory / "other.pem"
-    return SvidFiles(
-        cert=directory / "cert.pem",
-        key=directory / "key.pem",
-        x509_bundles=x509_bundles,
-        jwt_bundles={TD: directory / "jwks.json"},
-    )
+from broker.identity.spiffeid import TrustDomain
+from tests.unit.identity.file_identity import BROKER, TD, write_identity
 
 
 async def test_file_source_serves_svid_and_bundles_from_files(tmp_path: Path) -> None:

@@ -2,35 +2,15 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from broker.devtools.devca import DevCA
-from broker.identity.files import FileSvidSource, SvidFiles
-from broker.identity.spiffeid import SpiffeId, TrustDomain
+from broker.identity.files import FileSvidSource
 from broker.server.service import start_token_service
 from broker.tokens.keys import InMemoryKeyStore
 from broker.tokens.policy import InMemoryPolicyStore, Policy
+from tests.unit.identity.file_identity import TD, write_identity
 from tests.unit.server.token_service_helpers import CLIENT_ID, ISSUER, client_context, request
-
-BROKER = SpiffeId.parse("spiffe://example.org/broker")
-TD = TrustDomain("example.org")
-
-
-def write_identity(directory: Path, ca: DevCA) -> SvidFiles:
-    svid = ca.issue_x509_svid(BROKER, ttl=600)
-    (directory / "cert.pem").write_bytes(svid.chain_pem())
-    fd = os.open(directory / "key.pem", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.write(fd, svid.key_pem())
-    os.close(fd)
-    (directory / "bundle.pem").write_bytes(ca.x509_bundle().to_pem())
-    (directory / "jwks.json").write_bytes(ca.jwks())
-    return SvidFiles(
-        cert=directory / "cert.pem",
-        key=directory / "key.pem",
-        x509_bundles={TD: directory / "bundle.pem"},
-        jwt_bundles={TD: directory / "jwks.json"},
-    )
 
 
 async def test_token_service_runs_on_file_identity(tmp_path: Path) -> None:
