@@ -5,7 +5,8 @@
 - :func:`forged_svid`, :func:`intermediate_ca`, :func:`svid_through_intermediates`, :func:`upstream_source`:
   X509-SVIDs (SPIFFE X509-SVID §4, §5) that are valid except, possibly, for which CA signed them, and chains as
   SPIRE issues them under an UpstreamAuthority;
-- :func:`policy_yaml` and :data:`WEB_POLICY`: the broker policy file the tests share.
+- :func:`policy_yaml` and :data:`WEB_POLICY`: the broker policy file the tests share;
+- :func:`short_dir`: a short private directory for Unix sockets.
 
 Nothing under ``broker`` imports this package (an import-linter contract enforces it); it imports
 ``broker.devtools`` for the dev CA, so it sits at the top of the layers.
@@ -13,6 +14,7 @@ Nothing under ``broker`` imports this package (an import-linter contract enforce
 
 from broker.testing.clock import ManualClock
 from broker.testing.forged import forged_svid, intermediate_ca, svid_through_intermediates, upstream_source
+from broker.testing.paths import short_dir
 from broker.testing.policy import API, WEB_ID, WEB_POLICY, policy_yaml
 from broker.testing.token_service import FakeTokenService
 
@@ -25,6 +27,7 @@ __all__ = [
     "forged_svid",
     "intermediate_ca",
     "policy_yaml",
+    "short_dir",
     "svid_through_intermediates",
     "upstream_source",
 ]

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,16 +10,14 @@ import pytest
 
 from broker.devtools.devca import DevCA
 from broker.devtools.workload_api import InMemoryEntryStore, RegistrationEntry, WorkloadApiServer, WorkloadApiThread
+from broker.testing import short_dir
 from tests.unit.appclient.appclient_helpers import APP_ID, FakeSidecar
 
 
 @pytest.fixture
 def sock_dir() -> Iterator[Path]:
-    directory = Path(tempfile.mkdtemp(prefix="ac-", dir="/tmp"))
-    try:
+    with short_dir("ac-") as directory:
         yield directory
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from broker.testing import short_dir as testing_short_dir
 
 TIMEOUT = 60.0
 WORKLOAD_ID = "spiffe://example.org/cli-test"
@@ -47,14 +47,9 @@ def run_cli(args: Sequence[str], env: Mapping[str, str] | None = None, cwd: Path
     return Run(completed.returncode, completed.stdout, completed.stderr)
 
 
-@contextlib.contextmanager
-def short_dir() -> Iterator[Path]:
+def short_dir() -> contextlib.AbstractContextManager[Path]:
     """A private directory with a short path (Unix socket paths are limited to about 100 bytes)."""
-    path = Path(tempfile.mkdtemp(prefix="cli-", dir="/tmp"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
+    return testing_short_dir("cli-")
 
 
 @dataclass

@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from broker.devtools.devca import DevCA
+from broker.testing import short_dir
 
 from ._support import TD
 
 
 @pytest.fixture
 def sock_dir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(dir="/tmp", prefix="wl"))
-    try:
+    with short_dir("wl") as path:
         yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
