@@ -1,0 +1,38 @@
+"""The in-memory store: a faithful twin of the SQLite and PostgreSQL stores, for unit tests only.
+
+It refuses what they refuse, in the same order and with the same errors (the contract suite runs against all
+three): an unknown kid or a duplicate add is :class:`StoreConflictError`, as is a change that leaves two keys
+``active`` (the real stores' unique partial index); a move whose key is not in the expected state makes the whole
+change a no-op that returns False; the audit journal is append-only. Records are immutable dataclasses, so a
+caller cannot change the twin's state by keeping a reference.
+"""
+
+from __future__ import annotations
+
+from broker.store.memory.audit import MemoryAuditJournal
+from broker.store.memory.keyring import MemoryKeyring, apply_to
+
+__all__ = ["MemoryAuditJournal", "MemoryKeyring", "MemoryStore", "apply_to"]
+
+
+class MemoryStore:
+    """Everything in this process; ``memory:``. Two handles on one twin: pass the same object twice."""
+
+    def __init__(self, schema_version: int) -> None:
+        self._keyring = MemoryKeyring()
+        self._audit = MemoryAuditJournal()
+        self._version = schema_version
+
+    @property
+    def keyring(self) -> MemoryKeyring:
+        return self._keyring
+
+    @property
+    def audit(self) -> MemoryAuditJournal:
+        return self._audit
+
+    async def schema_version(self) -> int:
+        return self._version
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,35 @@
+"""The audit journal's in-memory twin: append-only, hash-chained, ``seq`` from 1."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from broker.audit.journal import GENESIS_HASH, AuditRecord, chain_hash, check_event
+
+__all__ = ["MemoryAuditJournal"]
+
+
+class MemoryAuditJournal:
+    def __init__(self) -> None:
+        self._records: list[AuditRecord] = []
+
+    async def append(self, event: str, at: datetime, body: bytes) -> AuditRecord:
+        check_event(event, at)
+        prev = self._records[-1].hash if self._records else GENESIS_HASH
+        seq = len(self._records) + 1
+        record = AuditRecord(seq, at, event, bytes(body), prev, chain_hash(prev, seq, at, event, body))
+        self._records.append(record)
+        return record
+
+    async def read(self, first: int = 1, limit: int = 1000) -> Sequence[AuditRecord]:
+        _check_range(first, limit)
+        return self._records[first - 1 : first - 1 + limit]
+
+    async def last(self) -> AuditRecord | None:
+        return self._records[-1] if self._records else None
+
+
+def _check_range(first: int, limit: int) -> None:
+    if first < 1 or limit < 1:
+        raise ValueError("read from seq 1 or later, at least one record")
