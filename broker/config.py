@@ -19,7 +19,15 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from broker.errors import ConfigError
 
-__all__ = ["BrokerSettings", "load_settings", "normalize_address", "unix_socket_path", "workload_api_address"]
+__all__ = [
+    "KEK_ENV",
+    "BrokerSettings",
+    "kek_from_environment",
+    "load_settings",
+    "normalize_address",
+    "unix_socket_path",
+    "workload_api_address",
+]
 
 ENDPOINT_SOCKET_ENV = "SPIFFE_ENDPOINT_SOCKET"
 ENV_PREFIX = "SPIFFE_BROKER_"
@@ -133,6 +141,39 @@ class DemoApiSettings(_Section):
     audience: str | None = None
 
 
+class StoreSettings(_Section):
+    """``[store]``: the store URL (:mod:`broker.store.url`); None means ``sqlite:///<state_dir>/broker.db``."""
+
+    url: str | None = None
+
+
+class KeyringSettings(_Section):
+    """``[keyring]``: the key-encryption key and the rotation schedule (:mod:`broker.tokens.rotation`).
+
+    The KEK comes from ``kek_file`` or, instead, from the ``SPIFFE_BROKER_KEK`` environment variable
+    (:func:`kek_from_environment`); ``previous_kek_files`` are accepted for unwrapping only, during a KEK rotation.
+    """
+
+    kek_file: Path | None = None
+    previous_kek_files: list[Path] = []
+    rotation_period: float = Field(default=86400.0, gt=0)
+    jwks_max_age: float = Field(default=300.0, ge=0)
+    leeway: float = Field(default=60.0, ge=0)
+
+
+class AdminSettings(_Section):
+    """``[admin]``: the SPIFFE IDs the admin API (``/admin/v1``) is open to; empty: open to nobody."""
+
+    spiffe_ids: list[str] = []
+
+
+class LedgerSettings(_Section):
+    """``[ledger]``: group commit of the issuance ledger and the audit trail (a crash loses at most one window)."""
+
+    batch_window: float = Field(default=0.05, gt=0, le=5)
+    batch_max: int = Field(default=512, ge=1, le=100_000)
+
+
 class BrokerSettings(BaseSettings):
     """All settings of ``spiffe-broker``; each command reads the sections it needs."""
 
@@ -144,6 +185,14 @@ class BrokerSettings(BaseSettings):
     server: ServerSettings = ServerSettings()
     sidecar: SidecarSettings = SidecarSettings()
     demo_api: DemoApiSettings = DemoApiSettings()
+    store: StoreSettings = StoreSettings()
+    keyring: KeyringSettings = KeyringSettings()
+    admin: AdminSettings = AdminSettings()
+    ledger: LedgerSettings = LedgerSettings()
+
+    def store_url(self) -> str:
+        """The configured store URL, or the embedded default: ``sqlite:///<state_dir>/broker.db``."""
+        return self.store.url or f"sqlite://{self.state_dir.resolve() / 'broker.db'}"
 
     @classmethod
     def settings_customise_sources(
@@ -202,6 +251,14 @@ def _from_environment() -> dict[str, Any]:
         field = str(exc).split('"')[1] if str(exc).count('"') >= 2 else ""
         name = _env_name((field,))
         raise ConfigError(f"environment variable {name}: not a JSON object (or set {name}__<KEY> per key)") from None
+
+
+KEK_ENV = "SPIFFE_BROKER_KEK"
+
+
+def kek_from_environment() -> str | None:
+    """The key-encryption key given in ``$SPIFFE_BROKER_KEK`` (base64url), or None; the only place it is read."""
+    return os.environ.get(KEK_ENV) or None
 
 
 def load_settings(config_file: Path | None = None, overrides: dict[str, Any] | None = None) -> BrokerSettings:
