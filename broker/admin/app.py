@@ -1,0 +1,84 @@
+"""The admin API as an aiohttp sub-application, mounted at ``/admin/v1`` on the token service's TLS listener.
+
+Routes (JSON in and out, ``Cache-Control: no-store``; every one behind :class:`~broker.admin.gate.AdminGate`)::
+
+    GET  /admin/v1/keys                   the signing keys: kid, state, timestamps, kek_id (never key material)
+    POST /admin/v1/keys/rotate            {"reason"?}  rotate now; what moved
+    POST /admin/v1/keys/{kid}/revoke      {"reason"?}  emergency revoke; the new active kid and the blast radius
+    GET  /admin/v1/store                  engine, redacted URL, schema version and the latest this build knows
+    GET  /admin/v1/audit?since=&limit=&event=&spiffe_id=     audit records after ``since``
+
+The listener requests client certificates without requiring them (its JWKS and metadata are public), so the
+gate, not the handshake, refuses an admin call without one (401). A path below the prefix that matches no route
+passes the gate as well (the sub-application's middleware), so nothing below ``/admin/v1`` answers an
+unauthenticated caller with more than a 401, and every such call is audited.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from broker.admin.audit_log import audit_routes
+from broker.admin.gate import AdminGate
+from broker.admin.inputs import MAX_ADMIN_BODY
+from broker.admin.keys import key_routes
+from broker.admin.ports import AdminAudit, AuditReader, KeyAdmin, StoreInfo
+from broker.admin.routes import AdminRoute
+from broker.admin.store_status import store_routes
+from broker.identity.bundle import X509BundleSet
+from broker.identity.spiffeid import SpiffeId
+from broker.web.errors import error_middleware
+
+__all__ = ["ADMIN_PREFIX", "GATE", "add_admin_routes", "build_admin_app"]
+
+ADMIN_PREFIX = "/admin/v1"
+GATE = web.AppKey("admin_gate", AdminGate)
+
+
+def build_admin_app(gate: AdminGate, routes: Iterable[AdminRoute]) -> web.Application:
+    """A sub-application serving ``routes`` through ``gate`` (mount it with ``add_subapp(ADMIN_PREFIX, ...)``)."""
+
+    @web.middleware
+    async def unmatched(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.match_info.http_exception is None:
+            return await handler(request)
+        return await gate.serve(None, request)  # 404 or 405, after authentication and audit
+
+    app = web.Application(middlewares=[error_middleware, unmatched])
+    app[GATE] = gate
+    for route in routes:
+        app.router.add_route(route.method, route.path, _handler(gate, route))
+    return app
+
+
+def _handler(gate: AdminGate, route: AdminRoute) -> Handler:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        return await gate.serve(route, request)
+
+    return handle
+
+
+def add_admin_routes(
+    app: web.Application,
+    *,
+    admins: frozenset[SpiffeId],
+    bundles: Callable[[], X509BundleSet],
+    keys: KeyAdmin,
+    store: StoreInfo,
+    audit_reader: AuditReader,
+    audit: AdminAudit,
+    extra_routes: Iterable[AdminRoute] = (),
+    max_body: int = MAX_ADMIN_BODY,
+) -> AdminGate:
+    """Mount the admin API on ``app`` (the token service's TLS app, before it starts) at ``/admin/v1``.
+
+    ``bundles`` returns the current X.509 trust bundles (the token service's source, ``source.x509_bundles``);
+    ``admins`` the exact SPIFFE IDs allowed (empty: every call is refused, 403, and audited). Returns the gate.
+    """
+    gate = AdminGate(admins=admins, bundles=bundles, audit=audit, max_body=max_body)
+    routes = (*key_routes(keys), *store_routes(store), *audit_routes(audit_reader), *extra_routes)
+    app.add_subapp(ADMIN_PREFIX, build_admin_app(gate, routes))
+    return gate

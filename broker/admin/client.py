@@ -1,0 +1,167 @@
+"""A client of the admin API (what ``spiffe-broker keys|store|audit`` call), over mTLS with the caller's X.509-SVID.
+
+::
+
+    context = client_ssl_context(source, server_id=SpiffeId.parse("spiffe://example.org/broker"))
+    async with AdminClient("https://broker.example.org:8443", context) as admin:
+        change = await admin.revoke("k-2025-01", reason="key leaked in a CI log")
+
+The connection presents the caller's X.509-SVID from ``ssl_context`` (a
+:func:`~broker.identity.spiffetls.context.client_ssl_context`), and
+:class:`~broker.identity.spiffetls.connector.SpiffeTLSConnector` checks the server's SPIFFE ID (the context's
+``server_id``, when given) before a request byte is sent. An error body becomes the class of its code
+(:data:`broker.admin.errors.ADMIN_ERRORS`; an unknown code :class:`~broker.admin.errors.AdminError`), with the
+server's description; an unreachable server or an answer of another shape is a
+:class:`~broker.errors.NetworkError`. Changes return :class:`AdminChange`: the result, and whether the audit
+journal recorded its outcome.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Generic, TypeVar
+from urllib.parse import quote
+
+import aiohttp
+
+from broker.admin.errors import ADMIN_ERRORS, AdminError
+from broker.admin.ports import AuditQuery, KeyInfo, KeyRevocation, KeyRotation, StoreStatus
+from broker.admin.wire import (
+    AuditPage,
+    WireError,
+    decode_audit_page,
+    decode_keys,
+    decode_revocation,
+    decode_rotation,
+    decode_store_status,
+)
+from broker.errors import BrokerError, NetworkError
+from broker.identity.spiffetls.connector import ServerIdentityError, SpiffeTLSConnector, map_network_errors
+from broker.identity.spiffetls.context import SourceSSLContext
+
+__all__ = ["AdminChange", "AdminClient"]
+
+T = TypeVar("T")
+_PREFIX = "/admin/v1"
+
+
+@dataclass(frozen=True, slots=True)
+class AdminChange(Generic[T]):
+    """A change the server made; ``audited`` is False if its outcome did not reach the audit journal (the
+    request did): tell the operator."""
+
+    result: T
+    audited: bool
+
+
+class AdminClient:
+    """Async client of ``/admin/v1`` at ``base_url`` (the token service's ``https://host:port``)."""
+
+    def __init__(self, base_url: str, ssl_context: SourceSSLContext, *, timeout: float = 30.0) -> None:
+        if not base_url.startswith("https://"):
+            raise ValueError("the admin API is served over mTLS only: base_url must be https://")
+        self._base = base_url.rstrip("/")
+        self._context = ssl_context
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> AdminClient:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def list_keys(self) -> list[KeyInfo]:
+        return _decoded(decode_keys, await self._call("GET", "/keys"))
+
+    async def rotate(self, *, reason: str | None = None) -> AdminChange[KeyRotation]:
+        document = await self._call("POST", "/keys/rotate", body=_reason(reason))
+        return AdminChange(_decoded(decode_rotation, document), _audited(document))
+
+    async def revoke(self, kid: str, *, reason: str | None = None) -> AdminChange[KeyRevocation]:
+        document = await self._call("POST", f"/keys/{quote(kid, safe='')}/revoke", body=_reason(reason))
+        return AdminChange(_decoded(decode_revocation, document), _audited(document))
+
+    async def store_status(self) -> StoreStatus:
+        return _decoded(decode_store_status, await self._call("GET", "/store"))
+
+    async def audit(self, query: AuditQuery | None = None) -> AuditPage:
+        query = query or AuditQuery()
+        params = {"since": str(query.after), "limit": str(query.limit)}
+        if query.event is not None:
+            params["event"] = query.event
+        if query.spiffe_id is not None:
+            params["spiffe_id"] = str(query.spiffe_id)
+        return _decoded(decode_audit_page, await self._call("GET", "/audit", params=params))
+
+    async def _call(
+        self, method: str, path: str, *, body: dict[str, Any] | None = None, params: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        url = f"{self._base}{_PREFIX}{path}"
+
+        def unreachable(exc: Exception) -> BrokerError:
+            if isinstance(exc, ServerIdentityError):
+                return exc
+            return NetworkError(f"cannot reach the admin API at {self._base}: {str(exc) or type(exc).__name__}")
+
+        with map_network_errors(unreachable):
+            session = self._open()
+            async with session.request(method, url, json=body, params=params, allow_redirects=False) as response:
+                status, raw = response.status, await response.read()
+        document = _json_object(raw, status, f"{method} {_PREFIX}{path}")
+        if status != 200:
+            raise _error(status, document, f"{method} {_PREFIX}{path}")
+        return document
+
+    def _open(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = SpiffeTLSConnector(self._context)
+            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
+        return self._session
+
+
+def _reason(reason: str | None) -> dict[str, Any]:
+    return {} if reason is None else {"reason": reason}
+
+
+def _json_object(raw: bytes, status: int, call: str) -> dict[str, Any]:
+    try:
+        document = json.loads(raw)
+    except ValueError:
+        document = None
+    if not isinstance(document, dict):
+        raise NetworkError(f"admin API answered {call} with HTTP {status} and no JSON object: is it a token service?")
+    return document
+
+
+def _error(status: int, document: dict[str, Any], call: str) -> BrokerError:
+    code = document.get("error")
+    description = document.get("error_description")
+    text = description if isinstance(description, str) and description else f"HTTP {status}"
+    cls = ADMIN_ERRORS.get(code, AdminError) if isinstance(code, str) else AdminError
+    error = cls(f"admin API refused {call}: {text}")
+    if cls is AdminError:
+        error.status = status
+        error.error = code if isinstance(code, str) else AdminError.error
+    return error
+
+
+def _audited(document: dict[str, Any]) -> bool:
+    return document.get("audited") is True
+
+
+def _decoded(decode: Callable[[dict[str, Any]], T], document: dict[str, Any]) -> T:
+    try:
+        return decode(document)
+    except WireError as exc:
+        raise NetworkError(f"admin API answer not understood ({exc}): is the server the same version?") from None

@@ -1,0 +1,127 @@
+"""The admin API's own refusals, rendered by the one error renderer (:mod:`broker.web.errors`).
+
+They derive from :class:`~broker.errors.OAuthError` because that is the branch the renderer shows as it is
+(``{"error", "error_description"}`` with the class's status, RFC 6749 §5.2's shape); their codes are the admin
+API's own, documented here and in :data:`ADMIN_ERRORS`, from which :class:`~broker.admin.client.AdminClient` maps
+an error body back to the same class::
+
+    OAuthError
+    └── AdminError                     admin_error            400  (base; a code the client does not know)
+        ├── AdminNotFoundError         not_found              404  no such admin endpoint
+        │   └── KidNotFoundError       unknown_kid            404  ``keys/{kid}/revoke`` of a kid the keyring lacks
+        ├── AdminMethodNotAllowedError method_not_allowed     405  (``Allow`` names the methods)
+        ├── AdminConflictError         conflict               409  the resource is not in a state the call needs
+        │   └── KidAlreadyRevokedError kid_already_revoked    409  the kid is revoked already
+        └── AuditUnavailableError      audit_unavailable      503  the audit journal refused the record
+
+Authentication reuses the core classes: no or no valid X.509-SVID is ``invalid_client`` (401, RFC 8705 §2.1's
+code), a valid SPIFFE ID that is not an admin is ``access_denied`` (403); a bad body or query is
+``invalid_request`` (400). A :class:`~broker.admin.ports.KeyAdmin` adapter raises :class:`KidNotFoundError` and
+:class:`KidAlreadyRevokedError` for the keyring's refusals. The next issues add their codes here.
+"""
+
+from __future__ import annotations
+
+from broker.errors import (
+    AccessDeniedError,
+    InvalidClientError,
+    InvalidRequestError,
+    OAuthError,
+    ServerError,
+    TemporarilyUnavailableError,
+)
+
+__all__ = [
+    "ADMIN_ERRORS",
+    "AdminConflictError",
+    "AdminError",
+    "AdminMethodNotAllowedError",
+    "AdminNotFoundError",
+    "AuditUnavailableError",
+    "KidAlreadyRevokedError",
+    "KidNotFoundError",
+]
+
+
+class AdminError(OAuthError):
+    """An admin API refusal; ``error`` is the admin API's code (see the module docstring)."""
+
+    error = "admin_error"
+    status = 400
+
+
+class AdminNotFoundError(AdminError):
+    """No such admin endpoint (or, in a subclass, no such resource)."""
+
+    error = "not_found"
+    status = 404
+
+
+class KidNotFoundError(AdminNotFoundError):
+    """The keyring holds no key with this kid."""
+
+    error = "unknown_kid"
+
+    @classmethod
+    def for_kid(cls, kid: str) -> KidNotFoundError:
+        return cls(f"no signing key with kid {kid!r}: run 'spiffe-broker keys list' and name one of them")
+
+
+class AdminMethodNotAllowedError(AdminError):
+    """The endpoint exists but not with this method; ``Allow`` names the ones it takes (RFC 9110 §15.5.6)."""
+
+    error = "method_not_allowed"
+    status = 405
+
+    @classmethod
+    def allowing(cls, allowed: frozenset[str] | set[str]) -> AdminMethodNotAllowedError:
+        methods = ", ".join(sorted(allowed))
+        error = cls(f"this admin endpoint takes {methods}")
+        error.headers["Allow"] = methods
+        return error
+
+
+class AdminConflictError(AdminError):
+    """The resource is not in a state the call needs; nothing was changed."""
+
+    error = "conflict"
+    status = 409
+
+
+class KidAlreadyRevokedError(AdminConflictError):
+    """The key is revoked already; nothing was changed."""
+
+    error = "kid_already_revoked"
+
+    @classmethod
+    def for_kid(cls, kid: str) -> KidAlreadyRevokedError:
+        return cls(f"signing key {kid!r} is already revoked: nothing to do")
+
+
+class AuditUnavailableError(TemporarilyUnavailableError):
+    """The audit journal did not take the call's record, so the call was not performed (fail closed)."""
+
+    error = "audit_unavailable"
+
+    def __init__(self, description: str = "") -> None:
+        super().__init__(description or "the audit journal is unavailable: nothing was done; retry later")
+
+
+# Code -> class, for the client (the server's codes; the core ones it may send too).
+ADMIN_ERRORS: dict[str, type[OAuthError]] = {
+    cls.error: cls
+    for cls in (
+        InvalidRequestError,
+        InvalidClientError,
+        AccessDeniedError,
+        ServerError,
+        TemporarilyUnavailableError,
+        AdminError,
+        AdminNotFoundError,
+        KidNotFoundError,
+        AdminMethodNotAllowedError,
+        AdminConflictError,
+        KidAlreadyRevokedError,
+        AuditUnavailableError,
+    )
+}

@@ -1,0 +1,157 @@
+"""What the admin API needs from the rest of the broker: one small Protocol per concern, plain results.
+
+The admin API is framework glue only. The keyring, the store, the audit journal and its reader implement these
+Protocols (through thin adapters wired by the server); tests pass fakes. Nothing here carries key material: a
+:class:`KeyInfo` has no field that could hold a private or even a public key.
+
+* :class:`KeyAdmin`: list, rotate, revoke (issue 9 item 3; the blast radius comes from the issuance ledger, item 4).
+  ``revoke`` raises :class:`~broker.admin.errors.KidNotFoundError` or
+  :class:`~broker.admin.errors.KidAlreadyRevokedError`, having changed nothing.
+* :class:`StoreInfo`: which store, at which schema version.
+* :class:`AuditReader`: records of the audit journal (:class:`~broker.audit.journal.AuditRecord`), filtered.
+* :class:`AdminAudit`: where every admin call is recorded (:class:`Outcome` says how far it got).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from broker.audit.journal import AuditRecord
+from broker.identity.spiffeid import SpiffeId
+from broker.tokens.keystore import KeyState
+
+__all__ = [
+    "AdminAudit",
+    "AuditQuery",
+    "AuditReader",
+    "BlastRadius",
+    "KeyAdmin",
+    "KeyInfo",
+    "KeyRevocation",
+    "KeyRotation",
+    "Outcome",
+    "StoreInfo",
+    "StoreStatus",
+    "SubjectCount",
+]
+
+
+class Outcome(enum.StrEnum):
+    """How far an admin call got, as recorded by :class:`AdminAudit` (the order is in :mod:`broker.admin.gate`)."""
+
+    REFUSED = "refused"  # not authenticated, not an admin, bad input, or the operation refused: nothing done
+    SERVED = "served"  # a read was answered
+    REQUESTED = "requested"  # a change is about to be made (the intent, written before it)
+    DONE = "done"  # the change was made
+    FAILED = "failed"  # the operation failed unexpectedly; whether it changed anything is unknown
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    """One signing key as an operator sees it: identity, state, timestamps, and the KEK that wraps it."""
+
+    kid: str
+    algorithm: str
+    state: KeyState
+    kek_id: str
+    created_at: datetime
+    activated_at: datetime | None = None
+    retiring_at: datetime | None = None
+    retired_at: datetime | None = None  # retired or revoked
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRotation:
+    """What one rotation moved: the key now signing, the one that stopped, the new ``next``, those retired."""
+
+    active_kid: str
+    previous_kid: str | None = None
+    next_kid: str | None = None
+    retired_kids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SubjectCount:
+    spiffe_id: str
+    tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class BlastRadius:
+    """Tokens signed by a key that are still live: how many, for whom, for which audiences, valid until when.
+
+    From the issuance ledger, which may lack up to one batch window of the newest tokens (docs/operations.md).
+    """
+
+    live_tokens: int
+    subjects: tuple[SubjectCount, ...] = ()
+    audiences: tuple[str, ...] = ()
+    valid_until: datetime | None = None  # the latest ``exp`` among them; None when there are none
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRevocation:
+    revoked_kid: str
+    active_kid: str
+    blast_radius: BlastRadius
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStatus:
+    """``redacted_url`` must never hold a password (``StoreUrl.redacted()``)."""
+
+    engine: str
+    redacted_url: str
+    schema_version: int
+    latest_version: int
+
+
+@dataclass(frozen=True, slots=True)
+class AuditQuery:
+    """Records with ``seq > after``, oldest first, at most ``limit``; optionally one event name or one subject."""
+
+    after: int = 0
+    limit: int = 100
+    event: str | None = None
+    spiffe_id: SpiffeId | None = None
+
+
+class KeyAdmin(Protocol):
+    async def list_keys(self) -> Sequence[KeyInfo]:
+        """Every key the keyring holds, oldest first."""
+        ...
+
+    async def rotate(self) -> KeyRotation:
+        """Rotate now (the same move as a scheduled rotation)."""
+        ...
+
+    async def revoke(self, kid: str) -> KeyRevocation:
+        """Stop signing with ``kid`` everywhere, drop it from the JWKS, make a fresh key active.
+
+        Raises :class:`~broker.admin.errors.KidNotFoundError` or :class:`~broker.admin.errors.KidAlreadyRevokedError`
+        (nothing changed)."""
+        ...
+
+
+class StoreInfo(Protocol):
+    async def status(self) -> StoreStatus: ...
+
+
+class AuditReader(Protocol):
+    async def read(self, query: AuditQuery) -> Sequence[AuditRecord]:
+        """The journal's records that match ``query``, in ``seq`` order."""
+        ...
+
+
+class AdminAudit(Protocol):
+    async def record(self, actor: str | None, method: str, path: str, outcome: str, detail: Mapping[str, Any]) -> None:
+        """Append one durable record of an admin call; raise if it was not recorded.
+
+        ``actor`` is the caller's verified SPIFFE ID (None before one is known), ``path`` the route template
+        (``/admin/v1/keys/{kid}/revoke``, never the raw request path), ``outcome`` an :class:`Outcome`; ``detail``
+        holds JSON values only, never a secret."""
+        ...
