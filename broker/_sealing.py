@@ -72,7 +72,7 @@ class Kek:
         """The KEK from base64url text (a file's content or the env variable); ``source`` names it in errors."""
         encoded = text.strip()
         try:
-            key = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+            key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), altchars=b"-_", validate=True)
         except (binascii.Error, ValueError):
             raise ConfigError(f"{source}: not base64url text: make a KEK with keys init-kek") from None
         if len(key) != KEY_BYTES:
