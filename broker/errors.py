@@ -31,7 +31,7 @@ The whole tree, with the module of each class outside this one::
     │   └── StoreUnavailableError          cannot reach the store now (also TemporarilyUnavailableError, 503)
     ├── SealingError                       _sealing: a sealed record does not open (KEK not configured, changed)
     ├── KeyringError                       the signing keyring refused an operation; nothing changed
-    │   └── UnknownKeyError, KeyNotLiveError, RotationTooEarlyError     (tokens.keyring)
+    │   └── UnknownKeyError, KeyNotLiveError, RotationTooEarlyError     (tokens.rotation)
     └── OAuthError                         RFC 6749 §5.2 / RFC 8693 §2.2.2 / RFC 6750 §3.1 wire errors
         ├── InvalidRequestError            invalid_request            400
         │   └── MalformedBearerError       verify.bearer (RFC 6750 §3.1)
