@@ -29,6 +29,9 @@ The whole tree, with the module of each class outside this one::
     │   ├── StoreSchemaError               schema version newer than this broker, or older and not migrated
     │   ├── StoreConflictError             a write the store refuses: duplicate, illegal state change, 2nd active
     │   └── StoreUnavailableError          cannot reach the store now (also TemporarilyUnavailableError, 503)
+    ├── SealingError                       _sealing: a sealed record does not open (KEK not configured, changed)
+    ├── KeyringError                       the signing keyring refused an operation; nothing changed
+    │   └── UnknownKeyError, KeyNotLiveError, RotationTooEarlyError     (tokens.rotation)
     └── OAuthError                         RFC 6749 §5.2 / RFC 8693 §2.2.2 / RFC 6750 §3.1 wire errors
         ├── InvalidRequestError            invalid_request            400
         │   └── MalformedBearerError       verify.bearer (RFC 6750 §3.1)
@@ -62,8 +65,10 @@ __all__ = [
     "InvalidScopeError",
     "InvalidTargetError",
     "InvalidTokenError",
+    "KeyringError",
     "NetworkError",
     "OAuthError",
+    "SealingError",
     "ServerError",
     "StoreConflictError",
     "StoreCorruptError",
@@ -235,3 +240,18 @@ class StoreUnavailableError(StoreError, TemporarilyUnavailableError):
     def __init__(self, detail: str = "") -> None:
         super().__init__(detail)
         self.description = self.PUBLIC_DESCRIPTION
+
+
+class SealingError(BrokerError):
+    """A sealed record (a wrapped signing key, an API-key secret) does not open: its KEK is not configured, or the
+    record or its associated data changed. Nothing was changed; the message says which KEK to configure."""
+
+    error = "sealing_error"
+
+
+class KeyringError(BrokerError):
+    """The signing keyring refused an operation (unknown or no longer live kid, a rotation too early); nothing
+    changed."""
+
+    error = "keyring_error"
+    status = 409

@@ -2,8 +2,10 @@
 
 A :class:`KeyStore` holds one active key (signs new tokens) and every key still published in the JWKS (the
 active one plus, after :meth:`FileKeyStore.rotate`, the previous one so tokens it signed keep verifying).
-:class:`FileKeyStore` keeps the keys as PKCS#8 PEM files with mode 0600 in a 0700 state directory, generating the
-key on first start; it refuses a key file that others can read.
+The server's key store is :class:`broker.tokens.keyring.Keyring` (keys in the state store, sealed).
+:class:`FileKeyStore` is the earlier one: PKCS#8 PEM files with mode 0600 in a 0700 state directory, generated on
+first start; it refuses a key file that others can read. The keyring imports its files once
+(:func:`import_legacy_keys`).
 """
 
 from __future__ import annotations
@@ -25,7 +27,16 @@ from broker.jose.jwk import ec_public_jwk
 from broker.jose.jws import b64url_encode as b64url
 from broker.jose.jws import der_to_raw
 
-__all__ = ["FileKeyStore", "InMemoryKeyStore", "KeyStore", "SigningKey", "b64url", "jwks"]
+__all__ = [
+    "FileKeyStore",
+    "InMemoryKeyStore",
+    "KeyStore",
+    "SigningKey",
+    "b64url",
+    "import_legacy_keys",
+    "jwks",
+    "load_key_file",
+]
 
 ALGORITHM = "ES256"
 ACTIVE_KEY_FILE = "token-signing-key.pem"
@@ -97,12 +108,12 @@ class FileKeyStore:
         private_dir(state_dir)
         active_path = state_dir / ACTIVE_KEY_FILE
         if active_path.exists():
-            self._active = _load_key(active_path)
+            self._active = load_key_file(active_path)
         else:
             self._active = SigningKey.generate()
             write_private_file(active_path, self._active.to_pem())
         previous_path = state_dir / PREVIOUS_KEY_FILE
-        self._previous = _load_key(previous_path) if previous_path.exists() else None
+        self._previous = load_key_file(previous_path) if previous_path.exists() else None
 
     def active_key(self) -> SigningKey:
         return self._active
@@ -119,7 +130,17 @@ class FileKeyStore:
         return new
 
 
-def _load_key(path: Path) -> SigningKey:
+def import_legacy_keys(state_dir: Path) -> tuple[SigningKey, SigningKey | None] | None:
+    """The keys :class:`FileKeyStore` left in ``state_dir`` (active, previous), or None if there is no active file;
+    the keyring imports them once into an empty store."""
+    active_path = state_dir / ACTIVE_KEY_FILE
+    if not active_path.exists():
+        return None
+    previous_path = state_dir / PREVIOUS_KEY_FILE
+    return load_key_file(active_path), load_key_file(previous_path) if previous_path.exists() else None
+
+
+def load_key_file(path: Path) -> SigningKey:
     """Load a PEM key, refusing a file that group or others can access (like ssh does)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)

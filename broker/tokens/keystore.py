@@ -15,7 +15,8 @@ The life of a key, and the only moves a store accepts (anything else is :class:`
   any key is no longer in it (another replica rotated first) nothing changes and it returns False. So of N
   replicas that attempt the same scheduled rotation, exactly one wins.
 * The private key is stored only wrapped (AES-256-GCM under a key-encryption key, done by the keyring); the store
-  never sees it in the clear. ``kek_id`` names the KEK that wrapped it, for ``keys rotate-kek``.
+  never sees it in the clear. ``kek_id`` names the KEK that wrapped it; :meth:`KeyringStore.rewrap` swaps the
+  wrapping (compare-and-set on ``kek_id``) for ``keys rotate-kek``.
 """
 
 from __future__ import annotations
@@ -122,5 +123,13 @@ class KeyringStore(Protocol):
 
         Raises :class:`~broker.errors.StoreConflictError` (nothing changed) for an unknown kid, a kid added twice,
         or a change that would leave two keys ``active``.
+        """
+        ...
+
+    async def rewrap(self, kid: str, expected_kek_id: str, wrapped_key: bytes, kek_id: str) -> bool:
+        """Replace key ``kid``'s wrapped bytes and ``kek_id`` (``keys rotate-kek``; the key itself is unchanged).
+
+        Compare-and-set on the KEK: False (nothing changed) if the key is no longer wrapped by ``expected_kek_id``.
+        Raises :class:`~broker.errors.StoreConflictError` for an unknown kid.
         """
         ...

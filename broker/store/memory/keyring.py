@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import replace
 
 from broker.errors import StoreConflictError
 from broker.store.base import TWO_ACTIVE, duplicate_kid, moved, unknown_kid
@@ -50,4 +51,14 @@ class MemoryKeyring:
             if result is None:
                 return False
             self._keys = result
+            return True
+
+    async def rewrap(self, kid: str, expected_kek_id: str, wrapped_key: bytes, kek_id: str) -> bool:
+        async with self._lock:
+            current = self._keys.get(kid)
+            if current is None:
+                raise StoreConflictError(unknown_kid(kid))
+            if current.kek_id != expected_kek_id:
+                return False
+            self._keys = {**self._keys, kid: replace(current, wrapped_key=wrapped_key, kek_id=kek_id)}
             return True

@@ -43,6 +43,19 @@ class PostgresKeyring:
             return False
         return True
 
+    async def rewrap(self, kid: str, expected_kek_id: str, wrapped_key: bytes, kek_id: str) -> bool:
+        async with connection(self._pool, self._store) as conn, conn.transaction():
+            cursor = await conn.execute(
+                "UPDATE signing_keys SET wrapped_key = %s, kek_id = %s WHERE kid = %s AND kek_id = %s",
+                (wrapped_key, kek_id, kid, expected_kek_id),
+            )
+            if cursor.rowcount == 1:
+                return True
+            found = await (await conn.execute("SELECT 1 FROM signing_keys WHERE kid = %s", (kid,))).fetchone()
+        if found is None:
+            raise StoreConflictError(unknown_kid(kid))
+        return False
+
     @staticmethod
     async def _move(conn: Conn, kid: str, expected: KeyState, new: KeyState, change: KeyringChange) -> None:
         try:

@@ -25,6 +25,22 @@ class SqliteKeyring:
     async def apply(self, change: KeyringChange) -> bool:
         return await self._worker.run(lambda conn: _apply(conn, change))
 
+    async def rewrap(self, kid: str, expected_kek_id: str, wrapped_key: bytes, kek_id: str) -> bool:
+        return await self._worker.run(lambda conn: _rewrap(conn, kid, expected_kek_id, wrapped_key, kek_id))
+
+
+def _rewrap(conn: sqlite3.Connection, kid: str, expected_kek_id: str, wrapped_key: bytes, kek_id: str) -> bool:
+    with immediate(conn):
+        cursor = conn.execute(
+            "UPDATE signing_keys SET wrapped_key = ?, kek_id = ? WHERE kid = ? AND kek_id = ?",
+            (wrapped_key, kek_id, kid, expected_kek_id),
+        )
+        if cursor.rowcount == 1:
+            return True
+        if conn.execute("SELECT 1 FROM signing_keys WHERE kid = ?", (kid,)).fetchone() is None:
+            raise StoreConflictError(unknown_kid(kid))
+        return False
+
 
 def _keys(conn: sqlite3.Connection) -> list[KeyRecord]:
     rows = conn.execute(f"SELECT {KEY_COLUMNS} FROM signing_keys ORDER BY created_at, kid").fetchall()  # noqa: S608

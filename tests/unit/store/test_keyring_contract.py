@@ -144,3 +144,25 @@ async def test_concurrent_revoke_and_rotation_with_different_first_moves(open_re
         assert states == {"k1": RV, "k2": A}
     else:
         assert states == {"k1": R, "k2": A, "k3": N}
+
+
+async def test_rewrap_swaps_the_wrapping_and_keeps_the_state(store: Store) -> None:
+    await seeded(store)
+    assert await store.keyring.rewrap("k1", "kek-1", b"rewrapped", "kek-2")
+    keys = {k.kid: k for k in await store.keyring.keys()}
+    assert (keys["k1"].wrapped_key, keys["k1"].kek_id, keys["k1"].state) == (b"rewrapped", "kek-2", A)
+    assert keys["k2"] == key("k2", N, minutes=1)
+
+
+async def test_rewrap_from_a_stale_kek_id_changes_nothing(store: Store) -> None:
+    await seeded(store)
+    assert await store.keyring.rewrap("k1", "kek-1", b"first", "kek-2")
+    assert not await store.keyring.rewrap("k1", "kek-1", b"second", "kek-3")
+    keys = {k.kid: k for k in await store.keyring.keys()}
+    assert (keys["k1"].wrapped_key, keys["k1"].kek_id) == (b"first", "kek-2")
+
+
+async def test_rewrap_of_an_unknown_kid_is_refused(store: Store) -> None:
+    await seeded(store)
+    with pytest.raises(StoreConflictError, match="no signing key with kid 'nope'"):
+        await store.keyring.rewrap("nope", "kek-1", b"x", "kek-2")
