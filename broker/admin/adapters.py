@@ -1,0 +1,93 @@
+"""Adapters from the broker's parts to the admin API's ports (:mod:`broker.admin.ports`).
+
+* :class:`KeyringAdmin`: the signing keyring (:class:`~broker.tokens.keyring.Keyring`) as a
+  :class:`~broker.admin.ports.KeyAdmin`. The keyring's refusals become the admin API's errors here, at one seam:
+  an unknown kid is 404 ``kid_not_found``; a key already out of the JWKS is 409 ``kid_already_revoked``; a
+  rotation before the next key has been published for ``jwks_max_age + leeway`` is 409 ``conflict`` with the
+  time it becomes allowed. Nothing was changed in any of these cases.
+* :class:`StoreStatusInfo`: which store, at which schema version (:class:`~broker.admin.ports.StoreInfo`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from broker.admin.errors import AdminConflictError, KidAlreadyRevokedError, KidNotFoundError
+from broker.admin.ports import BlastRadius, KeyInfo, KeyRevocation, KeyRotation, StoreStatus, SubjectCount
+from broker.store import Store, latest_version
+from broker.store.url import StoreUrl
+from broker.tokens.keyring import Keyring, KeyView
+from broker.tokens.ledger import BlastRadius as LedgerBlastRadius
+from broker.tokens.rotation import KeyNotLiveError, RotationTooEarlyError, UnknownKeyError
+
+__all__ = ["KeyringAdmin", "StoreStatusInfo", "blast_radius_view"]
+
+
+def blast_radius_view(found: object) -> BlastRadius:
+    """The ledger's answer (:class:`broker.tokens.ledger.BlastRadius`) as the admin API reports it."""
+    if not isinstance(found, LedgerBlastRadius):
+        return BlastRadius(live_tokens=0)
+    return BlastRadius(
+        live_tokens=found.live_tokens,
+        subjects=tuple(SubjectCount(subject, count) for subject, count in found.subjects),
+        audiences=tuple(found.audiences),
+        valid_until=found.valid_until,
+    )
+
+
+class KeyringAdmin:
+    """:class:`~broker.admin.ports.KeyAdmin` over a running :class:`Keyring`."""
+
+    def __init__(self, keyring: Keyring) -> None:
+        self._keyring = keyring
+
+    async def list_keys(self) -> Sequence[KeyInfo]:
+        await self._keyring.reload()
+        return [_key_info(view) for view in self._keyring.views()]
+
+    async def rotate(self) -> KeyRotation:
+        try:
+            rotation = await self._keyring.rotate()
+        except RotationTooEarlyError as exc:
+            raise AdminConflictError(exc.description) from None
+        return KeyRotation(active_kid=rotation.active_kid, previous_kid=rotation.previous_kid,
+                           next_kid=rotation.next_kid)  # fmt: skip
+
+    async def revoke(self, kid: str) -> KeyRevocation:
+        try:
+            revocation = await self._keyring.revoke(kid)
+        except UnknownKeyError:
+            raise KidNotFoundError.for_kid(kid) from None
+        except KeyNotLiveError:
+            raise KidAlreadyRevokedError.for_kid(kid) from None
+        return KeyRevocation(revoked_kid=revocation.kid, active_kid=revocation.active_kid,
+                             blast_radius=blast_radius_view(revocation.blast_radius))  # fmt: skip
+
+
+def _key_info(view: KeyView) -> KeyInfo:
+    return KeyInfo(
+        kid=view.kid,
+        algorithm=view.algorithm,
+        state=view.state,
+        kek_id=view.kek_id,
+        created_at=view.created_at,
+        activated_at=view.activated_at,
+        retiring_at=view.retiring_at,
+        retired_at=view.retired_at,
+    )
+
+
+class StoreStatusInfo:
+    """:class:`~broker.admin.ports.StoreInfo` for an open store; the URL is shown redacted (no password)."""
+
+    def __init__(self, store: Store, url: StoreUrl) -> None:
+        self._store = store
+        self._url = url
+
+    async def status(self) -> StoreStatus:
+        return StoreStatus(
+            engine=self._url.kind,
+            redacted_url=self._url.redacted(),
+            schema_version=await self._store.schema_version(),
+            latest_version=latest_version(),
+        )
