@@ -156,7 +156,9 @@ def check_kubernetes(docs: Sequence[Obj], documented: str) -> list[str]:
             if "signing-key" in secret:
                 messages.append(f"references Secret {secret}: signing keys live in the store, not in a Secret")
             elif not re.search(rf"`{re.escape(secret)}`", documented):
-                messages.append(f"references Secret {secret}, which docs/deploy.md does not tell the operator to create")
+                messages.append(
+                    f"references Secret {secret}, which docs/deploy.md does not tell the operator to create"
+                )
         for container in _containers(pod):
             messages += _env_errors(container)
         messages += _mode_errors(pod)
