@@ -20,8 +20,9 @@ LABEL org.opencontainers.image.title="spiffe-broker" \
       org.opencontainers.image.description="SPIFFE SVIDs in, short-lived certificate-bound OAuth tokens out" \
       org.opencontainers.image.licenses="Apache-2.0"
 # uid/gid 10001, no home, no login shell. /var/lib/spiffe-broker is the token service's state directory
-# (signing key). /run/broker holds the sidecar's token socket; 1777 so that a fresh volume mounted there
-# (docker-compose.yml) lets the sidecar's uid create its socket. A fresh volume copies these modes.
+# (the KEK; the SQLite store unless a PostgreSQL URL is set). /run/broker holds the sidecar's token
+# socket; 1777 so that a fresh volume mounted there (docker-compose.yml) lets the sidecar's uid create
+# its socket. A fresh volume copies these modes.
 RUN groupadd --system --gid 10001 broker \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
        --shell /usr/sbin/nologin broker \

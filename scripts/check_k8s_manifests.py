@@ -11,8 +11,9 @@ a missing schema is a failure, not a warning:
   ``fieldValidation=Strict`` treats pruned fields (unknown fields are errors unless a node sets
   ``x-kubernetes-preserve-unknown-fields``), with ``metadata`` checked as ObjectMeta;
 - files embedded in ConfigMaps: ``policy.yaml`` against deploy/schemas/broker-policy.schema.json,
-  a ControllerManagerConfig against deploy/schemas/controllermanagerconfig.schema.json; ``*.conf``
-  files (SPIRE HCL) are extracted with ``--extract-spire-configs`` for ``spire-server validate``.
+  a ControllerManagerConfig against deploy/schemas/controllermanagerconfig.schema.json, ``*.toml``
+  (broker config) must parse; ``*.conf`` files (SPIRE HCL) are extracted with
+  ``--extract-spire-configs`` for ``spire-server validate``.
 
 Also checked, because schemas cannot: namespaced objects name their namespace, cluster-scoped ones do
 not, and inside pod specs every volumeMount names a volume and every named probe port exists.
@@ -27,6 +28,7 @@ import copy
 import importlib.resources
 import json
 import sys
+import tomllib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -254,6 +256,15 @@ def check_pod_references(body: Obj) -> list[str]:
     return errors
 
 
+def _toml_errors(key: str, text: str) -> list[str]:
+    """A broker config file must parse as TOML; the broker's own loader checks its keys (tests/unit/deploy)."""
+    try:
+        tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        return [f"data.{key}: not valid TOML: {exc}"]
+    return []
+
+
 def check_embedded_files(body: Obj, schema_dir: Path) -> list[str]:
     """Validate YAML files carried in a ConfigMap against their own schema (missing schema fails)."""
     if body.get("kind") != "ConfigMap":
@@ -262,6 +273,9 @@ def check_embedded_files(body: Obj, schema_dir: Path) -> list[str]:
     for key, text in (body.get("data") or {}).items():
         if key.endswith(".conf"):
             continue  # SPIRE HCL: checked by spire-server/spire-agent validate after extraction
+        if key.endswith(".toml"):
+            errors.extend(_toml_errors(key, text))
+            continue
         if not key.endswith((".yaml", ".yml")):
             errors.append(f"data.{key}: no validator for this embedded file type")
             continue

@@ -11,6 +11,11 @@
 #      deploy/schemas/ (scripts/check_k8s_manifests.py). A missing schema is a failure.
 #   2. docker-compose.yml against the Compose Specification schema (check-jsonschema, offline copy).
 #   3. deploy/compose/policy.yaml against deploy/schemas/broker-policy.schema.json.
+#   3b. state and secrets (scripts/check_deploy_policy.py): no committed or literal secrets, every
+#      referenced Secret documented in docs/deploy.md for the operator to create, no signing-key
+#      Secret, the KEK Secret mounted 0400, the token service at 2+ replicas with a PodDisruptionBudget
+#      and its store URL from a Secret; in docker-compose.yml, depends_on waits for healthy services,
+#      PostgreSQL has a pg_isready healthcheck, and weak TLS only towards an internal network.
 #   4. SPIRE HCL configs (compose files and those embedded in the Kubernetes ConfigMaps) with
 #      `spire-server validate` / `spire-agent validate` from $SPIRE_BIN_DIR
 #      (default /root/.cache/spiffe-broker/spire-v1.15.3). Without the binaries this step is
@@ -60,6 +65,9 @@ spire_validate() {  # spire_validate server|agent FILE
   fi
 }
 
+step "state and secrets (scripts/check_deploy_policy.py)"
+"$PYTHON" scripts/check_deploy_policy.py --compose docker-compose.yml "${manifests[@]}" || fail "state and secrets"
+
 step "SPIRE configs (spire-server / spire-agent validate)"
 if [ -x "$SPIRE_BIN_DIR/spire-server" ] && [ -x "$SPIRE_BIN_DIR/spire-agent" ]; then
   spire_validate server deploy/compose/server.conf
@@ -87,7 +95,7 @@ fi
 
 step "shellcheck / hadolint"
 if command -v shellcheck >/dev/null 2>&1; then
-  if shellcheck deploy/compose/register.sh scripts/validate-deploy.sh scripts/build-spire.sh; then echo "ok   shellcheck"; else fail "shellcheck"; fi
+  if shellcheck deploy/compose/*.sh scripts/validate-deploy.sh scripts/build-spire.sh; then echo "ok   shellcheck"; else fail "shellcheck"; fi
 elif [ "${REQUIRE_LINTERS:-0}" = 1 ]; then fail "shellcheck not installed"; else skip "shellcheck not installed"; fi
 if command -v hadolint >/dev/null 2>&1; then
   if hadolint Dockerfile deploy/compose/spire-tools.Dockerfile; then echo "ok   hadolint"; else fail "hadolint"; fi

@@ -10,18 +10,29 @@ from types import ModuleType
 
 import pytest
 
-from tests.unit.deploy.deploy_helpers import CHECKER_PATH, spire_bin_dir
+from tests.unit.deploy.deploy_helpers import CHECKER_PATH, POLICY_CHECKER_PATH, spire_bin_dir
 
 
-@pytest.fixture(scope="session")
-def checker() -> ModuleType:
-    """scripts/check_k8s_manifests.py imported as a module (scripts/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("check_k8s_manifests", CHECKER_PATH)
+def _import_script(path: Path) -> ModuleType:
+    """A file of scripts/ imported as a module (scripts/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up in sys.modules
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="session")
+def checker() -> ModuleType:
+    """scripts/check_k8s_manifests.py."""
+    return _import_script(CHECKER_PATH)
+
+
+@pytest.fixture(scope="session")
+def policy_checker() -> ModuleType:
+    """scripts/check_deploy_policy.py."""
+    return _import_script(POLICY_CHECKER_PATH)
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,9 @@ CRD_DIR = DEPLOY / "spire" / "crds"
 SCHEMA_DIR = DEPLOY / "schemas"
 COMPOSE_DIR = DEPLOY / "compose"
 CHECKER_PATH = REPO / "scripts" / "check_k8s_manifests.py"
+POLICY_CHECKER_PATH = REPO / "scripts" / "check_deploy_policy.py"
+DEPLOY_DOC = REPO / "docs" / "deploy.md"
+COMPOSE_FILE = REPO / "docker-compose.yml"
 
 
 def kubernetes_manifests() -> list[Path]:

@@ -1,12 +1,15 @@
 """The deployment files' inputs to the broker are accepted by the broker itself: every ``spiffe-broker``
-command line parses with the real CLI, and every policy file loads with the real policy loader. A renamed
-flag or a policy the broker would refuse breaks these tests rather than a rollout."""
+command line parses with the real CLI, every policy file loads with the real policy loader, and every
+``broker.toml`` loads with the real settings loader. A renamed flag, a policy or a configuration key the
+broker would refuse breaks these tests rather than a rollout."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
+from pathlib import Path
 from typing import Any
 
 import click
@@ -15,6 +18,7 @@ import pytest
 import yaml
 
 from broker.cli.main import main
+from broker.config import load_settings
 from broker.errors import ConfigError, InvalidTargetError
 from broker.identity.spiffeid import SpiffeId
 from broker.tokens.policy import parse_policy
@@ -46,17 +50,26 @@ def _shell_lines(owner: str, container: dict[str, Any]) -> list[tuple[str, list[
     """``spiffe-broker ...`` invocations inside a ``sh -c`` script (continuation lines joined)."""
     if container.get("command", [])[:2] != ["/bin/sh", "-c"]:
         return []
-    script = container["args"][0].replace("\\\n", " ")
-    return [(f"{owner}/{container['name']}", shlex.split(match)) for match in re.findall(r"spiffe-broker (.+)", script)]
+    return [(f"{owner}/{container['name']}", args) for args in _script_invocations(container["args"][0])]
+
+
+def _script_invocations(script: str) -> list[list[str]]:
+    """The arguments of every ``spiffe-broker`` command in a shell script (not paths such as /etc/spiffe-broker/)."""
+    joined = script.replace("\\\n", " ")
+    return [shlex.split(match) for match in re.findall(r"(?:^|[\s|&;])spiffe-broker (.+)", joined, flags=re.MULTILINE)]
 
 
 def _compose_command_lines() -> list[tuple[str, list[str]]]:
     compose = yaml.safe_load((REPO / "docker-compose.yml").read_text(encoding="utf-8"))
-    return [
-        (f"compose/{name}", list(service["command"]))
-        for name, service in compose["services"].items()
-        if service.get("image", "").startswith("spiffe-broker:")
-    ]
+    lines: list[tuple[str, list[str]]] = []
+    for name, service in compose["services"].items():
+        if not service.get("image", "").startswith("spiffe-broker:"):
+            continue
+        if service.get("entrypoint") == ["/bin/sh", "-c"]:
+            lines.extend((f"compose/{name}", args) for args in _script_invocations(service["command"][0]))
+        else:
+            lines.append((f"compose/{name}", list(service["command"])))
+    return lines
 
 
 COMMAND_LINES = _k8s_command_lines() + _compose_command_lines()
@@ -65,7 +78,7 @@ COMMAND_LINES = _k8s_command_lines() + _compose_command_lines()
 def test_deployment_files_run_every_broker_role() -> None:
     roles = {args[0] for _, args in COMMAND_LINES}
 
-    assert roles == {"server", "sidecar", "demo-api", "call"}
+    assert roles == {"server", "sidecar", "demo-api", "call", "keys"}
 
 
 @pytest.mark.parametrize(("where", "args"), COMMAND_LINES, ids=[w for w, _ in COMMAND_LINES])
@@ -132,3 +145,29 @@ def test_policy_schema_agrees_with_the_broker_policy_loader(rule: str, valid: bo
         loader_ok = False
 
     assert (schema_ok, loader_ok) == (valid, valid)
+
+
+def _broker_configs() -> dict[str, str]:
+    configmap = find_object(
+        load_yaml_documents(DEPLOY / "k8s" / "10-token-service.yaml"), "ConfigMap", "spiffe-broker-config"
+    )
+    return {
+        "k8s-configmap": configmap["data"]["broker.toml"],
+        "compose": (COMPOSE_DIR / "broker.toml").read_text(encoding="utf-8"),
+    }
+
+
+@pytest.mark.parametrize("name", ["k8s-configmap", "compose"])
+def test_broker_config_file_loads_with_the_real_settings_loader(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for variable in [v for v in os.environ if v.startswith("SPIFFE_BROKER_")]:
+        monkeypatch.delenv(variable)
+    config = tmp_path / "broker.toml"
+    config.write_text(_broker_configs()[name], encoding="utf-8")
+
+    settings = load_settings(config, {}).model_dump()
+
+    assert settings["keyring"]["kek_file"] is not None
+    assert settings["keyring"]["jwks_max_age"] <= settings["keyring"]["rotation_period"]
+    assert all(SpiffeId.parse(str(admin)) for admin in settings["admin"]["spiffe_ids"])

@@ -182,7 +182,8 @@ def test_spire_validate_rejects_config_with_misspelt_key(
 def _copy_tree_for_script(dst: Path) -> Path:
     for name in ("scripts", "deploy"):
         shutil.copytree(REPO / name, dst / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("docker-compose.yml", "Dockerfile"):
+    for name in ("docker-compose.yml", "Dockerfile", "docs/deploy.md"):
+        (dst / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / name, dst / name)
     return dst / "scripts" / "validate-deploy.sh"
 
@@ -208,3 +209,64 @@ def test_validate_deploy_script_fails_when_the_compose_file_is_broken(tmp_path: 
 
     assert result.returncode != 0
     assert "FAIL: docker-compose.yml" in result.stdout
+
+
+def test_validate_deploy_script_fails_when_a_secret_is_inline(tmp_path: Path) -> None:
+    script = _copy_tree_for_script(tmp_path)
+    compose = tmp_path / "docker-compose.yml"
+    text = compose.read_text()
+    assert "POSTGRES_PASSWORD_FILE: " in text
+    compose.write_text(
+        text.replace("POSTGRES_PASSWORD_FILE: /run/secrets/postgres-superuser-password", "POSTGRES_PASSWORD: x")
+    )
+
+    result = _run_script(script)
+
+    assert result.returncode != 0
+    assert "FAIL: state and secrets" in result.stdout
+
+
+def test_token_service_waits_for_a_healthy_postgres_and_the_kek_on_a_private_network() -> None:
+    compose = _compose()
+    services = compose["services"]
+    broker = services["spiffe-broker"]
+    url = broker["environment"]["SPIFFE_BROKER_STORE__URL"]
+
+    assert broker["depends_on"]["postgres"] == {"condition": "service_healthy"}
+    assert broker["depends_on"]["broker-kek"] == {"condition": "service_completed_successfully"}
+    assert url.startswith("postgresql://spiffe_broker@postgres:5432/spiffe_broker?")
+    assert "password_file=/run/secrets/spiffe-broker-db-password" in url
+    assert broker["secrets"] == ["spiffe-broker-db-password"]
+    assert services["postgres"]["networks"] == ["store"]
+    assert compose["networks"]["store"] == {"internal": True}
+    assert services["postgres"]["image"] == "postgres:15"
+    assert services["broker-kek"]["network_mode"] == "none"
+
+
+def test_broker_kek_and_token_service_share_the_state_volume_where_the_config_expects_the_kek() -> None:
+    services = _compose()["services"]
+    config = (COMPOSE_DIR / "broker.toml").read_text(encoding="utf-8")
+    kek_file = re.search(r'^kek_file = "([^"]+)"', config, flags=re.MULTILINE)
+
+    assert kek_file is not None
+    assert f"init-kek {kek_file[1]}" in services["broker-kek"]["command"][0]
+    for name in ("broker-kek", "spiffe-broker"):
+        assert "broker-state:/var/lib/spiffe-broker" in services[name]["volumes"]
+    assert kek_file[1].startswith("/var/lib/spiffe-broker/")
+
+
+def test_make_secrets_creates_readable_files_in_a_private_directory_and_keeps_existing_ones(tmp_path: Path) -> None:
+    shutil.copy2(COMPOSE_DIR / "make-secrets.sh", tmp_path / "make-secrets.sh")
+    secrets_dir = tmp_path / "secrets"
+    run = [str(tmp_path / "make-secrets.sh")]
+
+    subprocess.run(run, check=True, capture_output=True, timeout=30)
+    first = {p.name: p.read_text() for p in secrets_dir.iterdir()}
+    subprocess.run(run, check=True, capture_output=True, timeout=30)
+
+    assert set(first) == set(_compose()["secrets"]) == {"postgres-superuser-password", "spiffe-broker-db-password"}
+    assert secrets_dir.stat().st_mode & 0o777 == 0o700
+    assert all((secrets_dir / name).stat().st_mode & 0o777 == 0o644 for name in first)
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]{43}", text) for text in first.values())
+    assert len(set(first.values())) == 2
+    assert {p.name: p.read_text() for p in secrets_dir.iterdir()} == first

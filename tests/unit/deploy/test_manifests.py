@@ -3,6 +3,7 @@ pod runs hardened (non-root, read-only root, no privilege escalation, no capabil
 
 from __future__ import annotations
 
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -295,7 +296,7 @@ def test_token_service_runs_two_replicas_covered_by_a_disruption_budget() -> Non
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
 
-    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["replicas"] >= 2
     assert pdb["spec"]["minAvailable"] == 1
     assert pdb["spec"]["selector"] == deployment["spec"]["selector"]
     assert ports[container["livenessProbe"]["httpGet"]["port"]] == 8080
@@ -323,16 +324,68 @@ def test_exactly_the_broker_processes_talk_to_the_workload_api() -> None:
     }
 
 
-def test_token_service_signing_key_comes_from_a_secret_that_is_not_committed() -> None:
-    pod = find_object(load_yaml_documents(TOKEN_SERVICE), "Deployment", "spiffe-broker")["spec"]["template"]["spec"]
+def _token_pod() -> Obj:
+    pod: Obj = find_object(load_yaml_documents(TOKEN_SERVICE), "Deployment", "spiffe-broker")["spec"]["template"][
+        "spec"
+    ]
+    return pod
+
+
+def _kek_file() -> str:
+    config = find_object(load_yaml_documents(TOKEN_SERVICE), "ConfigMap", "spiffe-broker-config")
+    path: str = tomllib.loads(config["data"]["broker.toml"])["keyring"]["kek_file"]
+    return path
+
+
+def test_token_service_installs_the_kek_from_its_secret_into_memory_with_mode_0400() -> None:
+    pod = _token_pod()
     volumes = {v["name"]: v for v in pod["volumes"]}
     (installer,) = pod["initContainers"]
     (service,) = pod["containers"]
+    installer_mounts = {m["name"]: m["mountPath"] for m in installer["volumeMounts"]}
+    service_mounts = {m["name"]: m for m in service["volumeMounts"]}
 
-    assert volumes["signing-key"]["secret"]["secretName"] == "spiffe-broker-signing-key"
-    assert volumes["state"]["emptyDir"]["medium"] == "Memory"
-    assert installer["command"] == ["install", "-m", "0600"]
-    assert service["args"][service["args"].index("--state-dir") + 1] == installer["args"][-1].rsplit("/", 1)[0]
-    all_kinds = {doc["kind"] for path in kubernetes_manifests() for doc in load_yaml_documents(path)}
-    assert "Secret" not in all_kinds
+    assert volumes["kek-secret"]["secret"] == {"secretName": "spiffe-broker-kek", "defaultMode": 0o400}
+    assert volumes["kek"]["emptyDir"]["medium"] == "Memory"
+    assert "install -m 0400" in installer["args"][0]
+    assert f"{installer_mounts['kek-secret']}/*" in installer["args"][0]
+    assert installer_mounts["kek"] == service_mounts["kek"]["mountPath"]
+    assert service_mounts["kek"]["readOnly"] is True
+    assert "kek-secret" not in service_mounts  # the service reads only the 0400 copy
+    assert _kek_file().startswith(service_mounts["kek"]["mountPath"] + "/")
+
+
+def test_token_service_reads_its_store_url_from_a_secret_and_its_config_from_the_configmap() -> None:
+    pod = _token_pod()
+    (service,) = pod["containers"]
+    env = {e["name"]: e for e in service["env"]}
+    mounts = {m["name"]: m["mountPath"] for m in service["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+
+    assert env["SPIFFE_BROKER_STORE__URL"]["valueFrom"]["secretKeyRef"] == {"name": "spiffe-broker-store", "key": "url"}
+    assert env["SPIFFE_BROKER_CONFIG"]["value"] == f"{mounts['config']}/broker.toml"
+    assert volumes["config"]["configMap"]["name"] == "spiffe-broker-config"
+    store_secret = volumes["store-secret"]["secret"]
+    assert store_secret["secretName"] == "spiffe-broker-store"
+    assert {item["key"] for item in store_secret["items"]} == {"password", "ca.crt"}  # never the URL itself
+    assert store_secret["defaultMode"] & 0o007 == 0
+
+
+def test_token_service_replicas_prefer_different_nodes() -> None:
+    deployment = find_object(load_yaml_documents(TOKEN_SERVICE), "Deployment", "spiffe-broker")
+    (term,) = deployment["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"][
+        "preferredDuringSchedulingIgnoredDuringExecution"
+    ]
+
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert term["podAffinityTerm"]["labelSelector"] == deployment["spec"]["selector"]
+
+
+def test_no_signing_key_secret_and_no_committed_secret_or_private_key() -> None:
+    all_docs = [doc for path in kubernetes_manifests() for doc in load_yaml_documents(path)]
+    text = "\n".join(path.read_text(encoding="utf-8") for path in kubernetes_manifests())
+
+    assert "Secret" not in {doc["kind"] for doc in all_docs}
+    assert "signing-key" not in text
+    assert "token-signing-key.pem" not in text
     assert not [p for p in DEPLOY.rglob("*") if p.is_file() and b"PRIVATE KEY-----" in p.read_bytes()]
