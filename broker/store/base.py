@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Protocol
 
 from broker.audit.journal import AuditJournalStore
+from broker.events import ChangeFeed
 from broker.tokens.keystore import KeyMove, KeyRecord, KeyringStore, KeyState
 
 __all__ = [
@@ -54,6 +55,9 @@ class Store(Protocol):
 
     @property
     def audit(self) -> AuditJournalStore: ...
+
+    @property
+    def changes(self) -> ChangeFeed: ...
 
     async def schema_version(self) -> int: ...
 

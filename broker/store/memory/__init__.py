@@ -10,16 +10,18 @@ caller cannot change the twin's state by keeping a reference.
 from __future__ import annotations
 
 from broker.store.memory.audit import MemoryAuditJournal
+from broker.store.memory.changes import MemoryChangeFeed
 from broker.store.memory.keyring import MemoryKeyring, apply_to
 
-__all__ = ["MemoryAuditJournal", "MemoryKeyring", "MemoryStore", "apply_to"]
+__all__ = ["MemoryAuditJournal", "MemoryChangeFeed", "MemoryKeyring", "MemoryStore", "apply_to"]
 
 
 class MemoryStore:
     """Everything in this process; ``memory:``. Two handles on one twin: pass the same object twice."""
 
     def __init__(self, schema_version: int) -> None:
-        self._keyring = MemoryKeyring()
+        self._changes = MemoryChangeFeed()
+        self._keyring = MemoryKeyring(self._changes)
         self._audit = MemoryAuditJournal()
         self._version = schema_version
 
@@ -31,8 +33,12 @@ class MemoryStore:
     def audit(self) -> MemoryAuditJournal:
         return self._audit
 
+    @property
+    def changes(self) -> MemoryChangeFeed:
+        return self._changes
+
     async def schema_version(self) -> int:
         return self._version
 
     async def close(self) -> None:
-        return None
+        await self._changes.close()

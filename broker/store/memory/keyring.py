@@ -7,7 +7,9 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from broker.errors import StoreConflictError
+from broker.events.topics import KEYRING
 from broker.store.base import TWO_ACTIVE, duplicate_kid, moved, unknown_kid
+from broker.store.memory.changes import MemoryChangeFeed
 from broker.tokens.keystore import KeyRecord, KeyringChange, KeyState
 
 __all__ = ["MemoryKeyring", "apply_to"]
@@ -38,9 +40,10 @@ def _one_active(keys: dict[str, KeyRecord]) -> None:
 
 
 class MemoryKeyring:
-    def __init__(self) -> None:
+    def __init__(self, changes: MemoryChangeFeed | None = None) -> None:
         self._keys: dict[str, KeyRecord] = {}
         self._lock = asyncio.Lock()
+        self._changes = changes if changes is not None else MemoryChangeFeed()
 
     async def keys(self) -> Sequence[KeyRecord]:
         return sorted(self._keys.values(), key=lambda k: (k.created_at, k.kid))
@@ -51,6 +54,7 @@ class MemoryKeyring:
             if result is None:
                 return False
             self._keys = result
+            self._changes.bump(KEYRING)
             return True
 
     async def rewrap(self, kid: str, expected_kek_id: str, wrapped_key: bytes, kek_id: str) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from broker.store.postgres._pool import MIGRATIONS, PgOptions, Pool, connection, migrate, open_pool
 from broker.store.postgres.audit import PostgresAuditJournal
+from broker.store.postgres.changes import PostgresChangeFeed
 from broker.store.postgres.keyring import PostgresKeyring
 from broker.store.url import StoreUrl
 
@@ -18,6 +19,7 @@ class PostgresStore:
         self._store = store
         self._keyring = PostgresKeyring(pool, store)
         self._audit = PostgresAuditJournal(pool, store)
+        self._changes = PostgresChangeFeed(pool, store)
 
     @classmethod
     async def open(
@@ -44,6 +46,10 @@ class PostgresStore:
     def audit(self) -> PostgresAuditJournal:
         return self._audit
 
+    @property
+    def changes(self) -> PostgresChangeFeed:
+        return self._changes
+
     async def schema_version(self) -> int:
         async with connection(self._pool, self._store) as conn:
             row = await (await conn.execute("SELECT max(version) FROM broker_schema")).fetchone()
@@ -55,4 +61,5 @@ class PostgresStore:
         return len(MIGRATIONS)
 
     async def close(self) -> None:
+        await self._changes.close()
         await self._pool.close()

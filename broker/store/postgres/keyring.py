@@ -12,8 +12,10 @@ from collections.abc import Sequence
 import psycopg
 
 from broker.errors import StoreConflictError
+from broker.events.topics import KEYRING
 from broker.store.base import KEY_COLUMNS, TWO_ACTIVE, CompareFailed, duplicate_kid, move_statements, unknown_kid
 from broker.store.postgres._pool import Conn, Pool, connection
+from broker.store.postgres.changes import bump
 from broker.tokens.keystore import KeyRecord, KeyringChange, KeyState
 
 __all__ = ["PostgresKeyring"]
@@ -39,6 +41,7 @@ class PostgresKeyring:
                     await self._move(conn, move.kid, move.expected, move.new, change)
                 for key in change.adds:
                     await self._insert(conn, key)
+                await bump(conn, KEYRING)
         except CompareFailed:
             return False
         return True

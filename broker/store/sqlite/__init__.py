@@ -7,6 +7,7 @@ from pathlib import Path
 from broker.store.sqlite._open import MIGRATIONS, open_connection
 from broker.store.sqlite._worker import SqliteWorker
 from broker.store.sqlite.audit import SqliteAuditJournal
+from broker.store.sqlite.changes import POLL_S, SqliteChangeFeed
 from broker.store.sqlite.keyring import SqliteKeyring
 
 __all__ = ["SqliteStore"]
@@ -15,20 +16,21 @@ __all__ = ["SqliteStore"]
 class SqliteStore:
     """Open with :meth:`open`; the file is checked and migrated before it returns."""
 
-    def __init__(self, worker: SqliteWorker) -> None:
+    def __init__(self, worker: SqliteWorker, *, change_poll_s: float = POLL_S) -> None:
         self._worker = worker
+        self._changes = SqliteChangeFeed(worker, poll_s=change_poll_s)
         self._keyring = SqliteKeyring(worker)
         self._audit = SqliteAuditJournal(worker)
 
     @classmethod
-    async def open(cls, path: Path, *, migrate: bool = True) -> SqliteStore:
+    async def open(cls, path: Path, *, migrate: bool = True, change_poll_s: float = POLL_S) -> SqliteStore:
         worker = SqliteWorker(path)
         try:
             worker.conn = await worker.call(lambda: open_connection(path, migrate=migrate))
         except BaseException:
             await worker.close()
             raise
-        return cls(worker)
+        return cls(worker, change_poll_s=change_poll_s)
 
     @property
     def keyring(self) -> SqliteKeyring:
@@ -37,6 +39,10 @@ class SqliteStore:
     @property
     def audit(self) -> SqliteAuditJournal:
         return self._audit
+
+    @property
+    def changes(self) -> SqliteChangeFeed:
+        return self._changes
 
     async def schema_version(self) -> int:
         row = await self._worker.run(lambda conn: conn.execute("SELECT max(version) FROM broker_schema").fetchone())
@@ -47,4 +53,5 @@ class SqliteStore:
         return len(MIGRATIONS)
 
     async def close(self) -> None:
+        await self._changes.close()
         await self._worker.close()

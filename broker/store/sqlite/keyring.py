@@ -6,8 +6,10 @@ import sqlite3
 from collections.abc import Sequence
 
 from broker.errors import StoreConflictError
+from broker.events.topics import KEYRING
 from broker.store.base import KEY_COLUMNS, TWO_ACTIVE, CompareFailed, duplicate_kid, move_statements, unknown_kid
 from broker.store.sqlite._worker import SqliteWorker, from_micros, immediate, to_micros
+from broker.store.sqlite.changes import bump
 from broker.tokens.keystore import KeyRecord, KeyringChange, KeyState
 
 __all__ = ["SqliteKeyring"]
@@ -78,6 +80,7 @@ def _apply(conn: sqlite3.Connection, change: KeyringChange) -> bool:
                 raise CompareFailed
             for key in change.adds:
                 _insert(conn, key)
+            bump(conn, KEYRING)
     except CompareFailed:
         return False
     return True
