@@ -8,6 +8,7 @@ from typing import Protocol
 
 from broker.audit.journal import AuditJournalStore
 from broker.tokens.keystore import KeyMove, KeyRecord, KeyringStore, KeyState
+from broker.tokens.ledger import IssuanceLedgerStore
 
 __all__ = [
     "KEY_COLUMNS",
@@ -54,6 +55,9 @@ class Store(Protocol):
 
     @property
     def audit(self) -> AuditJournalStore: ...
+
+    @property
+    def ledger(self) -> IssuanceLedgerStore: ...
 
     async def schema_version(self) -> int: ...
 

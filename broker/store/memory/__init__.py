@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from broker.store.memory.audit import MemoryAuditJournal
 from broker.store.memory.keyring import MemoryKeyring, apply_to
+from broker.store.memory.ledger import MemoryLedger
 
 __all__ = ["MemoryAuditJournal", "MemoryKeyring", "MemoryStore", "apply_to"]
 
@@ -21,6 +22,7 @@ class MemoryStore:
     def __init__(self, schema_version: int) -> None:
         self._keyring = MemoryKeyring()
         self._audit = MemoryAuditJournal()
+        self._ledger = MemoryLedger()
         self._version = schema_version
 
     @property
@@ -30,6 +32,10 @@ class MemoryStore:
     @property
     def audit(self) -> MemoryAuditJournal:
         return self._audit
+
+    @property
+    def ledger(self) -> MemoryLedger:
+        return self._ledger
 
     async def schema_version(self) -> int:
         return self._version

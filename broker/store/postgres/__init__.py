@@ -5,6 +5,7 @@ from __future__ import annotations
 from broker.store.postgres._pool import MIGRATIONS, PgOptions, Pool, connection, migrate, open_pool
 from broker.store.postgres.audit import PostgresAuditJournal
 from broker.store.postgres.keyring import PostgresKeyring
+from broker.store.postgres.ledger import PostgresLedger
 from broker.store.url import StoreUrl
 
 __all__ = ["PgOptions", "PostgresStore"]
@@ -18,6 +19,7 @@ class PostgresStore:
         self._store = store
         self._keyring = PostgresKeyring(pool, store)
         self._audit = PostgresAuditJournal(pool, store)
+        self._ledger = PostgresLedger(pool, store)
 
     @classmethod
     async def open(
@@ -43,6 +45,10 @@ class PostgresStore:
     @property
     def audit(self) -> PostgresAuditJournal:
         return self._audit
+
+    @property
+    def ledger(self) -> PostgresLedger:
+        return self._ledger
 
     async def schema_version(self) -> int:
         async with connection(self._pool, self._store) as conn:

@@ -8,6 +8,7 @@ from broker.store.sqlite._open import MIGRATIONS, open_connection
 from broker.store.sqlite._worker import SqliteWorker
 from broker.store.sqlite.audit import SqliteAuditJournal
 from broker.store.sqlite.keyring import SqliteKeyring
+from broker.store.sqlite.ledger import SqliteLedger
 
 __all__ = ["SqliteStore"]
 
@@ -19,6 +20,7 @@ class SqliteStore:
         self._worker = worker
         self._keyring = SqliteKeyring(worker)
         self._audit = SqliteAuditJournal(worker)
+        self._ledger = SqliteLedger(worker)
 
     @classmethod
     async def open(cls, path: Path, *, migrate: bool = True) -> SqliteStore:
@@ -37,6 +39,10 @@ class SqliteStore:
     @property
     def audit(self) -> SqliteAuditJournal:
         return self._audit
+
+    @property
+    def ledger(self) -> SqliteLedger:
+        return self._ledger
 
     async def schema_version(self) -> int:
         row = await self._worker.run(lambda conn: conn.execute("SELECT max(version) FROM broker_schema").fetchone())
