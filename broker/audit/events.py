@@ -160,6 +160,7 @@ class PolicyRefused(_Event):
 @dataclass(frozen=True, slots=True)
 class StoreMigrated(_Event):
     event: ClassVar[str] = "store.migrated"
+    store: str  # the store URL, redacted (StoreUrl.redacted(): never a password)
     from_version: int
     to_version: int
 
