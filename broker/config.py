@@ -19,7 +19,16 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from broker.errors import ConfigError
 
-__all__ = ["BrokerSettings", "load_settings", "normalize_address", "unix_socket_path", "workload_api_address"]
+__all__ = [
+    "BrokerSettings",
+    "LedgerSettings",
+    "StoreSettings",
+    "load_settings",
+    "normalize_address",
+    "store_url",
+    "unix_socket_path",
+    "workload_api_address",
+]
 
 ENDPOINT_SOCKET_ENV = "SPIFFE_ENDPOINT_SOCKET"
 ENV_PREFIX = "SPIFFE_BROKER_"
@@ -133,6 +142,19 @@ class DemoApiSettings(_Section):
     audience: str | None = None
 
 
+class StoreSettings(_Section):
+    """``[store]``: the state store's URL (``sqlite:///path``, ``postgresql://...``); default SQLite in state_dir."""
+
+    url: str | None = None
+
+
+class LedgerSettings(_Section):
+    """``[ledger]``: group commit of the issuance ledger and the audit trail (broker._batch)."""
+
+    batch_window: float = Field(default=0.05, ge=0, le=5)
+    batch_max: int = Field(default=512, ge=1, le=100_000)
+
+
 class BrokerSettings(BaseSettings):
     """All settings of ``spiffe-broker``; each command reads the sections it needs."""
 
@@ -144,6 +166,8 @@ class BrokerSettings(BaseSettings):
     server: ServerSettings = ServerSettings()
     sidecar: SidecarSettings = SidecarSettings()
     demo_api: DemoApiSettings = DemoApiSettings()
+    store: StoreSettings = StoreSettings()
+    ledger: LedgerSettings = LedgerSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -202,6 +226,11 @@ def _from_environment() -> dict[str, Any]:
         field = str(exc).split('"')[1] if str(exc).count('"') >= 2 else ""
         name = _env_name((field,))
         raise ConfigError(f"environment variable {name}: not a JSON object (or set {name}__<KEY> per key)") from None
+
+
+def store_url(settings: BrokerSettings) -> str:
+    """The configured store URL, else the embedded default: ``sqlite:///<state_dir>/broker.db``."""
+    return settings.store.url or f"sqlite://{settings.state_dir.absolute() / 'broker.db'}"
 
 
 def load_settings(config_file: Path | None = None, overrides: dict[str, Any] | None = None) -> BrokerSettings:

@@ -79,12 +79,12 @@ def _plain(value: object) -> object:
     raise TypeError(f"an audit body holds strings, integers, booleans, lists and null, not {type(value).__name__}")
 
 
+@dataclass(frozen=True, slots=True)
 class _Event:
-    __slots__ = ()
     event: ClassVar[str]
 
     def body(self) -> bytes:
-        return canonical_json({f.name: _plain(getattr(self, f.name)) for f in fields(self)})  # type: ignore[arg-type]
+        return canonical_json({f.name: _plain(getattr(self, f.name)) for f in fields(self)})
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import enum
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncGenerator, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import islice
 
@@ -150,7 +150,9 @@ def verify_chain(
     return walker.report()
 
 
-async def read_all(journal: AuditJournalStore, *, first: int = 1, page: int = 1000) -> AsyncIterator[AuditRecord]:
+async def read_all(
+    journal: AuditJournalStore, *, first: int = 1, page: int = 1000
+) -> AsyncGenerator[AuditRecord, None]:
     """Every record from ``seq >= first``, a page at a time."""
     while True:
         records = await journal.read(first, page)

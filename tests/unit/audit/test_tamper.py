@@ -51,7 +51,11 @@ async def journal(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         conn = sqlite3.connect(path, isolation_level=None)
         conn.execute("DROP TRIGGER audit_records_no_update")
         conn.execute("DROP TRIGGER audit_records_no_delete")
-        attacker = Attacker("sqlite", lambda sql, params: conn.execute(sql, params) and None)
+
+        def on_sqlite(sql: str, params: tuple[object, ...]) -> None:
+            conn.execute(sql, params)
+
+        attacker = Attacker("sqlite", on_sqlite)
     else:
         cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
         name = cluster.create_database()
@@ -59,7 +63,11 @@ async def journal(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         pg = psycopg.connect(cluster.conninfo(name), autocommit=True)
         pg.execute("DROP TRIGGER audit_records_no_change ON audit_records")
         pg.execute("DROP TRIGGER audit_records_no_truncate ON audit_records")
-        attacker = Attacker("postgres", lambda sql, params: pg.execute(sql.replace("?", "%s"), params) and None)
+
+        def on_postgres(sql: str, params: tuple[object, ...]) -> None:
+            pg.execute(sql.replace("?", "%s").encode(), params)
+
+        attacker = Attacker("postgres", on_postgres)
     await store.audit.append_many([("e", T0 + timedelta(seconds=i), f'{{"i":{i}}}'.encode()) for i in range(1, 11)])
     try:
         yield store, attacker
