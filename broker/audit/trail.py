@@ -9,7 +9,10 @@
   call that made it returns. A store that cannot take it raises, and the admin call fails.
 
 What a crash can lose is the batch writer's (:mod:`broker._batch`): the hot-path events of the last batch window
-while the store keeps up. ``record_now`` loses nothing it acknowledged.
+while the store keeps up. ``record_now`` loses nothing it acknowledged. A batch whose commit succeeded but whose
+answer was lost (a connection cut at that moment) is appended again by the retry: the journal then holds those
+events twice, never fewer. The chain orders records as the store appended them: an event passed to
+``record_now`` may come before hot-path events recorded earlier and still queued (each keeps its own ``at``).
 """
 
 from __future__ import annotations

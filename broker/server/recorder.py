@@ -54,8 +54,9 @@ class Recorder:
         if not (self.ledger.has_room() and self.trail.has_room()):
             raise TemporarilyUnavailableError(BEHIND)
         entry, event = ledger_entry(client, token), issued_event(client, token)
-        accepted = self.ledger.submit(entry) and self.trail.record(event)
-        assert accepted  # both had room, and nothing ran in between: one thread, no await
+        # Both had room and nothing ran in between (one thread, no await): both accept.
+        if not (self.ledger.submit(entry) and self.trail.record(event)):
+            raise TemporarilyUnavailableError(BEHIND)
 
     def refused(self, error: OAuthError, client: AuthenticatedClient | None) -> None:
         event = TokenRefused(
