@@ -27,6 +27,7 @@ The whole tree, with the module of each class outside this one::
     │   ├── StoreUrlError                  not a store URL the broker accepts (also a ConfigError)
     │   ├── StoreCorruptError              not a database, or another program's database: nothing was changed
     │   ├── StoreSchemaError               schema version newer than this broker, or older and not migrated
+    │   │   └── StoreSchemaBehindError     older, migrations not allowed here (``current`` says which version)
     │   ├── StoreConflictError             a write the store refuses: duplicate, illegal state change, 2nd active
     │   └── StoreUnavailableError          cannot reach the store now (also TemporarilyUnavailableError, 503)
     ├── SealingError                       _sealing: a sealed record does not open (KEK not configured, changed)
@@ -73,6 +74,7 @@ __all__ = [
     "StoreConflictError",
     "StoreCorruptError",
     "StoreError",
+    "StoreSchemaBehindError",
     "StoreSchemaError",
     "StoreUnavailableError",
     "StoreUrlError",
@@ -220,6 +222,14 @@ class StoreCorruptError(StoreError):
 
 class StoreSchemaError(StoreError):
     """The store's schema version is newer than this broker knows, or older and migrations are not allowed."""
+
+
+class StoreSchemaBehindError(StoreSchemaError):
+    """The store's schema is older than this broker's and the caller did not allow migrations."""
+
+    def __init__(self, description: str, *, current: int) -> None:
+        super().__init__(description)
+        self.current = current
 
 
 class StoreConflictError(StoreError):

@@ -6,21 +6,32 @@
   rotation before the next key has been published for ``jwks_max_age + leeway`` is 409 ``conflict`` with the
   time it becomes allowed. Nothing was changed in any of these cases.
 * :class:`StoreStatusInfo`: which store, at which schema version (:class:`~broker.admin.ports.StoreInfo`).
+* :class:`TrailAdminAudit`: each admin call as an ``admin.call`` record, written through to the journal before
+  the call goes on (:meth:`~broker.audit.trail.AuditTrail.record_now`), so a journal that cannot take it stops
+  the call (:class:`~broker.admin.ports.AdminAudit`).
+* :class:`JournalAuditReader`: the journal's records, filtered as ``audit tail`` filters them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from broker.admin.errors import AdminConflictError, KidAlreadyRevokedError, KidNotFoundError
-from broker.admin.ports import BlastRadius, KeyInfo, KeyRevocation, KeyRotation, StoreStatus, SubjectCount
+from broker.admin.ports import AuditQuery, BlastRadius, KeyInfo, KeyRevocation, KeyRotation, StoreStatus, SubjectCount
+from broker.audit.events import AdminCall
+from broker.audit.journal import AuditJournalStore, AuditRecord
+from broker.audit.query import event_matches, spiffe_ids_in
+from broker.audit.trail import AuditTrail
 from broker.store import Store, latest_version
 from broker.store.url import StoreUrl
 from broker.tokens.keyring import Keyring, KeyView
 from broker.tokens.ledger import BlastRadius as LedgerBlastRadius
 from broker.tokens.rotation import KeyNotLiveError, RotationTooEarlyError, UnknownKeyError
 
-__all__ = ["KeyringAdmin", "StoreStatusInfo", "blast_radius_view"]
+__all__ = ["JournalAuditReader", "KeyringAdmin", "StoreStatusInfo", "TrailAdminAudit", "blast_radius_view"]
+
+READ_PAGE = 500  # records read per store call while filtering
 
 
 def blast_radius_view(found: object) -> BlastRadius:
@@ -30,7 +41,7 @@ def blast_radius_view(found: object) -> BlastRadius:
     return BlastRadius(
         live_tokens=found.live_tokens,
         subjects=tuple(SubjectCount(subject, count) for subject, count in found.subjects),
-        audiences=tuple(found.audiences),
+        audiences=tuple(audience for audience, _ in found.audiences),
         valid_until=found.valid_until,
     )
 
@@ -91,3 +102,41 @@ class StoreStatusInfo:
             schema_version=await self._store.schema_version(),
             latest_version=latest_version(),
         )
+
+
+class TrailAdminAudit:
+    """:class:`~broker.admin.ports.AdminAudit` on the audit trail: one durable ``admin.call`` record per step."""
+
+    def __init__(self, trail: AuditTrail) -> None:
+        self._trail = trail
+
+    async def record(self, actor: str | None, method: str, path: str, outcome: str, detail: Mapping[str, Any]) -> None:
+        status = detail.get("status")
+        event = AdminCall(actor=actor, method=method, path=path, outcome=outcome,
+                          status=status if isinstance(status, int) else None, detail=dict(detail))  # fmt: skip
+        await self._trail.record_now(event)
+
+
+class JournalAuditReader:
+    """:class:`~broker.admin.ports.AuditReader` over the journal: ``seq > after``, then the event and SPIFFE ID
+    filters, reading pages until ``limit`` records matched or the journal ends."""
+
+    def __init__(self, journal: AuditJournalStore) -> None:
+        self._journal = journal
+
+    async def read(self, query: AuditQuery) -> Sequence[AuditRecord]:
+        found: list[AuditRecord] = []
+        first = query.after + 1
+        while len(found) < query.limit:
+            page = await self._journal.read(first, READ_PAGE)
+            found.extend(record for record in page if _matches(record, query))
+            if len(page) < READ_PAGE:
+                break
+            first = page[-1].seq + 1
+        return found[: query.limit]
+
+
+def _matches(record: AuditRecord, query: AuditQuery) -> bool:
+    if query.event is not None and not event_matches(record.event, query.event):
+        return False
+    return query.spiffe_id is None or str(query.spiffe_id) in spiffe_ids_in(record)

@@ -27,9 +27,12 @@ __all__ = [
     "MAX_EVENT_LENGTH",
     "AuditJournalStore",
     "AuditRecord",
+    "Entry",
     "chain_hash",
+    "check_entries",
     "check_event",
     "epoch_micros",
+    "link",
 ]
 
 GENESIS_HASH = bytes(32)
@@ -80,9 +83,40 @@ def check_event(event: str, at: datetime) -> None:
         raise ValueError(f"an audit event name is 1 to {MAX_EVENT_LENGTH} printable ASCII characters")
 
 
+Entry = tuple[str, datetime, bytes]  # (event, at, body): one record to append
+
+
+def check_entries(entries: Sequence[Entry]) -> list[Entry]:
+    """``entries`` checked (:func:`check_event`) with each body copied to ``bytes``, before anything is written."""
+    checked: list[Entry] = []
+    for event, at, body in entries:
+        check_event(event, at)
+        checked.append((event, at, bytes(body)))
+    return checked
+
+
+def link(prev: AuditRecord | None, entries: Sequence[Entry]) -> list[AuditRecord]:
+    """``entries`` as the records that follow ``prev`` (None: the chain is empty), in order."""
+    records: list[AuditRecord] = []
+    seq, prev_hash = (0, GENESIS_HASH) if prev is None else (prev.seq, prev.hash)
+    for event, at, body in entries:
+        seq += 1
+        record = AuditRecord(seq, at, event, body, prev_hash, chain_hash(prev_hash, seq, at, event, body))
+        records.append(record)
+        prev_hash = record.hash
+    return records
+
+
 class AuditJournalStore(Protocol):
     async def append(self, event: str, at: datetime, body: bytes) -> AuditRecord:
         """Add one record at the end of the chain (next ``seq``, linked to the last hash) and return it."""
+        ...
+
+    async def append_many(self, entries: Sequence[Entry]) -> Sequence[AuditRecord]:
+        """Add ``entries`` in order at the end of the chain, in one transaction under one chain lock.
+
+        All or nothing: an invalid entry (:func:`check_event`) refuses the whole batch before anything is written.
+        """
         ...
 
     async def read(self, first: int = 1, limit: int = 1000) -> Sequence[AuditRecord]:

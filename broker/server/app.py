@@ -30,6 +30,7 @@ from broker.oauth.metadata import normalize_issuer
 from broker.server import handlers
 from broker.server.request import DEFAULT_MAX_BODY
 from broker.server.state import CONFIG, JWKS_KEYS, POLICY, READINESS, SERVICE, SOURCE, ServiceSource, TokenAppConfig
+from broker.tokens.endpoint import Audit
 from broker.tokens.issuer import AccessTokenIssuer
 from broker.tokens.keys import KeyStore
 from broker.tokens.policy import PolicyStore
@@ -51,10 +52,16 @@ def build_token_app(
     clock: Callable[[], float] = time.time,
     max_body: int = DEFAULT_MAX_BODY,
     policy_check_interval: float = 1.0,
+    audit: Audit | None = None,
+    jwks_max_age: int = 60,
 ) -> web.Application:
-    """The TLS token service app; ``source`` provides trust bundles (X.509 for clients, JWT for subject tokens)."""
+    """The TLS token service app; ``source`` provides trust bundles (X.509 for clients, JWT for subject tokens);
+    ``audit`` records every outcome at ``/token`` (the issuance ledger and the audit trail)."""
     config = TokenAppConfig(
-        issuer=normalize_issuer(issuer), max_body=max_body, policy_check_interval=policy_check_interval
+        issuer=normalize_issuer(issuer),
+        max_body=max_body,
+        policy_check_interval=policy_check_interval,
+        jwks_max_age=jwks_max_age,
     )
     app = web.Application(middlewares=[error_middleware], client_max_size=max_body)
     app[CONFIG] = config
@@ -68,6 +75,7 @@ def build_token_app(
         jwt_bundles=source.jwt_bundles,
         svid_memo=ValidatedSvidCache(),
         clock=clock,
+        audit=audit,
     )
     app[READINESS] = readiness_check(source, policy_store, key_store)
     app.router.add_get("/.well-known/oauth-authorization-server", handlers.metadata)

@@ -47,8 +47,11 @@ async def metadata(request: web.Request) -> web.Response:
 
 
 async def jwks_handler(request: web.Request) -> web.Response:
+    """The published keys (next, active, retiring). ``max-age`` is ``[keyring] jwks_max_age``: the rotation
+    schedule publishes a key at least that long before it signs (:mod:`broker.tokens.rotation`)."""
     document = jwks(request.app[JWKS_KEYS].published_keys())
-    return web.json_response(document, content_type="application/jwk-set+json", headers=PUBLIC_CACHE)
+    cache = {"Cache-Control": f"public, max-age={request.app[CONFIG].jwks_max_age}"}
+    return web.json_response(document, content_type="application/jwk-set+json", headers=cache)
 
 
 async def token(request: web.Request) -> web.Response:

@@ -13,6 +13,7 @@ from broker.identity.spiffetls.context import SourceSSLContext, server_ssl_conte
 from broker.server.app import build_health_app, build_token_app
 from broker.server.request import DEFAULT_MAX_BODY
 from broker.server.state import READINESS, SERVICE, ServiceSource
+from broker.tokens.endpoint import Audit
 from broker.tokens.issuer import AccessTokenIssuer
 from broker.tokens.keys import KeyStore
 from broker.tokens.policy import PolicyStore
@@ -60,12 +61,16 @@ async def start_token_service(
     max_body: int = DEFAULT_MAX_BODY,
     policy_check_interval: float = 1.0,
     limits: ListenerLimits | None = None,
+    audit: Audit | None = None,
+    jwks_max_age: int = 60,
+    configure: Callable[[web.Application], None] | None = None,
 ) -> RunningTokenService:
     """Serve the token app over TLS with the source's X.509-SVID (client certificates requested, not required:
     metadata and JWKS are public; ``/token`` refuses a client without one). Port 0 picks a free port.
 
     Request bodies are not decompressed (``/token`` refuses a ``Content-Encoding``): a form is a few hundred bytes,
-    and a decoder is attack surface the token endpoint does not need."""
+    and a decoder is attack surface the token endpoint does not need. ``configure`` adds routes (the admin API)
+    to the app before it starts."""
     app = build_token_app(
         source=source,
         policy_store=policy_store,
@@ -74,7 +79,11 @@ async def start_token_service(
         clock=clock,
         max_body=max_body,
         policy_check_interval=policy_check_interval,
+        audit=audit,
+        jwks_max_age=jwks_max_age,
     )
+    if configure is not None:
+        configure(app)
     ssl_context = server_ssl_context(source, require_client_cert=False)
     runner = HardenedAppRunner(app, limits=limits, auto_decompress=False)
     service = RunningTokenService(app=app, runner=runner, port=0, ssl_context=ssl_context)

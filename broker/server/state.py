@@ -27,6 +27,7 @@ class TokenAppConfig:
     issuer: str
     max_body: int
     policy_check_interval: float = 1.0
+    jwks_max_age: int = 60  # Cache-Control max-age of the JWKS, seconds ([keyring] jwks_max_age)
 
 
 CONFIG = web.AppKey("config", TokenAppConfig)

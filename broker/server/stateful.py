@@ -23,13 +23,12 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from pathlib import Path
 
 from broker._sealing import KekRing, generate_kek_file
 from broker.audit.events import KeyRetired, KeyRotated, StoreMigrated
 from broker.config import KEK_ENV, BrokerSettings, kek_from_environment
-from broker.errors import BrokerError
+from broker.errors import BrokerError, StoreSchemaBehindError
 from broker.server.recorder import Recorder
 from broker.store import Store, latest_version, open_store
 from broker.store.url import StoreUrl
@@ -37,7 +36,7 @@ from broker.tokens.keyring import Keyring, TickResult
 from broker.tokens.policy import PolicyStore
 from broker.tokens.rotation import RotationSchedule
 
-__all__ = ["TICK_INTERVAL", "ServiceState", "load_keks", "open_state", "policy_max_lifetime"]
+__all__ = ["TICK_INTERVAL", "ServiceState", "load_keks", "open_migrated", "open_state", "policy_max_lifetime"]
 
 log = logging.getLogger(__name__)
 
@@ -98,14 +97,14 @@ async def open_state(
     schedule = _schedule(settings, policy_store)  # refused before anything is opened
     keks = load_keks(settings, generate_in=generate_kek_in)
     url = StoreUrl.parse(settings.store_url())
-    store = await _open_migrated(url)
+    store, migrated = await open_migrated(url)
     try:
-        keyring = await Keyring.open(
-            store.keyring, keks, schedule, clock, legacy_dir, blast_radius=store.ledger
-        )
+        keyring = await Keyring.open(store.keyring, keks, schedule, clock, legacy_dir, blast_radius=store.ledger)
         recorder = Recorder.for_store(
             store, batch_window=settings.ledger.batch_window, batch_max=settings.ledger.batch_max
         )
+        if migrated is not None:
+            await recorder.trail.record_now(migrated)
     except BaseException:
         await store.close()
         raise
@@ -126,14 +125,15 @@ def _schedule(settings: BrokerSettings, policy_store: PolicyStore) -> RotationSc
     )
 
 
-async def _open_migrated(url: StoreUrl) -> Store:
-    """Open ``url``, migrating it; a migration is recorded in the audit journal."""
-    store = await open_store(url, migrate=False) if False else None  # noqa: SIM108 (placeholder for clarity)
-    store = await open_store(url)
-    version = await store.schema_version()
-    if version == latest_version():
-        return store
-    return store
+async def open_migrated(url: StoreUrl) -> tuple[Store, StoreMigrated | None]:
+    """Open ``url``; if its schema is behind, migrate it (under the engine's lock) and say from which version."""
+    try:
+        return await open_store(url, migrate=False), None
+    except StoreSchemaBehindError as behind:
+        store = await open_store(url)
+        migrated = StoreMigrated(store=url.redacted(), from_version=behind.current, to_version=latest_version())
+        log.info("store %s migrated from schema version %d to %d", url.redacted(), behind.current, latest_version())
+        return store, migrated
 
 
 async def _follow_keyring(state: ServiceState) -> None:
@@ -176,16 +176,9 @@ def _widen_retiring_window(keyring: Keyring, policy_store: PolicyStore) -> None:
 def _audit_tick(recorder: Recorder, result: TickResult) -> None:
     if result.rotation is not None:
         rotation = result.rotation
-        recorder.trail.record(
-            KeyRotated(active_kid=rotation.active_kid, previous_kid=rotation.previous_kid,
-                       next_kid=rotation.next_kid, trigger="schedule")  # fmt: skip
+        event = KeyRotated(
+            activated=rotation.active_kid, retiring=rotation.previous_kid, next=rotation.next_kid, reason="scheduled"
         )
+        recorder.trail.record(event)
     for kid in result.retired:
         recorder.trail.record(KeyRetired(kid=kid))
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-_ = StoreMigrated

@@ -9,6 +9,7 @@ from typing import Protocol
 from broker.audit.journal import AuditJournalStore
 from broker.events import ChangeFeed
 from broker.tokens.keystore import KeyMove, KeyRecord, KeyringStore, KeyState
+from broker.tokens.ledger import IssuanceLedgerStore
 
 __all__ = [
     "KEY_COLUMNS",
@@ -58,6 +59,9 @@ class Store(Protocol):
 
     @property
     def changes(self) -> ChangeFeed: ...
+
+    @property
+    def ledger(self) -> IssuanceLedgerStore: ...
 
     async def schema_version(self) -> int: ...
 

@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 
-from broker.errors import StoreCorruptError, StoreSchemaError
+from broker.errors import StoreCorruptError, StoreSchemaBehindError, StoreSchemaError
 
 __all__ = ["Migration", "check_history", "check_version", "load"]
 
@@ -51,9 +51,10 @@ def check_version(current: int, latest: int, *, store: str, migrate: bool) -> No
             "upgrade spiffe-broker, or point --store at the right database"
         )
     if current < latest and not migrate:
-        raise StoreSchemaError(
+        raise StoreSchemaBehindError(
             f"store {store} has schema version {current}, this spiffe-broker needs {latest}: "
-            "run `spiffe-broker store migrate` (back up the store first)"
+            "run `spiffe-broker store migrate` (back up the store first)",
+            current=current,
         )
 
 

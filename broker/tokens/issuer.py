@@ -23,7 +23,7 @@ from broker.errors import InvalidClientError
 from broker.identity.spiffeid import SpiffeId
 from broker.oauth.binding import X5tS256
 from broker.oauth.constants import AUTH_TLS_CLIENT_AUTH
-from broker.tokens.keys import ALGORITHM, KeyStore, b64url
+from broker.tokens.keys import ALGORITHM, KeyStore, SigningKey, b64url
 
 __all__ = ["TOKEN_TYPE_HEADER", "AccessTokenIssuer", "AuthenticatedClient", "IssuedToken"]
 
@@ -65,6 +65,7 @@ class IssuedToken:
     audience: str
     scopes: tuple[str, ...]
     claims: dict[str, Any] = field(repr=False, compare=False)
+    kid: str = ""  # the signing key's id (RFC 7515 §4.1.4), for the issuance ledger
 
 
 class AccessTokenIssuer:
@@ -98,13 +99,13 @@ class AccessTokenIssuer:
         }
         if ordered_scopes:
             claims["scope"] = " ".join(ordered_scopes)
-        token = self._sign(claims)
-        self.issued_count += 1
-        return IssuedToken(token, jti, lifetime, audience, ordered_scopes, claims)
-
-    def _sign(self, claims: dict[str, Any]) -> str:
-        """RFC 7515 §7.1 compact serialization."""
         key = self.key_store.active_key()
+        token = self._sign(claims, key)
+        self.issued_count += 1
+        return IssuedToken(token, jti, lifetime, audience, ordered_scopes, claims, kid=key.kid)
+
+    def _sign(self, claims: dict[str, Any], key: SigningKey) -> str:
+        """RFC 7515 §7.1 compact serialization."""
         header = {"alg": ALGORITHM, "kid": key.kid, "typ": TOKEN_TYPE_HEADER}
         signing_input = f"{_encode_json(header)}.{_encode_json(claims)}".encode("ascii")
         return f"{signing_input.decode('ascii')}.{b64url(key.sign(signing_input))}"

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from broker.identity.bundle import JwtBundleSet, X509BundleSet
 from broker.tokens.client_auth.mtls import TlsClientAuth
-from broker.tokens.endpoint import TokenEndpoint
+from broker.tokens.endpoint import Audit, TokenEndpoint
 from broker.tokens.grants.client_credentials import ClientCredentialsGrant
 from broker.tokens.grants.token_exchange import TokenExchangeGrant
 from broker.tokens.issuer import AccessTokenIssuer
@@ -31,9 +31,10 @@ def standard_endpoint(
     jwt_bundles: Callable[[], JwtBundleSet],
     svid_memo: ValidatedSvidCache,
     clock: Callable[[], float] = time.time,
+    audit: Audit | None = None,
 ) -> TokenEndpoint:
     """``tls_client_auth``; token exchange for ``issuer.issuer`` as audience, and ``client_credentials``."""
-    endpoint = TokenEndpoint(issuer=issuer, policy_store=policy_store)
+    endpoint = TokenEndpoint(issuer=issuer, policy_store=policy_store, audit=audit)
     endpoint.register_client_auth(TlsClientAuth(x509_bundles, clock=clock))
     endpoint.register_grant(
         TokenExchangeGrant(jwt_bundles=jwt_bundles, audience=issuer.issuer, memo=svid_memo, clock=clock)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from broker.store.memory.audit import MemoryAuditJournal
 from broker.store.memory.changes import MemoryChangeFeed
 from broker.store.memory.keyring import MemoryKeyring, apply_to
+from broker.store.memory.ledger import MemoryLedger
 
 __all__ = ["MemoryAuditJournal", "MemoryChangeFeed", "MemoryKeyring", "MemoryStore", "apply_to"]
 
@@ -23,6 +24,7 @@ class MemoryStore:
         self._changes = MemoryChangeFeed()
         self._keyring = MemoryKeyring(self._changes)
         self._audit = MemoryAuditJournal()
+        self._ledger = MemoryLedger()
         self._version = schema_version
 
     @property
@@ -36,6 +38,10 @@ class MemoryStore:
     @property
     def changes(self) -> MemoryChangeFeed:
         return self._changes
+
+    @property
+    def ledger(self) -> MemoryLedger:
+        return self._ledger
 
     async def schema_version(self) -> int:
         return self._version

@@ -1,11 +1,11 @@
-"""The audit journal's in-memory twin: append-only, hash-chained, ``seq`` from 1."""
+"""The audit journal's in-memory twin: append-only, hash-chained, ``seq`` from 1; a batch is all or nothing."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
 
-from broker.audit.journal import GENESIS_HASH, AuditRecord, chain_hash, check_event
+from broker.audit.journal import AuditRecord, Entry, check_entries, link
 
 __all__ = ["MemoryAuditJournal"]
 
@@ -15,12 +15,14 @@ class MemoryAuditJournal:
         self._records: list[AuditRecord] = []
 
     async def append(self, event: str, at: datetime, body: bytes) -> AuditRecord:
-        check_event(event, at)
-        prev = self._records[-1].hash if self._records else GENESIS_HASH
-        seq = len(self._records) + 1
-        record = AuditRecord(seq, at, event, bytes(body), prev, chain_hash(prev, seq, at, event, body))
-        self._records.append(record)
+        (record,) = await self.append_many([(event, at, body)])
         return record
+
+    async def append_many(self, entries: Sequence[Entry]) -> Sequence[AuditRecord]:
+        checked = check_entries(entries)
+        records = link(self._records[-1] if self._records else None, checked)
+        self._records.extend(records)
+        return records
 
     async def read(self, first: int = 1, limit: int = 1000) -> Sequence[AuditRecord]:
         _check_range(first, limit)

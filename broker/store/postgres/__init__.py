@@ -6,6 +6,7 @@ from broker.store.postgres._pool import MIGRATIONS, PgOptions, Pool, connection,
 from broker.store.postgres.audit import PostgresAuditJournal
 from broker.store.postgres.changes import PostgresChangeFeed
 from broker.store.postgres.keyring import PostgresKeyring
+from broker.store.postgres.ledger import PostgresLedger
 from broker.store.url import StoreUrl
 
 __all__ = ["PgOptions", "PostgresStore"]
@@ -20,6 +21,7 @@ class PostgresStore:
         self._keyring = PostgresKeyring(pool, store)
         self._audit = PostgresAuditJournal(pool, store)
         self._changes = PostgresChangeFeed(pool, store)
+        self._ledger = PostgresLedger(pool, store)
 
     @classmethod
     async def open(
@@ -49,6 +51,10 @@ class PostgresStore:
     @property
     def changes(self) -> PostgresChangeFeed:
         return self._changes
+
+    @property
+    def ledger(self) -> PostgresLedger:
+        return self._ledger
 
     async def schema_version(self) -> int:
         async with connection(self._pool, self._store) as conn:

@@ -1,4 +1,8 @@
-"""The audit journal on PostgreSQL: appends serialised by ``pg_advisory_xact_lock``, so replicas share one chain."""
+"""The audit journal on PostgreSQL: appends serialised by ``pg_advisory_xact_lock``, so replicas share one chain.
+
+A batch takes the lock once (PostgreSQL 15 docs, 9.27.10 "Advisory Lock Functions"), reads the tail, and inserts
+its records in one pipelined ``executemany``; the lock is held until the batch commits.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from broker.audit.journal import GENESIS_HASH, AuditRecord, chain_hash, check_event
+from broker.audit.journal import AuditRecord, Entry, check_entries, link
 from broker.store.postgres._pool import AUDIT_LOCK, Pool, connection
 
 __all__ = ["PostgresAuditJournal"]
@@ -24,19 +28,23 @@ class PostgresAuditJournal:
         self._store = store
 
     async def append(self, event: str, at: datetime, body: bytes) -> AuditRecord:
-        check_event(event, at)
-        body = bytes(body)
+        (record,) = await self.append_many([(event, at, body)])
+        return record
+
+    async def append_many(self, entries: Sequence[Entry]) -> Sequence[AuditRecord]:
+        checked = check_entries(entries)
+        if not checked:
+            return []
         async with connection(self._pool, self._store) as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(%s)", (AUDIT_LOCK,))
             tail = await (await conn.execute(f"{_SELECT} ORDER BY seq DESC LIMIT 1")).fetchone()
-            seq = 1 if tail is None else int(tail[0]) + 1
-            prev = GENESIS_HASH if tail is None else bytes(tail[5])
-            record = AuditRecord(seq, at, event, body, prev, chain_hash(prev, seq, at, event, body))
-            await conn.execute(
-                "INSERT INTO audit_records (seq, at, event, body, prev_hash, hash) VALUES (%s, %s, %s, %s, %s, %s)",
-                (seq, at, event, body, prev, record.hash),
-            )
-        return record
+            records = link(None if tail is None else _record(tail), checked)
+            async with conn.cursor() as cursor:
+                await cursor.executemany(
+                    "INSERT INTO audit_records (seq, at, event, body, prev_hash, hash) VALUES (%s, %s, %s, %s, %s, %s)",
+                    [(r.seq, r.at, r.event, r.body, r.prev_hash, r.hash) for r in records],
+                )
+        return records
 
     async def read(self, first: int = 1, limit: int = 1000) -> Sequence[AuditRecord]:
         if first < 1 or limit < 1:

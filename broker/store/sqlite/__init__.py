@@ -9,6 +9,7 @@ from broker.store.sqlite._worker import SqliteWorker
 from broker.store.sqlite.audit import SqliteAuditJournal
 from broker.store.sqlite.changes import POLL_S, SqliteChangeFeed
 from broker.store.sqlite.keyring import SqliteKeyring
+from broker.store.sqlite.ledger import SqliteLedger
 
 __all__ = ["SqliteStore"]
 
@@ -21,6 +22,7 @@ class SqliteStore:
         self._changes = SqliteChangeFeed(worker, poll_s=change_poll_s)
         self._keyring = SqliteKeyring(worker)
         self._audit = SqliteAuditJournal(worker)
+        self._ledger = SqliteLedger(worker)
 
     @classmethod
     async def open(cls, path: Path, *, migrate: bool = True, change_poll_s: float = POLL_S) -> SqliteStore:
@@ -43,6 +45,10 @@ class SqliteStore:
     @property
     def changes(self) -> SqliteChangeFeed:
         return self._changes
+
+    @property
+    def ledger(self) -> SqliteLedger:
+        return self._ledger
 
     async def schema_version(self) -> int:
         row = await self._worker.run(lambda conn: conn.execute("SELECT max(version) FROM broker_schema").fetchone())

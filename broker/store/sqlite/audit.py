@@ -1,4 +1,4 @@
-"""The audit journal on SQLite: the tail is read and the next record linked under one write lock."""
+"""The audit journal on SQLite: the tail is read and a batch linked to it under one write lock (``BEGIN IMMEDIATE``)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
 
-from broker.audit.journal import GENESIS_HASH, AuditRecord, chain_hash, check_event
+from broker.audit.journal import AuditRecord, Entry, check_entries, link
 from broker.store.sqlite._worker import SqliteWorker, from_micros, immediate, to_micros
 
 __all__ = ["SqliteAuditJournal"]
@@ -19,8 +19,14 @@ class SqliteAuditJournal:
         self._worker = worker
 
     async def append(self, event: str, at: datetime, body: bytes) -> AuditRecord:
-        check_event(event, at)
-        return await self._worker.run(lambda conn: _append(conn, event, at, bytes(body)))
+        (record,) = await self.append_many([(event, at, body)])
+        return record
+
+    async def append_many(self, entries: Sequence[Entry]) -> Sequence[AuditRecord]:
+        checked = check_entries(entries)
+        if not checked:
+            return []
+        return await self._worker.run(lambda conn: _append(conn, checked))
 
     async def read(self, first: int = 1, limit: int = 1000) -> Sequence[AuditRecord]:
         if first < 1 or limit < 1:
@@ -46,14 +52,11 @@ def _last(conn: sqlite3.Connection) -> AuditRecord | None:
     return None if row is None else _record(row)
 
 
-def _append(conn: sqlite3.Connection, event: str, at: datetime, body: bytes) -> AuditRecord:
+def _append(conn: sqlite3.Connection, entries: list[Entry]) -> list[AuditRecord]:
     with immediate(conn):
-        tail = _last(conn)
-        seq = 1 if tail is None else tail.seq + 1
-        prev = GENESIS_HASH if tail is None else tail.hash
-        record = AuditRecord(seq, at, event, body, prev, chain_hash(prev, seq, at, event, body))
-        conn.execute(
+        records = link(_last(conn), entries)
+        conn.executemany(
             "INSERT INTO audit_records (seq, at, event, body, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?)",
-            (seq, to_micros(at), event, body, prev, record.hash),
+            [(r.seq, to_micros(r.at), r.event, r.body, r.prev_hash, r.hash) for r in records],
         )
-    return record
+    return records

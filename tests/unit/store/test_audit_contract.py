@@ -64,3 +64,43 @@ async def test_naive_timestamp_is_refused(store: Store) -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         await store.audit.append("e", T0.replace(tzinfo=None), b"{}")
     assert await store.audit.last() is None
+
+
+async def test_append_many_links_a_batch_after_the_tail_in_order(store: Store) -> None:
+    first = await store.audit.append("e", T0, b"0")
+    batch = await store.audit.append_many([("a", T0, b"1"), ("b", T0 + timedelta(seconds=1), b"2")])
+    assert [(r.seq, r.event, r.body) for r in batch] == [(2, "a", b"1"), (3, "b", b"2")]
+    assert batch[0].prev_hash == first.hash and batch[1].prev_hash == batch[0].hash
+    assert list(await store.audit.read()) == [first, *batch]
+
+
+async def test_append_many_of_nothing_writes_nothing(store: Store) -> None:
+    assert list(await store.audit.append_many([])) == []
+    assert await store.audit.last() is None
+
+
+async def test_a_batch_with_one_bad_entry_writes_nothing(store: Store) -> None:
+    with pytest.raises(ValueError, match="event name"):
+        await store.audit.append_many([("ok", T0, b"{}"), ("bad\n", T0, b"{}")])
+    assert await store.audit.last() is None
+
+
+async def test_concurrent_batches_from_two_handles_form_one_chain(open_replica: OpenReplica) -> None:
+    """Two pools on one PostgreSQL database, two connections to one SQLite file: one chain, batches not interleaved."""
+    one, two = await open_replica(), await open_replica()
+
+    async def batches(handle: Store, name: str) -> None:
+        for b in range(8):
+            await handle.audit.append_many([(name, T0, f"{b}:{i}".encode()) for i in range(25)])
+
+    await asyncio.gather(batches(one, "one"), batches(two, "two"))
+    records = list(await two.audit.read(1, 1000))
+    assert [r.seq for r in records] == list(range(1, 401))
+    prev = GENESIS_HASH
+    for record in records:
+        assert record.prev_hash == prev and record.hash == record.recomputed()
+        prev = record.hash
+    for start in range(0, 400, 25):  # each batch is contiguous and in its own order
+        block = records[start : start + 25]
+        assert len({r.event for r in block}) == 1
+        assert [r.body.split(b":")[1] for r in block] == [str(i).encode() for i in range(25)]

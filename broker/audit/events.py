@@ -1,0 +1,202 @@
+"""The audit journal's event types: a stable ``event`` name and a canonical JSON body each.
+
+Every security decision and administrative change is one of these (issue 9, item 4). The body is canonical JSON
+(RFC 8785's shape for the values used here: object keys sorted, no whitespace, UTF-8), so the same event always
+hashes to the same bytes in the chain (:mod:`broker.audit.journal`). The names are an interface for SIEM rules:
+a name is never reused for another meaning.
+
+No body ever holds a token, a JWT, a key or a secret:
+
+* no event has a field for one: tokens are named by ``jti``, keys by ``kid``, KEKs by their id, client
+  certificates by their ``x5t#S256`` thumbprint (RFC 8705 §3.1), policy files by path and SHA-256;
+* a refusal records the error code, never the request (a form may carry a JWT-SVID or a client assertion);
+* an admin call records the request path without its query string;
+* as a last guard, every string is scrubbed: a JWS compact serialisation (RFC 7515 §7.1, which begins ``eyJ``,
+  the encoding of ``{"``) or a PEM block (RFC 7468) becomes ``[redacted]``, and free text is cut at
+  :data:`MAX_TEXT` characters.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar, Protocol
+
+__all__ = [
+    "EVENT_TYPES",
+    "MAX_TEXT",
+    "REDACTED",
+    "AdminCall",
+    "AuditEvent",
+    "KekRotated",
+    "KeyRetired",
+    "KeyRevoked",
+    "KeyRotated",
+    "PolicyRefused",
+    "PolicyReloaded",
+    "StoreMigrated",
+    "TokenIssued",
+    "TokenRefused",
+    "canonical_json",
+    "scrub",
+]
+
+MAX_TEXT = 300
+REDACTED = "[redacted]"
+_SECRET_SHAPES = re.compile(
+    r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_.~+/=-]*"  # a JWS/JWE compact serialisation (header {" in base64url)
+    r"|-----BEGIN[^-]*-----.*?(?:-----END[^-]*-----|$)",  # a PEM block, even a cut one
+    re.DOTALL,
+)
+
+
+class AuditEvent(Protocol):
+    """What the trail records: a stable name and a canonical JSON body."""
+
+    event: ClassVar[str]
+
+    def body(self) -> bytes: ...
+
+
+def canonical_json(value: dict[str, Any]) -> bytes:
+    """Sorted keys, no whitespace, UTF-8 (non-ASCII kept as is); floats are not used in audit bodies."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def scrub(text: str) -> str:
+    """``text`` with anything shaped like a token or a PEM block replaced, cut at :data:`MAX_TEXT` characters."""
+    cleaned = _SECRET_SHAPES.sub(REDACTED, text)
+    return cleaned if len(cleaned) <= MAX_TEXT else cleaned[: MAX_TEXT - 3] + "..."
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {scrub(str(k)): _plain(v) for k, v in value.items()}
+    if value is None or isinstance(value, bool | int):
+        return value
+    raise TypeError(f"an audit body holds strings, integers, booleans, lists and null, not {type(value).__name__}")
+
+
+@dataclass(frozen=True, slots=True)
+class _Event:
+    event: ClassVar[str]
+
+    def body(self) -> bytes:
+        return canonical_json({f.name: _plain(getattr(self, f.name)) for f in fields(self)})
+
+
+@dataclass(frozen=True, slots=True)
+class TokenIssued(_Event):
+    """An access token was issued (RFC 9068 claims, by name; never the token)."""
+
+    event: ClassVar[str] = "token.issued"
+    jti: str
+    kid: str
+    sub: str
+    client_id: str
+    aud: tuple[str, ...]
+    scope: tuple[str, ...]
+    binding: str  # "x5t#S256=<thumbprint>"
+    auth_method: str
+    exp: int  # seconds since the epoch
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRefused(_Event):
+    """A token request was refused: the RFC 6749 §5.2 error code; who asked and how, when known."""
+
+    event: ClassVar[str] = "token.refused"
+    error: str
+    spiffe_id: str | None = None  # None: refused before the client was authenticated
+    grant_type: str | None = None
+    status: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRotated(_Event):
+    event: ClassVar[str] = "key.rotated"
+    activated: str  # the kid that signs from now on
+    retiring: str | None  # the kid that stopped signing
+    next: str | None  # the kid published to sign next
+    reason: str = "scheduled"  # "scheduled" or "manual"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRevoked(_Event):
+    event: ClassVar[str] = "key.revoked"
+    kid: str
+    activated: str | None  # the fresh key made active, if the revoked one was signing
+    live_tokens: int | None = None  # the ledger's blast radius, when known
+    actor: str | None = None  # the admin SPIFFE ID, or None for a local CLI
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRetired(_Event):
+    """A retiring key's overlap has passed: it left the JWKS (nothing it signed is still live)."""
+
+    event: ClassVar[str] = "key.retired"
+    kid: str
+
+
+@dataclass(frozen=True, slots=True)
+class KekRotated(_Event):
+    event: ClassVar[str] = "key.kek_rotated"
+    old_kek_id: str
+    new_kek_id: str
+    keys: int  # keys re-wrapped
+    actor: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyReloaded(_Event):
+    event: ClassVar[str] = "policy.reloaded"
+    source: str  # the file's path
+    sha256: str  # hex digest of the file as loaded
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyRefused(_Event):
+    """A policy file was refused; the last good policy stays in force. ``reason`` never quotes the file."""
+
+    event: ClassVar[str] = "policy.refused"
+    source: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoreMigrated(_Event):
+    event: ClassVar[str] = "store.migrated"
+    store: str  # the store URL, redacted (StoreUrl.redacted(): never a password)
+    from_version: int
+    to_version: int
+
+
+@dataclass(frozen=True, slots=True)
+class AdminCall(_Event):
+    """A call to the admin API (``/admin/v1/...``): who, what, and how it ended. The path has no query string."""
+
+    event: ClassVar[str] = "admin.call"
+    actor: str | None  # the caller's SPIFFE ID; None when the certificate named none
+    method: str
+    path: str
+    outcome: str  # refused / served / requested / done / failed (broker.admin.ports.Outcome), or "ok"
+    status: int | None = None
+    detail: Mapping[str, Any] = field(default_factory=dict)  # the call's arguments and result: JSON values only
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", self.path.partition("?")[0])
+
+
+EVENT_TYPES: dict[str, type[_Event]] = {
+    cls.event: cls
+    for cls in (
+        TokenIssued, TokenRefused, KeyRotated, KeyRetired, KeyRevoked, KekRotated, PolicyReloaded, PolicyRefused,
+        StoreMigrated, AdminCall,
+    )
+}  # fmt: skip

@@ -1,0 +1,105 @@
+"""The token service with its shared state: what ``spiffe-broker server`` and ``dev`` run.
+
+:func:`start_stateful_token_service` opens the state (:mod:`broker.server.stateful`: store, keyring, ledger,
+audit), starts the token service on it (the keyring signs and serves the JWKS, the recorder is the endpoint's
+audit hook) and mounts the admin API (:mod:`broker.admin`) on the same TLS listener. Stopping closes them in
+reverse: the listener first (no new requests), then the state (the ledger and audit trail drained, the store
+closed).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from broker.admin.adapters import JournalAuditReader, KeyringAdmin, StoreStatusInfo, TrailAdminAudit
+from broker.admin.app import add_admin_routes
+from broker.config import BrokerSettings
+from broker.identity.spiffeid import SpiffeId
+from broker.server.service import RunningTokenService, start_token_service
+from broker.server.state import ServiceSource
+from broker.server.stateful import ServiceState, open_state
+from broker.tokens.policy import PolicyStore
+from broker.web import ListenerLimits
+
+__all__ = ["StatefulTokenService", "start_stateful_token_service"]
+
+
+@dataclass
+class StatefulTokenService:
+    service: RunningTokenService
+    state: ServiceState
+
+    @property
+    def port(self) -> int:
+        return self.service.port
+
+    async def aclose(self) -> None:
+        try:
+            await self.service.aclose()
+        finally:
+            await self.state.aclose()
+
+
+async def start_stateful_token_service(
+    settings: BrokerSettings,
+    *,
+    source: ServiceSource,
+    policy_store: PolicyStore,
+    issuer: str,
+    listen_host: str,
+    listen_port: int,
+    health_host: str | None = None,
+    health_port: int | None = None,
+    clock: Callable[[], float] = time.time,
+    legacy_dir: Path | None = None,
+    generate_kek_in: Path | None = None,
+    limits: ListenerLimits | None = None,
+) -> StatefulTokenService:
+    """Open the state, then serve (see the module docstring); a failure to start closes what was opened."""
+    state = await open_state(
+        settings, policy_store=policy_store, clock=clock, legacy_dir=legacy_dir, generate_kek_in=generate_kek_in
+    )
+    try:
+        service = await start_token_service(
+            source=source,
+            policy_store=policy_store,
+            key_store=state.keyring,
+            listen_host=listen_host,
+            listen_port=listen_port,
+            issuer=issuer,
+            health_host=health_host,
+            health_port=health_port,
+            clock=clock,
+            limits=limits,
+            audit=state.recorder,
+            jwks_max_age=int(settings.keyring.jwks_max_age),
+            configure=_admin_mounter(settings, source, state),
+        )
+    except BaseException:
+        await state.aclose()
+        raise
+    return StatefulTokenService(service=service, state=state)
+
+
+def _admin_mounter(
+    settings: BrokerSettings, source: ServiceSource, state: ServiceState
+) -> Callable[[web.Application], None]:
+    admins = frozenset(SpiffeId.parse(value) for value in settings.admin.spiffe_ids)
+
+    def mount(app: web.Application) -> None:
+        add_admin_routes(
+            app,
+            admins=admins,
+            bundles=source.x509_bundles,
+            keys=KeyringAdmin(state.keyring),
+            store=StoreStatusInfo(state.store, state.url),
+            audit_reader=JournalAuditReader(state.store.audit),
+            audit=TrailAdminAudit(state.recorder.trail),
+        )
+
+    return mount

@@ -1,0 +1,83 @@
+"""The issuance ledger: what each issued access token is bound to and how long it lives, never the token itself.
+
+One :class:`LedgerEntry` per token (issue 9, item 4): its ``jti`` (RFC 7519 §4.1.7), the ``kid`` that signed it
+(RFC 7515 §4.1.4), the subject SPIFFE ID, audience, scopes, the binding (``x5t#S256=<thumbprint>``, RFC 8705
+§3.1), ``iat`` and ``exp``. The server writes entries in batches (:mod:`broker._batch`); ``keys revoke`` reads
+the :class:`BlastRadius` of a key from it: how many live tokens the key signed, for whom, until when.
+
+:meth:`IssuanceLedgerStore.record` is one transaction and idempotent on ``jti``: an entry whose ``jti`` is already
+recorded is skipped and the first one stands. The batch writer retries a write whose outcome it could not learn
+(the commit reached the server, the answer did not); refusing the repeat would jam the ledger on its own retry.
+A ``jti`` is 128 random bits, so a repeat from two different tokens does not happen by chance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from broker.tokens.keystore import check_instant
+
+__all__ = ["DEFAULT_TOP", "BlastRadius", "IssuanceLedgerStore", "LedgerEntry", "ranked"]
+
+DEFAULT_TOP = 20  # subjects and audiences listed in a blast radius
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    jti: str
+    kid: str
+    subject: str
+    audience: tuple[str, ...]
+    scope: tuple[str, ...]
+    binding: str
+    issued_at: datetime
+    expires_at: datetime
+
+    def __post_init__(self) -> None:
+        if not self.jti or not self.kid or not self.subject:
+            raise ValueError("a ledger entry names its jti, kid and subject")
+        check_instant(self.issued_at)
+        check_instant(self.expires_at)
+        if self.expires_at < self.issued_at:
+            raise ValueError("a token cannot expire before it is issued")
+        if any(" " in s or not s for s in self.scope):
+            raise ValueError("a scope-token is non-empty and has no space (RFC 6749 §3.3)")
+
+
+@dataclass(frozen=True, slots=True)
+class BlastRadius:
+    """The live tokens (``exp`` after ``now``) that ``kid`` signed: how many, for whom, until when.
+
+    ``subjects`` and ``audiences`` are the ``top`` largest, ``(name, live tokens)`` by count, then name;
+    ``distinct_subjects`` says how many subjects there are in all. ``valid_until`` is the last ``exp``, or None
+    when no live token remains.
+    """
+
+    kid: str
+    live_tokens: int
+    subjects: tuple[tuple[str, int], ...]
+    audiences: tuple[tuple[str, int], ...]
+    valid_until: datetime | None
+    distinct_subjects: int = 0
+
+
+class IssuanceLedgerStore(Protocol):
+    async def record(self, entries: Sequence[LedgerEntry]) -> None:
+        """Write ``entries`` in one transaction; an already recorded ``jti`` is skipped (see the module docstring)."""
+        ...
+
+    async def blast_radius(self, kid: str, now: datetime, *, top: int = DEFAULT_TOP) -> BlastRadius:
+        """What ``kid`` signed that is still valid at ``now``."""
+        ...
+
+    async def prune(self, expired_before: datetime) -> int:
+        """Delete entries whose ``expires_at`` is before ``expired_before``; how many went."""
+        ...
+
+
+def ranked(counts: dict[str, int], top: int) -> tuple[tuple[str, int], ...]:
+    """The ``top`` largest counts, by count descending, then name."""
+    return tuple(sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:top])

@@ -1,0 +1,115 @@
+"""Audit event bodies: canonical JSON, stable names, and never a token, a JWT, a key or a secret."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from dataclasses import fields
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from broker.audit.events import (
+    EVENT_TYPES,
+    REDACTED,
+    AdminCall,
+    AuditEvent,
+    KekRotated,
+    KeyRevoked,
+    KeyRotated,
+    PolicyRefused,
+    PolicyReloaded,
+    StoreMigrated,
+    TokenIssued,
+    TokenRefused,
+    canonical_json,
+    scrub,
+)
+
+JWT = "eyJhbGciOiJFUzI1NiIsImtpZCI6ImsxIn0.eyJzdWIiOiJzcGlmZmU6Ly9leGFtcGxlLm9yZy93ZWIifQ.c2lnbmF0dXJl"
+PEM = (
+    ec.generate_private_key(ec.SECP256R1())
+    .private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    .decode()
+)
+TOKEN_SHAPES = re.compile(r"eyJ[A-Za-z0-9_-]+\.|-----BEGIN|PRIVATE KEY")
+
+EXAMPLES: list[AuditEvent] = [
+    TokenIssued("jti-1", "k1", "spiffe://example.org/web", "spiffe://example.org/web", ("https://api",),
+                ("read",), "x5t#S256=abc", "tls_client_auth", 1_800_000_000),
+    TokenRefused("invalid_grant", "spiffe://example.org/web", "urn:ietf:params:oauth:grant-type:token-exchange", 400),
+    KeyRotated("k2", "k1", "k3"),
+    KeyRevoked("k1", "k2", 12, "spiffe://example.org/admin"),
+    KekRotated("kek-1", "kek-2", 3),
+    PolicyReloaded("/etc/broker/policy.yaml", "ab" * 32),
+    PolicyRefused("/etc/broker/policy.yaml", "line 3: audience must be a URL"),
+    StoreMigrated("postgresql://broker@db/broker?sslmode=verify-full", 1, 2),
+    AdminCall("spiffe://example.org/admin", "POST", "/admin/v1/keys/k1/revoke", "ok", 200),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("event", EXAMPLES, ids=lambda e: e.event)
+def test_a_body_is_canonical_json(event: AuditEvent) -> None:
+    body = event.body()
+    assert body == canonical_json(json.loads(body))
+    assert b" " not in body.replace(b"line 3: audience must be a URL", b"")
+
+
+def test_every_event_type_has_a_distinct_stable_name() -> None:
+    assert sorted(EVENT_TYPES) == [
+        "admin.call", "key.kek_rotated", "key.revoked", "key.rotated", "policy.refused", "policy.reloaded",
+        "store.migrated", "token.issued", "token.refused",
+    ]  # fmt: skip
+    assert {type(e) for e in EXAMPLES} == set(EVENT_TYPES.values())
+
+
+def test_token_issued_body_names_the_token_by_its_claims() -> None:
+    body = json.loads(EXAMPLES[0].body())
+    assert body == {
+        "aud": ["https://api"], "auth_method": "tls_client_auth", "binding": "x5t#S256=abc",
+        "client_id": "spiffe://example.org/web", "exp": 1_800_000_000, "jti": "jti-1", "kid": "k1",
+        "scope": ["read"], "sub": "spiffe://example.org/web",
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("secret", [JWT, PEM, PEM[:60]], ids=["jwt", "pem-private-key", "cut-pem"])
+@pytest.mark.parametrize("event_type", sorted(EVENT_TYPES), ids=str)
+def test_no_body_holds_a_token_or_a_key_even_when_a_field_is_given_one(event_type: str, secret: str) -> None:
+    """Every string field of every event type, filled with a JWT or a PEM private key, comes out redacted."""
+    cls = EVENT_TYPES[event_type]
+    example = next(e for e in EXAMPLES if type(e) is cls)
+    values = {f.name: _poisoned(getattr(example, f.name), secret) for f in fields(cls)}
+    body = cls(**values).body().decode()
+    assert TOKEN_SHAPES.search(body) is None
+    assert base64.b64encode(secret.encode()).decode() not in body
+    assert REDACTED in body
+
+
+def _poisoned(value: object, secret: str) -> object:
+    if isinstance(value, str):
+        return f"x {secret} y"
+    if isinstance(value, tuple):
+        return (f"x {secret} y",)
+    return value
+
+
+@pytest.mark.parametrize("event_type", sorted(EVENT_TYPES), ids=str)
+def test_no_event_has_a_field_for_a_secret(event_type: str) -> None:
+    names = {f.name for f in fields(EVENT_TYPES[event_type])}
+    assert not names & {"token", "access_token", "assertion", "subject_token", "key", "private_key", "secret", "kek"}
+
+
+def test_an_admin_call_keeps_the_path_without_its_query() -> None:
+    call = AdminCall("spiffe://example.org/admin", "GET", "/admin/v1/keys?secret=hunter2", "ok", 200)
+    assert json.loads(call.body())["path"] == "/admin/v1/keys"
+
+
+def test_long_free_text_is_cut() -> None:
+    assert len(scrub("x" * 1000)) == 300
+
+
+def test_a_value_of_an_unexpected_type_is_refused() -> None:
+    with pytest.raises(TypeError, match="not float"):
+        StoreMigrated("memory:", 1.5, 2).body()  # type: ignore[arg-type]
