@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from broker._sealing import generate_kek_file
 from broker.devtools.devca import DevCA
 from broker.identity.spiffeid import SpiffeId
 from broker.testing.policy import policy_rule, policy_yaml
@@ -74,13 +75,20 @@ def _write_identity(ca: DevCA, directory: Path) -> None:
     )
 
 
+def _kek(directory: Path) -> Path:
+    path = directory / "kek"
+    if not path.exists():
+        generate_kek_file(path)
+    return path
+
+
 def _start_server(directory: Path, port: int) -> subprocess.Popen[bytes]:
     args = [
         sys.executable, "-m", "broker.cli", "--log-level", "DEBUG", "--log-level-for", "aiohttp=DEBUG", "server",
         "--listen", f"127.0.0.1:{port}", "--state-dir", str(directory / "state"),
         "--policy", str(directory / "policy.yaml"), "--cert", str(directory / "cert.pem"),
         "--key", str(directory / "key.pem"), "--bundle", str(directory / "bundle.pem"),
-        "--jwt-bundle", f"example.org={directory / 'jwks.json'}",
+        "--jwt-bundle", f"example.org={directory / 'jwks.json'}", "--kek-file", str(_kek(directory)),
     ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPIFFE_")}
     log = (directory / "server.log").open("wb")

@@ -27,6 +27,7 @@ import yaml
 
 from bench.procs import BROKER_CLI, Child, free_port, port_open, spawn, wait_until
 from broker._files import write_private_file
+from broker._sealing import generate_kek_file
 from broker.devtools.devca import DevCA
 from broker.identity.spiffeid import SpiffeId, TrustDomain
 
@@ -138,6 +139,12 @@ class BrokerStack:
         wait_until(self.files.api_socket.exists, timeout=START_TIMEOUT, what="the Workload API socket", child=child)
         return child
 
+    def _kek(self) -> Path:
+        path = self.files.server_state.parent / "kek"
+        if not path.exists():
+            generate_kek_file(path)
+        return path
+
     def start_server(self, *, log_level: str = "INFO") -> Child:
         self.server_port = free_port()
         health = free_port()
@@ -145,7 +152,7 @@ class BrokerStack:
                 "--state-dir", str(self.files.server_state), "--policy", str(self.files.policy),
                 "--cert", str(self.files.server_cert), "--key", str(self.files.server_key),
                 "--bundle", str(self.files.bundle), "--jwt-bundle", str(self.files.jwt_bundle),
-                "--health-port", str(health)]  # fmt: skip
+                "--health-port", str(health), "--kek-file", str(self._kek())]  # fmt: skip
         child = self._spawn("server", argv)
         url = f"http://127.0.0.1:{health}/readyz"
         wait_until(lambda: _http_ok(url), timeout=START_TIMEOUT, what="the token service's /readyz", child=child)

@@ -26,8 +26,7 @@ from broker.identity.source import SvidSource
 from broker.identity.spiffeid import TrustDomain
 from broker.identity.workloadapi.source import WorkloadApiSvidSource
 from broker.identity.x509svid import spiffe_id_from_certificate
-from broker.server.service import start_token_service
-from broker.tokens.keys import FileKeyStore
+from broker.server.stateful_service import start_stateful_token_service
 from broker.tokens.policy import FilePolicyStore
 
 __all__ = ["parse_listen", "server"]
@@ -78,16 +77,16 @@ async def _serve(
     settings: BrokerSettings, source: SvidSource, *, issuer: str, policy: Path, stop: asyncio.Event
 ) -> None:
     policy_store = FilePolicyStore(policy)
-    key_store = FileKeyStore(settings.state_dir)
     watcher = asyncio.create_task(source.watch()) if isinstance(source, FileSvidSource) else None
-    service = await start_token_service(
+    service = await start_stateful_token_service(
+        settings,
         source=source,
         policy_store=policy_store,
-        key_store=key_store,
         listen_host=settings.server.host,
         listen_port=settings.server.port,
         issuer=issuer,
         health_port=settings.server.health_port,
+        legacy_dir=settings.state_dir,
     )
     try:
         await stop.wait()
@@ -134,7 +133,7 @@ def _default_issuer(host: str, port: int) -> str:
 @click.option(
     "--state-dir",
     type=click.Path(file_okay=False, path_type=Path),
-    help="where the signing key lives  [default: .spiffe-broker]",
+    help="state directory: the SQLite store, legacy key files  [default: .spiffe-broker]",
 )
 @click.option("--policy", type=click.Path(dir_okay=False, path_type=Path), help="policy file (YAML)")
 @click.option("--workload-api", help="Workload API address  [default: $SPIFFE_ENDPOINT_SOCKET]")
@@ -145,6 +144,15 @@ def _default_issuer(host: str, port: int) -> str:
 @click.option("--bundle", multiple=True, help="[TRUST_DOMAIN=]PEM roots; repeat for federated domains")
 @click.option("--jwt-bundle", multiple=True, help="[TRUST_DOMAIN=]JWKS of JWT-SVID authorities; repeatable")
 @click.option("--health-port", type=click.IntRange(0, 65535), help="plain-HTTP port for /healthz and /readyz")
+@click.option(
+    "--store", "store_url", help="store URL: sqlite:///path or postgresql://...  [default: <state-dir>/broker.db]"
+)
+@click.option(
+    "--kek-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="key-encryption key file (or $SPIFFE_BROKER_KEK); make one with: spiffe-broker keys init-kek PATH",
+)
+@click.option("--admin-id", multiple=True, help="SPIFFE ID allowed to use the admin API (/admin/v1); repeatable")
 def server(
     config_file: Path | None,
     listen: str | None,
@@ -157,10 +165,14 @@ def server(
     bundle: tuple[str, ...],
     jwt_bundle: tuple[str, ...],
     health_port: int | None,
+    store_url: str | None,
+    kek_file: Path | None,
+    admin_id: tuple[str, ...],
 ) -> None:
     """Run the token service: X.509-SVID (mTLS) in, certificate-bound access tokens out."""
     try:
         overrides = _overrides(listen, issuer, state_dir, policy, health_port)
+        overrides.update(_state_overrides(store_url, kek_file, admin_id))
         settings = load_settings(config_file, overrides)
         if (cert is None) != (key is None):
             raise ConfigError("--cert and --key go together")
@@ -170,6 +182,17 @@ def server(
         asyncio.run(_run(settings, files, workload_api))
     except BrokerError as exc:
         raise click.ClickException(exc.description or exc.error) from None
+
+
+def _state_overrides(store_url: str | None, kek_file: Path | None, admin_ids: tuple[str, ...]) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    if store_url is not None:
+        overrides["store"] = {"url": store_url}
+    if kek_file is not None:
+        overrides["keyring"] = {"kek_file": kek_file}
+    if admin_ids:
+        overrides["admin"] = {"spiffe_ids": list(admin_ids)}
+    return overrides
 
 
 def _overrides(

@@ -26,7 +26,7 @@ from pathlib import Path
 import yaml
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from broker._files import write_private_file
+from broker._files import private_dir, write_private_file
 from broker.config import BrokerSettings
 from broker.devtools.demo_api import start_demo_api
 from broker.devtools.devca import DevCA
@@ -36,9 +36,8 @@ from broker.devtools.workload_api.statedir import open_dev_state
 from broker.identity.memory import InMemorySvidSource
 from broker.identity.spiffeid import SpiffeId, TrustDomain
 from broker.identity.workloadapi.source import WorkloadApiSvidSource
-from broker.server.service import start_token_service
+from broker.server.stateful_service import start_stateful_token_service
 from broker.sidecar.service import DEFAULT_BROKER_ID_PATH, start_sidecar
-from broker.tokens.keys import FileKeyStore
 from broker.tokens.policy import FilePolicyStore
 
 log = logging.getLogger(__name__)
@@ -187,10 +186,17 @@ async def _start_token_service(
 ) -> None:
     if not layout.policy_file.exists():
         write_private_file(layout.policy_file, dev_policy(layout.workload_id, layout.demo_audience).encode())
-    service = await start_token_service(
+    service_dir = layout.state_dir / "token-service"
+    private_dir(service_dir)
+    if settings.store.url is None:  # the embedded default, in dev's own state directory
+        store = settings.store.model_copy(update={"url": f"sqlite://{service_dir / 'broker.db'}"})
+        settings = settings.model_copy(update={"store": store})
+    service = await start_stateful_token_service(
+        settings,
         source=await _service_source(stack, _serving_ca(ca, settings.server.host), layout.broker_id),
         policy_store=FilePolicyStore(layout.policy_file),
-        key_store=FileKeyStore(layout.state_dir / "token-service"),
+        legacy_dir=service_dir,
+        generate_kek_in=service_dir,
         listen_host=settings.server.host,
         listen_port=layout.server_port,
         issuer=layout.issuer,

@@ -19,6 +19,8 @@ from aiohttp import web
 from broker.admin.adapters import JournalAuditReader, KeyringAdmin, StoreStatusInfo, TrailAdminAudit
 from broker.admin.app import add_admin_routes
 from broker.config import BrokerSettings
+from broker.errors import ConfigError
+from broker.identity.errors import IdentityError
 from broker.identity.spiffeid import SpiffeId
 from broker.server.service import RunningTokenService, start_token_service
 from broker.server.state import ServiceSource
@@ -26,7 +28,7 @@ from broker.server.stateful import ServiceState, open_state
 from broker.tokens.policy import PolicyStore
 from broker.web import ListenerLimits
 
-__all__ = ["StatefulTokenService", "start_stateful_token_service"]
+__all__ = ["StatefulTokenService", "admin_ids", "start_stateful_token_service"]
 
 
 @dataclass
@@ -37,6 +39,14 @@ class StatefulTokenService:
     @property
     def port(self) -> int:
         return self.service.port
+
+    @property
+    def health_port(self) -> int | None:
+        return self.service.health_port
+
+    @property
+    def app(self) -> web.Application:
+        return self.service.app
 
     async def aclose(self) -> None:
         try:
@@ -86,10 +96,21 @@ async def start_stateful_token_service(
     return StatefulTokenService(service=service, state=state)
 
 
+def admin_ids(settings: BrokerSettings) -> frozenset[SpiffeId]:
+    """``[admin] spiffe_ids`` parsed; one that is not a SPIFFE ID is a :class:`ConfigError` naming it."""
+    parsed: set[SpiffeId] = set()
+    for value in settings.admin.spiffe_ids:
+        try:
+            parsed.add(SpiffeId.parse(value))
+        except IdentityError:
+            raise ConfigError(f"admin.spiffe_ids: {value!r} is not a SPIFFE ID (spiffe://trust-domain/path)") from None
+    return frozenset(parsed)
+
+
 def _admin_mounter(
     settings: BrokerSettings, source: ServiceSource, state: ServiceState
 ) -> Callable[[web.Application], None]:
-    admins = frozenset(SpiffeId.parse(value) for value in settings.admin.spiffe_ids)
+    admins = admin_ids(settings)
 
     def mount(app: web.Application) -> None:
         add_admin_routes(

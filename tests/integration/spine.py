@@ -32,6 +32,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from broker._sealing import generate_kek_file
 from broker.testing.policy import policy_rule
 from broker.testing.policy import policy_yaml as testing_policy_yaml
 from tests.integration.spine_http import (
@@ -350,6 +351,12 @@ class Spine:
         status = int(status_line.split()[1]) if status_line.startswith("HTTP/") else 0
         return CallResult(result.returncode, status, body, result.stderr)
 
+    def _kek(self) -> Path:
+        path = self.root / "kek"
+        if not path.exists():
+            generate_kek_file(path)
+        return path
+
     def start_server(self) -> None:
         (self.root / "policy.yaml").write_text(policy_yaml())
         argv = broker_argv(
@@ -357,6 +364,7 @@ class Spine:
             *("--listen", f"127.0.0.1:{self.server_port}", "--issuer", self.issuer),
             *("--state-dir", str(self.root / "state"), "--policy", str(self.root / "policy.yaml")),
             *("--health-port", str(self.health_port)),
+            *("--kek-file", str(self._kek())),
         )
         self.procs.spawn("server", BROKER, argv, child_env(self.spire))
         self.procs.wait_for("token service /readyz", lambda: http_ok(self.health_port, "/readyz"))

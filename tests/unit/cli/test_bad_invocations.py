@@ -38,6 +38,9 @@ class Bad:
     absent: str | None = None  # text that must not appear (a mangled value)
 
 
+A_KEK = {"SPIFFE_BROKER_KEK": "A" * 43}  # a well-formed key-encryption key (32 zero bytes, base64url)
+
+
 def case(case_id: str, command: str, *, wrong: str, todo: str, xfail: str = "", **more: Any) -> object:
     """One row: ``command`` is split like a shell line (after the placeholders are filled in)."""
     marks = [pytest.mark.xfail(strict=True, reason=xfail)] if xfail else []
@@ -95,10 +98,12 @@ CASES = [
     case("server-no-policy", "server", wrong="no policy file", todo="pass --policy"),
     case("server-bad-listen", "server --policy {policy} --listen nowhere", wrong="not HOST:PORT", todo="HOST:PORT"),
     case("server-cert-without-key", "server --policy {policy} --cert {file}", wrong="go together", todo="--key"),
+    case("server-no-kek", "server --policy {policy} --state-dir {dir}/s --workload-api unix://{wl} "
+         "--listen 127.0.0.1:0", wrong="no key-encryption key", todo="keys init-kek"),
     case("server-busy-port", "server --policy {policy} --state-dir {dir}/s --workload-api unix://{wl} "
-         "--listen 127.0.0.1:{busy}", wrong="address already in use", todo="stop it or choose another port"),
+         "--listen 127.0.0.1:{busy}", env=A_KEK, wrong="address already in use", todo="stop it or choose another port"),
     case("server-state-dir-unwritable", "server --policy {policy} --state-dir {file}/s --workload-api unix://{wl} "
-         "--listen 127.0.0.1:0", wrong=UNDER_A_FILE, todo=UNDER_A_FILE_TODO),
+         "--listen 127.0.0.1:0", env=A_KEK, wrong=UNDER_A_FILE, todo=UNDER_A_FILE_TODO),
     # sidecar
     case("sidecar-no-socket", SIDECAR, wrong="pass --socket", todo="pass --socket"),
     case("sidecar-no-token-service", "sidecar --socket {dir}/s.sock", wrong="pass --token-service",

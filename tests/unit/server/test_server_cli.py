@@ -21,6 +21,7 @@ import pytest
 from click.testing import CliRunner
 from cryptography import x509
 
+from broker._sealing import generate_kek_file
 from broker.cli.server import parse_listen, server
 from broker.devtools.devca import DevCA
 from broker.errors import ConfigError
@@ -95,6 +96,8 @@ def test_server_command_serves_with_file_identity_and_stops_on_sigterm(tmp_path:
         f"example.org={tmp_path / 'jwks.json'}",
         "--health-port",
         str(health),
+        "--kek-file",
+        str(_kek(tmp_path)),
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPIFFE_")}
     code = "from broker.cli.main import main; main()"
@@ -102,7 +105,7 @@ def test_server_command_serves_with_file_identity_and_stops_on_sigterm(tmp_path:
         try:
             body = _poll_ready(f"http://127.0.0.1:{health}/readyz", proc)
             assert body == {"status": "ready"}
-            assert (tmp_path / "state" / "token-signing-key.pem").stat().st_mode & 0o777 == 0o600
+            assert (tmp_path / "state" / "broker.db").stat().st_mode & 0o777 == 0o600  # the embedded store
         finally:
             proc.send_signal(signal.SIGTERM)
             _, stderr = proc.communicate(timeout=10)
@@ -137,7 +140,7 @@ def test_server_command_gets_identity_from_the_workload_api(tmp_path: Path) -> N
     server_args = [
         "server", "--listen", f"127.0.0.1:{port}", "--state-dir", str(tmp_path / "state"),
         "--policy", str(tmp_path / "policy.yaml"), "--health-port", str(health),
-        "--workload-api", f"unix://{socket_path}",
+        "--workload-api", f"unix://{socket_path}", "--kek-file", str(_kek(tmp_path)),
     ]  # fmt: skip
     with subprocess.Popen([sys.executable, "-c", code, *agent_args], env=env, stderr=subprocess.DEVNULL) as agent:
         try:
@@ -179,6 +182,7 @@ def test_server_command_stops_at_once_on_a_signal_while_waiting_for_its_svid(tmp
     args = [
         "server", "--listen", f"127.0.0.1:{_free_port()}", "--state-dir", str(tmp_path / "state"),
         "--policy", str(tmp_path / "policy.yaml"), "--workload-api", f"unix://{directory / 'agent.sock'}",
+        "--kek-file", str(_kek(tmp_path)),
     ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPIFFE_")}
     code = "import signal; signal.signal(signal.SIGINT, signal.SIG_IGN); from broker.cli.main import main; main()"
@@ -196,3 +200,11 @@ def test_server_command_stops_at_once_on_a_signal_while_waiting_for_its_svid(tmp
     assert proc.returncode == 0, stderr
     assert elapsed < 3.0, f"took {elapsed:.1f}s to stop"
     assert "stopped before the first SVID arrived" in stderr and "Traceback" not in stderr
+
+
+def _kek(directory: Path) -> Path:
+    """A fresh key-encryption key file (the server refuses to start without one)."""
+    path = directory / "kek"
+    if not path.exists():
+        generate_kek_file(path)
+    return path
