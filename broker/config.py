@@ -170,6 +170,8 @@ class AdminSettings(_Section):
 class LedgerSettings(_Section):
     """``[ledger]``: group commit of the issuance ledger and the audit trail (a crash loses at most one window)."""
 
+    # Off: no ledger rows and no token.* audit records (no blast radius for keys revoke); for benchmarks only.
+    record_tokens: bool = True
     batch_window: float = Field(default=0.05, gt=0, le=5)
     batch_max: int = Field(default=512, ge=1, le=100_000)
 

@@ -86,7 +86,7 @@ async def start_stateful_token_service(
             health_port=health_port,
             clock=clock,
             limits=limits,
-            audit=state.recorder,
+            audit=state.recorder if settings.ledger.record_tokens else None,
             jwks_max_age=int(settings.keyring.jwks_max_age),
             configure=_admin_mounter(settings, source, state),
         )
