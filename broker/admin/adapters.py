@@ -19,7 +19,7 @@ from typing import Any
 
 from broker.admin.errors import AdminConflictError, KidAlreadyRevokedError, KidNotFoundError
 from broker.admin.ports import AuditQuery, BlastRadius, KeyInfo, KeyRevocation, KeyRotation, StoreStatus, SubjectCount
-from broker.audit.events import AdminCall
+from broker.audit.events import AdminCall, KeyRevoked, KeyRotated
 from broker.audit.journal import AuditJournalStore, AuditRecord
 from broker.audit.query import event_matches, spiffe_ids_in
 from broker.audit.trail import AuditTrail
@@ -49,8 +49,9 @@ def blast_radius_view(found: object) -> BlastRadius:
 class KeyringAdmin:
     """:class:`~broker.admin.ports.KeyAdmin` over a running :class:`Keyring`."""
 
-    def __init__(self, keyring: Keyring) -> None:
+    def __init__(self, keyring: Keyring, trail: AuditTrail | None = None) -> None:
         self._keyring = keyring
+        self._trail = trail  # where key.rotated / key.revoked go (the admin.call records name the caller)
 
     async def list_keys(self) -> Sequence[KeyInfo]:
         await self._keyring.reload()
@@ -61,6 +62,9 @@ class KeyringAdmin:
             rotation = await self._keyring.rotate()
         except RotationTooEarlyError as exc:
             raise AdminConflictError(exc.description) from None
+        if self._trail is not None:
+            await self._trail.record_now(KeyRotated(activated=rotation.active_kid, retiring=rotation.previous_kid,
+                                                    next=rotation.next_kid, reason="manual"))  # fmt: skip
         return KeyRotation(active_kid=rotation.active_kid, previous_kid=rotation.previous_kid,
                            next_kid=rotation.next_kid)  # fmt: skip
 
@@ -71,8 +75,12 @@ class KeyringAdmin:
             raise KidNotFoundError.for_kid(kid) from None
         except KeyNotLiveError:
             raise KidAlreadyRevokedError.for_kid(kid) from None
-        return KeyRevocation(revoked_kid=revocation.kid, active_kid=revocation.active_kid,
-                             blast_radius=blast_radius_view(revocation.blast_radius))  # fmt: skip
+        radius = blast_radius_view(revocation.blast_radius)
+        if self._trail is not None:
+            await self._trail.record_now(
+                KeyRevoked(kid=revocation.kid, activated=revocation.active_kid, live_tokens=radius.live_tokens)
+            )
+        return KeyRevocation(revoked_kid=revocation.kid, active_kid=revocation.active_kid, blast_radius=radius)
 
 
 def _key_info(view: KeyView) -> KeyInfo:

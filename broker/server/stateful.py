@@ -10,9 +10,9 @@
 3. the keyring: existing keys opened (a wrong KEK is refused, nothing written), or the legacy key files imported
    once, or fresh keys generated;
 4. two background tasks: one follows the store's ``keyring`` change events (a rotation or revoke made by another
-   replica, or by ``keys`` on the command line, takes effect here within the feed's latency), one ticks the
-   rotation schedule every :data:`TICK_INTERVAL` seconds (exactly one replica wins each rotation: the store's
-   compare-and-set);
+   replica, or by ``keys`` on the command line, takes effect here within the feed's latency), one does the
+   housekeeping every :data:`TICK_INTERVAL` seconds (:mod:`broker.server.housekeeping`: the rotation schedule,
+   where exactly one replica wins each rotation by the store's compare-and-set; policy audit; ledger pruning);
 5. the recorder (ledger and audit trail, group commit), which the token endpoint uses as its audit hook.
 """
 
@@ -22,17 +22,19 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from broker._sealing import KekRing, generate_kek_file
-from broker.audit.events import KeyRetired, KeyRotated, StoreMigrated
+from broker.audit.events import StoreMigrated
 from broker.config import KEK_ENV, BrokerSettings, kek_from_environment
 from broker.errors import BrokerError, StoreSchemaBehindError
+from broker.events import KEYRING
+from broker.server.housekeeping import Housekeeper, policy_max_lifetime
 from broker.server.recorder import Recorder
 from broker.store import Store, latest_version, open_store
 from broker.store.url import StoreUrl
-from broker.tokens.keyring import Keyring, TickResult
+from broker.tokens.keyring import Keyring
 from broker.tokens.policy import PolicyStore
 from broker.tokens.rotation import RotationSchedule
 
@@ -43,6 +45,7 @@ log = logging.getLogger(__name__)
 TICK_INTERVAL = 1.0  # seconds between schedule checks (each reads the store once)
 CLOSE_TIMEOUT = 10.0  # seconds to drain the ledger and the audit trail on a clean stop
 DEV_KEK_FILE = "kek"
+RESUBSCRIBE_DELAY = 1.0
 
 
 @dataclass
@@ -63,12 +66,6 @@ class ServiceState:
         if lost:
             log.error("stopping: %d ledger or audit records could not be written to the store", lost)
         await self.store.close()
-
-
-def policy_max_lifetime(policy_store: PolicyStore) -> int:
-    """The longest token lifetime the current policy allows (the overlap rule's retiring window)."""
-    rules = policy_store.current().rules
-    return max((rule.max_token_lifetime for rule in rules), default=1)
 
 
 def load_keks(settings: BrokerSettings, *, generate_in: Path | None = None) -> KekRing:
@@ -111,7 +108,8 @@ async def open_state(
     recorder.start()
     state = ServiceState(url=url, store=store, keyring=keyring, recorder=recorder)
     state.tasks.append(asyncio.create_task(_follow_keyring(state), name="keyring-follower"))
-    state.tasks.append(asyncio.create_task(_tick_schedule(state, policy_store), name="keyring-schedule"))
+    housekeeper = Housekeeper(keyring, recorder, store.ledger, policy_store, clock)
+    state.tasks.append(asyncio.create_task(housekeeper.run(TICK_INTERVAL), name="housekeeping"))
     return state
 
 
@@ -137,48 +135,18 @@ async def open_migrated(url: StoreUrl) -> tuple[Store, StoreMigrated | None]:
 
 
 async def _follow_keyring(state: ServiceState) -> None:
-    """Reload the keyring on every ``keyring`` change (and on every resync after a reconnect)."""
-    subscription = state.store.changes.subscribe("keyring")
-    try:
-        async for _change in subscription:
-            try:
-                await state.keyring.reload()
-            except BrokerError as exc:
-                log.error("keyring reload failed: %s", exc.description or exc.error)
-    finally:
-        subscription.close()
-
-
-async def _tick_schedule(state: ServiceState, policy_store: PolicyStore) -> None:
-    """Every :data:`TICK_INTERVAL`: rotate or retire what is due, and audit what changed."""
+    """Reload the keyring on every ``keyring`` change (and on every resync after a reconnect). A feed that ends
+    (its background task died) is subscribed again after :data:`RESUBSCRIBE_DELAY`; the housekeeping tick also
+    reloads every second, so a replica never falls far behind."""
     while True:
-        await asyncio.sleep(TICK_INTERVAL)
+        subscription = state.store.changes.subscribe(KEYRING)
         try:
-            _widen_retiring_window(state.keyring, policy_store)
-            result = await state.keyring.tick()
-        except BrokerError as exc:
-            log.error("keyring schedule: %s", exc.description or exc.error)
-            continue
-        except Exception as exc:  # the schedule must survive anything; the next tick tries again
-            log.error("keyring schedule: unexpected %s", type(exc).__name__)
-            continue
-        _audit_tick(state.recorder, result)
-
-
-def _widen_retiring_window(keyring: Keyring, policy_store: PolicyStore) -> None:
-    """A policy reload that allows longer tokens keeps retiring keys published longer (never shorter: tokens
-    issued under the old policy are still live)."""
-    longest = policy_max_lifetime(policy_store)
-    if longest > keyring.schedule.max_token_lifetime:
-        keyring.schedule = replace(keyring.schedule, max_token_lifetime=longest)
-
-
-def _audit_tick(recorder: Recorder, result: TickResult) -> None:
-    if result.rotation is not None:
-        rotation = result.rotation
-        event = KeyRotated(
-            activated=rotation.active_kid, retiring=rotation.previous_kid, next=rotation.next_kid, reason="scheduled"
-        )
-        recorder.trail.record(event)
-    for kid in result.retired:
-        recorder.trail.record(KeyRetired(kid=kid))
+            async for _change in subscription:
+                try:
+                    await state.keyring.reload()
+                except BrokerError as exc:
+                    log.error("keyring reload failed: %s", exc.description or exc.error)
+        finally:
+            subscription.close()
+        log.error("the store's change feed ended; subscribing again in %g s", RESUBSCRIBE_DELAY)
+        await asyncio.sleep(RESUBSCRIBE_DELAY)

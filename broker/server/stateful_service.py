@@ -117,7 +117,7 @@ def _admin_mounter(
             app,
             admins=admins,
             bundles=source.x509_bundles,
-            keys=KeyringAdmin(state.keyring),
+            keys=KeyringAdmin(state.keyring, state.recorder.trail),
             store=StoreStatusInfo(state.store, state.url),
             audit_reader=JournalAuditReader(state.store.audit),
             audit=TrailAdminAudit(state.recorder.trail),
