@@ -17,6 +17,7 @@ from broker.audit.events import (
     AdminCall,
     AuditEvent,
     KekRotated,
+    KeyRetired,
     KeyRevoked,
     KeyRotated,
     PolicyRefused,
@@ -41,12 +42,13 @@ EXAMPLES: list[AuditEvent] = [
                 ("read",), "x5t#S256=abc", "tls_client_auth", 1_800_000_000),
     TokenRefused("invalid_grant", "spiffe://example.org/web", "urn:ietf:params:oauth:grant-type:token-exchange", 400),
     KeyRotated("k2", "k1", "k3"),
+    KeyRetired("k0"),
     KeyRevoked("k1", "k2", 12, "spiffe://example.org/admin"),
     KekRotated("kek-1", "kek-2", 3),
     PolicyReloaded("/etc/broker/policy.yaml", "ab" * 32),
     PolicyRefused("/etc/broker/policy.yaml", "line 3: audience must be a URL"),
     StoreMigrated("postgresql://broker@db/broker?sslmode=verify-full", 1, 2),
-    AdminCall("spiffe://example.org/admin", "POST", "/admin/v1/keys/k1/revoke", "ok", 200),
+    AdminCall("spiffe://example.org/admin", "POST", "/admin/v1/keys/k1/revoke", "ok", 200, {"reason": "drill"}),
 ]  # fmt: skip
 
 
@@ -59,8 +61,8 @@ def test_a_body_is_canonical_json(event: AuditEvent) -> None:
 
 def test_every_event_type_has_a_distinct_stable_name() -> None:
     assert sorted(EVENT_TYPES) == [
-        "admin.call", "key.kek_rotated", "key.revoked", "key.rotated", "policy.refused", "policy.reloaded",
-        "store.migrated", "token.issued", "token.refused",
+        "admin.call", "key.kek_rotated", "key.retired", "key.revoked", "key.rotated", "policy.refused",
+        "policy.reloaded", "store.migrated", "token.issued", "token.refused",
     ]  # fmt: skip
     assert {type(e) for e in EXAMPLES} == set(EVENT_TYPES.values())
 
@@ -92,6 +94,8 @@ def _poisoned(value: object, secret: str) -> object:
         return f"x {secret} y"
     if isinstance(value, tuple):
         return (f"x {secret} y",)
+    if isinstance(value, dict):
+        return {key: f"x {secret} y" for key in value}
     return value
 
 
