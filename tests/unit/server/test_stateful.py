@@ -13,7 +13,9 @@ from broker._sealing import generate_kek_file
 from broker.config import BrokerSettings, load_settings
 from broker.errors import ConfigError, SealingError
 from broker.server.housekeeping import Housekeeper
-from broker.server.stateful import ServiceState, open_state
+from broker.server.stateful import ServiceState, open_migrated, open_state
+from broker.store import latest_version, open_store
+from broker.store.url import StoreUrl
 from broker.testing import WEB_POLICY, ManualClock
 from broker.tokens.keystore import KeyState
 from broker.tokens.policy import FilePolicyStore
@@ -131,3 +133,26 @@ async def test_housekeeping_audits_policy_reloads_and_refusals_and_scheduled_rot
         assert "oops" not in refused["reason"]
     finally:
         await state.aclose()
+
+
+async def test_a_store_behind_is_migrated_at_start_and_the_migration_is_audited(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import broker.store.sqlite._open as sqlite_open
+
+    url = StoreUrl.parse(f"sqlite://{tmp_path / 'old.db'}")
+    with monkeypatch.context() as patched:
+        patched.setattr(sqlite_open, "MIGRATIONS", sqlite_open.MIGRATIONS[:1])
+        old = await open_store(url)
+        assert await old.schema_version() == 1
+        await old.close()
+    store, migrated = await open_migrated(url)
+    try:
+        assert await store.schema_version() == latest_version()
+        assert migrated is not None
+        assert (migrated.from_version, migrated.to_version) == (1, latest_version())
+    finally:
+        await store.close()
+    again, nothing = await open_migrated(url)
+    await again.close()
+    assert nothing is None
