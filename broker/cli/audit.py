@@ -64,7 +64,7 @@ async def _with_store(url: str, run: Callable[[Store], Any]) -> Any:
         await store.close()
 
 
-@click.group("audit")
+@click.group("audit", context_settings={"help_option_names": ["-h", "--help"]})
 def audit() -> None:
     """Verify and read the audit journal (hash-chained, append-only)."""
 

@@ -143,6 +143,9 @@ SUBCOMMANDS: tuple[tuple[str, str, str], ...] = (
     ("token", "client", "token"),
     ("call", "client", "call"),
     ("entries", "entries", "entries"),
+    ("keys", "keys", "keys"),
+    ("store", "store", "store"),
+    ("audit", "audit", "audit"),
 )
 
 
@@ -171,12 +174,12 @@ class LazyGroup(click.Group):
         return super().main(*args, **kwargs)
 
 
-# Client commands print like curl: only warnings and errors go to the log unless asked otherwise.
-QUIET_COMMANDS = frozenset({"token", "call", "entries"})
+# Client and operator commands print their result like curl: only warnings and errors go to the log unless asked.
+QUIET_COMMANDS = frozenset({"token", "call", "entries", "keys", "store", "audit"})
 
 LEVEL_HELP = (
-    f"Level of spiffe-broker's own log lines: {', '.join(LEVELS)}  [default: INFO; WARNING for token, call and "
-    "entries]. Other libraries stay at WARNING: see --log-level-for."
+    f"Level of spiffe-broker's own log lines: {', '.join(LEVELS)}  [default: INFO; WARNING for token, call, "
+    "entries, keys, store and audit]. Other libraries stay at WARNING: see --log-level-for."
 )
 LEVELS_FOR_HELP = (
     "Set one library's logger, e.g. --log-level-for aiohttp=DEBUG (repeatable; in the environment, separated by "
