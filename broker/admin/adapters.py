@@ -34,10 +34,11 @@ __all__ = ["JournalAuditReader", "KeyringAdmin", "StoreStatusInfo", "TrailAdminA
 READ_PAGE = 500  # records read per store call while filtering
 
 
-def blast_radius_view(found: object) -> BlastRadius:
-    """The ledger's answer (:class:`broker.tokens.ledger.BlastRadius`) as the admin API reports it."""
+def blast_radius_view(found: object, error: str | None = None) -> BlastRadius:
+    """The ledger's answer (:class:`broker.tokens.ledger.BlastRadius`) as the admin API reports it; without an
+    answer, unknown (``live_tokens`` None) with the reason."""
     if not isinstance(found, LedgerBlastRadius):
-        return BlastRadius(live_tokens=0)
+        return BlastRadius(live_tokens=None, error=error or "the issuance ledger gave no answer")
     return BlastRadius(
         live_tokens=found.live_tokens,
         subjects=tuple(SubjectCount(subject, count) for subject, count in found.subjects),
@@ -75,7 +76,7 @@ class KeyringAdmin:
             raise KidNotFoundError.for_kid(kid) from None
         except KeyNotLiveError:
             raise KidAlreadyRevokedError.for_kid(kid) from None
-        radius = blast_radius_view(revocation.blast_radius)
+        radius = blast_radius_view(revocation.blast_radius, revocation.blast_radius_error)
         if self._trail is not None:
             await self._trail.record_now(
                 KeyRevoked(kid=revocation.kid, activated=revocation.active_kid, live_tokens=radius.live_tokens)

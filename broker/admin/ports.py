@@ -87,10 +87,11 @@ class BlastRadius:
     From the issuance ledger, which may lack up to one batch window of the newest tokens (docs/operations.md).
     """
 
-    live_tokens: int
+    live_tokens: int | None  # None: the ledger did not answer, the blast radius is unknown (never "zero")
     subjects: tuple[SubjectCount, ...] = ()
     audiences: tuple[str, ...] = ()
     valid_until: datetime | None = None  # the latest ``exp`` among them; None when there are none
+    error: str | None = None  # why the ledger could not be read (``live_tokens`` is None then)
 
 
 @dataclass(frozen=True, slots=True)

@@ -108,6 +108,7 @@ def revocation_document(revocation: KeyRevocation) -> dict[str, Any]:
             "subjects": [{"spiffe_id": s.spiffe_id, "tokens": s.tokens} for s in radius.subjects],
             "audiences": list(radius.audiences),
             "valid_until": encode_time(radius.valid_until),
+            "error": radius.error,
         },
     }
 
@@ -223,10 +224,11 @@ def decode_revocation(document: Mapping[str, Any]) -> KeyRevocation:
         revoked_kid=_field(document, "revoked_kid", str),
         active_kid=_field(document, "active_kid", str),
         blast_radius=BlastRadius(
-            live_tokens=_field(radius, "live_tokens", int),
+            live_tokens=None if radius.get("live_tokens") is None else _field(radius, "live_tokens", int),
             subjects=subjects,
             audiences=_strings(radius, "audiences"),
             valid_until=_time(radius, "valid_until"),
+            error=None if radius.get("error") is None else _field(radius, "error", str),
         ),
     )
 

@@ -152,7 +152,7 @@ async def _local_revoke(store: Store, sealing: _Sealing, kid: str) -> Revoked:
     activated = revocation.active_kid if revocation.was is KeyState.ACTIVE else None
     event = KeyRevoked(kid=kid, activated=activated, live_tokens=found.live_tokens if found else None)
     await record_change(store, event, f"key {kid} revoked")
-    radius = blast_radius_view(found) if found else BlastRadius(live_tokens=0)
+    radius = blast_radius_view(found, revocation.blast_radius_error)
     unlisted = found.distinct_subjects - len(found.subjects) if found else 0
     return Revoked(
         KeyRevocation(kid, revocation.active_kid, radius),
@@ -207,6 +207,8 @@ def _print_rotated(rotated: Rotated, as_json: bool) -> None:
 
 def _radius_lines(kid: str, radius: BlastRadius, unlisted: int) -> list[str]:
     head = "blast radius (issuance ledger; a crash loses at most its last batch window):"
+    if radius.live_tokens is None:
+        return [head, f"  unknown: {radius.error}"]
     if radius.live_tokens == 0:
         return [head, f"  live tokens: 0 (the ledger holds no unexpired token signed by {kid})"]
     width = max(len(str(s.tokens)) for s in radius.subjects) if radius.subjects else 1

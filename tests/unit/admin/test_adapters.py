@@ -11,6 +11,7 @@ from broker.admin.adapters import JournalAuditReader, KeyringAdmin, StoreStatusI
 from broker.admin.errors import AdminConflictError, KidAlreadyRevokedError, KidNotFoundError
 from broker.admin.ports import AuditQuery
 from broker.audit.trail import AuditTrail
+from broker.errors import StoreUnavailableError
 from broker.identity.spiffeid import SpiffeId
 from broker.store import latest_version, open_store
 from broker.store.memory import MemoryStore
@@ -108,3 +109,21 @@ async def test_store_status_shows_the_redacted_url_and_versions(tmp_path: object
         await store.close()
     assert (status.engine, status.schema_version, status.latest_version) == ("memory", latest_version(),
                                                                               latest_version())  # fmt: skip
+
+
+class _BrokenLedger:
+    async def blast_radius(self, kid: str, now: datetime) -> object:
+        raise StoreUnavailableError("the ledger is down")
+
+
+async def test_a_ledger_that_does_not_answer_makes_the_blast_radius_unknown_not_zero() -> None:
+    clock = ManualClock(1_800_000_000)
+    store = MemoryStore(latest_version())
+    keyring = await open_keyring(store.keyring, clock, blast_radius=_BrokenLedger())
+    admin = KeyringAdmin(keyring, AuditTrail(store.audit))
+    active = keyring.active_key().kid
+    revocation = await admin.revoke(active)
+    assert revocation.blast_radius.live_tokens is None
+    assert revocation.blast_radius.error
+    last = await store.audit.last()
+    assert last is not None and json.loads(last.body)["live_tokens"] is None
