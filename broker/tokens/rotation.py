@@ -59,6 +59,9 @@ class RotationTooEarlyError(KeyringError):
     error = "rotation_too_early"
 
 
+_MAY_BE_ZERO = frozenset({"keyring.leeway", "keyring.jwks_max_age"})  # max-age=0: revalidate (RFC 9111 §5.2.2.1)
+
+
 @dataclass(frozen=True, slots=True)
 class RotationSchedule:
     """Seconds: how often to rotate, how long verifiers cache the JWKS, the longest token lifetime, the leeway."""
@@ -70,7 +73,7 @@ class RotationSchedule:
 
     def __post_init__(self) -> None:
         for name, value in self._settings():
-            if not math.isfinite(value) or value < 0 or (value == 0 and name != "keyring.leeway"):
+            if not math.isfinite(value) or value < 0 or (value == 0 and name not in _MAY_BE_ZERO):
                 raise ConfigError(f"{name} must be a positive number of seconds, not {value!r}")
         if self.period < self.jwks_max_age + self.leeway:
             raise ConfigError(

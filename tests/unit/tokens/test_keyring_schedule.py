@@ -88,6 +88,12 @@ def test_zero_leeway_is_allowed() -> None:
     assert RotationSchedule(period=300, jwks_max_age=300, max_token_lifetime=600, leeway=0).leeway == 0
 
 
+def test_zero_jwks_max_age_is_allowed_as_the_config_allows_it() -> None:
+    """``[keyring] jwks_max_age = 0`` (``Cache-Control: max-age=0``: verifiers revalidate) passed the config and
+    was then refused at start."""
+    assert RotationSchedule(period=300, jwks_max_age=0, max_token_lifetime=600, leeway=0).jwks_max_age == 0
+
+
 def test_rotation_promotes_next_retires_active_and_adds_a_fresh_next() -> None:
     keys = [record("a", A), record("n", N, 1)]
     change = plan_rotation(keys, SCHEDULE, T0 + timedelta(hours=1), fresh)
