@@ -3,8 +3,9 @@
 Keys are imported once (``cryptography`` public keys) and looked up by ``kid``. A ``kid`` not in the cache makes
 the provider fetch again (the broker may have rotated its key), but at most once per ``min_refetch_interval``
 (default 30 s) so tokens with made-up ``kid`` values cannot turn the resource server into a load generator for
-the token service. Keys older than ``max_age`` are refreshed in the background; a failed fetch keeps the last
-good keys. Only EC signature keys (``use`` absent or ``sig``) with a ``kid`` are kept (RFC 7517 §4.2, §4.5).
+the token service. Keys older than ``max_age`` are refreshed in the background (keep ``max_age`` at or below the
+broker's ``[keyring] jwks_max_age``, the JWKS ``Cache-Control: max-age``, 300 s by default: the rotation schedule
+publishes each key that long before it signs); a failed fetch keeps the last good keys. Only EC signature keys (``use`` absent or ``sig``) with a ``kid`` are kept (RFC 7517 §4.2, §4.5).
 """
 
 from __future__ import annotations
@@ -182,7 +183,13 @@ class RemoteJwksProvider:
         return self._clock() - self._attempted_at >= interval
 
     def _refresh_in_background(self) -> None:
-        if self._inflight is None and self._may_fetch():
+        """Refresh stale keys. Not held back by ``min_refetch_interval`` (that limit is for unknown ``kid``s): the
+        key rotation schedule publishes a key ``jwks_max_age`` before it signs, so a verifier must not keep
+        the JWKS much longer than its ``max_age`` (at most one attempt per ``max_age`` while fetches fail)."""
+        if self._inflight is not None:
+            return
+        since = None if self._attempted_at is None else self._clock() - self._attempted_at
+        if since is None or since >= min(self._max_age, self._min_refetch_interval):
             self._refresh()
 
     def _refresh(self) -> asyncio.Task[None]:

@@ -138,6 +138,21 @@ async def test_key_removed_at_the_issuer_disappears_after_max_age() -> None:
     assert jwks.cached_key("k1") is None
 
 
+async def test_a_max_age_shorter_than_the_unknown_kid_limit_still_refreshes_the_keys_in_time() -> None:
+    """A key published as ``next`` for ``max_age`` seconds must reach the verifier before it signs (the rotation
+    schedule's overlap rule): the unknown-kid rate limit (30 s) must not hold the stale refresh back."""
+    issuer, clock = FakeIssuer(Signer(kid="k1")), ManualClock(1000.0)
+    jwks = RemoteJwksProvider(issuer=ISSUER, fetch_json=issuer, clock=clock, max_age=5.0)
+    await jwks.get_key("k1")
+    issuer.keys = [*issuer.keys, *FakeIssuer(Signer(kid="k2")).keys]
+    clock.now += 6
+    issuer.called.clear()
+    jwks.cached_key("k1")
+    await asyncio.wait_for(issuer.called.wait(), 5)
+    await asyncio.sleep(0)
+    assert jwks.cached_key("k2") is not None
+
+
 async def test_unreachable_issuer_at_start_is_retried_after_a_short_interval() -> None:
     issuer, clock = FakeIssuer(Signer(kid="k1")), ManualClock(1000.0)
     issuer.down = True
