@@ -159,6 +159,8 @@ class KeyringSettings(_Section):
     rotation_period: float = Field(default=86400.0, gt=0)
     jwks_max_age: float = Field(default=300.0, ge=0)
     leeway: float = Field(default=60.0, ge=0)
+    # A replica that cannot read the store this long stops signing (it cannot see a revoke made elsewhere).
+    max_unconfirmed: float = Field(default=60.0, gt=0)
 
 
 class AdminSettings(_Section):

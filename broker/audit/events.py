@@ -31,6 +31,7 @@ __all__ = [
     "AdminCall",
     "AuditEvent",
     "KekRotated",
+    "KeyCreated",
     "KeyRetired",
     "KeyRevoked",
     "KeyRotated",
@@ -137,6 +138,16 @@ class KeyRevoked(_Event):
 
 
 @dataclass(frozen=True, slots=True)
+class KeyCreated(_Event):
+    """A signing key entered the keyring: generated, or imported from the legacy key files on first start."""
+
+    event: ClassVar[str] = "key.created"
+    kid: str
+    state: str  # "next", "active" or "retiring"
+    origin: str  # "generated" or "imported"
+
+
+@dataclass(frozen=True, slots=True)
 class KeyRetired(_Event):
     """A retiring key's overlap has passed: it left the JWKS (nothing it signed is still live)."""
 
@@ -196,7 +207,7 @@ class AdminCall(_Event):
 EVENT_TYPES: dict[str, type[_Event]] = {
     cls.event: cls
     for cls in (
-        TokenIssued, TokenRefused, KeyRotated, KeyRetired, KeyRevoked, KekRotated, PolicyReloaded, PolicyRefused,
-        StoreMigrated, AdminCall,
+        TokenIssued, TokenRefused, KeyCreated, KeyRotated, KeyRetired, KeyRevoked, KekRotated, PolicyReloaded,
+        PolicyRefused, StoreMigrated, AdminCall,
     )
 }  # fmt: skip

@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
-from broker.errors import ConfigError
+from broker.errors import ConfigError, TemporarilyUnavailableError
 from broker.identity.errors import IdentityError
 from broker.identity.source import X509Source
 from broker.oauth.metadata import normalize_issuer
@@ -110,7 +110,7 @@ def readiness_check(source: X509Source, policy_store: PolicyStore, key_store: Ke
         try:
             policy_store.current()
             key_store.active_key()
-        except ConfigError as exc:
+        except (ConfigError, TemporarilyUnavailableError) as exc:
             return exc.description
         return None
 

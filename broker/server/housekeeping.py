@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from broker.audit.events import AuditEvent, KeyRetired, KeyRotated, PolicyRefused, PolicyReloaded
+from broker.audit.events import AuditEvent, KeyCreated, KeyRetired, KeyRotated, PolicyRefused, PolicyReloaded
 from broker.errors import BrokerError, ConfigError
 from broker.server.recorder import Recorder
 from broker.tokens.keyring import Keyring, TickResult
@@ -98,6 +98,9 @@ class Housekeeper:
                                     next=rotation.next_kid, reason="scheduled"))  # fmt: skip
         for kid in result.retired:
             self._record(KeyRetired(kid=kid))
+        for kid, state, origin in self._keyring.created:
+            self._record(KeyCreated(kid=kid, state=state.value, origin=origin))
+        self._keyring.created.clear()
 
     def _audit_policy_changes(self) -> None:
         generation = getattr(self._policy_store, "generation", 0)

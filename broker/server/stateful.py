@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from broker._sealing import KekRing, generate_kek_file
-from broker.audit.events import StoreMigrated
+from broker.audit.events import KeyCreated, StoreMigrated
 from broker.config import KEK_ENV, BrokerSettings, kek_from_environment
 from broker.errors import BrokerError, StoreSchemaBehindError
 from broker.events import KEYRING
@@ -60,7 +60,7 @@ class ServiceState:
         for task in self.tasks:
             task.cancel()
         for task in self.tasks:
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):  # a task that died was logged; drain anyway
                 await task
         lost = await self.recorder.close(CLOSE_TIMEOUT)
         if lost:
@@ -96,12 +96,23 @@ async def open_state(
     url = StoreUrl.parse(settings.store_url())
     store, migrated = await open_migrated(url)
     try:
-        keyring = await Keyring.open(store.keyring, keks, schedule, clock, legacy_dir, blast_radius=store.ledger)
+        keyring = await Keyring.open(
+            store.keyring,
+            keks,
+            schedule,
+            clock,
+            legacy_dir,
+            blast_radius=store.ledger,
+            max_unconfirmed=settings.keyring.max_unconfirmed,
+        )
         recorder = Recorder.for_store(
             store, batch_window=settings.ledger.batch_window, batch_max=settings.ledger.batch_max
         )
         if migrated is not None:
             await recorder.trail.record_now(migrated)
+        for kid, key_state, origin in keyring.created:
+            await recorder.trail.record_now(KeyCreated(kid=kid, state=key_state.value, origin=origin))
+        keyring.created.clear()
     except BaseException:
         await store.close()
         raise
@@ -139,7 +150,13 @@ async def _follow_keyring(state: ServiceState) -> None:
     (its background task died) is subscribed again after :data:`RESUBSCRIBE_DELAY`; the housekeeping tick also
     reloads every second, so a replica never falls far behind."""
     while True:
-        subscription = state.store.changes.subscribe(KEYRING)
+        try:
+            subscription = state.store.changes.subscribe(KEYRING)
+        except BrokerError as exc:
+            log.error("cannot follow the store's keyring changes (%s); trying again in %g s",
+                      exc.description or exc.error, RESUBSCRIBE_DELAY)  # fmt: skip
+            await asyncio.sleep(RESUBSCRIBE_DELAY)
+            continue
         try:
             async for _change in subscription:
                 try:

@@ -9,6 +9,7 @@ closed).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ from broker.tokens.policy import PolicyStore
 from broker.web import ListenerLimits
 
 __all__ = ["StatefulTokenService", "admin_ids", "start_stateful_token_service"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -74,6 +77,11 @@ async def start_stateful_token_service(
     state = await open_state(
         settings, policy_store=policy_store, clock=clock, legacy_dir=legacy_dir, generate_kek_in=generate_kek_in
     )
+    if not settings.ledger.record_tokens:
+        log.warning(
+            "[ledger] record_tokens is off: no issuance ledger and no token.issued/token.refused audit records; "
+            "keys revoke cannot tell its blast radius (meant for benchmarks only)"
+        )
     try:
         service = await start_token_service(
             source=source,

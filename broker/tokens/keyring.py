@@ -18,14 +18,14 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
 from broker._sealing import KekRing
 from broker.errors import BrokerError, SealingError, StoreConflictError, TemporarilyUnavailableError
 from broker.tokens.keys import SigningKey, import_legacy_keys
-from broker.tokens.keystore import KeyRecord, KeyringChange, KeyringStore, KeyState
+from broker.tokens.keystore import KeyMove, KeyRecord, KeyringChange, KeyringStore, KeyState
 from broker.tokens.rotation import (
     RotationSchedule,
     RotationTooEarlyError,
@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 
 LIVE = (KeyState.NEXT, KeyState.ACTIVE, KeyState.RETIRING)
 REVOKE_ATTEMPTS = 5
+DEFAULT_MAX_UNCONFIRMED = 60.0  # seconds a replica signs without confirming its keyring against the store
 _IMPORTED = (
     "keyring: imported the legacy signing key files from %s into the store (kid %s); "
     "they are no longer read and can be removed after a backup"
@@ -142,11 +143,15 @@ class Keyring:
         schedule: RotationSchedule,
         clock: Callable[[], float],
         blast_radius: BlastRadiusSource | None = None,
+        max_unconfirmed: float = DEFAULT_MAX_UNCONFIRMED,
     ) -> None:
         self._store, self._keks, self.schedule, self._clock = store, keks, schedule, clock
         self._blast_radius = blast_radius
         self._snapshot = _Snapshot((), None, ())
         self._lock = asyncio.Lock()
+        self.max_unconfirmed = max_unconfirmed
+        self._confirmed_at: float | None = None  # the clock at the last successful read of the store
+        self.created: list[tuple[str, KeyState, str]] = []  # (kid, state, "generated" | "imported"), to audit
 
     @classmethod
     async def open(
@@ -158,12 +163,14 @@ class Keyring:
         legacy_dir: Path | None = None,
         *,
         blast_radius: BlastRadiusSource | None = None,
+        max_unconfirmed: float = DEFAULT_MAX_UNCONFIRMED,
     ) -> Keyring:
         """Load the keys (a KEK that cannot open them is a :class:`SealingError`, nothing written); on an empty
         store import the legacy key files once, or generate an active and a next key."""
-        keyring = cls(store, keks, schedule, clock, blast_radius)
+        keyring = cls(store, keks, schedule, clock, blast_radius, max_unconfirmed)
         records = tuple(await store.keys())
         keyring._snapshot = keyring._open_snapshot(records)
+        keyring._confirmed_at = clock()
         if keyring._snapshot.active is None:
             await keyring._bootstrap(records, legacy_dir)
         return keyring
@@ -171,9 +178,16 @@ class Keyring:
     # -- KeyStore (sync, from the snapshot) --
 
     def active_key(self) -> SigningKey:
+        """The signing key, as the store last confirmed it. A replica that has not read the store for
+        ``max_unconfirmed`` seconds stops signing (``temporarily_unavailable``): it cannot know whether the key was
+        revoked meanwhile (``keys revoke`` on another replica), and a revoked key must not sign for long."""
         active = self._snapshot.active
         if active is None:
             raise TemporarilyUnavailableError("no signing key this replica can use; see the server log")
+        if self._confirmed_at is not None and self._clock() - self._confirmed_at > self.max_unconfirmed:
+            raise TemporarilyUnavailableError(
+                f"the signing keyring has not been confirmed against the store for over {self.max_unconfirmed:g} s"
+            )
         return active
 
     def published_keys(self) -> Sequence[SigningKey]:
@@ -195,6 +209,7 @@ class Keyring:
             self._snapshot = self._snapshot.restricted_to(records)
             raise
         self._snapshot = snapshot
+        self._confirmed_at = self._clock()
 
     async def tick(self) -> TickResult:
         """Do what the schedule says is due now: rotate, add a missing next key, retire keys past their overlap."""
@@ -202,7 +217,7 @@ class Keyring:
             await self.reload()
             now = self._now()
             result = await self._tick_rotation(now)
-            retire = plan_retirements(self._snapshot.records, self.schedule, now)
+            retire = await self._only_unused(plan_retirements(self._snapshot.records, self.schedule, now), now)
             if retire is not None:
                 if await self._store.apply(retire):
                     result = replace(result, retired=tuple(m.kid for m in retire.moves))
@@ -219,7 +234,11 @@ class Keyring:
             await self.reload()
             at = now or self._now()
             if not in_state(self._snapshot.records, KeyState.NEXT):
-                await self._add_next(at)
+                kid = await self._add_next(at)
+                raise RotationTooEarlyError(
+                    f"no next key was published: {kid} is published now and can sign from "
+                    f"{(at + self.schedule.publish_lead).isoformat()} (jwks_max_age + leeway); rotate again then"
+                )
             change = plan_rotation(self._snapshot.records, self.schedule, at, self._fresh(at))
             if not await self._store.apply(change):
                 await self.reload()
@@ -280,6 +299,9 @@ class Keyring:
         await self.reload()
         if self._snapshot.active is None:
             raise StoreConflictError("the keyring store holds no active signing key after start: run keys list")
+        if won:
+            origin = "imported" if legacy is not None else "generated"
+            self.created += [(r.kid, r.state, "generated" if r.state is KeyState.NEXT else origin) for r in adds]
         if won and legacy is not None:
             log.info(_IMPORTED, legacy_dir, legacy[0].kid)
         elif won:
@@ -305,9 +327,29 @@ class Keyring:
         log.info("keyring: rotated: %s signs now, %s is retiring", rotation.active_kid, rotation.previous_kid)
         return TickResult(now, rotation=rotation)
 
+    async def _only_unused(self, retire: KeyringChange | None, now: datetime) -> KeyringChange | None:
+        """``retire`` without the keys the issuance ledger still knows live tokens of (plus leeway): the schedule's
+        window comes from this process's policy, and another replica (or this one before a restart) may have
+        allowed longer tokens. A ledger that does not answer retires nothing (the keys stay published)."""
+        if retire is None or self._blast_radius is None:
+            return retire
+        leeway = timedelta(seconds=self.schedule.leeway)
+        keep: list[KeyMove] = []
+        for move in retire.moves:
+            try:
+                radius = await self._blast_radius.blast_radius(move.kid, now)
+            except BrokerError as exc:
+                log.warning("keyring: not retiring %s now: the ledger did not answer (%s)", move.kid, exc.error)
+                return None
+            valid_until = getattr(radius, "valid_until", None)
+            if not isinstance(valid_until, datetime) or valid_until + leeway <= now:
+                keep.append(move)
+        return replace(retire, moves=tuple(keep)) if keep else None
+
     async def _add_next(self, at: datetime) -> str:
         record = self._fresh(at)(KeyState.NEXT)
-        await self._store.apply(KeyringChange(at=at, adds=(record,)))
+        if await self._store.apply(KeyringChange(at=at, adds=(record,))):
+            self.created.append((record.kid, KeyState.NEXT, "generated"))
         await self.reload()
         return record.kid
 

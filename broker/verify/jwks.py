@@ -5,7 +5,8 @@ the provider fetch again (the broker may have rotated its key), but at most once
 (default 30 s) so tokens with made-up ``kid`` values cannot turn the resource server into a load generator for
 the token service. Keys older than ``max_age`` are refreshed in the background (keep ``max_age`` at or below the
 broker's ``[keyring] jwks_max_age``, the JWKS ``Cache-Control: max-age``, 300 s by default: the rotation schedule
-publishes each key that long before it signs); a failed fetch keeps the last good keys. Only EC signature keys (``use`` absent or ``sig``) with a ``kid`` are kept (RFC 7517 §4.2, §4.5).
+publishes each key that long before it signs); a failed fetch keeps the last good keys. Only EC signature keys
+(``use`` absent or ``sig``) with a ``kid`` are kept (RFC 7517 §4.2, §4.5).
 """
 
 from __future__ import annotations

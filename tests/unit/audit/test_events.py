@@ -17,6 +17,7 @@ from broker.audit.events import (
     AdminCall,
     AuditEvent,
     KekRotated,
+    KeyCreated,
     KeyRetired,
     KeyRevoked,
     KeyRotated,
@@ -42,6 +43,7 @@ EXAMPLES: list[AuditEvent] = [
                 ("read",), "x5t#S256=abc", "tls_client_auth", 1_800_000_000),
     TokenRefused("invalid_grant", "spiffe://example.org/web", "urn:ietf:params:oauth:grant-type:token-exchange", 400),
     KeyRotated("k2", "k1", "k3"),
+    KeyCreated("k9", "next", "generated"),
     KeyRetired("k0"),
     KeyRevoked("k1", "k2", 12, "spiffe://example.org/admin"),
     KekRotated("kek-1", "kek-2", 3),
@@ -61,7 +63,7 @@ def test_a_body_is_canonical_json(event: AuditEvent) -> None:
 
 def test_every_event_type_has_a_distinct_stable_name() -> None:
     assert sorted(EVENT_TYPES) == [
-        "admin.call", "key.kek_rotated", "key.retired", "key.revoked", "key.rotated", "policy.refused",
+        "admin.call", "key.created", "key.kek_rotated", "key.retired", "key.revoked", "key.rotated", "policy.refused",
         "policy.reloaded", "store.migrated", "token.issued", "token.refused",
     ]  # fmt: skip
     assert {type(e) for e in EXAMPLES} == set(EVENT_TYPES.values())

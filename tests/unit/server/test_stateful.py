@@ -54,6 +54,8 @@ async def test_first_start_makes_an_active_and_a_next_key_and_a_restart_keeps_th
     try:
         first = {k.kid: k.state for k in state.keyring.views()}
         assert sorted(first.values()) == [KeyState.ACTIVE, KeyState.NEXT]
+        created = [json.loads(r.body) for r in await state.store.audit.read(1, 10) if r.event == "key.created"]
+        assert {(c["kid"], c["state"]) for c in created} == {(kid, s.value) for kid, s in first.items()}
     finally:
         await state.aclose()
     assert (tmp_path / "state" / "broker.db").stat().st_mode & 0o777 == 0o600
