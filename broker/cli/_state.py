@@ -5,8 +5,9 @@ Two ways to reach the broker's state (issue 9, item 5):
 * **remote** (``--admin-url https://host:port``): the running token service's admin API (``/admin/v1``), over
   mTLS with the caller's X.509-SVID, from the Workload API (``--workload-api``, ``[workload_api] socket`` or
   ``$SPIFFE_ENDPOINT_SOCKET``) or from files (``--cert``/``--key``/``--bundle``, as ``spiffe-broker server``
-  takes them). ``--server-id`` pins the service's SPIFFE ID; without it any ID of a trusted trust domain is
-  accepted. The service audits the call under the caller's SPIFFE ID.
+  takes them). ``--server-id`` is required and pins the service's SPIFFE ID: an emergency ``keys revoke`` is
+  exactly when a compromised workload might answer in the service's place. The service audits the call under
+  the caller's SPIFFE ID.
 * **local**: the store itself (``--store URL``, else ``[store] url``, else ``sqlite:///<state-dir>/broker.db``),
   for a node without a running service. It is opened without migrating it (a schema behind this binary is
   refused with the command that migrates it). Changes that seal a key need the KEK (``--kek-file`` or
@@ -98,7 +99,7 @@ kek_options = _stack(
 remote_options = _stack(
     click.option("--admin-url", metavar="URL", help="remote: the token service, https://host:port (its admin API)"),
     click.option(
-        "--server-id", metavar="SPIFFE_ID", help="remote: the token service's SPIFFE ID  [default: any trusted ID]"
+        "--server-id", metavar="SPIFFE_ID", help="remote: the token service's SPIFFE ID (required with --admin-url)"
     ),
     click.option("--workload-api", help="remote: Workload API address  [default: $SPIFFE_ENDPOINT_SOCKET]"),
     click.option("--cert", type=_PATH, help="remote: X509-SVID chain PEM (instead of --workload-api)"),
@@ -163,6 +164,11 @@ class RemoteTarget:
         if local.given():
             raise click.UsageError(
                 f"--admin-url reaches the running service; {', '.join(local.given())} are for local mode: use one"
+            )
+        if self.server_id is None:
+            raise click.UsageError(
+                "--admin-url needs --server-id SPIFFE_ID, the token service's own SPIFFE ID (the admin API must not "
+                "be answered by any other workload of a trusted trust domain)"
             )
         if not self.admin_url.startswith("https://"):
             raise click.BadParameter("the admin API is served over mTLS: https://host:port", param_hint="--admin-url")

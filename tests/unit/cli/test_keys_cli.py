@@ -221,8 +221,12 @@ def test_init_kek_writes_a_private_file_prints_only_its_id_and_never_overwrites(
     [
         (["list", "--admin-url", "https://127.0.0.1:1", "--store", "sqlite:///x.db"], "--store are for local mode"),
         (["list", "--cert", "c.pem"], "--cert go with --admin-url"),
-        (["list", "--admin-url", "http://127.0.0.1:1"], "served over mTLS: https://host:port"),
-        (["list", "--admin-url", "https://127.0.0.1:1", "--cert", "c.pem"], "--cert and --key go together"),
+        (["list", "--admin-url", "https://127.0.0.1:1"], "needs --server-id"),
+        (["list", "--admin-url", "http://127.0.0.1:1", "--server-id", "spiffe://e.org/b"], "served over mTLS"),
+        (
+            ["list", "--admin-url", "https://127.0.0.1:1", "--server-id", "spiffe://e.org/b", "--cert", "c.pem"],
+            "--cert and --key go together",
+        ),
         (["rotate", "--reason", "drill"], "--reason goes with --admin-url"),
     ],
 )
@@ -281,7 +285,8 @@ class AdminApi:
 
     async def keys(self, *args: str, caller: SpiffeId = ADMIN_ID) -> Result:
         """``keys ARGS --admin-url URL`` as ``caller``, in a thread (the command runs its own event loop)."""
-        full = [*args, "--admin-url", self.url, *self.identity(caller)]
+        server = [] if "--server-id" in args else ["--server-id", str(BROKER_ID)]
+        full = [*args, "--admin-url", self.url, *server, *self.identity(caller)]
         return await asyncio.to_thread(CliRunner().invoke, keys, full)
 
 
