@@ -14,7 +14,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from broker.admin.errors import AdminConflictError, KidAlreadyRevokedError, KidNotFoundError
@@ -32,6 +34,7 @@ from broker.tokens.rotation import KeyNotLiveError, RotationTooEarlyError, Unkno
 __all__ = ["JournalAuditReader", "KeyringAdmin", "StoreStatusInfo", "TrailAdminAudit", "blast_radius_view"]
 
 READ_PAGE = 500  # records read per store call while filtering
+FLUSH_TIMEOUT = 2.0  # seconds to wait for the ledger rows queued here before a revoke
 
 
 def blast_radius_view(found: object, error: str | None = None) -> BlastRadius:
@@ -50,9 +53,15 @@ def blast_radius_view(found: object, error: str | None = None) -> BlastRadius:
 class KeyringAdmin:
     """:class:`~broker.admin.ports.KeyAdmin` over a running :class:`Keyring`."""
 
-    def __init__(self, keyring: Keyring, trail: AuditTrail | None = None) -> None:
+    def __init__(
+        self,
+        keyring: Keyring,
+        trail: AuditTrail | None = None,
+        flush_ledger: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self._keyring = keyring
         self._trail = trail  # where key.rotated / key.revoked go (the admin.call records name the caller)
+        self._flush_ledger = flush_ledger  # this replica's queued ledger rows, written before the blast radius
 
     async def list_keys(self) -> Sequence[KeyInfo]:
         await self._keyring.reload()
@@ -70,6 +79,11 @@ class KeyringAdmin:
                            next_kid=rotation.next_kid)  # fmt: skip
 
     async def revoke(self, kid: str) -> KeyRevocation:
+        """Revoke, having first written this replica's queued ledger rows (bounded by :data:`FLUSH_TIMEOUT`), so
+        the blast radius counts them; other replicas' rows of the last batch window may still be missing."""
+        if self._flush_ledger is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._flush_ledger(), FLUSH_TIMEOUT)
         try:
             revocation = await self._keyring.revoke(kid)
         except UnknownKeyError:

@@ -127,3 +127,19 @@ async def test_a_ledger_that_does_not_answer_makes_the_blast_radius_unknown_not_
     assert revocation.blast_radius.error
     last = await store.audit.last()
     assert last is not None and json.loads(last.body)["live_tokens"] is None
+
+
+async def test_revoke_writes_the_queued_ledger_rows_before_it_counts_the_blast_radius() -> None:
+    clock = ManualClock(1_800_000_000)
+    store = MemoryStore(latest_version())
+    keyring = await open_keyring(store.keyring, clock, blast_radius=store.ledger)
+    active = keyring.active_key().kid
+    now = datetime.fromtimestamp(clock(), UTC)
+    queued = [LedgerEntry("queued", active, "spiffe://example.org/app", ("api",), (), "x5t#S256=abc", now,
+                          now + timedelta(seconds=300))]  # fmt: skip
+
+    async def flush() -> None:  # what the recorder's ledger writer does with its queue
+        await store.ledger.record(queued)
+
+    admin = KeyringAdmin(keyring, AuditTrail(store.audit), flush_ledger=flush)
+    assert (await admin.revoke(active)).blast_radius.live_tokens == 1
