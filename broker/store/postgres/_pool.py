@@ -25,7 +25,7 @@ import psycopg
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from broker.errors import StoreError, StoreUnavailableError
+from broker.errors import StoreCorruptError, StoreError, StoreUnavailableError
 from broker.store.migrations import Migration, check_history, check_version, load
 from broker.store.url import StoreUrl
 
@@ -138,9 +138,28 @@ async def connection(pool: Pool, store: str) -> AsyncIterator[Conn]:
         raise StoreUnavailableError(f"the PostgreSQL store {store} failed: {type(exc).__name__}") from None
 
 
+_FOREIGN_RELATIONS = """SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')"""
+
+
+async def _refuse_foreign(conn: Conn, store: str) -> None:
+    """A database with tables but no ``broker_schema`` belongs to another program: refused, nothing changed (the
+    transaction rolls back). SQLite's equivalent is the ``application_id`` check."""
+    found = await (await conn.execute("SELECT to_regclass('broker_schema') IS NOT NULL")).fetchone()
+    if found is not None and found[0]:
+        return
+    count = await (await conn.execute(_FOREIGN_RELATIONS)).fetchone()
+    if count is not None and int(count[0]) > 0:
+        raise StoreCorruptError(
+            f"store {store} holds {int(count[0])} tables or other relations but no broker_schema: it is another "
+            "program's database; point --store at an empty database for spiffe-broker (nothing was changed)"
+        )
+
+
 async def migrate(pool: Pool, store: str, *, allow: bool) -> None:
     async with connection(pool, store) as conn, conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+        await _refuse_foreign(conn, store)
         await conn.execute(_SCHEMA_TABLE)
         cursor = await conn.execute("SELECT version, name FROM broker_schema ORDER BY version")
         applied = [(int(v), str(n)) for v, n in await cursor.fetchall()]

@@ -10,7 +10,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from broker.errors import StoreSchemaError, StoreUnavailableError
+from broker.errors import StoreCorruptError, StoreSchemaError, StoreUnavailableError
 from broker.store import StoreUrl, open_store
 from broker.store.postgres import PgOptions, PostgresStore
 from tests.postgres import PostgresCluster
@@ -93,3 +93,13 @@ async def test_replicas_starting_at_once_migrate_once(postgres_cluster: Postgres
         await store.close()
     rows = raw(postgres_cluster, postgres_url, "SELECT version FROM broker_schema ORDER BY version")
     assert rows == [(v,) for v in range(1, PostgresStore.latest_version() + 1)]
+
+
+async def test_another_programs_database_is_refused_and_unchanged(
+    postgres_cluster: PostgresCluster, postgres_url: str
+) -> None:
+    raw(postgres_cluster, postgres_url, "CREATE TABLE realm (id text PRIMARY KEY)")  # e.g. Keycloak's
+    with pytest.raises(StoreCorruptError, match="another program's database"):
+        await open_store(postgres_url)
+    tables = raw(postgres_cluster, postgres_url, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+    assert tables == [("realm",)]
