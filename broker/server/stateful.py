@@ -28,7 +28,7 @@ from pathlib import Path
 from broker._sealing import KekRing, generate_kek_file
 from broker.audit.events import KeyCreated, StoreMigrated
 from broker.config import KEK_ENV, BrokerSettings, kek_from_environment
-from broker.errors import BrokerError, StoreSchemaBehindError
+from broker.errors import BrokerError
 from broker.events import KEYRING
 from broker.server.housekeeping import Housekeeper, policy_max_lifetime
 from broker.server.recorder import Recorder
@@ -135,14 +135,13 @@ def _schedule(settings: BrokerSettings, policy_store: PolicyStore) -> RotationSc
 
 
 async def open_migrated(url: StoreUrl) -> tuple[Store, StoreMigrated | None]:
-    """Open ``url``; if its schema is behind, migrate it (under the engine's lock) and say from which version."""
-    try:
-        return await open_store(url, migrate=False), None
-    except StoreSchemaBehindError as behind:
-        store = await open_store(url)
-        migrated = StoreMigrated(store=url.redacted(), from_version=behind.current, to_version=latest_version())
-        log.info("store %s migrated from schema version %d to %d", url.redacted(), behind.current, latest_version())
-        return store, migrated
+    """Open ``url``, migrating it if its schema is behind; the migration to audit, if this process applied it
+    (of replicas starting together, only the one that applied it says so)."""
+    store = await open_store(url)
+    if store.migrated_from is None:
+        return store, None
+    log.info("store %s migrated from schema version %d to %d", url.redacted(), store.migrated_from, latest_version())
+    return store, StoreMigrated(store=url.redacted(), from_version=store.migrated_from, to_version=latest_version())
 
 
 async def _follow_keyring(state: ServiceState) -> None:

@@ -63,6 +63,9 @@ class Store(Protocol):
     @property
     def ledger(self) -> IssuanceLedgerStore: ...
 
+    migrated_from: int | None
+    """The schema version this handle's open migrated from; None if it applied nothing (another replica may have)."""
+
     async def schema_version(self) -> int: ...
 
     async def close(self) -> None: ...

@@ -26,6 +26,7 @@ class MemoryStore:
         self._audit = MemoryAuditJournal()
         self._ledger = MemoryLedger()
         self._version = schema_version
+        self.migrated_from: int | None = None
 
     @property
     def keyring(self) -> MemoryKeyring:

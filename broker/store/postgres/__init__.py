@@ -15,8 +15,9 @@ __all__ = ["PgOptions", "PostgresStore"]
 class PostgresStore:
     """Open with :meth:`open`: the pool is up and the schema migrated (or refused) before it returns."""
 
-    def __init__(self, pool: Pool, store: str) -> None:
+    def __init__(self, pool: Pool, store: str, migrated_from: int | None = None) -> None:
         self._pool = pool
+        self.migrated_from = migrated_from
         self._store = store
         self._keyring = PostgresKeyring(pool, store)
         self._audit = PostgresAuditJournal(pool, store)
@@ -34,11 +35,11 @@ class PostgresStore:
     ) -> PostgresStore:
         pool = await open_pool(url, password=password, options=options or PgOptions())
         try:
-            await migrate(pool, url.redacted(), allow=migrate_schema)
+            migrated_from = await migrate(pool, url.redacted(), allow=migrate_schema)
         except BaseException:
             await pool.close()
             raise
-        return cls(pool, url.redacted())
+        return cls(pool, url.redacted(), migrated_from)
 
     @property
     def keyring(self) -> PostgresKeyring:

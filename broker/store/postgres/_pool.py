@@ -156,7 +156,8 @@ async def _refuse_foreign(conn: Conn, store: str) -> None:
         )
 
 
-async def migrate(pool: Pool, store: str, *, allow: bool) -> None:
+async def migrate(pool: Pool, store: str, *, allow: bool) -> int | None:
+    """Apply what is missing under the advisory lock; the version migrated from, or None if nothing was applied."""
     async with connection(pool, store) as conn, conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
         await _refuse_foreign(conn, store)
@@ -171,3 +172,4 @@ async def migrate(pool: Pool, store: str, *, allow: bool) -> None:
             await conn.execute(
                 "INSERT INTO broker_schema (version, name) VALUES (%s, %s)", (migration.version, migration.name)
             )
+    return current if current < len(MIGRATIONS) else None

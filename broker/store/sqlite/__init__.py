@@ -17,8 +17,11 @@ __all__ = ["SqliteStore"]
 class SqliteStore:
     """Open with :meth:`open`; the file is checked and migrated before it returns."""
 
-    def __init__(self, worker: SqliteWorker, *, change_poll_s: float = POLL_S) -> None:
+    def __init__(
+        self, worker: SqliteWorker, *, change_poll_s: float = POLL_S, migrated_from: int | None = None
+    ) -> None:
         self._worker = worker
+        self.migrated_from = migrated_from
         self._changes = SqliteChangeFeed(worker, poll_s=change_poll_s)
         self._keyring = SqliteKeyring(worker)
         self._audit = SqliteAuditJournal(worker)
@@ -28,11 +31,11 @@ class SqliteStore:
     async def open(cls, path: Path, *, migrate: bool = True, change_poll_s: float = POLL_S) -> SqliteStore:
         worker = SqliteWorker(path)
         try:
-            worker.conn = await worker.call(lambda: open_connection(path, migrate=migrate))
+            worker.conn, migrated_from = await worker.call(lambda: open_connection(path, migrate=migrate))
         except BaseException:
             await worker.close()
             raise
-        return cls(worker, change_poll_s=change_poll_s)
+        return cls(worker, change_poll_s=change_poll_s, migrated_from=migrated_from)
 
     @property
     def keyring(self) -> SqliteKeyring:

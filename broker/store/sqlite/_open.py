@@ -34,8 +34,9 @@ _SCHEMA_TABLE = """CREATE TABLE IF NOT EXISTS broker_schema (
 ) STRICT"""
 
 
-def open_connection(path: Path, *, migrate: bool) -> sqlite3.Connection:
-    """A checked, migrated connection to ``path`` (run on the worker thread)."""
+def open_connection(path: Path, *, migrate: bool) -> tuple[sqlite3.Connection, int | None]:
+    """A checked, migrated connection to ``path`` (run on the worker thread), and the schema version this open
+    migrated from (None: nothing applied, as when another replica migrated it first)."""
     if not migrate and not path.exists():
         check_version(0, len(MIGRATIONS), store=f"sqlite://{path}", migrate=False)  # refused: nothing is created
     _create_private(path)
@@ -49,11 +50,11 @@ def open_connection(path: Path, *, migrate: bool) -> sqlite3.Connection:
             conn.execute("COMMIT")
         _durable(conn, store)
         conn.execute("PRAGMA foreign_keys=ON")
-        _migrate(conn, store, migrate=migrate)
+        migrated_from = _migrate(conn, store, migrate=migrate)
     except BaseException:
         conn.close()
         raise
-    return conn
+    return conn, migrated_from
 
 
 SYNCHRONOUS_FULL = 2  # PRAGMA synchronous reads back as a number: 0 OFF, 1 NORMAL, 2 FULL, 3 EXTRA
@@ -104,7 +105,7 @@ def _check_ours(conn: sqlite3.Connection, store: str, *, migrate: bool) -> None:
         check_version(0, len(MIGRATIONS), store=store, migrate=False)
 
 
-def _migrate(conn: sqlite3.Connection, store: str, *, migrate: bool) -> None:
+def _migrate(conn: sqlite3.Connection, store: str, *, migrate: bool) -> int | None:
     with immediate(conn):
         conn.execute(_SCHEMA_TABLE)
         applied = conn.execute("SELECT version, name FROM broker_schema ORDER BY version").fetchall()
@@ -121,6 +122,7 @@ def _migrate(conn: sqlite3.Connection, store: str, *, migrate: bool) -> None:
                 "VALUES (?, ?, CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER))",
                 (migration.version, migration.name),
             )
+        return current if current < len(MIGRATIONS) else None
 
 
 def _statements(sql: str) -> list[str]:
