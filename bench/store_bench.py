@@ -11,7 +11,7 @@ connections POSTing RFC 8693 token exchanges; every token service is ``spiffe-br
   connections, alternated with both replicas, each with half of them from its own generator process.
 
 PostgreSQL is a private cluster (``tests.postgres.PostgresCluster``: ``initdb`` in /tmp, a Unix socket only,
-``fsync=off`` as in the tests). Its processes' CPU is measured apart (all processes of its session, from
+``fsync=off`` as in the tests). Its processes' CPU is measured apart (the cluster's process tree, from
 ``/proc``), since it is a real cost of the PostgreSQL store that the server's own CPU does not show.
 """
 
@@ -41,32 +41,36 @@ RECORDING_OFF = {"SPIFFE_BROKER_LEDGER__RECORD_TOKENS": "false"}
 CONCURRENCY = 16
 
 
-def _session_cpu_seconds(session: int) -> float:
-    """User+system CPU of every process in ``session``, with its reaped children's (``/proc/<pid>/stat``)."""
-    total = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            fields = Path(f"/proc/{entry}/stat").read_text().rpartition(")")[2].split()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        if int(fields[3]) == session:
-            total += sum(int(value) for value in fields[11:15])
-    return total / os.sysconf("SC_CLK_TCK")
-
-
-def _session_pids(session: int) -> list[int]:
-    pids = []
+def _process_table() -> dict[int, list[str]]:
+    """``/proc/<pid>/stat`` fields after the command name, for every process."""
+    table = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                fields = Path(f"/proc/{entry}/stat").read_text().rpartition(")")[2].split()
+                table[int(entry)] = Path(f"/proc/{entry}/stat").read_text().rpartition(")")[2].split()
             except (FileNotFoundError, ProcessLookupError):
                 continue
-            if int(fields[3]) == session:
-                pids.append(int(entry))
-    return pids
+    return table
+
+
+def _tree(root: int) -> dict[int, list[str]]:
+    """``root`` and its descendants (postgres backends call setsid(), so their session does not identify them)."""
+    table = _process_table()
+    found = {root: table[root]} if root in table else {}
+    added = True
+    while added:
+        added = False
+        for pid, fields in table.items():
+            if pid not in found and int(fields[1]) in found:
+                found[pid] = fields
+                added = True
+    return found
+
+
+def _tree_cpu_seconds(root: int) -> float:
+    """User+system CPU of ``root`` and its descendants, with their reaped children's."""
+    ticks = sum(sum(int(value) for value in fields[11:15]) for fields in _tree(root).values())
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -85,8 +89,8 @@ class Postgres:
         return cls(cluster)
 
     @property
-    def _session(self) -> int:
-        process = self.cluster._process  # noqa: SLF001 (the session leader: every postgres process is in its session)
+    def _root(self) -> int:
+        process = self.cluster._process  # noqa: SLF001 (the root of the cluster's process tree)
         if process is None:
             raise RuntimeError("the benchmark's PostgreSQL is not running")
         return process.pid
@@ -97,11 +101,11 @@ class Postgres:
         return name, self.cluster.url(name)
 
     def cpu_seconds(self) -> float:
-        return _session_cpu_seconds(self._session)
+        return _tree_cpu_seconds(self._root)
 
     def pin(self, cpus: set[int] | None) -> None:
         """Pin every postgres process (new backends inherit the postmaster's affinity)."""
-        for pid in _session_pids(self._session):
+        for pid in _tree(self._root):
             pin(pid, cpus)
 
     def ledger_rows(self, dbname: str) -> int:
