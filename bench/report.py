@@ -143,9 +143,7 @@ def _store_rows(results: dict[str, Any]) -> list[list[str]]:
 def _replica_row(results: dict[str, Any]) -> list[str]:
     one, two = results["one_replica"], results["two_replicas"]
     ratio, limit = results["server_cpu_ratio_two_to_one"], TARGETS["f_cpu_ratio"]
-    per_replica = ", ".join(
-        f"{found['server_cpu_us_per_request']:,.0f}" for found in two["per_replica"].values()
-    )
+    per_replica = ", ".join(f"{found['server_cpu_us_per_request']:,.0f}" for found in two["per_replica"].values())
     return [
         "(f) 2 replicas vs 1, PostgreSQL",
         f"{two['combined_rps']:,.0f}/s combined; server CPU {per_replica} us/req per replica "

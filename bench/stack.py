@@ -175,7 +175,9 @@ class BrokerStack:
             argv += ["--store", store_url]
         child = self._spawn(name, argv, env=env)
         url = f"http://127.0.0.1:{health}/readyz"
-        wait_until(lambda: _http_ok(url), timeout=START_TIMEOUT, what=f"the token service {name}'s /readyz", child=child)
+        wait_until(
+            lambda: _http_ok(url), timeout=START_TIMEOUT, what=f"the token service {name}'s /readyz", child=child
+        )
         return child, port
 
     def start_sidecar(self) -> Child:

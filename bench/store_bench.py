@@ -17,6 +17,7 @@ PostgreSQL is a private cluster (``tests.postgres.PostgresCluster``: ``initdb`` 
 
 from __future__ import annotations
 
+import functools
 import os
 import sqlite3
 import statistics
@@ -90,7 +91,7 @@ class Postgres:
 
     @property
     def _root(self) -> int:
-        process = self.cluster._process  # noqa: SLF001 (the root of the cluster's process tree)
+        process = self.cluster._process
         if process is None:
             raise RuntimeError("the benchmark's PostgreSQL is not running")
         return process.pid
@@ -141,7 +142,9 @@ def _body_file(stack: BrokerStack) -> str:
     return str(path)
 
 
-def _loadgen(stack: BrokerStack, port: int, body_file: str, concurrency: int, duration: float, warmup: float) -> list[str]:
+def _loadgen(
+    stack: BrokerStack, port: int, body_file: str, concurrency: int, duration: float, warmup: float
+) -> list[str]:
     files = stack.files
     return [sys.executable, "-m", "bench.loadgen", "--tcp", f"127.0.0.1:{port}",
             "--tls-ca", str(files.bundle), "--tls-cert", str(files.client_cert), "--tls-key", str(files.client_key),
@@ -222,7 +225,7 @@ def _start_store_services(stack: BrokerStack, postgres: Postgres) -> list[Servic
     for name, env in (("postgresql", None), ("postgresql-off", RECORDING_OFF)):
         dbname, url = postgres.new_store()
         child, port = stack.start_named_server(name, issuer=ISSUER, store_url=url, env=env)
-        services.append(Service(name, child, port, lambda dbname=dbname: postgres.ledger_rows(dbname)))
+        services.append(Service(name, child, port, functools.partial(postgres.ledger_rows, dbname)))
     return services
 
 
@@ -237,7 +240,9 @@ def run_store_bench(stack: BrokerStack, postgres: Postgres, load: Load) -> dict[
     runs: dict[str, list[dict[str, Any]]] = {service.name: [] for service in services}
     for _ in range(load.rounds):
         for service in services:
-            runs[service.name] += _measure_all(stack, [(service, CONCURRENCY)], body_file, load, postgres, generator_cpus)
+            runs[service.name] += _measure_all(
+                stack, [(service, CONCURRENCY)], body_file, load, postgres, generator_cpus
+            )
     results: dict[str, Any] = {"concurrency": CONCURRENCY, "layout": "server+postgres CPU 0, generator CPU 1"}
     results["services"] = {name: _summary(found) for name, found in runs.items()}
     for service in services:
@@ -268,14 +273,15 @@ def run_replica_bench(stack: BrokerStack, postgres: Postgres, load: Load) -> dic
     for replica in replicas:
         replica.child.stop()
     combined = [{**pair[0], "rps": sum(run["rps"] for run in pair)} for pair in pairs]
-    two = {
+    per_replica = {replica.name: _summary([pair[i] for pair in pairs]) for i, replica in enumerate(replicas)}
+    two: dict[str, Any] = {
         "combined_rps": _median(combined, "rps"),
         "rounds_combined_rps": [run["rps"] for run in combined],
-        "per_replica": {replica.name: _summary([pair[i] for pair in pairs]) for i, replica in enumerate(replicas)},
+        "per_replica": per_replica,
         "postgres_cpu_us_per_request": _median(combined, "postgres_cpu_us_per_request"),
     }
     one = _summary(single)
-    per_replica_cpu = statistics.mean(r["server_cpu_us_per_request"] for r in two["per_replica"].values())
+    per_replica_cpu = statistics.mean(r["server_cpu_us_per_request"] for r in per_replica.values())
     return {
         "concurrency": CONCURRENCY,
         "layout": "CPUs shared",
