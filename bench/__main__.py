@@ -1,9 +1,11 @@
 """``python -m bench``: run the benchmarks, print the table, write ``bench/results.json``.
 
-    python -m bench                 # all four, about 3 minutes on 2 cores
-    python -m bench --quick         # all four, short runs (a smoke test, not for quoting)
+    python -m bench                 # all six, about 6 minutes on 2 cores
+    python -m bench --quick         # all six, short runs (a smoke test, not for quoting)
     python -m bench --only a,d      # pick: a (sidecar vs bare aiohttp), b (token exchanges), c (verifier),
-                                    #       d (sidecar memory; measured with a, or alone)
+                                    #       d (sidecar memory; measured with a, or alone),
+                                    #       e (ledger + audit on vs off, SQLite and PostgreSQL),
+                                    #       f (2 replicas vs 1 on PostgreSQL)
 
 Method and results: docs/benchmarks.md.
 """
@@ -24,6 +26,7 @@ from bench.procs import MachineLoad, cpu_count, run_json, wait_for_quiet
 from bench.report import TARGETS, machine_info, notes, render_table, table_rows
 from bench.sidecar_bench import run_sidecar_bench
 from bench.stack import BrokerStack
+from bench.store_bench import Load, Postgres, run_replica_bench, run_store_bench
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results.json"
 
@@ -40,17 +43,22 @@ class Plan:
     reference_seconds: float
     rounds_c: int
     seconds_c: float
+    rounds_e: int
+    duration_e: float
+    rounds_f: int
+    duration_f: float
 
 
 FULL = Plan(rounds_a=7, duration_a=1.0, rounds_b=5, duration_b=1.5, warmup=0.3, reference_seconds=0.5, rounds_c=9,
-            seconds_c=0.3)  # fmt: skip
+            seconds_c=0.3, rounds_e=7, duration_e=2.0, rounds_f=7, duration_f=2.0)  # fmt: skip
 QUICK = Plan(rounds_a=1, duration_a=0.5, rounds_b=1, duration_b=0.5, warmup=0.2, reference_seconds=0.2, rounds_c=3,
-             seconds_c=0.1)  # fmt: skip
+             seconds_c=0.1, rounds_e=1, duration_e=0.5, rounds_f=1, duration_f=0.5)  # fmt: skip
+PARTS = {"a", "b", "c", "d", "e", "f"}
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description="spiffe-broker benchmarks (issue 3)")
-    parser.add_argument("--only", default="a,b,c,d", help="comma-separated subset of a,b,c,d  [default: all]")
+    parser.add_argument("--only", default="a,b,c,d,e,f", help="comma-separated subset of a-f  [default: all]")
     parser.add_argument("--quick", action="store_true", help="short runs: checks the harness, numbers not quotable")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="results JSON  [default: %(default)s]")
     parser.add_argument(
@@ -62,8 +70,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--keep", action="store_true", help="keep the run directory (process logs) in /tmp")
     args = parser.parse_args(argv)
     args.only = {part.strip() for part in args.only.split(",") if part.strip()}
-    if not args.only or not args.only <= {"a", "b", "c", "d"}:
-        parser.error("--only takes a comma-separated subset of a,b,c,d")
+    if not args.only or not args.only <= PARTS:
+        parser.error("--only takes a comma-separated subset of a,b,c,d,e,f")
     return args
 
 
@@ -109,6 +117,25 @@ def _exchange_part(stack: BrokerStack, args: argparse.Namespace, plan: Plan, res
     results["exchange"]["breakdown_us"] = run_json(breakdown, cpus=_first_cpu())
 
 
+def _store_parts(args: argparse.Namespace, plan: Plan, results: dict[str, Any]) -> None:
+    """(e) and (f): their own token services and a private PostgreSQL, alongside nothing else."""
+    postgres = Postgres.start()
+    try:
+        with BrokerStack.create(keep=args.keep) as stack:
+            meter = MachineLoad(children=lambda: list(stack.children.values()))
+            if "e" in args.only:
+                meter.start()
+                results["store"] = run_store_bench(stack, postgres, Load(plan.rounds_e, plan.duration_e, plan.warmup))
+                _with_load(results, "e", meter)
+            if "f" in args.only:
+                meter.start()
+                load = Load(plan.rounds_f, plan.duration_f, plan.warmup)
+                results["replicas"] = run_replica_bench(stack, postgres, load)
+                _with_load(results, "f", meter)
+    finally:
+        postgres.stop()
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     plan = QUICK if args.quick else FULL
     results: dict[str, Any] = {
@@ -132,6 +159,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 _exchange_part(stack, args, plan, results)
             if args.keep:
                 results["run_dir"] = str(stack.files.root)
+    if args.only & {"e", "f"}:
+        _store_parts(args, plan, results)
     results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     return results
 

@@ -16,6 +16,8 @@ TARGETS = {
     "b_exchanges_per_s": 2500.0,  # token exchanges per second per server process
     "c_ratio": 0.60,  # verifier checks/s >= 60% of raw ES256 verifies/s
     "d_rss_mib": 80.0,  # sidecar VmRSS after 10,000 requests
+    "e_ratio": 0.85,  # exchanges/s with the ledger and audit trail on >= 85% of the same build with them off
+    "f_cpu_ratio": 1.10,  # server CPU per exchange per replica, 2 replicas <= 110% of 1 replica
 }
 
 
@@ -116,6 +118,43 @@ def _memory_row(memory: dict[str, Any]) -> list[str]:
     ]
 
 
+def _store_side(found: dict[str, Any]) -> str:
+    postgres = found.get("postgres_cpu_us_per_request") or 0.0
+    extra = f" + postgres {postgres:,.0f} us" if postgres >= 1 else ""
+    return (
+        f"{found['rps']:,.0f}/s (p50 {found['p50_us'] / 1000:,.1f} ms); server CPU "
+        f"{found['server_cpu_us_per_request']:,.0f} us/req{extra}{_errors(found)}"
+    )
+
+
+def _store_rows(results: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    target = TARGETS["e_ratio"]
+    for store in ("sqlite", "postgresql"):
+        on, off = results["services"][store], results["services"][f"{store}-off"]
+        ratio = on["rps_ratio_to_off"]
+        rows.append([
+            f"(e) {store}, ledger+audit on vs off", _store_side(on), f"off: {_store_side(off)}",
+            f"{ratio:.0%} (CPU {on['server_cpu_ratio_to_off']:.0%})", f">= {target:.0%} ({_verdict(ratio >= target)})",
+        ])  # fmt: skip
+    return rows
+
+
+def _replica_row(results: dict[str, Any]) -> list[str]:
+    one, two = results["one_replica"], results["two_replicas"]
+    ratio, limit = results["server_cpu_ratio_two_to_one"], TARGETS["f_cpu_ratio"]
+    per_replica = ", ".join(f"{found['server_cpu_us_per_request']:,.0f}" for found in two["per_replica"].values())
+    return [
+        "(f) 2 replicas vs 1, PostgreSQL",
+        f"{two['combined_rps']:,.0f}/s combined; server CPU {per_replica} us/req per replica "
+        f"+ postgres {two['postgres_cpu_us_per_request']:,.0f} us",
+        f"1 replica {one['rps']:,.0f}/s; server CPU {one['server_cpu_us_per_request']:,.0f} us/req "
+        f"+ postgres {one['postgres_cpu_us_per_request']:,.0f} us",
+        f"CPU {ratio:.0%}, rate {results['rps_ratio_two_to_one']:.0%}",
+        f"CPU <= {limit:.0%} ({_verdict(ratio <= limit)})",
+    ]
+
+
 def table_rows(results: dict[str, Any]) -> list[list[str]]:
     rows: list[list[str]] = []
     if "sidecar" in results:
@@ -126,6 +165,10 @@ def table_rows(results: dict[str, Any]) -> list[list[str]]:
         rows.append(_verifier_row(results["verifier"]))
     if "sidecar" in results and "memory" in results["sidecar"]:
         rows.append(_memory_row(results["sidecar"]["memory"]))
+    if "store" in results:
+        rows += _store_rows(results["store"])
+    if "replicas" in results:
+        rows.append(_replica_row(results["replicas"]))
     return rows
 
 

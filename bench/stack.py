@@ -146,17 +146,39 @@ class BrokerStack:
         return path
 
     def start_server(self, *, log_level: str = "INFO") -> Child:
-        self.server_port = free_port()
+        child, self.server_port = self.start_named_server("server", log_level=log_level)
+        return child
+
+    def start_named_server(
+        self,
+        name: str,
+        *,
+        issuer: str | None = None,
+        store_url: str | None = None,
+        env: dict[str, str] | None = None,
+        log_level: str = "INFO",
+    ) -> tuple[Child, int]:
+        """A token service named ``name`` and its port: its own state dir; ``issuer`` (else from its address; replicas
+        share one), ``store_url`` (else SQLite in the state dir), ``env`` (extra ``SPIFFE_BROKER_*`` settings).
+        All share the KEK, the policy and the identity."""
+        port = free_port()
         health = free_port()
-        argv = [*BROKER_CLI, "--log-level", log_level, "server", "--listen", f"127.0.0.1:{self.server_port}",
-                "--state-dir", str(self.files.server_state), "--policy", str(self.files.policy),
+        state = self.files.server_state if name == "server" else self.files.root / name
+        argv = [*BROKER_CLI, "--log-level", log_level, "server", "--listen", f"127.0.0.1:{port}",
+                "--state-dir", str(state), "--policy", str(self.files.policy),
                 "--cert", str(self.files.server_cert), "--key", str(self.files.server_key),
                 "--bundle", str(self.files.bundle), "--jwt-bundle", str(self.files.jwt_bundle),
                 "--health-port", str(health), "--kek-file", str(self._kek())]  # fmt: skip
-        child = self._spawn("server", argv)
+        if issuer is not None:
+            argv += ["--issuer", issuer]
+        if store_url is not None:
+            argv += ["--store", store_url]
+        child = self._spawn(name, argv, env=env)
         url = f"http://127.0.0.1:{health}/readyz"
-        wait_until(lambda: _http_ok(url), timeout=START_TIMEOUT, what="the token service's /readyz", child=child)
-        return child
+        wait_until(
+            lambda: _http_ok(url), timeout=START_TIMEOUT, what=f"the token service {name}'s /readyz", child=child
+        )
+        return child, port
 
     def start_sidecar(self) -> Child:
         argv = [*BROKER_CLI, "sidecar", "--socket", str(self.files.sidecar_socket), "--token-service", self.issuer,
@@ -188,12 +210,12 @@ class BrokerStack:
         wait_until(lambda: port_open(port), timeout=START_TIMEOUT, what="the exchange reference", child=child)
         return child, port
 
-    def jwt_svid(self, *, ttl: float = 900) -> str:
-        """A JWT-SVID of the workload for the token service (``aud`` = its issuer URL)."""
-        return self.ca.mint_jwt_svid(WORKLOAD_ID, [self.issuer], ttl=ttl).token
+    def jwt_svid(self, *, ttl: float = 900, issuer: str | None = None) -> str:
+        """A JWT-SVID of the workload for the token service (``aud`` = its issuer URL, or ``issuer``)."""
+        return self.ca.mint_jwt_svid(WORKLOAD_ID, [issuer or self.issuer], ttl=ttl).token
 
-    def _spawn(self, name: str, argv: list[str]) -> Child:
-        child = spawn(name, argv, log_dir=self.files.logs, env={"PYTHONUNBUFFERED": "1"})
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Child:
+        child = spawn(name, argv, log_dir=self.files.logs, env={"PYTHONUNBUFFERED": "1", **(env or {})})
         self.children[name] = child
         return child
 
