@@ -84,12 +84,39 @@ def _plain(value: object) -> object:
     raise TypeError(f"an audit body holds strings, integers, booleans, lists and null, not {type(value).__name__}")
 
 
+def _is_plain_text(value: object) -> bool:
+    """A value the fast path may serialise as it is: an integer, None, or strings no longer than MAX_TEXT."""
+    if isinstance(value, str):
+        return len(value) <= MAX_TEXT
+    if isinstance(value, tuple):
+        return all(isinstance(v, str) and len(v) <= MAX_TEXT for v in value)
+    return value is None or isinstance(value, int)
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in fields(cls))
+    return names
+
+
 @dataclass(frozen=True, slots=True)
 class _Event:
     event: ClassVar[str]
 
     def body(self) -> bytes:
-        return canonical_json({f.name: _plain(getattr(self, f.name)) for f in fields(self)})
+        """The canonical JSON body. Fast path (every token issued takes it): when every value is plain and the
+        serialised body has nothing shaped like a token or a PEM block, that serialisation is the body (it is what
+        the per-field path would make); otherwise each string is scrubbed and cut on its own."""
+        values = {name: getattr(self, name) for name in _field_names(type(self))}
+        if all(_is_plain_text(v) for v in values.values()):
+            text = json.dumps(values, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+            if _SECRET_SHAPES.search(text) is None:
+                return text.encode()
+        return canonical_json({name: _plain(value) for name, value in values.items()})
 
 
 @dataclass(frozen=True, slots=True)

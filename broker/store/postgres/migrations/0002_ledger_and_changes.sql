@@ -12,8 +12,8 @@ CREATE TABLE issued_tokens (
     expires_at timestamptz NOT NULL CHECK (expires_at >= issued_at)
 );
 
+-- The blast radius of a kid (keys revoke) and pruning; a per-subject index comes with the revocation issue.
 CREATE INDEX issued_tokens_by_kid ON issued_tokens (kid, expires_at);
-CREATE INDEX issued_tokens_by_subject ON issued_tokens (subject, expires_at);
 CREATE INDEX issued_tokens_by_expiry ON issued_tokens (expires_at);
 
 -- One counter per topic, bumped (with a NOTIFY on channel spiffe_broker_changes) in the transaction that changes
