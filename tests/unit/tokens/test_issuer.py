@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from broker.devtools.devca import DevCA
 from broker.errors import InvalidClientError
 from broker.identity.spiffeid import SpiffeId
-from broker.tokens.issuer import AccessTokenIssuer, AuthenticatedClient
+from broker.tokens.issuer import AccessTokenIssuer, AuthenticatedClient, new_jti
 from broker.tokens.keys import InMemoryKeyStore, KeyStore
 
 ISSUER = "https://broker.example.org:8443"
@@ -85,3 +85,12 @@ def test_issued_token_repr_hides_token(client: AuthenticatedClient) -> None:
     )
     assert issued.token not in repr(issued)
     assert issued.token.split(".")[1] not in repr(issued)
+
+
+def test_jti_starts_with_the_issue_millisecond_so_the_ledger_index_grows_at_its_end() -> None:
+    before = time.time_ns() // 1_000_000
+    raw = base64.urlsafe_b64decode(new_jti() + "==")
+    after = time.time_ns() // 1_000_000
+    assert len(raw) == 16
+    assert before <= int.from_bytes(raw[:6], "big") <= after
+    assert len({new_jti()[8:] for _ in range(1000)}) == 1000  # the 80 random bits differ

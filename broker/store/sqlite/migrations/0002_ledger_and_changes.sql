@@ -10,7 +10,7 @@ CREATE TABLE issued_tokens (
     binding    TEXT NOT NULL,  -- the confirmation method and value, e.g. 'x5t#S256=<base64url>'
     issued_at  INTEGER NOT NULL,
     expires_at INTEGER NOT NULL CHECK (expires_at >= issued_at)
-) STRICT, WITHOUT ROWID;  -- the jti B-tree is the table: one insert per row fewer (SQLite "WITHOUT ROWID" §2)
+) STRICT;
 
 -- The blast radius of a kid (keys revoke) and pruning; a per-subject index comes with the revocation issue.
 CREATE INDEX issued_tokens_by_kid ON issued_tokens (kid, expires_at);
