@@ -14,9 +14,16 @@ from broker.tokens.ledger import DEFAULT_TOP, BlastRadius, LedgerEntry, ranked
 
 __all__ = ["PostgresLedger"]
 
-_INSERT = (
-    "INSERT INTO issued_tokens (jti, kid, subject, audience, scope, binding, issued_at, expires_at) "
-    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (jti) DO NOTHING"
+# A batch goes in by COPY (PostgreSQL 15 docs, "COPY"; about half the client CPU of a pipelined INSERT per row)
+# into a per-session temporary table emptied at commit, then on into the ledger skipping repeated jtis.
+_BATCH_TABLE = (
+    "CREATE TEMPORARY TABLE IF NOT EXISTS issued_tokens_batch (LIKE issued_tokens INCLUDING DEFAULTS) "
+    "ON COMMIT DELETE ROWS"
+)
+_COLUMNS = "jti, kid, subject, audience, scope, binding, issued_at, expires_at"
+_COPY = f"COPY issued_tokens_batch ({_COLUMNS}) FROM STDIN"
+_FROM_BATCH = (
+    f"INSERT INTO issued_tokens ({_COLUMNS}) SELECT {_COLUMNS} FROM issued_tokens_batch ON CONFLICT (jti) DO NOTHING"  # noqa: S608
 )
 _LIVE = "FROM issued_tokens WHERE kid = %s AND expires_at > %s"
 # Ties in code point order, as the other stores sort them (the "C" collation, not the database's locale).
@@ -33,7 +40,11 @@ class PostgresLedger:
             return
         rows = [_row(e) for e in entries]
         async with connection(self._pool, self._store) as conn, conn.transaction(), conn.cursor() as cursor:
-            await cursor.executemany(_INSERT, rows)
+            await cursor.execute(_BATCH_TABLE)
+            async with cursor.copy(_COPY) as copy:
+                for row in rows:
+                    await copy.write_row(row)
+            await cursor.execute(_FROM_BATCH)
 
     async def blast_radius(self, kid: str, now: datetime, *, top: int = DEFAULT_TOP) -> BlastRadius:
         check_instant(now)
