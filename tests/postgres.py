@@ -23,11 +23,12 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 
-__all__ = ["INSTALL_HINT", "PostgresCluster", "find_bin_dir"]
+__all__ = ["INSTALL_HINT", "PostgresCluster", "find_bin_dir", "running_cluster"]
 
 INSTALL_HINT = "install PostgreSQL (apt-get install -y postgresql) or set POSTGRES_BIN_DIR"
 START_TIMEOUT_S = 30.0
@@ -155,3 +156,19 @@ class PostgresCluster:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait(timeout=STOP_TIMEOUT_S)
+
+
+@contextlib.contextmanager
+def running_cluster() -> Iterator[PostgresCluster]:
+    """A started private cluster, stopped on the way out; missing binaries fail the test (never a skip)."""
+    bin_dir = find_bin_dir()
+    if bin_dir is None:
+        import pytest
+
+        pytest.fail(f"PostgreSQL binaries not found: {INSTALL_HINT}", pytrace=False)
+    cluster = PostgresCluster(bin_dir)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()

@@ -15,9 +15,9 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from aiohttp import hdrs, web
-from aiohttp.web_protocol import RequestPayloadError
 
 from broker.errors import InvalidRequestError
+from broker.web.body import read_bounded
 
 __all__ = ["JSON_TYPE", "MAX_ADMIN_BODY", "read_json_object", "read_query"]
 
@@ -38,7 +38,7 @@ async def read_json_object(request: web.Request, *, fields: frozenset[str], max_
         raise InvalidRequestError("Content-Encoding is not supported: send the JSON body uncompressed")
     if request.content_length is not None and request.content_length > max_body:
         raise InvalidRequestError(f"request body is larger than {max_body} bytes")
-    document = _strict_json(await _read_bounded(request, max_body))
+    document = _strict_json(await read_bounded(request, max_body))
     if not isinstance(document, dict):
         raise InvalidRequestError("the body must be a JSON object, e.g. {}")
     if not set(document) <= fields:
@@ -82,19 +82,3 @@ def _strict_json(body: bytes) -> Any:
         return json.loads(body.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_not_json)
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise InvalidRequestError("the body is not valid JSON (send a JSON object, e.g. {})") from None
-
-
-async def _read_bounded(request: web.Request, max_body: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        try:
-            chunk = await request.content.read(max_body + 1 - size)
-        except RequestPayloadError:
-            raise InvalidRequestError("request body could not be decoded (broken chunked encoding)") from None
-        if not chunk:
-            return b"".join(chunks)
-        size += len(chunk)
-        if size > max_body:
-            raise InvalidRequestError(f"request body is larger than {max_body} bytes")
-        chunks.append(chunk)

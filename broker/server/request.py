@@ -18,10 +18,10 @@ import ssl
 from urllib.parse import parse_qs
 
 from aiohttp import hdrs, web
-from aiohttp.web_protocol import RequestPayloadError
 
 from broker.errors import InvalidRequestError
 from broker.tokens.client_auth import RequestContext
+from broker.web.body import read_bounded
 
 __all__ = [
     "DEFAULT_MAX_BODY",
@@ -66,7 +66,7 @@ async def read_form(request: web.Request, *, max_body: int = DEFAULT_MAX_BODY) -
         raise _unsupported_encoding()
     if request.content_length is not None and request.content_length > max_body:
         raise InvalidRequestError(f"request body is larger than {max_body} bytes")
-    body = await _read_bounded(request, max_body)
+    body = await read_bounded(request, max_body)
     try:
         text = body.decode("ascii")  # the urlencoded form is ASCII; UTF-8 appears percent-encoded
         return parse_qs(
@@ -79,19 +79,3 @@ async def read_form(request: web.Request, *, max_body: int = DEFAULT_MAX_BODY) -
         )
     except (UnicodeDecodeError, ValueError):
         raise InvalidRequestError("request body is not a valid UTF-8 form") from None
-
-
-async def _read_bounded(request: web.Request, max_body: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        try:
-            chunk = await request.content.read(max_body + 1 - size)
-        except RequestPayloadError:
-            raise InvalidRequestError("request body could not be decoded (broken chunked encoding)") from None
-        if not chunk:
-            return b"".join(chunks)
-        size += len(chunk)
-        if size > max_body:
-            raise InvalidRequestError(f"request body is larger than {max_body} bytes")
-        chunks.append(chunk)

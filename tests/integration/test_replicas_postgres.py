@@ -36,7 +36,7 @@ from tests.integration.replicas import (
     token_claims,
     token_kid,
 )
-from tests.postgres import INSTALL_HINT, PostgresCluster, find_bin_dir
+from tests.postgres import PostgresCluster, running_cluster
 
 # Manual rotation allowed at once: a next key may sign as soon as it is published (jwks_max_age + leeway = 0).
 MANUAL_CONFIG = "[keyring]\nrotation_period = 3600\njwks_max_age = 0\nleeway = 0\n"
@@ -52,15 +52,8 @@ pytestmark = pytest.mark.postgres
 
 @pytest.fixture(scope="module")
 def postgres_cluster() -> Iterator[PostgresCluster]:
-    bin_dir = find_bin_dir()
-    if bin_dir is None:
-        pytest.fail(f"PostgreSQL binaries not found: {INSTALL_HINT}", pytrace=False)
-    cluster = PostgresCluster(bin_dir)
-    try:
-        cluster.start()
+    with running_cluster() as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture

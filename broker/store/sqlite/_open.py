@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
+import time
 from pathlib import Path
 
 from broker._files import private_dir
@@ -60,9 +61,25 @@ def open_connection(path: Path, *, migrate: bool) -> tuple[sqlite3.Connection, i
 SYNCHRONOUS_FULL = 2  # PRAGMA synchronous reads back as a number: 0 OFF, 1 NORMAL, 2 FULL, 3 EXTRA
 
 
+def _set_wal(conn: sqlite3.Connection) -> str:
+    """``PRAGMA journal_mode=WAL``, retried while another replica holds the file's lock (switching a new file to
+    WAL needs an exclusive lock, and SQLite does not always wait on the busy handler for it), up to the busy
+    timeout; the journal mode SQLite reports."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    pause = 0.005
+    while True:
+        try:
+            return str(conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]).lower()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(pause)  # on the store's worker thread, never the event loop
+        pause = min(pause * 2, 0.1)
+
+
 def _durable(conn: sqlite3.Connection, store: str) -> None:
     """WAL and ``synchronous=FULL``, checked: SQLite answers a journal mode it cannot set with the mode it kept."""
-    journal = str(conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]).lower()
+    journal = _set_wal(conn)
     if journal != "wal":
         raise StoreError(
             f"store {store} cannot use the WAL journal (SQLite kept {journal!r}): put it on a local file system"

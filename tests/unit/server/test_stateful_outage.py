@@ -5,7 +5,6 @@ faults"). Real PostgreSQL (:mod:`tests.postgres`), stopped and started again und
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -20,7 +19,7 @@ from broker.errors import StoreUnavailableError
 from broker.identity.memory import InMemorySvidSource
 from broker.server.stateful_service import StatefulTokenService, start_stateful_token_service
 from broker.tokens.policy import FilePolicyStore
-from tests.postgres import INSTALL_HINT, PostgresCluster, find_bin_dir
+from tests.postgres import PostgresCluster, running_cluster
 from tests.unit.server.token_service_helpers import API, BROKER_ID, CLIENT_ID, ISSUER, POLICY, client_context, request
 
 RECOVERY_BOUND_S = 20.0
@@ -29,18 +28,8 @@ RECOVERY_BOUND_S = 20.0
 @pytest.fixture
 def cluster() -> Iterator[PostgresCluster]:
     """A private cluster for this test alone (it is stopped and started under the service)."""
-    bin_dir = find_bin_dir()
-    if bin_dir is None:
-        message = f"PostgreSQL binaries not found: {INSTALL_HINT}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-    cluster = PostgresCluster(bin_dir)
-    try:
-        cluster.start()
+    with running_cluster() as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 async def _start(cluster: PostgresCluster, tmp_path: Path, source: InMemorySvidSource) -> StatefulTokenService:
