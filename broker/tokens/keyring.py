@@ -151,6 +151,7 @@ class Keyring:
         self._lock = asyncio.Lock()
         self.max_unconfirmed = max_unconfirmed
         self._confirmed_at: float | None = None  # the clock at the last successful read of the store
+        self._opened: tuple[KeyRecord, ...] | None = None  # the records of the last complete snapshot
         self.created: list[tuple[str, KeyState, str]] = []  # (kid, state, "generated" | "imported"), to audit
 
     @classmethod
@@ -169,7 +170,7 @@ class Keyring:
         store import the legacy key files once, or generate an active and a next key."""
         keyring = cls(store, keks, schedule, clock, blast_radius, max_unconfirmed)
         records = tuple(await store.keys())
-        keyring._snapshot = keyring._open_snapshot(records)
+        keyring._snapshot, keyring._opened = keyring._open_snapshot(records), records
         keyring._confirmed_at = clock()
         if keyring._snapshot.active is None:
             await keyring._bootstrap(records, legacy_dir)
@@ -203,12 +204,16 @@ class Keyring:
         """Re-read the store and swap the snapshot. If a live key does not open, raise :class:`SealingError` and
         keep only what the store still shows live (a key no longer active stops signing at once)."""
         records = tuple(await self._store.keys())
+        if records == self._opened:  # nothing changed since the last complete open: no key to unseal again
+            self._confirmed_at = self._clock()
+            return
         try:
             snapshot = self._open_snapshot(records)
         except SealingError:
             self._snapshot = self._snapshot.restricted_to(records)
+            self._opened = None
             raise
-        self._snapshot = snapshot
+        self._snapshot, self._opened = snapshot, records
         self._confirmed_at = self._clock()
 
     async def tick(self) -> TickResult:

@@ -7,11 +7,14 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from broker._sealing import KekRing
 from broker.errors import StoreUnavailableError, TemporarilyUnavailableError
 from broker.store.memory.keyring import MemoryKeyring
 from broker.testing import ManualClock
-from broker.tokens.keystore import KeyMove, KeyringChange, KeyState
+from broker.tokens.keys import SigningKey
+from broker.tokens.keystore import KeyMove, KeyRecord, KeyringChange, KeyState
 from broker.tokens.rotation import RotationTooEarlyError
+from broker.tokens.sealed_keys import unseal_key
 from tests.unit.tokens.keyring_helpers import LEEWAY, PERIOD, RETIRE_AFTER, at, open_keyring, published_kids
 
 
@@ -89,3 +92,27 @@ async def test_manual_rotate_without_a_next_key_publishes_one_says_so_and_report
         await keyring.rotate()
     assert [state for _, state, _ in keyring.created] == [KeyState.NEXT]
     assert keyring.active_key().kid not in {kid for kid, _, _ in keyring.created}  # the active key did not change
+
+
+async def test_a_reload_that_finds_nothing_changed_unseals_nothing_but_confirms(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import broker.tokens.keyring as keyring_module
+
+    clock = ManualClock()
+    keyring = await open_keyring(MemoryKeyring(), clock)
+    keyring.max_unconfirmed = 30.0
+    unsealed: list[str] = []
+
+    def counting(keks: KekRing, record: KeyRecord) -> SigningKey:
+        unsealed.append(record.kid)
+        return unseal_key(keks, record)
+
+    monkeypatch.setattr(keyring_module, "unseal_key", counting)
+    clock.advance(31)
+    await keyring.reload()
+    assert unsealed == []
+    assert keyring.active_key() is not None  # confirmed again
+    clock.advance(PERIOD)
+    await keyring.tick()  # a rotation changes the records: the new next key is opened
+    assert unsealed
