@@ -69,7 +69,10 @@ class Audit(Protocol):
 
     def issued(self, client: AuthenticatedClient, token: IssuedToken) -> None: ...
 
-    def refused(self, error: OAuthError, client: AuthenticatedClient | None) -> None: ...
+    def refused(self, error: OAuthError, client: AuthenticatedClient | None, grant_type: str | None = None) -> None:
+        """``grant_type`` is the request's grant type when it is one this endpoint serves, else None (a value the
+        client made up is never passed on)."""
+        ...
 
 
 class _Nobody:
@@ -81,7 +84,7 @@ class _Nobody:
     def issued(self, client: AuthenticatedClient, token: IssuedToken) -> None:
         return None
 
-    def refused(self, error: OAuthError, client: AuthenticatedClient | None) -> None:
+    def refused(self, error: OAuthError, client: AuthenticatedClient | None, grant_type: str | None = None) -> None:
         return None
 
 
@@ -132,8 +135,12 @@ class TokenEndpoint:
         try:
             return self._handle(form, client)
         except OAuthError as exc:
-            self._audit.refused(exc, client)
+            self._audit.refused(exc, client, self._served_grant_type(form))
             raise
+
+    def _served_grant_type(self, form: Mapping[str, Sequence[str]]) -> str | None:
+        values = form.get("grant_type", ())
+        return values[0] if len(values) == 1 and values[0] in self._grants else None
 
     def _handle(self, form: Mapping[str, Sequence[str]], client: AuthenticatedClient) -> TokenResponse:
         params, targets = single_values(form)

@@ -92,7 +92,12 @@ async def test_a_refusal_is_recorded_with_its_code_and_client(
     await recorder.flush()
     (record,) = await store.audit.read()
     assert record.event == "token.refused"
-    assert json.loads(record.body) == {"error": "invalid_scope", "spiffe_id": WEB_ID, "grant_type": None, "status": 400}
+    assert json.loads(record.body) == {
+        "error": "invalid_scope",
+        "spiffe_id": WEB_ID,
+        "grant_type": "client_credentials",
+        "status": 400,
+    }
 
 
 async def test_when_the_ledger_is_full_the_request_fails_closed_and_nothing_is_half_recorded(

@@ -185,12 +185,14 @@ def test_request_without_tls_is_refused(endpoint: TokenEndpoint) -> None:
 class RecordingAudit:
     def __init__(self) -> None:
         self.events: list[tuple[str, str]] = []
+        self.grant_types: list[str | None] = []
 
     def issued(self, client: AuthenticatedClient, token: IssuedToken) -> None:
         self.events.append(("issued", token.audience))
 
-    def refused(self, error: OAuthError, client: AuthenticatedClient | None) -> None:
+    def refused(self, error: OAuthError, client: AuthenticatedClient | None, grant_type: str | None = None) -> None:
         self.events.append(("refused", error.error))
+        self.grant_types.append(grant_type)
 
 
 async def test_every_outcome_passes_the_audit_hook(key_store: InMemoryKeyStore, client: AuthenticatedClient) -> None:
@@ -208,3 +210,20 @@ async def test_every_outcome_passes_the_audit_hook(key_store: InMemoryKeyStore, 
     with pytest.raises(InvalidClientError):
         endpoint.authenticate(RequestContext())
     assert audit.events == [("issued", API), ("refused", "invalid_target"), ("refused", "invalid_client")]
+    assert audit.grant_types == ["client_credentials", None]  # before authentication, nothing is known
+
+
+async def test_a_refusal_names_only_a_grant_type_the_endpoint_serves(
+    key_store: InMemoryKeyStore, client: AuthenticatedClient
+) -> None:
+    audit = RecordingAudit()
+    endpoint = TokenEndpoint(
+        issuer=AccessTokenIssuer(issuer=ISSUER, key_store=key_store),
+        policy_store=InMemoryPolicyStore(parse_policy(POLICY)),
+        audit=audit,
+    )
+    endpoint.register_client_auth(TlsClientAuth(lambda: {}))
+    endpoint.register_grant(ClientCredentialsGrant())
+    with pytest.raises(UnsupportedGrantTypeError):
+        await endpoint.handle({"grant_type": ["eyJhbGciOi.made-up"]}, client)
+    assert audit.grant_types == [None]
