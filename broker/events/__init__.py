@@ -15,7 +15,7 @@ event harmless, and :mod:`broker.events.hub` for the per-subscriber cost.
 from __future__ import annotations
 
 from broker.events.change import Change, ChangeFeed, check_topic
-from broker.events.hub import ChangeHub, Subscription
+from broker.events.hub import ChangeHub, FollowedFeed, Subscription
 from broker.events.topics import KEYRING
 
-__all__ = ["KEYRING", "Change", "ChangeFeed", "ChangeHub", "Subscription", "check_topic"]
+__all__ = ["KEYRING", "Change", "ChangeFeed", "ChangeHub", "FollowedFeed", "Subscription", "check_topic"]

@@ -22,7 +22,7 @@ from typing import Any
 from broker.errors import StoreError
 from broker.events.change import Change, check_topic
 
-__all__ = ["ChangeHub", "Subscription"]
+__all__ = ["ChangeHub", "FollowedFeed", "Subscription"]
 
 log = logging.getLogger(__name__)
 
@@ -162,3 +162,30 @@ class ChangeHub:
     def _wake_all(self, *, resync: bool) -> None:
         for topic in list(self._subscribers):
             self._wake(topic, resync=resync)
+
+
+class FollowedFeed:
+    """What a store's change feed shares: a hub, and one follower task (the store's poll or listener) started by
+    the first subscription and stopped by :meth:`close`. A subclass implements :meth:`_follow`."""
+
+    def __init__(self, store: str, *, task_name: str) -> None:
+        self._store = store
+        self._hub = ChangeHub(store)
+        self._task: asyncio.Task[None] | None = None
+        self._task_name = task_name
+
+    def subscribe(self, topic: str) -> Subscription:
+        subscription = self._hub.subscribe(topic)
+        if self._task is None:
+            self._task = self._hub.follow(self._follow(), name=self._task_name)
+        return subscription
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.wait({task})
+        self._hub.close()
+
+    async def _follow(self) -> None:
+        raise NotImplementedError

@@ -25,7 +25,7 @@ from typing import Any
 import psycopg
 
 from broker._backoff import Attempts, Backoff
-from broker.events import ChangeHub, Subscription, check_topic
+from broker.events import FollowedFeed, check_topic
 from broker.store.postgres._pool import CANCEL_GRACE_S, Conn, Pool, connection
 
 __all__ = ["CHANNEL", "PostgresChangeFeed", "bump"]
@@ -60,36 +60,21 @@ def _parse(payload: str) -> tuple[str, int] | None:
         return None
 
 
-class PostgresChangeFeed:
+class PostgresChangeFeed(FollowedFeed):
     """The store's :class:`~broker.events.ChangeFeed`; the listener connects with the first subscription."""
 
     def __init__(
         self, pool: Pool, store: str, *, safety_poll_s: float = SAFETY_POLL_S, probe_timeout_s: float = PROBE_TIMEOUT_S
     ) -> None:
+        super().__init__(store, task_name="broker-postgres-changes")
         self._pool = pool
-        self._store = store
         self._safety_poll_s = safety_poll_s
         self._probe_timeout_s = probe_timeout_s
-        self._hub = ChangeHub(store)
-        self._task: asyncio.Task[None] | None = None
-
-    def subscribe(self, topic: str) -> Subscription:
-        subscription = self._hub.subscribe(topic)
-        if self._task is None:
-            self._task = self._hub.follow(self._follow(), name="broker-postgres-changes")
-        return subscription
 
     async def publish(self, topic: str) -> int:
         check_topic(topic)
         async with connection(self._pool, self._store) as conn, conn.transaction():
             return await bump(conn, topic)
-
-    async def close(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.wait({task})
-        self._hub.close()
 
     async def _follow(self) -> None:
         failures = Attempts(_RECONNECT)

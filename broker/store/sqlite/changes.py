@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from broker._backoff import Attempts, Backoff
-from broker.events import ChangeHub, Subscription, check_topic
+from broker.events import FollowedFeed, check_topic
 from broker.store.sqlite._worker import SqliteWorker, immediate
 
 __all__ = ["POLL_S", "SqliteChangeFeed", "bump", "read_counters"]
@@ -85,23 +85,15 @@ class _Reader:
         self._executor.shutdown(wait=True)
 
 
-class SqliteChangeFeed:
+class SqliteChangeFeed(FollowedFeed):
     """The store's :class:`~broker.events.ChangeFeed`; polling starts with the first subscription."""
 
     def __init__(self, writer: SqliteWorker, *, poll_s: float = POLL_S) -> None:
         if not poll_s > 0:
             raise ValueError("the change poll interval is a positive number of seconds")
+        super().__init__(f"sqlite://{writer.path}", task_name="broker-sqlite-changes")
         self._writer = writer
         self._poll_s = poll_s
-        self._store = f"sqlite://{writer.path}"
-        self._hub = ChangeHub(self._store)
-        self._task: asyncio.Task[None] | None = None
-
-    def subscribe(self, topic: str) -> Subscription:
-        subscription = self._hub.subscribe(topic)
-        if self._task is None:
-            self._task = self._hub.follow(self._follow(), name="broker-sqlite-changes")
-        return subscription
 
     async def publish(self, topic: str) -> int:
         check_topic(topic)
@@ -111,13 +103,6 @@ class SqliteChangeFeed:
                 return bump(conn, topic)
 
         return await self._writer.run(publish_in_transaction)
-
-    async def close(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.wait({task})
-        self._hub.close()
 
     async def _follow(self) -> None:
         reader = _Reader(self._writer.path)
