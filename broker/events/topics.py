@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["KEYRING"]
+__all__ = ["KEYRING", "REVOCATIONS"]
 
 KEYRING = "keyring"  # the signing keyring (broker.tokens.keystore): bumped by every successful apply
+REVOCATIONS = "revocations"  # the revocation log (broker.tokens.revocation): bumped by every append

@@ -10,6 +10,7 @@ from broker.audit.journal import AuditJournalStore
 from broker.events import ChangeFeed
 from broker.tokens.keystore import KeyMove, KeyRecord, KeyringStore, KeyState
 from broker.tokens.ledger import IssuanceLedgerStore
+from broker.tokens.revocation import RevocationLogStore
 
 __all__ = [
     "KEY_COLUMNS",
@@ -62,6 +63,9 @@ class Store(Protocol):
 
     @property
     def ledger(self) -> IssuanceLedgerStore: ...
+
+    @property
+    def revocations(self) -> RevocationLogStore: ...
 
     migrated_from: int | None
     """The schema version this handle's open migrated from; None if it applied nothing (another replica may have)."""

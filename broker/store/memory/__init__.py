@@ -13,6 +13,7 @@ from broker.store.memory.audit import MemoryAuditJournal
 from broker.store.memory.changes import MemoryChangeFeed
 from broker.store.memory.keyring import MemoryKeyring, apply_to
 from broker.store.memory.ledger import MemoryLedger
+from broker.store.memory.revocations import MemoryRevocationLog
 
 __all__ = ["MemoryAuditJournal", "MemoryChangeFeed", "MemoryKeyring", "MemoryStore", "apply_to"]
 
@@ -25,6 +26,7 @@ class MemoryStore:
         self._keyring = MemoryKeyring(self._changes)
         self._audit = MemoryAuditJournal()
         self._ledger = MemoryLedger()
+        self._revocations = MemoryRevocationLog(self._changes)
         self._version = schema_version
         self.migrated_from: int | None = None
 
@@ -43,6 +45,10 @@ class MemoryStore:
     @property
     def ledger(self) -> MemoryLedger:
         return self._ledger
+
+    @property
+    def revocations(self) -> MemoryRevocationLog:
+        return self._revocations
 
     async def schema_version(self) -> int:
         return self._version
