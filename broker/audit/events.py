@@ -38,8 +38,11 @@ __all__ = [
     "PolicyRefused",
     "PolicyReloaded",
     "StoreMigrated",
+    "SubjectQuarantinedRecorded",
+    "SubjectReleasedRecorded",
     "TokenIssued",
     "TokenRefused",
+    "TokenRevocationRecorded",
     "canonical_json",
     "scrub",
 ]
@@ -144,6 +147,7 @@ class TokenRefused(_Event):
     spiffe_id: str | None = None  # None: refused before the client was authenticated
     grant_type: str | None = None
     status: int | None = None
+    reason: str | None = None  # a code from the broker, never the client's words: "quarantined"
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,10 +235,47 @@ class AdminCall(_Event):
         object.__setattr__(self, "path", self.path.partition("?")[0])
 
 
+@dataclass(frozen=True, slots=True)
+class TokenRevocationRecorded(_Event):
+    """One access token revoked (RFC 7009 at ``/revoke``, or by an admin): its ``jti`` and subject, never the token.
+
+    ``by`` is ``client`` (the holder revoked its own token) or ``admin``.
+    """
+
+    event: ClassVar[str] = "token.revoked"
+    jti: str
+    sub: str
+    exp: int  # seconds since the epoch: the log keeps the jti until then
+    by: str
+    actor: str | None = None  # the caller's SPIFFE ID
+
+
+@dataclass(frozen=True, slots=True)
+class SubjectQuarantinedRecorded(_Event):
+    """A SPIFFE ID or prefix was quarantined: new grants refused, live tokens revoked (``live_tokens`` of them)."""
+
+    event: ClassVar[str] = "subject.quarantined"
+    pattern: str
+    reason: str
+    until: int | None  # seconds since the epoch; None: until released
+    live_tokens: int
+    actor: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SubjectReleasedRecorded(_Event):
+    """A quarantine ended by release; the tokens it revoked stay revoked."""
+
+    event: ClassVar[str] = "subject.released"
+    pattern: str
+    actor: str | None = None
+
+
 EVENT_TYPES: dict[str, type[_Event]] = {
     cls.event: cls
     for cls in (
         TokenIssued, TokenRefused, KeyCreated, KeyRotated, KeyRetired, KeyRevoked, KekRotated, PolicyReloaded,
-        PolicyRefused, StoreMigrated, AdminCall,
+        PolicyRefused, StoreMigrated, AdminCall, TokenRevocationRecorded, SubjectQuarantinedRecorded,
+        SubjectReleasedRecorded,
     )
 }  # fmt: skip

@@ -24,8 +24,11 @@ from broker.audit.events import (
     PolicyRefused,
     PolicyReloaded,
     StoreMigrated,
+    SubjectQuarantinedRecorded,
+    SubjectReleasedRecorded,
     TokenIssued,
     TokenRefused,
+    TokenRevocationRecorded,
     _Event,
     _plain,
     canonical_json,
@@ -53,6 +56,9 @@ EXAMPLES: list[AuditEvent] = [
     PolicyRefused("/etc/broker/policy.yaml", "line 3: audience must be a URL"),
     StoreMigrated("postgresql://broker@db/broker?sslmode=verify-full", 1, 2),
     AdminCall("spiffe://example.org/admin", "POST", "/admin/v1/keys/k1/revoke", "ok", 200, {"reason": "drill"}),
+    TokenRevocationRecorded("0190-jti", "spiffe://example.org/app", 1_800_000_000, "client", "spiffe://example.org/app"),
+    SubjectQuarantinedRecorded("spiffe://example.org/app/*", "incident-42", None, 3, "spiffe://example.org/admin"),
+    SubjectReleasedRecorded("spiffe://example.org/app/*", "spiffe://example.org/admin"),
 ]  # fmt: skip
 
 
@@ -66,7 +72,8 @@ def test_a_body_is_canonical_json(event: AuditEvent) -> None:
 def test_every_event_type_has_a_distinct_stable_name() -> None:
     assert sorted(EVENT_TYPES) == [
         "admin.call", "key.created", "key.kek_rotated", "key.retired", "key.revoked", "key.rotated", "policy.refused",
-        "policy.reloaded", "store.migrated", "token.issued", "token.refused",
+        "policy.reloaded", "store.migrated", "subject.quarantined", "subject.released", "token.issued",
+        "token.refused", "token.revoked",
     ]  # fmt: skip
     assert {type(e) for e in EXAMPLES} == set(EVENT_TYPES.values())
 

@@ -39,7 +39,7 @@ async def test_events_recorded_together_are_appended_in_one_batch_with_their_own
     assert [r.event for r in records] == ["token.refused"] * 3
     assert [r.at for r in records] == [T0, T0 + timedelta(seconds=1), T0 + timedelta(seconds=2)]
     assert records[1].body == (
-        b'{"error":"invalid_grant","grant_type":null,"spiffe_id":"spiffe://example.org/web","status":null}'
+        b'{"error":"invalid_grant","grant_type":null,"reason":null,"spiffe_id":"spiffe://example.org/web","status":null}'
     )
 
 

@@ -97,6 +97,7 @@ async def test_a_refusal_is_recorded_with_its_code_and_client(
         "spiffe_id": WEB_ID,
         "grant_type": "client_credentials",
         "status": 400,
+        "reason": None,
     }
 
 
