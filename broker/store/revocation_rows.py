@@ -28,6 +28,7 @@ from broker.events.revocations import (
     TokenRevoked,
     kept_until,
 )
+from broker.identity.errors import InvalidSpiffeIdError
 from broker.tokens.keystore import check_instant
 from broker.tokens.revocation import LogAhead, LogBehind
 
@@ -95,7 +96,7 @@ def from_body(seq: int, kind: str, body: str) -> RevocationEvent:
             )
         if kind == RELEASED:
             return SubjectReleased(pattern, _time(fields["at"]))
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, InvalidSpiffeIdError):
         pass
     raise StoreCorruptError(f"revocation log entry {seq} is not one this spiffe-broker wrote: restore the store")
 

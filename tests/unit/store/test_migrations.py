@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import sqlite3
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -59,9 +60,9 @@ def test_check_version_accepts_current_and_migratable() -> None:
 async def test_a_version_2_store_is_migrated_to_the_revocation_log_keeping_its_ledger_and_counters(
     engine: str, tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if engine == "sqlite":
-        url, module = f"sqlite://{tmp_path}/state/broker.db", sqlite_open
-    else:
+    module: ModuleType = sqlite_open
+    url = f"sqlite://{tmp_path}/state/broker.db"
+    if engine == "postgres":
         cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
         url, module = cluster.url(cluster.create_database()), postgres_pool
     with monkeypatch.context() as patched:

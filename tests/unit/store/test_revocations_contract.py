@@ -206,7 +206,7 @@ async def test_the_feed_id_survives_a_reopen_and_differs_for_a_new_store(
 ) -> None:
     urls = [f"sqlite://{tmp_path}/a.db", f"sqlite://{tmp_path}/b.db"]
     urls += [postgres_cluster.url(postgres_cluster.create_database()) for _ in range(2)]
-    feed_ids = []
+    feed_ids: list[str] = []
     for url in urls:
         seen = set()
         for _ in range(2):

@@ -24,7 +24,7 @@ FOLLOW_BOUND_S = 60.0
 
 async def follow(store: Store, total: int, done: asyncio.Event) -> list[str]:
     """Read from seq 0 until ``total`` entries were seen; every page must continue exactly where the last ended."""
-    after, jtis = 0, []
+    after, jtis = 0, list[str]()
     while len(jtis) < total:
         page = await store.revocations.read(after, limit=7)
         for entry in page.entries:
@@ -93,7 +93,7 @@ async def held(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[
             raw.execute("COMMIT" if commit else "ROLLBACK")
 
         try:
-            yield Held(*stores, end_sqlite)
+            yield Held(stores[0], stores[1], end_sqlite)
         finally:
             raw.close()  # rolls back what is still open
             for store in stores:
@@ -111,7 +111,7 @@ async def held(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[
         await (conn.commit() if commit else conn.rollback())
 
     try:
-        yield Held(*stores, end_postgres)
+        yield Held(stores[0], stores[1], end_postgres)
     finally:
         await conn.close()
         for store in stores:
