@@ -159,7 +159,8 @@ def parse_until(text: str, now: datetime) -> datetime:
     """An RFC 3339 date-time with its offset (§5.6), or a duration from ``now`` (``90s``, ``30m``, ``2h``, ``7d``);
     it must lie after ``now`` and at most :data:`MAX_UNTIL` ahead."""
     if duration := _DURATION.fullmatch(text):
-        until = now + timedelta(seconds=int(duration[1]) * _UNITS[duration[2]])
+        ahead = timedelta(seconds=int(duration[1]) * _UNITS[duration[2]])
+        until = now + min(ahead, MAX_UNTIL + timedelta(seconds=1))  # a longer one is refused below, not overflowed
     elif _RFC3339.fullmatch(text):
         try:
             until = datetime.fromisoformat(text.upper().replace("Z", "+00:00")).astimezone(UTC)
