@@ -87,7 +87,7 @@ def _print_added(change: AdminChange[Quarantined], as_json: bool) -> None:
             click.echo(f"  live tokens revoked on the feed: {added.live_tokens}{more}")
         click.echo(f"  tokens issued to them until now stay refused until {iso(quarantine.cutoff_until)}")
         click.echo(
-            f"next: re-key or delete the SPIRE entry, then 'quarantine release {quarantine.pattern}' ({RUNBOOK})"
+            f"next: re-key or delete its SPIRE entry, then 'quarantine release {quarantine.pattern}' ({RUNBOOK})"
         )
     if added.ledger_error is not None:
         click.echo(
