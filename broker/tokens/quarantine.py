@@ -66,6 +66,7 @@ from broker.events.revocations import (
 )
 from broker.identity.errors import InvalidSpiffeIdError
 from broker.identity.spiffeid import SpiffeId
+from broker.oauth.response import public_error
 from broker.tokens.revocation import RevocationLogStore
 
 __all__ = [
@@ -313,7 +314,7 @@ class Quarantines:
         except BrokerError as exc:
             log.error("quarantine of %s: the issuance ledger did not answer (%s): the cutoff alone refuses its live "
                       "tokens", pattern, exc.detail or exc.error)  # fmt: skip
-            return [], False, exc.description or exc.error
+            return [], False, public_error(exc).description or exc.error  # never a store's internal detail
         revoked = _token_entries(live[:MAX_REVOKED_TOKENS])
         return revoked, len(live) > MAX_REVOKED_TOKENS, None
 
