@@ -29,7 +29,17 @@ from broker.identity.source import X509Source
 from broker.oauth.metadata import normalize_issuer
 from broker.server import handlers
 from broker.server.request import DEFAULT_MAX_BODY
-from broker.server.state import CONFIG, JWKS_KEYS, POLICY, READINESS, SERVICE, SOURCE, ServiceSource, TokenAppConfig
+from broker.server.state import (
+    CONFIG,
+    JWKS_KEYS,
+    METADATA_MEMBERS,
+    POLICY,
+    READINESS,
+    SERVICE,
+    SOURCE,
+    ServiceSource,
+    TokenAppConfig,
+)
 from broker.tokens.endpoint import Audit
 from broker.tokens.issuer import AccessTokenIssuer
 from broker.tokens.keys import KeyStore
@@ -38,7 +48,7 @@ from broker.tokens.standard import standard_endpoint
 from broker.tokens.svid_cache import ValidatedSvidCache
 from broker.web.errors import error_middleware
 
-__all__ = ["build_health_app", "build_token_app", "normalize_issuer"]
+__all__ = ["add_readiness", "build_health_app", "build_token_app", "normalize_issuer"]
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +88,7 @@ def build_token_app(
         audit=audit,
     )
     app[READINESS] = readiness_check(source, policy_store, key_store)
+    app[METADATA_MEMBERS] = {}
     app.router.add_get("/.well-known/oauth-authorization-server", handlers.metadata)
     app.router.add_get("/jwks.json", handlers.jwks_handler)
     app.router.add_post("/token", handlers.token)
@@ -115,6 +126,16 @@ def readiness_check(source: X509Source, policy_store: PolicyStore, key_store: Ke
         return None
 
     return check
+
+
+def add_readiness(app: web.Application, check: Callable[[], str | None]) -> None:
+    """Make the app ready only when ``check`` (None when ready, else a reason) is too; before the app starts."""
+    first = app[READINESS]
+
+    def both() -> str | None:
+        return first() or check()
+
+    app[READINESS] = both
 
 
 async def _policy_watcher(app: web.Application) -> AsyncIterator[None]:

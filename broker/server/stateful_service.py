@@ -9,6 +9,7 @@ closed).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -23,9 +24,12 @@ from broker.config import BrokerSettings
 from broker.errors import ConfigError
 from broker.identity.errors import IdentityError
 from broker.identity.spiffeid import SpiffeId
+from broker.server.revocations import ReplicaRevocations
 from broker.server.service import RunningTokenService, start_token_service
 from broker.server.state import ServiceSource
 from broker.server.stateful import ServiceState, open_state
+from broker.server.token_status import token_status_mounter
+from broker.tokens.introspection import IntrospectionAccess
 from broker.tokens.policy import PolicyStore
 from broker.web import ListenerLimits
 
@@ -83,6 +87,15 @@ async def start_stateful_token_service(
             "keys revoke cannot tell its blast radius (meant for benchmarks only)"
         )
     try:
+        revocations = await _open_revocations(settings, state, clock)
+        status_mounter = token_status_mounter(
+            revocations=revocations,
+            keys=state.keyring,
+            admins=admin_ids(settings),
+            access=IntrospectionAccess.parse(settings.introspection.spiffe_ids, settings.introspection.audiences),
+            record_now=state.recorder.trail.record_now,
+            clock=clock,
+        )
         service = await start_token_service(
             source=source,
             policy_store=policy_store,
@@ -96,12 +109,31 @@ async def start_stateful_token_service(
             limits=limits,
             audit=state.recorder if settings.ledger.record_tokens else None,
             jwks_max_age=int(settings.keyring.jwks_max_age),
-            configure=_admin_mounter(settings, source, state),
+            configure=_mount_all(_admin_mounter(settings, source, state), status_mounter),
         )
     except BaseException:
         await state.aclose()
         raise
     return StatefulTokenService(service=service, state=state)
+
+
+async def _open_revocations(
+    settings: BrokerSettings, state: ServiceState, clock: Callable[[], float]
+) -> ReplicaRevocations:
+    """The replica's revocation view, after its first full read of the log; it follows the log from then on."""
+    revocations = await ReplicaRevocations.open(
+        state.store.revocations, state.store.changes, clock=clock, max_unconfirmed=settings.keyring.max_unconfirmed
+    )
+    state.tasks.append(asyncio.create_task(revocations.run(), name="revocation-log"))
+    return revocations
+
+
+def _mount_all(*mounters: Callable[[web.Application], None]) -> Callable[[web.Application], None]:
+    def mount(app: web.Application) -> None:
+        for mounter in mounters:
+            mounter(app)
+
+    return mount
 
 
 def admin_ids(settings: BrokerSettings) -> frozenset[SpiffeId]:
