@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 class StatefulTokenService:
     service: RunningTokenService
     state: ServiceState
+    revocations: ReplicaRevocations | None = None  # the replica's view of the revocation log
 
     @property
     def port(self) -> int:
@@ -114,7 +115,7 @@ async def start_stateful_token_service(
     except BaseException:
         await state.aclose()
         raise
-    return StatefulTokenService(service=service, state=state)
+    return StatefulTokenService(service=service, state=state, revocations=revocations)
 
 
 async def _open_revocations(
