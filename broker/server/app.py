@@ -7,6 +7,10 @@ Routes of the TLS app::
     POST /token                                    RFC 6749 §3.2 / RFC 8693 / RFC 8705 (X.509-SVID required)
     GET  /healthz, /readyz                         probes
 
+The stateful service (:mod:`broker.server.stateful_service`) adds ``/revoke``, ``/introspect``
+(:mod:`broker.server.token_status`) and the admin API, each advertising itself in the metadata
+(:func:`broker.server.handlers.advertise`), and more readiness checks (:func:`add_readiness`).
+
 The issuer (RFC 8414 §2, :func:`broker.oauth.metadata.normalize_issuer`) is an ``https`` URL without path,
 query or fragment; JWT-SVIDs presented as subject
 tokens must name it in ``aud`` (the service accepts no other audience, so a JWT-SVID minted for another service

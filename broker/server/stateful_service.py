@@ -79,6 +79,7 @@ async def start_stateful_token_service(
     limits: ListenerLimits | None = None,
 ) -> StatefulTokenService:
     """Open the state, then serve (see the module docstring); a failure to start closes what was opened."""
+    access = IntrospectionAccess.parse(settings.introspection.spiffe_ids, settings.introspection.audiences)
     state = await open_state(
         settings, policy_store=policy_store, clock=clock, legacy_dir=legacy_dir, generate_kek_in=generate_kek_in
     )
@@ -93,7 +94,7 @@ async def start_stateful_token_service(
             revocations=revocations,
             keys=state.keyring,
             admins=admin_ids(settings),
-            access=IntrospectionAccess.parse(settings.introspection.spiffe_ids, settings.introspection.audiences),
+            access=access,
             record_now=state.recorder.trail.record_now,
             clock=clock,
         )

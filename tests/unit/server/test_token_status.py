@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from broker._sealing import generate_kek_file
 from broker.config import load_settings
@@ -19,6 +20,8 @@ from broker.devtools.devca import DevCA
 from broker.events.revocations import KeyRevoked, SubjectPattern, SubjectQuarantined
 from broker.identity.memory import InMemorySvidSource
 from broker.identity.spiffeid import SpiffeId
+from broker.server.handlers import advertise
+from broker.server.state import CONFIG, METADATA_MEMBERS
 from broker.server.stateful_service import StatefulTokenService, start_stateful_token_service
 from broker.testing.policy import policy_rule, policy_yaml
 from broker.tokens.policy import FilePolicyStore
@@ -199,3 +202,13 @@ async def test_an_index_not_confirmed_for_too_long_makes_the_service_unready_and
     assert unready.status == 503 and "revocation log has not been confirmed" in unready.body["reason"]
     refused = await running.post("/token", CLIENT_ID, TOKEN_FORM)
     assert (refused.status, refused.body["error"]) == (503, "temporarily_unavailable")
+
+
+async def test_a_metadata_member_cannot_be_advertised_twice_or_replace_a_base_member(running: Running) -> None:
+    app = web.Application()
+    app[CONFIG], app[METADATA_MEMBERS] = running.service.app[CONFIG], {}
+    advertise(app, {"spiffe_broker_revocation_feed_endpoint": f"{ISSUER}/v1/revocations"})
+    for members in ({"spiffe_broker_revocation_feed_endpoint": "x"}, {"token_endpoint": "x"}):
+        with pytest.raises(ValueError, match="already advertised"):
+            advertise(app, members)
+    assert app[METADATA_MEMBERS] == {"spiffe_broker_revocation_feed_endpoint": f"{ISSUER}/v1/revocations"}
