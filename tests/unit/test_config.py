@@ -137,5 +137,5 @@ def test_the_introspection_section_reads_the_allow_list_and_per_caller_audiences
     monkeypatch.delenv("SPIFFE_BROKER_INTROSPECTION__SPIFFE_IDS")
     assert load_settings(None).introspection.spiffe_ids == []
     config.write_text("[introspection]\nspiffe_id = []\n")
-    with pytest.raises(ConfigError, match="introspection.spiffe_id"):
+    with pytest.raises(ConfigError, match=r"introspection\.spiffe_id"):
         load_settings(config)
