@@ -8,7 +8,7 @@ Four kinds of entry, and only these, travel on the revocation feed to verifiers 
   quarantine holds (until released, or until ``until``), no token is issued to a matching subject and no token
   of one is accepted. Every token of a matching subject issued at or before ``at`` stays revoked until
   ``cutoff_until`` (``at`` + the longest token lifetime policy allows + leeway), released or not: releasing a
-  quarantine does not revive the tokens it revoked, including tokens the issuance ledger has not recorded yet;
+  quarantine does not revive the tokens it revoked, including tokens the issuance ledger has not recorded yet.
   A second quarantine of the same pattern before its release never shortens the one in force (the later
   ``until`` holds; release and quarantine again to shorten it): a store keeps each quarantine's entry until it
   is released or over, so a follower that starts from a snapshot must reach the same answer;
