@@ -26,6 +26,7 @@ never goes on the wire: followers need the effect, not the operator's words (tho
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -195,6 +196,9 @@ class RevocationIndex:
         self.seq = seq
 
     def apply(self, entry: LogEntry) -> None:
+        """Apply ``entry``; one at or below :attr:`seq` was already applied (a redelivery) and changes nothing."""
+        if entry.seq <= self.seq:
+            return
         event = entry.event
         if isinstance(event, TokenRevoked):
             self._tokens[event.jti] = event.expires_at
@@ -257,7 +261,9 @@ def _ends_later(held: SubjectQuarantined, new: SubjectQuarantined) -> bool:
 
 
 def _ts(at: datetime) -> int:
-    return int(at.timestamp())
+    """Whole seconds, rounded up: a cutoff, an expiry or a quarantine's start may move later on the wire, never
+    earlier, so a follower never stops refusing before the store does (fail closed)."""
+    return math.ceil(at.timestamp())
 
 
 _LATEST = 253402300799  # 9999-12-31T23:59:59Z, the last second a datetime holds

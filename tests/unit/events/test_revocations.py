@@ -395,3 +395,13 @@ def test_a_follower_from_a_snapshot_refuses_exactly_what_a_follower_of_every_ent
         assert follower.refusal(**asked) == late.refusal(**asked), asked
         assert follower.quarantine_of(subject, when) == late.quarantine_of(subject, when)
         assert follower.quarantines(when) == late.quarantines(when)
+
+
+def test_an_entry_delivered_again_after_later_ones_changes_nothing() -> None:
+    index = RevocationIndex()
+    quarantine = LogEntry(1, SubjectQuarantined(SubjectPattern.parse("spiffe://td/a"), T0, None, T0))
+    index.apply(quarantine)
+    index.apply(LogEntry(2, SubjectReleased(SubjectPattern.parse("spiffe://td/a"), T0)))
+    index.apply(quarantine)  # a redelivery must not bring the released quarantine back
+    assert index.quarantine_of("spiffe://td/a", T0) is None
+    assert index.seq == 2

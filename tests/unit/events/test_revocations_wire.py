@@ -173,3 +173,11 @@ def test_a_valid_entry_with_one_value_changed_is_an_entry_or_a_value_error(name:
 @given(JSON)
 def test_any_json_document_is_an_entry_or_a_value_error(document: Any) -> None:
     parsed_or_refused(document)
+
+
+def test_sub_second_times_round_up_on_the_wire_so_a_follower_never_stops_refusing_early() -> None:
+    later = datetime.fromtimestamp(1_700_000_000.25, UTC)
+    quarantine = SubjectQuarantined(pattern("spiffe://td/a"), later, later, later)
+    wire = entry_to_wire(LogEntry(1, quarantine))
+    assert (wire["at"], wire["until"], wire["cutoff_until"]) == (1_700_000_001,) * 3
+    assert entry_to_wire(LogEntry(2, TokenRevoked("j", later)))["exp"] == 1_700_000_001
