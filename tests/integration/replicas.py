@@ -40,6 +40,7 @@ from broker.verify.verifier import AccessTokenVerifier
 
 __all__ = [
     "ADMIN_ID",
+    "BROKER_CLI",
     "ISSUER",
     "Replica",
     "ReplicaSet",
@@ -143,6 +144,7 @@ class ReplicaSet:
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="rep-", dir="/tmp")))
     ca: DevCA = field(default_factory=lambda: DevCA.ephemeral("example.org"), repr=False)
     replicas: list[Replica] = field(default_factory=list)
+    policy: str = field(default_factory=lambda: policy_yaml(policy_rule(spiffe_id=WEB_ID, max_token_lifetime=60)))
 
     def __post_init__(self) -> None:
         server = self.ca.issue_x509_svid(BROKER_ID, ttl=3600)
@@ -150,8 +152,7 @@ class ReplicaSet:
         _write(self.root / "key.pem", server.key_pem())
         _write(self.root / "bundle.pem", self.ca.x509_bundle().to_pem())
         _write(self.root / "jwks.json", self.ca.jwks())
-        policy = policy_yaml(policy_rule(spiffe_id=WEB_ID, max_token_lifetime=60))
-        _write(self.root / "policy.yaml", policy.encode())
+        _write(self.root / "policy.yaml", self.policy.encode())
         _write(self.root / "config.toml", self.config.encode())
         generate_kek_file(self.root / "kek")
 
@@ -167,6 +168,15 @@ class ReplicaSet:
         key = _write(self.root / f"{name}.key", svid.key_pem())
         context.load_cert_chain(cert, key)
         return context
+
+    def admin_cli_options(self, replica: Replica) -> list[str]:
+        """The remote options of an admin CLI command (``keys``, ``quarantine``) aimed at ``replica``."""
+        svid = self.svid(ADMIN_ID)
+        cert, key = _write(self.root / "admin.pem", svid.chain_pem()), _write(self.root / "admin.key", svid.key_pem())
+        return [
+            "--admin-url", replica.url, "--server-id", str(BROKER_ID), "--cert", str(cert), "--key", str(key),
+            "--bundle", f"example.org={self.root / 'bundle.pem'}",
+        ]  # fmt: skip
 
     def client(self, spiffe_id: SpiffeId | str) -> TokenClient:
         """A :class:`TokenClient` presenting a fresh X.509-SVID for ``spiffe_id``."""
