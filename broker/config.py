@@ -12,7 +12,7 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
@@ -178,6 +178,29 @@ class LedgerSettings(_Section):
     batch_max: int = Field(default=512, ge=1, le=100_000)
 
 
+class FeedSettings(_Section):
+    """``[feed]``: the revocation feed, ``GET /v1/revocations`` (:mod:`broker.server.feed`).
+
+    ``spiffe_ids``: who may follow it, as SPIFFE IDs or ``spiffe://td/path/*`` prefixes (``spiffe://td/*``: every ID
+    of a trust domain); empty (the default): any client with an X.509-SVID of a trust domain the server trusts.
+    """
+
+    spiffe_ids: list[str] = []
+    heartbeat: float = Field(default=10.0, gt=0, le=300)  # seconds between heartbeat comments
+    max_followers: int = Field(default=10_000, ge=1)  # per replica; beyond: 503 with Retry-After
+    retry_after: int = Field(default=5, ge=1, le=3600)  # seconds, sent with that 503
+    max_buffer: int = Field(default=1024 * 1024, ge=4096)  # unsent bytes before a slow follower is dropped
+    ring_size: int = Field(default=4096, ge=16, le=1_000_000)  # recent entries kept to resume followers
+
+
+class FeedFollowerSettings(_Section):
+    """``[feed_follower]``: how a verifier or sidecar follows the revocation feed (:mod:`broker.verify.feed`)."""
+
+    enabled: bool = True
+    stale_after: float = Field(default=30.0, gt=0)  # seconds without contact before the feed counts as stale
+    on_stale: Literal["fail-closed", "accept"] = "fail-closed"  # verifiers; the sidecar only ever drops tokens
+
+
 class BrokerSettings(BaseSettings):
     """All settings of ``spiffe-broker``; each command reads the sections it needs."""
 
@@ -193,6 +216,8 @@ class BrokerSettings(BaseSettings):
     keyring: KeyringSettings = KeyringSettings()
     admin: AdminSettings = AdminSettings()
     ledger: LedgerSettings = LedgerSettings()
+    feed: FeedSettings = FeedSettings()
+    feed_follower: FeedFollowerSettings = FeedFollowerSettings()
 
     def store_url(self) -> str:
         """The configured store URL, or the embedded default: ``sqlite:///<state_dir>/broker.db``."""

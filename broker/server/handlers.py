@@ -13,6 +13,7 @@ from aiohttp import web
 
 from broker.oauth.constants import AUTH_TLS_CLIENT_AUTH, GRANT_CLIENT_CREDENTIALS, GRANT_TOKEN_EXCHANGE
 from broker.oauth.response import NO_STORE
+from broker.server.feed import feed_metadata
 from broker.server.request import read_form, request_context
 from broker.server.state import CONFIG, JWKS_KEYS, READINESS, SERVICE
 from broker.tokens.keys import jwks
@@ -43,7 +44,9 @@ def metadata_document(issuer: str) -> dict[str, Any]:
 
 
 async def metadata(request: web.Request) -> web.Response:
-    return web.json_response(metadata_document(request.app[CONFIG].issuer), headers=PUBLIC_CACHE)
+    issuer = request.app[CONFIG].issuer
+    document = {**metadata_document(issuer), **feed_metadata(request.app, issuer)}
+    return web.json_response(document, headers=PUBLIC_CACHE)
 
 
 async def jwks_handler(request: web.Request) -> web.Response:

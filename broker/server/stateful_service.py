@@ -23,6 +23,7 @@ from broker.config import BrokerSettings
 from broker.errors import ConfigError
 from broker.identity.errors import IdentityError
 from broker.identity.spiffeid import SpiffeId
+from broker.server.feed import add_revocation_feed
 from broker.server.service import RunningTokenService, start_token_service
 from broker.server.state import ServiceSource
 from broker.server.stateful import ServiceState, open_state
@@ -130,5 +131,7 @@ def _admin_mounter(
             audit_reader=JournalAuditReader(state.store.audit),
             audit=TrailAdminAudit(state.recorder.trail),
         )
+        add_revocation_feed(app, log_store=state.store.revocations, changes=state.store.changes,
+                            bundles=source.x509_bundles, settings=settings.feed)  # fmt: skip
 
     return mount
