@@ -80,15 +80,16 @@ class RevocationFeed:
         self._settings = settings
         self._admitted = 0
 
-    def authenticate(self, request: web.Request) -> str:
-        """Steps 1 and 2: the follower's SPIFFE ID, or ``invalid_client`` / ``access_denied``."""
+    def authenticate(self, request: web.Request) -> tuple[str, float]:
+        """Steps 1 and 2: the follower's SPIFFE ID and its SVID's expiry, or ``invalid_client`` / ``access_denied``."""
         transport = request.transport
         tls = transport.get_extra_info("ssl_object") if transport is not None else None
         context = RequestContext(tls=tls if isinstance(tls, ssl.SSLObject | ssl.SSLSocket) else None)
-        spiffe_id = str(self._client_auth.authenticate(context).spiffe_id)
+        client = self._client_auth.authenticate(context)
+        spiffe_id = str(client.spiffe_id)
         if self._allowed and not any(key in self._allowed for key in subject_keys(spiffe_id)):
             raise AccessDeniedError(f"{spiffe_id} may not follow the revocation feed (see [feed] spiffe_ids)")
-        return spiffe_id
+        return spiffe_id, client.leaf.not_valid_after_utc.timestamp()
 
     def admit(self) -> None:
         if self._admitted >= self._settings.max_followers:
@@ -192,7 +193,7 @@ FEED = web.AppKey("revocation_feed", RevocationFeed)
 async def follow(request: web.Request) -> web.StreamResponse:
     """``GET /v1/revocations``: see the module docstring for the order of the checks."""
     feed = request.app[FEED]
-    who = feed.authenticate(request)
+    who, not_after = feed.authenticate(request)
     after, feed_id = read_position(request)
     feed.admit()
     try:
@@ -205,7 +206,7 @@ async def follow(request: web.Request) -> web.StreamResponse:
         if transport is None or transport.is_closing():
             return response
         done = asyncio.get_running_loop().create_future()
-        follower = Follower(transport, chunked, done, who)
+        follower = Follower(transport, chunked, done, who, not_after)
         if not feed.broadcaster.attach(follower, start.seq):
             transport.close()  # it fell out of the ring while its first bytes were sent: it resumes elsewhere
             return response

@@ -10,7 +10,8 @@ What one follower costs, and why (issue 10, "Design it for a fleet"):
   an HTTP/1.0 follower); the same ``bytes`` object is handed to every follower's transport.
 * **No task, timer or queue per follower.** A follower is its transport and a future that its aiohttp handler
   (which aiohttp needs anyway) awaits. Writes go straight to the transport from the broadcaster; one global tick
-  sends the heartbeat (one rendered comment for all) and sweeps closed connections.
+  sends the heartbeat (one rendered comment for all) and sweeps closed connections and followers whose X.509-SVID
+  has expired (authentication happens once per stream, so a stream must not outlive its certificate).
 * **Slow followers are dropped, not buffered.** A follower whose transport holds more than ``max_buffer`` unsent
   bytes is aborted; it reconnects and resumes from its last ``seq`` (nothing is lost: the log is the buffer).
 * **Reconnect storms.** The last ``ring_size`` frames stay in memory, so a follower that resumes within them (all
@@ -70,6 +71,7 @@ class Follower:
     chunked: bool
     done: asyncio.Future[None]
     who: str = ""
+    not_after: float = float("inf")  # its X.509-SVID's expiry: the stream is closed then
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,12 +93,14 @@ class Broadcaster:
         ring_size: int = 4096,
         max_buffer: int = 1024 * 1024,
         heartbeat: float = 10.0,
+        sweep_interval: float = SWEEP_INTERVAL,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._log = log
         self._changes = changes
         self._max_buffer = max_buffer
         self._heartbeat = heartbeat
+        self._sweep = min(sweep_interval, heartbeat)
         self._clock = clock
         self._ring: deque[tuple[int, Frame]] = deque(maxlen=ring_size)
         self._followers: set[Follower] = set()
@@ -291,8 +295,8 @@ class Broadcaster:
             follower.done.set_result(None)
 
     def close_all(self) -> None:
+        """End every follower's stream (its handler returns and aiohttp ends the response; it reconnects)."""
         for follower in tuple(self._followers):
-            follower.transport.close()
             self.release(follower)
 
     def __len__(self) -> int:
@@ -303,15 +307,15 @@ class Broadcaster:
     async def _tick(self) -> None:
         beat = 0.0
         while True:
-            await asyncio.sleep(min(SWEEP_INTERVAL, self._heartbeat))
-            beat += min(SWEEP_INTERVAL, self._heartbeat)
-            if beat >= self._heartbeat:
+            await asyncio.sleep(self._sweep)
+            beat += self._sweep
+            if beat >= self._heartbeat - 1e-9:
                 beat = 0.0
                 self.broadcast(Frame.of(heartbeat_comment(self.head)))
-            else:
-                for follower in tuple(self._followers):
-                    if follower.transport.is_closing():
-                        self.release(follower)
+            now = self._clock()
+            for follower in tuple(self._followers):
+                if follower.not_after <= now or follower.transport.is_closing():
+                    self.release(follower)  # an expired SVID: the stream ends, it reconnects with its renewed one
 
 
 def _render(page: LogPage, now: float) -> Snapshot:
