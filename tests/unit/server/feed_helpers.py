@@ -27,7 +27,7 @@ from broker.identity.spiffetls.context import server_ssl_context
 from broker.server.feed import RevocationFeed, add_revocation_feed
 from broker.store import latest_version
 from broker.store.memory import MemoryStore
-from broker.web import HardenedAppRunner, start_tcp_site
+from broker.web import HardenedAppRunner, ListenerLimits, start_tcp_site
 from broker.web.errors import error_middleware
 from tests.unit.server.token_service_helpers import BROKER_ID, CLIENT_ID, client_context
 
@@ -74,7 +74,12 @@ class FeedServer:
 
 @contextlib.asynccontextmanager
 async def feed_server(
-    ca: DevCA, *, settings: FeedSettings = FAST, store: MemoryStore | None = None, advertise: bool = True
+    ca: DevCA,
+    *,
+    settings: FeedSettings = FAST,
+    store: MemoryStore | None = None,
+    advertise: bool = True,
+    limits: ListenerLimits | None = None,
 ) -> AsyncIterator[FeedServer]:
     store = store or MemoryStore(latest_version())
     source = InMemorySvidSource(ca, BROKER_ID)
@@ -82,7 +87,7 @@ async def feed_server(
     feed = add_revocation_feed(
         app, log_store=store.revocations, changes=store.changes, bundles=source.x509_bundles, settings=settings
     )
-    runner = HardenedAppRunner(app)
+    runner = HardenedAppRunner(app, limits=limits)
     server = FeedServer(ca, store, feed, runner, advertise=advertise)
 
     async def metadata(request: web.Request) -> web.Response:

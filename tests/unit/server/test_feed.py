@@ -19,6 +19,7 @@ from broker.identity.memory import InMemorySvidSource
 from broker.identity.spiffeid import SpiffeId
 from broker.server.stateful_service import start_stateful_token_service
 from broker.tokens.policy import FilePolicyStore
+from broker.web import ListenerLimits
 from tests.unit.server.feed_helpers import feed_server, read_stream, revoked
 from tests.unit.server.token_service_helpers import (
     BROKER_ID,
@@ -280,3 +281,11 @@ async def test_a_token_app_without_the_feed_does_not_advertise_one(ca: DevCA, br
 
     assert metadata.status == 200
     assert "spiffe_broker_revocation_feed_endpoint" not in metadata.body
+
+
+async def test_a_stream_outlives_the_listeners_idle_and_request_deadlines(ca: DevCA) -> None:
+    limits = ListenerLimits(request_timeout=0.1, idle_timeout=0.1, handshake_timeout=1.0)
+    async with feed_server(ca, settings=FeedSettings(heartbeat=0.05), limits=limits) as server:
+        stream = await read_stream(server.context(), server.url, until=12, comments=True)
+
+    assert len([item for item in stream.items if isinstance(item, str)]) >= 10  # 0.5 s of heartbeats
