@@ -116,11 +116,14 @@ def test_each_event_is_one_line_of_json() -> None:
     assert event.count(b"\n") == 4 and b'"jti":"a\\"\\\\b"' in event
 
 
+KEY_2 = '{"seq":2,"type":"key.revoked","kid":"k","exp":1}'
+
+
 @pytest.mark.parametrize(
     "event",
     [
         SseEvent("snapshot", '{"feed_id":"f","head":2,"entries":[]}', "1"),
-        SseEvent("snapshot", '{"feed_id":"f","head":1,"entries":[{"seq":2,"type":"key.revoked","kid":"k","exp":1}]}', "1"),
+        SseEvent("snapshot", '{"feed_id":"f","head":1,"entries":[' + KEY_2 + "]}", "1"),
         SseEvent("snapshot", '{"feed_id":"f","head":1,"entries":[1]}', "1"),
         SseEvent("snapshot", '{"feed_id":"f","head":1,"entries":[],"extra":1}', "1"),
         SseEvent("snapshot", '{"feed_id":"f","head":-1,"entries":[]}', "-1"),

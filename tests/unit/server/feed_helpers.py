@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -64,7 +64,8 @@ class FeedServer:
         """A client context with an X.509-SVID for ``spiffe://example.org<path>`` (None: no certificate)."""
         key = path or ""
         if key not in self.contexts:
-            svid = None if path is None else self.ca.issue_x509_svid(SpiffeId.parse(f"spiffe://example.org{path}"), ttl=600)
+            spiffe_id = SpiffeId.parse(f"spiffe://example.org{path}") if path is not None else None
+            svid = None if spiffe_id is None else self.ca.issue_x509_svid(spiffe_id, ttl=600)
             self.contexts[key] = client_context(svid, self.ca)
         return self.contexts[key]
 
@@ -107,6 +108,13 @@ async def feed_server(
         context.detach()
 
 
+async def until(check: Callable[[], object], timeout: float = 5.0) -> None:
+    """Poll ``check`` until it holds (the state it watches has no event to await)."""
+    async with asyncio.timeout(timeout):
+        while not check():  # noqa: ASYNC110 (followers and indexes change without an event a test could await)
+            await asyncio.sleep(0.005)
+
+
 @dataclass
 class Stream:
     status: int
@@ -144,4 +152,4 @@ async def read_stream(
         return stream
 
 
-__all__ = ["CLIENT_ID", "FAST", "FeedServer", "Stream", "feed_server", "later", "read_stream", "revoked"]
+__all__ = ["CLIENT_ID", "FAST", "FeedServer", "Stream", "feed_server", "later", "read_stream", "revoked", "until"]

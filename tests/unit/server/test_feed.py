@@ -20,7 +20,7 @@ from broker.identity.spiffeid import SpiffeId
 from broker.server.stateful_service import start_stateful_token_service
 from broker.tokens.policy import FilePolicyStore
 from broker.web import ListenerLimits
-from tests.unit.server.feed_helpers import feed_server, read_stream, revoked
+from tests.unit.server.feed_helpers import feed_server, read_stream, revoked, until
 from tests.unit.server.token_service_helpers import (
     BROKER_ID,
     CLIENT_ID,
@@ -195,8 +195,7 @@ async def test_beyond_max_followers_a_follower_gets_503_with_retry_after(ca: Dev
     settings = FeedSettings(heartbeat=0.2, max_followers=1, retry_after=7)
     async with feed_server(ca, settings=settings) as server:
         first = asyncio.create_task(read_stream(server.context(), server.url, until=99, timeout=1.0))
-        while len(server.feed.broadcaster) < 1:
-            await asyncio.sleep(0.01)
+        await until(lambda: len(server.feed.broadcaster) >= 1)
 
         second = await read_stream(server.context(), server.url)
         first.cancel()
@@ -209,8 +208,7 @@ async def test_beyond_max_followers_a_follower_gets_503_with_retry_after(ca: Dev
 async def test_entries_reach_every_follower_and_a_quarantine_carries_no_reason(ca: DevCA) -> None:
     async with feed_server(ca) as server:
         readers = [asyncio.create_task(read_stream(server.context(), server.url, until=3)) for _ in range(3)]
-        while len(server.feed.broadcaster) < 3:
-            await asyncio.sleep(0.01)
+        await until(lambda: len(server.feed.broadcaster) >= 3)
         at = datetime.now(UTC).replace(microsecond=0)
         pattern = SubjectPattern.parse("spiffe://example.org/ns/shop/*")
         await server.append([SubjectQuarantined(pattern, at, None, at + timedelta(hours=1), reason="leaked key")])
@@ -225,8 +223,7 @@ async def test_entries_reach_every_follower_and_a_quarantine_carries_no_reason(c
 async def test_shutting_down_releases_every_follower_at_once(ca: DevCA) -> None:
     async with feed_server(ca) as server:
         reader = asyncio.create_task(read_stream(server.context(), server.url, until=99, timeout=30))
-        while len(server.feed.broadcaster) < 1:
-            await asyncio.sleep(0.01)
+        await until(lambda: len(server.feed.broadcaster) >= 1)
     loop = asyncio.get_running_loop()
     started = loop.time()
 
@@ -239,8 +236,7 @@ async def test_shutting_down_releases_every_follower_at_once(ca: DevCA) -> None:
 async def test_a_store_with_a_new_feed_id_makes_every_follower_start_over(ca: DevCA) -> None:
     async with feed_server(ca) as server:
         reader = asyncio.create_task(read_stream(server.context(), server.url, until=99, timeout=10))
-        while len(server.feed.broadcaster) < 1:
-            await asyncio.sleep(0.01)
+        await until(lambda: len(server.feed.broadcaster) >= 1)
         server.store.revocations._feed_id = "restored-elsewhere"  # as a store restored from another database
         await server.append(revoked(1))
 
@@ -248,7 +244,6 @@ async def test_a_store_with_a_new_feed_id_makes_every_follower_start_over(ca: De
 
     assert server.feed.broadcaster.feed_id == "restored-elsewhere"
     assert [event.event for event in stream.events] == ["hello", "snapshot"]  # closed before the new entry
-
 
 
 async def test_the_token_service_advertises_the_feed_in_its_metadata_and_serves_it(ca: DevCA, tmp_path: Path) -> None:

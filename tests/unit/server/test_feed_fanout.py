@@ -9,7 +9,7 @@ from typing import Any
 from broker.server.feed_fanout import Broadcaster, Follower
 from broker.store import latest_version
 from broker.store.memory import MemoryStore
-from tests.unit.server.feed_helpers import revoked
+from tests.unit.server.feed_helpers import revoked, until
 
 
 class RecordingTransport:
@@ -48,12 +48,6 @@ async def started(store: MemoryStore, **options: Any) -> Broadcaster:
     return broadcaster
 
 
-async def wait_for(check: Any, timeout: float = 2.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not check():
-            await asyncio.sleep(0.005)
-
-
 async def test_each_entry_is_read_once_and_the_same_bytes_object_goes_to_every_follower() -> None:
     store = MemoryStore(latest_version())
     broadcaster = await started(store)
@@ -71,7 +65,7 @@ async def test_each_entry_is_read_once_and_the_same_bytes_object_goes_to_every_f
         attach(broadcaster, transport)
 
     await store.revocations.append(revoked(1))
-    await wait_for(lambda: all(t.writes for t in transports))
+    await until(lambda: all(t.writes for t in transports))
 
     assert reads == 1
     assert len({id(t.writes[0]) for t in transports}) == 1
@@ -87,7 +81,7 @@ async def test_a_follower_with_too_many_unsent_bytes_is_dropped_and_the_others_a
     slow_follower, fine_follower = attach(broadcaster, slow), attach(broadcaster, fine)
 
     await store.revocations.append(revoked(1))
-    await wait_for(lambda: bool(fine.writes))
+    await until(lambda: bool(fine.writes))
 
     assert slow.aborted and not slow.writes
     assert slow_follower.done.done() and not fine_follower.done.done()
@@ -103,7 +97,7 @@ async def test_closed_connections_and_expired_svids_are_swept_by_the_one_tick() 
                  attach(broadcaster, live)]  # fmt: skip
     gone.closing = True
 
-    await wait_for(lambda: len(broadcaster) == 1)
+    await until(lambda: len(broadcaster) == 1)
 
     assert [f.done.done() for f in followers] == [True, True, False]
     assert not live.writes  # no heartbeat yet, and a sweep writes nothing
@@ -118,7 +112,7 @@ async def test_one_heartbeat_is_rendered_for_every_follower() -> None:
     for transport in transports:
         attach(broadcaster, transport)
 
-    await wait_for(lambda: all(t.writes for t in transports))
+    await until(lambda: all(t.writes for t in transports))
 
     assert b": heartbeat 0\n\n" in transports[0].writes[0]
     assert len({id(t.writes[0]) for t in transports}) == 1
@@ -164,7 +158,7 @@ async def test_snapshots_are_rendered_once_per_head_however_many_followers_ask_a
 
     store.revocations.snapshot = counting  # type: ignore[method-assign]
     await store.revocations.append(revoked(1))
-    await wait_for(lambda: broadcaster.head == 4)
+    await until(lambda: broadcaster.head == 4)
 
     results = await asyncio.gather(*(broadcaster.snapshot() for _ in range(100)))
     again = await broadcaster.snapshot()
@@ -173,4 +167,3 @@ async def test_snapshots_are_rendered_once_per_head_however_many_followers_ask_a
     assert {r.head for r in results} == {4} and again is results[0]
     assert all(r.frame is results[0].frame for r in results)
     await broadcaster.stop()
-

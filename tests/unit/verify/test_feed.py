@@ -18,7 +18,7 @@ from broker.events.revocations import KeyRevoked, LogEntry, SubjectPattern, Subj
 from broker.identity.memory import InMemorySvidSource
 from broker.verify.feed import RevocationFeedFollower, RevocationFeedStaleError
 from broker.verify.feed_transport import FeedResponse
-from tests.unit.server.feed_helpers import CLIENT_ID, FeedServer, feed_server, later, revoked
+from tests.unit.server.feed_helpers import CLIENT_ID, FeedServer, feed_server, later, revoked, until
 from tests.unit.server.token_service_helpers import BROKER_ID
 
 FAST_RETRY = Backoff(initial=0.01, maximum=0.05, jitter="full")
@@ -34,12 +34,6 @@ def follower_of(server: FeedServer, **options: Any) -> RevocationFeedFollower:
     source = InMemorySvidSource(server.ca, CLIENT_ID)
     options.setdefault("backoff", FAST_RETRY)
     return RevocationFeedFollower.over_mtls(issuer=server.issuer, source=source, server_id=BROKER_ID, **options)
-
-
-async def until(check: Any, timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not check():
-            await asyncio.sleep(0.01)
 
 
 class Recorder:
@@ -258,8 +252,10 @@ async def scripted(*responses: Scripted) -> tuple[RevocationFeedFollower, Script
         [b'event: hello\ndata: {"feed_id":"f 1","head":1}\n\n'],
         [HELLO, b'id: 1\nevent: snapshot\ndata: {"feed_id":"f2","head":1,"entries":[]}\n\n'],
     ],
-    ids=["before-hello", "before-snapshot", "gap", "not-json", "type-mismatch", "id-mismatch", "not-utf8",
-         "two-hellos", "bad-feed-id", "snapshot-of-another-feed"],  # fmt: skip
+    ids=[
+        *("before-hello", "before-snapshot", "gap", "not-json", "type-mismatch", "id-mismatch", "not-utf8"),
+        *("two-hellos", "bad-feed-id", "snapshot-of-another-feed"),
+    ],
 )
 async def test_a_malformed_stream_ends_the_connection_and_the_follower_reconnects(bad: list[bytes]) -> None:
     good = Scripted(200, [HELLO, SNAPSHOT, entry(2, "after")])
