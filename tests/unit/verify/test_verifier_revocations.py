@@ -97,13 +97,13 @@ async def test_a_quarantined_subject_and_a_revoked_key_are_refused_as_revoked(
 
     await server.append([KeyRevoked("key-2", later())])
     await until(lambda: follower.index.seq == 1)
-    with pytest.raises(InvalidTokenError, match="^access token revoked$"):
+    with pytest.raises(InvalidTokenError, match=r"^access token revoked$"):
         await verifiers[1].verify(tokens[1], cert_der)
     assert await verifiers[0].verify(tokens[0], cert_der)
     await server.append([SubjectQuarantined(pattern, at, None, at + timedelta(hours=1))])
     await until(lambda: follower.index.seq == 2)
 
-    with pytest.raises(InvalidTokenError, match="^access token revoked$"):
+    with pytest.raises(InvalidTokenError, match=r"^access token revoked$"):
         await verifiers[0].verify(tokens[0], cert_der)
 
 
