@@ -12,7 +12,7 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
@@ -115,6 +115,8 @@ class SidecarSettings(_Section):
     probe_interval: float = Field(default=30.0, gt=0)
     token_files: list[TokenFile] = []
     once: bool = False  # write the token files, then exit
+    # Follow the token service's revocation feed: drop revoked cached tokens, stop serving while quarantined.
+    follow_revocations: bool = True
     once_timeout: float = Field(default=60.0, gt=0)
 
     @field_validator("socket_mode", mode="before")
@@ -193,14 +195,6 @@ class FeedSettings(_Section):
     ring_size: int = Field(default=4096, ge=16, le=1_000_000)  # recent entries kept to resume followers
 
 
-class FeedFollowerSettings(_Section):
-    """``[feed_follower]``: how a verifier or sidecar follows the revocation feed (:mod:`broker.verify.feed`)."""
-
-    enabled: bool = True
-    stale_after: float = Field(default=30.0, gt=0)  # seconds without contact before the feed counts as stale
-    on_stale: Literal["fail-closed", "accept"] = "fail-closed"  # verifiers; the sidecar only ever drops tokens
-
-
 class BrokerSettings(BaseSettings):
     """All settings of ``spiffe-broker``; each command reads the sections it needs."""
 
@@ -217,7 +211,6 @@ class BrokerSettings(BaseSettings):
     admin: AdminSettings = AdminSettings()
     ledger: LedgerSettings = LedgerSettings()
     feed: FeedSettings = FeedSettings()
-    feed_follower: FeedFollowerSettings = FeedFollowerSettings()
 
     def store_url(self) -> str:
         """The configured store URL, or the embedded default: ``sqlite:///<state_dir>/broker.db``."""

@@ -159,6 +159,8 @@ class RevocationFeedFollower:
         self._last_contact: float | None = None
         self._pruned_at = clock()
         self._start_over = False
+        self._failing = False
+        self._stale_reported = False
         self._synced = asyncio.Event()
         self._listeners: list[Listener] = []
         self._task: asyncio.Task[None] | None = None
@@ -181,11 +183,20 @@ class RevocationFeedFollower:
         fail-closed, :class:`RevocationFeedStaleError` for every token."""
         if self.advertised is False:
             return None
-        if self.on_stale == "fail-closed" and self.stale():
-            raise RevocationFeedStaleError()
+        if self.stale():
+            self._report_stale()
+            if self.on_stale == "fail-closed":
+                raise RevocationFeedStaleError()
         issued = datetime.fromtimestamp(issued_at, UTC)
         now = datetime.fromtimestamp(self._wall_clock(), UTC)
         return self.index.refusal(jti=jti, kid=kid, subject=subject, issued_at=issued, now=now)
+
+    def _report_stale(self) -> None:
+        if not self._stale_reported:
+            self._stale_reported = True
+            what = {"fail-closed": "every token is refused (503)", "accept": "only what it knew is refused"}
+            log.warning("revocation feed of %s is stale (no contact for over %g s): %s until it is back",
+                        self.issuer, self.stale_after, what[self.on_stale])  # fmt: skip
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         """Call ``listener(entries, snapshot)`` after each applied entry or snapshot; returns the unsubscriber."""
@@ -261,15 +272,24 @@ class RevocationFeedFollower:
                     continue
                 if await self._follow(endpoint):
                     attempts.reset()  # it was following: the next pause is a short, jittered one
-                log.info("revocation feed of %s: the connection ended; reconnecting", self.issuer)
+                log.info("revocation feed of %s: the stream ended; reconnecting", self.issuer)
             except _Retry as exc:
                 floor = exc.retry_after
-                log.warning("revocation feed of %s: %s", self.issuer, exc)
+                self._failed(str(exc))
             except (BrokerError, FeedProtocolError) as exc:
-                log.warning("revocation feed of %s: %s", self.issuer, _reason(exc))
+                self._failed(_reason(exc))
             except Exception as exc:  # never crash the follower: log the type, keep following
                 log.error("revocation feed of %s: unexpected %s", self.issuer, type(exc).__name__)
             await asyncio.sleep(max(attempts.next(), floor))
+
+    def _failed(self, reason: str) -> None:
+        """One line per change of state: losing the feed is a WARNING, not reaching it yet INFO, retries DEBUG."""
+        if self._failing:
+            log.debug("revocation feed of %s: %s", self.issuer, reason)
+            return
+        self._failing = True
+        level = logging.WARNING if self._last_contact is not None else logging.INFO
+        log.log(level, "revocation feed of %s: %s (retrying with backoff)", self.issuer, reason)
 
     async def _discover(self) -> str | None:
         fresh = self._discovered_at is not None and self._clock() - self._discovered_at < self._rediscover_interval
@@ -367,6 +387,9 @@ class RevocationFeedFollower:
         self._notify((entry,), snapshot=False)
 
     def _contact(self) -> None:
+        if self._failing or self._stale_reported:
+            log.info("revocation feed of %s: following again at seq %d", self.issuer, self.index.seq)
+            self._failing = self._stale_reported = False
         self._last_contact = now = self._clock()
         self._synced.set()
         if now - self._pruned_at > PRUNE_INTERVAL:
