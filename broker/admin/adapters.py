@@ -4,7 +4,12 @@
   :class:`~broker.admin.ports.KeyAdmin`. The keyring's refusals become the admin API's errors here, at one seam:
   an unknown kid is 404 ``kid_not_found``; a key already out of the JWKS is 409 ``kid_already_revoked``; a
   rotation before the next key has been published for ``jwks_max_age + leeway`` is 409 ``conflict`` with the
-  time it becomes allowed. Nothing was changed in any of these cases.
+  time it becomes allowed. Nothing was changed in any of these cases. Given a :class:`KeyRevocationFeed` (the
+  service's :class:`~broker.tokens.quarantine.Quarantines`), a revoke first puts the kid on the revocation feed
+  (:class:`~broker.events.revocations.KeyRevoked`, issue 10 item 5), then revokes it in the keyring: followers
+  refuse its tokens before their JWKS cache would expire. In that order so that a failure in between errs on the
+  closed side: the kid refused on the feed while it still signs (run ``keys revoke`` again), never a key revoked
+  that verifiers keep accepting. An unknown or already revoked kid is not published.
 * :class:`StoreStatusInfo`: which store, at which schema version (:class:`~broker.admin.ports.StoreInfo`).
 * :class:`TrailAdminAudit`: each admin call as an ``admin.call`` record, written through to the journal before
   the call goes on (:meth:`~broker.audit.trail.AuditTrail.record_now`), so a journal that cannot take it stops
@@ -17,7 +22,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from datetime import timedelta
+from typing import Any, Protocol
 
 from broker.admin.errors import AdminConflictError, KidAlreadyRevokedError, KidNotFoundError
 from broker.admin.ports import AuditQuery, BlastRadius, KeyInfo, KeyRevocation, KeyRotation, StoreStatus, SubjectCount
@@ -27,11 +33,18 @@ from broker.audit.query import event_matches, spiffe_ids_in
 from broker.audit.trail import AuditTrail
 from broker.store import Store, latest_version
 from broker.store.url import StoreUrl
-from broker.tokens.keyring import Keyring, KeyView
+from broker.tokens.keyring import LIVE, Keyring, KeyView
 from broker.tokens.ledger import BlastRadius as LedgerBlastRadius
 from broker.tokens.rotation import KeyNotLiveError, RotationTooEarlyError, UnknownKeyError
 
-__all__ = ["JournalAuditReader", "KeyringAdmin", "StoreStatusInfo", "TrailAdminAudit", "blast_radius_view"]
+__all__ = [
+    "JournalAuditReader",
+    "KeyRevocationFeed",
+    "KeyringAdmin",
+    "StoreStatusInfo",
+    "TrailAdminAudit",
+    "blast_radius_view",
+]
 
 READ_PAGE = 500  # records read per store call while filtering
 FLUSH_TIMEOUT = 2.0  # seconds to wait for the ledger rows queued here before a revoke
@@ -50,6 +63,12 @@ def blast_radius_view(found: object, error: str | None = None) -> BlastRadius:
     )
 
 
+class KeyRevocationFeed(Protocol):
+    async def publish_key_revocation(self, kid: str, *, grace: timedelta = ...) -> object:
+        """Append ``KeyRevoked(kid)`` to the revocation log (:class:`~broker.tokens.quarantine.Quarantines`)."""
+        ...
+
+
 class KeyringAdmin:
     """:class:`~broker.admin.ports.KeyAdmin` over a running :class:`Keyring`."""
 
@@ -58,10 +77,12 @@ class KeyringAdmin:
         keyring: Keyring,
         trail: AuditTrail | None = None,
         flush_ledger: Callable[[], Awaitable[None]] | None = None,
+        feed: KeyRevocationFeed | None = None,
     ) -> None:
         self._keyring = keyring
         self._trail = trail  # where key.rotated / key.revoked go (the admin.call records name the caller)
         self._flush_ledger = flush_ledger  # this replica's queued ledger rows, written before the blast radius
+        self._feed = feed  # where a revoked kid is published (the revocation log), before the keyring revokes it
 
     async def list_keys(self) -> Sequence[KeyInfo]:
         await self._keyring.reload()
@@ -84,6 +105,7 @@ class KeyringAdmin:
         if self._flush_ledger is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._flush_ledger(), FLUSH_TIMEOUT)
+        await self._publish(kid)
         try:
             revocation = await self._keyring.revoke(kid)
         except UnknownKeyError:
@@ -96,6 +118,15 @@ class KeyringAdmin:
                 KeyRevoked(kid=revocation.kid, activated=revocation.active_kid, live_tokens=radius.live_tokens)
             )
         return KeyRevocation(revoked_kid=revocation.kid, active_kid=revocation.active_kid, blast_radius=radius)
+
+    async def _publish(self, kid: str) -> None:
+        """``kid`` on the revocation feed if it is a live key (else the keyring's own refusal follows). ``grace``:
+        a replica that has not seen the revoke may sign with the key for up to ``max_unconfirmed`` seconds."""
+        if self._feed is None:
+            return
+        await self._keyring.reload()
+        if any(view.kid == kid and view.state in LIVE for view in self._keyring.views()):
+            await self._feed.publish_key_revocation(kid, grace=timedelta(seconds=self._keyring.max_unconfirmed))
 
 
 def _key_info(view: KeyView) -> KeyInfo:

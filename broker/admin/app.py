@@ -7,6 +7,9 @@ Routes (JSON in and out, ``Cache-Control: no-store``; every one behind :class:`~
     POST /admin/v1/keys/{kid}/revoke      {"reason"?}  emergency revoke; the new active kid and the blast radius
     GET  /admin/v1/store                  engine, redacted URL, schema version and the latest this build knows
     GET  /admin/v1/audit?since=&limit=&event=&spiffe_id=     audit records after ``since``
+    GET  /admin/v1/quarantines            the quarantines in force (:mod:`broker.admin.quarantine`)
+    POST /admin/v1/quarantines            {"pattern", "reason", "until"?, "all_of_trust_domain"?}  quarantine now
+    POST /admin/v1/quarantines/release    {"pattern", "reason"?}  end the quarantine of exactly that pattern
 
 The listener requests client certificates without requiring them (its JWKS and metadata are public), so the
 gate, not the handshake, refuses an admin call without one (401). A path below the prefix that matches no route
@@ -25,7 +28,8 @@ from broker.admin.audit_log import audit_routes
 from broker.admin.gate import AdminGate
 from broker.admin.inputs import MAX_ADMIN_BODY
 from broker.admin.keys import key_routes
-from broker.admin.ports import AdminAudit, AuditReader, KeyAdmin, StoreInfo
+from broker.admin.ports import AdminAudit, AuditReader, KeyAdmin, QuarantineAdmin, StoreInfo
+from broker.admin.quarantine import quarantine_routes
 from broker.admin.routes import AdminRoute
 from broker.admin.store_status import store_routes
 from broker.identity.bundle import X509BundleSet
@@ -70,15 +74,20 @@ def add_admin_routes(
     store: StoreInfo,
     audit_reader: AuditReader,
     audit: AdminAudit,
+    quarantines: QuarantineAdmin | None = None,
     extra_routes: Iterable[AdminRoute] = (),
     max_body: int = MAX_ADMIN_BODY,
 ) -> AdminGate:
     """Mount the admin API on ``app`` (the token service's TLS app, before it starts) at ``/admin/v1``.
 
     ``bundles`` returns the current X.509 trust bundles (the token service's source, ``source.x509_bundles``);
-    ``admins`` the exact SPIFFE IDs allowed (empty: every call is refused, 403, and audited). Returns the gate.
+    ``admins`` the exact SPIFFE IDs allowed (empty: every call is refused, 403, and audited); ``quarantines``
+    adds the quarantine routes. Returns the gate.
     """
     gate = AdminGate(admins=admins, bundles=bundles, audit=audit, max_body=max_body)
-    routes = (*key_routes(keys), *store_routes(store), *audit_routes(audit_reader), *extra_routes)
+    routes = (*key_routes(keys), *store_routes(store), *audit_routes(audit_reader))
+    if quarantines is not None:
+        routes += quarantine_routes(quarantines)
+    routes += tuple(extra_routes)
     app.add_subapp(ADMIN_PREFIX, build_admin_app(gate, routes))
     return gate

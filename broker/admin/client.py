@@ -1,4 +1,4 @@
-"""A client of the admin API (what ``spiffe-broker keys|store|audit`` call), over mTLS with the caller's X.509-SVID.
+"""A client of the admin API (what ``spiffe-broker keys|store|audit|quarantine`` call), over mTLS with an X.509-SVID.
 
 ::
 
@@ -34,13 +34,18 @@ from broker.admin.wire import (
     WireError,
     decode_audit_page,
     decode_keys,
+    decode_quarantine_added,
+    decode_quarantine_released,
+    decode_quarantines,
     decode_revocation,
     decode_rotation,
     decode_store_status,
 )
 from broker.errors import BrokerError, NetworkError
+from broker.events.revocations import SubjectQuarantined
 from broker.identity.spiffetls.connector import ServerIdentityError, SpiffeTLSConnector, map_network_errors
 from broker.identity.spiffetls.context import SourceSSLContext
+from broker.tokens.quarantine import Quarantined, Released
 
 __all__ = ["AdminChange", "AdminClient"]
 
@@ -103,6 +108,27 @@ class AdminClient:
         if query.spiffe_id is not None:
             params["spiffe_id"] = str(query.spiffe_id)
         return _decoded(decode_audit_page, await self._call("GET", "/audit", params=params))
+
+    async def quarantines(self) -> list[SubjectQuarantined]:
+        """The quarantines in force (``quarantine list``)."""
+        return _decoded(decode_quarantines, await self._call("GET", "/quarantines"))
+
+    async def quarantine(
+        self, pattern: str, *, reason: str, until: str | None = None, all_of_trust_domain: bool = False
+    ) -> AdminChange[Quarantined]:
+        """Quarantine ``pattern`` (``until``: RFC 3339 or a duration such as ``30m``, counted by the server)."""
+        body: dict[str, Any] = {"pattern": pattern, "reason": reason}
+        if until is not None:
+            body["until"] = until
+        if all_of_trust_domain:
+            body["all_of_trust_domain"] = True
+        document = await self._call("POST", "/quarantines", body=body)
+        return AdminChange(_decoded(decode_quarantine_added, document), _audited(document))
+
+    async def release_quarantine(self, pattern: str, *, reason: str | None = None) -> AdminChange[Released]:
+        """End the quarantine of exactly ``pattern``; the tokens it revoked stay revoked."""
+        document = await self._call("POST", "/quarantines/release", body={"pattern": pattern, **_reason(reason)})
+        return AdminChange(_decoded(decode_quarantine_released, document), _audited(document))
 
     async def _call(
         self, method: str, path: str, *, body: dict[str, Any] | None = None, params: dict[str, str] | None = None

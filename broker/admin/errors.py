@@ -14,6 +14,16 @@ an error body back to the same class::
         │   └── KidAlreadyRevokedError kid_already_revoked    409  the kid is revoked already
         └── AuditUnavailableError      audit_unavailable      503  the audit journal refused the record
 
+Quarantine's refusals are :mod:`broker.tokens.quarantine`'s own classes, sent as they are (their codes are in
+:data:`ADMIN_ERRORS` too)::
+
+    InvalidRequestError
+    ├── InvalidPatternError            invalid_pattern        400  not a SPIFFE ID, nor spiffe://td/path/*
+    │   └── WholeTrustDomainError      whole_trust_domain     400  spiffe://td/* without all_of_trust_domain
+    ├── InvalidReasonError             invalid_reason         400  empty, too long, control characters
+    └── InvalidUntilError              invalid_until          400  not RFC 3339 or a duration, or not ahead
+    NotQuarantinedError                not_quarantined        404  release of a pattern not quarantined
+
 Authentication reuses the core classes: no or no valid X.509-SVID is ``invalid_client`` (401, RFC 8705 §2.1's
 code), a valid SPIFFE ID that is not an admin is ``access_denied`` (403); a bad body or query is
 ``invalid_request`` (400). A :class:`~broker.admin.ports.KeyAdmin` adapter raises :class:`KidNotFoundError` and
@@ -29,6 +39,13 @@ from broker.errors import (
     OAuthError,
     ServerError,
     TemporarilyUnavailableError,
+)
+from broker.tokens.quarantine import (
+    InvalidPatternError,
+    InvalidReasonError,
+    InvalidUntilError,
+    NotQuarantinedError,
+    WholeTrustDomainError,
 )
 
 __all__ = [
@@ -123,5 +140,10 @@ ADMIN_ERRORS: dict[str, type[OAuthError]] = {
         AdminConflictError,
         KidAlreadyRevokedError,
         AuditUnavailableError,
+        InvalidPatternError,
+        WholeTrustDomainError,
+        InvalidReasonError,
+        InvalidUntilError,
+        NotQuarantinedError,
     )
 }

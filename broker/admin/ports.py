@@ -7,6 +7,9 @@ Protocols (through thin adapters wired by the server); tests pass fakes. Nothing
 * :class:`KeyAdmin`: list, rotate, revoke (issue 9 item 3; the blast radius comes from the issuance ledger, item 4).
   ``revoke`` raises :class:`~broker.admin.errors.KidNotFoundError` or
   :class:`~broker.admin.errors.KidAlreadyRevokedError`, having changed nothing.
+* :class:`QuarantineAdmin`: quarantine add, release, list (issue 10 item 4), implemented by
+  :class:`~broker.tokens.quarantine.Quarantines`, whose results (:class:`~broker.tokens.quarantine.Quarantined`,
+  :class:`~broker.tokens.quarantine.Released`) it returns as they are.
 * :class:`StoreInfo`: which store, at which schema version.
 * :class:`AuditReader`: records of the audit journal (:class:`~broker.audit.journal.AuditRecord`), filtered.
 * :class:`AdminAudit`: where every admin call is recorded (:class:`Outcome` says how far it got).
@@ -21,8 +24,10 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from broker.audit.journal import AuditRecord
+from broker.events.revocations import SubjectPattern, SubjectQuarantined
 from broker.identity.spiffeid import SpiffeId
 from broker.tokens.keystore import KeyState
+from broker.tokens.quarantine import Quarantined, Released
 
 __all__ = [
     "AdminAudit",
@@ -34,6 +39,7 @@ __all__ = [
     "KeyRevocation",
     "KeyRotation",
     "Outcome",
+    "QuarantineAdmin",
     "StoreInfo",
     "StoreStatus",
     "SubjectCount",
@@ -135,6 +141,24 @@ class KeyAdmin(Protocol):
 
         Raises :class:`~broker.admin.errors.KidNotFoundError` or :class:`~broker.admin.errors.KidAlreadyRevokedError`
         (nothing changed)."""
+        ...
+
+
+class QuarantineAdmin(Protocol):
+    def now(self) -> datetime:
+        """The service's clock (a relative ``until`` counts from it)."""
+        ...
+
+    async def add(self, pattern: SubjectPattern, reason: str, until: datetime | None, actor: str | None) -> Quarantined:
+        """Quarantine ``pattern`` (input errors: :mod:`broker.tokens.quarantine`'s classes, nothing changed)."""
+        ...
+
+    async def release(self, pattern: SubjectPattern, actor: str | None) -> Released:
+        """End the quarantine of exactly ``pattern``; :class:`~broker.tokens.quarantine.NotQuarantinedError`."""
+        ...
+
+    async def in_force(self, now: datetime | None = None) -> list[SubjectQuarantined]:
+        """The quarantines in force, by pattern."""
         ...
 
 

@@ -16,7 +16,10 @@ from typing import Any, TypeVar
 
 from broker.admin.ports import BlastRadius, KeyInfo, KeyRevocation, KeyRotation, StoreStatus, SubjectCount
 from broker.audit.journal import AuditRecord
+from broker.events.revocations import SubjectPattern, SubjectQuarantined
+from broker.identity.errors import InvalidSpiffeIdError
 from broker.tokens.keystore import KeyState
+from broker.tokens.quarantine import Quarantined, Released
 
 __all__ = [
     "AuditEntry",
@@ -25,11 +28,17 @@ __all__ = [
     "audit_page_document",
     "decode_audit_page",
     "decode_keys",
+    "decode_quarantine_added",
+    "decode_quarantine_released",
+    "decode_quarantines",
     "decode_revocation",
     "decode_rotation",
     "decode_store_status",
     "encode_time",
     "keys_document",
+    "quarantine_added_document",
+    "quarantine_released_document",
+    "quarantines_document",
     "revocation_document",
     "rotation_document",
     "store_status_document",
@@ -119,6 +128,38 @@ def store_status_document(status: StoreStatus) -> dict[str, Any]:
         "url": status.redacted_url,
         "schema_version": status.schema_version,
         "latest_version": status.latest_version,
+    }
+
+
+def _quarantine(quarantine: SubjectQuarantined) -> dict[str, Any]:
+    return {
+        "pattern": quarantine.pattern.text,
+        "reason": quarantine.reason,
+        "since": encode_time(quarantine.at),
+        "until": encode_time(quarantine.until),
+        "cutoff_until": encode_time(quarantine.cutoff_until),
+    }
+
+
+def quarantines_document(quarantines: list[SubjectQuarantined]) -> dict[str, Any]:
+    return {"quarantines": [_quarantine(q) for q in quarantines]}
+
+
+def quarantine_added_document(added: Quarantined) -> dict[str, Any]:
+    return {
+        "quarantine": _quarantine(added.quarantine),
+        "seq": added.seq,
+        "live_tokens": added.live_tokens,
+        "truncated": added.truncated,
+        "ledger_error": added.ledger_error,
+    }
+
+
+def quarantine_released_document(released: Released) -> dict[str, Any]:
+    return {
+        "quarantine": _quarantine(released.quarantine),
+        "released_at": encode_time(released.at),
+        "seq": released.seq,
     }
 
 
@@ -230,6 +271,42 @@ def decode_revocation(document: Mapping[str, Any]) -> KeyRevocation:
             valid_until=_time(radius, "valid_until"),
             error=None if radius.get("error") is None else _field(radius, "error", str),
         ),
+    )
+
+
+def _decode_quarantine(item: Mapping[str, Any]) -> SubjectQuarantined:
+    try:
+        pattern = SubjectPattern.parse(_field(item, "pattern", str), all_of_trust_domain=True)
+    except (InvalidSpiffeIdError, ValueError):
+        raise WireError("member 'pattern' is not a SPIFFE ID pattern") from None
+    return SubjectQuarantined(
+        pattern,
+        at=_required_time(item, "since"),
+        until=_time(item, "until"),
+        cutoff_until=_required_time(item, "cutoff_until"),
+        reason=_field(item, "reason", str),
+    )
+
+
+def decode_quarantines(document: Mapping[str, Any]) -> list[SubjectQuarantined]:
+    return [_decode_quarantine(item) for item in _objects(document, "quarantines")]
+
+
+def decode_quarantine_added(document: Mapping[str, Any]) -> Quarantined:
+    return Quarantined(
+        quarantine=_decode_quarantine(_field(document, "quarantine", dict)),
+        seq=_field(document, "seq", int),
+        live_tokens=_optional(document, "live_tokens", int),
+        truncated=_field(document, "truncated", bool),
+        ledger_error=_optional(document, "ledger_error", str),
+    )
+
+
+def decode_quarantine_released(document: Mapping[str, Any]) -> Released:
+    return Released(
+        quarantine=_decode_quarantine(_field(document, "quarantine", dict)),
+        at=_required_time(document, "released_at"),
+        seq=_field(document, "seq", int),
     )
 
 

@@ -258,7 +258,7 @@ class SubjectQuarantinedRecorded(_Event):
     pattern: str
     reason: str
     until: int | None  # seconds since the epoch; None: until released
-    live_tokens: int
+    live_tokens: int | None  # None: the issuance ledger did not answer (the cutoff still refuses them)
     actor: str | None = None
 
 

@@ -14,7 +14,9 @@ Local mode, what each command needs (issue 9 items 3 and 5; docs/operations.md, 
   lifetime only times retirements, which neither command makes (the services' housekeeping does), so it is
   :data:`~broker.tokens.policy.MAX_TOKEN_LIFETIME`, the most any policy allows. An empty store is refused: the
   token service makes the first keys.
-* ``revoke`` prints the blast radius from the issuance ledger (tokens of the last batch window before a crash
+* ``revoke`` first publishes the kid on the revocation feed (``KeyRevoked``, kept until no token it signed can be
+  valid; issue 10 item 5), then revokes it, as the admin API does (:class:`~broker.admin.adapters.KeyringAdmin`).
+  It prints the blast radius from the issuance ledger (tokens of the last batch window before a crash
   may be missing from it: docs/operations.md, "The ledger and its crash window").
 * ``rotate-kek`` belongs to step 3 of docs/operations.md, "KEK rotation": every replica must already run with the
   new KEK as ``kek_file`` and the old one among ``previous_kek_files`` (they re-read the keys every second). It
@@ -30,6 +32,7 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +43,7 @@ from broker.admin.adapters import blast_radius_view
 from broker.admin.ports import BlastRadius, KeyInfo, KeyRevocation, KeyRotation
 from broker.admin.wire import keys_document, revocation_document, rotation_document
 from broker.audit.events import KekRotated, KeyRevoked, KeyRotated
+from broker.audit.trail import AuditTrail
 from broker.cli._state import (
     LocalTarget,
     RemoteTarget,
@@ -56,10 +60,11 @@ from broker.config import BrokerSettings
 from broker.errors import KeyringError, SealingError
 from broker.server.stateful import load_keks
 from broker.store import Store
-from broker.tokens.keyring import KekRotation, Keyring, rotate_kek
+from broker.tokens.keyring import LIVE, KekRotation, Keyring, rotate_kek
 from broker.tokens.keystore import KeyState
 from broker.tokens.ledger import BlastRadius as LedgerBlastRadius
 from broker.tokens.policy import MAX_TOKEN_LIFETIME
+from broker.tokens.quarantine import Quarantines
 from broker.tokens.rotation import RotationSchedule
 from broker.tokens.sealed_keys import key_aad
 
@@ -147,7 +152,13 @@ async def _local_rotate(store: Store, sealing: _Sealing) -> Rotated:
 
 
 async def _local_revoke(store: Store, sealing: _Sealing, kid: str) -> Revoked:
-    revocation = await (await sealing.keyring(store)).revoke(kid)
+    keyring = await sealing.keyring(store)
+    if any(view.kid == kid and view.state in LIVE for view in keyring.views()):  # on the feed first (KeyringAdmin)
+        window = sealing.schedule.retire_after
+        feed = Quarantines(store.revocations, store.ledger, AuditTrail(store.audit), window=lambda: window,
+                           clock=time.time)  # fmt: skip
+        await feed.publish_key_revocation(kid, grace=timedelta(seconds=keyring.max_unconfirmed))
+    revocation = await keyring.revoke(kid)
     found = revocation.blast_radius if isinstance(revocation.blast_radius, LedgerBlastRadius) else None
     activated = revocation.active_kid if revocation.was is KeyState.ACTIVE else None
     event = KeyRevoked(kid=kid, activated=activated, live_tokens=found.live_tokens if found else None)

@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from broker.identity.spiffeid import SpiffeId
+from broker.identity.errors import InvalidSpiffeIdError
+from broker.identity.spiffeid import SpiffeId, TrustDomain
 
 __all__ = [
     "KeyRevoked",
@@ -62,18 +63,26 @@ class SubjectPattern:
 
     @classmethod
     def parse(cls, value: str, *, all_of_trust_domain: bool = False) -> SubjectPattern:
+        """ValueError (naming what is wrong) for anything that is not one of the three shapes."""
+        try:
+            return cls._parse(value, all_of_trust_domain=all_of_trust_domain)
+        except InvalidSpiffeIdError as exc:
+            raise ValueError(f"not a SPIFFE ID or a SPIFFE ID prefix ending in /*: {exc}") from None
+
+    @classmethod
+    def _parse(cls, value: str, *, all_of_trust_domain: bool) -> SubjectPattern:
         if not value.endswith("/*"):
             return cls(str(SpiffeId.parse(value)))
         base = value[:-2]
-        spiffe_id = SpiffeId.parse(base if base.count("/") > 2 else base + "/x")
-        if base.count("/") <= 2:
-            if not all_of_trust_domain:
-                raise ValueError(
-                    f"{value!r} matches every SPIFFE ID of trust domain {spiffe_id.trust_domain}: "
-                    "pass --all-of-trust-domain if that is meant"
-                )
-            return cls(f"{spiffe_id.trust_domain.id_string()}/*")
-        return cls(f"{spiffe_id}/*")
+        if base.count("/") > 2:
+            return cls(f"{SpiffeId.parse(base)}/*")
+        trust_domain = TrustDomain.parse(base)  # "spiffe://td" exactly; "spiffe:/" or "spiffe://" are refused
+        if not all_of_trust_domain:
+            raise ValueError(
+                f"{value!r} matches every SPIFFE ID of trust domain {trust_domain}: "
+                "pass --all-of-trust-domain if that is meant"
+            )
+        return cls(f"{trust_domain.id_string()}/*")
 
     @property
     def is_prefix(self) -> bool:

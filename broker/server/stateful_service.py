@@ -28,6 +28,7 @@ from broker.server.service import RunningTokenService, start_token_service
 from broker.server.state import ServiceSource
 from broker.server.stateful import ServiceState, open_state
 from broker.tokens.policy import PolicyStore
+from broker.tokens.quarantine import Quarantines
 from broker.web import ListenerLimits
 
 __all__ = ["StatefulTokenService", "admin_ids", "start_stateful_token_service"]
@@ -97,7 +98,7 @@ async def start_stateful_token_service(
             limits=limits,
             audit=state.recorder if settings.ledger.record_tokens else None,
             jwks_max_age=int(settings.keyring.jwks_max_age),
-            configure=_admin_mounter(settings, source, state),
+            configure=_admin_mounter(settings, source, state, clock),
         )
     except BaseException:
         await state.aclose()
@@ -117,19 +118,23 @@ def admin_ids(settings: BrokerSettings) -> frozenset[SpiffeId]:
 
 
 def _admin_mounter(
-    settings: BrokerSettings, source: ServiceSource, state: ServiceState
+    settings: BrokerSettings, source: ServiceSource, state: ServiceState, clock: Callable[[], float]
 ) -> Callable[[web.Application], None]:
     admins = admin_ids(settings)
+    quarantines = Quarantines(state.store.revocations, state.store.ledger, state.recorder.trail, clock=clock,
+                              window=lambda: state.keyring.schedule.retire_after,  # longest lifetime + leeway
+                              flush_ledger=state.recorder.ledger.flush)  # fmt: skip
 
     def mount(app: web.Application) -> None:
         add_admin_routes(
             app,
             admins=admins,
             bundles=source.x509_bundles,
-            keys=KeyringAdmin(state.keyring, state.recorder.trail, flush_ledger=state.recorder.ledger.flush),
+            keys=KeyringAdmin(state.keyring, state.recorder.trail, state.recorder.ledger.flush, feed=quarantines),
             store=StoreStatusInfo(state.store, state.url),
             audit_reader=JournalAuditReader(state.store.audit),
             audit=TrailAdminAudit(state.recorder.trail),
+            quarantines=quarantines,
         )
         add_revocation_feed(app, log_store=state.store.revocations, changes=state.store.changes,
                             bundles=source.x509_bundles, settings=settings.feed)  # fmt: skip

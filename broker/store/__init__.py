@@ -1,7 +1,8 @@
 """The broker's state store: one URL chooses SQLite (embedded default), PostgreSQL (replicas) or memory (tests).
 
 Each concern declares the small interface it needs where it lives (the keyring's in
-:mod:`broker.tokens.keystore`, the audit journal's in :mod:`broker.audit.journal`); this package implements them
+:mod:`broker.tokens.keystore`, the audit journal's in :mod:`broker.audit.journal`, the issuance ledger's in
+:mod:`broker.tokens.ledger`, the revocation log's in :mod:`broker.tokens.revocation`); this package implements them
 three times, and one contract suite (``tests/unit/store``) holds the three to the same behaviour. :func:`open_store`
 returns a checked, migrated store, or raises a :class:`~broker.errors.StoreError` that names what to do.
 """

@@ -8,6 +8,7 @@ from typing import Protocol
 
 from broker.audit.journal import AuditJournalStore
 from broker.events import ChangeFeed
+from broker.events.revocations import SubjectPattern
 from broker.tokens.keystore import KeyMove, KeyRecord, KeyringStore, KeyState
 from broker.tokens.ledger import IssuanceLedgerStore
 from broker.tokens.revocation import RevocationLogStore
@@ -21,6 +22,7 @@ __all__ = [
     "duplicate_kid",
     "move_statements",
     "moved",
+    "prefix_bounds",
     "unknown_kid",
 ]
 
@@ -94,3 +96,16 @@ def unknown_kid(kid: str) -> str:
 
 def duplicate_kid(kid: str) -> str:
     return f"a signing key with kid {kid!r} already exists: generate a new kid"
+
+
+def prefix_bounds(pattern: SubjectPattern) -> tuple[str, str]:
+    """The subjects under a prefix pattern as a half-open range in code point order: ``[key, high)``.
+
+    ``key`` ends in ``/``; ``high`` is ``key`` with that ``/`` raised to the next code point (``0``). A string is in
+    the range exactly when it starts with ``key``, so no wildcard character (``%``, ``_``) can widen the match,
+    and an index on the subject serves it (SQLite's BINARY collation, PostgreSQL's ``"C"``: both code point order).
+    """
+    key = pattern.key
+    if not pattern.is_prefix or not key.endswith("/"):
+        raise ValueError(f"{pattern} is not a prefix pattern")
+    return key, key[:-1] + chr(ord("/") + 1)

@@ -3,7 +3,8 @@
 One :class:`LedgerEntry` per token (issue 9, item 4): its ``jti`` (RFC 7519 §4.1.7), the ``kid`` that signed it
 (RFC 7515 §4.1.4), the subject SPIFFE ID, audience, scopes, the binding (``x5t#S256=<thumbprint>``, RFC 8705
 §3.1), ``iat`` and ``exp``. The server writes entries in batches (:mod:`broker._batch`); ``keys revoke`` reads
-the :class:`BlastRadius` of a key from it: how many live tokens the key signed, for whom, until when.
+the :class:`BlastRadius` of a key from it: how many live tokens the key signed, for whom, until when; ``quarantine
+add`` reads the live tokens of a subject pattern (:meth:`IssuanceLedgerStore.live_tokens`, issue 10).
 
 :meth:`IssuanceLedgerStore.record` is one transaction and idempotent on ``jti``: an entry whose ``jti`` is already
 recorded is skipped and the first one stands. The batch writer retries a write whose outcome it could not learn
@@ -18,9 +19,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from broker.events.revocations import SubjectPattern
 from broker.tokens.keystore import check_instant
 
-__all__ = ["DEFAULT_TOP", "BlastRadius", "IssuanceLedgerStore", "LedgerEntry", "ranked"]
+__all__ = ["DEFAULT_TOP", "BlastRadius", "IssuanceLedgerStore", "LedgerEntry", "check_limit", "ranked"]
 
 DEFAULT_TOP = 20  # subjects and audiences listed in a blast radius
 
@@ -77,7 +79,20 @@ class IssuanceLedgerStore(Protocol):
         """Delete entries whose ``expires_at`` is before ``expired_before``; how many went."""
         ...
 
+    async def live_tokens(
+        self, pattern: SubjectPattern, now: datetime, *, limit: int | None = None
+    ) -> list[tuple[str, datetime]]:
+        """``(jti, expires_at)`` of the tokens with ``expires_at`` after ``now`` whose subject ``pattern`` matches
+        (the ID itself, or every ID under the prefix: compared as text, no wildcard in it), by ``expires_at`` then
+        ``jti`` in code point order; at most ``limit`` (None: all). ValueError for a ``limit`` below 1."""
+        ...
+
 
 def ranked(counts: dict[str, int], top: int) -> tuple[tuple[str, int], ...]:
     """The ``top`` largest counts, by count descending, then name."""
     return tuple(sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:top])
+
+
+def check_limit(limit: int | None) -> None:
+    if limit is not None and limit < 1:
+        raise ValueError("limit is at least 1 (or None: no limit)")

@@ -6,8 +6,9 @@ from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
 
+from broker.events.revocations import SubjectPattern
 from broker.tokens.keystore import check_instant
-from broker.tokens.ledger import DEFAULT_TOP, BlastRadius, LedgerEntry, ranked
+from broker.tokens.ledger import DEFAULT_TOP, BlastRadius, LedgerEntry, check_limit, ranked
 
 __all__ = ["MemoryLedger"]
 
@@ -40,3 +41,18 @@ class MemoryLedger:
         for jti in gone:
             del self._entries[jti]
         return len(gone)
+
+    async def live_tokens(
+        self, pattern: SubjectPattern, now: datetime, *, limit: int | None = None
+    ) -> list[tuple[str, datetime]]:
+        check_instant(now)
+        check_limit(limit)
+        live = sorted(
+            (e.expires_at, e.jti) for e in self._entries.values() if e.expires_at > now and _matches(pattern, e.subject)
+        )
+        return [(jti, expires_at) for expires_at, jti in live[:limit]]
+
+
+def _matches(pattern: SubjectPattern, subject: str) -> bool:
+    """As the SQL stores compare: the ID itself, or text that starts with the prefix (no wildcard in it)."""
+    return subject.startswith(pattern.key) if pattern.is_prefix else subject == pattern.text

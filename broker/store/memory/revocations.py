@@ -15,8 +15,9 @@ from broker.events.revocations import (
 )
 from broker.events.topics import REVOCATIONS
 from broker.store.memory.changes import MemoryChangeFeed
+from broker.store.revocation_rows import check_position, check_read, to_row
 from broker.tokens.keystore import check_instant
-from broker.tokens.revocation import LogAhead, LogBehind, LogPage
+from broker.tokens.revocation import LogPage
 
 __all__ = ["MemoryRevocationLog"]
 
@@ -30,6 +31,8 @@ class MemoryRevocationLog:
         self._horizon = 0
 
     async def append(self, events: Sequence[RevocationEvent]) -> tuple[LogEntry, ...]:
+        for event in events:
+            to_row(event)  # refused (naive times) as the SQL stores refuse it: before anything is appended
         appended = []
         for event in events:
             self._head += 1
@@ -53,12 +56,8 @@ class MemoryRevocationLog:
         return keep
 
     async def read(self, after: int, *, limit: int = 1000) -> LogPage:
-        if after < 0 or limit < 1:
-            raise ValueError("after is at least 0 and limit at least 1")
-        if after < self._horizon:
-            raise LogBehind(f"entries after {after} were pruned (horizon {self._horizon}): take a snapshot")
-        if after > self._head:
-            raise LogAhead(f"seq {after} is beyond the log's head {self._head}")
+        check_read(after, limit)
+        check_position(after, self._head, self._horizon)
         entries = [entry for seq, (entry, _) in sorted(self._entries.items()) if seq > after][:limit]
         return LogPage(self._feed_id, tuple(entries), self._head, self._horizon)
 

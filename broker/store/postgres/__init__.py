@@ -7,6 +7,7 @@ from broker.store.postgres.audit import PostgresAuditJournal
 from broker.store.postgres.changes import PostgresChangeFeed
 from broker.store.postgres.keyring import PostgresKeyring
 from broker.store.postgres.ledger import PostgresLedger
+from broker.store.postgres.revocations import PostgresRevocationLog
 from broker.store.url import StoreUrl
 
 __all__ = ["PgOptions", "PostgresStore"]
@@ -23,6 +24,7 @@ class PostgresStore:
         self._audit = PostgresAuditJournal(pool, store)
         self._changes = PostgresChangeFeed(pool, store)
         self._ledger = PostgresLedger(pool, store)
+        self._revocations = PostgresRevocationLog(pool, store)
 
     @classmethod
     async def open(
@@ -56,6 +58,10 @@ class PostgresStore:
     @property
     def ledger(self) -> PostgresLedger:
         return self._ledger
+
+    @property
+    def revocations(self) -> PostgresRevocationLog:
+        return self._revocations
 
     async def schema_version(self) -> int:
         async with connection(self._pool, self._store) as conn:

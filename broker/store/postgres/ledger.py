@@ -8,9 +8,11 @@ from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
 
+from broker.events.revocations import SubjectPattern
+from broker.store.base import prefix_bounds
 from broker.store.postgres._pool import Pool, connection
 from broker.tokens.keystore import check_instant
-from broker.tokens.ledger import DEFAULT_TOP, BlastRadius, LedgerEntry, ranked
+from broker.tokens.ledger import DEFAULT_TOP, BlastRadius, LedgerEntry, check_limit, ranked
 
 __all__ = ["PostgresLedger"]
 
@@ -76,7 +78,27 @@ class PostgresLedger:
             cursor = await conn.execute("DELETE FROM issued_tokens WHERE expires_at < %s", (expired_before,))
             return cursor.rowcount
 
+    async def live_tokens(
+        self, pattern: SubjectPattern, now: datetime, *, limit: int | None = None
+    ) -> list[tuple[str, datetime]]:
+        check_instant(now)
+        check_limit(limit)
+        subject = prefix_bounds(pattern) if pattern.is_prefix else (pattern.text,)
+        async with connection(self._pool, self._store) as conn:
+            cursor = await conn.execute(_LIVE_BY_SUBJECT[pattern.is_prefix], (*subject, now, limit))
+            return [(str(jti), expires_at) for jti, expires_at in await cursor.fetchall()]
+
 
 def _row(e: LedgerEntry) -> tuple[object, ...]:
     audience = json.dumps(list(e.audience), separators=(",", ":"))
     return (e.jti, e.kid, e.subject, audience, " ".join(e.scope), e.binding, e.issued_at, e.expires_at)
+
+
+# The subject index (issued_tokens_by_subject, in the "C" collation): equality, or the prefix's range in code point
+# order whatever the database's collation; LIMIT NULL is no limit (PostgreSQL 15 docs, 7.6 "LIMIT and OFFSET").
+_LIVE_BY_SUBJECT = {
+    False: 'SELECT jti, expires_at FROM issued_tokens WHERE subject COLLATE "C" = %s AND expires_at > %s '
+    'ORDER BY expires_at, jti COLLATE "C" LIMIT %s',
+    True: 'SELECT jti, expires_at FROM issued_tokens WHERE subject COLLATE "C" >= %s AND subject COLLATE "C" < %s '
+    'AND expires_at > %s ORDER BY expires_at, jti COLLATE "C" LIMIT %s',
+}

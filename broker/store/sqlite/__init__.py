@@ -10,6 +10,7 @@ from broker.store.sqlite.audit import SqliteAuditJournal
 from broker.store.sqlite.changes import POLL_S, SqliteChangeFeed
 from broker.store.sqlite.keyring import SqliteKeyring
 from broker.store.sqlite.ledger import SqliteLedger
+from broker.store.sqlite.revocations import SqliteRevocationLog
 
 __all__ = ["SqliteStore"]
 
@@ -26,6 +27,7 @@ class SqliteStore:
         self._keyring = SqliteKeyring(worker)
         self._audit = SqliteAuditJournal(worker)
         self._ledger = SqliteLedger(worker)
+        self._revocations = SqliteRevocationLog(worker)
 
     @classmethod
     async def open(cls, path: Path, *, migrate: bool = True, change_poll_s: float = POLL_S) -> SqliteStore:
@@ -52,6 +54,10 @@ class SqliteStore:
     @property
     def ledger(self) -> SqliteLedger:
         return self._ledger
+
+    @property
+    def revocations(self) -> SqliteRevocationLog:
+        return self._revocations
 
     async def schema_version(self) -> int:
         row = await self._worker.run(lambda conn: conn.execute("SELECT max(version) FROM broker_schema").fetchone())

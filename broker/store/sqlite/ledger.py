@@ -8,9 +8,11 @@ from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
 
+from broker.events.revocations import SubjectPattern
+from broker.store.base import prefix_bounds
 from broker.store.sqlite._worker import SqliteWorker, from_micros, immediate, to_micros
 from broker.tokens.keystore import check_instant
-from broker.tokens.ledger import DEFAULT_TOP, BlastRadius, LedgerEntry, ranked
+from broker.tokens.ledger import DEFAULT_TOP, BlastRadius, LedgerEntry, check_limit, ranked
 
 __all__ = ["SqliteLedger"]
 
@@ -38,6 +40,13 @@ class SqliteLedger:
     async def prune(self, expired_before: datetime) -> int:
         at = to_micros(check_instant(expired_before))
         return await self._worker.run(lambda conn: _prune(conn, at))
+
+    async def live_tokens(
+        self, pattern: SubjectPattern, now: datetime, *, limit: int | None = None
+    ) -> list[tuple[str, datetime]]:
+        at = to_micros(check_instant(now))
+        check_limit(limit)
+        return await self._worker.run(lambda conn: _live_tokens(conn, pattern, at, limit))
 
 
 def _row(e: LedgerEntry) -> tuple[object, ...]:
@@ -74,3 +83,23 @@ def _blast_radius(conn: sqlite3.Connection, kid: str, at: int | None, top: int) 
 def _prune(conn: sqlite3.Connection, at: int | None) -> int:
     with immediate(conn):
         return conn.execute("DELETE FROM issued_tokens WHERE expires_at < ?", (at,)).rowcount
+
+
+_LIVE_BY_SUBJECT = {  # the subject index: equality, or the prefix's range (BINARY collation: code point order)
+    False: "SELECT jti, expires_at FROM issued_tokens WHERE subject = ? AND expires_at > ? "
+    "ORDER BY expires_at, jti LIMIT ?",
+    True: "SELECT jti, expires_at FROM issued_tokens WHERE subject >= ? AND subject < ? AND expires_at > ? "
+    "ORDER BY expires_at, jti LIMIT ?",
+}
+
+
+def _live_tokens(
+    conn: sqlite3.Connection, pattern: SubjectPattern, at: int | None, limit: int | None
+) -> list[tuple[str, datetime]]:
+    subject = prefix_bounds(pattern) if pattern.is_prefix else (pattern.text,)
+    live = []
+    for jti, exp in conn.execute(_LIVE_BY_SUBJECT[pattern.is_prefix], (*subject, at, -1 if limit is None else limit)):
+        expires_at = from_micros(exp)
+        assert expires_at is not None  # NOT NULL
+        live.append((str(jti), expires_at))
+    return live

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -12,14 +13,18 @@ from broker.admin.errors import AdminConflictError, KidAlreadyRevokedError, KidN
 from broker.admin.ports import AuditQuery
 from broker.audit.trail import AuditTrail
 from broker.errors import StoreUnavailableError
+from broker.events.revocations import KeyRevoked, LogEntry, RevocationEvent
 from broker.identity.spiffeid import SpiffeId
 from broker.store import latest_version, open_store
 from broker.store.memory import MemoryStore
 from broker.store.url import StoreUrl
 from broker.testing import ManualClock
+from broker.tokens.keyring import DEFAULT_MAX_UNCONFIRMED
 from broker.tokens.keystore import KeyState
 from broker.tokens.ledger import LedgerEntry
-from tests.unit.tokens.keyring_helpers import PUBLISH_LEAD, open_keyring
+from tests.unit.tokens.keyring_helpers import PUBLISH_LEAD, RETIRE_AFTER, open_keyring
+from tests.unit.tokens.quarantine_helpers import LiveLedger
+from tests.unit.tokens.quarantine_helpers import service as quarantine_service
 
 ADMIN = "spiffe://example.org/ops/admin"
 
@@ -143,3 +148,41 @@ async def test_revoke_writes_the_queued_ledger_rows_before_it_counts_the_blast_r
 
     admin = KeyringAdmin(keyring, AuditTrail(store.audit), flush_ledger=flush)
     assert (await admin.revoke(active)).blast_radius.live_tokens == 1
+
+
+async def _feed_parts(clock: ManualClock) -> tuple[MemoryStore, LiveLedger, KeyringAdmin]:
+    store, ledger = MemoryStore(latest_version()), LiveLedger()
+    keyring = await open_keyring(store.keyring, clock, blast_radius=ledger)
+    feed = quarantine_service(store, ledger, clock)
+    return store, ledger, KeyringAdmin(keyring, AuditTrail(store.audit), feed=feed)
+
+
+async def test_revoke_puts_the_kid_on_the_revocation_feed_before_the_keyring_revokes_it() -> None:
+    clock = ManualClock(1_800_000_000)
+    store, _, admin = await _feed_parts(clock)
+    active = next(k.kid for k in await admin.list_keys() if k.state is KeyState.ACTIVE)
+    seen: list[list[KeyState]] = []
+    append = store.revocations.append
+
+    async def watching(events: Sequence[RevocationEvent]) -> tuple[LogEntry, ...]:
+        seen.append([r.state for r in await store.keyring.keys() if r.kid == active])
+        return await append(events)
+
+    store.revocations.append = watching  # type: ignore[method-assign]
+    await admin.revoke(active)
+    entries = (await store.revocations.read(0)).entries
+    now = datetime.fromtimestamp(clock(), UTC)
+    grace = timedelta(seconds=DEFAULT_MAX_UNCONFIRMED)
+    assert [e.event for e in entries] == [KeyRevoked(active, now + timedelta(seconds=RETIRE_AFTER) + grace)]
+    assert seen == [[KeyState.ACTIVE]]  # published while it was still active: fail closed
+
+
+async def test_an_unknown_or_already_revoked_kid_is_not_published() -> None:
+    store, _, admin = await _feed_parts(ManualClock(1_800_000_000))
+    with pytest.raises(KidNotFoundError):
+        await admin.revoke("no-such-kid")
+    active = next(k.kid for k in await admin.list_keys() if k.state is KeyState.ACTIVE)
+    await admin.revoke(active)
+    with pytest.raises(KidAlreadyRevokedError):
+        await admin.revoke(active)
+    assert [type(e.event) for e in (await store.revocations.read(0)).entries] == [KeyRevoked]

@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pytest
 
+from broker.events.revocations import SubjectPattern
 from broker.store import Store
 from broker.tokens.ledger import BlastRadius, LedgerEntry
 from tests.unit.store.conftest import OpenReplica
@@ -115,6 +116,55 @@ def test_a_malformed_entry_is_refused(change: dict[str, object], message: str) -
     fields.update(change)
     with pytest.raises(ValueError, match=message):
         LedgerEntry(**fields)  # type: ignore[arg-type]
+
+
+async def test_live_tokens_of_an_exact_pattern_are_that_subjects_only(store: Store) -> None:
+    await store.ledger.record(
+        [entry("j1", sub="a", minutes=9), entry("j2", sub="a", minutes=3), entry("j3", sub="a/b"),
+         entry("j4", sub="ab"), entry("j5", sub="a", minutes=1)]
+    )  # fmt: skip
+    live = await store.ledger.live_tokens(SubjectPattern.parse("spiffe://example.org/a"), T0 + timedelta(minutes=1))
+    assert live == [("j2", T0 + timedelta(minutes=3)), ("j1", T0 + timedelta(minutes=9))]  # j5 expires exactly then
+
+
+async def test_live_tokens_of_a_prefix_are_every_subject_under_it_and_not_the_prefix_itself(store: Store) -> None:
+    subjects = ["a", "a/b", "a/b/c", "ab", "ab/c", "a0", "a.b", "b/a/c"]
+    await store.ledger.record([entry(f"j-{s}", sub=s) for s in subjects])
+    live = await store.ledger.live_tokens(SubjectPattern.parse("spiffe://example.org/a/*"), T0)
+    assert sorted(jti for jti, _ in live) == ["j-a/b", "j-a/b/c"]
+    everyone = SubjectPattern.parse("spiffe://example.org/*", all_of_trust_domain=True)
+    assert len(await store.ledger.live_tokens(everyone, T0)) == len(subjects)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "matching", "not_matching"),
+    [
+        ("spiffe://example.org/a_b/*", "a_b/x", "aXb/x"),
+        ("spiffe://example.org/a_b", "a_b", "aXb"),
+        ("spiffe://example.org/100%/*", "100%/x", "1000/x"),
+        ("spiffe://example.org/back\\slash/*", "back\\slash/x", "backslash/x"),
+    ],
+    ids=["underscore-prefix", "underscore-exact", "percent-prefix", "backslash-prefix"],
+)
+async def test_live_tokens_treat_like_wildcards_in_the_pattern_literally(
+    store: Store, pattern: str, matching: str, not_matching: str
+) -> None:
+    await store.ledger.record([entry("yes", sub=matching), entry("no", sub=not_matching)])
+    # Built directly: SubjectPattern.parse refuses % and \ (not SPIFFE ID characters), the ledger stores any text.
+    live = await store.ledger.live_tokens(SubjectPattern(pattern), T0)
+    assert [jti for jti, _ in live] == ["yes"]
+
+
+async def test_live_tokens_are_ordered_by_expiry_then_jti_and_limited(store: Store) -> None:
+    await store.ledger.record([entry(f"j{i}", sub=f"t/{i}", minutes=5 + i % 3) for i in range(9)])
+    prefix = SubjectPattern.parse("spiffe://example.org/t/*")
+    every = await store.ledger.live_tokens(prefix, T0)
+    assert [jti for jti, _ in every] == ["j0", "j3", "j6", "j1", "j4", "j7", "j2", "j5", "j8"]
+    assert await store.ledger.live_tokens(prefix, T0, limit=4) == every[:4]
+    with pytest.raises(ValueError, match="limit"):
+        await store.ledger.live_tokens(prefix, T0, limit=0)
+    with pytest.raises(ValueError, match="timezone-aware"):
+        await store.ledger.live_tokens(prefix, T0.replace(tzinfo=None))
 
 
 def test_an_entry_has_no_field_for_the_token() -> None:

@@ -1,4 +1,5 @@
-"""Migrations: numbered alike on every engine; replicas starting at once apply each one once."""
+"""Migrations: numbered alike on every engine; replicas starting at once apply each one once; a store made by an
+older broker is migrated in place, its data kept."""
 
 from __future__ import annotations
 
@@ -6,12 +7,20 @@ import asyncio
 import contextlib
 import sqlite3
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 from broker.errors import StoreSchemaError
+from broker.events.revocations import SubjectPattern, TokenRevoked
+from broker.events.topics import REVOCATIONS
 from broker.store import latest_version, open_store
 from broker.store.migrations import check_version, load
+from broker.store.postgres import _pool as postgres_pool
+from broker.store.sqlite import _open as sqlite_open
+from tests.postgres import PostgresCluster
+from tests.unit.store.helpers import T0
+from tests.unit.store.test_ledger_contract import entry
 
 
 def test_engines_have_the_same_numbered_migrations() -> None:
@@ -45,3 +54,33 @@ def test_check_version_refuses(current: int, migrate: bool, message: str) -> Non
 def test_check_version_accepts_current_and_migratable() -> None:
     check_version(2, 2, store="s", migrate=False)
     check_version(0, 2, store="s", migrate=True)
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgres"])
+async def test_a_version_2_store_is_migrated_to_the_revocation_log_keeping_its_ledger_and_counters(
+    engine: str, tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module: ModuleType = sqlite_open
+    url = f"sqlite://{tmp_path}/state/broker.db"
+    if engine == "postgres":
+        cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
+        url, module = cluster.url(cluster.create_database()), postgres_pool
+    with monkeypatch.context() as patched:
+        patched.setattr(module, "MIGRATIONS", module.MIGRATIONS[:2])  # the broker of issue 9
+        old = await open_store(url)
+        assert await old.schema_version() == 2
+        await old.ledger.record([entry("j1", sub="team/web"), entry("j2", sub="team/db"), entry("j3", sub="other")])
+        assert await old.changes.publish(REVOCATIONS) == 1  # a topic may be published before its table exists
+        await old.close()
+    store = await open_store(url)
+    try:
+        assert (await store.schema_version(), store.migrated_from) == (latest_version(), 2)
+        live = await store.ledger.live_tokens(SubjectPattern.parse("spiffe://example.org/team/*"), T0)
+        assert sorted(jti for jti, _ in live) == ["j1", "j2"]
+        page = await store.revocations.read(0)
+        assert (page.entries, page.head, page.horizon) == ((), 0, 0)
+        (appended,) = await store.revocations.append([TokenRevoked("j1", T0)])
+        assert appended.seq == 1
+        assert await store.changes.publish(REVOCATIONS) == 3  # 1, the append's bump, this one: not reset to 0
+    finally:
+        await store.close()

@@ -110,6 +110,25 @@ async def test_edited_migration_history_is_refused(db: Path) -> None:
     assert snapshot(db.parent) == before
 
 
+@pytest.mark.parametrize(
+    ("kind", "body"),
+    [("token.revoked", '{"jti":"j1"}'), ("key.revoked", "not json"), ("subject.released", '{"pattern":"x","at":0}')],
+    ids=["missing-field", "not-json", "bad-pattern"],
+)
+async def test_a_revocation_entry_this_broker_did_not_write_is_refused_by_seq(db: Path, kind: str, body: str) -> None:
+    await make_store(db)
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+        conn.execute("UPDATE revocation_meta SET head = 1")
+        conn.execute("INSERT INTO revocation_log (seq, kind, target, body, created_at) VALUES (1, ?, 't', ?, 0)",
+                     (kind, body))  # fmt: skip
+    store = await SqliteStore.open(db)
+    try:
+        with pytest.raises(StoreCorruptError, match="revocation log entry 1 is not one this spiffe-broker wrote"):
+            await store.revocations.read(0)
+    finally:
+        await store.close()
+
+
 async def test_without_migrate_a_missing_store_is_refused_and_not_created(db: Path) -> None:
     with pytest.raises(StoreSchemaError, match="run `spiffe-broker store migrate`"):
         await open_store(f"sqlite://{db}", migrate=False)
