@@ -117,7 +117,7 @@ class Generators:
             share = count // processes + (1 if index < count % processes else 0)
             argv = [sys.executable, "-m", "bench.feed_followers", "--port", str(port), "--count", str(share),
                     "--cert", str(cert), "--key", str(key), "--ca", str(stack.files.bundle)]  # fmt: skip
-            self.procs.append(subprocess.Popen(  # noqa: S603
+            self.procs.append(subprocess.Popen(
                 argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                 preexec_fn=lambda: os.sched_setaffinity(0, {cpu}),
             ))  # fmt: skip
@@ -299,7 +299,9 @@ def _storm(server: FeedServer, generators: Generators, appender: Appender) -> di
     }  # fmt: skip
 
 
-def run_feed_bench(*, followers: int = 10_000, processes: int = 2, events: int = 20, keep: bool = False) -> dict[str, Any]:
+def run_feed_bench(
+    *, followers: int = 10_000, processes: int = 2, events: int = 20, keep: bool = False
+) -> dict[str, Any]:
     """Parts 1-5 of the module docstring; the results as a JSON-ready dict."""
     results: dict[str, Any] = {"followers": followers, "generator_processes": processes, "server_env": SERVER_ENV}
     with BrokerStack.create(keep=keep) as stack:
