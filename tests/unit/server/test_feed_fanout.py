@@ -6,7 +6,7 @@ import asyncio
 import time
 from typing import Any
 
-from broker.server.feed_fanout import Broadcaster, Follower
+from broker.server.feed_fanout import FAN_OUT_BATCH, Broadcaster, Follower
 from broker.store import latest_version
 from broker.store.memory import MemoryStore
 from tests.unit.server.feed_helpers import revoked, until
@@ -166,4 +166,41 @@ async def test_snapshots_are_rendered_once_per_head_however_many_followers_ask_a
     assert taken == 1
     assert {r.head for r in results} == {4} and again is results[0]
     assert all(r.frame is results[0].frame for r in results)
+    await broadcaster.stop()
+
+
+async def test_the_entries_of_one_read_go_out_as_one_write_per_follower_in_order() -> None:
+    store = MemoryStore(latest_version())
+    broadcaster = await started(store)
+    transport = RecordingTransport()
+    attach(broadcaster, transport)
+
+    await store.revocations.append(revoked(300))
+    await until(lambda: bool(transport.writes))
+
+    assert len(transport.writes) == 1
+    ids = [int(line[4:]) for line in transport.writes[0].split(b"\n") if line.startswith(b"id: ")]
+    assert ids == list(range(1, 301))
+    await broadcaster.stop()
+
+
+async def test_a_large_fan_out_lets_other_work_run_between_batches() -> None:
+    store = MemoryStore(latest_version())
+    broadcaster = await started(store)
+    transports = [RecordingTransport() for _ in range(FAN_OUT_BATCH * 4)]
+    for transport in transports:
+        attach(broadcaster, transport)
+    progress: list[int] = []
+
+    async def other_request() -> None:
+        while not transports[-1].writes:
+            progress.append(sum(1 for t in transports if t.writes))
+            await asyncio.sleep(0)
+
+    watcher = asyncio.create_task(other_request())
+    await store.revocations.append(revoked(1))
+    await until(lambda: bool(transports[-1].writes))
+    await watcher
+
+    assert any(0 < done < len(transports) for done in progress)  # it ran while the fan-out was half done
     await broadcaster.stop()
