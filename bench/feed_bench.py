@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -56,6 +57,7 @@ SMALL_TLS_BUFFER_CLI = [
 # heartbeat 60 s: no heartbeat lands inside a measured fan-out (a heartbeat is one more fan-out of the same kind)
 SERVER_ENV = {"SPIFFE_BROKER_FEED__MAX_FOLLOWERS": "12000", "SPIFFE_BROKER_FEED__HEARTBEAT": "60"}
 START_TIMEOUT = 60.0
+_FAN_OUT = re.compile(r"revocation feed: seq \d+-\d+ sent to (\d+) followers in ([\d.]+) ms")
 
 
 def _http_ok(url: str) -> bool:
@@ -104,6 +106,11 @@ class FeedServer:
     def cpu(self) -> float:
         assert self.child is not None
         return self.child.cpu_seconds()
+
+    def fan_outs_ms(self) -> list[float]:
+        """The server's own fan-out durations (its INFO line per read of the log), in the order it logged them."""
+        assert self.child is not None
+        return [float(found[2]) for found in _FAN_OUT.finditer(self.child.log.read_text(errors="replace"))]
 
 
 class Generators:
@@ -241,6 +248,7 @@ def _idle_cpu_rate(server: FeedServer, seconds: float) -> float:
 
 def _events(server: FeedServer, generators: Generators, appender: Appender, count: int) -> dict[str, Any]:
     idle = _idle_cpu_rate(server, 5.0)
+    logged = len(server.fan_outs_ms())
     latencies: list[float] = []
     all_delivered: list[float] = []
     first: list[float] = []
@@ -263,6 +271,7 @@ def _events(server: FeedServer, generators: Generators, appender: Appender, coun
         "latency_ms": _percentiles(latencies),
         "all_followers_ms": _percentiles(all_delivered),
         "first_follower_ms": _percentiles(first),
+        "server_fan_out_ms": _percentiles(server.fan_outs_ms()[logged:]),
         "server_cpu_ms_per_event": round(statistics.median(cpu_ms), 1),
         "server_cpu_us_per_follower_per_event": round(statistics.median(cpu_ms) / generators.count * 1000, 2),
         "idle_server_cores": round(idle, 4),
