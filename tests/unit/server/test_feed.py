@@ -13,6 +13,7 @@ import pytest
 from broker._sealing import generate_kek_file
 from broker.config import FeedSettings, load_settings
 from broker.devtools.devca import DevCA
+from broker.errors import ConfigError
 from broker.events.feed import parse_entry, parse_hello, parse_snapshot
 from broker.events.revocations import SubjectPattern, SubjectQuarantined, TokenRevoked
 from broker.identity.memory import InMemorySvidSource
@@ -20,7 +21,7 @@ from broker.identity.spiffeid import SpiffeId
 from broker.server.stateful_service import start_stateful_token_service
 from broker.tokens.policy import FilePolicyStore
 from broker.web import ListenerLimits
-from tests.unit.server.feed_helpers import feed_server, read_stream, revoked, until
+from tests.unit.server.feed_helpers import FeedServer, feed_server, read_stream, revoked, until
 from tests.unit.server.token_service_helpers import (
     BROKER_ID,
     CLIENT_ID,
@@ -284,3 +285,49 @@ async def test_a_stream_outlives_the_listeners_idle_and_request_deadlines(ca: De
         stream = await read_stream(server.context(), server.url, until=12, comments=True)
 
     assert len([item for item in stream.items if isinstance(item, str)]) >= 10  # 0.5 s of heartbeats
+
+
+async def _raw_get(server: FeedServer, request: bytes, until_bytes: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port, ssl=server.context())
+    writer.write(request)
+    received = b""
+    async with asyncio.timeout(5):
+        while until_bytes not in received:
+            chunk = await reader.read(65536)
+            if not chunk:
+                break
+            received += chunk
+    writer.close()
+    return received
+
+
+@pytest.mark.parametrize("version", ["1.0", "1.1"])
+async def test_live_entries_are_framed_for_the_followers_http_version(ca: DevCA, version: str) -> None:
+    async with feed_server(ca) as server:
+        feed_id = server.feed.broadcaster.feed_id
+        request = f"GET /v1/revocations?feed_id={feed_id}&after=0 HTTP/{version}\r\nHost: b\r\n\r\n".encode()
+        reading = asyncio.create_task(_raw_get(server, request, b"id: 1\n"))
+        await until(lambda: len(server.feed.broadcaster) == 1)
+        await server.append(revoked(1))
+        received = await reading
+
+    head, _, body = received.partition(b"\r\n\r\n")
+    event = b"id: 1\nevent: token.revoked\ndata: "
+    if version == "1.1":
+        assert b"Transfer-Encoding: chunked" in head
+        chunks = []
+        while body:
+            size, _, body = body.partition(b"\r\n")
+            chunks.append(body[: int(size, 16)])
+            assert body[int(size, 16) : int(size, 16) + 2] == b"\r\n"
+            body = body[int(size, 16) + 2 :]
+        assert chunks[-1].startswith(event) and chunks[-1].endswith(b"\n\n")
+    else:
+        assert b"Transfer-Encoding" not in head
+        assert body.endswith(b"\n\n") and event in body and b"\r\n" not in body
+
+
+async def test_a_feed_allow_list_entry_that_is_not_a_pattern_is_refused_at_start(ca: DevCA) -> None:
+    with pytest.raises(ConfigError, match=r"feed\.spiffe_ids"):
+        async with feed_server(ca, settings=FeedSettings(spiffe_ids=["https://not-spiffe"])):
+            pass
