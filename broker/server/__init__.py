@@ -4,6 +4,8 @@
 * :mod:`broker.server.handlers`     metadata (RFC 8414), JWKS, ``POST /token``, probes
 * :mod:`broker.server.request`      client authentication from the TLS connection; bounded form parsing
 * :mod:`broker.server.service`      :func:`start_token_service` for the CLI and ``spiffe-broker dev``
+* :mod:`broker.server.feed`         ``GET /v1/revocations``, the revocation feed (SSE); its fan-out in
+  :mod:`broker.server.feed_fanout`
 
 Threats considered (STRIDE, short): *spoofing* a client: mTLS X.509-SVID checked against its own trust
 domain's bundle, JWT-SVIDs only with the matching certificate; *tampering*: tokens signed ES256, bound to the

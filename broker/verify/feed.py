@@ -43,11 +43,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
@@ -72,7 +70,7 @@ from broker.events.revocations import KeyRevoked, LogEntry, RevocationIndex
 from broker.identity.source import X509ContextSource
 from broker.identity.spiffetls.context import ServerIdMatcher
 from broker.oauth.metadata import AuthorizationServerMetadata, MetadataError, check_issuer, metadata_url
-from broker.verify.feed_transport import FeedOpener, FeedResponse, FeedUnavailableError, MtlsFeedOpener
+from broker.verify.feed_transport import FeedOpener, FeedResponse, FeedRetry, MtlsFeedOpener, error_code, with_timeout
 from broker.verify.jwks import FetchJson, HttpsJsonFetcher
 
 __all__ = [
@@ -87,8 +85,6 @@ log = logging.getLogger(__name__)
 OnStale = Literal["fail-closed", "accept"]
 DEFAULT_BACKOFF = Backoff(initial=0.5, maximum=30.0, jitter="full")  # full jitter: spreads a reconnect storm
 PRUNE_INTERVAL = 60.0
-_ERROR_BODY_LIMIT = 4096
-_ERROR_CODE = re.compile(r"[a-z_]{1,64}")
 Listener = Callable[[Sequence[LogEntry], bool], None]
 
 
@@ -103,12 +99,6 @@ class KeyRevocable(Protocol):
     """A JWKS cache that can forget a key before its ``max-age`` runs out."""
 
     def revoke(self, kid: str) -> None: ...
-
-
-class _Retry(Exception):
-    def __init__(self, reason: str, retry_after: float = 0.0) -> None:
-        super().__init__(reason)
-        self.retry_after = retry_after
 
 
 @dataclass
@@ -273,7 +263,7 @@ class RevocationFeedFollower:
                 if await self._follow(endpoint):
                     attempts.reset()  # it was following: the next pause is a short, jittered one
                 log.info("revocation feed of %s: the stream ended; reconnecting", self.issuer)
-            except _Retry as exc:
+            except FeedRetry as exc:
                 floor = exc.retry_after
                 self._failed(str(exc))
             except (BrokerError, FeedProtocolError) as exc:
@@ -299,7 +289,7 @@ class RevocationFeedFollower:
         try:
             AuthorizationServerMetadata.from_document(document, issuer=self.issuer)  # RFC 8414 §3.3 first
         except MetadataError as exc:
-            raise _Retry(str(exc)) from None
+            raise FeedRetry(str(exc)) from None
         assert isinstance(document, dict)  # from_document refused anything else
         endpoint = document.get(METADATA_KEY)
         self._discovered_at = self._clock()
@@ -310,7 +300,7 @@ class RevocationFeedFollower:
             self._synced.set()
             return None
         if not isinstance(endpoint, str) or not _https_url(endpoint):
-            raise _Retry(f"metadata {METADATA_KEY} is not an https URL without query")
+            raise FeedRetry(f"metadata {METADATA_KEY} is not an https URL without query")
         self.advertised, self._endpoint = True, endpoint
         return endpoint
 
@@ -332,7 +322,7 @@ class RevocationFeedFollower:
             self._start_over = False
             session = _Session(sent_position="Last-Event-ID" in headers)
             parser = SseParser(max_event_bytes=self._max_event_bytes)
-            async for chunk in _with_timeout(response.chunks(), self.stale_after):
+            async for chunk in with_timeout(response.chunks(), self.stale_after):
                 for item in parser.feed(chunk):
                     self._handle(item, session)
                 if session.feed_id is not None and not session.needs_snapshot:
@@ -347,8 +337,8 @@ class RevocationFeedFollower:
             self._discovered_at = None
         retry_after = response.headers.get("Retry-After", "")
         floor = float(retry_after) if retry_after.isdigit() else 0.0
-        error = await _error_code(response)
-        raise _Retry(f"the feed answered HTTP {status}{f' ({error})' if error else ''}", floor)
+        error = await error_code(response)
+        raise FeedRetry(f"the feed answered HTTP {status}{f' ({error})' if error else ''}", floor)
 
     def _handle(self, item: SseEvent | str, session: _Session) -> None:
         if isinstance(item, str):
@@ -416,30 +406,6 @@ def _key_dropper(jwks: KeyRevocable) -> Listener:
                 jwks.revoke(entry.event.kid)
 
     return drop
-
-
-async def _with_timeout(chunks: AsyncIterator[bytes], timeout: float) -> AsyncIterator[bytes]:
-    """``chunks``, ending with :class:`_Retry` when nothing arrives for ``timeout`` seconds."""
-    iterator = aiter(chunks)
-    while True:
-        try:
-            async with asyncio.timeout(timeout):
-                chunk = await anext(iterator)
-        except StopAsyncIteration:
-            return
-        except TimeoutError:
-            raise _Retry(f"nothing from the feed for {timeout:g} s") from None
-        yield chunk
-
-
-async def _error_code(response: FeedResponse) -> str:
-    """The RFC 6749 §5.2 ``error`` code of a refusal, if it has a well-formed one (never its description)."""
-    try:
-        body = json.loads(await response.read_body(_ERROR_BODY_LIMIT))
-    except (ValueError, FeedUnavailableError):
-        return ""
-    code = body.get("error") if isinstance(body, dict) else None
-    return code if isinstance(code, str) and _ERROR_CODE.fullmatch(code) else ""
 
 
 def _reason(exc: BaseException) -> str:

@@ -9,7 +9,10 @@ expires. Tests swap in another :data:`FeedOpener`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
+import re
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
@@ -21,9 +24,20 @@ from broker.identity.source import X509ContextSource
 from broker.identity.spiffetls.connector import ServerIdentityError, SpiffeTLSConnector, map_network_errors
 from broker.identity.spiffetls.context import ServerIdMatcher, SourceSSLContext, client_ssl_context
 
-__all__ = ["FeedOpener", "FeedResponse", "FeedUnavailableError", "MtlsFeedOpener"]
+__all__ = ["FeedOpener", "FeedResponse", "FeedRetry", "FeedUnavailableError", "MtlsFeedOpener", "error_code",
+           "with_timeout"]  # fmt: skip
 
 CHUNK = 64 * 1024
+_ERROR_BODY_LIMIT = 4096
+_ERROR_CODE = re.compile(r"[a-z_]{1,64}")
+
+
+class FeedRetry(Exception):
+    """This connection is over (refused, stalled, ended); try again after at least ``retry_after`` seconds."""
+
+    def __init__(self, reason: str, retry_after: float = 0.0) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
 
 
 class FeedUnavailableError(NetworkError):
@@ -111,3 +125,27 @@ class MtlsFeedOpener:
         if self._session is not None:
             await self._session.close()
         self._session = self._context = None
+
+
+async def with_timeout(chunks: AsyncIterator[bytes], timeout: float) -> AsyncIterator[bytes]:
+    """``chunks``, ending with :class:`FeedRetry` when nothing arrives for ``timeout`` seconds."""
+    iterator = aiter(chunks)
+    while True:
+        try:
+            async with asyncio.timeout(timeout):
+                chunk = await anext(iterator)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise FeedRetry(f"nothing from the feed for {timeout:g} s") from None
+        yield chunk
+
+
+async def error_code(response: FeedResponse) -> str:
+    """The RFC 6749 §5.2 ``error`` code of a refusal, if it has a well-formed one (never its description)."""
+    try:
+        body = json.loads(await response.read_body(_ERROR_BODY_LIMIT))
+    except (ValueError, FeedUnavailableError):
+        return ""
+    code = body.get("error") if isinstance(body, dict) else None
+    return code if isinstance(code, str) and _ERROR_CODE.fullmatch(code) else ""
