@@ -208,8 +208,7 @@ async def follow(request: web.Request) -> web.StreamResponse:
         done = asyncio.get_running_loop().create_future()
         follower = Follower(transport, chunked, done, who, not_after)
         if not feed.broadcaster.attach(follower, start.seq):
-            transport.close()  # it fell out of the ring while its first bytes were sent: it resumes elsewhere
-            return response
+            return response  # it fell behind the ring while its first bytes were sent: the stream ends, it resumes
         await done
     finally:
         feed.leave()
