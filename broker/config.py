@@ -173,6 +173,22 @@ class AdminSettings(_Section):
     spiffe_ids: list[str] = []
 
 
+class IntrospectionSettings(_Section):
+    """``[introspection]``: who may call ``/introspect`` (RFC 7662 §2.1, §4), by the SPIFFE ID of its X.509-SVID.
+
+    ``audiences`` restricts a caller to tokens for some audiences (a token for another one is ``active: false``,
+    RFC 7662 §2.3); a caller not named there may introspect any token of this issuer.
+    """
+
+    spiffe_ids: list[str] = Field(
+        default=[], description="SPIFFE ID of a resource server allowed to call /introspect; empty: nobody"
+    )
+    audiences: dict[str, list[str]] = Field(
+        default={},
+        description="SPIFFE ID (one of spiffe_ids) -> the token audiences it may introspect; absent: any",
+    )
+
+
 class LedgerSettings(_Section):
     """``[ledger]``: group commit of the issuance ledger and the audit trail (a crash loses at most one window)."""
 
@@ -217,6 +233,7 @@ class BrokerSettings(BaseSettings):
     admin: AdminSettings = AdminSettings()
     ledger: LedgerSettings = LedgerSettings()
     feed: FeedSettings = FeedSettings()
+    introspection: IntrospectionSettings = IntrospectionSettings()
 
     def store_url(self) -> str:
         """The configured store URL, or the embedded default: ``sqlite:///<state_dir>/broker.db``."""

@@ -161,6 +161,9 @@ class LazyGroup(click.Group):
             if name == cmd_name:
                 command = getattr(importlib.import_module(f"broker.cli.{module}"), attr)
                 assert isinstance(command, click.Command)
+                # click caches a command's help option with the names of the first context that asked; one that
+                # ran outside this group (a test invoking it directly) would have cached "--help" alone.
+                command._help_option = None
                 return command
         return None
 

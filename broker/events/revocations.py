@@ -8,7 +8,10 @@ Four kinds of entry, and only these, travel on the revocation feed to verifiers 
   quarantine holds (until released, or until ``until``), no token is issued to a matching subject and no token
   of one is accepted. Every token of a matching subject issued at or before ``at`` stays revoked until
   ``cutoff_until`` (``at`` + the longest token lifetime policy allows + leeway), released or not: releasing a
-  quarantine does not revive the tokens it revoked, including tokens the issuance ledger has not recorded yet;
+  quarantine does not revive the tokens it revoked, including tokens the issuance ledger has not recorded yet.
+  A second quarantine of the same pattern before its release never shortens the one in force (the later
+  ``until`` holds; release and quarantine again to shorten it): a store keeps each quarantine's entry until it
+  is released or over, so a follower that starts from a snapshot must reach the same answer;
 * :class:`SubjectReleased`: the quarantine of exactly this pattern ends (its cutoff stays);
 * :class:`KeyRevoked`: a signing key (``kid``, RFC 7515 §4.1.4); every token it signed is refused.
 
@@ -23,6 +26,7 @@ never goes on the wire: followers need the effect, not the operator's words (tho
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -30,7 +34,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from broker.identity.errors import InvalidSpiffeIdError
-from broker.identity.spiffeid import SpiffeId, TrustDomain
+from broker.identity.spiffeid import SpiffeId
 
 __all__ = [
     "KeyRevoked",
@@ -73,16 +77,13 @@ class SubjectPattern:
     def _parse(cls, value: str, *, all_of_trust_domain: bool) -> SubjectPattern:
         if not value.endswith("/*"):
             return cls(str(SpiffeId.parse(value)))
-        base = value[:-2]
-        if base.count("/") > 2:
-            return cls(f"{SpiffeId.parse(base)}/*")
-        trust_domain = TrustDomain.parse(base)  # "spiffe://td" exactly; "spiffe:/" or "spiffe://" are refused
-        if not all_of_trust_domain:
+        base = SpiffeId.parse(value[:-2])  # so "spiffe:/*", "spiffe://*", "td/*" and "spiffe://td//*" are refused
+        if not base.path and not all_of_trust_domain:
             raise ValueError(
-                f"{value!r} matches every SPIFFE ID of trust domain {trust_domain}: "
+                f"{value!r} matches every SPIFFE ID of trust domain {base.trust_domain}: "
                 "pass --all-of-trust-domain if that is meant"
             )
-        return cls(f"{trust_domain.id_string()}/*")
+        return cls(f"{base}/*")
 
     @property
     def is_prefix(self) -> bool:
@@ -195,13 +196,18 @@ class RevocationIndex:
         self.seq = seq
 
     def apply(self, entry: LogEntry) -> None:
+        """Apply ``entry``; one at or below :attr:`seq` was already applied (a redelivery) and changes nothing."""
+        if entry.seq <= self.seq:
+            return
         event = entry.event
         if isinstance(event, TokenRevoked):
             self._tokens[event.jti] = event.expires_at
         elif isinstance(event, KeyRevoked):
             self._keys[event.kid] = event.expires_at
         elif isinstance(event, SubjectQuarantined):
-            self._quarantines[event.pattern.key] = event
+            held = self._quarantines.get(event.pattern.key)
+            if held is None or not _ends_later(held, event):
+                self._quarantines[event.pattern.key] = event
             self._cutoffs.setdefault(event.pattern.key, []).append((event.at, event.cutoff_until))
         else:
             self._quarantines.pop(event.pattern.key, None)
@@ -247,13 +253,25 @@ class RevocationIndex:
         return len(self._tokens) + len(self._keys) + len(self._quarantines) + sum(map(len, self._cutoffs.values()))
 
 
+def _ends_later(held: SubjectQuarantined, new: SubjectQuarantined) -> bool:
+    """True if ``held`` lasts longer than ``new``: a second quarantine of a pattern never shortens the first."""
+    if held.until is None:
+        return new.until is not None
+    return new.until is not None and held.until > new.until
+
+
 def _ts(at: datetime) -> int:
-    return int(at.timestamp())
+    """Whole seconds, rounded up: a cutoff, an expiry or a quarantine's start may move later on the wire, never
+    earlier, so a follower never stops refusing before the store does (fail closed)."""
+    return math.ceil(at.timestamp())
+
+
+_LATEST = 253402300799  # 9999-12-31T23:59:59Z, the last second a datetime holds
 
 
 def _at(value: Any, name: str) -> datetime:
-    if type(value) is not int or value < 0:
-        raise ValueError(f"{name} is a non-negative integer (seconds since the epoch)")
+    if type(value) is not int or not 0 <= value <= _LATEST:
+        raise ValueError(f"{name} is an integer from 0 to {_LATEST} (seconds since the epoch)")
     return datetime.fromtimestamp(value, UTC)
 
 
@@ -278,6 +296,8 @@ def entry_to_wire(entry: LogEntry) -> dict[str, Any]:
 
 def entry_from_wire(obj: Mapping[str, Any]) -> LogEntry:
     """Parse one feed object; ValueError for anything that is not exactly an entry :func:`entry_to_wire` writes."""
+    if not isinstance(obj, Mapping):
+        raise ValueError("a revocation feed entry is a JSON object")
     seq = obj.get("seq")
     if type(seq) is not int or seq < 1:
         raise ValueError("seq is a positive integer")

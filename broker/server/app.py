@@ -7,6 +7,10 @@ Routes of the TLS app::
     POST /token                                    RFC 6749 §3.2 / RFC 8693 / RFC 8705 (X.509-SVID required)
     GET  /healthz, /readyz                         probes
 
+The stateful service (:mod:`broker.server.stateful_service`) adds ``/revoke``, ``/introspect``
+(:mod:`broker.server.token_status`) and the admin API, each advertising itself in the metadata
+(:func:`broker.server.handlers.advertise`), and more readiness checks (:func:`add_readiness`).
+
 The issuer (RFC 8414 §2, :func:`broker.oauth.metadata.normalize_issuer`) is an ``https`` URL without path,
 query or fragment; JWT-SVIDs presented as subject
 tokens must name it in ``aud`` (the service accepts no other audience, so a JWT-SVID minted for another service
@@ -29,7 +33,17 @@ from broker.identity.source import X509Source
 from broker.oauth.metadata import normalize_issuer
 from broker.server import handlers
 from broker.server.request import DEFAULT_MAX_BODY
-from broker.server.state import CONFIG, JWKS_KEYS, POLICY, READINESS, SERVICE, SOURCE, ServiceSource, TokenAppConfig
+from broker.server.state import (
+    CONFIG,
+    JWKS_KEYS,
+    METADATA_MEMBERS,
+    POLICY,
+    READINESS,
+    SERVICE,
+    SOURCE,
+    ServiceSource,
+    TokenAppConfig,
+)
 from broker.tokens.endpoint import Audit
 from broker.tokens.issuer import AccessTokenIssuer
 from broker.tokens.keys import KeyStore
@@ -38,7 +52,7 @@ from broker.tokens.standard import standard_endpoint
 from broker.tokens.svid_cache import ValidatedSvidCache
 from broker.web.errors import error_middleware
 
-__all__ = ["build_health_app", "build_token_app", "normalize_issuer"]
+__all__ = ["add_readiness", "build_health_app", "build_token_app", "normalize_issuer"]
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +92,7 @@ def build_token_app(
         audit=audit,
     )
     app[READINESS] = readiness_check(source, policy_store, key_store)
+    app[METADATA_MEMBERS] = {}
     app.router.add_get("/.well-known/oauth-authorization-server", handlers.metadata)
     app.router.add_get("/jwks.json", handlers.jwks_handler)
     app.router.add_post("/token", handlers.token)
@@ -115,6 +130,16 @@ def readiness_check(source: X509Source, policy_store: PolicyStore, key_store: Ke
         return None
 
     return check
+
+
+def add_readiness(app: web.Application, check: Callable[[], str | None]) -> None:
+    """Make the app ready only when ``check`` (None when ready, else a reason) is too; before the app starts."""
+    first = app[READINESS]
+
+    def both() -> str | None:
+        return first() or check()
+
+    app[READINESS] = both
 
 
 async def _policy_watcher(app: web.Application) -> AsyncIterator[None]:

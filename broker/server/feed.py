@@ -41,11 +41,13 @@ from broker.events.revocations import SubjectPattern, subject_keys
 from broker.identity.bundle import X509BundleSet
 from broker.identity.errors import IdentityError
 from broker.server.feed_fanout import Broadcaster, Follower
+from broker.server.handlers import advertise
+from broker.server.state import CONFIG, METADATA_MEMBERS
 from broker.tokens.client_auth import RequestContext
 from broker.tokens.client_auth.mtls import TlsClientAuth
 from broker.tokens.revocation import LogAhead, LogBehind, RevocationLogStore
 
-__all__ = ["FEED", "RevocationFeed", "add_revocation_feed", "feed_metadata", "follow", "read_position"]
+__all__ = ["FEED", "RevocationFeed", "add_revocation_feed", "follow", "read_position"]
 
 log = logging.getLogger(__name__)
 
@@ -231,6 +233,8 @@ def add_revocation_feed(
     feed = RevocationFeed(broadcaster, log_store, bundles=bundles, settings=settings)
     app[FEED] = feed
     app.router.add_get(FEED_PATH, follow)
+    if METADATA_MEMBERS in app:  # the token service's app: advertise the feed (RFC 8414 §2 extension member)
+        advertise(app, {METADATA_KEY: f"{app[CONFIG].issuer}{FEED_PATH}"})
 
     async def running(app: web.Application) -> AsyncIterator[None]:
         await broadcaster.start()
@@ -243,8 +247,3 @@ def add_revocation_feed(
     app.cleanup_ctx.append(running)
     app.on_shutdown.append(release_followers)
     return feed
-
-
-def feed_metadata(app: web.Application, issuer: str) -> dict[str, str]:
-    """The metadata member advertising the feed, if ``app`` serves it (RFC 8414 §2 extension)."""
-    return {METADATA_KEY: f"{issuer}{FEED_PATH}"} if FEED in app else {}

@@ -7,18 +7,18 @@ Handlers only translate HTTP to :mod:`broker.tokens` calls and back; they raise 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
 
 from broker.oauth.constants import AUTH_TLS_CLIENT_AUTH, GRANT_CLIENT_CREDENTIALS, GRANT_TOKEN_EXCHANGE
 from broker.oauth.response import NO_STORE
-from broker.server.feed import feed_metadata
 from broker.server.request import read_form, request_context
-from broker.server.state import CONFIG, JWKS_KEYS, READINESS, SERVICE
+from broker.server.state import CONFIG, JWKS_KEYS, METADATA_MEMBERS, READINESS, SERVICE
 from broker.tokens.keys import jwks
 
-__all__ = ["healthz", "jwks_handler", "metadata", "metadata_document", "readyz", "token"]
+__all__ = ["advertise", "healthz", "jwks_handler", "metadata", "metadata_document", "readyz", "token"]
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +43,21 @@ def metadata_document(issuer: str) -> dict[str, Any]:
     }
 
 
+def advertise(app: web.Application, members: Mapping[str, Any]) -> None:
+    """Add RFC 8414 §2 members to the metadata document, before the app starts: each route mounted beside ``/token``
+    advertises itself (RFC 7009 ``revocation_endpoint``, RFC 7662 ``introspection_endpoint``, the revocation
+    feed's ``spiffe_broker_revocation_feed_endpoint``). A member already there is a ValueError (never replaced)."""
+    advertised = app[METADATA_MEMBERS]
+    taken = sorted(set(members) & (set(metadata_document(app[CONFIG].issuer)) | set(advertised)))
+    if taken:
+        raise ValueError(f"metadata members already advertised: {', '.join(taken)}")
+    advertised.update(members)
+
+
 async def metadata(request: web.Request) -> web.Response:
-    issuer = request.app[CONFIG].issuer
-    document = {**metadata_document(issuer), **feed_metadata(request.app, issuer)}
+    document = metadata_document(request.app[CONFIG].issuer)
+    members: dict[str, Any] = request.app[METADATA_MEMBERS]
+    document.update(members)
     return web.json_response(document, headers=PUBLIC_CACHE)
 
 

@@ -58,9 +58,17 @@ class Recorder:
         if not (self.ledger.submit(entry) and self.trail.record(event)):
             raise TemporarilyUnavailableError(BEHIND)
 
-    def refused(self, error: OAuthError, client: AuthenticatedClient | None, grant_type: str | None = None) -> None:
+    def refused(
+        self,
+        error: OAuthError,
+        client: AuthenticatedClient | None,
+        grant_type: str | None = None,
+        reason: str | None = None,
+    ) -> None:
         spiffe_id = None if client is None else str(client.spiffe_id)
-        event = TokenRefused(error=error.error, spiffe_id=spiffe_id, grant_type=grant_type, status=error.status)
+        event = TokenRefused(
+            error=error.error, spiffe_id=spiffe_id, grant_type=grant_type, status=error.status, reason=reason
+        )
         if not self.trail.record(event):
             self.refusals_not_recorded += 1
             log.warning("audit trail full: a token.refused event (%s) was not recorded", error.error)

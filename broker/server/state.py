@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -13,7 +13,17 @@ from broker.tokens.endpoint import TokenEndpoint
 from broker.tokens.keys import KeyStore
 from broker.tokens.policy import PolicyStore
 
-__all__ = ["CONFIG", "JWKS_KEYS", "POLICY", "READINESS", "SERVICE", "SOURCE", "ServiceSource", "TokenAppConfig"]
+__all__ = [
+    "CONFIG",
+    "JWKS_KEYS",
+    "METADATA_MEMBERS",
+    "POLICY",
+    "READINESS",
+    "SERVICE",
+    "SOURCE",
+    "ServiceSource",
+    "TokenAppConfig",
+]
 
 
 class ServiceSource(X509ContextSource, JwtBundleSource, Protocol):
@@ -36,3 +46,5 @@ SERVICE = web.AppKey("service", TokenEndpoint)
 JWKS_KEYS = web.AppKey("key_store", KeyStore)
 POLICY = web.AppKey("policy_store", PolicyStore)
 READINESS: web.AppKey[Callable[[], str | None]] = web.AppKey("readiness")
+# RFC 8414 §2 members that routes mounted beside /token advertise (broker.server.handlers.advertise)
+METADATA_MEMBERS: web.AppKey[dict[str, Any]] = web.AppKey("metadata_members")

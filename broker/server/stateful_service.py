@@ -9,6 +9,7 @@ closed).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -24,9 +25,12 @@ from broker.errors import ConfigError
 from broker.identity.errors import IdentityError
 from broker.identity.spiffeid import SpiffeId
 from broker.server.feed import add_revocation_feed
+from broker.server.revocations import ReplicaRevocations
 from broker.server.service import RunningTokenService, start_token_service
 from broker.server.state import ServiceSource
 from broker.server.stateful import ServiceState, open_state
+from broker.server.token_status import token_status_mounter
+from broker.tokens.introspection import IntrospectionAccess
 from broker.tokens.policy import PolicyStore
 from broker.tokens.quarantine import Quarantines
 from broker.web import ListenerLimits
@@ -40,6 +44,7 @@ log = logging.getLogger(__name__)
 class StatefulTokenService:
     service: RunningTokenService
     state: ServiceState
+    revocations: ReplicaRevocations | None = None  # the replica's view of the revocation log
 
     @property
     def port(self) -> int:
@@ -76,6 +81,7 @@ async def start_stateful_token_service(
     limits: ListenerLimits | None = None,
 ) -> StatefulTokenService:
     """Open the state, then serve (see the module docstring); a failure to start closes what was opened."""
+    access = IntrospectionAccess.parse(settings.introspection.spiffe_ids, settings.introspection.audiences)
     state = await open_state(
         settings, policy_store=policy_store, clock=clock, legacy_dir=legacy_dir, generate_kek_in=generate_kek_in
     )
@@ -85,6 +91,15 @@ async def start_stateful_token_service(
             "keys revoke cannot tell its blast radius (meant for benchmarks only)"
         )
     try:
+        revocations = await _open_revocations(settings, state, clock)
+        status_mounter = token_status_mounter(
+            revocations=revocations,
+            keys=state.keyring,
+            admins=admin_ids(settings),
+            access=access,
+            record_now=state.recorder.trail.record_now,
+            clock=clock,
+        )
         service = await start_token_service(
             source=source,
             policy_store=policy_store,
@@ -98,12 +113,43 @@ async def start_stateful_token_service(
             limits=limits,
             audit=state.recorder if settings.ledger.record_tokens else None,
             jwks_max_age=int(settings.keyring.jwks_max_age),
-            configure=_admin_mounter(settings, source, state, clock),
+            configure=_mount_all(
+                _admin_mounter(settings, source, state, clock), status_mounter, _feed_mounter(settings, source, state)
+            ),
         )
     except BaseException:
         await state.aclose()
         raise
-    return StatefulTokenService(service=service, state=state)
+    return StatefulTokenService(service=service, state=state, revocations=revocations)
+
+
+async def _open_revocations(
+    settings: BrokerSettings, state: ServiceState, clock: Callable[[], float]
+) -> ReplicaRevocations:
+    """The replica's revocation view, after its first full read of the log; it follows the log from then on."""
+    revocations = await ReplicaRevocations.open(
+        state.store.revocations, state.store.changes, clock=clock, max_unconfirmed=settings.keyring.max_unconfirmed
+    )
+    state.tasks.append(asyncio.create_task(revocations.run(), name="revocation-log"))
+    return revocations
+
+
+def _feed_mounter(
+    settings: BrokerSettings, source: ServiceSource, state: ServiceState
+) -> Callable[[web.Application], None]:
+    def mount(app: web.Application) -> None:
+        add_revocation_feed(app, log_store=state.store.revocations, changes=state.store.changes,
+                            bundles=source.x509_bundles, settings=settings.feed)  # fmt: skip
+
+    return mount
+
+
+def _mount_all(*mounters: Callable[[web.Application], None]) -> Callable[[web.Application], None]:
+    def mount(app: web.Application) -> None:
+        for mounter in mounters:
+            mounter(app)
+
+    return mount
 
 
 def admin_ids(settings: BrokerSettings) -> frozenset[SpiffeId]:
@@ -136,7 +182,5 @@ def _admin_mounter(
             audit=TrailAdminAudit(state.recorder.trail),
             quarantines=quarantines,
         )
-        add_revocation_feed(app, log_store=state.store.revocations, changes=state.store.changes,
-                            bundles=source.x509_bundles, settings=settings.feed)  # fmt: skip
 
     return mount

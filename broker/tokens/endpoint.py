@@ -13,6 +13,11 @@ A request runs, in this order (docs/architecture.md, "Error precedence at /token
    RFC 8705 §2) -> the grant's parameters -> target and scope syntax -> the grant itself -> quarantine (a hook)
    -> policy (:mod:`broker.tokens.policy`) -> issue (:mod:`broker.tokens.issuer`) -> audit (a hook).
 
+A quarantined client is refused by the quarantine hook with :class:`QuarantinedError` (``access_denied``), which
+the audit hook records with the broker's reason code ``quarantined``. ``/revoke`` (RFC 7009 §2.1) and
+``/introspect`` (RFC 7662 §2.1) authenticate their callers with this endpoint's client-authentication registry
+(:meth:`TokenEndpoint.client_of`, :meth:`TokenEndpoint.check_client`), without a ``token.refused`` record.
+
 Every :class:`~broker.errors.OAuthError` of either step passes through one error path (the audit hook's
 ``refused``) and propagates; the web layer renders it (:mod:`broker.web.errors`). A new grant or client
 authentication method is a new class registered here, not an ``if`` in this module.
@@ -25,14 +30,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from broker.errors import InvalidClientError, InvalidRequestError, OAuthError, UnsupportedGrantTypeError
+from broker.errors import (
+    AccessDeniedError,
+    InvalidClientError,
+    InvalidRequestError,
+    OAuthError,
+    UnsupportedGrantTypeError,
+)
 from broker.oauth.form import select_target, single_values
 from broker.tokens.client_auth import ClientAuthMethod, RequestContext
 from broker.tokens.grants import Grant
 from broker.tokens.issuer import AccessTokenIssuer, AuthenticatedClient, IssuedToken
 from broker.tokens.policy import PolicyStore, parse_scope
 
-__all__ = ["Audit", "Quarantine", "TokenEndpoint", "TokenResponse"]
+__all__ = ["Audit", "Quarantine", "QuarantinedError", "TokenEndpoint", "TokenResponse"]
 
 _AUTH_SCHEME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
 
@@ -64,14 +75,30 @@ class Quarantine(Protocol):
     def check(self, client: AuthenticatedClient) -> None: ...
 
 
+class QuarantinedError(AccessDeniedError):
+    """403 ``access_denied`` for a quarantined client (RFC 6749 §4.1.2.1: the authorization server denied the
+    request). The description never carries the quarantine's reason (that is for the operators' audit journal)."""
+
+    reason = "quarantined"
+
+    def __init__(self) -> None:
+        super().__init__("this client's SPIFFE ID is quarantined")
+
+
 class Audit(Protocol):
     """Records every outcome: a token issued, or a request refused (``client`` None before authentication)."""
 
     def issued(self, client: AuthenticatedClient, token: IssuedToken) -> None: ...
 
-    def refused(self, error: OAuthError, client: AuthenticatedClient | None, grant_type: str | None = None) -> None:
+    def refused(
+        self,
+        error: OAuthError,
+        client: AuthenticatedClient | None,
+        grant_type: str | None = None,
+        reason: str | None = None,
+    ) -> None:
         """``grant_type`` is the request's grant type when it is one this endpoint serves, else None (a value the
-        client made up is never passed on)."""
+        client made up is never passed on); ``reason`` a broker code (``quarantined``), never the client's words."""
         ...
 
 
@@ -84,7 +111,13 @@ class _Nobody:
     def issued(self, client: AuthenticatedClient, token: IssuedToken) -> None:
         return None
 
-    def refused(self, error: OAuthError, client: AuthenticatedClient | None, grant_type: str | None = None) -> None:
+    def refused(
+        self,
+        error: OAuthError,
+        client: AuthenticatedClient | None,
+        grant_type: str | None = None,
+        reason: str | None = None,
+    ) -> None:
         return None
 
 
@@ -114,6 +147,10 @@ class TokenEndpoint:
         """Accept ``grant`` (RFC 8414 ``grant_types_supported``)."""
         self._grants[grant.grant_type] = grant
 
+    def use_quarantine(self, quarantine: Quarantine) -> None:
+        """Refuse quarantined clients with ``quarantine`` (the replica's revocation index, set before serving)."""
+        self._quarantine = quarantine
+
     @property
     def auth_methods(self) -> tuple[str, ...]:
         return tuple(self._client_auth)
@@ -125,17 +162,27 @@ class TokenEndpoint:
     def authenticate(self, context: RequestContext) -> AuthenticatedClient:
         """Step 1: the client, from the transport's credentials; 401 ``invalid_client`` otherwise."""
         try:
-            return self._method_for(context).authenticate(context)
+            return self.client_of(context)
         except OAuthError as exc:
             self._audit.refused(exc, None)
             raise
+
+    def client_of(self, context: RequestContext) -> AuthenticatedClient:
+        """Step 1 without an audit record: the caller of ``/revoke`` or ``/introspect``, authenticated as at this
+        endpoint (RFC 7009 §2.1, RFC 7662 §2.1); 401 ``invalid_client`` otherwise."""
+        return self._method_for(context).authenticate(context)
+
+    def check_client(self, client: AuthenticatedClient, params: Mapping[str, str]) -> None:
+        """The form's client parameters agree with ``client`` (``client_id``, RFC 8705 §2)."""
+        self._client_auth[client.auth_method].check_request(client, params)
 
     async def handle(self, form: Mapping[str, Sequence[str]], client: AuthenticatedClient) -> TokenResponse:
         """Step 2: validate the request, apply policy and issue; every refusal is an :class:`OAuthError`."""
         try:
             return self._handle(form, client)
         except OAuthError as exc:
-            self._audit.refused(exc, client, self._served_grant_type(form))
+            reason = exc.reason if isinstance(exc, QuarantinedError) else None
+            self._audit.refused(exc, client, self._served_grant_type(form), reason)
             raise
 
     def _served_grant_type(self, form: Mapping[str, Sequence[str]]) -> str | None:
@@ -145,7 +192,7 @@ class TokenEndpoint:
     def _handle(self, form: Mapping[str, Sequence[str]], client: AuthenticatedClient) -> TokenResponse:
         params, targets = single_values(form)
         grant = self._grant_for(params.get("grant_type"))
-        self._client_auth[client.auth_method].check_request(client, params)
+        self.check_client(client, params)
         issued_token_type = grant.validate_request(params)
         audience = select_target(targets)
         scopes = parse_scope(params.get("scope"))

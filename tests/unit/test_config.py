@@ -118,3 +118,24 @@ def test_a_token_file_mode_for_owner_and_group_is_accepted(tmp_path: Path) -> No
     config = tmp_path / "broker.toml"
     config.write_text('[[sidecar.token_files]]\npath = "/run/t"\naudience = "api"\nmode = "0640"\n')
     assert load_settings(config).sidecar.token_files[0].mode == 0o640
+
+
+def test_the_introspection_section_reads_the_allow_list_and_per_caller_audiences(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "broker.toml"
+    config.write_text(
+        '[introspection]\nspiffe_ids = ["spiffe://example.org/rs"]\n'
+        '[introspection.audiences]\n"spiffe://example.org/rs" = ["https://api.example.org"]\n'
+    )
+    settings = load_settings(config)
+    assert settings.introspection.spiffe_ids == ["spiffe://example.org/rs"]
+    assert settings.introspection.audiences == {"spiffe://example.org/rs": ["https://api.example.org"]}
+    monkeypatch.setenv("SPIFFE_BROKER_INTROSPECTION__SPIFFE_IDS", '["spiffe://example.org/other"]')
+    assert load_settings(config).introspection.spiffe_ids == ["spiffe://example.org/other"]
+    assert load_settings(None).introspection.spiffe_ids == ["spiffe://example.org/other"]
+    monkeypatch.delenv("SPIFFE_BROKER_INTROSPECTION__SPIFFE_IDS")
+    assert load_settings(None).introspection.spiffe_ids == []
+    config.write_text("[introspection]\nspiffe_id = []\n")
+    with pytest.raises(ConfigError, match=r"introspection\.spiffe_id"):
+        load_settings(config)

@@ -8,6 +8,7 @@ import pytest
 
 from broker.devtools.devca import DevCA
 from broker.errors import (
+    AccessDeniedError,
     InvalidClientError,
     InvalidGrantError,
     InvalidRequestError,
@@ -20,7 +21,7 @@ from broker.oauth.constants import GRANT_CLIENT_CREDENTIALS, TOKEN_TYPE_ACCESS_T
 from broker.oauth.form import single_values
 from broker.tokens.client_auth import RequestContext
 from broker.tokens.client_auth.mtls import TlsClientAuth
-from broker.tokens.endpoint import TokenEndpoint
+from broker.tokens.endpoint import QuarantinedError, TokenEndpoint
 from broker.tokens.grants.client_credentials import ClientCredentialsGrant
 from broker.tokens.issuer import AccessTokenIssuer, AuthenticatedClient, IssuedToken
 from broker.tokens.keys import InMemoryKeyStore
@@ -186,13 +187,21 @@ class RecordingAudit:
     def __init__(self) -> None:
         self.events: list[tuple[str, str]] = []
         self.grant_types: list[str | None] = []
+        self.reasons: list[str | None] = []
 
     def issued(self, client: AuthenticatedClient, token: IssuedToken) -> None:
         self.events.append(("issued", token.audience))
 
-    def refused(self, error: OAuthError, client: AuthenticatedClient | None, grant_type: str | None = None) -> None:
+    def refused(
+        self,
+        error: OAuthError,
+        client: AuthenticatedClient | None,
+        grant_type: str | None = None,
+        reason: str | None = None,
+    ) -> None:
         self.events.append(("refused", error.error))
         self.grant_types.append(grant_type)
+        self.reasons.append(reason)
 
 
 async def test_every_outcome_passes_the_audit_hook(key_store: InMemoryKeyStore, client: AuthenticatedClient) -> None:
@@ -227,3 +236,57 @@ async def test_a_refusal_names_only_a_grant_type_the_endpoint_serves(
     with pytest.raises(UnsupportedGrantTypeError):
         await endpoint.handle({"grant_type": ["eyJhbGciOi.made-up"]}, client)
     assert audit.grant_types == [None]
+
+
+class QuarantineOf:
+    """Quarantines one SPIFFE ID, and counts its checks."""
+
+    def __init__(self, spiffe_id: str) -> None:
+        self.spiffe_id = spiffe_id
+        self.checks = 0
+
+    def check(self, client: AuthenticatedClient) -> None:
+        self.checks += 1
+        if str(client.spiffe_id) == self.spiffe_id:
+            raise QuarantinedError()
+
+
+async def test_a_quarantined_client_is_refused_access_denied_after_the_grant_and_audited_as_quarantined(
+    endpoint: TokenEndpoint, client: AuthenticatedClient
+) -> None:
+    audit = RecordingAudit()
+    endpoint = TokenEndpoint(
+        issuer=endpoint.issuer, policy_store=InMemoryPolicyStore(parse_policy(POLICY)), audit=audit
+    )
+    endpoint.register_client_auth(TlsClientAuth(lambda: {}))
+    endpoint.register_grant(ClientCredentialsGrant())
+    quarantine = QuarantineOf(str(client.spiffe_id))
+    endpoint.use_quarantine(quarantine)
+    with pytest.raises(UnsupportedGrantTypeError):  # the grant is checked first: no quarantine check yet
+        await endpoint.handle(cc_form(grant_type="password"), client)
+    assert quarantine.checks == 0
+    with pytest.raises(AccessDeniedError) as caught:
+        await endpoint.handle(cc_form(), client)
+    assert (caught.value.error, caught.value.status) == ("access_denied", 403)
+    assert caught.value.description == "this client's SPIFFE ID is quarantined"
+    assert endpoint.issuer.issued_count == 0
+    assert audit.events[-1] == ("refused", "access_denied")
+    assert audit.reasons == [None, "quarantined"]
+
+
+async def test_client_of_authenticates_like_the_token_endpoint_without_an_audit_record(
+    key_store: InMemoryKeyStore,
+) -> None:
+    audit = RecordingAudit()
+    endpoint = TokenEndpoint(
+        issuer=AccessTokenIssuer(issuer=ISSUER, key_store=key_store),
+        policy_store=InMemoryPolicyStore(parse_policy(POLICY)),
+        audit=audit,
+    )
+    endpoint.register_client_auth(TlsClientAuth(lambda: {}))
+    with pytest.raises(InvalidClientError):
+        endpoint.client_of(RequestContext())
+    with pytest.raises(InvalidClientError) as caught:
+        endpoint.client_of(RequestContext(authorization="Basic Zm9vOmJhcg=="))
+    assert caught.value.headers["WWW-Authenticate"] == 'Basic realm="spiffe-broker"'
+    assert audit.events == []
