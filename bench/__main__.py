@@ -5,7 +5,8 @@
     python -m bench --only a,d      # pick: a (sidecar vs bare aiohttp), b (token exchanges), c (verifier),
                                     #       d (sidecar memory; measured with a, or alone),
                                     #       e (ledger + audit on vs off, SQLite and PostgreSQL),
-                                    #       f (2 replicas vs 1 on PostgreSQL)
+                                    #       f (2 replicas vs 1 on PostgreSQL),
+                                    #       g (the revocation feed with 10,000 followers; not in the default set)
 
 Method and results: docs/benchmarks.md.
 """
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.exchange_bench import run_exchange_bench
+from bench.feed_bench import run_feed_bench
 from bench.procs import MachineLoad, cpu_count, run_json, wait_for_quiet
 from bench.report import TARGETS, machine_info, notes, render_table, table_rows
 from bench.sidecar_bench import run_sidecar_bench
@@ -53,12 +55,12 @@ FULL = Plan(rounds_a=7, duration_a=1.0, rounds_b=5, duration_b=1.5, warmup=0.3, 
             seconds_c=0.3, rounds_e=7, duration_e=2.0, rounds_f=7, duration_f=2.0)  # fmt: skip
 QUICK = Plan(rounds_a=1, duration_a=0.5, rounds_b=1, duration_b=0.5, warmup=0.2, reference_seconds=0.2, rounds_c=3,
              seconds_c=0.1, rounds_e=1, duration_e=0.5, rounds_f=1, duration_f=0.5)  # fmt: skip
-PARTS = {"a", "b", "c", "d", "e", "f"}
+PARTS = {"a", "b", "c", "d", "e", "f", "g"}
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description="spiffe-broker benchmarks (issue 3)")
-    parser.add_argument("--only", default="a,b,c,d,e,f", help="comma-separated subset of a-f  [default: all]")
+    parser.add_argument("--only", default="a,b,c,d,e,f", help="comma-separated subset of a-g  [default: a-f]")
     parser.add_argument("--quick", action="store_true", help="short runs: checks the harness, numbers not quotable")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="results JSON  [default: %(default)s]")
     parser.add_argument(
@@ -71,7 +73,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.only = {part.strip() for part in args.only.split(",") if part.strip()}
     if not args.only or not args.only <= PARTS:
-        parser.error("--only takes a comma-separated subset of a,b,c,d,e,f")
+        parser.error("--only takes a comma-separated subset of a,b,c,d,e,f,g")
     return args
 
 
@@ -161,6 +163,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 results["run_dir"] = str(stack.files.root)
     if args.only & {"e", "f"}:
         _store_parts(args, plan, results)
+    if "g" in args.only:
+        meter = MachineLoad(children=list)
+        meter.start()
+        followers, events = (1000, 3) if args.quick else (10_000, 20)
+        results["feed"] = run_feed_bench(followers=followers, events=events, keep=args.keep)
+        _with_load(results, "g", meter)
     results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     return results
 

@@ -8,6 +8,8 @@ import platform
 from pathlib import Path
 from typing import Any
 
+from bench.feed_bench import feed_rows
+
 __all__ = ["TARGETS", "machine_info", "notes", "render_table", "table_rows"]
 
 PACKAGES = ("aiohttp", "cryptography", "grpcio", "joserfc", "spiffe", "yarl", "multidict")
@@ -169,6 +171,8 @@ def table_rows(results: dict[str, Any]) -> list[list[str]]:
         rows += _store_rows(results["store"])
     if "replicas" in results:
         rows.append(_replica_row(results["replicas"]))
+    if "feed" in results:
+        rows += feed_rows(results["feed"])
     return rows
 
 

@@ -115,6 +115,10 @@ class SidecarSettings(_Section):
     probe_interval: float = Field(default=30.0, gt=0)
     token_files: list[TokenFile] = []
     once: bool = False  # write the token files, then exit
+    follow_revocations: bool = Field(
+        default=True,
+        description="follow the token service's revocation feed: drop revoked tokens, serve none while quarantined",
+    )
     once_timeout: float = Field(default=60.0, gt=0)
 
     @field_validator("socket_mode", mode="before")
@@ -194,6 +198,25 @@ class LedgerSettings(_Section):
     batch_max: int = Field(default=512, ge=1, le=100_000)
 
 
+class FeedSettings(_Section):
+    """``[feed]``: the revocation feed, ``GET /v1/revocations`` (:mod:`broker.server.feed`)."""
+
+    spiffe_ids: list[str] = Field(
+        default=[],
+        description="who may follow the feed: SPIFFE IDs or spiffe://td/path/* prefixes; empty: any client with an "
+        "X.509-SVID of a trust domain the server trusts",
+    )
+    heartbeat: float = Field(default=10.0, gt=0, le=300, description="seconds between heartbeat comments")
+    max_followers: int = Field(default=10_000, ge=1, description="followers per replica; beyond: 503, Retry-After")
+    retry_after: int = Field(default=5, ge=1, le=3600, description="seconds, in Retry-After of the feed's 503s")
+    max_buffer: int = Field(
+        default=1024 * 1024, ge=4096, description="unsent bytes after which a slow follower is dropped (it resumes)"
+    )
+    ring_size: int = Field(
+        default=4096, ge=16, le=1_000_000, description="recent entries kept in memory to resume followers"
+    )
+
+
 class BrokerSettings(BaseSettings):
     """All settings of ``spiffe-broker``; each command reads the sections it needs."""
 
@@ -209,6 +232,7 @@ class BrokerSettings(BaseSettings):
     keyring: KeyringSettings = KeyringSettings()
     admin: AdminSettings = AdminSettings()
     ledger: LedgerSettings = LedgerSettings()
+    feed: FeedSettings = FeedSettings()
     introspection: IntrospectionSettings = IntrospectionSettings()
 
     def store_url(self) -> str:

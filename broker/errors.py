@@ -15,6 +15,7 @@ The whole tree, with the module of each class outside this one::
     │   └── RegistrationEntryError         devtools.workload_api.entries: the dev entries file
     ├── NetworkError                       a peer could not be reached or broke the exchange
     │   ├── JwksFetchError                 verify.jwks: metadata or JWKS not fetched or unusable
+    │   ├── FeedUnavailableError           verify.feed_transport: the revocation feed not reached or broken off
     │   └── ServerIdentityError            identity.spiffetls.connector: the server is not the expected SPIFFE ID
     │                                      (also an aiohttp.ClientError)
     ├── MetadataError                      oauth.metadata: RFC 8414 document unusable (also a ValueError)
@@ -45,9 +46,11 @@ The whole tree, with the module of each class outside this one::
         ├── InvalidTokenError              invalid_token              401 (RFC 6750 §3.1, RFC 8705 §3)
         │   └── MissingTokenError          verify.bearer: no credentials (RFC 6750 §3.1)
         ├── AccessDeniedError              access_denied              403
+        │   └── WorkloadQuarantinedError   sidecar.errors: the feed says this workload is quarantined
         ├── ServerError                    server_error               500
         ├── TemporarilyUnavailableError    temporarily_unavailable    503
-        │   └── TokenServiceUnavailableError   sidecar.errors
+        │   ├── TokenServiceUnavailableError   sidecar.errors
+        │   └── RevocationFeedStaleError   verify.feed: stale feed, failing closed (a resource server's 503)
         └── TokenServiceRefusedError       sidecar.errors: the token service's code passed through (400/403)
 
 Lower layers (aiohttp, grpc, OSError, cryptography) are translated where the broker calls them, each into the

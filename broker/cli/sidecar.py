@@ -75,6 +75,7 @@ async def _serve(
         socket_mode=settings.socket_mode,
         http_port=settings.http_port,
         probe_interval=settings.probe_interval,
+        follow_revocations=settings.follow_revocations,
     )
     files = _token_files(settings)
     keeper = asyncio.create_task(TokenFileKeeper(sidecar.cache, source, files).run()) if files else None

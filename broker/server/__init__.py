@@ -4,6 +4,8 @@
 * :mod:`broker.server.handlers`     metadata (RFC 8414), JWKS, ``POST /token``, probes
 * :mod:`broker.server.request`      client authentication from the TLS connection; bounded form parsing
 * :mod:`broker.server.service`      :func:`start_token_service` for the CLI and ``spiffe-broker dev``
+* :mod:`broker.server.feed`         ``GET /v1/revocations``, the revocation feed (SSE); its fan-out in
+  :mod:`broker.server.feed_fanout`
 * :mod:`broker.server.revocations`  the replica's view of the revocation log; the ``/token`` quarantine hook
 * :mod:`broker.server.issued`       verifying a token presented back to its issuer (``/revoke``, ``/introspect``)
 * :mod:`broker.server.token_status` ``POST /revoke`` (RFC 7009) and ``POST /introspect`` (RFC 7662)

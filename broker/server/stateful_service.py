@@ -24,6 +24,7 @@ from broker.config import BrokerSettings
 from broker.errors import ConfigError
 from broker.identity.errors import IdentityError
 from broker.identity.spiffeid import SpiffeId
+from broker.server.feed import add_revocation_feed
 from broker.server.revocations import ReplicaRevocations
 from broker.server.service import RunningTokenService, start_token_service
 from broker.server.state import ServiceSource
@@ -112,7 +113,9 @@ async def start_stateful_token_service(
             limits=limits,
             audit=state.recorder if settings.ledger.record_tokens else None,
             jwks_max_age=int(settings.keyring.jwks_max_age),
-            configure=_mount_all(_admin_mounter(settings, source, state, clock), status_mounter),
+            configure=_mount_all(
+                _admin_mounter(settings, source, state, clock), status_mounter, _feed_mounter(settings, source, state)
+            ),
         )
     except BaseException:
         await state.aclose()
@@ -129,6 +132,16 @@ async def _open_revocations(
     )
     state.tasks.append(asyncio.create_task(revocations.run(), name="revocation-log"))
     return revocations
+
+
+def _feed_mounter(
+    settings: BrokerSettings, source: ServiceSource, state: ServiceState
+) -> Callable[[web.Application], None]:
+    def mount(app: web.Application) -> None:
+        add_revocation_feed(app, log_store=state.store.revocations, changes=state.store.changes,
+                            bundles=source.x509_bundles, settings=settings.feed)  # fmt: skip
+
+    return mount
 
 
 def _mount_all(*mounters: Callable[[web.Application], None]) -> Callable[[web.Application], None]:

@@ -8,7 +8,8 @@ A token service outage alone does not make a sidecar with valid cached tokens un
 client pod out of service at once). ``GET /v1/status``: JSON with the SVID, the token service's reachability and
 the cache size, for operators. Errors are ``{"error", "error_description"}`` (RFC 6749 §5.2 shape): 400 malformed
 request, 403 refused by the token service (its error code passed through), 503 ``temporarily_unavailable`` with
-the reason (no X.509-SVID yet, token service unreachable and no cached token).
+the reason (no X.509-SVID yet, token service unreachable and no cached token); 403 ``access_denied`` while the
+token service's revocation feed says this workload is quarantined (:mod:`broker.sidecar.revocations`).
 """
 
 from __future__ import annotations
@@ -30,9 +31,10 @@ from broker.sidecar.cache import CacheKey, TokenCache
 from broker.sidecar.exchanger import Exchanger
 from broker.sidecar.health import TokenServiceHealth
 from broker.sidecar.probe import probe_when_idle
+from broker.sidecar.revocations import RevocationWatcher
 from broker.web.errors import error_response, render_error
 
-__all__ = ["CACHE", "SOURCE", "TOKEN_SERVICE", "TokenServiceLink", "build_sidecar_app"]
+__all__ = ["CACHE", "REVOCATIONS", "SOURCE", "TOKEN_SERVICE", "TokenServiceLink", "build_sidecar_app"]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,7 @@ class TokenServiceLink(Exchanger, Protocol):
 
 
 CACHE = web.AppKey("token_cache", TokenCache)
+REVOCATIONS = web.AppKey("revocations", RevocationWatcher)
 SOURCE = web.AppKey("svid_source", SubscribableX509Source)
 TOKEN_SERVICE = web.AppKey("token_service", TokenServiceLink)
 
@@ -170,7 +173,10 @@ async def status(request: web.Request) -> web.Response:
         "x509_svid": identity,
         "token_service": app[TOKEN_SERVICE].health.snapshot(),
         "cached_tokens": len(cache),
+        "quarantined": cache.suspended,
     }
+    if REVOCATIONS in app:
+        document["revocation_feed"] = app[REVOCATIONS].follower.status()
     return web.Response(body=json.dumps(document).encode(), headers=_JSON_HEADERS)
 
 
@@ -185,17 +191,26 @@ async def method_not_allowed(request: web.Request) -> web.Response:
 
 
 def build_sidecar_app(
-    *, source: SubscribableX509Source, token_service: TokenServiceLink, cache: TokenCache, probe_interval: float = 5.0
+    *,
+    source: SubscribableX509Source,
+    token_service: TokenServiceLink,
+    cache: TokenCache,
+    probe_interval: float = 5.0,
+    revocations: RevocationWatcher | None = None,
 ) -> web.Application:
     """The app; its cleanup closes the cache and the token service client and stops the prober.
 
     ``probe_interval``: seconds without a successful contact with the token service before it is probed.
+    ``revocations``: follows the revocation feed while the app runs (started and closed with it).
     """
     app = web.Application(handler_args={"max_field_size": 16384})
     app[SOURCE] = source
     app[TOKEN_SERVICE] = token_service
     app[CACHE] = cache
     app[_KEY_MEMO] = _KeyMemo()
+    if revocations is not None:
+        app[REVOCATIONS] = revocations
+        app.cleanup_ctx.append(_following(revocations))
     app.cleanup_ctx.append(_lifecycle(source, token_service, cache, probe_interval))
     routes = (("/v1/token", token_handler), ("/v1/status", status), ("/healthz", healthz), ("/readyz", readyz))
     for path, handler in routes:
@@ -203,6 +218,15 @@ def build_sidecar_app(
         app.router.add_route("*", path, method_not_allowed)
     app.router.add_route("*", "/{tail:.*}", not_found)
     return app
+
+
+def _following(revocations: RevocationWatcher) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def run(app: web.Application) -> AsyncIterator[None]:
+        revocations.start()
+        yield
+        await revocations.aclose()
+
+    return run
 
 
 def _lifecycle(

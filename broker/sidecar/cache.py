@@ -11,6 +11,10 @@
 * Binding (RFC 8705 §3): each token is bound to the X.509-SVID it was obtained with. When the source reports a
   new SVID, every entry not bound to the new certificate is dropped, and a token that comes back bound to a
   rotated certificate is exchanged again.
+* Revocation (:mod:`broker.sidecar.revocations`): a token the revocation feed cuts off is dropped
+  (:meth:`TokenCache.drop_where`; the next request gets a fresh exchange), and while the workload itself is
+  quarantined (:meth:`TokenCache.suspend`) every cached token is dropped and none is served or fetched:
+  :class:`~broker.sidecar.errors.WorkloadQuarantinedError`.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from dataclasses import dataclass, field
 
 from broker._backoff import Backoff
 from broker.identity.source import SubscribableX509Source, current_x5t
-from broker.sidecar.errors import TokenServiceUnavailableError
+from broker.sidecar.errors import TokenServiceUnavailableError, WorkloadQuarantinedError
 from broker.sidecar.exchanger import Exchanger, TokenResult
 
 __all__ = ["CacheKey", "CachedToken", "Clock", "TokenCache"]
@@ -45,6 +49,9 @@ class CachedToken:
     bound_x5t: str | None
     scope: str | None
     body_prefix: bytes = field(repr=False)
+    jti: str | None = None
+    kid: str | None = None
+    issued_at: float | None = None
 
     @classmethod
     def from_result(
@@ -67,6 +74,9 @@ class CachedToken:
             bound_x5t=result.bound_x5t,
             scope=result.scope,
             body_prefix=prefix.encode(),
+            jti=result.jti,
+            kid=result.kid,
+            issued_at=result.issued_at,
         )
 
     def body(self, now: float) -> bytes:
@@ -104,9 +114,11 @@ class TokenCache:
         self._failures: dict[CacheKey, tuple[int, float]] = {}  # key -> (consecutive failures, not before)
         self._x5t = current_x5t(self._source)
         self._unsubscribe: Callable[[], None] | None = source.subscribe(self._on_source_change)
+        self._suspended_until = 0.0  # while the clock is below: quarantined, nothing served or fetched
 
     async def get(self, key: CacheKey) -> CachedToken:
         """A usable token for ``key``: cached, cached while a refresh runs, or from a (shared) exchange."""
+        self._check_not_suspended()
         entry = self._entries.get(key)
         if entry is not None:
             now = self._clock()
@@ -117,9 +129,11 @@ class TokenCache:
                 return entry
             self._entries.pop(key, None)
         try:
-            return await asyncio.shield(self._flight(key))
+            entry = await asyncio.shield(self._flight(key))
         except TokenServiceUnavailableError as exc:
             raise TokenServiceUnavailableError(f"{exc.description}, and no cached token") from None
+        self._check_not_suspended()  # quarantined while the exchange ran
+        return entry
 
     async def renew(self, key: CacheKey) -> CachedToken:
         """Like :meth:`get`, but past the refresh point wait for the refreshed token (token files use this).
@@ -127,15 +141,19 @@ class TokenCache:
         If the refresh fails while the current token is still usable, the current token is returned and the
         failure counts for the background backoff; with no usable token the failure is raised.
         """
+        self._check_not_suspended()
         entry = self._entries.get(key)
         if entry is not None and self._clock() < entry.refresh_at:
             return entry
         try:
-            return await asyncio.shield(self._flight(key))
+            fresh = await asyncio.shield(self._flight(key))
         except TokenServiceUnavailableError:
             if entry is not None and self._clock() < entry.expires_at - self._min_remaining:
+                self._check_not_suspended()
                 return entry
             raise
+        self._check_not_suspended()
+        return fresh
 
     def has_usable_token(self) -> bool:
         """True if some cached token can still be served (readiness: the sidecar can serve its app)."""
@@ -143,7 +161,9 @@ class TokenCache:
         return any(entry.expires_at > deadline for entry in self._entries.values())
 
     def lookup(self, key: CacheKey) -> bytes | None:
-        """The hot path: the pre-serialised response for ``key`` if its token needs no refresh, else None."""
+        """The hot path: the pre-serialised response for ``key`` if its token needs no refresh, else None.
+
+        A suspended cache holds no entries, so this needs no check of its own."""
         entry = self._entries.get(key)
         if entry is not None:
             now = self._clock()
@@ -153,6 +173,30 @@ class TokenCache:
 
     def now(self) -> float:
         return self._clock()
+
+    def suspend(self, until: float) -> None:
+        """The workload is quarantined until ``until`` (``inf``: until released): drop every token, serve none."""
+        self._suspended_until = until
+        self._entries.clear()  # an exchange in flight is not kept either (_store), nor handed out (get, renew)
+
+    def resume(self) -> None:
+        """The quarantine was released (the tokens it dropped stay dropped: the next requests exchange anew)."""
+        self._suspended_until = 0.0
+
+    @property
+    def suspended(self) -> bool:
+        return self._clock() < self._suspended_until
+
+    def drop_where(self, revoked: Callable[[CachedToken], bool]) -> int:
+        """Drop every cached token for which ``revoked`` holds; how many went."""
+        gone = [key for key, entry in self._entries.items() if revoked(entry)]
+        for key in gone:
+            del self._entries[key]
+        return len(gone)
+
+    def _check_not_suspended(self) -> None:
+        if self._suspended_until and self._clock() < self._suspended_until:
+            raise WorkloadQuarantinedError()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -196,6 +240,8 @@ class TokenCache:
         return entry
 
     def _store(self, key: CacheKey, entry: CachedToken, now: float) -> None:
+        if now < self._suspended_until:
+            return  # quarantined while the exchange ran
         if key not in self._entries and len(self._entries) >= self._max_entries:
             for stale in [k for k, e in self._entries.items() if e.expires_at <= now]:
                 del self._entries[stale]

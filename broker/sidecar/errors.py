@@ -5,6 +5,7 @@ BrokerError
 ├── TokenServiceRefusedError     400  the token service said invalid_request (its code passed through)
 │                                403  the token service refused by policy (invalid_target, invalid_scope,
 │                                     access_denied, unauthorized_client, invalid_grant, ...; passed through)
+├── WorkloadQuarantinedError     403  access_denied: the revocation feed says this workload is quarantined
 ├── SvidUnavailableError         503  no X.509-SVID yet (broker.identity.errors; rendered with a fixed reason)
 └── TokenServiceUnavailableError 503  token service unreachable or failing after retries, and no cached token
 
@@ -14,12 +15,13 @@ to the RFC 6749 §5.2 character set and never carry a token or key.
 
 from __future__ import annotations
 
-from broker.errors import OAuthError, TemporarilyUnavailableError
+from broker.errors import AccessDeniedError, OAuthError, TemporarilyUnavailableError
 from broker.oauth.grammar import ERROR_CODE, ERROR_DESCRIPTION
 
 __all__ = [
     "TokenServiceRefusedError",
     "TokenServiceUnavailableError",
+    "WorkloadQuarantinedError",
     "refusal_from_response",
     "safe_description",
 ]
@@ -34,6 +36,13 @@ class TokenServiceUnavailableError(TemporarilyUnavailableError):
 
     def __init__(self, description: str = "") -> None:
         super().__init__(safe_description(description))
+
+
+class WorkloadQuarantinedError(AccessDeniedError):
+    """The token service's revocation feed says this workload is quarantined: no token is served until release."""
+
+    def __init__(self) -> None:
+        super().__init__("this workload is quarantined: no access token is served until the quarantine is released")
 
 
 def safe_description(text: str) -> str:

@@ -59,6 +59,9 @@ class TokenResult:
     issued_token_type: str = TOKEN_TYPE_ACCESS_TOKEN
     scope: str | None = None
     bound_x5t: str | None = None
+    jti: str | None = None  # jti, kid and iat read without verification: to drop the token if the feed revokes it
+    kid: str | None = None
+    issued_at: float | None = None
 
 
 class Exchanger(Protocol):
@@ -77,10 +80,19 @@ class _RetryableError(NetworkError):
 
 def token_claims_unverified(access_token: str) -> dict[str, Any]:
     """The payload of a JWT access token *without* verifying it: only for cache bookkeeping, never for trust."""
+    return _unverified(access_token)[1]
+
+
+def _unverified(access_token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     try:
-        return read_unverified(access_token, canonical=False).payload
+        compact = read_unverified(access_token, canonical=False)
     except JoseError:
-        return {}
+        return {}, {}
+    return dict(compact.header), dict(compact.payload)
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
 
 
 def parse_token_response(body: object, *, requested_scope: str | None, now: float) -> TokenResult:
@@ -88,7 +100,7 @@ def parse_token_response(body: object, *, requested_scope: str | None, now: floa
     if not isinstance(body, dict) or not isinstance(body.get("access_token"), str) or not body["access_token"]:
         raise TokenServiceUnavailableError("token service sent a malformed token response")
     token: str = body["access_token"]
-    claims = token_claims_unverified(token)
+    header, claims = _unverified(token)
     expires_in = body.get("expires_in")
     if not isinstance(expires_in, int) or isinstance(expires_in, bool) or expires_in <= 0:
         exp = claims.get("exp")
@@ -97,6 +109,7 @@ def parse_token_response(body: object, *, requested_scope: str | None, now: floa
         expires_in = int(exp - now)
     bound = X5tS256.bound_in(claims)
     scope = body.get("scope")
+    iat = claims.get("iat")
     return TokenResult(
         access_token=token,
         expires_in=expires_in,
@@ -104,6 +117,9 @@ def parse_token_response(body: object, *, requested_scope: str | None, now: floa
         issued_token_type=str(body.get("issued_token_type") or TOKEN_TYPE_ACCESS_TOKEN),
         scope=scope if isinstance(scope, str) else requested_scope,
         bound_x5t=bound if isinstance(bound, str) else None,
+        jti=_text(claims.get("jti")),
+        kid=_text(header.get("kid")),
+        issued_at=float(iat) if isinstance(iat, int | float) and not isinstance(iat, bool) else None,
     )
 
 

@@ -20,7 +20,9 @@ from broker.sidecar.app import TokenServiceLink, build_sidecar_app
 from broker.sidecar.cache import Clock, TokenCache
 from broker.sidecar.exchanger import ExchangeSource, TokenServiceClient
 from broker.sidecar.retry import RetryPolicy
+from broker.sidecar.revocations import RevocationWatcher
 from broker.sidecar.sockets import bind_loopback, bind_unix_socket, parse_socket_mode
+from broker.verify.feed import RevocationFeedFollower
 from broker.web import HardenedAppRunner, ListenerLimits, start_sock_site
 
 __all__ = ["DEFAULT_BROKER_ID_PATH", "RunningSidecar", "start_sidecar", "token_service_matcher"]
@@ -78,11 +80,16 @@ async def start_sidecar(
     token_service: TokenServiceLink | None = None,
     clock: Clock = time.time,
     limits: ListenerLimits | None = None,
+    follow_revocations: bool = True,
+    revocation_follower: RevocationFeedFollower | None = None,
 ) -> RunningSidecar:
     """Serve ``/v1/token`` on ``socket_path`` (mode ``socket_mode``) and/or ``127.0.0.1:http_port`` (0: any free).
 
     ``token_service_url`` is the token service's issuer URL (its RFC 8414 metadata names the token endpoint).
     ``token_service`` replaces the real :class:`TokenServiceClient` (tests); the sidecar closes it on exit.
+    With ``follow_revocations`` the sidecar follows the token service's revocation feed
+    (:mod:`broker.sidecar.revocations`) over mTLS as the workload, if its metadata advertises one; a
+    ``revocation_follower`` replaces that follower (it is then followed whatever ``token_service`` is).
     Both listeners use the hardened runner (:mod:`broker.web`: request deadlines, half-close answered, no request
     byte echoed or logged); the sidecar keeps no access log.
     """
@@ -93,7 +100,16 @@ async def start_sidecar(
         source=source, issuer=token_service_url, server_id=token_service_id, retry=retry, timeout=timeout
     )
     cache = TokenCache(exchanger=link, source=source, clock=clock)
-    app = build_sidecar_app(source=source, token_service=link, cache=cache, probe_interval=probe_interval)
+    if revocation_follower is None and follow_revocations and token_service is None:
+        revocation_follower = RevocationFeedFollower.over_mtls(
+            issuer=token_service_url, source=source, server_id=token_service_id, on_stale="accept"
+        )
+    watcher = (
+        None if revocation_follower is None else RevocationWatcher(revocation_follower, cache, source, clock=clock)
+    )
+    app = build_sidecar_app(
+        source=source, token_service=link, cache=cache, probe_interval=probe_interval, revocations=watcher
+    )
     runner = HardenedAppRunner(app, limits=limits, access_log=None)
     await runner.setup()
     running = RunningSidecar(runner, cache, link)

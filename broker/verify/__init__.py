@@ -8,8 +8,16 @@
     verifier = AccessTokenVerifier(issuer=ISSUER, audience="https://api.example.org", jwks=jwks)
     app = web.Application(middlewares=[bearer_auth_middleware(verifier)])
     # in a handler: request[VERIFIED_TOKEN].spiffe_id, .scopes
+
+To refuse revoked tokens within a second, follow the broker's revocation feed (when its metadata advertises one)
+and hand the follower to the verifier; it drops revoked keys from ``jwks`` too::
+
+    feed = RevocationFeedFollower.over_mtls(issuer=ISSUER, source=source, server_id=BROKER_ID, jwks=jwks)
+    feed.start()
+    verifier = AccessTokenVerifier(issuer=ISSUER, audience=..., jwks=jwks, revocations=feed)
 """
 
+from broker.verify.feed import RevocationFeedFollower, RevocationFeedStaleError
 from broker.verify.jwks import (
     HttpsJsonFetcher,
     JwksFetchError,
@@ -20,7 +28,7 @@ from broker.verify.jwks import (
     parse_jwks,
 )
 from broker.verify.middleware import VERIFIED_TOKEN, bearer_auth_middleware
-from broker.verify.verifier import AccessTokenVerifier, VerifiedToken, certificate_thumbprint
+from broker.verify.verifier import AccessTokenVerifier, RevocationCheck, VerifiedToken, certificate_thumbprint
 
 __all__ = [
     "VERIFIED_TOKEN",
@@ -29,6 +37,9 @@ __all__ = [
     "JwksFetchError",
     "JwksProvider",
     "RemoteJwksProvider",
+    "RevocationCheck",
+    "RevocationFeedFollower",
+    "RevocationFeedStaleError",
     "StaticJwksProvider",
     "VerificationKey",
     "VerifiedToken",

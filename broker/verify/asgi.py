@@ -21,7 +21,7 @@ import logging
 from collections.abc import Awaitable, Callable, Collection, Mapping, MutableMapping
 from typing import Any
 
-from broker.errors import InvalidRequestError, InvalidTokenError, OAuthError, ServerError
+from broker.errors import OAuthError, ServerError
 from broker.verify.bearer import VERIFIED_TOKEN_KEY, bearer_token, challenge, verified_token
 from broker.verify.client_cert import der_from_pem, forwarded_certificate_source
 from broker.verify.verifier import AccessTokenVerifier
@@ -95,7 +95,7 @@ class BearerAuthMiddleware:
         try:
             token = bearer_token(_header_values(scope, b"authorization"))
             scope[VERIFIED_TOKEN_KEY] = await self._verifier.verify(token, self._certificate(scope))
-        except (InvalidTokenError, InvalidRequestError) as exc:
+        except OAuthError as exc:  # invalid_token, invalid_request; 503 while the revocation feed is stale
             # the method only: the path is client bytes (a token pasted into a URL would reach the log)
             log.info("%s request refused: %s (%s)", scope.get("method", "WS"), exc.error, exc.description)
             await _refuse(scope, send, exc)

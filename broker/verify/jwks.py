@@ -6,7 +6,8 @@ the provider fetch again (the broker may have rotated its key), but at most once
 the token service. Keys older than ``max_age`` are refreshed in the background (keep ``max_age`` at or below the
 broker's ``[keyring] jwks_max_age``, the JWKS ``Cache-Control: max-age``, 300 s by default: the rotation schedule
 publishes each key that long before it signs); a failed fetch keeps the last good keys. Only EC signature keys
-(``use`` absent or ``sig``) with a ``kid`` are kept (RFC 7517 §4.2, §4.5).
+(``use`` absent or ``sig``) with a ``kid`` are kept (RFC 7517 §4.2, §4.5). A key the revocation feed reports
+revoked (:meth:`RemoteJwksProvider.revoke`) is dropped at once and never taken from a later fetch.
 """
 
 from __future__ import annotations
@@ -141,6 +142,7 @@ class RemoteJwksProvider:
         self._fetched_at: float | None = None  # last successful fetch
         self._attempted_at: float | None = None  # last fetch attempt
         self._inflight: asyncio.Task[None] | None = None
+        self._revoked: set[str] = set()
         self.fetch_count = 0
 
     @property
@@ -164,6 +166,11 @@ class RemoteJwksProvider:
         with contextlib.suppress(JwksFetchError):  # logged once by _landed; the token is refused either way
             await asyncio.shield(self._refresh())
         return self._keys.get(kid)
+
+    def revoke(self, kid: str) -> None:
+        """Drop ``kid`` now and never take it from the JWKS again (the revocation feed said it is revoked)."""
+        self._revoked.add(kid)
+        self._keys.pop(kid, None)
 
     async def refresh(self) -> None:
         """Fetch now (e.g. at start-up), ignoring the rate limit; raises :class:`JwksFetchError` on failure."""
@@ -216,7 +223,7 @@ class RemoteJwksProvider:
         if metadata.jwks_uri is None:
             raise JwksFetchError("issuer metadata has no jwks_uri")
         keys = parse_jwks(await self._fetch_json(metadata.jwks_uri))
-        self._keys = keys
+        self._keys = keys = {kid: key for kid, key in keys.items() if kid not in self._revoked}
         self._fetched_at = self._clock()
         log.info("fetched %d signing key(s) of %s", len(keys), self._issuer)
 

@@ -3,7 +3,8 @@
 RFC 6750 §2.1: the token arrives as ``Authorization: Bearer <token>`` (the scheme is case-insensitive, RFC 9110
 §11.1); other ways of sending it are not accepted. The client certificate comes from the same TLS connection
 (RFC 8705 §3). Failures are 401 with ``WWW-Authenticate``: without any credentials the challenge carries no error
-code (RFC 6750 §3.1), otherwise ``error="invalid_token"``; a malformed header is 400 ``invalid_request``.
+code (RFC 6750 §3.1), otherwise ``error="invalid_token"``; a malformed header is 400 ``invalid_request``; a
+stale revocation feed that fails closed is 503 ``temporarily_unavailable`` with ``Retry-After``.
 Handlers read the result as ``request[VERIFIED_TOKEN]``.
 """
 
@@ -15,7 +16,7 @@ from collections.abc import Collection
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 
-from broker.errors import InvalidRequestError, InvalidTokenError
+from broker.errors import OAuthError
 from broker.verify.bearer import bearer_token, challenge
 from broker.verify.verifier import AccessTokenVerifier, VerifiedToken
 
@@ -49,7 +50,7 @@ def bearer_auth_middleware(
         try:
             token = bearer_token(request.headers.getall(hdrs.AUTHORIZATION, []))
             request[VERIFIED_TOKEN] = await verifier.verify(token, client_certificate_der(request))
-        except (InvalidTokenError, InvalidRequestError) as exc:
+        except OAuthError as exc:  # invalid_token, invalid_request; 503 while the revocation feed is stale
             log.info("%s %s: %s (%s)", request.method, request.path, exc.error, exc.description)
             status, headers, body = challenge(exc)
             return web.Response(status=status, body=body, headers=headers)

@@ -11,7 +11,11 @@ A token is accepted only if every rule holds; each failure is :class:`~broker.er
 * ``exp`` and ``iat`` are present; ``exp``, ``nbf`` and ``iat`` hold within ``leeway`` seconds (RFC 7519 §4.1);
 * ``sub`` is a SPIFFE ID;
 * ``cnf.x5t#S256`` equals the SHA-256 thumbprint of the client certificate on *this* TLS connection (RFC 8705
-  §3: a missing ``cnf``, a missing certificate or a different certificate is ``invalid_token``).
+  §3: a missing ``cnf``, a missing certificate or a different certificate is ``invalid_token``);
+* with ``revocations`` (a :class:`~broker.verify.feed.RevocationFeedFollower`), last: the token's ``jti``, its
+  ``kid``, and its subject (quarantined, or cut off at the time it was issued) are not on the revocation feed,
+  else ``invalid_token`` "access token revoked", nothing more. A stale feed with ``on_stale = "fail-closed"``
+  raises :class:`~broker.verify.feed.RevocationFeedStaleError` instead (503, see :mod:`broker.verify.feed`).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from broker.errors import InvalidTokenError
 from broker.identity.errors import InvalidSpiffeIdError
@@ -31,7 +35,7 @@ from broker.jose.x5t import certificate_thumbprint
 from broker.oauth.binding import X5tS256
 from broker.verify.jwks import JwksProvider
 
-__all__ = ["ACCESS_TOKEN_TYPES", "AccessTokenVerifier", "VerifiedToken", "certificate_thumbprint"]
+__all__ = ["ACCESS_TOKEN_TYPES", "AccessTokenVerifier", "RevocationCheck", "VerifiedToken", "certificate_thumbprint"]
 
 ACCESS_TOKEN_TYPES = frozenset({"at+jwt", "application/at+jwt"})  # RFC 9068 §4
 
@@ -52,6 +56,12 @@ class VerifiedToken:
     def scope(self) -> str:
         """The granted scopes as an RFC 6749 §3.3 string (sorted)."""
         return " ".join(sorted(self.scopes))
+
+
+class RevocationCheck(Protocol):
+    """Why a verified token is cut off (any reason: the verifier says only "revoked"), or None."""
+
+    def refusal(self, *, jti: str | None, kid: str | None, subject: str, issued_at: float) -> str | None: ...
 
 
 def _malformed(exc: MalformedJwsError) -> str:
@@ -87,6 +97,7 @@ class AccessTokenVerifier:
         leeway: float = 30.0,
         algorithms: Iterable[str] = ("ES256",),
         clock: Callable[[], float] = time.time,
+        revocations: RevocationCheck | None = None,
     ) -> None:
         allowed = frozenset(algorithms)
         if not allowed or not allowed <= jws.ES_ALGORITHMS:
@@ -97,6 +108,7 @@ class AccessTokenVerifier:
         self._leeway = leeway
         self._algorithms = allowed
         self._clock = clock
+        self._revocations = revocations
 
     async def verify(self, token: str, client_cert_der: bytes | None) -> VerifiedToken:
         """Verify ``token`` as presented on a connection whose client certificate is ``client_cert_der``."""
@@ -114,7 +126,13 @@ class AccessTokenVerifier:
             jws.verify_signature(alg, key.public_key, compact.signing_input, compact.signature)
         except JoseError:
             raise InvalidTokenError("access token signature is invalid") from None
-        return self._check_claims(compact, client_cert_der)
+        verified = self._check_claims(compact, client_cert_der)
+        if self._revocations is not None:
+            iat = verified.claims["iat"]  # present and a finite number: _check_times
+            subject = str(verified.spiffe_id)
+            if self._revocations.refusal(jti=verified.jti, kid=kid, subject=subject, issued_at=float(iat)):
+                raise InvalidTokenError("access token revoked")
+        return verified
 
     def _check_header(self, header: Mapping[str, Any]) -> tuple[str, str]:
         alg = header.get("alg")

@@ -21,7 +21,7 @@ from collections.abc import Callable, Collection, Iterable, MutableMapping
 from typing import Any, Protocol
 
 from broker._loop import LoopThread
-from broker.errors import InvalidRequestError, InvalidTokenError, OAuthError, ServerError, TemporarilyUnavailableError
+from broker.errors import OAuthError, ServerError, TemporarilyUnavailableError
 from broker.verify.bearer import VERIFIED_TOKEN_KEY, bearer_token, challenge, verified_token
 from broker.verify.client_cert import der_from_pem, forwarded_certificate_source
 from broker.verify.verifier import AccessTokenVerifier, VerifiedToken
@@ -115,7 +115,7 @@ class BearerAuthMiddleware:
         certificate = self._certificate(environ)
         try:
             return self._loop.run(self._verifier.verify(token, certificate), self._timeout)
-        except (InvalidTokenError, InvalidRequestError):
+        except OAuthError:  # invalid_token, invalid_request; 503 while the revocation feed is stale
             raise
         except TimeoutError:
             raise TemporarilyUnavailableError("token verification timed out") from None

@@ -28,6 +28,7 @@ from broker.verify.asgi import (
     tls_client_certificate,
     verified_token,
 )
+from broker.verify.feed import RevocationFeedStaleError
 from tests.unit.verify.verify_helpers import Signer, claims_for
 
 
@@ -200,3 +201,17 @@ def test_forwarded_certificate_from_an_untrusted_peer_is_noted_at_debug(
         assert client.get("/whoami", headers=headers).status_code == 401
     noted = [r for r in caplog.records if "x-forwarded-client-cert" in r.getMessage()]
     assert [r.levelno for r in noted] == [logging.DEBUG] and "192.0.2.7" in noted[0].getMessage()
+
+
+class StaleFeedVerifier:
+    async def verify(self, token: str, client_cert_der: bytes | None) -> Any:
+        raise RevocationFeedStaleError()
+
+
+def test_a_stale_revocation_feed_that_fails_closed_is_503_with_retry_after() -> None:
+    verifier: Any = StaleFeedVerifier()
+    response = make_client(verifier, None).get("/whoami", headers=bearer("abc"))
+
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+    assert response.json()["error"] == "temporarily_unavailable"

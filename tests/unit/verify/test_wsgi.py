@@ -24,6 +24,7 @@ from broker.identity.memory import InMemorySvidSource
 from broker.identity.spiffeid import SpiffeId
 from broker.identity.spiffetls.context import client_ssl_context, server_ssl_context
 from broker.verify import AccessTokenVerifier, VerifiedToken
+from broker.verify.feed import RevocationFeedStaleError
 from broker.verify.wsgi import (
     BearerAuthMiddleware,
     CertificateSource,
@@ -210,3 +211,16 @@ def test_forwarded_certificate_from_an_untrusted_peer_is_noted_at_debug(
         )
     noted = [r for r in caplog.records if "x-forwarded-client-cert" in r.getMessage()]
     assert [r.levelno for r in noted] == [logging.DEBUG]
+
+
+class StaleFeedVerifier:
+    async def verify(self, token: str, client_cert_der: bytes | None) -> Any:
+        raise RevocationFeedStaleError()
+
+
+def test_a_stale_revocation_feed_that_fails_closed_is_503_with_retry_after(loop: LoopThread) -> None:
+    response = make_app(StaleFeedVerifier(), loop).test_client().get("/whoami", headers=bearer("abc"))
+
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "1"
+    assert response.get_json()["error"] == "temporarily_unavailable"
