@@ -36,13 +36,10 @@ from tests.integration.revocation_load import (
     run_load,
     summary,
 )
-from tests.postgres import PostgresCluster, running_cluster
+from tests.postgres import running_cluster
 
 RS_ID = "spiffe://example.org/ns/shop/sa/orders-api"
-CONFIG = (
-    "[keyring]\nrotation_period = 3600\njwks_max_age = 0\nleeway = 0\n"
-    f'[introspection]\nspiffe_ids = ["{RS_ID}"]\n'
-)
+CONFIG = f'[keyring]\nrotation_period = 3600\njwks_max_age = 0\nleeway = 0\n[introspection]\nspiffe_ids = ["{RS_ID}"]\n'
 POLICY = policy_yaml(
     policy_rule(spiffe_id=WEB_ID, max_token_lifetime=60),
     policy_rule(trust_domain="example.org", path_prefix="/ns/load", max_token_lifetime=60),
