@@ -161,8 +161,10 @@ class RemoteJwksProvider:
         key = self.cached_key(kid)
         if key is not None:
             return key
-        if not self._may_fetch():
+        if self._inflight is None and not self._may_fetch():
             return None
+        # A fetch in flight (another request's, or the first one at start) is awaited, not counted against the
+        # rate limit: concurrent first requests must not be refused while the JWKS is on its way.
         with contextlib.suppress(JwksFetchError):  # logged once by _landed; the token is refused either way
             await asyncio.shield(self._refresh())
         return self._keys.get(kid)

@@ -21,7 +21,7 @@ from broker.errors import InvalidTokenError
 from broker.verify.feed import RevocationFeedFollower
 from broker.verify.jwks import RemoteJwksProvider
 from broker.verify.verifier import AccessTokenVerifier
-from tests.integration.replicas import ISSUER, Replica, ReplicaSet, TokenClient
+from tests.integration.replicas import ISSUER, Replica, ReplicaSet, TokenClient, token_kid
 
 __all__ = ["LoadTally", "ManyClients", "feed_verifier", "refused_within", "run_load"]
 
@@ -58,17 +58,19 @@ async def _one_id(
     spiffe_id: str, client: TokenClient, replicas: list[Replica], verifier: AccessTokenVerifier, tally: LoadTally,
     stop: asyncio.Event, pause: float,
 ) -> None:  # fmt: skip
-    turn = hash(spiffe_id)
+    turn, token = hash(spiffe_id), ""
     while not stop.is_set():
         replica, turn = replicas[turn % 2], turn + 1
         try:
+            token = ""
             token = await client.token(replica)
             tally.issued += 1
             await verifier.verify(token, client.certificate_der)
             tally.verified += 1
         except Exception as exc:  # every failure of an ID that is not a target counts
             if spiffe_id not in tally.targets:
-                tally.failures.append(f"{spiffe_id} at {replica.name}: {type(exc).__name__}: {exc}")
+                kid = token_kid(token) if token else None
+                tally.failures.append(f"{spiffe_id} at {replica.name} (kid {kid}): {type(exc).__name__}: {exc}")
         await asyncio.sleep(pause)
 
 

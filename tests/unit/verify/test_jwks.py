@@ -113,6 +113,19 @@ async def test_concurrent_lookups_of_an_unknown_kid_share_one_fetch() -> None:
     assert issuer.jwks_fetches == 1
 
 
+async def test_a_lookup_arriving_while_the_first_fetch_is_in_flight_waits_for_it_instead_of_failing() -> None:
+    issuer, clock = FakeIssuer(Signer(kid="k1")), ManualClock(1000.0)
+    issuer.gate = asyncio.Event()
+    jwks = provider(issuer, clock)
+    first = asyncio.create_task(jwks.get_key("k1"))
+    await asyncio.wait_for(issuer.called.wait(), 5)  # the fetch has started: the rate limit's clock is running
+    late = asyncio.create_task(jwks.get_key("k1"))
+    await asyncio.sleep(0)
+    issuer.gate.set()
+    assert await first is not None and await late is not None
+    assert issuer.jwks_fetches == 1
+
+
 async def test_stale_keys_are_served_while_a_background_refresh_runs_and_kept_if_it_fails() -> None:
     issuer, clock = FakeIssuer(Signer(kid="k1")), ManualClock(1000.0)
     jwks = provider(issuer, clock)
