@@ -36,6 +36,7 @@ class LoadTally:
     issued: int = 0
     verified: int = 0
     failures: list[str] = field(default_factory=list)
+    command_seconds: list[float] = field(default_factory=list)
 
 
 @dataclass

@@ -90,12 +90,14 @@ async def _quarantine_trial(
     kept = await client.token(a)
     await verifier.verify(kept, client.certificate_der)
     tally.targets.add(target)
+    started = time.monotonic()
     await asyncio.to_thread(_cli, replicas, b, "quarantine", "add", target, "--reason", "INC-4711: acceptance")
     returned = time.monotonic()
     refusals = await asyncio.gather(
         _exchange_refused(client, a, returned, 5), _exchange_refused(client, b, returned, 5),
         refused_within(verifier, kept, client.certificate_der, returned, 5),
     )  # fmt: skip
+    tally.command_seconds.append(returned - started)
     return max(refusals[:2]), refusals[2]
 
 
@@ -125,16 +127,14 @@ async def test_quarantine_stops_one_id_everywhere_within_a_second_while_others_a
             await clients.aclose()
             await resource.aclose()
     listed = _cli(replicas, a, "quarantine", "list", "--json").stdout
-    async with (c := replicas.client(WEB_ID)).session.get(f"{a.url}/jwks.json") as r:
-        jwks_kids_seen = [k["kid"] for k in (await r.json())["keys"]]
-    await c.aclose()
     ex, ve = summary(exchanges), summary(verifications)
     print(f"\n[quarantine] {TRIALS} trials, load from {LOAD_IDS} IDs across 2 replicas: {tally.issued} tokens, "
           f"{tally.verified} verified, {len(tally.failures)} failures of other IDs; every replica refuses the next "
           f"exchange after p50 {ex['p50'] * 1000:.0f} ms, p99 {ex['p99'] * 1000:.0f} ms, max {ex['max'] * 1000:.0f} "
           f"ms; the feed-following verifier refuses the ID's earlier token after p50 {ve['p50'] * 1000:.0f} ms, "
-          f"p99 {ve['p99'] * 1000:.0f} ms, max {ve['max'] * 1000:.0f} ms")  # fmt: skip
-    assert tally.failures == [], (tally.failures[:5], sorted(jwks_kids_seen))
+          f"p99 {ve['p99'] * 1000:.0f} ms, max {ve['max'] * 1000:.0f} ms; the CLI command itself took p50 "
+          f"{summary(tally.command_seconds)['p50']:.2f} s")  # fmt: skip
+    assert tally.failures == [], tally.failures[:5]
     assert ex["p99"] < 1.0
     assert ve["p99"] < 2.0
     assert all(target in listed for target in tally.targets)
