@@ -16,6 +16,7 @@ from aiohttp import web
 
 from broker.identity.source import X509ContextSource
 from broker.identity.spiffetls.context import ServerIdMatcher, SourceSSLContext, server_ssl_context
+from broker.verify.feed import RevocationFeedFollower
 from broker.verify.jwks import HttpsJsonFetcher, JwksFetchError, RemoteJwksProvider
 from broker.verify.middleware import VERIFIED_TOKEN, bearer_auth_middleware
 from broker.verify.verifier import AccessTokenVerifier
@@ -53,9 +54,12 @@ class RunningDemoApi:
     jwks: RemoteJwksProvider
     fetcher: HttpsJsonFetcher = field(repr=False)
     ssl_context: SourceSSLContext = field(repr=False)
+    revocations: RevocationFeedFollower | None = None
 
     async def aclose(self) -> None:
         await self.runner.cleanup()
+        if self.revocations is not None:
+            await self.revocations.aclose()
         await self.jwks.aclose()
         await self.fetcher.aclose()
         self.ssl_context.detach()
@@ -71,16 +75,21 @@ async def start_demo_api(
     port: int = 0,
     leeway: float = 30.0,
     limits: ListenerLimits | None = None,
+    follow_revocations: bool = True,
 ) -> RunningDemoApi:
     """Serve the demo API over TLS (client certificate optional) on the hardened runner (:mod:`broker.web`); port 0
-    picks a free port."""
+    picks a free port. With ``follow_revocations`` it follows the token service's revocation feed when the
+    metadata advertises one (fail-closed when it goes stale), as a production resource server should."""
     fetcher = HttpsJsonFetcher(source=source, server_id=token_service_id)
     jwks = RemoteJwksProvider(issuer=issuer, fetch_json=fetcher)
-    verifier = AccessTokenVerifier(issuer=jwks.issuer, audience=audience, jwks=jwks, leeway=leeway)
+    feed = None
+    if follow_revocations:
+        feed = RevocationFeedFollower.over_mtls(issuer=issuer, source=source, server_id=token_service_id, jwks=jwks)
+    verifier = AccessTokenVerifier(issuer=jwks.issuer, audience=audience, jwks=jwks, leeway=leeway, revocations=feed)
     ssl_context = server_ssl_context(source, require_client_cert=False)
     runner = HardenedAppRunner(build_demo_app(verifier), limits=limits)
     await runner.setup()
-    running = RunningDemoApi(runner, 0, verifier, jwks, fetcher, ssl_context)
+    running = RunningDemoApi(runner, 0, verifier, jwks, fetcher, ssl_context, feed)
     try:
         running.port = await start_tcp_site(runner, host, port, ssl_context=ssl_context)
     except BaseException:
@@ -88,5 +97,8 @@ async def start_demo_api(
         raise
     with contextlib.suppress(JwksFetchError):  # best effort: the first request fetches the keys otherwise
         await jwks.refresh()
+    if feed is not None:
+        feed.start()
+        await feed.wait_synced(5.0)  # best effort too: until it is synchronised, tokens get 503 (fail closed)
     log.info("demo API on https://%s:%d/hello for audience %s", host, running.port, audience)
     return running

@@ -87,6 +87,34 @@ async def test_same_token_with_another_valid_svid_gets_invalid_token(
     assert 'error="invalid_token"' in challenge
 
 
+async def _revoke(dev: DevProcess, token: str, ctx: ssl.SSLContext) -> None:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{dev.issuer}/revoke", data={"token": token}, ssl=ctx) as response,
+    ):
+        assert response.status == 200, await response.text()
+
+
+async def test_a_token_revoked_by_its_holder_is_refused_by_the_demo_api_and_dropped_by_the_sidecar(
+    dev: DevProcess, workload: WorkloadApiSvidSource
+) -> None:
+    """RFC 7009 at the token service; the demo API and the sidecar both follow the revocation feed."""
+    status, body = await sidecar_get(dev, "/v1/token", audience=dev.demo_audience)
+    assert status == 200
+    token, own = body["access_token"], client_ssl_context(workload, server_id=None)
+    assert (await demo_call(token, own, dev))[0] == 200
+    await _revoke(dev, token, own)
+    for _ in range(200):  # at most 2 s
+        if (await demo_call(token, own, dev))[0] == 401:
+            break
+        await asyncio.sleep(0.01)
+    status, error, _ = await demo_call(token, own, dev)
+    assert (status, error["error"]) == (401, "invalid_token")
+    status, fresh = await sidecar_get(dev, "/v1/token", audience=dev.demo_audience)
+    assert status == 200 and fresh["access_token"] != token  # the sidecar dropped the revoked one
+    assert (await demo_call(fresh["access_token"], own, dev))[0] == 200
+
+
 async def test_same_token_without_client_certificate_gets_invalid_token(
     dev: DevProcess, workload: WorkloadApiSvidSource
 ) -> None:

@@ -6,7 +6,8 @@ server's verifier that follows replica ``a``'s revocation feed:
 * ``spiffe-broker quarantine add`` (the runbook's command, through replica ``b``'s admin API) makes every
   replica refuse the ID's next exchange within 1 s, measured from the command's return (p99 over 20 trials);
 * the verifier refuses a token minted for that ID before the quarantine within 2 s;
-* no request and no verification of any other ID fails.
+* no request and no verification of any other ID fails;
+* ``quarantine release`` (the runbook's last step) lets the ID get tokens again, and revives none of the old ones.
 
 A single token revoked by its holder (RFC 7009) reaches the verifier within 2 s (p99 over 20), and introspection
 (RFC 7662) on either replica reports it inactive at once. ``keys revoke`` puts the kid on the feed, so a verifier
@@ -18,6 +19,7 @@ Every measured number is printed (``-s`` shows it) so it can be quoted in docs/b
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import time
 from collections.abc import Iterator
@@ -25,9 +27,10 @@ from typing import Any
 
 import pytest
 
+from broker.errors import InvalidTokenError
 from broker.testing import API, WEB_ID
 from broker.testing.policy import policy_rule, policy_yaml
-from tests.integration.replicas import ADMIN_ID, BROKER_CLI, Replica, ReplicaSet, TokenClient, token_kid
+from tests.integration.replicas import BROKER_CLI, Replica, ReplicaSet, TokenClient, token_kid
 from tests.integration.revocation_load import (
     LoadTally,
     ManyClients,
@@ -84,7 +87,7 @@ async def _exchange_refused(client: TokenClient, replica: Replica, since: float,
 
 async def _quarantine_trial(
     replicas: ReplicaSet, target: str, client: TokenClient, verifier: Any, tally: LoadTally
-) -> tuple[float, float]:
+) -> tuple[float, float, str]:
     """Quarantine ``target`` through b's admin API; (every replica refuses it, the verifier refuses its token)."""
     a, b = replicas.replicas
     kept = await client.token(a)
@@ -98,7 +101,7 @@ async def _quarantine_trial(
         refused_within(verifier, kept, client.certificate_der, returned, 5),
     )  # fmt: skip
     tally.command_seconds.append(returned - started)
-    return max(refusals[:2]), refusals[2]
+    return max(refusals[:2]), refusals[2], kept
 
 
 async def test_quarantine_stops_one_id_everywhere_within_a_second_while_others_are_served(
@@ -109,24 +112,27 @@ async def test_quarantine_stops_one_id_everywhere_within_a_second_while_others_a
     resource = replicas.client(RS_ID)
     verifier, follower = feed_verifier(resource, a, API)
     tally, stop = LoadTally(), asyncio.Event()
-    exchanges, verifications = [], []
+    exchanges, verifications, kept = [], [], []
     async with follower:
         assert await follower.wait_synced(10)
         workers = run_load(clients, [a, b], verifier, tally, stop)
         try:
             await asyncio.sleep(1.0)
             for n, (target, client) in enumerate(list(clients.clients.items())[:TRIALS]):
-                exchange, verification = await _quarantine_trial(replicas, target, client, verifier, tally)
+                exchange, verification, token = await _quarantine_trial(replicas, target, client, verifier, tally)
                 exchanges.append(exchange)
                 verifications.append(verification)
+                kept.append(token)
                 assert n < TRIALS
+            first = next(iter(clients.clients))
+            await _release_first_target(replicas, first, clients.clients[first], kept[0], verifier)
             await asyncio.sleep(0.5)
         finally:
             stop.set()
             await asyncio.gather(*workers, return_exceptions=True)
             await clients.aclose()
             await resource.aclose()
-    listed = _cli(replicas, a, "quarantine", "list", "--json").stdout
+    listed = {q["pattern"] for q in json.loads(_cli(replicas, a, "quarantine", "list", "--json").stdout)["quarantines"]}
     ex, ve = summary(exchanges), summary(verifications)
     print(f"\n[quarantine] {TRIALS} trials, load from {LOAD_IDS} IDs across 2 replicas: {tally.issued} tokens, "
           f"{tally.verified} verified, {len(tally.failures)} failures of other IDs; every replica refuses the next "
@@ -137,7 +143,33 @@ async def test_quarantine_stops_one_id_everywhere_within_a_second_while_others_a
     assert tally.failures == [], tally.failures[:5]
     assert ex["p99"] < 1.0
     assert ve["p99"] < 2.0
-    assert all(target in listed for target in tally.targets)
+    released = next(iter(clients.clients))
+    assert listed == tally.targets - {released}
+
+
+async def _accepted_within(verifier: Any, token: str, certificate_der: bytes, timeout: float) -> None:
+    started = time.monotonic()
+    while True:
+        try:
+            await verifier.verify(token, certificate_der)
+            return
+        except InvalidTokenError:
+            assert time.monotonic() - started < timeout, f"still refused after {timeout:g} s"
+            await asyncio.sleep(0.01)
+
+
+async def _release_first_target(
+    replicas: ReplicaSet, target: str, client: TokenClient, kept: str, verifier: Any
+) -> None:
+    """The runbook's last step: released, the ID gets tokens again on both replicas and a follower accepts them;
+    the token minted before its quarantine stays refused (the quarantine's cutoff: a release revives nothing)."""
+    a, b = replicas.replicas
+    _cli(replicas, a, "quarantine", "release", target, "--reason", "INC-4711: re-keyed")
+    await asyncio.sleep(0.2)
+    for replica in (a, b):
+        await _accepted_within(verifier, await client.token(replica), client.certificate_der, 2)
+    with pytest.raises(InvalidTokenError):
+        await verifier.verify(kept, client.certificate_der)
 
 
 async def _revoke(client: TokenClient, replica: Replica, token: str) -> None:
@@ -184,14 +216,14 @@ async def test_a_revoked_signing_key_reaches_a_follower_before_its_jwks_cache_wo
     replicas: ReplicaSet,
 ) -> None:
     a, b = replicas.replicas
-    client, resource, admin = replicas.client(WEB_ID), replicas.client(RS_ID), replicas.client(ADMIN_ID)
+    client, resource = replicas.client(WEB_ID), replicas.client(RS_ID)
     verifier, follower = feed_verifier(resource, a, API, jwks_max_age=300)
     try:
         async with follower:
             assert await follower.wait_synced(10)
             token = await client.token(b)
             await verifier.verify(token, client.certificate_der)  # the JWKS is now cached for 300 s
-            await admin.admin(b, f"/keys/{token_kid(token)}/revoke")
+            await asyncio.to_thread(_cli, replicas, b, "keys", "revoke", token_kid(token), "--reason", "INC-4712")
             returned = time.monotonic()
             seconds = await refused_within(verifier, token, client.certificate_der, returned, 5)
             fresh = await client.token(a)
@@ -199,7 +231,6 @@ async def test_a_revoked_signing_key_reaches_a_follower_before_its_jwks_cache_wo
     finally:
         await client.aclose()
         await resource.aclose()
-        await admin.aclose()
     print(f"\n[keys revoke] a follower with a 300 s JWKS cache refused the revoked kid's token after "
           f"{seconds * 1000:.0f} ms; a token of the new active key verified")  # fmt: skip
     assert seconds < 2.0
