@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -208,6 +208,8 @@ class RevocationIndex:
             held = self._quarantines.get(event.pattern.key)
             if held is None or not _ends_later(held, event):
                 self._quarantines[event.pattern.key] = event
+            else:  # the longer quarantine stands, since it began; the later add's reason is the one shown
+                self._quarantines[event.pattern.key] = replace(held, reason=event.reason)
             self._cutoffs.setdefault(event.pattern.key, []).append((event.at, event.cutoff_until))
         else:
             self._quarantines.pop(event.pattern.key, None)

@@ -22,7 +22,8 @@ name them one by one, for introspection and for followers that look a ``jti`` up
 :data:`MAX_REVOKED_TOKENS` (a whole trust domain) only the cutoff refuses the rest, and the result says so
 (``truncated``). An issuance ledger that does not answer does not stop the quarantine: it is appended without
 ``TokenRevoked`` entries and its count is unknown (``live_tokens`` None, ``ledger_error`` says why). Quarantining
-a pattern that is already quarantined replaces its ``until`` and reason and moves its cutoff to now.
+a pattern that is already quarantined replaces its reason, keeps the later of the two ends (none is latest: a
+second add never shortens a quarantine), adds a cutoff at now, and reports the quarantine then in force.
 
 :meth:`Quarantines.release` appends :class:`~broker.events.revocations.SubjectReleased` only when a quarantine of
 exactly that pattern is in force (else :class:`NotQuarantinedError`); the tokens it revoked stay revoked until its
@@ -257,8 +258,13 @@ class Quarantines:
         event = SubjectQuarantined(pattern, at=now, until=until, cutoff_until=now + self._window(), reason=reason)
         revoked, truncated, error = await self._live_tokens(pattern, now)
         entries = await self._log.append([event, *revoked])
+        # A quarantine of the pattern that ends later stays in force (a second add never shortens one): report
+        # what is in force now, as every replica and follower sees it.
+        event = next((q for q in await self.in_force(now) if q.pattern == pattern), event)
         count = None if error is not None else len(revoked)
-        recorded = SubjectQuarantinedRecorded(pattern.text, reason, _seconds(until), live_tokens=count, actor=actor)
+        recorded = SubjectQuarantinedRecorded(
+            pattern.text, reason, _seconds(event.until), live_tokens=count, actor=actor
+        )
         await self._audit.record_now(recorded)
         log.warning("quarantined %s (%s live tokens revoked) by %s", pattern, "?" if count is None else count,
                     actor or "the local CLI")  # fmt: skip

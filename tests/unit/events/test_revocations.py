@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -267,8 +268,9 @@ def test_release_of_another_pattern_leaves_the_quarantine() -> None:
 
 def test_a_second_quarantine_of_a_pattern_never_shortens_the_first() -> None:
     forever = quarantine("spiffe://td/a", 10)
-    index = index_of(forever, quarantine("spiffe://td/a", 12, until=20, cutoff=30))
-    assert index.quarantine_of("spiffe://td/a", at(50)) == forever
+    shorter = replace(quarantine("spiffe://td/a", 12, until=20, cutoff=30), reason="INC-2")
+    index = index_of(forever, shorter)
+    assert index.quarantine_of("spiffe://td/a", at(50)) == replace(forever, reason="INC-2")  # the later add's reason
     longer = quarantine("spiffe://td/a", 12, until=60, cutoff=30)
     index = index_of(quarantine("spiffe://td/a", 10, until=20, cutoff=30), longer)
     assert index.quarantine_of("spiffe://td/a", at(50)) == longer

@@ -164,6 +164,20 @@ async def test_quarantining_again_replaces_the_reason_and_until(
     assert (found.reason, found.until, found.at) == ("second", None, at(clock))
 
 
+async def test_quarantining_again_with_an_earlier_end_reports_the_longer_quarantine_that_stays_in_force(
+    store: MemoryStore, ledger: LiveLedger, clock: ManualClock
+) -> None:
+    quarantines = service(store, ledger, clock)
+    first_until = at(clock, 7200)
+    await quarantines.add(SHOP, "first", first_until, ADMIN)
+    clock.advance(5)
+    added = await quarantines.add(SHOP, "second", at(clock, 1800), ADMIN)
+    [found] = await quarantines.in_force()
+    assert (added.quarantine.until, added.quarantine.reason) == (first_until, "second")
+    assert (found.until, found.reason) == (first_until, "second")
+    assert (await _audit(store))[-1][1]["until"] == int(first_until.timestamp())
+
+
 @pytest.mark.parametrize(
     "reason",
     ["", "   ", "line\nbreak", "tab\there", "bell\x07", "x" * (MAX_REASON + 1), "nel\x85", "ls\u2028"],
