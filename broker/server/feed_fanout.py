@@ -118,6 +118,7 @@ class Broadcaster:
         self.head = 0
         self.horizon = 0
         self.dropped_slow = 0
+        self._store_silent = False
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
@@ -320,6 +321,23 @@ class Broadcaster:
 
     # -- the one global tick -----------------------------------------------------------------------------------
 
+    async def _store_answers(self) -> bool:
+        """Read the log's tail (which also sends anything a lost change event left behind); False if the store
+        does not answer. A heartbeat says "this replica has just read the log": a replica cut off from the store
+        sends none, so its followers go stale (and, failing closed, refuse) instead of trusting a frozen view."""
+        try:
+            await self.catch_up()
+        except BrokerError as exc:
+            if not self._store_silent:
+                log.error("revocation feed: the store does not answer (%s); no heartbeats until it does",
+                          exc.description or exc.error)  # fmt: skip
+            self._store_silent = True
+            return False
+        if self._store_silent:
+            log.warning("revocation feed: the store answers again; heartbeats resume")
+        self._store_silent = False
+        return True
+
     async def _tick(self) -> None:
         beat = 0.0
         while True:
@@ -327,7 +345,8 @@ class Broadcaster:
             beat += self._sweep
             if beat >= self._heartbeat - 1e-9:
                 beat = 0.0
-                await self.fan_out(Frame.of(heartbeat_comment(self.head)))
+                if await self._store_answers():
+                    await self.fan_out(Frame.of(heartbeat_comment(self.head)))
             now = self._clock()
             for follower in tuple(self._followers):
                 if follower.not_after <= now or follower.transport.is_closing():
