@@ -125,7 +125,7 @@ def _admin_mounter(
             app,
             admins=admins,
             bundles=source.x509_bundles,
-            keys=KeyringAdmin(state.keyring, state.recorder.trail, flush_ledger=state.recorder.ledger.flush),
+            keys=KeyringAdmin(state.keyring, state.recorder.trail, flush_ledger=state.recorder.flush),
             store=StoreStatusInfo(state.store, state.url),
             audit_reader=JournalAuditReader(state.store.audit),
             audit=TrailAdminAudit(state.recorder.trail),
