@@ -1,10 +1,14 @@
 """The token endpoint's batches on PostgreSQL: ledger rows and audit records in one transaction.
 
-The ledger rows go by ``COPY`` (PostgreSQL 15 docs, "COPY") into a per-session temporary table emptied at commit,
-their times as whole seconds (``to_timestamp`` is exact for them), then on into the ledger skipping repeated
-``jti``s (``ON CONFLICT DO NOTHING``). Then the batch takes the journal's advisory lock (9.27.10 "Advisory Lock
-Functions"), reads the chain's tail, and copies its records after it; the lock is held until the commit, so
-replicas append to one chain. The ledger part comes first so that the lock is held for as short a time as it can.
+The ledger rows go by ``COPY`` (PostgreSQL 15 docs, "COPY") straight into ``issued_tokens``: the cheapest bulk
+insert, on both sides. ``COPY`` has no ``ON CONFLICT``, so a batch that repeats a ``jti`` (the batch writer
+retrying a batch whose commit went through but whose answer was lost) fails with a unique violation, rolls back
+whole, and goes again the slow way: ``COPY`` into a per-session temporary table emptied at commit, then on into
+the ledger skipping the ``jti``s already there (``ON CONFLICT DO NOTHING``).
+
+Then the batch takes the journal's advisory lock (9.27.10 "Advisory Lock Functions"), reads the chain's tail,
+and copies its records after it; the lock is held until the commit, so replicas append to one chain. The ledger
+part comes first so that the lock is held for as short a time as it can.
 """
 
 from __future__ import annotations
@@ -12,26 +16,30 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
+import psycopg
+
 from broker.audit.journal import Stamped, chained_rows, check_stamped
 from broker.store.base import audience_json
-from broker.store.postgres._pool import AUDIT_LOCK, Pool, connection
+from broker.store.postgres._pool import AUDIT_LOCK, Conn, Pool, connection
 from broker.tokens.ledger import LedgerRow, check_rows
 
 __all__ = ["record_issuance"]
 
 _COLUMNS = "jti, kid, subject, audience, scope, binding, issued_at, expires_at"
-_ROWS_TABLE = (
-    "CREATE TEMPORARY TABLE IF NOT EXISTS issued_token_rows (jti text, kid text, subject text, audience text, "
-    "scope text, binding text, issued_at bigint, expires_at bigint) ON COMMIT DELETE ROWS"
+_COPY_LEDGER = f"COPY issued_tokens ({_COLUMNS}) FROM STDIN"
+_BATCH_TABLE = (
+    "CREATE TEMPORARY TABLE IF NOT EXISTS issued_tokens_batch (LIKE issued_tokens INCLUDING DEFAULTS) "
+    "ON COMMIT DELETE ROWS"
 )
-_COPY_ROWS = f"COPY issued_token_rows ({_COLUMNS}) FROM STDIN"
-_FROM_ROWS = (
-    f"INSERT INTO issued_tokens ({_COLUMNS}) SELECT jti, kid, subject, audience, scope, binding, "  # noqa: S608
-    "to_timestamp(issued_at), to_timestamp(expires_at) FROM issued_token_rows ON CONFLICT (jti) DO NOTHING"
+_COPY_BATCH = f"COPY issued_tokens_batch ({_COLUMNS}) FROM STDIN"
+_FROM_BATCH = (
+    f"INSERT INTO issued_tokens ({_COLUMNS}) SELECT {_COLUMNS} FROM issued_tokens_batch ON CONFLICT (jti) DO NOTHING"  # noqa: S608
 )
 _TAIL = "SELECT seq, hash FROM audit_records ORDER BY seq DESC LIMIT 1"
 _COPY_AUDIT = "COPY audit_records (seq, at, event, body, prev_hash, hash) FROM STDIN"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+PgRow = tuple[str, str, str, str, str, str, datetime, datetime]
 
 
 async def record_issuance(pool: Pool, store: str, tokens: Sequence[LedgerRow], events: Sequence[Stamped]) -> None:
@@ -40,21 +48,47 @@ async def record_issuance(pool: Pool, store: str, tokens: Sequence[LedgerRow], e
     check_stamped(events)
     if not tokens and not events:
         return
-    rows = [
-        (jti, kid, subject, audience_json(audience), " ".join(scope), binding, iat, exp)
+    rows = _pg_rows(tokens)
+    try:
+        await _write(pool, store, rows, events, skip_repeats=False)
+    except psycopg.errors.UniqueViolation:
+        await _write(pool, store, rows, events, skip_repeats=True)
+
+
+def _pg_rows(tokens: Sequence[LedgerRow]) -> list[PgRow]:
+    """The rows as ``COPY`` takes them. A batch's tokens share a few ``iat`` and ``exp`` seconds: one datetime each."""
+    instants: dict[int, datetime] = {}
+
+    def instant(seconds: int) -> datetime:
+        found = instants.get(seconds)
+        if found is None:
+            found = instants[seconds] = datetime.fromtimestamp(seconds, UTC)
+        return found
+
+    return [
+        (jti, kid, subject, audience_json(audience), " ".join(scope), binding, instant(iat), instant(exp))
         for jti, kid, subject, audience, scope, binding, iat, exp in tokens
     ]
-    async with connection(pool, store) as conn, conn.transaction(), conn.cursor() as cursor:
-        if rows:
-            await cursor.execute(_ROWS_TABLE)
-            async with cursor.copy(_COPY_ROWS) as copy:
-                for row in rows:
-                    await copy.write_row(row)
-            await cursor.execute(_FROM_ROWS)
+
+
+async def _write(pool: Pool, store: str, rows: list[PgRow], events: Sequence[Stamped], *, skip_repeats: bool) -> None:
+    async with connection(pool, store) as conn, conn.transaction():
+        if rows and skip_repeats:
+            await conn.execute(_BATCH_TABLE)
+            await _copy(conn, _COPY_BATCH, rows)
+            await conn.execute(_FROM_BATCH)
+        elif rows:
+            await _copy(conn, _COPY_LEDGER, rows)
         if events:
-            await cursor.execute("SELECT pg_advisory_xact_lock(%s)", (AUDIT_LOCK,))
-            tail = await (await cursor.execute(_TAIL)).fetchone()
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (AUDIT_LOCK,))
+            tail = await (await conn.execute(_TAIL)).fetchone()
             chained = chained_rows(None if tail is None else (int(tail[0]), bytes(tail[1])), events)
-            async with cursor.copy(_COPY_AUDIT) as copy:
-                for seq, at, event, body, prev_hash, digest in chained:
-                    await copy.write_row((seq, _EPOCH + timedelta(microseconds=at), event, body, prev_hash, digest))
+            records = [(seq, _EPOCH + timedelta(microseconds=at), event, body, prev_hash, digest)
+                       for seq, at, event, body, prev_hash, digest in chained]  # fmt: skip
+            await _copy(conn, _COPY_AUDIT, records)
+
+
+async def _copy(conn: Conn, statement: str, rows: Sequence[Sequence[object]]) -> None:
+    async with conn.cursor() as cursor, cursor.copy(statement) as copy:
+        for row in rows:
+            await copy.write_row(row)
