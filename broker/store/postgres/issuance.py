@@ -1,15 +1,15 @@
 """The token endpoint's batches on PostgreSQL: ledger rows and audit records in one transaction.
 
 The ledger rows go by ``COPY`` in binary format (PostgreSQL 15 docs, "COPY", "Binary Format") straight into
-``issued_tokens``: the cheapest bulk insert on both sides (nothing to print and parse back: measured, about 3 us
-less client CPU per token than the text format). ``COPY`` has no ``ON CONFLICT``, so a batch that repeats a ``jti`` (the batch writer
-retrying a batch whose commit went through but whose answer was lost) fails with a unique violation, rolls back
-whole, and goes again the slow way: ``COPY`` into a per-session temporary table emptied at commit, then on into
-the ledger skipping the ``jti``s already there (``ON CONFLICT DO NOTHING``).
+``issued_tokens``: the cheapest bulk insert on both sides (nothing to print and parse back; measured, about 3 us
+less client CPU per token than the text format). ``COPY`` has no ``ON CONFLICT``, so a batch that repeats a
+``jti`` (the batch writer retrying a batch whose commit went through but whose answer was lost) fails with a
+unique violation, rolls back whole, and goes again the slow way: ``COPY`` into a per-session temporary table
+emptied at commit, then on into the ledger skipping the ``jti``s already there (``ON CONFLICT DO NOTHING``).
 
 Then the batch takes the journal's advisory lock (9.27.10 "Advisory Lock Functions"), reads the chain's tail,
-and copies its records after it (binary ``COPY`` too); the lock is held until the commit, so replicas append to one chain. The ledger
-part comes first so that the lock is held for as short a time as it can.
+and copies its records after it (binary ``COPY`` too); the lock is held until the commit, so replicas append to
+one chain. The ledger part comes first so that the lock is held for as short a time as it can.
 """
 
 from __future__ import annotations
