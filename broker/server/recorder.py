@@ -17,7 +17,9 @@ fraction of what the same code costs run once per request between the TLS, HTTP 
 docs/benchmarks.md, issue 9's benchmarks).
 
 What a crash can lose is one batch window of the writer (see :mod:`broker._batch`), of the ledger and the journal
-alike. The ``at`` of a token's record is when the token was issued, in microseconds since the epoch.
+alike. The ``at`` of a token's record is when the token was issued, in microseconds since the epoch; the chain
+orders records as they were appended, so a key or policy event from the trail may sit between token records
+that happened before it (each keeps its own ``at``).
 """
 
 from __future__ import annotations
