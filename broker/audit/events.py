@@ -22,6 +22,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from json.encoder import encode_basestring
 from typing import Any, ClassVar, Protocol
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "TokenRevocationRecorded",
     "canonical_json",
     "scrub",
+    "token_issued_body",
 ]
 
 MAX_TEXT = 300
@@ -54,6 +56,12 @@ _SECRET_SHAPES = re.compile(
     r"|-----BEGIN[^-]*-----.*?(?:-----END[^-]*-----|$)",  # a PEM block, even a cut one
     re.DOTALL,
 )
+
+
+def _secret_shaped(text: str) -> bool:
+    """Whether ``text`` holds something :data:`_SECRET_SHAPES` matches (each match begins with one of two literals:
+    looking for them first is several times cheaper than the regular expression on the usual body)."""
+    return ("eyJ" in text or "-----BEGIN" in text) and _SECRET_SHAPES.search(text) is not None
 
 
 class AuditEvent(Protocol):
@@ -117,7 +125,7 @@ class _Event:
         values = {name: getattr(self, name) for name in _field_names(type(self))}
         if all(_is_plain_text(v) for v in values.values()):
             text = json.dumps(values, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-            if _SECRET_SHAPES.search(text) is None:
+            if not _secret_shaped(text):
                 return text.encode()
         return canonical_json({name: _plain(value) for name, value in values.items()})
 
@@ -136,6 +144,33 @@ class TokenIssued(_Event):
     binding: str  # "x5t#S256=<thumbprint>"
     auth_method: str
     exp: int  # seconds since the epoch
+
+    def body(self) -> bytes:
+        return token_issued_body(self.jti, self.kid, self.sub, self.client_id, self.aud, self.scope, self.binding,
+                                 self.auth_method, self.exp)  # fmt: skip
+
+
+def token_issued_body(
+    jti: str, kid: str, sub: str, client_id: str, aud: tuple[str, ...], scope: tuple[str, ...], binding: str,
+    auth_method: str, exp: int,
+) -> bytes:  # fmt: skip
+    """``TokenIssued(...).body()`` without building the event: the token endpoint's recorder makes one per token.
+
+    The same bytes as :meth:`_Event.body` (a test holds the two to each other): the keys in sorted order, each
+    string as ``json.dumps`` writes it with ``ensure_ascii=False``. A string longer than :data:`MAX_TEXT`, or a
+    body with anything shaped like a token or a PEM block, takes the per-field path that scrubs and cuts."""
+    e = encode_basestring
+    if max(len(jti), len(kid), len(sub), len(client_id), len(binding), len(auth_method),
+           *map(len, aud), *map(len, scope)) <= MAX_TEXT:  # fmt: skip
+        text = (
+            f'{{"aud":[{",".join(map(e, aud))}],"auth_method":{e(auth_method)},"binding":{e(binding)},'
+            f'"client_id":{e(client_id)},"exp":{int.__repr__(exp)},"jti":{e(jti)},"kid":{e(kid)},'
+            f'"scope":[{",".join(map(e, scope))}],"sub":{e(sub)}}}'
+        )
+        if not _secret_shaped(text):
+            return text.encode()
+    event = TokenIssued(jti, kid, sub, client_id, aud, scope, binding, auth_method, exp)
+    return _Event.body(event)
 
 
 @dataclass(frozen=True, slots=True)

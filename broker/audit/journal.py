@@ -27,10 +27,15 @@ __all__ = [
     "MAX_EVENT_LENGTH",
     "AuditJournalStore",
     "AuditRecord",
+    "ChainedRow",
     "Entry",
+    "Stamped",
     "chain_hash",
+    "chain_hash_micros",
+    "chained_rows",
     "check_entries",
     "check_event",
+    "check_stamped",
     "epoch_micros",
     "link",
 ]
@@ -50,16 +55,21 @@ def epoch_micros(at: datetime) -> int:
 
 def chain_hash(prev_hash: bytes, seq: int, at: datetime, event: str, body: bytes) -> bytes:
     """The SHA-256 that links record ``seq`` to ``prev_hash`` (the layout is in the module docstring)."""
+    return chain_hash_micros(prev_hash, seq, epoch_micros(at), _event_field(event), body)
+
+
+def _event_field(event: str) -> bytes:
+    """``len(event) || event``, the event's part of the hashed layout."""
+    encoded = event.encode()
+    return len(encoded).to_bytes(2, "big") + encoded
+
+
+def chain_hash_micros(prev_hash: bytes, seq: int, at_micros: int, event_field: bytes, body: bytes) -> bytes:
+    """:func:`chain_hash` with ``at`` in microseconds and the event already encoded (:func:`_event_field`)."""
     if len(prev_hash) != 32:
         raise ValueError("prev_hash is a 32-byte SHA-256")
-    encoded = event.encode()
-    digest = hashlib.sha256(prev_hash)
-    digest.update(seq.to_bytes(8, "big"))
-    digest.update(epoch_micros(at).to_bytes(8, "big", signed=True))
-    digest.update(len(encoded).to_bytes(2, "big"))
-    digest.update(encoded)
-    digest.update(body)
-    return digest.digest()
+    head = prev_hash + seq.to_bytes(8, "big") + at_micros.to_bytes(8, "big", signed=True) + event_field
+    return hashlib.sha256(head + body).digest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +115,33 @@ def link(prev: AuditRecord | None, entries: Sequence[Entry]) -> list[AuditRecord
         records.append(record)
         prev_hash = record.hash
     return records
+
+
+Stamped = tuple[str, int, bytes]  # (event, at in microseconds since the epoch, body): a batched record to append
+ChainedRow = tuple[int, int, str, bytes, bytes, bytes]  # (seq, at in microseconds, event, body, prev_hash, hash)
+
+
+def check_stamped(entries: Sequence[Stamped]) -> None:
+    """Refuse (ValueError) a batch with a bad event name (:func:`check_event`; each distinct name checked once)."""
+    for event in {entry[0] for entry in entries}:
+        check_event(event, _EPOCH)
+
+
+def chained_rows(tail: tuple[int, bytes] | None, entries: Sequence[Stamped]) -> list[ChainedRow]:
+    """``entries`` linked after ``tail`` (its ``seq`` and ``hash``; None: the chain is empty), in order: the
+    same chain :func:`link` makes, without building a record object per entry."""
+    seq, prev_hash = (0, GENESIS_HASH) if tail is None else tail
+    encoded: dict[str, bytes] = {}
+    rows: list[ChainedRow] = []
+    for event, at, body in entries:
+        seq += 1
+        event_field = encoded.get(event)
+        if event_field is None:
+            event_field = encoded[event] = _event_field(event)
+        digest = chain_hash_micros(prev_hash, seq, at, event_field, body)
+        rows.append((seq, at, event, body, prev_hash, digest))
+        prev_hash = digest
+    return rows
 
 
 class AuditJournalStore(Protocol):

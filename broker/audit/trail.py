@@ -1,18 +1,21 @@
 """The audit trail: how the broker writes to the journal.
 
-* :meth:`AuditTrail.record` is for the hot path (token issued or refused): it stamps the event with the time it
-  happened and queues it on a :class:`~broker._batch.BatchWriter`, which appends batches with one
-  :meth:`~broker.audit.journal.AuditJournalStore.append_many` (one transaction, one chain lock). It never waits on
-  the store; it returns False when the queue is full, and the caller refuses its request (fail closed).
+* :meth:`AuditTrail.record` is for events that must not wait on the store (the server's housekeeping: a key
+  rotated or retired on schedule, a policy reloaded): it stamps the event with the time it happened and queues it
+  on a :class:`~broker._batch.BatchWriter`, which appends batches with one
+  :meth:`~broker.audit.journal.AuditJournalStore.append_many` (one transaction, one chain lock). It returns False
+  when the queue is full. (The token endpoint's ``token.issued`` and ``token.refused`` records go with the
+  issuance ledger's rows instead, in one transaction: :mod:`broker.server.recorder`.)
 * :meth:`AuditTrail.record_now` is for administrative changes (a key rotated or revoked, a KEK rotated, a policy
   reloaded, an admin call): it appends at once and returns the record, so the change is on the journal before the
   call that made it returns. A store that cannot take it raises, and the admin call fails.
 
-What a crash can lose is the batch writer's (:mod:`broker._batch`): the hot-path events of the last batch window
+What a crash can lose is the batch writer's (:mod:`broker._batch`): the queued events of the last batch window
 while the store keeps up. ``record_now`` loses nothing it acknowledged. A batch whose commit succeeded but whose
 answer was lost (a connection cut at that moment) is appended again by the retry: the journal then holds those
 events twice, never fewer. The chain orders records as the store appended them: an event passed to
-``record_now`` may come before hot-path events recorded earlier and still queued (each keeps its own ``at``).
+``record_now``, or queued by another writer, may come before events recorded earlier and still queued (each keeps
+its own ``at``).
 """
 
 from __future__ import annotations

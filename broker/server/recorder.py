@@ -1,61 +1,91 @@
 """The token endpoint's audit hook (:class:`broker.tokens.endpoint.Audit`): the issuance ledger and the audit trail.
 
-* A token issued: a :class:`~broker.tokens.ledger.LedgerEntry` to the ledger's batch writer and a ``token.issued``
-  event to the audit trail, both queued without waiting on the store (:mod:`broker._batch`). When either cannot
-  take it (the store is down or behind and the queue is full) the request fails closed: the hook raises
-  ``temporarily_unavailable`` (503) and the token is never returned, so no token goes out unrecorded.
-* A request refused: a ``token.refused`` event with the error code, the client's SPIFFE ID when it was
-  authenticated, never the request. If the trail is full then, the refusal stands (it was already refused); the
-  lost event is logged and counted in :attr:`Recorder.refusals_not_recorded`.
+* A token issued: one item on one batch writer (:mod:`broker._batch`), queued without waiting on the store; the
+  writer turns it into the token's :data:`~broker.tokens.ledger.LedgerRow` and its ``token.issued`` audit record,
+  and writes both with :meth:`~broker.store.base.Store.record_issuance`: one transaction per batch, so the ledger
+  and the journal always hold the same tokens. When the writer cannot take the item (the store is down or behind
+  and the queue is full) the request fails closed: the hook raises ``temporarily_unavailable`` (503) and the token
+  is never returned, so no token goes out unrecorded.
+* A request refused: a ``token.refused`` event on the same writer, with the error code and the client's SPIFFE ID
+  when it was authenticated, never the request. If the writer is full then, the refusal stands (it was already
+  refused); the lost event is logged and counted in :attr:`Recorder.refusals_not_recorded`.
+* Other events (keys, policy, admin calls) go through :attr:`Recorder.trail` (:mod:`broker.audit.trail`).
 
-What a crash can lose is one batch window of each writer (see :mod:`broker._batch`).
+Why the work is split so: the hot path only appends a tuple of references that the token already holds (about
+1 us); the ledger row, the audit body and the hash chain are made once per batch, in one loop, where they cost a
+fraction of what the same code costs run once per request between the TLS, HTTP and JOSE work (measured:
+docs/benchmarks.md, issue 9's benchmarks).
+
+What a crash can lose is one batch window of the writer (see :mod:`broker._batch`), of the ledger and the journal
+alike. The ``at`` of a token's record is when the token was issued, in microseconds since the epoch; the chain
+orders records as they were appended, so a key or policy event from the trail may sit between token records
+that happened before it (each keeps its own ``at``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import UTC, datetime
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from broker._batch import BatchWriter
-from broker.audit.events import TokenIssued, TokenRefused
+from broker.audit.events import AuditEvent, TokenIssued, TokenRefused, token_issued_body
+from broker.audit.journal import Stamped
 from broker.audit.trail import AuditTrail
 from broker.errors import OAuthError, TemporarilyUnavailableError
 from broker.store.base import Store
 from broker.tokens.issuer import AuthenticatedClient, IssuedToken
-from broker.tokens.ledger import LedgerEntry
+from broker.tokens.ledger import LedgerRow
 
-__all__ = ["BEHIND", "Recorder"]
+__all__ = ["BEHIND", "Recorder", "rows_of"]
 
 log = logging.getLogger(__name__)
 
 BEHIND = "the issuance ledger or the audit trail cannot keep up with the store: retry shortly"
+ISSUED = TokenIssued.event
+
+# What the hot path queues for a token: its claims (never the token itself), kid, audience and scopes, the client.
+Issued = tuple[dict[str, Any], str, str, tuple[str, ...], AuthenticatedClient]
+Pending = tuple[int, Issued | AuditEvent]  # (at, microseconds since the epoch; what happened)
+
+
+def _now_micros() -> int:
+    return time.time_ns() // 1000
 
 
 class Recorder:
     """Implements :class:`broker.tokens.endpoint.Audit`; :meth:`start` it, and :meth:`close` it to drain."""
 
-    def __init__(self, *, ledger: BatchWriter[LedgerEntry], trail: AuditTrail) -> None:
-        self.ledger = ledger
+    def __init__(
+        self,
+        store: Store,
+        *,
+        trail: AuditTrail,
+        batch_window: float = 0.05,
+        batch_max: int = 512,
+        capacity: int = 8192,
+        clock: Callable[[], int] = _now_micros,
+    ) -> None:
+        self._store = store
         self.trail = trail
+        self._clock = clock
+        self.tokens: BatchWriter[Pending] = BatchWriter(
+            self._write, name="tokens", batch_window=batch_window, batch_max=batch_max, capacity=capacity
+        )
         self.refusals_not_recorded = 0
 
     @classmethod
     def for_store(cls, store: Store, *, batch_window: float = 0.05, batch_max: int = 512) -> Recorder:
-        """Writers for ``store``'s ledger and journal, each queueing at most 16 batches."""
+        """The token writer and the trail for ``store``'s ledger and journal, each queueing at most 16 batches."""
         capacity = 16 * batch_max
-        ledger = BatchWriter(
-            store.ledger.record, name="ledger", batch_window=batch_window, batch_max=batch_max, capacity=capacity
-        )
         trail = AuditTrail(store.audit, batch_window=batch_window, batch_max=batch_max, capacity=capacity)
-        return cls(ledger=ledger, trail=trail)
+        return cls(store, trail=trail, batch_window=batch_window, batch_max=batch_max, capacity=capacity)
 
     def issued(self, client: AuthenticatedClient, token: IssuedToken) -> None:
-        if not (self.ledger.has_room() and self.trail.has_room()):
-            raise TemporarilyUnavailableError(BEHIND)
-        entry, event = ledger_entry(client, token), issued_event(client, token)
-        # Both had room and nothing ran in between (one thread, no await): both accept.
-        if not (self.ledger.submit(entry) and self.trail.record(event)):
+        facts: Issued = (token.claims, token.kid, token.audience, token.scopes, client)
+        if not self.tokens.submit((self._clock(), facts)):
             raise TemporarilyUnavailableError(BEHIND)
 
     def refused(
@@ -69,54 +99,41 @@ class Recorder:
         event = TokenRefused(
             error=error.error, spiffe_id=spiffe_id, grant_type=grant_type, status=error.status, reason=reason
         )
-        if not self.trail.record(event):
+        if not self.tokens.submit((self._clock(), event)):
             self.refusals_not_recorded += 1
             log.warning("audit trail full: a token.refused event (%s) was not recorded", error.error)
 
+    async def _write(self, batch: Sequence[Pending]) -> None:
+        ledger, events = rows_of(batch)
+        await self._store.record_issuance(ledger, events)
+
     def start(self) -> None:
-        self.ledger.start()
+        self.tokens.start()
         self.trail.start()
 
     async def flush(self) -> None:
-        await asyncio.gather(self.ledger.flush(), self.trail.flush())
+        await asyncio.gather(self.tokens.flush(), self.trail.flush())
 
     async def close(self, timeout: float | None = None) -> int:
         """Drain both writers; the number of records lost (0 unless ``timeout`` passed first)."""
-        lost = await asyncio.gather(self.ledger.close(timeout), self.trail.close(timeout))
+        lost = await asyncio.gather(self.tokens.close(timeout), self.trail.close(timeout))
         return sum(lost)
 
 
-def _instant(seconds: int) -> datetime:
-    return datetime.fromtimestamp(seconds, UTC)
-
-
-def _binding(client: AuthenticatedClient) -> str:
-    binding = client.binding()
-    return f"{binding.member}={binding.value}"
-
-
-def ledger_entry(client: AuthenticatedClient, token: IssuedToken) -> LedgerEntry:
-    return LedgerEntry(
-        jti=token.jti,
-        kid=token.kid,
-        subject=str(client.spiffe_id),
-        audience=(token.audience,),
-        scope=token.scopes,
-        binding=_binding(client),
-        issued_at=_instant(int(token.claims["iat"])),
-        expires_at=_instant(int(token.claims["exp"])),
-    )
-
-
-def issued_event(client: AuthenticatedClient, token: IssuedToken) -> TokenIssued:
-    return TokenIssued(
-        jti=token.jti,
-        kid=token.kid,
-        sub=str(token.claims["sub"]),
-        client_id=str(token.claims["client_id"]),
-        aud=(token.audience,),
-        scope=token.scopes,
-        binding=_binding(client),
-        auth_method=client.auth_method,
-        exp=int(token.claims["exp"]),
-    )
+def rows_of(batch: Sequence[Pending]) -> tuple[list[LedgerRow], list[Stamped]]:
+    """A batch as ledger rows and audit records, in the order the batch has them: one loop for the batch."""
+    ledger: list[LedgerRow] = []
+    events: list[Stamped] = []
+    for at, what in batch:
+        if isinstance(what, tuple):
+            claims, kid, audience, scopes, client = what
+            binding = client.binding()
+            bound = f"{binding.member}={binding.value}"
+            jti, exp, aud = claims["jti"], int(claims["exp"]), (audience,)
+            ledger.append((jti, kid, str(client.spiffe_id), aud, scopes, bound, int(claims["iat"]), exp))
+            body = token_issued_body(jti, kid, str(claims["sub"]), str(claims["client_id"]), aud, scopes, bound,
+                                     client.auth_method, exp)  # fmt: skip
+            events.append((ISSUED, at, body))
+        else:
+            events.append((what.event, at, what.body()))
+    return ledger, events

@@ -169,14 +169,14 @@ def _admin_mounter(
     admins = admin_ids(settings)
     quarantines = Quarantines(state.store.revocations, state.store.ledger, state.recorder.trail, clock=clock,
                               window=lambda: state.keyring.schedule.retire_after,  # longest lifetime + leeway
-                              flush_ledger=state.recorder.ledger.flush)  # fmt: skip
+                              flush_ledger=state.recorder.flush)  # fmt: skip
 
     def mount(app: web.Application) -> None:
         add_admin_routes(
             app,
             admins=admins,
             bundles=source.x509_bundles,
-            keys=KeyringAdmin(state.keyring, state.recorder.trail, state.recorder.ledger.flush, feed=quarantines),
+            keys=KeyringAdmin(state.keyring, state.recorder.trail, flush_ledger=state.recorder.flush, feed=quarantines),
             store=StoreStatusInfo(state.store, state.url),
             audit_reader=JournalAuditReader(state.store.audit),
             audit=TrailAdminAudit(state.recorder.trail),

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
+from json.encoder import encode_basestring_ascii
 from typing import Protocol
 
-from broker.audit.journal import AuditJournalStore
+from broker.audit.journal import AuditJournalStore, Stamped
 from broker.events import ChangeFeed
 from broker.events.revocations import SubjectPattern
 from broker.tokens.keystore import KeyMove, KeyRecord, KeyringStore, KeyState
-from broker.tokens.ledger import IssuanceLedgerStore
+from broker.tokens.ledger import IssuanceLedgerStore, LedgerRow
 from broker.tokens.revocation import RevocationLogStore
 
 __all__ = [
@@ -19,6 +21,7 @@ __all__ = [
     "TWO_ACTIVE",
     "CompareFailed",
     "Store",
+    "audience_json",
     "duplicate_kid",
     "move_statements",
     "moved",
@@ -74,7 +77,24 @@ class Store(Protocol):
 
     async def schema_version(self) -> int: ...
 
+    async def record_issuance(self, tokens: Sequence[LedgerRow], events: Sequence[Stamped]) -> None:
+        """``tokens`` into the issuance ledger and ``events`` at the end of the audit chain, in ONE transaction:
+        after a crash the two hold the same tokens. The token endpoint's batches come this way.
+
+        All or nothing: a malformed row (:func:`~broker.tokens.ledger.check_rows`) or a bad event name
+        (:func:`~broker.audit.journal.check_stamped`) refuses the whole batch (ValueError) before anything is
+        written. A ``jti`` already in the ledger is skipped (the ledger's own rule); the events are appended in
+        order, as :meth:`~broker.audit.journal.AuditJournalStore.append_many` appends them.
+        """
+        ...
+
     async def close(self) -> None: ...
+
+
+def audience_json(audience: Sequence[str]) -> str:
+    """The ledger's ``audience`` column: a JSON array of strings, the bytes ``json.dumps(list(audience),
+    separators=(",", ":"))`` writes."""
+    return f"[{','.join(map(encode_basestring_ascii, audience))}]"
 
 
 def moved(record: KeyRecord, move: KeyMove, at: datetime) -> KeyRecord:

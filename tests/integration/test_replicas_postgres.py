@@ -5,7 +5,8 @@
 * No valid request fails, and no token signed by a live key fails verification, while keys rotate (by hand and on
   schedule) and while the active key is revoked; after the revoke, a token signed by the revoked key is refused.
 * ``kill -9`` of one replica during a burst: the audit journal still verifies, the ledger holds only tokens that
-  were handed out, and what it misses is bounded by one batch window plus what was in flight; the other replica
+  were handed out, and what it misses is bounded by one batch window plus what was in flight; the journal's
+  ``token.issued`` records name the same tokens as the ledger (one transaction per batch); the other replica
   keeps serving.
 
 Every measured number is printed (``-s`` shows it) so it can be quoted.
@@ -312,6 +313,9 @@ async def _kill_mid_burst(client: TokenClient, a: Replica, b: Replica, concurren
     return burst
 
 
+_ISSUED_JTIS = "SELECT convert_from(body, 'UTF8')::json ->> 'jti' FROM audit_records WHERE event = 'token.issued'"
+
+
 async def test_a_replica_killed_mid_burst_loses_at_most_a_batch_window_and_the_other_serves_on(
     start_replicas: StartReplicas, postgres_cluster: PostgresCluster, database: str
 ) -> None:
@@ -330,6 +334,7 @@ async def test_a_replica_killed_mid_burst_loses_at_most_a_batch_window_and_the_o
         await store.close()
     with psycopg.connect(postgres_cluster.conninfo(database)) as conn:
         rows = {str(r[0]) for r in conn.execute("SELECT jti FROM issued_tokens")}
+        journaled = {str(r[0]) for r in conn.execute(_ISSUED_JTIS)}
     received = set(burst.from_a) | set(burst.from_b)
     missing = set(burst.from_a) - rows
     # The batch being committed and the one filling behind it: a window each; plus what was in flight.
@@ -339,5 +344,6 @@ async def test_a_replica_killed_mid_burst_loses_at_most_a_batch_window_and_the_o
           f"{report.records} records, ok={report.ok}; requests cut by the kill {len(burst.cut)}")  # fmt: skip
     assert report.ok, report.first_break
     assert rows <= received, f"ledger rows for tokens never received: {sorted(rows - received)}"
+    assert journaled == rows, "a batch's ledger rows and token.issued records are one transaction"
     assert set(burst.from_b) <= rows
     assert len(missing) <= bound

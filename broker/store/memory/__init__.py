@@ -9,13 +9,20 @@ caller cannot change the twin's state by keeping a reference.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+from broker.audit.journal import Stamped, check_stamped
 from broker.store.memory.audit import MemoryAuditJournal
 from broker.store.memory.changes import MemoryChangeFeed
 from broker.store.memory.keyring import MemoryKeyring, apply_to
 from broker.store.memory.ledger import MemoryLedger
 from broker.store.memory.revocations import MemoryRevocationLog
+from broker.tokens.ledger import LedgerRow, check_rows, entry_of
 
 __all__ = ["MemoryAuditJournal", "MemoryChangeFeed", "MemoryKeyring", "MemoryStore", "apply_to"]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class MemoryStore:
@@ -52,6 +59,13 @@ class MemoryStore:
 
     async def schema_version(self) -> int:
         return self._version
+
+    async def record_issuance(self, tokens: Sequence[LedgerRow], events: Sequence[Stamped]) -> None:
+        check_rows(tokens)
+        check_stamped(events)
+        entries = [entry_of(row) for row in tokens]  # all checked before anything is written
+        await self._ledger.record(entries)
+        await self._audit.append_many([(name, _EPOCH + timedelta(microseconds=at), body) for name, at, body in events])
 
     async def close(self) -> None:
         await self._changes.close()

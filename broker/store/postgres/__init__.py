@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from broker.audit.journal import Stamped
 from broker.store.postgres._pool import MIGRATIONS, PgOptions, Pool, connection, migrate, open_pool
 from broker.store.postgres.audit import PostgresAuditJournal
 from broker.store.postgres.changes import PostgresChangeFeed
+from broker.store.postgres.issuance import record_issuance
 from broker.store.postgres.keyring import PostgresKeyring
 from broker.store.postgres.ledger import PostgresLedger
 from broker.store.postgres.revocations import PostgresRevocationLog
 from broker.store.url import StoreUrl
+from broker.tokens.ledger import LedgerRow
 
 __all__ = ["PgOptions", "PostgresStore"]
 
@@ -68,6 +73,9 @@ class PostgresStore:
             row = await (await conn.execute("SELECT max(version) FROM broker_schema")).fetchone()
         assert row is not None
         return int(row[0])
+
+    async def record_issuance(self, tokens: Sequence[LedgerRow], events: Sequence[Stamped]) -> None:
+        await record_issuance(self._pool, self._store, tokens, events)
 
     @staticmethod
     def latest_version() -> int:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
+from broker.audit.journal import Stamped
 from broker.store.sqlite._open import MIGRATIONS, open_connection
 from broker.store.sqlite._worker import SqliteWorker
 from broker.store.sqlite.audit import SqliteAuditJournal
 from broker.store.sqlite.changes import POLL_S, SqliteChangeFeed
+from broker.store.sqlite.issuance import record_issuance
 from broker.store.sqlite.keyring import SqliteKeyring
 from broker.store.sqlite.ledger import SqliteLedger
 from broker.store.sqlite.revocations import SqliteRevocationLog
+from broker.tokens.ledger import LedgerRow
 
 __all__ = ["SqliteStore"]
 
@@ -62,6 +66,9 @@ class SqliteStore:
     async def schema_version(self) -> int:
         row = await self._worker.run(lambda conn: conn.execute("SELECT max(version) FROM broker_schema").fetchone())
         return int(row[0])
+
+    async def record_issuance(self, tokens: Sequence[LedgerRow], events: Sequence[Stamped]) -> None:
+        await record_issuance(self._worker, tokens, events)
 
     @staticmethod
     def latest_version() -> int:

@@ -10,6 +10,8 @@ from dataclasses import fields
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from broker.audit.events import (
     EVENT_TYPES,
@@ -33,6 +35,7 @@ from broker.audit.events import (
     _plain,
     canonical_json,
     scrub,
+    token_issued_body,
 )
 
 JWT = "eyJhbGciOiJFUzI1NiIsImtpZCI6ImsxIn0.eyJzdWIiOiJzcGlmZmU6Ly9leGFtcGxlLm9yZy93ZWIifQ.c2lnbmF0dXJl"
@@ -135,4 +138,26 @@ def test_the_fast_body_is_byte_for_byte_the_scrubbed_one(event: AuditEvent) -> N
     """The hot path skips per-field scrubbing only when it would change nothing."""
     assert isinstance(event, _Event)
     slow = canonical_json({f.name: _plain(getattr(event, f.name)) for f in fields(event)})
+    assert event.body() == slow
+
+
+_TEXT = st.text(st.characters(codec="utf-8"), max_size=12) | st.sampled_from([JWT, PEM[:80], "x" * 301, 'a"\\b\n'])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    strings=st.lists(_TEXT, min_size=6, max_size=6),
+    aud=st.lists(_TEXT, min_size=1, max_size=3).map(tuple),
+    scope=st.lists(_TEXT, max_size=3).map(tuple),
+    exp=st.integers(min_value=0, max_value=2**40),
+)
+def test_the_token_issued_body_made_per_batch_is_the_events_own(
+    strings: list[str], aud: tuple[str, ...], scope: tuple[str, ...], exp: int
+) -> None:
+    """The recorder's direct path (:func:`token_issued_body`) writes the bytes the generic one writes, scrubbing
+    and cutting included: quotes, control characters, non-ASCII, a JWT, a PEM block, a long string."""
+    jti, kid, sub, client_id, binding, auth_method = strings
+    event = TokenIssued(jti, kid, sub, client_id, aud, scope, binding, auth_method, exp)
+    slow = canonical_json({f.name: _plain(getattr(event, f.name)) for f in fields(event)})
+    assert token_issued_body(jti, kid, sub, client_id, aud, scope, binding, auth_method, exp) == slow
     assert event.body() == slow

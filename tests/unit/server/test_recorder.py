@@ -4,11 +4,13 @@ trail; when either cannot take a record, the request fails closed with 503 and t
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from broker.audit.journal import Stamped
+from broker.audit.trail import AuditTrail
 from broker.devtools.devca import DevCA
 from broker.errors import InvalidScopeError, TemporarilyUnavailableError
 from broker.identity.spiffeid import SpiffeId
@@ -20,7 +22,7 @@ from broker.tokens.endpoint import TokenEndpoint
 from broker.tokens.grants.client_credentials import ClientCredentialsGrant
 from broker.tokens.issuer import AccessTokenIssuer, AuthenticatedClient
 from broker.tokens.keys import InMemoryKeyStore
-from broker.tokens.ledger import LedgerEntry
+from broker.tokens.ledger import LedgerRow
 from broker.tokens.policy import InMemoryPolicyStore, parse_policy
 
 ISSUER = "https://broker.example.org:8443"
@@ -101,31 +103,54 @@ async def test_a_refusal_is_recorded_with_its_code_and_client(
     }
 
 
-async def test_when_the_ledger_is_full_the_request_fails_closed_and_nothing_is_half_recorded(
+async def test_when_the_writer_is_full_the_request_fails_closed_and_nothing_is_half_recorded(
     store: MemoryStore, client: AuthenticatedClient
 ) -> None:
     recorder = Recorder.for_store(store, batch_window=60.0, batch_max=1)  # not started: nothing drains
-    for i in range(16):
-        assert recorder.ledger.submit(_entry(i))
-    with pytest.raises(TemporarilyUnavailableError, match="retry shortly") as raised:
-        await endpoint(recorder, InMemoryKeyStore()).handle(form(), client)
-    assert raised.value.status == 503 and raised.value.description == BEHIND
-    assert recorder.trail.writer.pending == 1  # only the refusal, no token.issued
-    assert recorder.ledger.pending == 16
-    await recorder.close()
-    assert [r.event for r in await store.audit.read()] == ["token.refused"]
-
-
-async def test_a_refusal_the_full_trail_cannot_take_is_counted(store: MemoryStore) -> None:
-    recorder = Recorder.for_store(store, batch_window=60.0, batch_max=1)
     for _ in range(16):
         recorder.refused(InvalidScopeError("no"), None)
-    assert recorder.refusals_not_recorded == 0
-    recorder.refused(InvalidScopeError("no"), None)
+    keys = InMemoryKeyStore()
+    with pytest.raises(TemporarilyUnavailableError, match="retry shortly") as raised:
+        await endpoint(recorder, keys).handle(form(), client)
+    assert raised.value.status == 503 and raised.value.description == BEHIND
+    assert recorder.tokens.pending == 16  # no token.issued, and the 503's own refusal found no room either
     assert recorder.refusals_not_recorded == 1
     assert await recorder.close() == 0
+    assert [r.event for r in await store.audit.read()] == ["token.refused"] * 16
+    assert (await store.ledger.blast_radius(keys.active_key().kid, datetime.now(UTC))).live_tokens == 0
 
 
-def _entry(i: int) -> LedgerEntry:
-    now = datetime.now(UTC)
-    return LedgerEntry(f"j{i}", "k", WEB_ID, (API,), (), "x5t#S256=x", now, now)
+async def test_issued_and_refused_are_journaled_in_the_order_they_happened_at_their_own_time(
+    store: MemoryStore, client: AuthenticatedClient
+) -> None:
+    ticks = iter(range(1_800_000_000_000_000, 1_800_000_000_000_010))
+    recorder = Recorder(store, trail=AuditTrail(store.audit), batch_window=60.0, clock=lambda: next(ticks))
+    keys = InMemoryKeyStore()
+    with pytest.raises(InvalidScopeError):
+        await endpoint(recorder, keys).handle(form(scope="admin:everything"), client)
+    await endpoint(recorder, keys).handle(form(), client)
+    await recorder.close()
+    records = await store.audit.read()
+    assert [r.event for r in records] == ["token.refused", "token.issued"]
+    assert [r.at for r in records] == [datetime(2027, 1, 15, 8, 0, tzinfo=UTC) + timedelta(microseconds=i)
+                                       for i in (0, 1)]  # fmt: skip
+
+
+async def test_the_ledger_and_the_journal_get_each_batch_in_one_write(
+    store: MemoryStore, client: AuthenticatedClient
+) -> None:
+    batches: list[tuple[int, int]] = []
+    write = store.record_issuance
+
+    async def record_issuance(tokens: Sequence[LedgerRow], events: Sequence[Stamped]) -> None:
+        batches.append((len(tokens), len(events)))
+        await write(tokens, events)
+
+    store.record_issuance = record_issuance  # type: ignore[method-assign]
+    recorder = Recorder.for_store(store, batch_window=60.0)
+    keys = InMemoryKeyStore()
+    for _ in range(3):
+        await endpoint(recorder, keys).handle(form(), client)
+    await recorder.close()
+    assert batches == [(3, 3)]
+    assert (await store.ledger.blast_radius(keys.active_key().kid, datetime.now(UTC))).live_tokens == 3
