@@ -113,10 +113,13 @@ class ReplicaRevocations:
         )
 
     async def revoke(self, token: CheckedToken) -> bool:
-        """Append ``TokenRevoked(jti, exp)`` unless the log (read up to now) already cuts ``token`` off."""
+        """Append ``TokenRevoked(jti, exp)`` unless the log (read up to now) already revokes this ``jti``.
+
+        A token refused for another reason (its subject's quarantine) is still revoked by ``jti``: a release
+        must not bring it back."""
         async with self._revoke_lock:
             await self.catch_up()
-            if self.refusal(token) is not None:
+            if self.refusal(token) == "revoked":
                 return False
             await self._log.append([TokenRevoked(token.jti, token.expires_at)])
             await self.catch_up()  # the entry lands in the index in seq order, with any entry before it
