@@ -52,7 +52,8 @@ __all__ = ["FEED", "RevocationFeed", "add_revocation_feed", "follow", "read_posi
 log = logging.getLogger(__name__)
 
 REACH_TIMEOUT = 2.0  # seconds to wait for this replica to catch up with a follower's position
-MAX_BACKLOG = 100_000  # entries read for one follower behind the ring; further behind, it gets a snapshot
+MAX_BACKLOG = 1_000  # entries read for one follower behind the ring; further behind, the shared cached snapshot
+# (one rendering per head for every follower, where per-follower reads would cost a store read and a rendering each)
 _STREAM_HEADERS = {"Content-Type": CONTENT_TYPE, "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
 
 

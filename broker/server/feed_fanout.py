@@ -141,19 +141,24 @@ class Broadcaster:
             self._snapshot_task.cancel()
 
     async def _restart(self) -> None:
+        """Take a snapshot and refill the ring aside, then switch to both at once (no await in between): a follower
+        attaching meanwhile never sees a half-filled ring under a new head, which would make it skip entries."""
         page = await self._log.snapshot(datetime.fromtimestamp(self._clock(), UTC))
-        self._moved(page.feed_id, page.head, page.horizon)
-        self._snapshot = _render(page, self._clock())
-        self._ring.clear()
-        start = max(page.horizon, page.head - (self._ring.maxlen or 0))
+        ring: deque[tuple[int, Frame]] = deque(maxlen=self._ring.maxlen)
+        start = max(page.horizon, page.head - (ring.maxlen or 0))
         with contextlib.suppress(LogBehind, LogAhead):  # pruned or reset meanwhile: start with an empty ring
             while start < page.head:
                 entries = (await self._log.read(start, limit=READ_LIMIT)).entries
                 if not entries:
                     break
                 kept = (entry for entry in entries if entry.seq <= page.head)
-                self._ring.extend((entry.seq, Frame.of(entry_event(entry))) for entry in kept)
+                ring.extend((entry.seq, Frame.of(entry_event(entry))) for entry in kept)
                 start = entries[-1].seq
+        if ring and ring[0][0] > max(page.horizon, page.head - (ring.maxlen or 0)) + 1:
+            ring.clear()  # a gap at its start (pruned meanwhile): followers that far back take the snapshot
+        self._ring = ring
+        self._moved(page.feed_id, page.head, page.horizon)
+        self._snapshot = _render(page, self._clock())
 
     def _moved(self, feed_id: str, head: int, horizon: int) -> None:
         self.feed_id, self.head, self.horizon = feed_id, head, horizon

@@ -88,6 +88,9 @@ PRUNE_INTERVAL = 60.0
 Listener = Callable[[Sequence[LogEntry], bool], None]
 
 
+MAX_RETRY_AFTER = 60.0  # seconds: a Retry-After above this counts as this
+
+
 class RevocationFeedStaleError(TemporarilyUnavailableError):
     """The revocation feed is stale and ``on_stale`` is ``fail-closed``: no token can be accepted now (503)."""
 
@@ -336,7 +339,8 @@ class RevocationFeedFollower:
         if status == 404:
             self._discovered_at = None
         retry_after = response.headers.get("Retry-After", "")
-        floor = float(retry_after) if retry_after.isdigit() else 0.0
+        # RFC 9110 §10.2.3 delay-seconds, capped: a hostile or broken server cannot park a follower for hours.
+        floor = min(float(retry_after), MAX_RETRY_AFTER) if retry_after.isdigit() else 0.0
         error = await error_code(response)
         raise FeedRetry(f"the feed answered HTTP {status}{f' ({error})' if error else ''}", floor)
 
