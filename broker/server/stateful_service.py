@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from aiohttp import web
@@ -31,7 +32,7 @@ from broker.server.state import ServiceSource
 from broker.server.stateful import ServiceState, open_state
 from broker.server.token_status import token_status_mounter
 from broker.tokens.introspection import IntrospectionAccess
-from broker.tokens.policy import PolicyStore
+from broker.tokens.policy import MAX_TOKEN_LIFETIME, PolicyStore
 from broker.tokens.quarantine import Quarantines
 from broker.web import ListenerLimits
 
@@ -163,12 +164,19 @@ def admin_ids(settings: BrokerSettings) -> frozenset[SpiffeId]:
     return frozenset(parsed)
 
 
+def _cutoff_window(settings: BrokerSettings) -> timedelta:
+    """How long a quarantine's cutoff holds: the longest lifetime any policy may allow, plus leeway, not this
+    process's current policy (it may have been shortened since a token was issued, or replicas may run different
+    policy files): a cutoff that ended early would revive tokens after a release."""
+    return timedelta(seconds=MAX_TOKEN_LIFETIME + settings.keyring.leeway)
+
+
 def _admin_mounter(
     settings: BrokerSettings, source: ServiceSource, state: ServiceState, clock: Callable[[], float]
 ) -> Callable[[web.Application], None]:
     admins = admin_ids(settings)
     quarantines = Quarantines(state.store.revocations, state.store.ledger, state.recorder.trail, clock=clock,
-                              window=lambda: state.keyring.schedule.retire_after,  # longest lifetime + leeway
+                              window=lambda: _cutoff_window(settings),
                               flush_ledger=state.recorder.flush)  # fmt: skip
 
     def mount(app: web.Application) -> None:
