@@ -12,9 +12,9 @@ services follow the change through the store's ``revocations`` change events); s
 * ``release PATTERN``: ends the quarantine of exactly PATTERN. The tokens it revoked stay revoked.
 * ``list``: the quarantines in force, with their reason, since when and until when.
 
-Local mode counts the cutoff with the longest lifetime any policy may allow
-(:data:`~broker.tokens.policy.MAX_TOKEN_LIFETIME`), as ``keys`` does: it cannot know the services' policy, and a
-longer cutoff only keeps the log entry longer. Its audit records name no actor (the local CLI).
+The cutoff holds for the longest lifetime any policy may allow
+(:data:`~broker.tokens.policy.MAX_TOKEN_LIFETIME`) plus leeway, here as in the service: a longer cutoff only keeps
+the log entry longer. Its audit records name no actor (the local CLI).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ Four kinds of entry, and only these, travel on the revocation feed to verifiers 
 * :class:`SubjectQuarantined`: a SPIFFE ID or every ID under a path prefix (:class:`SubjectPattern`). While the
   quarantine holds (until released, or until ``until``), no token is issued to a matching subject and no token
   of one is accepted. Every token of a matching subject issued at or before ``at`` stays revoked until
-  ``cutoff_until`` (``at`` + the longest token lifetime policy allows + leeway), released or not: releasing a
+  ``cutoff_until`` (``at`` + the longest token lifetime any policy may allow + leeway), released or not: releasing a
   quarantine does not revive the tokens it revoked, including tokens the issuance ledger has not recorded yet.
   A second quarantine of the same pattern before its release never shortens the one in force (the later
   ``until`` holds; release and quarantine again to shorten it): a store keeps each quarantine's entry until it

@@ -227,9 +227,9 @@ class Released:
 class Quarantines:
     """Quarantine add, release and list over the revocation log; see the module docstring.
 
-    ``window()`` is the longest token lifetime policy allows plus leeway, read at each call (the keyring's
-    :attr:`~broker.tokens.rotation.RotationSchedule.retire_after`, which grows when a policy reload allows longer
-    tokens); ``flush_ledger`` writes this replica's queued ledger rows (None: nothing is queued here).
+    ``window()`` is how long a cutoff holds, read at each call: the longest lifetime any policy may allow plus
+    leeway (the service and the local CLI both pass that; a current policy may have been shortened since a token
+    was issued); ``flush_ledger`` writes this replica's queued ledger rows (None: nothing is queued here).
     """
 
     def __init__(
