@@ -345,8 +345,9 @@ class RevocationFeedFollower:
         raise FeedRetry(f"the feed answered HTTP {status}{f' ({error})' if error else ''}", floor)
 
     def _handle(self, item: SseEvent | str, session: _Session) -> None:
-        if isinstance(item, str):
-            return  # a comment: a heartbeat (contact is counted by the caller)
+        if isinstance(item, str):  # a comment: a heartbeat (contact is counted by the caller)
+            self._check_heartbeat(item, session)
+            return
         if item.event == EVENT_HELLO:
             if session.feed_id is not None:
                 raise FeedProtocolError("a second hello")
@@ -368,6 +369,15 @@ class RevocationFeedFollower:
             self._apply(parse_entry(item), session)
         else:
             log.debug("revocation feed: ignored an event of unknown type")
+
+    def _check_heartbeat(self, comment: str, session: _Session) -> None:
+        """A heartbeat names the replica's head after everything it sent before it on this stream: a head above
+        ours means an entry went missing, so the stream is not trusted (no contact counted) and is reopened."""
+        word, _, number = comment.partition(" ")
+        if word != "heartbeat" or not number.isdigit() or session.feed_id is None or session.needs_snapshot:
+            return
+        if int(number) > self.index.seq:
+            raise FeedProtocolError(f"the heartbeat says head {number}, this follower is at {self.index.seq}")
 
     def _apply(self, entry: LogEntry, session: _Session) -> None:
         if session.needs_snapshot:

@@ -6,6 +6,7 @@ import asyncio
 import time
 from typing import Any
 
+from broker.errors import StoreUnavailableError
 from broker.server.feed_fanout import FAN_OUT_BATCH, Broadcaster, Follower
 from broker.store import latest_version
 from broker.store.memory import MemoryStore
@@ -192,15 +193,60 @@ async def test_a_large_fan_out_lets_other_work_run_between_batches() -> None:
         attach(broadcaster, transport)
     progress: list[int] = []
 
-    async def other_request() -> None:
-        while not transports[-1].writes:
+    async def other_request() -> None:  # followers are a set: any of them may be written last
+        while not all(t.writes for t in transports):
             progress.append(sum(1 for t in transports if t.writes))
             await asyncio.sleep(0)
 
     watcher = asyncio.create_task(other_request())
     await store.revocations.append(revoked(1))
-    await until(lambda: bool(transports[-1].writes))
+    await until(lambda: all(t.writes for t in transports))
     await watcher
 
     assert any(0 < done < len(transports) for done in progress)  # it ran while the fan-out was half done
+    await broadcaster.stop()
+
+
+async def test_no_heartbeat_goes_out_while_the_store_does_not_answer_and_they_resume_when_it_does() -> None:
+    store = MemoryStore(latest_version())
+    broadcaster = await started(store, heartbeat=0.02, sweep_interval=0.02)
+    read, down = store.revocations.read, True
+
+    async def failing(after: int, *, limit: int = 1000) -> Any:
+        if down:
+            raise StoreUnavailableError("state store unavailable; retry later")
+        return await read(after, limit=limit)
+
+    store.revocations.read = failing  # type: ignore[method-assign]
+    transport = RecordingTransport()
+    attach(broadcaster, transport)
+    await asyncio.sleep(0.2)  # ten heartbeat intervals
+    assert transport.writes == []  # its followers go stale rather than trust a frozen view
+    down = False
+    await until(lambda: bool(transport.writes))
+    assert transport.writes[0].endswith(b": heartbeat 0\n\n\r\n")
+    await broadcaster.stop()
+
+
+async def test_a_follower_attaching_while_the_ring_is_refilled_sees_the_old_ring_or_the_whole_new_one() -> None:
+    store = MemoryStore(latest_version())
+    await store.revocations.append(revoked(3))
+    broadcaster = await started(store, ring_size=16)
+    await store.revocations.append(revoked(20))
+    read, gate = store.revocations.read, asyncio.Event()
+
+    async def slow(after: int, *, limit: int = 1000) -> Any:
+        page = await read(after, limit=min(limit, 5))  # the refill takes several reads
+        await gate.wait()
+        return page
+
+    store.revocations.read = slow  # type: ignore[method-assign]
+    restart = asyncio.create_task(broadcaster._restart())
+    await asyncio.sleep(0.05)  # the refill is under way, blocked in its first read
+    assert broadcaster.head == 3 and broadcaster.frames_after(2) is not None  # still the old ring and head
+    gate.set()
+    await restart
+    frames = broadcaster.frames_after(7)
+    assert broadcaster.head == 23 and frames is not None and len(frames) == 16  # seq 8-23, all of them
+    assert broadcaster.frames_after(3) is None  # further back than the ring: a snapshot, never a partial ring
     await broadcaster.stop()

@@ -251,10 +251,11 @@ async def scripted(*responses: Scripted) -> tuple[RevocationFeedFollower, Script
         [HELLO, HELLO],
         [b'event: hello\ndata: {"feed_id":"f 1","head":1}\n\n'],
         [HELLO, b'id: 1\nevent: snapshot\ndata: {"feed_id":"f2","head":1,"entries":[]}\n\n'],
+        [HELLO, SNAPSHOT, b": heartbeat 5\n\n"],  # the replica is at 5: entries 2-4 went missing on this stream
     ],
     ids=[
         *("before-hello", "before-snapshot", "gap", "not-json", "type-mismatch", "id-mismatch", "not-utf8"),
-        *("two-hellos", "bad-feed-id", "snapshot-of-another-feed"),
+        *("two-hellos", "bad-feed-id", "snapshot-of-another-feed", "heartbeat-ahead"),
     ],
 )
 async def test_a_malformed_stream_ends_the_connection_and_the_follower_reconnects(bad: list[bytes]) -> None:
@@ -269,7 +270,13 @@ async def test_a_malformed_stream_ends_the_connection_and_the_follower_reconnect
 
 
 async def test_unknown_event_types_and_comments_are_ignored() -> None:
-    body = [HELLO, SNAPSHOT, b": hi\n\nevent: future.thing\ndata: {}\n\n", entry(2)]
+    body = [
+        HELLO,
+        SNAPSHOT,
+        b": hi\n\n: heartbeat 1\n\nevent: future.thing\ndata: {}\n\n",
+        entry(2),
+        b": heartbeat 2\n\n",
+    ]
 
     follower, script = await scripted(Scripted(200, body))
     await until(lambda: follower.index.seq == 2)
@@ -312,3 +319,15 @@ async def test_an_event_larger_than_the_limit_ends_the_connection() -> None:
     await follower.aclose()
 
     assert len(script.requests) >= 2
+
+
+async def test_a_huge_retry_after_is_capped(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("broker.verify.feed.MAX_RETRY_AFTER", 0.05)
+    busy = Scripted(503, [b'{"error":"temporarily_unavailable"}'], {"Content-Type": "application/json",
+                                                                    "Retry-After": "86400"})  # fmt: skip
+
+    follower, script = await scripted(busy, Scripted(200, [HELLO, SNAPSHOT]))
+    await until(lambda: follower.feed_id == "f1")  # within the helper's bound, not a day
+    await follower.aclose()
+
+    assert len(script.requests) == 2
