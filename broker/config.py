@@ -208,6 +208,11 @@ class FeedSettings(_Section):
     )
     heartbeat: float = Field(default=10.0, gt=0, le=300, description="seconds between heartbeat comments")
     max_followers: int = Field(default=10_000, ge=1, description="followers per replica; beyond: 503, Retry-After")
+    max_followers_per_id: int = Field(
+        default=2_000,
+        ge=0,
+        description="followers per replica with one SPIFFE ID (pods of one workload share it); 0: no limit",
+    )
     retry_after: int = Field(default=5, ge=1, le=3600, description="seconds, in Retry-After of the feed's 503s")
     max_buffer: int = Field(
         default=1024 * 1024, ge=4096, description="unsent bytes after which a slow follower is dropped (it resumes)"

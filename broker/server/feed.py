@@ -14,7 +14,8 @@ JSON error before the stream starts:
    every resource server that verifies the broker's tokens should follow the feed: else ``access_denied`` (403).
 3. **Read the position**: ``Last-Event-ID`` (WHATWG HTML §9.2.4) or ``?after=N``, a decimal ``seq`` (both: they
    must agree), and ``?feed_id=``: else ``invalid_request`` (400).
-4. **Admit**: at most ``[feed] max_followers`` per replica: else ``temporarily_unavailable`` (503) with
+4. **Admit**: at most ``[feed] max_followers`` per replica, and ``max_followers_per_id`` of one SPIFFE ID (so one
+   compromised workload cannot take every place and leave verifiers stale): else ``temporarily_unavailable`` (503) with
    ``Retry-After`` (RFC 9110 §10.2.3); the follower's own jittered backoff spreads the retries.
 5. **Place**: no position (0), one below the log's horizon, or a ``feed_id`` other than the log's: a snapshot
    first. A position above the log's head is checked against the store (this replica may lag another by the
@@ -82,6 +83,7 @@ class RevocationFeed:
         self._allowed = _patterns(settings.spiffe_ids)
         self._settings = settings
         self._admitted = 0
+        self._by_id: dict[str, int] = {}
 
     def authenticate(self, request: web.Request) -> tuple[str, float]:
         """Steps 1 and 2: the follower's SPIFFE ID and its SVID's expiry, or ``invalid_client`` / ``access_denied``."""
@@ -94,15 +96,24 @@ class RevocationFeed:
             raise AccessDeniedError(f"{spiffe_id} may not follow the revocation feed (see [feed] spiffe_ids)")
         return spiffe_id, client.leaf.not_valid_after_utc.timestamp()
 
-    def admit(self) -> None:
+    def admit(self, spiffe_id: str) -> None:
+        """Step 4: a place for one more follower, within ``max_followers`` for the replica and
+        ``max_followers_per_id`` for one SPIFFE ID (one compromised workload cannot take every place); else 503."""
+        per_id = self._settings.max_followers_per_id
         if self._admitted >= self._settings.max_followers:
-            error = TemporarilyUnavailableError("this replica follows its maximum of followers; retry later")
-            error.headers["Retry-After"] = str(self._settings.retry_after)
-            raise error
+            raise _unavailable("this replica follows its maximum of followers; retry later", self._settings)
+        if per_id and self._by_id.get(spiffe_id, 0) >= per_id:
+            raise _unavailable("this SPIFFE ID follows the feed its maximum number of times here", self._settings)
         self._admitted += 1
+        self._by_id[spiffe_id] = self._by_id.get(spiffe_id, 0) + 1
 
-    def leave(self) -> None:
+    def leave(self, spiffe_id: str) -> None:
         self._admitted -= 1
+        left = self._by_id.get(spiffe_id, 0) - 1
+        if left > 0:
+            self._by_id[spiffe_id] = left
+        else:
+            self._by_id.pop(spiffe_id, None)
 
     async def place(self, after: int, feed_id: str | None) -> _Start:
         """Step 5: the first bytes for a follower at ``after`` of ``feed_id`` (None: it did not say)."""
@@ -198,7 +209,7 @@ async def follow(request: web.Request) -> web.StreamResponse:
     feed = request.app[FEED]
     who, not_after = feed.authenticate(request)
     after, feed_id = read_position(request)
-    feed.admit()
+    feed.admit(who)
     try:
         start = await feed.place(after, feed_id)
         response = web.StreamResponse(headers=_STREAM_HEADERS)
@@ -214,7 +225,7 @@ async def follow(request: web.Request) -> web.StreamResponse:
             return response  # it fell behind the ring while its first bytes were sent: the stream ends, it resumes
         await done
     finally:
-        feed.leave()
+        feed.leave(who)
     return response
 
 

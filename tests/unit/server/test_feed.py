@@ -206,6 +206,22 @@ async def test_beyond_max_followers_a_follower_gets_503_with_retry_after(ca: Dev
     assert json.loads(second.body)["error"] == "temporarily_unavailable"
 
 
+async def test_one_spiffe_id_cannot_take_more_than_its_share_of_the_places(ca: DevCA) -> None:
+    settings = FeedSettings(heartbeat=0.2, max_followers=10, max_followers_per_id=1, retry_after=3)
+    async with feed_server(ca, settings=settings) as server:
+        first = asyncio.create_task(read_stream(server.context(), server.url, until=99, timeout=1.0))
+        await until(lambda: len(server.feed.broadcaster) >= 1)
+
+        same = await read_stream(server.context(), server.url)
+        other = asyncio.create_task(read_stream(server.context("/ns/shop/sa/api"), server.url, until=99, timeout=1.0))
+        await until(lambda: len(server.feed.broadcaster) >= 2)
+        first.cancel()
+        other.cancel()
+
+    assert same.status == 503 and same.headers["Retry-After"] == "3"
+    assert json.loads(same.body)["error"] == "temporarily_unavailable"
+
+
 async def test_entries_reach_every_follower_and_a_quarantine_carries_no_reason(ca: DevCA) -> None:
     async with feed_server(ca) as server:
         readers = [asyncio.create_task(read_stream(server.context(), server.url, until=3)) for _ in range(3)]
