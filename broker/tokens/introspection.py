@@ -18,8 +18,9 @@ A request runs, in this order:
    server checks the binding against its own client's certificate (RFC 8705 §3.2);
 5. a caller restricted to some audiences (``[introspection] audiences``) may only learn about tokens for one of
    them: a token for another audience is "a token the protected resource is not allowed to know about" (§2.3);
-6. the revocation log is read up to now (:meth:`~broker.tokens.presented.Revocations.catch_up`: a revocation
-   made on another replica is seen at once), then consulted: a revoked ``jti``, a revoked ``kid`` or a
+6. the revocation log, read up to now before step 4 (:meth:`~broker.tokens.presented.Revocations.catch_up`: a
+   revocation made on another replica is seen at once; a store that does not answer is the same 503 for every
+   token, valid or not), is consulted: a revoked ``jti``, a revoked ``kid`` or a
    quarantined subject (including the quarantine's cutoff of tokens issued before it) is inactive.
 
 Anything that fails steps 4-6 is answered ``{"active": false}`` and nothing else (§2.2, §2.3: not an error), so
@@ -118,10 +119,13 @@ class IntrospectionEndpoint:
         self.authorize(client)
         params, _ = single_values(form)
         self._client_auth.check_client(client, params)
-        checked = await self._tokens.check(token_parameter(params))
+        presented = token_parameter(params)
+        # The log is read first, whatever the token: when the store does not answer every token gets the same
+        # 503, so the failure does not tell a valid token from an invalid one.
+        await self._revocations.catch_up()
+        checked = await self._tokens.check(presented)
         if checked is None or not self.access.may_know(client.spiffe_id, checked):
             return INACTIVE
-        await self._revocations.catch_up()
         if self._revocations.refusal(checked) is not None:
             return INACTIVE
         log.debug("introspection by %s: jti=%s is active", client.spiffe_id, checked.jti)
