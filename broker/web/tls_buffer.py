@@ -9,8 +9,8 @@ and kept until it closes. ``max_size`` bounds two things, and neither needs more
   record that is not complete yet waits for the next read. Any size is correct; a smaller one means more reads
   for a large body, not a different result.
 * the **plaintext** chunk of one ``SSLObject.read(max_size)`` for a protocol that is not a ``BufferedProtocol``
-  (aiohttp's is not), called in a loop until the BIO is drained; OpenSSL returns at most one record (2^14 bytes
-  of plaintext) per call anyway.
+  (aiohttp's is not), called in a loop until the BIO is drained; OpenSSL hands out one record's plaintext (at
+  most 2^14 bytes) per call on an ordinary connection anyway.
 
 How much ciphertext may wait in the BIO is bounded elsewhere (``FLOW_CONTROL_HIGH_WATER_SSL_READ``, 256 KiB, then
 reading pauses), and the write side does not use ``max_size``. So a buffer of one largest record changes no
@@ -25,8 +25,8 @@ attribute, other listeners and outgoing connections (``broker.verify``'s clients
 
 It returns None, and the listener uses ``ssl=`` with Python's buffer (said once, at DEBUG), when
 ``SSLProtocol.max_size`` is not an int on this Python, or the loop is not the standard library's: uvloop has its
-own TLS protocol in Cython, whose buffer (also 256 KiB) is ``malloc``-ed without zeroing, so only the pages a read
-touched count; issue 14 measures it.
+own TLS protocol in Cython (``sslproto.pyx``: ``SSL_READ_MAX_SIZE``, 256 KiB, ``PyMem_RawMalloc`` without zeroing,
+so only the pages a read touched count), not sized here; issue 14 should measure it.
 """
 
 from __future__ import annotations
