@@ -1,8 +1,9 @@
 """(g) The revocation feed with 10,000 followers on one replica (issue 10, "Design it for a fleet").
 
-One ``spiffe-broker server`` (its CLI, the SQLite store in its state directory) on the first CPU; the followers
-come from ``bench.feed_followers`` processes on the second CPU (raw asyncio TLS connections, each presenting an
-X.509-SVID of the bench trust domain, split across processes so each stays far under the file-descriptor limit).
+One ``spiffe-broker server`` (its CLI as shipped, the SQLite store in its state directory) on the first CPU; the
+followers come from ``bench.feed_followers`` processes on the second CPU (raw asyncio TLS connections, each
+presenting an X.509-SVID of the bench trust domain, split across processes so each stays far under the
+file-descriptor limit).
 The harness appends entries to the same SQLite file from its own process, as another replica or the CLI would:
 the server learns of them through the store's change feed (SQLite: a poll every 0.1 s), as in a deployment.
 
@@ -19,9 +20,9 @@ Measured, in this order:
 4. **A reconnect storm**: the server is stopped (SIGTERM: every stream ends) and started again on the same port;
    every follower reconnects with jittered backoff and resumes from its ``seq``. Time from the restart until all
    follow again, the new server's CPU for it, and whether one more entry then reaches every follower.
-5. The same ramp and memory measurement against a server whose asyncio TLS read buffer is 16 KiB instead of
-   Python 3.11's 256 KiB (``asyncio.sslproto.SSLProtocol.max_size``, set before the CLI runs): the change the
-   100,000-follower plan in docs/benchmarks.md weighs.
+5. The same ramp, memory and a shorter delivery measurement against the server with ``[server] tls_read_buffer =
+   0``: Python's own 256 KiB TLS read buffer per connection instead of the shipped 17 KiB
+   (:mod:`broker.web.tls_buffer`), to show what that setting saves.
 """
 
 from __future__ import annotations
@@ -48,14 +49,9 @@ from broker.store import Store, open_store
 
 __all__ = ["feed_rows", "run_feed_bench"]
 
-SMALL_TLS_BUFFER_CLI = [
-    sys.executable,
-    "-c",
-    "import asyncio.sslproto as p; p.SSLProtocol.max_size = 16 * 1024 + 512; import sys; "
-    "sys.argv[0] = 'spiffe-broker'; from broker.cli.main import main; main()",
-]
 # heartbeat 60 s: no heartbeat lands inside a measured fan-out (a heartbeat is one more fan-out of the same kind)
 SERVER_ENV = {"SPIFFE_BROKER_FEED__MAX_FOLLOWERS": "12000", "SPIFFE_BROKER_FEED__HEARTBEAT": "60"}
+PYTHON_TLS_BUFFER_ENV = {"SPIFFE_BROKER_SERVER__TLS_READ_BUFFER": "0"}  # part 5: Python's 256 KiB per connection
 START_TIMEOUT = 60.0
 _FAN_OUT = re.compile(r"revocation feed: seq \d+-\d+ sent to (\d+) followers in ([\d.]+) ms")
 
@@ -79,13 +75,13 @@ class FeedServer:
     def store_url(self) -> str:
         return f"sqlite://{self.stack.files.server_state / 'broker.db'}"
 
-    def start(self, cli: list[str] = BROKER_CLI, name: str = "feed-server") -> Child:
+    def start(self, name: str = "feed-server", env: dict[str, str] | None = None) -> Child:
         files = self.stack.files
-        argv = [*cli, "server", "--listen", f"127.0.0.1:{self.port}", "--state-dir", str(files.server_state),
+        argv = [*BROKER_CLI, "server", "--listen", f"127.0.0.1:{self.port}", "--state-dir", str(files.server_state),
                 "--policy", str(files.policy), "--cert", str(files.server_cert), "--key", str(files.server_key),
                 "--bundle", str(files.bundle), "--jwt-bundle", str(files.jwt_bundle), "--health-port",
                 str(self.health), "--kek-file", str(self.stack._kek()), "--store", self.store_url]  # fmt: skip
-        child = spawn(name, argv, log_dir=files.logs, env={"PYTHONUNBUFFERED": "1", **SERVER_ENV})
+        child = spawn(name, argv, log_dir=files.logs, env={"PYTHONUNBUFFERED": "1", **SERVER_ENV, **(env or {})})
         os.sched_setaffinity(child.pid, {min(os.sched_getaffinity(0))})
         url = f"http://127.0.0.1:{self.health}/readyz"
         wait_until(lambda: _http_ok(url), timeout=START_TIMEOUT, what="the feed server's /readyz", child=child)
@@ -312,24 +308,25 @@ def run_feed_bench(
     *, followers: int = 10_000, processes: int = 2, events: int = 20, keep: bool = False
 ) -> dict[str, Any]:
     """Parts 1-5 of the module docstring; the results as a JSON-ready dict."""
-    results: dict[str, Any] = {"followers": followers, "generator_processes": processes, "server_env": SERVER_ENV}
+    results: dict[str, Any] = {"followers": followers, "generator_processes": processes, "server_env": SERVER_ENV,
+                               "python_tls_buffer_env": PYTHON_TLS_BUFFER_ENV}  # fmt: skip
     with BrokerStack.create(keep=keep) as stack:
         server = FeedServer(stack)
         stack.children["feed-server"] = server.start()
         appender = Appender(server.store_url)
         generators, ramp = _ramp(server, stack, followers, processes)
         try:
-            results["stock"] = ramp
+            results["shipped"] = ramp
             results["delivery"] = _events(server, generators, appender, events)
             results["storm"] = _storm(server, generators, appender)
         finally:
             generators.quit()
         server.stop()
-        server.start(SMALL_TLS_BUFFER_CLI, name="feed-server-small-tls-buffer")
+        server.start(name="feed-server-python-tls-buffer", env=PYTHON_TLS_BUFFER_ENV)
         generators, ramp = _ramp(server, stack, followers, processes)
         try:
-            results["small_tls_buffer"] = ramp
-            results["small_tls_buffer"]["delivery"] = _events(server, generators, appender, max(3, events // 4))
+            results["python_tls_buffer"] = ramp
+            results["python_tls_buffer"]["delivery"] = _events(server, generators, appender, max(3, events // 4))
         finally:
             generators.quit()
             appender.close()
@@ -341,16 +338,17 @@ def run_feed_bench(
 
 def feed_rows(results: dict[str, Any]) -> list[list[str]]:
     """Rows for the results table."""
-    stock, delivery, storm = results["stock"], results["delivery"], results["storm"]
-    small = results["small_tls_buffer"]
+    shipped, delivery, storm = results["shipped"], results["delivery"], results["storm"]
+    python = results["python_tls_buffer"]
     latency, everyone = delivery["latency_ms"], delivery["all_followers_ms"]
     return [
-        ["(g) feed: RSS per follower", f"{stock['rss_per_follower_kib']:,.1f} KiB ({stock['followers']:,} followers)",
-         f"16 KiB TLS buffer: {small['rss_per_follower_kib']:,.1f} KiB", "-", "measured (issue 10)"],
+        ["(g) feed: RSS per follower", f"{shipped['rss_per_follower_kib']:,.1f} KiB "
+         f"({shipped['followers']:,} followers)",
+         f"tls_read_buffer = 0: {python['rss_per_follower_kib']:,.1f} KiB", "-", "measured (issue 10)"],
         ["(g) feed: delivery to all", f"p50 {latency['p50']:,.0f} ms, p99 {latency['p99']:,.0f} ms, "
          f"max {latency['max']:,.0f} ms; all followers p50 {everyone['p50']:,.0f} ms",
          f"server CPU {delivery['server_cpu_ms_per_event']:,.0f} ms/event", "-", "measured (issue 10)"],
-        ["(g) feed: reconnect storm", f"all {stock['followers']:,} back in {storm['all_following_again_s']:.1f} s",
+        ["(g) feed: reconnect storm", f"all {shipped['followers']:,} back in {storm['all_following_again_s']:.1f} s",
          f"server CPU {storm['server_cpu_s']:.1f} s", "-", "measured (issue 10)"],
     ]  # fmt: skip
 

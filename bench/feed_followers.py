@@ -30,11 +30,12 @@ from collections import defaultdict
 from typing import Any
 
 from broker.verify.feed import DEFAULT_BACKOFF
+from broker.web.tls_buffer import DEFAULT_TLS_READ_BUFFER
 
-# Python 3.11's asyncio gives every TLS connection a 256 KiB read buffer (sslproto.SSLProtocol.max_size), zeroed
-# at once: 2.5 GiB for 10,000 connections. The generator is not what is measured; 16 KiB + a record's overhead is
-# enough for reading small events.
-sslproto.SSLProtocol.max_size = 16 * 1024 + 512
+# asyncio gives every TLS connection a 256 KiB read buffer (sslproto.SSLProtocol.max_size), zeroed at once: 2.5 GiB
+# for 10,000 connections. One TLS record per read is enough (broker.web.tls_buffer, which sizes the server's per
+# listener); this process holds only these client connections, so it sets the class attribute for all of them.
+sslproto.SSLProtocol.max_size = DEFAULT_TLS_READ_BUFFER
 
 _ENTRY = re.compile(rb"id: (\d+)\nevent: token\.revoked\n")
 _FEED_ID = re.compile(rb'"feed_id":"([A-Za-z0-9._-]+)"')

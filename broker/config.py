@@ -82,6 +82,18 @@ class ServerSettings(_Section):
     health_port: int | None = Field(default=None, ge=0, le=65535)
     issuer: str | None = None
     policy: Path | None = None
+    tls_read_buffer: int = Field(
+        default=17 * 1024,
+        description="bytes of asyncio's read buffer per TLS connection to the token service (one TLS record is "
+        "enough; see docs/architecture.md, the revocation feed); 0: Python's default, 256 KiB; else 4096-1048576",
+    )
+
+    @field_validator("tls_read_buffer")
+    @classmethod
+    def _read_buffer(cls, value: int) -> int:
+        if value != 0 and not 4096 <= value <= 1024 * 1024:
+            raise ValueError("must be 0 (Python's default) or 4096-1048576 bytes")
+        return value
 
 
 class SidecarSettings(_Section):

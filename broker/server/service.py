@@ -18,6 +18,7 @@ from broker.tokens.issuer import AccessTokenIssuer
 from broker.tokens.keys import KeyStore
 from broker.tokens.policy import PolicyStore
 from broker.web import HardenedAppRunner, ListenerLimits, start_tcp_site
+from broker.web.tls_buffer import DEFAULT_TLS_READ_BUFFER
 
 __all__ = ["RunningTokenService", "start_token_service"]
 
@@ -64,13 +65,15 @@ async def start_token_service(
     audit: Audit | None = None,
     jwks_max_age: int = 60,
     configure: Callable[[web.Application], None] | None = None,
+    tls_read_buffer: int = DEFAULT_TLS_READ_BUFFER,
 ) -> RunningTokenService:
     """Serve the token app over TLS with the source's X.509-SVID (client certificates requested, not required:
     metadata and JWKS are public; ``/token`` refuses a client without one). Port 0 picks a free port.
 
     Request bodies are not decompressed (``/token`` refuses a ``Content-Encoding``): a form is a few hundred bytes,
     and a decoder is attack surface the token endpoint does not need. ``configure`` adds routes (the admin API)
-    to the app before it starts."""
+    to the app before it starts. ``tls_read_buffer``: each connection's TLS read buffer in bytes, 0 for Python's
+    (:mod:`broker.web.tls_buffer`: a revocation-feed follower holds its connection open)."""
     app = build_token_app(
         source=source,
         policy_store=policy_store,
@@ -89,7 +92,9 @@ async def start_token_service(
     service = RunningTokenService(app=app, runner=runner, port=0, ssl_context=ssl_context)
     try:
         await runner.setup()
-        service.port = await start_tcp_site(runner, listen_host, listen_port, ssl_context=ssl_context)
+        service.port = await start_tcp_site(
+            runner, listen_host, listen_port, ssl_context=ssl_context, tls_read_buffer=tls_read_buffer
+        )
         if health_port is not None:
             await _start_health(service, health_host or listen_host, health_port, limits)
     except BaseException:

@@ -114,6 +114,7 @@ async def start_stateful_token_service(
             limits=limits,
             audit=state.recorder if settings.ledger.record_tokens else None,
             jwks_max_age=int(settings.keyring.jwks_max_age),
+            tls_read_buffer=settings.server.tls_read_buffer,
             configure=_mount_all(
                 _admin_mounter(settings, source, state, clock), status_mounter, _feed_mounter(settings, source, state)
             ),

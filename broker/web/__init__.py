@@ -4,6 +4,7 @@
   byte, no request byte in any log, a deadline on each request's headers and body (slowloris), an answer to a
   complete request followed by a half-close
 * :mod:`broker.web.runner`      :class:`HardenedAppRunner` and the sites that use it (TLS handshake deadline)
+* :mod:`broker.web.tls_buffer`  a TLS listener's per-connection read buffer (asyncio's is 256 KiB; one record will do)
 * :mod:`broker.web.access_log`  :class:`RouteAccessLogger`: method, route template and status only; probes at DEBUG
 * :mod:`broker.web.errors`      the one error renderer (:func:`render_error`, :func:`error_middleware`) over
   :mod:`broker.oauth.response`

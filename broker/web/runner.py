@@ -2,7 +2,8 @@
 
 Every listener of the broker is started through this module, so each one refuses the same way, times out the
 same way and logs the same way. TLS listeners also bound the handshake (``ListenerLimits.handshake_timeout``):
-asyncio's default lets a client that never finishes it hold a connection for 60 s.
+asyncio's default lets a client that never finishes it hold a connection for 60 s. A TLS listener may size its
+connections' read buffer (``tls_read_buffer``; :mod:`broker.web.tls_buffer`), 0 keeping Python's 256 KiB.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -17,6 +19,7 @@ from aiohttp.abc import AbstractAccessLogger
 
 from broker.web.access_log import RouteAccessLogger
 from broker.web.protocol import HardenedRequestHandler, ListenerLimits
+from broker.web.tls_buffer import tls_protocol_factory
 
 __all__ = ["HardenedAppRunner", "start_sock_site", "start_tcp_site"]
 
@@ -61,22 +64,39 @@ class HardenedAppRunner(web.AppRunner):
 
 
 class _TCPSite(web.TCPSite):
-    """``web.TCPSite`` plus a TLS handshake deadline."""
+    """``web.TCPSite`` plus a TLS handshake deadline and, if asked, a sized TLS read buffer."""
 
-    def __init__(self, runner: HardenedAppRunner, host: str, port: int, *, ssl_context: ssl.SSLContext | None):
+    def __init__(
+        self,
+        runner: HardenedAppRunner,
+        host: str,
+        port: int,
+        *,
+        ssl_context: ssl.SSLContext | None,
+        tls_read_buffer: int = 0,
+    ):
         super().__init__(runner, host, port, ssl_context=ssl_context)
         self._handshake_timeout = runner.limits.handshake_timeout if ssl_context is not None else None
+        self._tls_read_buffer = tls_read_buffer
 
     async def start(self) -> None:
         await web.BaseSite.start(self)  # registers the site with its runner
         server = self._runner.server
         assert server is not None  # the runner is set up before its sites start
-        self._server = await asyncio.get_running_loop().create_server(
-            server,
+        loop = asyncio.get_running_loop()
+        factory: Callable[[], asyncio.BaseProtocol] = server
+        tls = self._ssl_context
+        if tls is not None:
+            sized = tls_protocol_factory(server, tls, read_buffer=self._tls_read_buffer,
+                                         handshake_timeout=self._handshake_timeout, loop=loop)  # fmt: skip
+            if sized is not None:
+                factory, tls = sized, None  # TLS inside each connection's protocol: the loop sees plain TCP
+        self._server = await loop.create_server(
+            factory,
             self._host,
             self._port,
-            ssl=self._ssl_context,
-            ssl_handshake_timeout=self._handshake_timeout,
+            ssl=tls,
+            ssl_handshake_timeout=self._handshake_timeout if tls is not None else None,
             backlog=self._backlog,
             reuse_address=self._reuse_address,
             reuse_port=self._reuse_port,
@@ -84,10 +104,16 @@ class _TCPSite(web.TCPSite):
 
 
 async def start_tcp_site(
-    runner: HardenedAppRunner, host: str, port: int, *, ssl_context: ssl.SSLContext | None = None
+    runner: HardenedAppRunner,
+    host: str,
+    port: int,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    tls_read_buffer: int = 0,
 ) -> int:
-    """Serve ``runner`` on ``host:port`` (port 0: any free port); returns the bound port."""
-    site = _TCPSite(runner, host, port, ssl_context=ssl_context)
+    """Serve ``runner`` on ``host:port`` (port 0: any free port); returns the bound port. ``tls_read_buffer``:
+    bytes of each TLS connection's read buffer (:mod:`broker.web.tls_buffer`); 0: Python's default."""
+    site = _TCPSite(runner, host, port, ssl_context=ssl_context, tls_read_buffer=tls_read_buffer)
     await site.start()
     return int(runner.addresses[-1][1])
 

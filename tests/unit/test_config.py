@@ -4,6 +4,7 @@ import pytest
 
 from broker.config import load_settings, unix_socket_path, workload_api_address
 from broker.errors import ConfigError
+from broker.web.tls_buffer import DEFAULT_TLS_READ_BUFFER
 
 
 def test_flags_beat_environment_which_beats_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -139,3 +140,23 @@ def test_the_introspection_section_reads_the_allow_list_and_per_caller_audiences
     config.write_text("[introspection]\nspiffe_id = []\n")
     with pytest.raises(ConfigError, match=r"introspection\.spiffe_id"):
         load_settings(config)
+
+
+@pytest.mark.parametrize("value", ["0", "4096", "17408", "1048576"])
+def test_the_token_service_tls_read_buffer_is_0_or_a_size_from_4_kib_to_1_mib(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("SPIFFE_BROKER_SERVER__TLS_READ_BUFFER", value)
+    assert load_settings().server.tls_read_buffer == int(value)
+
+
+@pytest.mark.parametrize("value", ["1", "4095", "1048577", "-1"])
+def test_a_tls_read_buffer_out_of_range_is_refused(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("SPIFFE_BROKER_SERVER__TLS_READ_BUFFER", value)
+    with pytest.raises(ConfigError, match=r"SERVER__TLS_READ_BUFFER.*4096-1048576"):
+        load_settings()
+
+
+def test_the_default_tls_read_buffer_is_the_listener_s_one_record_size() -> None:
+    """broker.config may not import broker.web: this ties the two constants."""
+    assert load_settings().server.tls_read_buffer == DEFAULT_TLS_READ_BUFFER
