@@ -264,6 +264,21 @@ def _print_revoked(revoked: Revoked, as_json: bool) -> None:
 # -- commands --------------------------------------------------------------------------------------------------
 
 
+
+class KidFirstCommand(click.Command):
+    """A command whose first argument is a kid: an RFC 7638 thumbprint in base64url, which may begin with ``-``.
+
+    A first argument that begins with ``-`` and names none of the command's options is the kid (it is moved behind
+    ``--``), so ``keys revoke -Xy3...`` revokes that key instead of failing on an unknown option.
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        names = {name for param in self.get_params(ctx) for name in (*param.opts, *param.secondary_opts)}
+        first = args[0] if args else ""
+        if first.startswith("-") and first != "--" and first.partition("=")[0] not in names:
+            args = [*args[1:], "--", first]
+        return super().parse_args(ctx, args)
+
 @click.group("keys", context_settings={"help_option_names": ["-h", "--help"]})
 def keys() -> None:
     """The signing keyring: list, rotate, revoke (emergency), and the key-encryption key (KEK)."""
@@ -317,7 +332,7 @@ def rotate_command(as_json: bool, reason: str | None, **options: Any) -> None:
     _print_rotated(rotated, as_json)
 
 
-@keys.command("revoke")
+@keys.command("revoke", cls=KidFirstCommand)
 @click.argument("kid")
 @remote_options
 @local_options
