@@ -68,9 +68,8 @@ def post(service: StatefulThread, caller: str, path: str, token: str) -> Reply:
 def run_case(service: StatefulThread, case: RevocationCase) -> list[str]:
     """Send ``case`` (after revoking its token first if it says so) and judge the answer and the log."""
     if case.pre_revoke:
-        assert case.token is not None
-        owner = case.labels[2]  # the token's kind: owner | other, a caller name
-        assert post(service, owner, "/revoke", case.token).status == 200
+        assert case.token is not None and case.owner is not None
+        assert post(service, case.owner, "/revoke", case.token).status == 200
     head = service.log_head()
     reply = send(service.context(case.caller), service.port, case.raw)
     problems = judge(case, reply.status, reply.head, reply.body, service.entries_after(head), CANARY)
