@@ -45,6 +45,7 @@ from broker.events.revocations import (
     entry_to_wire,
 )
 from broker.server.feed import FEED
+from tests.fuzz.feed_edits import DEEP, LIMIT, VARIANTS, chunkings, fatal_edits, ignored_edits
 from tests.fuzz.feed_http import FeedReply, open_feed, sse_blocks
 from tests.fuzz.feed_streams import Event, follow_once, prefix_states, valid_streams
 from tests.fuzz.stateful_service_thread import StatefulThread, stateful_service
@@ -221,25 +222,6 @@ def test_no_canary_reached_any_log(stateful_service: StatefulThread) -> None:
 
 # -- the follower ----------------------------------------------------------------------------------------------
 
-LIMIT = 64 * 1024  # the follower's max_event_bytes here (the default is 64 MiB)
-DEEP = 50_000  # JSON nesting beyond the recursion limit of json.loads on 3.11 to 3.13
-_VARIANTS = {  # rewritings of a whole valid stream that §9.2.6 reads the same way
-    "lf": lambda b: b,
-    "crlf": lambda b: b.replace(b"\n", b"\r\n"),
-    "cr": lambda b: b.replace(b"\n", b"\r"),
-    "bom": lambda b: b"\xef\xbb\xbf" + b,
-    "no-space": lambda b: b.replace(b"data: ", b"data:").replace(b"id: ", b"id:"),
-}
-
-
-@st.composite
-def chunkings(draw: st.DrawFn, data: bytes) -> list[bytes]:
-    """``data`` cut at random places, empty chunks included, often right after a CR or inside a BOM."""
-    special = [*[i + 1 for i, byte in enumerate(data) if byte == 0x0D][:50], 1, 2]
-    cuts = sorted(draw(st.lists(st.integers(0, len(data)) | st.sampled_from(special), max_size=12)))
-    cuts = [min(cut, len(data)) for cut in cuts]
-    return [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
-
 
 def parse_all(chunks: list[bytes]) -> list[SseEvent | str] | str:
     """Everything the parser gives for ``chunks``, or ``"error"`` if it refused the stream."""
@@ -253,11 +235,11 @@ def parse_all(chunks: list[bytes]) -> list[SseEvent | str] | str:
 
 
 @MEMORY
-@given(events=valid_streams(), variant=st.sampled_from(sorted(_VARIANTS)), data=st.data())
+@given(events=valid_streams(), variant=st.sampled_from(sorted(VARIANTS)), data=st.data())
 def test_a_valid_stream_in_random_chunks_parses_and_follows_as_in_one_chunk(
     events: list[Event], variant: str, data: st.DataObject
 ) -> None:
-    stream = _VARIANTS[variant](b"".join(event.raw for event in events))
+    stream = VARIANTS[variant](b"".join(event.raw for event in events))
     chunks = data.draw(chunkings(stream))
     whole = parse_all([stream])
     assert whole != "error"
@@ -280,69 +262,6 @@ def test_random_bytes_in_any_chunking_are_refused_or_parsed_alike_and_never_cras
     assert errors == []
 
 
-def _entry_indexes(events: list[Event]) -> list[int]:
-    return [i for i, event in enumerate(events) if event.kind == "entry"]
-
-
-def _ignored(draw: st.DrawFn, events: list[Event]) -> tuple[list[bytes], str]:
-    """An edit a follower must ignore: the state is the full stream's."""
-    raws = [event.raw for event in events]
-    kind = draw(st.sampled_from(["duplicate", "unknown-event", "comment", "retry", "unknown-field"]))
-    where = draw(st.integers(1, len(raws)))  # after hello: anything but a comment is refused before it
-    entries = _entry_indexes(events)
-    if kind == "duplicate" and entries:
-        j = draw(st.sampled_from(entries))
-        raws.insert(draw(st.integers(j + 1, len(raws))), events[j].raw)
-    elif kind == "unknown-event":
-        raws.insert(where, draw(st.sampled_from([b"event: future.thing\ndata: {}\n\n", b"data: x\n\n"])))
-    elif kind == "comment":
-        raws.insert(draw(st.integers(0, len(raws))), b":" + CANARY.encode() + b"\n\n")
-    else:
-        line = b"retry: 10\n" if kind == "retry" else b"x-field: " + CANARY.encode() + b"\n"
-        raws[where - 1] = line + raws[where - 1]
-    return raws, kind
-
-
-def _damaged(events: list[Event], cut: int) -> dict[str, bytes]:
-    """Replacements for event ``cut`` (an entry, or past the end) that end the connection there."""
-    seq = events[cut].seq if cut < len(events) else 1
-    entry = events[cut].raw if cut < len(events) else b"id: 1\nevent: token.revoked\ndata: {}\n\n"
-    kind = entry.split(b"event: ", 1)[1].split(b"\n", 1)[0]
-    other = b"key.revoked" if kind != b"key.revoked" else b"token.revoked"
-    return {
-        "second-hello": events[0].raw,
-        "huge": b"id: %d\nevent: token.revoked\ndata: %s\n\n" % (seq, b"x" * LIMIT),
-        "overlong-comment": b":" + b"c" * LIMIT + b"\n\n",
-        "bad-utf8": b"event: token.revoked\ndata: \xff\xfe" + CANARY.encode() + b"\n\n",
-        "deep-json": b"id: %d\nevent: token.revoked\ndata: %s\n\n" % (seq, b"[" * DEEP),
-        "bad-json": b"id: %d\nevent: token.revoked\ndata: {not json\n\n" % seq,
-        "id": entry.replace(b"id: %d\n" % seq, b"id: 9%d\n" % seq),
-        "type": entry.replace(b"event: " + kind, b"event: " + other),
-    }
-
-
-def _fatal(draw: st.DrawFn, events: list[Event]) -> tuple[list[bytes], str, int]:
-    """An edit that ends the connection at event ``cut``: the state is that of a prefix before it."""
-    raws = [event.raw for event in events]
-    entries = _entry_indexes(events)
-    cut = draw(st.sampled_from(entries)) if entries else len(raws)
-    bad = _damaged(events, cut)
-    moves = ["gap", "swap", "before-snapshot"] if entries else []
-    kind = draw(st.sampled_from([*sorted(bad), "before-hello", *moves]))
-    if kind == "before-hello":
-        return [events[-1].raw if entries else b"event: future\ndata: {}\n\n", *raws], kind, 0
-    if kind == "gap":
-        del raws[cut]  # the last one: the stream just ends sooner
-    elif kind == "swap":
-        raws[cut : cut + 2] = raws[cut : cut + 2][::-1] if cut + 1 < len(raws) else [bad["bad-json"]]
-    elif kind == "before-snapshot":
-        raws.insert(1, raws.pop(cut))
-        cut = 1
-    else:
-        raws[cut : cut + 1] = [bad[kind]]  # past the end: appended
-    return raws, kind, cut
-
-
 @MEMORY
 @given(events=valid_streams(), fatal=st.booleans(), data=st.data())
 def test_a_hostile_edit_of_a_valid_stream_leaves_a_state_a_valid_prefix_gives(
@@ -350,10 +269,10 @@ def test_a_hostile_edit_of_a_valid_stream_leaves_a_state_a_valid_prefix_gives(
 ) -> None:
     states = prefix_states(events)
     if fatal:
-        raws, kind, cut = data.draw(st.composite(lambda draw: _fatal(draw, events))())
+        raws, kind, cut = data.draw(fatal_edits(events))
         allowed = states[: cut + 1]
     else:
-        raws, kind = data.draw(st.composite(lambda draw: _ignored(draw, events))())
+        raws, kind = data.draw(ignored_edits(events))
         allowed = states[-1:]
     chunks = data.draw(chunkings(b"".join(raws)))
     state, errors = follow_once(chunks, max_event_bytes=LIMIT)
