@@ -125,7 +125,7 @@ class Snapshot:
 def _object(data: str) -> Mapping[str, Any]:
     try:
         value = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the interpreter's recursion limit
         raise FeedProtocolError("event data is not JSON") from None
     if not isinstance(value, dict):
         raise FeedProtocolError("event data is not a JSON object")
@@ -191,6 +191,8 @@ class SseParser:
 
     def feed(self, chunk: bytes) -> list[SseEvent | str]:
         """The events (and comments, as ``str``) this chunk completes; :class:`FeedProtocolError` if malformed."""
+        if not chunk:
+            return []  # else a CR ending the last chunk would no longer join a LF starting the next one
         if self._skip_lf and chunk.startswith(b"\n"):
             chunk = chunk[1:]
         self._skip_lf = False

@@ -244,7 +244,7 @@ def add_revocation_feed(
     )
     feed = RevocationFeed(broadcaster, log_store, bundles=bundles, settings=settings)
     app[FEED] = feed
-    app.router.add_get(FEED_PATH, follow)
+    app.router.add_get(FEED_PATH, follow, allow_head=False)  # HEAD: 405, never a stream (RFC 9110 §9.3.2)
     if METADATA_MEMBERS in app:  # the token service's app: advertise the feed (RFC 8414 §2 extension member)
         advertise(app, {METADATA_KEY: f"{app[CONFIG].issuer}{FEED_PATH}"})
 

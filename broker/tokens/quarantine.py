@@ -166,7 +166,7 @@ def parse_until(text: str, now: datetime) -> datetime:
     elif _RFC3339.fullmatch(text):
         try:
             until = datetime.fromisoformat(text.upper().replace("Z", "+00:00")).astimezone(UTC)
-        except ValueError:
+        except (ValueError, OverflowError):  # OverflowError: its UTC time is outside years 1-9999
             raise InvalidUntilError("until is not a valid RFC 3339 date-time") from None
     else:
         raise InvalidUntilError(
