@@ -264,7 +264,6 @@ def _print_revoked(revoked: Revoked, as_json: bool) -> None:
 # -- commands --------------------------------------------------------------------------------------------------
 
 
-
 class KidFirstCommand(click.Command):
     """A command whose first argument is a kid: an RFC 7638 thumbprint in base64url, which may begin with ``-``.
 
@@ -278,6 +277,7 @@ class KidFirstCommand(click.Command):
         if first.startswith("-") and first != "--" and first.partition("=")[0] not in names:
             args = [*args[1:], "--", first]
         return super().parse_args(ctx, args)
+
 
 @click.group("keys", context_settings={"help_option_names": ["-h", "--help"]})
 def keys() -> None:
