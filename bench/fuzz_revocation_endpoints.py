@@ -42,6 +42,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from bench.fuzz_token_endpoint import start_listening
 from broker._sealing import generate_kek_file
 from broker.devtools.devca import DevCA
 from broker.events.revocations import LogEntry, TokenRevoked
@@ -108,20 +109,7 @@ def _start_server(directory: Path, port: int) -> subprocess.Popen[bytes]:
         "--bundle", str(directory / "bundle.pem"), "--jwt-bundle", f"example.org={directory / 'jwks.json'}",
         "--kek-file", str(directory / "kek"),
     ]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SPIFFE_")}
-    log = (directory / "server.log").open("wb")
-    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited: see {directory / 'server.log'}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return proc
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("server did not start listening within 30 s")
+    return start_listening(args, directory, port)
 
 
 class Runner:

@@ -90,6 +90,12 @@ def _start_server(directory: Path, port: int) -> subprocess.Popen[bytes]:
         "--key", str(directory / "key.pem"), "--bundle", str(directory / "bundle.pem"),
         "--jwt-bundle", f"example.org={directory / 'jwks.json'}", "--kek-file", str(_kek(directory)),
     ]  # fmt: skip
+    return start_listening(args, directory, port)
+
+
+def start_listening(args: list[str], directory: Path, port: int) -> subprocess.Popen[bytes]:
+    """Run ``args`` (a server, without ``SPIFFE_*`` from the environment, logging to ``directory/server.log``)
+    until it listens on ``port``; SystemExit if it exits or does not listen within 30 s."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPIFFE_")}
     log = (directory / "server.log").open("wb")
     proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)

@@ -11,6 +11,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from broker.devtools.devca import DevCA
+from broker.identity.spiffeid import SpiffeId
 from broker.testing import short_dir as testing_short_dir
 
 TIMEOUT = 60.0
@@ -45,6 +47,18 @@ def run_cli(args: Sequence[str], env: Mapping[str, str] | None = None, cwd: Path
         check=False,
     )
     return Run(completed.returncode, completed.stdout, completed.stderr)
+
+
+def identity_options(ca: DevCA, directory: Path, spiffe_id: SpiffeId) -> list[str]:
+    """``--cert/--key/--bundle`` files (in ``directory``) of a fresh X.509-SVID for ``spiffe_id`` from ``ca``."""
+    svid = ca.issue_x509_svid(spiffe_id, ttl=600)
+    name = spiffe_id.path.strip("/").replace("/", "-")
+    cert, key, bundle = (directory / f"{name}.{part}.pem" for part in ("cert", "key", "bundle"))
+    cert.write_bytes(svid.chain_pem())
+    key.touch(mode=0o600)
+    key.write_bytes(svid.key_pem())
+    bundle.write_bytes(ca.x509_bundle().to_pem())
+    return ["--cert", str(cert), "--key", str(key), "--bundle", str(bundle)]
 
 
 def short_dir() -> contextlib.AbstractContextManager[Path]:

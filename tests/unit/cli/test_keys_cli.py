@@ -33,6 +33,7 @@ from broker.store.url import StoreUrl
 from broker.tokens.keyring import Keyring
 from broker.tokens.keystore import KeyState
 from broker.web import HardenedAppRunner, start_tcp_site
+from tests.unit.cli.cli_helpers import identity_options
 from tests.unit.cli.state_helpers import API, OTHER, SCHEDULE, WEB, Seeded, audit_records, key_states, seed
 from tests.unit.store.conftest import postgres_cluster, postgres_url
 
@@ -274,14 +275,7 @@ class AdminApi:
 
     def identity(self, spiffe_id: SpiffeId) -> list[str]:
         """``--cert/--key/--bundle`` files of an X.509-SVID for ``spiffe_id``."""
-        svid = self.ca.issue_x509_svid(spiffe_id, ttl=600)
-        name = spiffe_id.path.strip("/").replace("/", "-")
-        cert, key, bundle = (self.directory / f"{name}.{part}.pem" for part in ("cert", "key", "bundle"))
-        cert.write_bytes(svid.chain_pem())
-        key.touch(mode=0o600)
-        key.write_bytes(svid.key_pem())
-        bundle.write_bytes(self.ca.x509_bundle().to_pem())
-        return ["--cert", str(cert), "--key", str(key), "--bundle", str(bundle)]
+        return identity_options(self.ca, self.directory, spiffe_id)
 
     async def keys(self, *args: str, caller: SpiffeId = ADMIN_ID) -> Result:
         """``keys ARGS --admin-url URL`` as ``caller``, in a thread (the command runs its own event loop)."""

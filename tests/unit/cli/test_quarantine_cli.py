@@ -31,6 +31,7 @@ from broker.store.url import StoreUrl
 from broker.testing import ManualClock
 from broker.tokens.quarantine import Quarantines
 from broker.web import HardenedAppRunner, start_tcp_site
+from tests.unit.cli.cli_helpers import identity_options
 from tests.unit.tokens.keyring_helpers import open_keyring
 from tests.unit.tokens.quarantine_helpers import WEB, WINDOW, at, entry
 
@@ -178,14 +179,7 @@ class AdminApi:
     directory: Path
 
     def identity(self, spiffe_id: SpiffeId) -> list[str]:
-        svid = self.ca.issue_x509_svid(spiffe_id, ttl=600)
-        name = spiffe_id.path.strip("/").replace("/", "-")
-        cert, key, bundle = (self.directory / f"{name}.{part}.pem" for part in ("cert", "key", "bundle"))
-        cert.write_bytes(svid.chain_pem())
-        key.touch(mode=0o600)
-        key.write_bytes(svid.key_pem())
-        bundle.write_bytes(self.ca.x509_bundle().to_pem())
-        return ["--cert", str(cert), "--key", str(key), "--bundle", str(bundle)]
+        return identity_options(self.ca, self.directory, spiffe_id)
 
     async def run(self, *args: str, caller: SpiffeId = ADMIN_ID) -> Result:
         full = [*args, "--admin-url", self.url, "--server-id", str(BROKER_ID), *self.identity(caller)]
