@@ -1,0 +1,127 @@
+"""The replay cache: each ``jti`` of a client assertion (RFC 7523 §3 item 7) or a DPoP proof (RFC 9449 §11.1) is
+accepted once while it could still be valid.
+
+An entry is kept for the remaining validity of what it guards plus the clock leeway: the assertion's ``exp`` plus
+leeway, a DPoP proof's ``iat`` plus the acceptance window plus leeway. Past that the token carrying the ``jti``
+is refused on its times anyway, so the entry may go.
+
+:meth:`ReplayCache.add` is an atomic insert-if-absent. It answers True only when the key was not recorded (or only
+an expired entry was) and it is now durably recorded; False is a replay. When the cache cannot record (a bounded
+cache is full of live entries, the store does not answer) it raises :class:`ReplayCacheUnavailable`: the caller
+refuses the request with ``temporarily_unavailable`` and never accepts a ``jti`` it could not record (fail closed).
+
+Keys are :func:`replay_key` digests: the kind of credential, the party that minted it (the client, the DPoP key's
+thumbprint) and the ``jti``. A ``jti`` is chosen by the client, so its length is bounded before it gets here and
+the digest keeps the stored key a fixed 64 characters whatever the client sent.
+
+:class:`MemoryReplayCache` is the bounded in-memory form (one process; a resource server checking DPoP proofs
+uses it too, which is why this lives in :mod:`broker.oauth`); the shared forms live in
+:mod:`broker.store` (SQLite for one node, PostgreSQL across replicas) and pass the same contract tests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+from datetime import datetime
+from enum import StrEnum
+from typing import Protocol
+
+from broker.errors import StoreUnavailableError
+
+__all__ = [
+    "DEFAULT_MAX_ENTRIES",
+    "MAX_JTI_LENGTH",
+    "MemoryReplayCache",
+    "ReplayCache",
+    "ReplayCacheUnavailable",
+    "ReplayKind",
+    "replay_key",
+]
+
+DEFAULT_MAX_ENTRIES = 1_000_000
+MAX_JTI_LENGTH = 256  # a jti longer than this is refused before it reaches the cache
+
+
+class ReplayKind(StrEnum):
+    """What a ``jti`` came in: each kind is its own namespace."""
+
+    CLIENT_ASSERTION = "client-assertion"  # RFC 7523 jwt-bearer (private_key_jwt)
+    JWT_SVID = "jwt-svid"  # draft-ietf-oauth-spiffe-client-auth jwt-spiffe
+    DPOP_PROOF = "dpop-proof"  # RFC 9449 §11.1
+
+
+def replay_key(kind: ReplayKind, minted_by: str, jti: str) -> str:
+    """The cache key of ``jti`` minted by ``minted_by`` (a client_id, a SPIFFE ID, a JWK thumbprint): 64 hex chars.
+
+    Each part is length-prefixed, so no two different triples give the same input to the hash."""
+    digest = hashlib.sha256()
+    for part in (kind.value, minted_by, jti):
+        data = part.encode("utf-8", "surrogatepass")
+        digest.update(len(data).to_bytes(4, "big"))
+        digest.update(data)
+    return digest.hexdigest()
+
+
+class ReplayCacheUnavailable(StoreUnavailableError):
+    """The cache could not record a key (full of live entries, or its store did not answer): refuse the request
+    with ``temporarily_unavailable`` (RFC 6749 §5.2 has no better code; 503)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"replay cache unavailable: {reason}")
+
+
+class ReplayCache(Protocol):
+    async def add(self, key: str, *, now: datetime, expires_at: datetime) -> bool:
+        """Record ``key`` until ``expires_at``; True if it was absent (or its entry had expired at ``now``), False
+        if a live entry holds it (a replay). Atomic across every process sharing the cache. Raises
+        :class:`ReplayCacheUnavailable` when it cannot record, ValueError if ``expires_at <= now``."""
+        ...
+
+    async def prune(self, now: datetime) -> int:
+        """Drop the entries expired at ``now``; how many went."""
+        ...
+
+
+class MemoryReplayCache:
+    """A bounded in-process cache, evicting by expiry: when full, expired entries go first; if every entry is
+    still live, :meth:`add` raises :class:`ReplayCacheUnavailable` rather than forget one."""
+
+    def __init__(self, *, max_entries: int = DEFAULT_MAX_ENTRIES) -> None:
+        if max_entries < 1:
+            raise ValueError("max_entries must be at least 1")
+        self._max = max_entries
+        self._expiry: dict[str, datetime] = {}
+        self._heap: list[tuple[datetime, str]] = []
+
+    def __len__(self) -> int:
+        return len(self._expiry)
+
+    async def add(self, key: str, *, now: datetime, expires_at: datetime) -> bool:
+        if expires_at <= now:
+            raise ValueError("expires_at must be after now")
+        held = self._expiry.get(key)
+        if held is not None and held > now:
+            return False
+        if held is None and len(self._expiry) >= self._max:
+            self._evict(now)
+            if len(self._expiry) >= self._max:
+                raise ReplayCacheUnavailable("full of unexpired entries")
+        self._expiry[key] = expires_at
+        heapq.heappush(self._heap, (expires_at, key))
+        return True
+
+    async def prune(self, now: datetime) -> int:
+        return self._evict(now)
+
+    def _evict(self, now: datetime) -> int:
+        dropped = 0
+        while self._heap and self._heap[0][0] <= now:
+            expires_at, key = heapq.heappop(self._heap)
+            if self._expiry.get(key) == expires_at:
+                del self._expiry[key]
+                dropped += 1
+        if len(self._heap) > 2 * len(self._expiry) + 64:  # stale heap items of re-added keys
+            self._heap = [(at, key) for key, at in self._expiry.items()]
+            heapq.heapify(self._heap)
+        return dropped
