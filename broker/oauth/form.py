@@ -17,7 +17,8 @@ from broker.errors import InvalidRequestError, InvalidTargetError
 __all__ = ["KNOWN_PARAMETERS", "MULTI_VALUED", "select_target", "single_values"]
 
 MULTI_VALUED = frozenset({"audience", "resource"})
-# Parameters of RFC 6749 §4.4 / RFC 8693 §2.1 (and client_id, RFC 8705 §2): the only names an error may quote.
+# Parameters of RFC 6749 §4.4 / RFC 8693 §2.1 / RFC 7521 §4.2 (and client_id, RFC 8705 §2): the only names an
+# error may quote.
 KNOWN_PARAMETERS = (
     frozenset(
         {
@@ -29,6 +30,8 @@ KNOWN_PARAMETERS = (
             "actor_token",
             "actor_token_type",
             "requested_token_type",
+            "client_assertion",
+            "client_assertion_type",
         }
     )
     | MULTI_VALUED

@@ -35,7 +35,13 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from broker.config import FeedSettings
-from broker.errors import AccessDeniedError, ConfigError, InvalidRequestError, TemporarilyUnavailableError
+from broker.errors import (
+    AccessDeniedError,
+    ConfigError,
+    InvalidClientError,
+    InvalidRequestError,
+    TemporarilyUnavailableError,
+)
 from broker.events.change import ChangeFeed
 from broker.events.feed import CONTENT_TYPE, FEED_ID, FEED_PATH, METADATA_KEY, SEQ, entry_event
 from broker.events.revocations import SubjectPattern, subject_keys
@@ -94,7 +100,10 @@ class RevocationFeed:
         spiffe_id = str(client.spiffe_id)
         if self._allowed and not any(key in self._allowed for key in subject_keys(spiffe_id)):
             raise AccessDeniedError(f"{spiffe_id} may not follow the revocation feed (see [feed] spiffe_ids)")
-        return spiffe_id, client.leaf.not_valid_after_utc.timestamp()
+        leaf = client.leaf
+        if leaf is None:  # tls_client_auth always has one
+            raise InvalidClientError("mutual TLS with an X.509-SVID is required")
+        return spiffe_id, leaf.not_valid_after_utc.timestamp()
 
     def admit(self, spiffe_id: str) -> None:
         """Step 4: a place for one more follower, within ``max_followers`` for the replica and

@@ -16,6 +16,7 @@ from broker.oauth.constants import AUTH_TLS_CLIENT_AUTH, GRANT_CLIENT_CREDENTIAL
 from broker.oauth.response import NO_STORE
 from broker.server.request import read_form, request_context
 from broker.server.state import CONFIG, JWKS_KEYS, METADATA_MEMBERS, READINESS, SERVICE
+from broker.tokens.endpoint import TokenEndpoint
 from broker.tokens.keys import jwks
 
 __all__ = ["advertise", "healthz", "jwks_handler", "metadata", "metadata_document", "readyz", "token"]
@@ -25,14 +26,16 @@ log = logging.getLogger(__name__)
 PUBLIC_CACHE = {"Cache-Control": "public, max-age=60"}
 
 
-def metadata_document(issuer: str) -> dict[str, Any]:
+def metadata_document(issuer: str, endpoint: TokenEndpoint | None = None) -> dict[str, Any]:
     """RFC 8414 §2 authorization server metadata.
 
     ``response_types_supported`` is REQUIRED by §2 but lists values for the authorization endpoint, which this
     server does not have: the truthful value is the empty list. ``tls_client_certificate_bound_access_tokens``
-    is RFC 8705 §3.3; ``tls_client_auth`` is RFC 8705 §2.1.
+    is RFC 8705 §3.3; ``tls_client_auth`` is RFC 8705 §2.1. The endpoint's client authentication methods
+    (``private_key_jwt``, RFC 7523; ``spiffe_jwt``, draft-ietf-oauth-spiffe-client-auth §4), their signing
+    algorithms and ``dpop_signing_alg_values_supported`` (RFC 9449 §5.1) come from ``endpoint``.
     """
-    return {
+    document: dict[str, Any] = {
         "issuer": issuer,
         "token_endpoint": f"{issuer}/token",
         "jwks_uri": f"{issuer}/jwks.json",
@@ -41,6 +44,9 @@ def metadata_document(issuer: str) -> dict[str, Any]:
         "token_endpoint_auth_methods_supported": [AUTH_TLS_CLIENT_AUTH],
         "tls_client_certificate_bound_access_tokens": True,
     }
+    if endpoint is not None:
+        document.update(endpoint.metadata())
+    return document
 
 
 def advertise(app: web.Application, members: Mapping[str, Any]) -> None:
@@ -55,7 +61,7 @@ def advertise(app: web.Application, members: Mapping[str, Any]) -> None:
 
 
 async def metadata(request: web.Request) -> web.Response:
-    document = metadata_document(request.app[CONFIG].issuer)
+    document = metadata_document(request.app[CONFIG].issuer, request.app[SERVICE])
     members: dict[str, Any] = request.app[METADATA_MEMBERS]
     document.update(members)
     return web.json_response(document, headers=PUBLIC_CACHE)
@@ -72,13 +78,14 @@ async def jwks_handler(request: web.Request) -> web.Response:
 async def token(request: web.Request) -> web.Response:
     """RFC 6749 §3.2 token endpoint; success per RFC 8693 §2.2.1 with ``Cache-Control: no-store``."""
     config, endpoint = request.app[CONFIG], request.app[SERVICE]
-    client = endpoint.authenticate(request_context(request))  # before the body is read
+    context = request_context(request)
+    transport = endpoint.authenticate(context)  # before the body is read
     form = await read_form(request, max_body=config.max_body)
-    response = await endpoint.handle(form, client)
+    response = await endpoint.handle(form, transport, context)
     log.info(
         "issued token jti=%s to %s for %s (expires in %ss)",
         response.token.jti,
-        client.spiffe_id,
+        response.token.claims["sub"],
         response.token.audience,
         response.token.expires_in,
     )

@@ -12,8 +12,8 @@ of :class:`broker.verify.AccessTokenVerifier` and the keyring's published keys, 
     token's own ``aud``, which still makes it check that ``aud`` is a string or a list of them);
   - the certificate binding (RFC 8705 §3) is *not* checked against the caller: the caller is the token's holder
     revoking it, or a resource server asking about it, not a client presenting it for access. The token must
-    still carry a ``cnf.x5t#S256`` (every token this broker issues does); introspection returns it so that the
-    resource server checks it (RFC 8705 §3.2).
+    still carry a ``cnf.x5t#S256`` or a ``cnf.jkt`` (a DPoP-bound token, RFC 9449 §6.1); introspection returns it
+    so that the resource server checks it (RFC 8705 §3.2, RFC 9449 §6.2).
 
   The issuer's clock is the one that counts here: a token is expired from its ``exp`` on (RFC 7519 §4.1.4), with
   no leeway; :data:`REPLICA_SKEW` only lets a replica whose clock runs a little ahead have issued ``iat``.
@@ -29,7 +29,7 @@ from typing import Any
 from broker.errors import InvalidTokenError
 from broker.jose import jws
 from broker.jose.errors import MalformedJwsError
-from broker.oauth.binding import X5tS256
+from broker.oauth.binding import CNF_CLAIM, X5tS256
 from broker.tokens.keys import ALGORITHM, KeyStore
 from broker.tokens.presented import CheckedToken
 from broker.verify.jwks import VerificationKey
@@ -65,9 +65,10 @@ class _IssuerSideVerifier(AccessTokenVerifier):
 
     @staticmethod
     def _check_binding(claims: Mapping[str, Any], client_cert_der: bytes | None) -> None:
-        bound = X5tS256.bound_in(claims)
+        cnf = claims.get(CNF_CLAIM)
+        bound = X5tS256.bound_in(claims) if not (isinstance(cnf, dict) and "jkt" in cnf) else cnf["jkt"]
         if not isinstance(bound, str) or not bound:
-            raise InvalidTokenError("access token is not bound to a certificate (no cnf.x5t#S256)")
+            raise InvalidTokenError("access token is not sender-constrained (no cnf.x5t#S256 or cnf.jkt)")
 
 
 class IssuedTokenCheck:

@@ -46,8 +46,9 @@ log = logging.getLogger(__name__)
 BEHIND = "the issuance ledger or the audit trail cannot keep up with the store: retry shortly"
 ISSUED = TokenIssued.event
 
-# What the hot path queues for a token: its claims (never the token itself), kid, audience and scopes, the client.
-Issued = tuple[dict[str, Any], str, str, tuple[str, ...], AuthenticatedClient]
+# What the hot path queues for a token: its claims (never the token itself), kid, audience, scopes, the client and
+# the binding column (``x5t#S256=...``, ``jkt=...`` or ``none``).
+Issued = tuple[dict[str, Any], str, str, tuple[str, ...], AuthenticatedClient, str]
 Pending = tuple[int, Issued | AuditEvent]  # (at, microseconds since the epoch; what happened)
 
 
@@ -84,7 +85,7 @@ class Recorder:
         return cls(store, trail=trail, batch_window=batch_window, batch_max=batch_max, capacity=capacity)
 
     def issued(self, client: AuthenticatedClient, token: IssuedToken) -> None:
-        facts: Issued = (token.claims, token.kid, token.audience, token.scopes, client)
+        facts: Issued = (token.claims, token.kid, token.audience, token.scopes, client, token.bound())
         if not self.tokens.submit((self._clock(), facts)):
             raise TemporarilyUnavailableError(BEHIND)
 
@@ -126,9 +127,7 @@ def rows_of(batch: Sequence[Pending]) -> tuple[list[LedgerRow], list[Stamped]]:
     events: list[Stamped] = []
     for at, what in batch:
         if isinstance(what, tuple):
-            claims, kid, audience, scopes, client = what
-            binding = client.binding()
-            bound = f"{binding.member}={binding.value}"
+            claims, kid, audience, scopes, client, bound = what
             jti, exp, aud = claims["jti"], int(claims["exp"]), (audience,)
             ledger.append((jti, kid, str(client.spiffe_id), aud, scopes, bound, int(claims["iat"]), exp))
             body = token_issued_body(jti, kid, str(claims["sub"]), str(claims["client_id"]), aud, scopes, bound,

@@ -42,7 +42,11 @@ def request_context(request: web.Request) -> RequestContext:
     ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
     if not isinstance(ssl_object, ssl.SSLObject | ssl.SSLSocket):
         ssl_object = None
-    return RequestContext(authorization=request.headers.get(hdrs.AUTHORIZATION), tls=ssl_object)
+    return RequestContext(
+        authorization=request.headers.get(hdrs.AUTHORIZATION),
+        tls=ssl_object,
+        dpop=tuple(request.headers.getall("DPoP", ())),
+    )
 
 
 def _unsupported_encoding() -> InvalidRequestError:

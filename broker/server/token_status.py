@@ -61,7 +61,7 @@ def add_token_status_routes(
     app[REVOCATION], app[INTROSPECTION] = revocation, introspection
     app.router.add_post("/revoke", revoke)
     app.router.add_post("/introspect", introspect)
-    issuer, methods = app[CONFIG].issuer, list(app[SERVICE].auth_methods)
+    issuer, methods = app[CONFIG].issuer, list(app[SERVICE].transport_auth_methods)
     advertise(
         app,
         {

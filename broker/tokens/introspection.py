@@ -26,7 +26,8 @@ A request runs, in this order:
 Anything that fails steps 4-6 is answered ``{"active": false}`` and nothing else (§2.2, §2.3: not an error), so
 the answer never says why. An active token gets the §2.2 members the token carries: ``active``, ``scope``,
 ``client_id``, ``sub``, ``aud``, ``iss``, ``exp``, ``iat``, ``nbf`` (when present), ``jti``, ``token_type``
-(``Bearer``, as the token response said, RFC 6749 §5.1) and ``cnf`` (RFC 8705 §3.2).
+(``Bearer``, as the token response said, RFC 6749 §5.1; ``DPoP`` for a DPoP-bound token, RFC 9449 §6.2) and
+``cnf`` (RFC 8705 §3.2, RFC 9449 §6.2).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ log = logging.getLogger(__name__)
 
 INACTIVE: Mapping[str, Any] = {"active": False}
 TOKEN_TYPE = "Bearer"  # noqa: S105 (a token type name, RFC 6749 §7.1)
+TOKEN_TYPE_DPOP = "DPoP"  # noqa: S105 (RFC 9449 §6.2: MUST be DPoP for a DPoP-bound token)
 _MEMBERS = ("scope", "client_id", "sub", "aud", "iss", "exp", "iat", "nbf", "jti", "cnf")  # RFC 7662 §2.2 order
 
 
@@ -94,7 +96,8 @@ def introspection_response(token: CheckedToken) -> dict[str, Any]:
     for name in _MEMBERS:
         if name in token.claims:
             body[name] = token.claims[name]
-    body["token_type"] = TOKEN_TYPE
+    cnf = token.claims.get("cnf")
+    body["token_type"] = TOKEN_TYPE_DPOP if isinstance(cnf, dict) and "jkt" in cnf else TOKEN_TYPE
     return body
 
 

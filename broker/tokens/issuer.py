@@ -1,10 +1,13 @@
-"""Access tokens as JWTs per RFC 9068, bound to the client's certificate per RFC 8705 §3.
+"""Access tokens as JWTs per RFC 9068, bound to a key the client holds: its certificate (RFC 8705 §3) or its
+DPoP key (RFC 9449 §6).
 
 Header ``{"alg": "ES256", "kid": <RFC 7638 thumbprint>, "typ": "at+jwt"}`` (RFC 9068 §2.1). Claims (RFC 9068
-§2.2): ``iss``, ``sub`` and ``client_id`` (both the client's SPIFFE ID: the workload acts for itself), ``aud``
-(the one granted target), ``scope`` (space separated, only when scopes were granted), ``iat``, ``exp``, ``jti``
-(128 random bits) and ``cnf: {"x5t#S256": ...}`` (RFC 8705 §3.1). The lifetime is the policy's maximum but never
-past the client certificate's ``notAfter``: a token must not outlive the key it is bound to.
+§2.2): ``iss``; ``sub``, the client's SPIFFE ID (the workload acts for itself); ``client_id``, the same SPIFFE ID,
+or the registered ``client_id`` of a ``private_key_jwt`` client; ``aud`` (the one granted target), ``scope``
+(space separated, only when scopes were granted), ``iat``, ``exp``, ``jti`` (128 random bits) and ``cnf``:
+``{"x5t#S256": ...}`` (RFC 8705 §3.1) or ``{"jkt": ...}`` (RFC 9449 §6.1). The lifetime is the policy's maximum
+but never past the client certificate's ``notAfter`` when the token is bound to that certificate: a token must not
+outlive the key it is bound to. An unbound token (no ``cnf``) is issued only if the endpoint allows bearer tokens.
 """
 
 from __future__ import annotations
@@ -15,13 +18,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, Literal
 
 from cryptography import x509
 
 from broker.errors import InvalidClientError
 from broker.identity.spiffeid import SpiffeId
-from broker.oauth.binding import X5tS256
+from broker.oauth.binding import Binding, X5tS256
 from broker.oauth.constants import AUTH_TLS_CLIENT_AUTH
 from broker.tokens.keys import ALGORITHM, KeyStore, SigningKey, b64url
 
@@ -42,26 +45,35 @@ def new_jti() -> str:
 
 @dataclass(frozen=True)
 class AuthenticatedClient:
-    """A client authenticated by its X.509-SVID on the TLS connection (RFC 8705 §2.1 ``tls_client_auth``);
-    ``auth_method`` names the client-authentication method that authenticated it (RFC 8414 §2)."""
+    """An authenticated client: ``spiffe_id`` is who it acts as (policy, quarantine, ``sub``); ``auth_method``
+    names the client-authentication method that authenticated it (RFC 8414 §2); ``leaf`` is the X.509-SVID it
+    presented on the TLS connection, if any (RFC 8705 §2.1); ``client_id`` the registered client of
+    ``private_key_jwt`` (RFC 7523 §3 item 2), None for a workload known by its SPIFFE ID."""
 
     spiffe_id: SpiffeId
-    leaf: x509.Certificate = field(repr=False)
+    leaf: x509.Certificate | None = field(default=None, repr=False)
     auth_method: str = AUTH_TLS_CLIENT_AUTH
+    registered_id: str | None = None
 
-    def binding(self) -> X5tS256:
-        """The certificate binding a token issued to this client carries (RFC 8705 §3.1), computed once."""
+    @property
+    def client_id(self) -> str:
+        """The token's ``client_id`` claim (RFC 9068 §2.2)."""
+        return self.registered_id if self.registered_id is not None else str(self.spiffe_id)
+
+    def binding(self) -> X5tS256 | None:
+        """The certificate binding (RFC 8705 §3.1) of the connection's X.509-SVID, computed once; None without."""
         return self._binding
 
     @cached_property
-    def _binding(self) -> X5tS256:  # a client lives as long as its TLS connection's memo: one hash per connection
-        return X5tS256.of_certificate(self.leaf)
+    def _binding(self) -> X5tS256 | None:  # lives as long as its TLS connection's memo: one hash per connection
+        return None if self.leaf is None else X5tS256.of_certificate(self.leaf)
 
-    def x5t_s256(self) -> str:
-        return self.binding().value
+    def x5t_s256(self) -> str | None:
+        binding = self.binding()
+        return None if binding is None else binding.value
 
-    def not_after(self) -> int:
-        return int(self.leaf.not_valid_after_utc.timestamp())
+    def not_after(self) -> int | None:
+        return None if self.leaf is None else int(self.leaf.not_valid_after_utc.timestamp())
 
 
 @dataclass(frozen=True)
@@ -75,6 +87,11 @@ class IssuedToken:
     scopes: tuple[str, ...]
     claims: dict[str, Any] = field(repr=False, compare=False)
     kid: str = ""  # the signing key's id (RFC 7515 §4.1.4), for the issuance ledger
+    binding: Binding | None = None  # what ``cnf`` binds the token to (None: a bearer token)
+
+    def bound(self) -> str:
+        """The ledger's and audit trail's binding column: ``<cnf member>=<value>``, or ``none``."""
+        return "none" if self.binding is None else f"{self.binding.member}={self.binding.value}"
 
 
 class AccessTokenIssuer:
@@ -87,11 +104,23 @@ class AccessTokenIssuer:
         self.issued_count = 0
 
     def issue(
-        self, *, client: AuthenticatedClient, audience: str, scopes: frozenset[str], max_lifetime: int
+        self,
+        *,
+        client: AuthenticatedClient,
+        audience: str,
+        scopes: frozenset[str],
+        max_lifetime: int,
+        binding: Binding | Literal["certificate"] | None = "certificate",
     ) -> IssuedToken:
-        """Issue a token for ``client``; raise ``invalid_client`` if its certificate has (nearly) expired."""
+        """Issue a token for ``client`` bound to ``binding`` (default: its client certificate; None: unbound);
+        raise ``invalid_client`` if the certificate it is bound to has (nearly) expired."""
+        if binding == "certificate":
+            binding = client.binding()
         now = int(self._clock())
-        lifetime = min(max_lifetime, client.not_after() - now)
+        lifetime = max_lifetime
+        not_after = client.not_after()
+        if isinstance(binding, X5tS256) and not_after is not None:
+            lifetime = min(max_lifetime, not_after - now)
         if lifetime < MIN_LIFETIME:
             raise InvalidClientError("client certificate expires too soon to bind a token to it")
         ordered_scopes = tuple(sorted(scopes))
@@ -99,19 +128,20 @@ class AccessTokenIssuer:
         claims: dict[str, Any] = {
             "iss": self.issuer,
             "sub": str(client.spiffe_id),
-            "client_id": str(client.spiffe_id),
+            "client_id": client.client_id,
             "aud": audience,
             "iat": now,
             "exp": now + lifetime,
             "jti": jti,
-            "cnf": client.binding().cnf(),
         }
+        if binding is not None:
+            claims["cnf"] = binding.cnf()
         if ordered_scopes:
             claims["scope"] = " ".join(ordered_scopes)
         key = self.key_store.active_key()
         token = self._sign(claims, key)
         self.issued_count += 1
-        return IssuedToken(token, jti, lifetime, audience, ordered_scopes, claims, kid=key.kid)
+        return IssuedToken(token, jti, lifetime, audience, ordered_scopes, claims, kid=key.kid, binding=binding)
 
     def _sign(self, claims: dict[str, Any], key: SigningKey) -> str:
         """RFC 7515 §7.1 compact serialization."""

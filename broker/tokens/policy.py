@@ -10,6 +10,13 @@ and lists every requested scope. The file is YAML::
         audiences: ["https://api.example.org"]
         scopes: ["orders:read"]                            # requested scopes must be a subset
         max_token_lifetime: 300                            # seconds (default 300)
+        jwt_svid_reuse: single-use                         # JWT-SVIDs as client assertions (jwt-spiffe):
+                                                           #   single-use (default) or sender-bound
+        max_assertion_lifetime: 60                         # seconds, for those JWT-SVIDs (default 60)
+
+``jwt_svid_reuse`` and ``max_assertion_lifetime`` govern a JWT-SVID presented as a client assertion
+(:mod:`broker.tokens.client_auth.jwt_spiffe`); when several rules match an ID, the strictest wins (``single-use``
+if any says so, the smallest lifetime).
 
 Errors name the file, line and field (:class:`~broker.errors.ConfigError`). The parse is bounded: at most
 ``MAX_POLICY_BYTES``, nesting at most ``broker._yaml.MAX_DEPTH`` levels (YAML 1.1 collections nest without limit, and
@@ -38,6 +45,9 @@ from broker.oauth.grammar import AUDIENCE, SCOPE_TOKEN
 
 __all__ = [
     "DEFAULT_TOKEN_LIFETIME",
+    "SENDER_BOUND",
+    "SINGLE_USE",
+    "AssertionRules",
     "FilePolicyStore",
     "Grant",
     "InMemoryPolicyStore",
@@ -54,7 +64,22 @@ log = logging.getLogger(__name__)
 DEFAULT_TOKEN_LIFETIME = 300
 MAX_TOKEN_LIFETIME = 24 * 3600
 MAX_POLICY_BYTES = 1 << 20
-_RULE_KEYS = frozenset({"spiffe_id", "trust_domain", "path_prefix", "audiences", "scopes", "max_token_lifetime"})
+_RULE_KEYS = frozenset(
+    {
+        "spiffe_id",
+        "trust_domain",
+        "path_prefix",
+        "audiences",
+        "scopes",
+        "max_token_lifetime",
+        "jwt_svid_reuse",
+        "max_assertion_lifetime",
+    }
+)
+SINGLE_USE = "single-use"
+SENDER_BOUND = "sender-bound"
+DEFAULT_ASSERTION_LIFETIME = 60
+MAX_ASSERTION_LIFETIME = 300
 
 
 def parse_scope(value: str | None) -> frozenset[str]:
@@ -77,6 +102,15 @@ class Grant:
 
 
 @dataclass(frozen=True)
+class AssertionRules:
+    """How a SPIFFE ID's JWT-SVIDs are accepted as client assertions: ``reuse`` is :data:`SINGLE_USE` (a fresh
+    ``jti`` every time) or :data:`SENDER_BOUND` (a repeat only over mTLS from the same SPIFFE ID)."""
+
+    reuse: str = SINGLE_USE
+    max_lifetime: int = DEFAULT_ASSERTION_LIFETIME
+
+
+@dataclass(frozen=True)
 class PolicyRule:
     """One rule: an exact SPIFFE ID, or a trust domain with an optional path prefix, and what it may get."""
 
@@ -87,6 +121,8 @@ class PolicyRule:
     trust_domain: TrustDomain | None = None
     path_prefix: str = ""
     line: int = 0
+    jwt_svid_reuse: str | None = None
+    max_assertion_lifetime: int | None = None
 
     def matches(self, spiffe_id: SpiffeId) -> bool:
         if self.spiffe_id is not None:
@@ -119,6 +155,14 @@ class Policy:
             if scopes <= rule.scopes:
                 return Grant(audience=audience, scopes=scopes, max_lifetime=rule.max_token_lifetime)
         raise InvalidScopeError("a requested scope is not allowed for this client and audience")
+
+    def assertion_rules(self, spiffe_id: SpiffeId) -> AssertionRules:
+        """The strictest assertion settings of the rules matching ``spiffe_id`` (defaults when none sets them)."""
+        matching = [rule for rule in self.rules if rule.matches(spiffe_id)]
+        modes = {rule.jwt_svid_reuse for rule in matching if rule.jwt_svid_reuse is not None}
+        reuse = SENDER_BOUND if modes == {SENDER_BOUND} else SINGLE_USE
+        lifetimes = [rule.max_assertion_lifetime for rule in matching if rule.max_assertion_lifetime is not None]
+        return AssertionRules(reuse=reuse, max_lifetime=min(lifetimes, default=DEFAULT_ASSERTION_LIFETIME))
 
 
 def load_policy(path: Path) -> Policy:
@@ -217,6 +261,7 @@ def _rule(source: str, node: yaml.Node) -> PolicyRule:
                 f"{_at(source, fields['max_token_lifetime'])}: 'max_token_lifetime' must be 1..{MAX_TOKEN_LIFETIME}"
             )
     spiffe_id, trust_domain, prefix = _subject(source, where, fields)
+    reuse, assertion_lifetime = _assertion_fields(source, fields)
     return PolicyRule(
         audiences=audiences,
         scopes=scopes,
@@ -225,7 +270,25 @@ def _rule(source: str, node: yaml.Node) -> PolicyRule:
         spiffe_id=spiffe_id,
         trust_domain=trust_domain,
         path_prefix=prefix,
+        jwt_svid_reuse=reuse,
+        max_assertion_lifetime=assertion_lifetime,
     )
+
+
+def _assertion_fields(source: str, fields: dict[str, yaml.Node]) -> tuple[str | None, int | None]:
+    reuse = None
+    if "jwt_svid_reuse" in fields:
+        node = fields["jwt_svid_reuse"]
+        reuse = str(_scalar(source, node, "jwt_svid_reuse", str))
+        if reuse not in (SINGLE_USE, SENDER_BOUND):
+            raise ConfigError(f"{_at(source, node)}: 'jwt_svid_reuse' must be {SINGLE_USE} or {SENDER_BOUND}")
+    lifetime = None
+    if "max_assertion_lifetime" in fields:
+        node = fields["max_assertion_lifetime"]
+        lifetime = int(_scalar(source, node, "max_assertion_lifetime", int))  # type: ignore[call-overload]
+        if not 1 <= lifetime <= MAX_ASSERTION_LIFETIME:
+            raise ConfigError(f"{_at(source, node)}: 'max_assertion_lifetime' must be 1..{MAX_ASSERTION_LIFETIME}")
+    return reuse, lifetime
 
 
 def _subject(source: str, where: str, fields: dict[str, yaml.Node]) -> tuple[SpiffeId | None, TrustDomain | None, str]:

@@ -8,8 +8,14 @@ is read (docs/architecture.md, "Error precedence at /token"):
 2. :meth:`ClientAuthMethod.check_request`: the form parameters that name or prove the client (``client_id``;
    RFC 7523 §2.2 ``client_assertion`` for ``private_key_jwt`` and ``jwt-spiffe``), after the grant type is known.
 
-Implemented: RFC 8705 §2.1 ``tls_client_auth`` (:mod:`broker.tokens.client_auth.mtls`). ``private_key_jwt`` and
-``jwt-spiffe`` (RFC 7523 client assertions) are new classes that satisfy :class:`ClientAuthMethod`.
+Implemented: RFC 8705 §2.1 ``tls_client_auth`` (:mod:`broker.tokens.client_auth.mtls`), a transport method.
+
+Client assertions (RFC 7521 §4.2: ``client_assertion_type`` and ``client_assertion`` in the form) are
+:class:`AssertionMethod` classes, one per assertion type, run after the body is read
+(:mod:`broker.tokens.client_auth.jwt_bearer` for RFC 7523 §2.2 ``private_key_jwt``,
+:mod:`broker.tokens.client_auth.jwt_spiffe` for draft-ietf-oauth-spiffe-client-auth ``spiffe_jwt``). A request
+that also presents a client certificate is one client only if both name the same SPIFFE ID (RFC 6749 §2.3: one
+authentication method per request; the certificate then serves as the connection's proof of possession).
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from typing import Protocol
 
 from broker.tokens.issuer import AuthenticatedClient
 
-__all__ = ["ClientAuthMethod", "RequestContext"]
+__all__ = ["AssertionMethod", "ClientAuthMethod", "RequestContext"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +37,7 @@ class RequestContext:
 
     authorization: str | None = None
     tls: ssl.SSLObject | ssl.SSLSocket | None = field(default=None, repr=False)
+    dpop: tuple[str, ...] = field(default=(), repr=False)  # every DPoP header value (RFC 9449 §4.3 item 1)
 
 
 class ClientAuthMethod(Protocol):
@@ -49,4 +56,26 @@ class ClientAuthMethod(Protocol):
 
     def check_request(self, client: AuthenticatedClient, params: Mapping[str, str]) -> None:
         """The form's client parameters agree with ``client``; ``invalid_client`` otherwise."""
+        ...
+
+
+class AssertionMethod(Protocol):
+    """One ``client_assertion_type`` (RFC 7521 §4.2) and the RFC 8414 auth method name it is advertised as."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def assertion_type(self) -> str: ...
+
+    @property
+    def signing_algorithms(self) -> tuple[str, ...]:
+        """RFC 8414 ``token_endpoint_auth_signing_alg_values_supported`` for this method."""
+        ...
+
+    async def authenticate(
+        self, assertion: str, params: Mapping[str, str], transport: AuthenticatedClient | None
+    ) -> AuthenticatedClient:
+        """The client the assertion proves (``transport``: the connection's verified X.509-SVID client, if any);
+        ``invalid_client`` (401) otherwise, ``temporarily_unavailable`` if the replay cache cannot record it."""
         ...

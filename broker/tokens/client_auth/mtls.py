@@ -84,6 +84,8 @@ class TlsClientAuth:
             return hit.client
         client = verify_peer(ssl_object, current)
         leaf = client.leaf
+        if leaf is None:  # verify_peer always sets it
+            raise InvalidClientError("no client certificate: mutual TLS with an X.509-SVID is required")
         self._verified[ssl_object] = _Verified(
             bundle=current.get(client.spiffe_id.trust_domain),
             client=client,

@@ -1,0 +1,117 @@
+"""Clock-drift awareness: how far each client's clock is from the server's, seen in the ``iat`` of what it signs.
+
+Drift is what breaks replay checks in practice: a client whose clock runs ahead has its assertions refused as
+"issued in the future"; one whose clock runs behind burns part of every short assertion lifetime, and both eat
+into the leeway that sizes the replay cache. For each client (a registered ``client_id`` or a SPIFFE ID) the
+tracker keeps a bounded window of recent samples of ``server time - iat`` per source (client assertions, DPoP
+proofs) and reports their median and extremes. It logs ONE warning per client and source when the median drift
+passes half the leeway (again only after it has come back under a quarter of it), so a drifting fleet does not
+flood the log. The number of clients tracked is bounded; the least recently seen is forgotten first.
+
+A sample is taken only from a credential whose signature verified: an attacker cannot fill the table with made-up
+clients.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+from enum import StrEnum
+
+__all__ = ["DriftReport", "DriftSource", "DriftTracker"]
+
+log = logging.getLogger(__name__)
+
+SAMPLES_PER_CLIENT = 64
+MAX_CLIENTS = 10_000
+
+
+class DriftSource(StrEnum):
+    ASSERTION = "client_assertion"  # RFC 7523 / jwt-spiffe: server time - iat
+    DPOP = "dpop_proof"  # RFC 9449 §4.2: server time - iat
+
+
+@dataclass(frozen=True, slots=True)
+class DriftReport:
+    """One client's drift for one source, in seconds (positive: the client's clock is behind the server's)."""
+
+    client: str
+    source: DriftSource
+    samples: int
+    median: float
+    minimum: float
+    maximum: float
+    last_seen: float
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "client": self.client,
+            "source": self.source.value,
+            "samples": self.samples,
+            "median_seconds": round(self.median, 3),
+            "min_seconds": round(self.minimum, 3),
+            "max_seconds": round(self.maximum, 3),
+            "last_seen": self.last_seen,
+        }
+
+
+class _Window:
+    __slots__ = ("last_seen", "samples", "warned")
+
+    def __init__(self) -> None:
+        self.samples: deque[float] = deque(maxlen=SAMPLES_PER_CLIENT)
+        self.warned = False
+        self.last_seen = 0.0
+
+
+class DriftTracker:
+    """Per (client, source) windows of ``server time - iat``; ``leeway`` is the one the checks apply."""
+
+    def __init__(self, *, leeway: float, max_clients: int = MAX_CLIENTS) -> None:
+        self.leeway = leeway
+        self._max_clients = max_clients
+        self._windows: OrderedDict[tuple[str, DriftSource], _Window] = OrderedDict()
+
+    def record(self, client: str, source: DriftSource, *, now: float, iat: float) -> None:
+        """One sample: the credential of ``client`` said ``iat`` and the server's clock said ``now``."""
+        key = (client, source)
+        window = self._windows.get(key)
+        if window is None:
+            window = self._windows[key] = _Window()
+            while len(self._windows) > self._max_clients:
+                self._windows.popitem(last=False)
+        else:
+            self._windows.move_to_end(key)
+        window.samples.append(now - iat)
+        window.last_seen = now
+        self._maybe_warn(client, source, window)
+
+    def _maybe_warn(self, client: str, source: DriftSource, window: _Window) -> None:
+        drift = abs(statistics.median(window.samples))
+        if not window.warned and drift > self.leeway / 2:
+            window.warned = True
+            log.warning(
+                "clock drift: %s's %s iat is %.1f s from the server's clock (median of %d), more than half the "
+                "%.0f s leeway; check time sync (NTP/chrony) on the client and on this server",
+                client, source.value, drift, len(window.samples), self.leeway,
+            )  # fmt: skip
+        elif window.warned and drift < self.leeway / 4:
+            window.warned = False
+
+    def report(self, client: str, source: DriftSource) -> DriftReport | None:
+        window = self._windows.get((client, source))
+        return None if window is None else _report(client, source, window)
+
+    def worst(self, limit: int = 10) -> list[DriftReport]:
+        """The ``limit`` clients whose median drift is largest in magnitude, worst first."""
+        reports = [_report(client, source, window) for (client, source), window in self._windows.items()]
+        reports.sort(key=lambda report: abs(report.median), reverse=True)
+        return reports[:limit]
+
+
+def _report(client: str, source: DriftSource, window: _Window) -> DriftReport:
+    samples = list(window.samples)
+    return DriftReport(client, source, len(samples), statistics.median(samples), min(samples), max(samples),
+                       window.last_seen)  # fmt: skip
