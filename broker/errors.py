@@ -45,6 +45,10 @@ The whole tree, with the module of each class outside this one::
         ├── UnsupportedGrantTypeError      unsupported_grant_type     400
         ├── InvalidTokenError              invalid_token              401 (RFC 6750 §3.1, RFC 8705 §3)
         │   └── MissingTokenError          verify.bearer: no credentials (RFC 6750 §3.1)
+        ├── DpopProofError                 RFC 9449: a DPoP proof refused (oauth.dpop: one class per §4.3 check)
+        │   ├── InvalidDpopProofError      invalid_dpop_proof         400 (§5; a resource server sends 401, §7.1)
+        │   └── UseDpopNonceError          use_dpop_nonce             400 (§8; 401 at a resource server, §9),
+        │                                  the fresh nonce in ``nonce`` and the ``DPoP-Nonce`` header
         ├── AccessDeniedError              access_denied              403
         │   └── WorkloadQuarantinedError   sidecar.errors: the feed says this workload is quarantined
         ├── ServerError                    server_error               500
@@ -63,7 +67,9 @@ __all__ = [
     "AccessDeniedError",
     "BrokerError",
     "ConfigError",
+    "DpopProofError",
     "InvalidClientError",
+    "InvalidDpopProofError",
     "InvalidGrantError",
     "InvalidRequestError",
     "InvalidScopeError",
@@ -84,6 +90,7 @@ __all__ = [
     "TemporarilyUnavailableError",
     "UnauthorizedClientError",
     "UnsupportedGrantTypeError",
+    "UseDpopNonceError",
 ]
 
 
@@ -184,6 +191,33 @@ class InvalidTokenError(OAuthError):
     def __init__(self, description: str = "") -> None:
         super().__init__(description)
         self.headers["WWW-Authenticate"] = f'Bearer error="{self.error}"'
+
+
+class DpopProofError(OAuthError):
+    """RFC 9449: a DPoP proof was refused; catch this for either code below. Each §4.3 check has its own subclass
+    in :mod:`broker.oauth.dpop` (``reason`` names it); the description never quotes the proof, token or key."""
+
+    error = "invalid_dpop_proof"
+    reason = "invalid_dpop_proof"
+
+
+class InvalidDpopProofError(DpopProofError):
+    """RFC 9449 §5 (token endpoint, 400) and §7.1 (resource server, which answers 401): the proof is invalid."""
+
+    error = "invalid_dpop_proof"
+
+
+class UseDpopNonceError(DpopProofError):
+    """RFC 9449 §8 (token endpoint, 400) and §9 (resource server, 401): send a proof with this server nonce.
+
+    ``nonce`` is the fresh nonce; it also goes out as the ``DPoP-Nonce`` response header (§8.1)."""
+
+    error = "use_dpop_nonce"
+
+    def __init__(self, description: str = "", *, nonce: str) -> None:
+        super().__init__(description)
+        self.nonce = nonce
+        self.headers["DPoP-Nonce"] = nonce
 
 
 class AccessDeniedError(OAuthError):

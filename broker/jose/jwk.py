@@ -4,7 +4,8 @@
   entry means (the verifier skips it, a SPIFFE bundle refuses it).
 * :func:`public_key` imports the public members of an EC, RSA or OKP JWK (RFC 7518 §6.2.1, §6.3.1, RFC 8037
   §2); :func:`ec_public_key` the EC ones only (P-256/384/521) and refuses a point not on the curve.
-* :func:`ec_public_jwk` writes an EC public key's members (RFC 7518 §6.2.1), e.g. for a ``kid`` thumbprint.
+* :func:`ec_public_jwk` writes an EC public key's members (RFC 7518 §6.2.1), e.g. for a ``kid`` thumbprint;
+  :func:`public_jwk` an EC or RSA public key's (§6.2.1, §6.3.1), e.g. the ``jwk`` header of a DPoP proof.
 """
 
 from __future__ import annotations
@@ -12,14 +13,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from joserfc.jwk import JWKRegistry
 
 from broker.jose._rfc7515 import b64url_decode, b64url_encode
 from broker.jose.errors import Base64urlError, InvalidJwkError, SymmetricKeyError
 
-__all__ = ["PUBLIC_KEY_MEMBERS", "ec_public_jwk", "ec_public_key", "jwks_keys", "public_key"]
+__all__ = ["PUBLIC_KEY_MEMBERS", "ec_public_jwk", "ec_public_key", "jwks_keys", "public_jwk", "public_key"]
 
 # RFC 7518 §6.2.1 (EC), §6.3.1 (RSA), RFC 8037 §2 (OKP): the members that make up a public key.
 PUBLIC_KEY_MEMBERS = frozenset({"kty", "crv", "x", "y", "n", "e"})
@@ -74,3 +75,19 @@ def ec_public_jwk(key: ec.EllipticCurvePublicKey) -> dict[str, str]:
         "x": b64url_encode(numbers.x.to_bytes(size, "big")),
         "y": b64url_encode(numbers.y.to_bytes(size, "big")),
     }
+
+
+def public_jwk(key: PublicKeyTypes) -> dict[str, str]:
+    """The public key members of an EC (RFC 7518 §6.2.1) or RSA (§6.3.1: ``n``, ``e`` without leading zeros)
+    public key; ``ValueError`` for any other key type."""
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return ec_public_jwk(key)
+    if isinstance(key, rsa.RSAPublicKey):
+        numbers = key.public_numbers()
+        return {"kty": "RSA", "n": _uint(numbers.n), "e": _uint(numbers.e)}
+    raise ValueError("only EC and RSA public keys have a JWK here")
+
+
+def _uint(value: int) -> str:
+    """RFC 7518 §2 Base64urlUInt: the minimal big-endian octets (at least one), base64url."""
+    return b64url_encode(value.to_bytes(max(1, (value.bit_length() + 7) // 8), "big"))

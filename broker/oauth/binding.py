@@ -5,10 +5,15 @@ proves it holds.
   certificate>}``. The issuer writes it (:meth:`X5tS256.of_certificate`, :meth:`Binding.cnf`), the sidecar reads
   it from the token it was issued (:meth:`X5tS256.bound_in`), and a resource server compares it with the
   certificate presented on the connection (:meth:`X5tS256.matches`, RFC 8705 §3.2), in constant time.
-* Room for ``Jkt``: RFC 9449 §6.1 DPoP binding, ``cnf: {"jkt": <RFC 7638 thumbprint of the proof key>}``, is the
-  same shape (one ``cnf`` member, computed from a key instead of a certificate).
+* :class:`Jkt`: RFC 9449 §6.1 DPoP binding, ``cnf: {"jkt": <RFC 7638 SHA-256 thumbprint of the DPoP key>}``.
+  The same shape, computed from a public key instead of a certificate: the token endpoint writes it for the key
+  of the DPoP proof it checked (:meth:`Jkt.of_jwk`, or :attr:`broker.oauth.dpop.DpopProof.jkt`), the sidecar
+  reads it (:meth:`Jkt.bound_in`), and a resource server compares it with the key of the request's proof
+  (:meth:`Jkt.matches`, RFC 9449 §4.3 item 12, §7), in constant time.
 
-The one ``x5t#S256`` computation is :func:`broker.jose.x5t.certificate_thumbprint`; this module wraps it.
+A token carries one confirmation method; a verifier refuses a token presented with the other one's scheme. The
+one ``x5t#S256`` computation is :func:`broker.jose.x5t.certificate_thumbprint`, the one JWK thumbprint
+:func:`broker.jose.thumbprint` (RFC 7638); this module wraps them.
 """
 
 from __future__ import annotations
@@ -19,10 +24,13 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
+from broker.jose._rfc7638 import thumbprint
+from broker.jose.jwk import public_jwk
 from broker.jose.x5t import certificate_thumbprint, x5t_s256
 
-__all__ = ["CNF_CLAIM", "Binding", "X5tS256"]
+__all__ = ["CNF_CLAIM", "Binding", "Jkt", "X5tS256"]
 
 CNF_CLAIM = "cnf"
 
@@ -67,4 +75,36 @@ class X5tS256:
 
     def matches(self, bound: str) -> bool:
         """Whether a token bound to ``bound`` may be used with this certificate (constant-time comparison)."""
+        return hmac.compare_digest(bound.encode(), self.value.encode())
+
+
+@dataclass(frozen=True, slots=True)
+class Jkt:
+    """RFC 9449 §6.1: the RFC 7638 SHA-256 thumbprint of the public key a DPoP-bound token is bound to."""
+
+    member: ClassVar[str] = "jkt"
+    value: str
+
+    @classmethod
+    def of_jwk(cls, jwk: Mapping[str, str]) -> Jkt:
+        """The binding to the public JWK ``jwk`` (only its RFC 7638 §3.2 required members count)."""
+        return cls(thumbprint(jwk))
+
+    @classmethod
+    def of_public_key(cls, key: PublicKeyTypes) -> Jkt:
+        """The binding to an EC or RSA public key (its JWK members as RFC 7518 §6.2.1, §6.3.1 write them)."""
+        return cls(thumbprint(public_jwk(key)))
+
+    @classmethod
+    def bound_in(cls, claims: Mapping[str, Any]) -> object:
+        """The ``cnf.jkt`` member of a token's claims as found (any JSON type), or None if absent."""
+        cnf = claims.get(CNF_CLAIM)
+        return cnf.get(cls.member) if isinstance(cnf, dict) else None
+
+    def cnf(self) -> dict[str, str]:
+        """The ``cnf`` claim value that binds a token to this key."""
+        return {self.member: self.value}
+
+    def matches(self, bound: str) -> bool:
+        """Whether a token bound to ``bound`` may be used with this key (constant-time comparison)."""
         return hmac.compare_digest(bound.encode(), self.value.encode())
