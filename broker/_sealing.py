@@ -33,7 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from broker._files import private_dir
 from broker.errors import ConfigError, SealingError
@@ -165,6 +167,13 @@ class KekRing:
 
     def __repr__(self) -> str:
         return f"KekRing(primary={self.primary.kek_id!r}, kek_ids={self.kek_ids!r})"
+
+    def derive(self, label: bytes, length: int = 32) -> bytes:
+        """A secret every replica with the same primary KEK derives alike, one per ``label`` (HKDF-SHA256, RFC 5869;
+        the KEK itself never leaves this object). Used for the DPoP nonce key (RFC 9449 §8)."""
+        return HKDF(algorithm=hashes.SHA256(), length=length, salt=None, info=b"spiffe-broker " + label).derive(
+            self.primary.key
+        )
 
     def seal(self, plaintext: bytes, aad: bytes) -> bytes:
         """Seal ``plaintext`` under a fresh data key wrapped by the primary KEK; unseal with the same ``aad``."""

@@ -234,6 +234,39 @@ class FeedSettings(_Section):
     )
 
 
+class AssertionSettings(_Section):
+    """``[assertions]``: client assertions at ``/token`` (RFC 7523 ``private_key_jwt`` for registered clients,
+    draft-ietf-oauth-spiffe-client-auth ``jwt-spiffe``) and the binding of the tokens they get."""
+
+    enabled: bool = Field(default=True, description="serve client assertions (private_key_jwt, jwt-spiffe)")
+    leeway: float = Field(
+        default=10.0, ge=0, le=60, description="seconds of clock skew allowed on exp/nbf/iat of assertions and proofs"
+    )
+    allow_bearer_tokens: bool = Field(
+        default=False,
+        description="issue unbound tokens to clients with neither a client certificate nor a DPoP proof",
+    )
+    jwks_uri_allowed_networks: list[str] = Field(
+        default=[], description="CIDRs a registered client's jwks_uri may resolve to besides public addresses"
+    )
+    jwks_uri_ca_file: Path | None = Field(
+        default=None, description="extra CA certificates (PEM) for fetching jwks_uri; default: the system store"
+    )
+
+
+class DpopSettings(_Section):
+    """``[dpop]``: DPoP-bound tokens (RFC 9449) at ``/token``."""
+
+    enabled: bool = Field(default=True, description="accept DPoP proofs and issue DPoP-bound tokens")
+    algorithms: list[str] = Field(
+        default=["ES256", "ES384", "ES512", "PS256", "PS384", "PS512", "RS256", "RS384", "RS512"],
+        description="dpop_signing_alg_values_supported (asymmetric JWS algorithms only)",
+    )
+    max_age: float = Field(default=60.0, gt=0, le=300, description="seconds a proof's iat may lie in the past")
+    require_nonce: bool = Field(default=False, description="require server nonces in proofs (RFC 9449 §8)")
+    nonce_lifetime: float = Field(default=300.0, ge=10, le=3600, description="seconds a server nonce stays valid")
+
+
 class BrokerSettings(BaseSettings):
     """All settings of ``spiffe-broker``; each command reads the sections it needs."""
 
@@ -251,6 +284,8 @@ class BrokerSettings(BaseSettings):
     ledger: LedgerSettings = LedgerSettings()
     feed: FeedSettings = FeedSettings()
     introspection: IntrospectionSettings = IntrospectionSettings()
+    assertions: AssertionSettings = AssertionSettings()
+    dpop: DpopSettings = DpopSettings()
 
     def store_url(self) -> str:
         """The configured store URL, or the embedded default: ``sqlite:///<state_dir>/broker.db``."""

@@ -55,6 +55,7 @@ class ServiceState:
     keyring: Keyring
     recorder: Recorder
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    secrets: KekRing | None = field(default=None, repr=False)  # derives the replicas' shared secrets (DPoP nonces)
 
     async def aclose(self) -> None:
         for task in self.tasks:
@@ -117,7 +118,7 @@ async def open_state(
         await store.close()
         raise
     recorder.start()
-    state = ServiceState(url=url, store=store, keyring=keyring, recorder=recorder)
+    state = ServiceState(url=url, store=store, keyring=keyring, recorder=recorder, secrets=keks)
     state.tasks.append(asyncio.create_task(_follow_keyring(state), name="keyring-follower"))
     housekeeper = Housekeeper(keyring, recorder, store.ledger, policy_store, clock)
     state.tasks.append(asyncio.create_task(housekeeper.run(TICK_INTERVAL), name="housekeeping"))
