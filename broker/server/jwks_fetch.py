@@ -41,10 +41,10 @@ import ssl
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
+from yarl import URL
 
 from broker.errors import BrokerError, InvalidClientError, TemporarilyUnavailableError
 from broker.tokens.clients import RegisteredClient, check_client
@@ -187,15 +187,17 @@ class GuardedJwksFetch:
 
     async def fetch(self, client: RegisteredClient) -> FetchedKeys:
         """The keys behind ``client.jwks_uri``: :class:`ClientKeysRefusedError`, :class:`ClientKeysUnavailableError`."""
-        uri = client.jwks_uri or ""
-        parts = urlsplit(uri)
-        if parts.scheme != "https" or not parts.hostname or parts.username or parts.password or parts.fragment:
+        try:
+            url = URL(client.jwks_uri or "")
+        except ValueError:
+            url = URL()
+        host = url.raw_host  # lowercase, IDNA-encoded: the name aiohttp resolves and TLS verifies
+        if url.scheme != "https" or not host or url.user is not None or url.password is not None or url.fragment:
             raise ClientKeysRefusedError(f"client {client.client_id}: jwks_uri is not an https URL without credentials")
-        host = parts.hostname
         try:
             async with asyncio.timeout(self.timeout):
-                addresses = await self._vetted(host, parts.port or 443)
-                body, cache_control = await self._get(uri, host, addresses)
+                addresses = await self._vetted(host, url.port or 443)
+                body, cache_control = await self._get(url, host, addresses)
         except TimeoutError:
             raise ClientKeysUnavailableError(
                 f"jwks_uri host {host}: no complete answer within {self.timeout:g} s"
@@ -218,7 +220,7 @@ class GuardedJwksFetch:
                 )
         return found
 
-    async def _get(self, uri: str, host: str, addresses: list[Address]) -> tuple[bytes, str | None]:
+    async def _get(self, uri: URL, host: str, addresses: list[Address]) -> tuple[bytes, str | None]:
         connector = aiohttp.TCPConnector(resolver=_PinnedResolver(host, addresses), ssl=self._tls,
                                          use_dns_cache=False, force_close=True)  # fmt: skip
         headers = {"Accept": "application/jwk-set+json, application/json", "Accept-Encoding": "identity"}

@@ -168,3 +168,17 @@ async def test_a_server_error_is_unavailable(server: JwksServer) -> None:
     with pytest.raises(ClientKeysUnavailableError) as caught:
         await guard(server).fetch(uri_client(server.url()))
     assert "answered 503" in caught.value.detail
+
+
+async def test_credentials_in_the_uri_are_refused_and_not_repeated(server: JwksServer) -> None:
+    with pytest.raises(ClientKeysRefusedError) as caught:
+        await guard(server).fetch(uri_client(f"https://user:hunter2@{HOST}:{server.port}/jwks"))
+    assert "without credentials" in caught.value.detail and "hunter2" not in caught.value.detail
+    assert server.hits == {}
+
+
+async def test_an_international_host_is_resolved_and_vetted_by_its_idna_name(server: JwksServer) -> None:
+    resolver = Resolver({"xn--bcher-kva.example": ["10.0.0.1"]})
+    with pytest.raises(ClientKeysRefusedError, match="cannot be used"):
+        await guard(server, resolver).fetch(uri_client("https://Bücher.example/jwks"))
+    assert resolver.asked == ["xn--bcher-kva.example"]
