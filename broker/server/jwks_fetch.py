@@ -87,8 +87,7 @@ class ClientKeysRefusedError(ClientKeysError, InvalidClientError):
     status = 401
 
     def __init__(self, detail: str) -> None:
-        super().__init__("the client's registered keys (jwks_uri) cannot be used", detail)
-        self.headers["WWW-Authenticate"] = 'TLS realm="spiffe-broker"'
+        super().__init__("the client's registered keys (jwks_uri) cannot be used", detail)  # + InvalidClientError's
 
 
 class ClientKeysUnavailableError(ClientKeysError, TemporarilyUnavailableError):
