@@ -10,6 +10,13 @@
   refuse its tokens before their JWKS cache would expire. In that order so that a failure in between errs on the
   closed side: the kid refused on the feed while it still signs (run ``keys revoke`` again), never a key revoked
   that verifiers keep accepting. An unknown or already revoked kid is not published.
+* :class:`RegistryClientAdmin`: the client registry (:class:`~broker.tokens.clients.ClientRegistryStore`) as a
+  :class:`~broker.admin.ports.ClientAdmin`, for the admin API and the local CLI alike. A registration is checked
+  with :func:`~broker.tokens.clients.check_client` first (RFC 7591 §2: ``jwks`` or ``jwks_uri``, never both;
+  public keys only), a refusal being ``invalid_client_metadata`` (RFC 7591 §3.2.2); a taken ``client_id`` is 409
+  ``client_exists``, an unknown one 404 ``unknown_client``. Each change the store took is then recorded at once
+  (``client.registered``, ``client.disabled``, ``client.enabled``, ``client.removed``); the store bumps the
+  ``clients`` change topic, which every replica's view follows.
 * :class:`StoreStatusInfo`: which store, at which schema version (:class:`~broker.admin.ports.StoreInfo`).
 * :class:`TrailAdminAudit`: each admin call as an ``admin.call`` record, written through to the journal before
   the call goes on (:meth:`~broker.audit.trail.AuditTrail.record_now`), so a journal that cannot take it stops
@@ -22,17 +29,36 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from broker.admin.errors import AdminConflictError, KidAlreadyRevokedError, KidNotFoundError
+from broker.admin.errors import (
+    AdminConflictError,
+    ClientExistsError,
+    ClientNotFoundError,
+    InvalidClientMetadataError,
+    KidAlreadyRevokedError,
+    KidNotFoundError,
+)
 from broker.admin.ports import AuditQuery, BlastRadius, KeyInfo, KeyRevocation, KeyRotation, StoreStatus, SubjectCount
-from broker.audit.events import AdminCall, KeyRevoked, KeyRotated
+from broker.audit.events import (
+    AdminCall,
+    AuditEvent,
+    ClientDisabled,
+    ClientEnabled,
+    ClientRegistered,
+    ClientRemoved,
+    KeyRevoked,
+    KeyRotated,
+)
 from broker.audit.journal import AuditJournalStore, AuditRecord
 from broker.audit.query import event_matches, spiffe_ids_in
 from broker.audit.trail import AuditTrail
+from broker.errors import StoreConflictError
+from broker.jose.jwk import jwks_keys
 from broker.store import Store, latest_version
 from broker.store.url import StoreUrl
+from broker.tokens.clients import ClientRegistryStore, RegisteredClient, check_client
 from broker.tokens.keyring import LIVE, Keyring, KeyView
 from broker.tokens.ledger import BlastRadius as LedgerBlastRadius
 from broker.tokens.rotation import KeyNotLiveError, RotationTooEarlyError, UnknownKeyError
@@ -41,9 +67,11 @@ __all__ = [
     "JournalAuditReader",
     "KeyRevocationFeed",
     "KeyringAdmin",
+    "RegistryClientAdmin",
     "StoreStatusInfo",
     "TrailAdminAudit",
     "blast_radius_view",
+    "client_registered",
 ]
 
 READ_PAGE = 500  # records read per store call while filtering
@@ -140,6 +168,71 @@ def _key_info(view: KeyView) -> KeyInfo:
         retiring_at=view.retiring_at,
         retired_at=view.retired_at,
     )
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def client_registered(client: RegisteredClient, actor: str | None) -> ClientRegistered:
+    """The ``client.registered`` record: the inline keys named by ``kid`` and counted, never given."""
+    keys = jwks_keys(client.jwks) or []
+    kids = tuple(key["kid"] for key in keys if isinstance(key, dict) and isinstance(key.get("kid"), str))
+    return ClientRegistered(client_id=client.client_id, spiffe_id=client.spiffe_id, jwks_uri=client.jwks_uri,
+                            kids=kids, inline_keys=len(keys), algorithms=client.algorithms,
+                            max_assertion_lifetime=client.max_assertion_lifetime, actor=actor)  # fmt: skip
+
+
+class RegistryClientAdmin:
+    """:class:`~broker.admin.ports.ClientAdmin` over a :class:`ClientRegistryStore` (``Store.clients``); changes
+    go to ``trail`` once made (None: not recorded, for tests)."""
+
+    def __init__(
+        self,
+        registry: ClientRegistryStore,
+        trail: AuditTrail | None = None,
+        clock: Callable[[], datetime] = _utc_now,
+    ) -> None:
+        self._registry = registry
+        self._trail = trail
+        self._clock = clock
+
+    async def list_clients(self) -> Sequence[RegisteredClient]:
+        return await self._registry.list_all()
+
+    async def get_client(self, client_id: str) -> RegisteredClient:
+        client = await self._registry.get(client_id)
+        if client is None:
+            raise ClientNotFoundError.for_client(client_id)
+        return client
+
+    async def add_client(self, client: RegisteredClient, actor: str | None) -> RegisteredClient:
+        try:
+            added = await self._registry.add(check_client(client))
+        except ValueError as exc:  # check_client's words: they never quote key material
+            raise InvalidClientMetadataError(str(exc)) from None
+        except StoreConflictError:
+            raise ClientExistsError.for_client(client.client_id) from None
+        await self._record(client_registered(added, actor))
+        return added
+
+    async def set_disabled(self, client_id: str, disabled: bool, actor: str | None) -> RegisteredClient:
+        client = await self._registry.set_disabled(client_id, disabled, at=self._clock())
+        if client is None:
+            raise ClientNotFoundError.for_client(client_id)
+        await self._record(ClientDisabled(client_id, actor) if disabled else ClientEnabled(client_id, actor))
+        return client
+
+    async def remove_client(self, client_id: str, actor: str | None) -> RegisteredClient:
+        client = await self.get_client(client_id)
+        if not await self._registry.remove(client_id):
+            raise ClientNotFoundError.for_client(client_id)  # removed by another call in between
+        await self._record(ClientRemoved(client_id, client.spiffe_id, actor))
+        return client
+
+    async def _record(self, event: AuditEvent) -> None:
+        if self._trail is not None:
+            await self._trail.record_now(event)
 
 
 class StoreStatusInfo:

@@ -10,6 +10,10 @@ Routes (JSON in and out, ``Cache-Control: no-store``; every one behind :class:`~
     GET  /admin/v1/quarantines            the quarantines in force (:mod:`broker.admin.quarantine`)
     POST /admin/v1/quarantines            {"pattern", "reason", "until"?, "all_of_trust_domain"?}  quarantine now
     POST /admin/v1/quarantines/release    {"pattern", "reason"?}  end the quarantine of exactly that pattern
+    GET  /admin/v1/clients                the client registry (:mod:`broker.admin.clients`)
+    GET  /admin/v1/clients/show?client_id=            one registered client
+    POST /admin/v1/clients                {"client_id", "spiffe_id", "jwks" | "jwks_uri", ...}  register one
+    POST /admin/v1/clients/disable|enable|remove      {"client_id", "reason"?}
 
 The listener requests client certificates without requiring them (its JWKS and metadata are public), so the
 gate, not the handshake, refuses an admin call without one (401). A path below the prefix that matches no route
@@ -25,10 +29,11 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from broker.admin.audit_log import audit_routes
+from broker.admin.clients import client_routes
 from broker.admin.gate import AdminGate
 from broker.admin.inputs import MAX_ADMIN_BODY
 from broker.admin.keys import key_routes
-from broker.admin.ports import AdminAudit, AuditReader, KeyAdmin, QuarantineAdmin, StoreInfo
+from broker.admin.ports import AdminAudit, AuditReader, ClientAdmin, KeyAdmin, QuarantineAdmin, StoreInfo
 from broker.admin.quarantine import quarantine_routes
 from broker.admin.routes import AdminRoute
 from broker.admin.store_status import store_routes
@@ -75,6 +80,7 @@ def add_admin_routes(
     audit_reader: AuditReader,
     audit: AdminAudit,
     quarantines: QuarantineAdmin | None = None,
+    clients: ClientAdmin | None = None,
     extra_routes: Iterable[AdminRoute] = (),
     max_body: int = MAX_ADMIN_BODY,
 ) -> AdminGate:
@@ -82,12 +88,14 @@ def add_admin_routes(
 
     ``bundles`` returns the current X.509 trust bundles (the token service's source, ``source.x509_bundles``);
     ``admins`` the exact SPIFFE IDs allowed (empty: every call is refused, 403, and audited); ``quarantines``
-    adds the quarantine routes. Returns the gate.
+    adds the quarantine routes, ``clients`` the client registry's. Returns the gate.
     """
     gate = AdminGate(admins=admins, bundles=bundles, audit=audit, max_body=max_body)
     routes = (*key_routes(keys), *store_routes(store), *audit_routes(audit_reader))
     if quarantines is not None:
         routes += quarantine_routes(quarantines)
+    if clients is not None:
+        routes += client_routes(clients)
     routes += tuple(extra_routes)
     app.add_subapp(ADMIN_PREFIX, build_admin_app(gate, routes))
     return gate

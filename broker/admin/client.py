@@ -1,4 +1,4 @@
-"""A client of the admin API (what ``spiffe-broker keys|store|audit|quarantine`` call), over mTLS with an X.509-SVID.
+"""A client of the admin API (what the keys, store, audit, quarantine and clients commands call), over mTLS.
 
 ::
 
@@ -23,16 +23,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Generic, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import aiohttp
+from yarl import URL
 
 from broker.admin.errors import ADMIN_ERRORS, AdminError
 from broker.admin.ports import AuditQuery, KeyInfo, KeyRevocation, KeyRotation, StoreStatus
 from broker.admin.wire import (
     AuditPage,
     WireError,
+    client_registration,
     decode_audit_page,
+    decode_client,
+    decode_clients,
     decode_keys,
     decode_quarantine_added,
     decode_quarantine_released,
@@ -45,6 +49,7 @@ from broker.errors import BrokerError, NetworkError
 from broker.events.revocations import SubjectQuarantined
 from broker.identity.spiffetls.connector import ServerIdentityError, SpiffeTLSConnector, map_network_errors
 from broker.identity.spiffetls.context import SourceSSLContext
+from broker.tokens.clients import RegisteredClient
 from broker.tokens.quarantine import Quarantined, Released
 
 __all__ = ["AdminChange", "AdminClient"]
@@ -130,10 +135,36 @@ class AdminClient:
         document = await self._call("POST", "/quarantines/release", body={"pattern": pattern, **_reason(reason)})
         return AdminChange(_decoded(decode_quarantine_released, document), _audited(document))
 
+    async def clients(self) -> list[RegisteredClient]:
+        """Every registered client (``clients list``)."""
+        return _decoded(decode_clients, await self._call("GET", "/clients"))
+
+    async def client(self, client_id: str) -> RegisteredClient:
+        """One registered client; :class:`~broker.admin.errors.ClientNotFoundError`."""
+        return _decoded(decode_client, await self._call("GET", "/clients/show", params={"client_id": client_id}))
+
+    async def add_client(self, client: RegisteredClient) -> AdminChange[RegisteredClient]:
+        """Register ``client`` (its ``disabled`` and timestamps are the server's); the client as stored."""
+        document = await self._call("POST", "/clients", body=client_registration(client))
+        return AdminChange(_decoded(decode_client, document), _audited(document))
+
+    async def set_client_disabled(
+        self, client_id: str, disabled: bool, *, reason: str | None = None
+    ) -> AdminChange[RegisteredClient]:
+        path = "/clients/disable" if disabled else "/clients/enable"
+        document = await self._call("POST", path, body={"client_id": client_id, **_reason(reason)})
+        return AdminChange(_decoded(decode_client, document), _audited(document))
+
+    async def remove_client(self, client_id: str, *, reason: str | None = None) -> AdminChange[RegisteredClient]:
+        """Forget the client; what it was."""
+        document = await self._call("POST", "/clients/remove", body={"client_id": client_id, **_reason(reason)})
+        return AdminChange(_decoded(decode_client, document), _audited(document))
+
     async def _call(
         self, method: str, path: str, *, body: dict[str, Any] | None = None, params: dict[str, str] | None = None
     ) -> dict[str, Any]:
-        url = f"{self._base}{_PREFIX}{path}"
+        query = "" if not params else f"?{urlencode(params)}"  # every reserved character escaped, '%' too
+        url = URL(f"{self._base}{_PREFIX}{path}{query}", encoded=True)
 
         def unreachable(exc: Exception) -> BrokerError:
             if isinstance(exc, ServerIdentityError):
@@ -142,7 +173,7 @@ class AdminClient:
 
         with map_network_errors(unreachable):
             session = self._open()
-            async with session.request(method, url, json=body, params=params, allow_redirects=False) as response:
+            async with session.request(method, url, json=body, allow_redirects=False) as response:
                 status, raw = response.status, await response.read()
         document = _json_object(raw, status, f"{method} {_PREFIX}{path}")
         if status != 200:

@@ -8,10 +8,12 @@ an error body back to the same class::
     OAuthError
     └── AdminError                     admin_error            400  (base; a code the client does not know)
         ├── AdminNotFoundError         not_found              404  no such admin endpoint
-        │   └── KidNotFoundError       unknown_kid            404  ``keys/{kid}/revoke`` of a kid the keyring lacks
+        │   ├── KidNotFoundError       unknown_kid            404  ``keys/{kid}/revoke`` of a kid the keyring lacks
+        │   └── ClientNotFoundError    unknown_client         404  a client_id the client registry lacks
         ├── AdminMethodNotAllowedError method_not_allowed     405  (``Allow`` names the methods)
         ├── AdminConflictError         conflict               409  the resource is not in a state the call needs
-        │   └── KidAlreadyRevokedError kid_already_revoked    409  the kid is revoked already
+        │   ├── KidAlreadyRevokedError kid_already_revoked    409  the kid is revoked already
+        │   └── ClientExistsError      client_exists          409  ``clients`` add of a client_id already taken
         └── AuditUnavailableError      audit_unavailable      503  the audit journal refused the record
 
 Quarantine's refusals are :mod:`broker.tokens.quarantine`'s own classes, sent as they are (their codes are in
@@ -23,6 +25,10 @@ Quarantine's refusals are :mod:`broker.tokens.quarantine`'s own classes, sent as
     ├── InvalidReasonError             invalid_reason         400  empty, too long, control characters
     └── InvalidUntilError              invalid_until          400  not RFC 3339 or a duration, or not ahead
     NotQuarantinedError                not_quarantined        404  release of a pattern not quarantined
+
+A client registration the registry's rule (:func:`~broker.tokens.clients.check_client`) refuses is
+:class:`InvalidClientMetadataError`, ``invalid_client_metadata`` (400), RFC 7591 §3.2.2's code for it; its
+description names the first problem and never quotes key material.
 
 Authentication reuses the core classes: no or no valid X.509-SVID is ``invalid_client`` (401, RFC 8705 §2.1's
 code), a valid SPIFFE ID that is not an admin is ``access_denied`` (403); a bad body or query is
@@ -55,6 +61,9 @@ __all__ = [
     "AdminMethodNotAllowedError",
     "AdminNotFoundError",
     "AuditUnavailableError",
+    "ClientExistsError",
+    "ClientNotFoundError",
+    "InvalidClientMetadataError",
     "KidAlreadyRevokedError",
     "KidNotFoundError",
 ]
@@ -115,6 +124,32 @@ class KidAlreadyRevokedError(AdminConflictError):
         return cls(f"signing key {kid!r} is already revoked: nothing to do")
 
 
+class ClientNotFoundError(AdminNotFoundError):
+    """The client registry holds no client with this ``client_id``."""
+
+    error = "unknown_client"
+
+    @classmethod
+    def for_client(cls, client_id: str) -> ClientNotFoundError:
+        return cls(f"no registered client {client_id!r}: run 'spiffe-broker clients list' and name one of them")
+
+
+class ClientExistsError(AdminConflictError):
+    """A client with this ``client_id`` is registered already; nothing was changed."""
+
+    error = "client_exists"
+
+    @classmethod
+    def for_client(cls, client_id: str) -> ClientExistsError:
+        return cls(f"a client {client_id!r} is registered already: remove it first, or choose another client_id")
+
+
+class InvalidClientMetadataError(InvalidRequestError):
+    """RFC 7591 §3.2.2 ``invalid_client_metadata``: a registration value is invalid; nothing was changed."""
+
+    error = "invalid_client_metadata"
+
+
 class AuditUnavailableError(TemporarilyUnavailableError):
     """The audit journal did not take the call's record, so the call was not performed (fail closed)."""
 
@@ -139,6 +174,9 @@ ADMIN_ERRORS: dict[str, type[OAuthError]] = {
         AdminMethodNotAllowedError,
         AdminConflictError,
         KidAlreadyRevokedError,
+        ClientNotFoundError,
+        ClientExistsError,
+        InvalidClientMetadataError,
         AuditUnavailableError,
         InvalidPatternError,
         WholeTrustDomainError,

@@ -121,7 +121,8 @@ class AdminGate:
 
     async def _read(self, route: AdminRoute, request: web.Request, actor: SpiffeId) -> AdminInput:
         if route.changes_state:
-            params: Mapping[str, Any] = await read_json_object(request, fields=route.params, max_body=self._max_body)
+            limit = self._max_body if route.max_body is None else route.max_body
+            params: Mapping[str, Any] = await read_json_object(request, fields=route.params, max_body=limit)
         else:
             params = read_query(request, names=route.params)
         return AdminInput(actor=actor, path=dict(request.match_info), params=params)

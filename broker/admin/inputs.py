@@ -50,7 +50,9 @@ async def read_json_object(request: web.Request, *, fields: frozenset[str], max_
 def read_query(request: web.Request, *, names: frozenset[str]) -> dict[str, str]:
     """The query parameters, each named in ``names`` and given once."""
     try:
-        pairs = parse_qsl(request.query_string, keep_blank_values=True, strict_parsing=False, errors="strict")
+        # the raw query: ``query_string`` is already percent-decoded once, and a value may hold an escaped "%"
+        raw = request.rel_url.raw_query_string
+        pairs = parse_qsl(raw, keep_blank_values=True, strict_parsing=False, errors="strict")
     except (UnicodeDecodeError, ValueError):
         raise InvalidRequestError("the query string is not valid UTF-8") from None
     query: dict[str, str] = {}

@@ -10,6 +10,9 @@ Protocols (through thin adapters wired by the server); tests pass fakes. Nothing
 * :class:`QuarantineAdmin`: quarantine add, release, list (issue 10 item 4), implemented by
   :class:`~broker.tokens.quarantine.Quarantines`, whose results (:class:`~broker.tokens.quarantine.Quarantined`,
   :class:`~broker.tokens.quarantine.Released`) it returns as they are.
+* :class:`ClientAdmin`: the client registry (issue 11 item 1): list, show, add, disable, enable, remove, over a
+  :class:`~broker.tokens.clients.ClientRegistryStore`; its results are
+  :class:`~broker.tokens.clients.RegisteredClient` as they are (public keys only: the registry refuses others).
 * :class:`StoreInfo`: which store, at which schema version.
 * :class:`AuditReader`: records of the audit journal (:class:`~broker.audit.journal.AuditRecord`), filtered.
 * :class:`AdminAudit`: where every admin call is recorded (:class:`Outcome` says how far it got).
@@ -26,6 +29,7 @@ from typing import Any, Protocol
 from broker.audit.journal import AuditRecord
 from broker.events.revocations import SubjectPattern, SubjectQuarantined
 from broker.identity.spiffeid import SpiffeId
+from broker.tokens.clients import RegisteredClient
 from broker.tokens.keystore import KeyState
 from broker.tokens.quarantine import Quarantined, Released
 
@@ -34,6 +38,7 @@ __all__ = [
     "AuditQuery",
     "AuditReader",
     "BlastRadius",
+    "ClientAdmin",
     "KeyAdmin",
     "KeyInfo",
     "KeyRevocation",
@@ -159,6 +164,33 @@ class QuarantineAdmin(Protocol):
 
     async def in_force(self, now: datetime | None = None) -> list[SubjectQuarantined]:
         """The quarantines in force, by pattern."""
+        ...
+
+
+class ClientAdmin(Protocol):
+    """The client registry as the admin API changes it; each change is recorded in the audit journal by the
+    implementation (``client.registered`` ...), naming ``actor`` (the admin's SPIFFE ID; None for the local CLI)."""
+
+    async def list_clients(self) -> Sequence[RegisteredClient]:
+        """Every registered client, ordered by ``client_id``."""
+        ...
+
+    async def get_client(self, client_id: str) -> RegisteredClient:
+        """The client; :class:`~broker.admin.errors.ClientNotFoundError`."""
+        ...
+
+    async def add_client(self, client: RegisteredClient, actor: str | None) -> RegisteredClient:
+        """Register ``client`` (as stored, with its timestamps). Refusals change nothing:
+        :class:`~broker.admin.errors.InvalidClientMetadataError` (RFC 7591 §3.2.2),
+        :class:`~broker.admin.errors.ClientExistsError`."""
+        ...
+
+    async def set_disabled(self, client_id: str, disabled: bool, actor: str | None) -> RegisteredClient:
+        """Disable or re-enable (idempotent); the client as it is now; :class:`ClientNotFoundError`."""
+        ...
+
+    async def remove_client(self, client_id: str, actor: str | None) -> RegisteredClient:
+        """Forget the client; what it was; :class:`~broker.admin.errors.ClientNotFoundError`."""
         ...
 
 

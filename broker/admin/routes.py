@@ -61,6 +61,7 @@ class AdminRoute:
     operation: Operation
     params: frozenset[str] = frozenset()
     describe: Callable[[AdminInput], dict[str, Any]] = describe_path
+    max_body: int | None = None  # a POST body larger than the gate's limit (an inline JWKS); None: the gate's
 
     def __post_init__(self) -> None:
         if not self.path.startswith("/") or self.path.endswith("/"):

@@ -18,6 +18,7 @@ from broker.admin.ports import BlastRadius, KeyInfo, KeyRevocation, KeyRotation,
 from broker.audit.journal import AuditRecord
 from broker.events.revocations import SubjectPattern, SubjectQuarantined
 from broker.identity.errors import InvalidSpiffeIdError
+from broker.tokens.clients import RegisteredClient
 from broker.tokens.keystore import KeyState
 from broker.tokens.quarantine import Quarantined, Released
 
@@ -26,7 +27,12 @@ __all__ = [
     "AuditPage",
     "WireError",
     "audit_page_document",
+    "client_document",
+    "client_registration",
+    "clients_document",
     "decode_audit_page",
+    "decode_client",
+    "decode_clients",
     "decode_keys",
     "decode_quarantine_added",
     "decode_quarantine_released",
@@ -161,6 +167,32 @@ def quarantine_released_document(released: Released) -> dict[str, Any]:
         "released_at": encode_time(released.at),
         "seq": released.seq,
     }
+
+
+def client_registration(client: RegisteredClient) -> dict[str, Any]:
+    """The body of ``POST /clients``: RFC 7591 §2's ``jwks`` or ``jwks_uri`` (never both), and the broker's own."""
+    body: dict[str, Any] = {"client_id": client.client_id, "spiffe_id": client.spiffe_id}
+    if client.jwks is not None:
+        body["jwks"] = dict(client.jwks)
+    if client.jwks_uri is not None:
+        body["jwks_uri"] = client.jwks_uri
+    return {**body, "algorithms": list(client.algorithms), "max_assertion_lifetime": client.max_assertion_lifetime}
+
+
+def client_document(client: RegisteredClient) -> dict[str, Any]:
+    """A registered client: its registration (the inline ``jwks`` holds public keys only), state and times."""
+    return {
+        **client_registration(client),
+        "jwks": None if client.jwks is None else dict(client.jwks),
+        "jwks_uri": client.jwks_uri,
+        "disabled": client.disabled,
+        "created_at": encode_time(client.created_at),
+        "updated_at": encode_time(client.updated_at),
+    }
+
+
+def clients_document(clients: list[RegisteredClient]) -> dict[str, Any]:
+    return {"clients": [client_document(client) for client in clients]}
 
 
 def _record(record: AuditRecord) -> dict[str, Any]:
@@ -308,6 +340,24 @@ def decode_quarantine_released(document: Mapping[str, Any]) -> Released:
         at=_required_time(document, "released_at"),
         seq=_field(document, "seq", int),
     )
+
+
+def decode_client(document: Mapping[str, Any]) -> RegisteredClient:
+    return RegisteredClient(
+        client_id=_field(document, "client_id", str),
+        spiffe_id=_field(document, "spiffe_id", str),
+        jwks=_optional(document, "jwks", dict),
+        jwks_uri=_optional(document, "jwks_uri", str),
+        algorithms=_strings(document, "algorithms"),
+        max_assertion_lifetime=_field(document, "max_assertion_lifetime", int),
+        disabled=_field(document, "disabled", bool),
+        created_at=_time(document, "created_at"),
+        updated_at=_time(document, "updated_at"),
+    )
+
+
+def decode_clients(document: Mapping[str, Any]) -> list[RegisteredClient]:
+    return [decode_client(item) for item in _objects(document, "clients")]
 
 
 def decode_store_status(document: Mapping[str, Any]) -> StoreStatus:

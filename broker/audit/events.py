@@ -31,6 +31,10 @@ __all__ = [
     "REDACTED",
     "AdminCall",
     "AuditEvent",
+    "ClientDisabled",
+    "ClientEnabled",
+    "ClientRegistered",
+    "ClientRemoved",
     "KekRotated",
     "KeyCreated",
     "KeyRetired",
@@ -306,11 +310,52 @@ class SubjectReleasedRecorded(_Event):
     actor: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class ClientRegistered(_Event):
+    """A client was added to the client registry (RFC 7523 §2.2 ``private_key_jwt``; RFC 7591 §2 metadata).
+
+    Its keys are named, never given: ``jwks_uri``, or the ``kid`` values of its inline ``jwks``."""
+
+    event: ClassVar[str] = "client.registered"
+    client_id: str
+    spiffe_id: str
+    jwks_uri: str | None
+    kids: tuple[str, ...]  # the inline keys' kid values (those without one are counted in ``inline_keys``)
+    inline_keys: int
+    algorithms: tuple[str, ...]
+    max_assertion_lifetime: int
+    actor: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClientDisabled(_Event):
+    """A registered client is refused (``invalid_client``) from now on, without being forgotten."""
+
+    event: ClassVar[str] = "client.disabled"
+    client_id: str
+    actor: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClientEnabled(_Event):
+    event: ClassVar[str] = "client.enabled"
+    client_id: str
+    actor: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClientRemoved(_Event):
+    event: ClassVar[str] = "client.removed"
+    client_id: str
+    spiffe_id: str
+    actor: str | None = None
+
+
 EVENT_TYPES: dict[str, type[_Event]] = {
     cls.event: cls
     for cls in (
         TokenIssued, TokenRefused, KeyCreated, KeyRotated, KeyRetired, KeyRevoked, KekRotated, PolicyReloaded,
         PolicyRefused, StoreMigrated, AdminCall, TokenRevocationRecorded, SubjectQuarantinedRecorded,
-        SubjectReleasedRecorded,
+        SubjectReleasedRecorded, ClientRegistered, ClientDisabled, ClientEnabled, ClientRemoved,
     )
 }  # fmt: skip

@@ -147,6 +147,7 @@ SUBCOMMANDS: tuple[tuple[str, str, str], ...] = (
     ("store", "store", "store"),
     ("audit", "audit", "audit"),
     ("quarantine", "quarantine", "quarantine"),
+    ("clients", "clients", "clients"),
 )
 
 
@@ -179,11 +180,11 @@ class LazyGroup(click.Group):
 
 
 # Client and operator commands print their result like curl: only warnings and errors go to the log unless asked.
-QUIET_COMMANDS = frozenset({"token", "call", "entries", "keys", "store", "audit", "quarantine"})
+QUIET_COMMANDS = frozenset({"token", "call", "entries", "keys", "store", "audit", "quarantine", "clients"})
 
 LEVEL_HELP = (
     f"Level of spiffe-broker's own log lines: {', '.join(LEVELS)}  [default: INFO; WARNING for token, call, "
-    "entries, keys, store, audit and quarantine]. Other libraries stay at WARNING: see --log-level-for."
+    "entries, keys, store, audit, quarantine and clients]. Other libraries stay at WARNING: see --log-level-for."
 )
 LEVELS_FOR_HELP = (
     "Set one library's logger, e.g. --log-level-for aiohttp=DEBUG (repeatable; in the environment, separated by "

@@ -18,6 +18,10 @@ from broker.audit.events import (
     REDACTED,
     AdminCall,
     AuditEvent,
+    ClientDisabled,
+    ClientEnabled,
+    ClientRegistered,
+    ClientRemoved,
     KekRotated,
     KeyCreated,
     KeyRetired,
@@ -62,6 +66,11 @@ EXAMPLES: list[AuditEvent] = [
     TokenRevocationRecorded("0190-jti", "spiffe://example.org/app", 1_800_000_000, "client", "spiffe://example.org/app"),
     SubjectQuarantinedRecorded("spiffe://example.org/app/*", "incident-42", None, 3, "spiffe://example.org/admin"),
     SubjectReleasedRecorded("spiffe://example.org/app/*", "spiffe://example.org/admin"),
+    ClientRegistered("billing", "spiffe://example.org/legacy/billing", None, ("k1",), 1, ("ES256",), 60,
+                     "spiffe://example.org/admin"),
+    ClientDisabled("billing", "spiffe://example.org/admin"),
+    ClientEnabled("billing", None),
+    ClientRemoved("billing", "spiffe://example.org/legacy/billing", "spiffe://example.org/admin"),
 ]  # fmt: skip
 
 
@@ -74,9 +83,9 @@ def test_a_body_is_canonical_json(event: AuditEvent) -> None:
 
 def test_every_event_type_has_a_distinct_stable_name() -> None:
     assert sorted(EVENT_TYPES) == [
-        "admin.call", "key.created", "key.kek_rotated", "key.retired", "key.revoked", "key.rotated", "policy.refused",
-        "policy.reloaded", "store.migrated", "subject.quarantined", "subject.released", "token.issued",
-        "token.refused", "token.revoked",
+        "admin.call", "client.disabled", "client.enabled", "client.registered", "client.removed", "key.created",
+        "key.kek_rotated", "key.retired", "key.revoked", "key.rotated", "policy.refused", "policy.reloaded",
+        "store.migrated", "subject.quarantined", "subject.released", "token.issued", "token.refused", "token.revoked",
     ]  # fmt: skip
     assert {type(e) for e in EXAMPLES} == set(EVENT_TYPES.values())
 
