@@ -19,12 +19,20 @@ from pathlib import Path
 
 from aiohttp import web
 
-from broker.admin.adapters import JournalAuditReader, KeyringAdmin, StoreStatusInfo, TrailAdminAudit
+from broker.admin.adapters import (
+    JournalAuditReader,
+    KeyringAdmin,
+    RegistryClientAdmin,
+    StoreStatusInfo,
+    TrailAdminAudit,
+)
 from broker.admin.app import add_admin_routes
 from broker.config import BrokerSettings
 from broker.errors import ConfigError
 from broker.identity.errors import IdentityError
 from broker.identity.spiffeid import SpiffeId
+from broker.server.app import add_readiness
+from broker.server.assertions import ClientAssertions, open_assertions
 from broker.server.feed import add_revocation_feed
 from broker.server.revocations import ReplicaRevocations
 from broker.server.service import RunningTokenService, start_token_service
@@ -46,6 +54,7 @@ class StatefulTokenService:
     service: RunningTokenService
     state: ServiceState
     revocations: ReplicaRevocations | None = None  # the replica's view of the revocation log
+    assertions: ClientAssertions | None = None  # client assertions, DPoP, the client registry, clock drift
 
     @property
     def port(self) -> int:
@@ -93,6 +102,9 @@ async def start_stateful_token_service(
         )
     try:
         revocations = await _open_revocations(settings, state, clock)
+        assertions = await open_assertions(
+            settings, state, jwt_bundles=source.jwt_bundles, policy_store=policy_store, clock=clock
+        )
         status_mounter = token_status_mounter(
             revocations=revocations,
             keys=state.keyring,
@@ -116,13 +128,17 @@ async def start_stateful_token_service(
             jwks_max_age=int(settings.keyring.jwks_max_age),
             tls_read_buffer=settings.server.tls_read_buffer,
             configure=_mount_all(
-                _admin_mounter(settings, source, state, clock), status_mounter, _feed_mounter(settings, source, state)
+                _admin_mounter(settings, source, state, clock, assertions),
+                status_mounter,
+                _feed_mounter(settings, source, state),
+                assertions.install,
+                lambda app: add_readiness(app, assertions.clients.problem),
             ),
         )
     except BaseException:
         await state.aclose()
         raise
-    return StatefulTokenService(service=service, state=state, revocations=revocations)
+    return StatefulTokenService(service=service, state=state, revocations=revocations, assertions=assertions)
 
 
 async def _open_revocations(
@@ -173,7 +189,11 @@ def _cutoff_window(settings: BrokerSettings) -> timedelta:
 
 
 def _admin_mounter(
-    settings: BrokerSettings, source: ServiceSource, state: ServiceState, clock: Callable[[], float]
+    settings: BrokerSettings,
+    source: ServiceSource,
+    state: ServiceState,
+    clock: Callable[[], float],
+    assertions: ClientAssertions,
 ) -> Callable[[web.Application], None]:
     admins = admin_ids(settings)
     quarantines = Quarantines(state.store.revocations, state.store.ledger, state.recorder.trail, clock=clock,
@@ -190,6 +210,7 @@ def _admin_mounter(
             audit_reader=JournalAuditReader(state.store.audit),
             audit=TrailAdminAudit(state.recorder.trail),
             quarantines=quarantines,
+            clients=RegistryClientAdmin(state.store.clients, state.recorder.trail),
         )
 
     return mount
