@@ -4,6 +4,10 @@ It serves TLS with its own X.509-SVID and *requests* but does not require a clie
 without one reaches the application and is refused as RFC 8705 §3 says (401 ``invalid_token``) instead of
 failing in the handshake. A certificate that is sent must chain to a trusted bundle. The broker's JWKS is fetched
 over mTLS with the same SVID, from the token service whose SPIFFE ID is ``token_service_id``.
+
+DPoP-bound tokens (RFC 9449) are accepted too, by default: ``Authorization: DPoP <token>`` with a ``DPoP`` proof
+of the key the token is bound to (the middleware of :mod:`broker.verify` checks it, and refuses the same token
+without a proof or sent as ``Bearer``).
 """
 
 from __future__ import annotations
@@ -16,15 +20,18 @@ from aiohttp import web
 
 from broker.identity.source import X509ContextSource
 from broker.identity.spiffetls.context import ServerIdMatcher, SourceSSLContext, server_ssl_context
+from broker.verify.dpop import DpopPolicy
 from broker.verify.feed import RevocationFeedFollower
 from broker.verify.jwks import HttpsJsonFetcher, JwksFetchError, RemoteJwksProvider
 from broker.verify.middleware import VERIFIED_TOKEN, bearer_auth_middleware
 from broker.verify.verifier import AccessTokenVerifier
 from broker.web import HardenedAppRunner, ListenerLimits, start_tcp_site
 
-__all__ = ["RunningDemoApi", "build_demo_app", "start_demo_api"]
+__all__ = ["DEMO_DPOP_POLICY", "RunningDemoApi", "build_demo_app", "start_demo_api"]
 
 log = logging.getLogger(__name__)
+
+DEMO_DPOP_POLICY = DpopPolicy()  # each verifier keeps its own replay cache (the policy names none)
 
 
 async def hello(request: web.Request) -> web.Response:
@@ -76,16 +83,20 @@ async def start_demo_api(
     leeway: float = 30.0,
     limits: ListenerLimits | None = None,
     follow_revocations: bool = True,
+    dpop: DpopPolicy | None = DEMO_DPOP_POLICY,
 ) -> RunningDemoApi:
     """Serve the demo API over TLS (client certificate optional) on the hardened runner (:mod:`broker.web`); port 0
     picks a free port. With ``follow_revocations`` it follows the token service's revocation feed when the
-    metadata advertises one (fail-closed when it goes stale), as a production resource server should."""
+    metadata advertises one (fail-closed when it goes stale), as a production resource server should. It accepts
+    DPoP-bound tokens under ``dpop`` (None: certificate-bound tokens only)."""
     fetcher = HttpsJsonFetcher(source=source, server_id=token_service_id)
     jwks = RemoteJwksProvider(issuer=issuer, fetch_json=fetcher)
     feed = None
     if follow_revocations:
         feed = RevocationFeedFollower.over_mtls(issuer=issuer, source=source, server_id=token_service_id, jwks=jwks)
-    verifier = AccessTokenVerifier(issuer=jwks.issuer, audience=audience, jwks=jwks, leeway=leeway, revocations=feed)
+    verifier = AccessTokenVerifier(
+        issuer=jwks.issuer, audience=audience, jwks=jwks, leeway=leeway, revocations=feed, dpop=dpop
+    )
     ssl_context = server_ssl_context(source, require_client_cert=False)
     runner = HardenedAppRunner(build_demo_app(verifier), limits=limits)
     await runner.setup()

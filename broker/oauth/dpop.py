@@ -3,7 +3,8 @@
 :func:`check_proof` runs the checks of RFC 9449 §4.3 in the RFC's order; each failure has its own class (a
 :class:`~broker.errors.InvalidDpopProofError`, ``invalid_dpop_proof``, unless said otherwise) and ``reason``:
 
-1. at most one ``DPoP`` header: the caller's check (it hands over one value);
+1. exactly one ``DPoP`` header: :func:`single_proof` over the request's header values (:class:`MissingProofError`,
+   :class:`MultipleProofsError`);
 2. one well-formed JWT (:class:`MalformedProofError`): at most :data:`MAX_PROOF_LENGTH` characters, JWS compact
    serialization with canonical base64url, header and claims strict JSON objects (no duplicate members), by the
    one parser of :mod:`broker.jose.jws`;
@@ -42,7 +43,7 @@ import json
 import re
 import secrets
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -76,9 +77,12 @@ from broker.oauth.dpop_errors import (
     HtmMismatchError,
     HtuMismatchError,
     InvalidDpopProofError,
+    KeyBindingMismatchError,
     MalformedProofError,
     MissingClaimError,
     MissingNonceError,
+    MissingProofError,
+    MultipleProofsError,
     NonceMismatchError,
     PrivateKeyInProofError,
     ProofAlgorithmError,
@@ -102,9 +106,12 @@ __all__ = [
     "HtmMismatchError",
     "HtuMismatchError",
     "InvalidDpopProofError",
+    "KeyBindingMismatchError",
     "MalformedProofError",
     "MissingClaimError",
     "MissingNonceError",
+    "MissingProofError",
+    "MultipleProofsError",
     "NonceCheck",
     "NonceMismatchError",
     "PrivateKeyInProofError",
@@ -120,6 +127,7 @@ __all__ = [
     "check_proof",
     "check_proof_unused",
     "create_proof",
+    "single_proof",
 ]
 
 _ATH = re.compile(r"[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]")  # base64url of 32 bytes, canonical (RFC 7515 §2)
@@ -204,6 +212,15 @@ def create_proof(
         claims["nonce"] = nonce
     signing_input = f"{_b64json(header)}.{_b64json(claims)}"
     return f"{signing_input}.{jws.b64url_encode(_sign(private_key, alg, signing_input.encode('ascii')))}"
+
+
+def single_proof(values: Sequence[str]) -> str:
+    """RFC 9449 §4.3 item 1: the one ``DPoP`` header value among the request's ``values`` (all of them, in order)."""
+    if not values:
+        raise MissingProofError("a DPoP proof is required (the DPoP header, RFC 9449 §4)")
+    if len(values) > 1:
+        raise MultipleProofsError("more than one DPoP header (RFC 9449 §4.3)")
+    return values[0]
 
 
 def check_proof(

@@ -2,7 +2,9 @@
 
     DpopProofError                         (broker.errors; an OAuthError)
     ├── InvalidDpopProofError              invalid_dpop_proof (RFC 9449 §5 at the token endpoint, §7.1 at an RS)
-    │   ├── MalformedProofError            §4.3 item 2: not one well-formed JWT of bounded size
+    │   ├── MissingProofError              §4.3 item 1: no ``DPoP`` header where a proof is required
+    │   ├── MultipleProofsError            §4.3 item 1: more than one ``DPoP`` header
+    │   ├── MalformedProofError            item 2: not one well-formed JWT of bounded size
     │   ├── MissingClaimError              item 3: a required claim missing or of the wrong JSON type
     │   ├── ProofTypeError                 item 4: ``typ`` is not ``dpop+jwt``
     │   ├── ProofAlgorithmError            item 5: ``alg`` not an allowed asymmetric algorithm
@@ -14,7 +16,8 @@
     │   ├── HtuMismatchError               item 9
     │   ├── ProofTooOldError               item 11, §11.1
     │   ├── ProofFromFutureError           item 11, §11.1
-    │   ├── AthMismatchError               item 12, §7.1
+    │   ├── AthMismatchError               item 12, §7.1: ``ath`` is not the hash of the access token
+    │   ├── KeyBindingMismatchError        item 12, §6.1: the token's ``cnf.jkt`` is another key's
     │   └── ProofReplayedError             §11.1: the (key, ``jti``) pair was used before
     └── UseDpopNonceError                  use_dpop_nonce (§8, §9), ``nonce`` = the fresh nonce (``DPoP-Nonce``)
         ├── MissingNonceError              item 10: no nonce where the server requires one
@@ -34,9 +37,12 @@ __all__ = [
     "HtmMismatchError",
     "HtuMismatchError",
     "InvalidDpopProofError",
+    "KeyBindingMismatchError",
     "MalformedProofError",
     "MissingClaimError",
     "MissingNonceError",
+    "MissingProofError",
+    "MultipleProofsError",
     "NonceMismatchError",
     "PrivateKeyInProofError",
     "ProofAlgorithmError",
@@ -48,6 +54,18 @@ __all__ = [
     "ProofTypeError",
     "UseDpopNonceError",
 ]
+
+
+class MissingProofError(InvalidDpopProofError):
+    """§4.3 item 1, §7.1: the request has no ``DPoP`` header where a proof is required."""
+
+    reason = "missing_proof"
+
+
+class MultipleProofsError(InvalidDpopProofError):
+    """§4.3 item 1: the request has more than one ``DPoP`` header."""
+
+    reason = "multiple_proofs"
 
 
 class MalformedProofError(InvalidDpopProofError):
@@ -139,6 +157,12 @@ class AthMismatchError(InvalidDpopProofError):
     """§4.3 item 12, §7.1: ``ath`` is not the hash of the presented access token."""
 
     reason = "ath_mismatch"
+
+
+class KeyBindingMismatchError(InvalidDpopProofError):
+    """§4.3 item 12, §6.1: the access token is bound (``cnf.jkt``) to another key than the proof's."""
+
+    reason = "jkt_mismatch"
 
 
 class ProofReplayedError(InvalidDpopProofError):

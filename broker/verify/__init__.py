@@ -15,8 +15,15 @@ and hand the follower to the verifier; it drops revoked keys from ``jwks`` too::
     feed = RevocationFeedFollower.over_mtls(issuer=ISSUER, source=source, server_id=BROKER_ID, jwks=jwks)
     feed.start()
     verifier = AccessTokenVerifier(issuer=ISSUER, audience=..., jwks=jwks, revocations=feed)
+
+To accept DPoP-bound tokens too (RFC 9449 §7: ``Authorization: DPoP <token>`` with a ``DPoP`` proof header, no
+client certificate needed), give the verifier a policy; behind a TLS-terminating proxy name the public origin
+the proofs' ``htu`` refer to (see :mod:`broker.verify.dpop`)::
+
+    verifier = AccessTokenVerifier(..., dpop=DpopPolicy(origin="https://api.example.org"))
 """
 
+from broker.verify.dpop import DpopPolicy
 from broker.verify.feed import RevocationFeedFollower, RevocationFeedStaleError
 from broker.verify.jwks import (
     HttpsJsonFetcher,
@@ -33,6 +40,7 @@ from broker.verify.verifier import AccessTokenVerifier, RevocationCheck, Verifie
 __all__ = [
     "VERIFIED_TOKEN",
     "AccessTokenVerifier",
+    "DpopPolicy",
     "HttpsJsonFetcher",
     "JwksFetchError",
     "JwksProvider",

@@ -1,4 +1,4 @@
-"""Checking the broker's access tokens at a resource server, including their certificate binding.
+"""Checking the broker's access tokens at a resource server, including their binding (certificate or DPoP key).
 
 A token is accepted only if every rule holds; each failure is :class:`~broker.errors.InvalidTokenError` (401,
 ``WWW-Authenticate: Bearer error="invalid_token"``, RFC 6750 §3.1) with a description that never quotes the token:
@@ -10,8 +10,16 @@ A token is accepted only if every rule holds; each failure is :class:`~broker.er
 * ``iss`` equals the configured issuer, ``aud`` contains this resource server's audience (RFC 9068 §4);
 * ``exp`` and ``iat`` are present; ``exp``, ``nbf`` and ``iat`` hold within ``leeway`` seconds (RFC 7519 §4.1);
 * ``sub`` is a SPIFFE ID;
-* ``cnf.x5t#S256`` equals the SHA-256 thumbprint of the client certificate on *this* TLS connection (RFC 8705
-  §3: a missing ``cnf``, a missing certificate or a different certificate is ``invalid_token``);
+* the binding, by the scheme the token came with:
+
+  - ``Bearer`` (:meth:`AccessTokenVerifier.verify`): ``cnf.x5t#S256`` equals the SHA-256 thumbprint of the client
+    certificate on *this* TLS connection (RFC 8705 §3: a missing ``cnf``, a missing certificate or a different
+    certificate is ``invalid_token``); a DPoP-bound token (``cnf.jkt``) is refused here (RFC 9449 §7.2);
+  - ``DPoP`` (:meth:`AccessTokenVerifier.verify_dpop`, only with a :class:`~broker.verify.dpop.DpopPolicy`):
+    first the request's one ``DPoP`` proof passes :func:`broker.oauth.dpop.check_proof` (RFC 9449 §4.3, with
+    ``ath`` for this token), then the token is checked as above with ``cnf.jkt`` equal to the proof key's
+    thumbprint (§4.3 item 12, §6.1; a certificate-bound token is refused on this scheme), last the proof's
+    ``jti`` is recorded in the replay cache (§11.1). Refusals carry ``WWW-Authenticate: DPoP`` (§7.1);
 * with ``revocations`` (a :class:`~broker.verify.feed.RevocationFeedFollower`), last: the token's ``jti``, its
   ``kid``, and its subject (quarantined, or cut off at the time it was issued) are not on the revocation feed,
   else ``invalid_token`` "access token revoked", nothing more. A stale feed with ``on_stale = "fail-closed"``
@@ -21,18 +29,21 @@ A token is accepted only if every rule holds; each failure is :class:`~broker.er
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from broker.errors import InvalidTokenError
+from broker.errors import DpopProofError, InvalidTokenError
 from broker.identity.errors import InvalidSpiffeIdError
 from broker.identity.spiffeid import SpiffeId
 from broker.jose import jws
 from broker.jose.errors import Base64urlError, JoseError, JsonObjectError, MalformedJwsError, TokenTooLongError
 from broker.jose.jwt import finite_number
 from broker.jose.x5t import certificate_thumbprint
-from broker.oauth.binding import X5tS256
+from broker.oauth.binding import Jkt, X5tS256
+from broker.oauth.dpop import DpopProof, KeyBindingMismatchError, check_proof, check_proof_unused, single_proof
+from broker.oauth.replay import MemoryReplayCache, ReplayCache
+from broker.verify.dpop import DpopPolicy, dpop_refusal
 from broker.verify.jwks import JwksProvider
 
 __all__ = ["ACCESS_TOKEN_TYPES", "AccessTokenVerifier", "RevocationCheck", "VerifiedToken", "certificate_thumbprint"]
@@ -98,6 +109,7 @@ class AccessTokenVerifier:
         algorithms: Iterable[str] = ("ES256",),
         clock: Callable[[], float] = time.time,
         revocations: RevocationCheck | None = None,
+        dpop: DpopPolicy | None = None,
     ) -> None:
         allowed = frozenset(algorithms)
         if not allowed or not allowed <= jws.ES_ALGORITHMS:
@@ -109,9 +121,43 @@ class AccessTokenVerifier:
         self._algorithms = allowed
         self._clock = clock
         self._revocations = revocations
+        self.dpop = dpop
+        self._replay: ReplayCache | None = None
+        if dpop is not None:
+            self._replay = dpop.replay_cache if dpop.replay_cache is not None else MemoryReplayCache()
 
     async def verify(self, token: str, client_cert_der: bytes | None) -> VerifiedToken:
-        """Verify ``token`` as presented on a connection whose client certificate is ``client_cert_der``."""
+        """Verify ``token`` sent as ``Bearer`` on a connection whose client certificate is ``client_cert_der``."""
+        return await self._verify(token, lambda claims: self._check_binding(claims, client_cert_der))
+
+    async def verify_dpop(self, token: str, *, proofs: Sequence[str], method: str, uri: str) -> VerifiedToken:
+        """Verify ``token`` sent as ``Authorization: DPoP`` with the request's ``DPoP`` header values ``proofs``,
+        for a request with ``method`` to ``uri`` (RFC 9449 §7; see the module docstring)."""
+        policy, replay = self.dpop, self._replay
+        if policy is None or replay is None:
+            raise InvalidTokenError("DPoP-bound tokens are not accepted here (no DpopPolicy): use Bearer")
+        try:
+            proof = self._check_proof(policy, single_proof(proofs), token, method=method, uri=uri)
+            verified = await self._verify(token, lambda claims: self._check_dpop_binding(claims, proof))
+            await check_proof_unused(proof, replay, now=self._clock(), window=policy.window)
+        except (DpopProofError, InvalidTokenError) as exc:
+            raise dpop_refusal(exc, policy) from None
+        return verified
+
+    def _check_proof(self, policy: DpopPolicy, proof: str, token: str, *, method: str, uri: str) -> DpopProof:
+        return check_proof(
+            proof,
+            htm=method,
+            htu=uri,
+            now=self._clock(),
+            leeway=policy.leeway,
+            max_age=policy.max_age,
+            algorithms=policy.allowed,
+            access_token=token,
+            nonce=policy.nonces,
+        )
+
+    async def _verify(self, token: str, check_binding: Callable[[Mapping[str, Any]], None]) -> VerifiedToken:
         try:  # non-canonical base64url spellings are accepted here, as they always were
             compact = jws.parse_compact(token, canonical=False)
         except MalformedJwsError as exc:
@@ -126,7 +172,7 @@ class AccessTokenVerifier:
             jws.verify_signature(alg, key.public_key, compact.signing_input, compact.signature)
         except JoseError:
             raise InvalidTokenError("access token signature is invalid") from None
-        verified = self._check_claims(compact, client_cert_der)
+        verified = self._check_claims(compact, check_binding)
         if self._revocations is not None:
             iat = verified.claims["iat"]  # present and a finite number: _check_times
             subject = str(verified.spiffe_id)
@@ -148,7 +194,9 @@ class AccessTokenVerifier:
             raise InvalidTokenError("access token has no key ID")
         return alg, kid
 
-    def _check_claims(self, compact: jws.CompactJws, client_cert_der: bytes | None) -> VerifiedToken:
+    def _check_claims(
+        self, compact: jws.CompactJws, check_binding: Callable[[Mapping[str, Any]], None]
+    ) -> VerifiedToken:
         claims = compact.payload
         if claims.get("iss") != self.issuer:
             raise InvalidTokenError("access token is from another issuer")
@@ -158,7 +206,7 @@ class AccessTokenVerifier:
             raise InvalidTokenError("access token is not meant for this resource server")
         expires_at = self._check_times(claims)
         spiffe_id = self._subject(claims)
-        self._check_binding(claims, client_cert_der)
+        check_binding(claims)
         scope = claims.get("scope")
         client_id, jti = claims.get("client_id"), claims.get("jti")
         if not isinstance(client_id, str) or not client_id or not isinstance(jti, str) or not jti:
@@ -201,6 +249,8 @@ class AccessTokenVerifier:
     @staticmethod
     def _check_binding(claims: Mapping[str, Any], client_cert_der: bytes | None) -> None:
         """RFC 8705 §3: the presented certificate must be the one the token is bound to."""
+        if Jkt.bound_in(claims) is not None:
+            raise InvalidTokenError("access token is not bound to a certificate: it is DPoP-bound (RFC 9449 §7.2)")
         bound = X5tS256.bound_in(claims)
         if not isinstance(bound, str) or not bound:
             raise InvalidTokenError("access token is not bound to a certificate (no cnf.x5t#S256)")
@@ -208,3 +258,14 @@ class AccessTokenVerifier:
             raise InvalidTokenError("certificate-bound token presented without a client certificate (RFC 8705 §3)")
         if not X5tS256.of_der(client_cert_der).matches(bound):
             raise InvalidTokenError("access token is bound to a different client certificate (RFC 8705 §3)")
+
+    @staticmethod
+    def _check_dpop_binding(claims: Mapping[str, Any], proof: DpopProof) -> None:
+        """RFC 9449 §4.3 item 12, §6.1: the token is bound to the proof's key, and to nothing else."""
+        bound = Jkt.bound_in(claims)
+        if not isinstance(bound, str) or not bound:
+            raise InvalidTokenError("access token is not DPoP-bound (no cnf.jkt): use the Bearer scheme")
+        if X5tS256.bound_in(claims) is not None:
+            raise InvalidTokenError("access token is also certificate-bound (RFC 8705 §3): use the Bearer scheme")
+        if not Jkt(proof.jkt).matches(bound):
+            raise KeyBindingMismatchError("access token is bound to another DPoP key (RFC 9449 §6.1)")
