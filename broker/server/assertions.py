@@ -59,14 +59,12 @@ class ClientAssertions:
         endpoint = app[SERVICE]
         issuer, replay = endpoint.issuer.issuer, self.state.store.replay
         if self.settings.assertions.enabled:
-            endpoint.register_assertion(
-                JwtSpiffeAuth(issuer=issuer, jwt_bundles=self.jwt_bundles, policy_store=self.policy_store,
-                              replay=replay, drift=self.drift, clock=self.clock)  # fmt: skip
-            )
-            endpoint.register_assertion(
-                JwtBearerAuth(issuer=issuer, clients=self.clients, keys=self.keys, replay=replay, drift=self.drift,
-                              clock=self.clock)  # fmt: skip
-            )
+            spiffe = JwtSpiffeAuth(issuer=issuer, jwt_bundles=self.jwt_bundles, policy_store=self.policy_store,
+                                   replay=replay, drift=self.drift, clock=self.clock)  # fmt: skip
+            bearer = JwtBearerAuth(issuer=issuer, clients=self.clients, keys=self.keys, replay=replay,
+                                   drift=self.drift, clock=self.clock)  # fmt: skip
+            endpoint.register_assertion(spiffe)
+            endpoint.register_assertion(bearer)
         endpoint.sender_constraint = self._sender_constraint(f"{issuer}/token")
 
     def _sender_constraint(self, token_endpoint: str) -> SenderConstraint:
