@@ -70,12 +70,12 @@ def choose_algorithm(key: SigningKey, advertised: Collection[str] | None = None)
 
 
 def current_jkt(source: X509Source) -> str | None:
-    """RFC 7638 thumbprint of the current X.509-SVID's public key (the ``cnf.jkt`` it binds), None without one."""
+    """RFC 7638 thumbprint of the current X.509-SVID's public key (the ``cnf.jkt`` it binds); None without an SVID
+    or for a key that cannot sign proofs."""
     try:
-        svid = source.x509_svid()
-    except SvidUnavailableError:
+        return Jkt.of_public_key(_signing_key(source.x509_svid()).public_key()).value
+    except (SvidUnavailableError, DpopKeyError):
         return None
-    return Jkt.of_public_key(svid.private_key.public_key()).value
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,10 +92,11 @@ class SvidProofSigner:
     def __init__(self, source: X509Source, *, clock: Callable[[], float] = time.time) -> None:
         self._source = source
         self._clock = clock
-        self._memo: tuple[X509Svid, str] | None = None  # the SVID last seen and its key's thumbprint
+        self._memo: tuple[X509Svid, SigningKey, str] | None = None  # the SVID last seen, its key and thumbprint
 
     def jkt(self) -> str:
-        """The thumbprint of the current SVID key; :class:`SvidUnavailableError` without an SVID."""
+        """The thumbprint of the current SVID key; :class:`SvidUnavailableError` without an SVID,
+        :class:`DpopKeyError` for a key that cannot sign proofs."""
         return self._current()[1]
 
     def sign(
@@ -109,8 +110,7 @@ class SvidProofSigner:
     ) -> SignedProof:
         """A proof for ``htm htu`` (give ``htu`` without query and fragment, §4.2); ``ath`` for ``access_token``
         (§4.2, §7), ``nonce`` when the server asked for one (§8, §9). ``iat`` is this signer's clock."""
-        svid, jkt = self._current()
-        key = _signing_key(svid)
+        key, jkt = self._current()
         ath = access_token_hash(access_token) if access_token is not None else None
         proof = create_proof(
             key,
@@ -123,12 +123,13 @@ class SvidProofSigner:
         )
         return SignedProof(proof, jkt)
 
-    def _current(self) -> tuple[X509Svid, str]:
+    def _current(self) -> tuple[SigningKey, str]:
         svid = self._source.x509_svid()
         memo = self._memo
         if memo is None or memo[0] is not svid:
-            memo = self._memo = (svid, Jkt.of_public_key(svid.private_key.public_key()).value)
-        return memo
+            key = _signing_key(svid)
+            memo = self._memo = (svid, key, Jkt.of_public_key(key.public_key()).value)
+        return memo[1], memo[2]
 
 
 class NonceMemory:
