@@ -94,9 +94,7 @@ async def test_a_nonce_from_any_response_is_used(
 async def test_a_second_nonce_refusal_passes_through_without_a_loop(
     workload_source: InMemorySvidSource, broker_source: InMemorySvidSource, endpoints: list[RunningDpopEndpoint]
 ) -> None:
-    client, endpoint = await dpop_client(
-        workload_source, endpoints, broker_source, nonces=nonces(), fickle_nonces=True
-    )
+    client, endpoint = await dpop_client(workload_source, endpoints, broker_source, nonces=nonces(), fickle_nonces=True)
     with pytest.raises(TokenServiceRefusedError) as caught:
         await client.exchange(API, None)
     assert caught.value.error == "use_dpop_nonce"
@@ -119,7 +117,7 @@ async def test_a_server_taking_no_algorithm_of_the_key_is_unavailable(
     workload_source: InMemorySvidSource, broker_source: InMemorySvidSource, endpoints: list[RunningDpopEndpoint]
 ) -> None:
     client, endpoint = await dpop_client(workload_source, endpoints, broker_source, advertised=["PS256"])
-    with pytest.raises(TokenServiceUnavailableError, match="no DPoP algorithm the X.509-SVID key can sign with"):
+    with pytest.raises(TokenServiceUnavailableError, match=r"no DPoP algorithm the X\.509-SVID key can sign with"):
         await client.exchange(API, None)
     assert endpoint.script.posts == 0
     await client.aclose()
@@ -128,7 +126,7 @@ async def test_a_server_taking_no_algorithm_of_the_key_is_unavailable(
 async def test_after_rotation_the_proof_and_the_token_use_the_new_key(
     workload_source: InMemorySvidSource, broker_source: InMemorySvidSource, endpoints: list[RunningDpopEndpoint]
 ) -> None:
-    client, endpoint = await dpop_client(workload_source, endpoints, broker_source)
+    client, _ = await dpop_client(workload_source, endpoints, broker_source)
     first = await client.exchange(API, None)
     workload_source.rotate()
     second = await client.exchange(API, None)
@@ -171,7 +169,14 @@ def test_a_key_that_cannot_sign_proofs_is_refused() -> None:
 
 @pytest.mark.parametrize(
     ("header", "kept"),
-    [("abc-123_.~", True), (None, False), ("", False), ('with"quote', False), ("with space", False), ("x" * 513, False)],
+    [
+        ("abc-123_.~", True),
+        (None, False),
+        ("", False),
+        ('with"quote', False),
+        ("with space", False),
+        ("x" * 513, False),
+    ],
     ids=["nqchars", "absent", "empty", "quote", "space", "too-long"],
 )
 def test_only_rfc9449_nonces_are_remembered(header: str | None, kept: bool) -> None:
