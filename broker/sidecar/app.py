@@ -213,6 +213,7 @@ async def status(request: web.Request) -> web.Response:
         "token_service": app[TOKEN_SERVICE].health.snapshot(),
         "cached_tokens": len(cache),
         "quarantined": cache.suspended,
+        "token_binding": "dpop" if PROOFS in app else "mtls",
     }
     if REVOCATIONS in app:
         document["revocation_feed"] = app[REVOCATIONS].follower.status()

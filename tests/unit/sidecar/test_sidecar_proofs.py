@@ -18,7 +18,7 @@ from broker.sidecar.proofs import MAX_BODY
 from broker.sidecar.service import RunningSidecar
 from broker.testing import FakeTokenService
 from tests.unit.sidecar.dpop_helpers import sidecar_post
-from tests.unit.sidecar.sidecar_helpers import Starter
+from tests.unit.sidecar.sidecar_helpers import Starter, sidecar_get
 
 URL = "https://api.example.org/orders"
 ALGS = ("ES256", "PS256")
@@ -163,6 +163,13 @@ async def test_a_certificate_binding_sidecar_makes_no_proofs(
     reply = await sidecar_post(sidecar.socket_path, "/v1/dpop-proof", {"method": "GET", "url": URL})
     assert (reply.status, reply.body["error"]) == (409, "dpop_not_enabled")
     assert "--token-binding dpop" in reply.body["error_description"]
+    assert (await sidecar_get(sidecar.socket_path, "/v1/status")).body["token_binding"] == "mtls"
+
+
+async def test_status_shows_the_binding(start: Starter, workload_source: InMemorySvidSource) -> None:
+    sidecar = await dpop_sidecar(start, workload_source)
+    assert sidecar.socket_path is not None
+    assert (await sidecar_get(sidecar.socket_path, "/v1/status")).body["token_binding"] == "dpop"
 
 
 async def test_no_proof_while_quarantined_or_without_an_svid(
