@@ -77,6 +77,29 @@ class RunningSidecar:
     stop = aclose
 
 
+def _proof_signer(source: ExchangeSource, token_binding: TokenBinding, clock: Clock) -> SvidProofSigner | None:
+    """The SVID-key signer of DPoP proofs with ``token_binding = "dpop"`` (RFC 9449), else None."""
+    if token_binding not in TOKEN_BINDINGS:
+        raise ValueError(f"token_binding must be one of {', '.join(TOKEN_BINDINGS)}")
+    dpop = token_binding == "dpop"  # noqa: S105 - a binding mode, not a secret
+    return SvidProofSigner(source, clock=clock) if dpop else None
+
+
+async def _listen(running: RunningSidecar, socket_path: Path | None, socket_mode: int, http_port: int | None) -> None:
+    """Start the Unix socket and/or loopback listeners; on failure stop everything and raise."""
+    try:
+        if socket_path is not None:
+            running.socket_path = socket_path
+            await start_sock_site(running.runner, bind_unix_socket(socket_path, socket_mode))
+        if http_port is not None:
+            sock = bind_loopback(http_port)
+            await start_sock_site(running.runner, sock)
+            running.http_port = int(sock.getsockname()[1])
+    except BaseException:
+        await running.aclose()
+        raise
+
+
 async def start_sidecar(
     *,
     source: ExchangeSource,
@@ -109,11 +132,8 @@ async def start_sidecar(
     """
     if socket_path is None and http_port is None:
         raise ValueError("the sidecar needs a Unix socket path or an HTTP port")
-    if token_binding not in TOKEN_BINDINGS:
-        raise ValueError(f"token_binding must be one of {', '.join(TOKEN_BINDINGS)}")
     socket_mode = parse_socket_mode(socket_mode)  # e.g. a decimal 600 from a config file is refused, not applied
-    dpop = token_binding == "dpop"  # noqa: S105 - a binding mode, not a secret
-    signer = SvidProofSigner(source, clock=clock) if dpop else None
+    signer = _proof_signer(source, token_binding, clock)
     link = token_service or TokenServiceClient(
         source=source, issuer=token_service_url, server_id=token_service_id, retry=retry, timeout=timeout, dpop=signer
     )
@@ -136,17 +156,7 @@ async def start_sidecar(
     runner = HardenedAppRunner(app, limits=limits, access_log=None)
     await runner.setup()
     running = RunningSidecar(runner, cache, link)
-    try:
-        if socket_path is not None:
-            running.socket_path = socket_path
-            await start_sock_site(runner, bind_unix_socket(socket_path, socket_mode))
-        if http_port is not None:
-            sock = bind_loopback(http_port)
-            await start_sock_site(runner, sock)
-            running.http_port = int(sock.getsockname()[1])
-    except BaseException:
-        await running.aclose()
-        raise
+    await _listen(running, socket_path, socket_mode, http_port)
     where = [str(socket_path)] if socket_path is not None else []
     where += [f"127.0.0.1:{running.http_port}"] if running.http_port is not None else []
     log.info(
