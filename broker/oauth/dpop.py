@@ -52,7 +52,6 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 from broker.jose import jws
-from broker.jose._rfc7638 import thumbprint
 from broker.jose.jwk import public_jwk
 from broker.oauth._rfc9449 import (
     DPOP_TYPE,
@@ -245,14 +244,13 @@ def check_proof(
     alg = check_header(compact.header, algorithms)
     jwk = compact.header.get("jwk")
     key = proof_key(jwk, alg)
-    verify_proof(compact, alg, key)
+    verify_proof(compact, alg, key.key)
     check_no_private_key(jwk)  # a dict: proof_key
     check_request(claimed_htm, claimed_htu, method=htm, uri=htu)
     sent_nonce = check_nonce(compact.payload, nonce)
     check_iat(iat, now=now, leeway=leeway, max_age=max_age)
     check_ath(compact.payload, access_token)
-    members = public_jwk(key)  # the canonical members (RFC 7518 §6.2.1, §6.3.1): one key, one thumbprint
-    return DpopProof(jti, iat, thumbprint(members), key, alg, claimed_htm, claimed_htu, sent_nonce, members)
+    return DpopProof(jti, iat, key.jkt, key.key, alg, claimed_htm, claimed_htu, sent_nonce, key.members)
 
 
 async def check_proof_unused(proof: DpopProof, cache: ReplayCache, *, now: float, window: float) -> None:
