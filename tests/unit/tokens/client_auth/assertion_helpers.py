@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any, cast
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from broker.devtools.devca import DevCA
 from broker.errors import OAuthError
@@ -209,11 +209,17 @@ def spiffe_form(assertion: str, **extra: Any) -> dict[str, list[str]]:
     return assertion_form(assertion, ASSERTION_TYPE_JWT_SPIFFE, **extra)
 
 
-def dpop_proof(key: ec.EllipticCurvePrivateKey, **claims: Any) -> str:
-    """A DPoP proof (RFC 9449 §4.2) for ``POST`` :data:`TOKEN_URL` at :data:`NOW`, overridable."""
+def dpop_proof(
+    key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey,
+    *,
+    alg: str = "ES256",
+    header: dict[str, Any] | None = None,
+    **claims: Any,
+) -> str:
+    """A DPoP proof (RFC 9449 §4.2) for ``POST`` :data:`TOKEN_URL` at :data:`NOW`, signed for ``alg``; header
+    members and claims overridable (``DROP`` leaves one out)."""
     base: dict[str, Any] = {"htm": "POST", "htu": TOKEN_URL, "iat": int(NOW), "jti": secrets.token_urlsafe(12)}
-    header = claims.pop("header", None)
-    return forge(key, header=header, **{**base, **claims})
+    return forge(key, alg=alg, header=header, **{**base, **claims})
 
 
 class NoCertificateTls:
