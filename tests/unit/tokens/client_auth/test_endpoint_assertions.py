@@ -7,13 +7,14 @@ replay cache cannot record, the binding of the token issued (RFC 8705 §3, RFC 9
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from broker.devtools.devca import DevCA
-from broker.errors import InvalidClientError
+from broker.errors import InvalidClientError, OAuthError
 from broker.identity.spiffeid import SpiffeId
 from broker.oauth.binding import Jkt
 from broker.oauth.constants import ASSERTION_TYPE_JWT_BEARER, ASSERTION_TYPE_JWT_SPIFFE
@@ -188,3 +189,22 @@ def test_metadata_advertises_methods_algorithms_and_dpop(service: Service) -> No
 def test_assertion_types_are_the_rfc_7521_urns(service: Service) -> None:
     assert service.endpoint.auth_methods[1:] == ("spiffe_jwt", "private_key_jwt")
     assert ASSERTION_TYPE_JWT_SPIFFE.endswith(":client-assertion-type:jwt-spiffe")
+
+
+@pytest.mark.parametrize("kind", ["jwt-bearer", "jwt-spiffe"])
+async def test_one_assertion_sent_1000_times_at_once_gets_exactly_one_token(
+    ca: DevCA, key: ClientKey, kind: str
+) -> None:
+    """Issue 11 acceptance, one replica (in-memory replay cache): 1,000 concurrent requests, one success."""
+    service = make_service(ca, client_key=key, allow_bearer=True)
+    form = assertion_form(bearer_assertion(key)) if kind == "jwt-bearer" else spiffe_form(spiffe_assertion(ca))
+    outcomes = await asyncio.gather(*(service.request(form) for _ in range(1000)), return_exceptions=True)
+    refused = [outcome for outcome in outcomes if isinstance(outcome, OAuthError)]
+    assert len(refused) == 999 and {error.error for error in refused} == {"invalid_client"}
+    assert service.endpoint.issuer.issued_count == 1
+
+
+async def test_the_same_jti_in_the_assertion_and_the_dpop_proof_is_no_replay(service: Service, key: ClientKey) -> None:
+    """Each kind of credential is its own replay namespace (broker.oauth.replay.ReplayKind)."""
+    proof = dpop_proof(ec.generate_private_key(ec.SECP256R1()), jti="shared")
+    await service.request(assertion_form(bearer_assertion(key, jti="shared")), no_certificate(dpop=(proof,)))
