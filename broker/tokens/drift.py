@@ -4,9 +4,11 @@ Drift is what breaks replay checks in practice: a client whose clock runs ahead 
 "issued in the future"; one whose clock runs behind burns part of every short assertion lifetime, and both eat
 into the leeway that sizes the replay cache. For each client (a registered ``client_id`` or a SPIFFE ID) the
 tracker keeps a bounded window of recent samples of ``server time - iat`` per source (client assertions, DPoP
-proofs) and reports their median and extremes. It logs ONE warning per client and source when the median drift
-passes half the leeway (again only after it has come back under a quarter of it), so a drifting fleet does not
-flood the log. The number of clients tracked is bounded; the least recently seen is forgotten first.
+proofs) and reports their median and extremes. It logs ONE warning per client when the median drift of one of
+its sources passes half the leeway (issue 11: "one warning per client"; a client whose clock is off shows it in its
+assertions and its DPoP proofs alike, and one warning says it), and again only after every source of that client
+has come back under a quarter of the leeway, so a drifting fleet does not flood the log. The number of clients
+tracked is bounded; the least recently seen is forgotten first.
 
 A sample is taken only from a credential whose signature verified: an attacker cannot fill the table with made-up
 clients.
@@ -92,6 +94,8 @@ class DriftTracker:
         drift = abs(statistics.median(window.samples))
         if not window.warned and drift > self.leeway / 2:
             window.warned = True
+            if self._warned_elsewhere(client, source):
+                return
             log.warning(
                 "clock drift: %s's %s iat is %.1f s from the server's clock (median of %d), more than half the "
                 "%.0f s leeway; check time sync (NTP/chrony) on the client and on this server",
@@ -99,6 +103,11 @@ class DriftTracker:
             )  # fmt: skip
         elif window.warned and drift < self.leeway / 4:
             window.warned = False
+
+    def _warned_elsewhere(self, client: str, source: DriftSource) -> bool:
+        """Whether another source of ``client`` is still past the warning line (its warning stands for both)."""
+        others = (self._windows.get((client, other)) for other in DriftSource if other != source)
+        return any(window is not None and window.warned for window in others)
 
     def report(self, client: str, source: DriftSource) -> DriftReport | None:
         window = self._windows.get((client, source))
