@@ -100,6 +100,12 @@ class SenderConstraint(Protocol):
 
     async def binding(self, client: AuthenticatedClient, context: RequestContext) -> Binding | None: ...
 
+    def precheck(self, context: RequestContext) -> None:
+        """What can be refused before any client credential is spent: run before a client assertion's ``jti`` is
+        recorded, so a retry the server asks for (RFC 9449 §8 ``use_dpop_nonce``) can resend the same
+        assertion (a SPIRE agent hands out the same JWT-SVID again). Changes no state."""
+        ...
+
     def metadata(self) -> dict[str, Any]:
         """RFC 8414 members this constraint advertises (RFC 9449 §5.1 ``dpop_signing_alg_values_supported``)."""
         ...
@@ -121,6 +127,9 @@ class CertificateBinding:
                 "or a DPoP proof (RFC 9449)"
             )
         return binding
+
+    def precheck(self, context: RequestContext) -> None:
+        return None
 
     def metadata(self) -> dict[str, Any]:
         return {}
@@ -263,6 +272,7 @@ class TokenEndpoint:
         client = transport
         try:
             params, targets = single_values(form)
+            self.sender_constraint.precheck(context or RequestContext())
             client = await self._client_for(params, transport)
             return await self._handle(params, targets, client, context or RequestContext())
         except OAuthError as exc:

@@ -163,10 +163,29 @@ async def test_jwt_svid_assertion_with_dpop_proof_gets_a_dpop_bound_token(
     assert response.to_json()["token_type"] == "DPoP"
 
 
+@pytest.mark.parametrize("kind", ["jwt-bearer", "jwt-spiffe"])
+async def test_use_dpop_nonce_comes_before_the_assertion_so_the_retry_may_resend_it(
+    ca: DevCA, key: ClientKey, kind: str
+) -> None:
+    """RFC 9449 §8: the server asks for a retry with its nonce; the nonce is checked before the assertion's jti
+    is recorded, so the retry can carry the same assertion (a SPIRE agent hands out the same JWT-SVID)."""
+    service = make_service(ca, client_key=key, nonce=True, reuse="single-use")
+    dpop_key = ec.generate_private_key(ec.SECP256R1())
+    form = assertion_form(bearer_assertion(key)) if kind == "jwt-bearer" else spiffe_form(spiffe_assertion(ca))
+    first = await service.refused(form, no_certificate(dpop=(dpop_proof(dpop_key),)))
+    assert first.error == "use_dpop_nonce"
+    retry = no_certificate(dpop=(dpop_proof(dpop_key, nonce=first.headers["DPoP-Nonce"]),))
+    response = await service.request(form, retry)
+    assert response.token_type == "DPoP"
+    replayed = await service.refused(
+        form, no_certificate(dpop=(dpop_proof(dpop_key, nonce=first.headers["DPoP-Nonce"]),))
+    )
+    assert replayed.error == "invalid_client", "once the request got past the nonce, the assertion is spent"
+
+
 async def test_use_dpop_nonce_then_a_new_assertion_with_the_nonce_succeeds(ca: DevCA, key: ClientKey) -> None:
     """The oauth4webapi round trip: the first request is answered ``use_dpop_nonce`` with ``DPoP-Nonce``; the
-    retry carries a NEW assertion (the first one's ``jti`` was spent: the assertion is checked before the
-    proof) and a proof with the nonce."""
+    retry carries a NEW assertion (oauth4webapi makes one per request) and a proof with the nonce."""
     service = make_service(ca, client_key=key, nonce=True)
     dpop_key = ec.generate_private_key(ec.SECP256R1())
     first = await service.refused(assertion_form(bearer_assertion(key)), no_certificate(dpop=(dpop_proof(dpop_key),)))
