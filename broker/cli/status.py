@@ -147,8 +147,8 @@ def _remote(config_file: Path | None, options: dict[str, Any]) -> tuple[LocalTar
 @click.command("status", context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--limit", type=click.IntRange(1, MAX_LIMIT), default=DEFAULT_LIMIT, show_default=True,
               help="clock-drift rows: the clients furthest from the service's clock")  # fmt: skip
-@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), help="TOML config file")
 @remote_options
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), help="TOML config file")
 @json_option
 @cli_errors()
 def status(limit: int, config_file: Path | None, as_json: bool, **options: Any) -> None:
