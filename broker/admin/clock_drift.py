@@ -58,7 +58,7 @@ class ClockDrift:
         return self.leeway / 2
 
     def drifting(self, report: DriftReport) -> bool:
-        return abs(report.median) > self.warn_above
+        return abs(report.drift) > self.warn_above
 
 
 def drift_limit(params: Mapping[str, Any]) -> int:

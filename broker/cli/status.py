@@ -7,10 +7,11 @@ each audited there as an ``admin.call``:
 * the store: engine, redacted URL, schema version against the latest the service knows (``GET /admin/v1/store``);
 * the signing keys: the active kid and how many keys are in each state (``GET /admin/v1/keys``);
 * **Clock drift (worst offenders)** (``GET /admin/v1/clock-drift``): per client and source (``client_assertion``,
-  ``dpop_proof``), ``server time - iat`` over the last samples: median, min and max in seconds, negative when the
-  client's clock runs ahead. ``!`` marks a median beyond half the leeway, where the service logs its one warning
-  per client. The drift is the answering replica's own, kept in memory since it started: behind a load balancer,
-  ask each replica (the header names the one that answered).
+  ``jwt_svid``, ``dpop_proof``), ``server time - iat`` over the last samples: the drift it shows
+  (:func:`~broker.tokens.drift.drift_of`: the median, or the minimum for JWT-SVIDs, which a SPIRE agent reuses),
+  median, min and max in seconds, negative when the client's clock runs ahead. ``!`` marks a drift beyond half
+  the leeway, where the service logs its one warning per client. The drift is the answering replica's own, kept
+  in memory since it started: behind a load balancer, ask each replica (the header names the one that answered).
 
 ``--json`` prints ``{"store": ..., "signing_keys": ..., "clock_drift": ...}``, each the admin API's document.
 What to do about a drifting client: docs/operations.md, "A client's clock drifts".
@@ -84,15 +85,15 @@ def _seconds(value: float) -> str:
 
 
 def _drift_rows(drift: ClockDrift) -> list[tuple[str, ...]]:
-    rows: list[tuple[str, ...]] = [("CLIENT", "SOURCE", "SAMPLES", "MEDIAN S", "MIN S", "MAX S", "")]
+    rows: list[tuple[str, ...]] = [("CLIENT", "SOURCE", "SAMPLES", "DRIFT S", "MEDIAN S", "MIN S", "MAX S", "")]
     for report in drift.clients:
-        numbers = (_seconds(report.median), _seconds(report.minimum), _seconds(report.maximum))
+        numbers = tuple(_seconds(value) for value in (report.drift, report.median, report.minimum, report.maximum))
         mark = MARK if drift.drifting(report) else ""
         rows.append((report.client, report.source.value, str(report.samples), *numbers, mark))
     return rows
 
 
-_NUMBERS = frozenset({2, 3, 4, 5})  # columns aligned on their last digit
+_NUMBERS = frozenset({2, 3, 4, 5, 6})  # columns aligned on their last digit
 
 
 def _table(rows: list[tuple[str, ...]]) -> list[str]:

@@ -101,7 +101,7 @@ class JwtSpiffeAuth:
         if not fresh and not (rules.reuse == SENDER_BOUND and same_sender):
             raise InvalidClientError(_replayed(rules.reuse))
         if fresh and times.iat is not None:  # a repeat's iat says nothing new about the client's clock
-            self._drift.record(str(svid.spiffe_id), DriftSource.ASSERTION, now=now, iat=times.iat)
+            self._drift.record(str(svid.spiffe_id), DriftSource.JWT_SVID, now=now, iat=times.iat)
         leaf = transport.leaf if transport is not None else None
         return AuthenticatedClient(spiffe_id=svid.spiffe_id, leaf=leaf, auth_method=self.name)
 

@@ -87,7 +87,8 @@ async def test_the_worst_drifts_come_first_named_by_replica_and_audited(
     assert [(c["client"], c["source"]) for c in body["clients"]] == [
         (AHEAD, "client_assertion"), (BEHIND, "dpop_proof"), (SYNCED, "client_assertion"),
     ]  # fmt: skip
-    assert body["clients"][0] == {"client": AHEAD, "source": "client_assertion", "samples": 3, "median_seconds": -7.0,
+    assert body["clients"][0] == {"client": AHEAD, "source": "client_assertion", "samples": 3, "drift_seconds": -7.0,
+                                  "median_seconds": -7.0,
                                   "min_seconds": -7.5, "max_seconds": -6.5, "last_seen": NOW + 2}  # fmt: skip
     [record] = api.audit.records
     assert (record.actor, record.path, record.outcome) == (str(ADMIN_ID), "/admin/v1/clock-drift", "served")

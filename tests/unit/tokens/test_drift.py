@@ -41,6 +41,7 @@ def test_report_json_is_rounded_and_names_the_source() -> None:
         "client": A,
         "source": "dpop_proof",
         "samples": 1,
+        "drift_seconds": 1.235,
         "median_seconds": 1.235,
         "min_seconds": 1.235,
         "max_seconds": 1.235,
@@ -119,3 +120,17 @@ def test_the_number_of_clients_is_bounded_least_recently_seen_first() -> None:
     assert tracker.report(B, ASSERTION) is None
     assert tracker.report(A, ASSERTION) is not None and tracker.report(C, ASSERTION) is not None
     assert len(tracker.worst(limit=10)) == 2
+
+
+def test_a_jwt_svid_drift_is_its_freshest_sample_not_its_median(caplog: pytest.LogCaptureFixture) -> None:
+    """A SPIRE agent reuses a JWT-SVID for half its lifetime: ``now - iat`` is the offset plus the token's age, so
+    a client in sync whose SVIDs are used minutes after minting must not read as drifting."""
+    tracker = DriftTracker(leeway=LEEWAY)
+    with caplog.at_level(logging.WARNING, logger="broker.tokens.drift"):
+        feed(tracker, A, [0.4, 120.0, 240.0], source=DriftSource.JWT_SVID)
+        report = tracker.report(A, DriftSource.JWT_SVID)
+        assert report is not None and (round(report.drift, 3), report.median) == (0.4, 120.0)
+        assert not warnings(caplog)
+        feed(tracker, B, [-8.0, 100.0, 200.0], source=DriftSource.JWT_SVID)
+    assert [r.client for r in tracker.worst()] == [B, A], "a clock ahead shows in every sample, the freshest too"
+    assert len(warnings(caplog)) == 1

@@ -171,7 +171,7 @@ async def test_sender_bound_repeats_do_not_count_as_drift(ca: DevCA, client: Aut
     for step in range(1, 4):
         service.clock.now = NOW + 15 * step
         await service.request(spiffe_form(assertion), transport=client)
-    report = service.drift.report(WEB, DriftSource.ASSERTION)
+    report = service.drift.report(WEB, DriftSource.JWT_SVID)
     assert report is not None and (report.samples, report.median) == (1, 1.0)
 
 
