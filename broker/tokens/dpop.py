@@ -84,6 +84,11 @@ class DpopBinding:
             return
         check_proof_nonce(context.dpop[0], self._nonces)
 
+    def success_headers(self) -> dict[str, str]:
+        """RFC 9449 §8.2: with server nonces, every token response carries the current one in ``DPoP-Nonce``, so a
+        client's next request need not be refused first to learn it."""
+        return {} if self._nonces is None else {"DPoP-Nonce": self._nonces.current()}
+
     def metadata(self) -> dict[str, Any]:
         """RFC 9449 §5.1 ``dpop_signing_alg_values_supported``."""
         return {"dpop_signing_alg_values_supported": list(self.algorithms)}

@@ -73,6 +73,8 @@ class TokenResponse:
 
     token: IssuedToken = field(repr=False)
     issued_token_type: str | None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    """Response headers besides the body's: a fresh ``DPoP-Nonce`` (RFC 9449 §8.2)."""
 
     @property
     def token_type(self) -> str:
@@ -106,6 +108,10 @@ class SenderConstraint(Protocol):
         assertion (a SPIRE agent hands out the same JWT-SVID again). Changes no state."""
         ...
 
+    def success_headers(self) -> dict[str, str]:
+        """Headers for a successful token response (RFC 9449 §8.2: a new ``DPoP-Nonce``)."""
+        ...
+
     def metadata(self) -> dict[str, Any]:
         """RFC 8414 members this constraint advertises (RFC 9449 §5.1 ``dpop_signing_alg_values_supported``)."""
         ...
@@ -130,6 +136,9 @@ class CertificateBinding:
 
     def precheck(self, context: RequestContext) -> None:
         return None
+
+    def success_headers(self) -> dict[str, str]:
+        return {}
 
     def metadata(self) -> dict[str, Any]:
         return {}
@@ -327,7 +336,7 @@ class TokenEndpoint:
             binding=binding,
         )
         self._audit.issued(client, token)
-        return TokenResponse(token, issued_token_type)
+        return TokenResponse(token, issued_token_type, self.sender_constraint.success_headers())
 
     def _grant_for(self, grant_type: str | None) -> Grant:
         if grant_type is None:

@@ -164,6 +164,12 @@ async def test_nonce_round_trip_ends_in_a_dpop_token(ca: DevCA, client: Authenti
     assert response.to_json()["token_type"] == "DPoP"
     claims = decode(response.token.token, service.key_store)[1]
     assert claims["cnf"] == {"jkt": rfc7638(KEY)}  # the DPoP key, not the certificate (RFC 9449 §5)
+    assert response.headers == {"DPoP-Nonce": service.nonces.current()}, "RFC 9449 §8.2: the next nonce on success"
+
+
+async def test_no_dpop_nonce_header_without_server_nonces(ca: DevCA, client: AuthenticatedClient) -> None:
+    response = await make_service(ca).request(cc_form(), with_proof(dpop_proof(KEY)), transport=client)
+    assert response.token_type == "DPoP" and response.headers == {}
 
 
 def test_metadata_advertises_the_dpop_algorithms() -> None:
