@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from broker.identity.memory import InMemorySvidSource
 from broker.jose.jws import parse_compact
 from broker.oauth.binding import Jkt
+from broker.oauth.dpop import check_proof
 from broker.oauth.dpop_nonce import NonceSource
 from broker.sidecar.dpop import NonceMemory, SvidProofSigner, choose_algorithm, current_jkt
 from broker.sidecar.errors import DpopKeyError, TokenServiceRefusedError, TokenServiceUnavailableError
@@ -183,3 +185,18 @@ def test_only_rfc9449_nonces_are_remembered(header: str | None, kept: bool) -> N
     memory = NonceMemory()
     assert memory.remember(header) is kept
     assert memory.value == (header if kept else None)
+
+
+@pytest.mark.parametrize(("advertised", "alg"), [(None, "PS256"), (["RS256"], "RS256")], ids=["ps256", "rs256"])
+def test_an_rsa_svid_key_signs_proofs_a_server_accepts(advertised: list[str] | None, alg: str) -> None:
+    class RsaSvid:
+        private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+    class Source:
+        def x509_svid(self) -> Any:
+            return RsaSvid()
+
+    signed = SvidProofSigner(Source()).sign(htm="GET", htu="https://api.example.org/x", advertised=advertised)
+    proof = check_proof(signed.proof, htm="GET", htu="https://api.example.org/x", now=time.time(), leeway=5,
+                        max_age=60, algorithms=[alg])  # fmt: skip
+    assert (proof.alg, proof.jkt) == (alg, signed.jkt)
