@@ -64,6 +64,7 @@ class Workload:
     x509_ttl: int = 3600
     jwt_ttl: int = 300
     include_jti: bool = False
+    jwt_svid_reuse: str | None = None  # the policy rule's jwt_svid_reuse (None: unset, the default single-use)
 
     @property
     def selectors(self) -> list[str]:
@@ -77,16 +78,30 @@ ROTATING_APP = Workload("rotating-app", f"{TD}/it/rotating-app", 60104, x509_ttl
 OTHER = Workload("other", f"{TD}/it/other", 60105)  # valid SVID, not in the policy
 JWT_PLAIN = Workload("jwt-plain", f"{TD}/it/jwt-plain", 60106, jwt_ttl=120)
 JWT_JTI = Workload("jwt-jti", f"{TD}/it/jwt-jti", 60107, jwt_ttl=120, include_jti=True)
-ALL_WORKLOADS = (BROKER, DEMO, APP, ROTATING_APP, OTHER, JWT_PLAIN, JWT_JTI)
-POLICY_CLIENTS = (APP, ROTATING_APP, JWT_PLAIN, JWT_JTI)
+# JWT-SVIDs as jwt-spiffe client assertions: one identity per (reuse mode, -jwtSVIDIncludeJTI), each with a JWT-SVID
+# TTL at the default assertion lifetime cap (60 s), so the agent hands out the same token for 30 s.
+SINGLE_USE_JTI = Workload("su-jti", f"{TD}/it/assert/su-jti", 60108, jwt_ttl=60, include_jti=True,
+                          jwt_svid_reuse="single-use")  # fmt: skip
+SINGLE_USE_PLAIN = Workload("su-plain", f"{TD}/it/assert/su-plain", 60109, jwt_ttl=60, jwt_svid_reuse="single-use")
+SENDER_BOUND_JTI = Workload("sb-jti", f"{TD}/it/assert/sb-jti", 60110, jwt_ttl=60, include_jti=True,
+                            jwt_svid_reuse="sender-bound")  # fmt: skip
+SENDER_BOUND_PLAIN = Workload("sb-plain", f"{TD}/it/assert/sb-plain", 60111, jwt_ttl=60,
+                              jwt_svid_reuse="sender-bound")  # fmt: skip
+ASSERTION_CLIENTS = (SINGLE_USE_JTI, SINGLE_USE_PLAIN, SENDER_BOUND_JTI, SENDER_BOUND_PLAIN)
+ALL_WORKLOADS = (BROKER, DEMO, APP, ROTATING_APP, OTHER, JWT_PLAIN, JWT_JTI, *ASSERTION_CLIENTS)
+POLICY_CLIENTS = (APP, ROTATING_APP, JWT_PLAIN, JWT_JTI, *ASSERTION_CLIENTS)
+
+
+def _rule(workload: Workload) -> str:
+    rule = policy_rule(spiffe_id=workload.spiffe_id, audiences=[DEMO_AUDIENCE], scopes=[DEMO_SCOPE],
+                       max_token_lifetime=300)  # fmt: skip
+    if workload.jwt_svid_reuse is not None:
+        rule += f"    jwt_svid_reuse: {workload.jwt_svid_reuse}\n"
+    return rule
 
 
 def policy_yaml() -> str:
-    rules = (
-        policy_rule(spiffe_id=w.spiffe_id, audiences=[DEMO_AUDIENCE], scopes=[DEMO_SCOPE], max_token_lifetime=300)
-        for w in POLICY_CLIENTS
-    )
-    return testing_policy_yaml(*rules)
+    return testing_policy_yaml(*(_rule(w) for w in POLICY_CLIENTS))
 
 
 # -- registration ----------------------------------------------------------------------------------------------

@@ -1,0 +1,188 @@
+"""JWT-SVIDs minted by a real SPIRE agent as ``jwt-spiffe`` client assertions (draft-ietf-oauth-spiffe-client-auth
+§3.1) at the token service, in both reuse modes of the policy (``jwt_svid_reuse``), with and without
+``-jwtSVIDIncludeJTI``.
+
+The SPIRE caveat these modes exist for (v1.15.3): the agent caches a JWT-SVID per (SPIFFE ID, audience) and hands
+out the same token, ``jti`` included, until half its lifetime has passed. So:
+
+* ``single-use``: the first presentation gets a token; the agent's next (identical) JWT-SVID is refused
+  ``invalid_client``, and a JWT-SVID without ``jti`` is refused outright;
+* ``sender-bound``: repeats are accepted over mutual TLS with the same identity's X.509-SVID; the same JWT-SVID with
+  another workload's X.509-SVID, with no client certificate, or with a DPoP proof of another key is refused.
+
+Every refusal is RFC 7521 §4.2.1 ``invalid_client`` (401, no token). Each identity has its own entry (spine.py) with
+a 60 s JWT-SVID TTL, the default assertion lifetime cap; the assertions' ``aud`` is the service's issuer (RFC
+7523bis §4).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlencode
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from broker.jose.jwk import public_jwk
+from tests.integration.spine import (
+    APP,
+    DEMO_AUDIENCE,
+    JWT_JTI,
+    SENDER_BOUND_JTI,
+    SENDER_BOUND_PLAIN,
+    SINGLE_USE_JTI,
+    SINGLE_USE_PLAIN,
+    Reply,
+    Spine,
+    SvidFiles,
+    Workload,
+    fetch_jwt_svid,
+    fetch_svid_files,
+    https_request,
+    jwt_part,
+    private_dir,
+    spine_fixture,
+    tls_context,
+)
+from tests.integration.spire import SpireDeployment
+from tests.jose_helpers import b64, sign
+
+pytestmark = pytest.mark.spire
+
+JWT_SPIFFE = "urn:ietf:params:oauth:client-assertion-type:jwt-spiffe"
+IDENTITIES = (SINGLE_USE_JTI, SINGLE_USE_PLAIN, SENDER_BOUND_JTI, SENDER_BOUND_PLAIN, JWT_JTI)
+
+service = spine_fixture(APP, full=False, name="service")  # the token service alone
+
+
+@pytest.fixture(scope="module")
+def x509(spire: SpireDeployment) -> Iterator[dict[str, SvidFiles]]:
+    """Each test identity's X509-SVID as files (from the agent, fetched as that identity)."""
+    with private_dir("svids.") as root:
+        yield {w.name: fetch_svid_files(spire, w, root / w.name) for w in IDENTITIES}
+
+
+def _dpop_proof(key: ec.EllipticCurvePrivateKey, htu: str) -> str:
+    """A fresh RFC 9449 §4.2 proof for ``POST htu``, signed independently of the code under test."""
+    header = {"typ": "dpop+jwt", "alg": "ES256", "jwk": public_jwk(key.public_key())}
+    claims = {"jti": secrets.token_urlsafe(16), "htm": "POST", "htu": htu, "iat": int(time.time())}
+    signing_input = b64(json.dumps(header).encode()) + "." + b64(json.dumps(claims).encode())
+    return signing_input + "." + b64(sign("ES256", key, signing_input.encode()))
+
+
+def _present(service: Spine, assertion: str, *, bundle: Path, cert: SvidFiles | None, dpop: str | None = None) -> Reply:
+    """POST /token, ``client_credentials`` authenticated by ``assertion`` (jwt-spiffe), over TLS with ``cert``'s
+    X509-SVID as client certificate, or none."""
+    form = {
+        "grant_type": "client_credentials",
+        "client_assertion_type": JWT_SPIFFE,
+        "client_assertion": assertion,
+        "audience": DEMO_AUDIENCE,
+    }
+    headers = {"Content-Type": "application/x-www-form-urlencoded", **({"DPoP": dpop} if dpop else {})}
+    context = tls_context(bundle, cert)
+    return https_request(service.server_port, "POST", "/token", context=context, body=urlencode(form), headers=headers)
+
+
+def _assert_issued(reply: Reply, workload: Workload, client: SvidFiles, issuer: str) -> None:
+    """A Bearer token for ``workload`` bound to ``client``'s certificate (RFC 8705 §3)."""
+    assert reply.status == 200, reply.body
+    body = reply.json()
+    assert body["token_type"] == "Bearer"
+    claims = jwt_part(body["access_token"], 1)
+    assert (claims["iss"], claims["sub"], claims["aud"]) == (issuer, workload.spiffe_id, DEMO_AUDIENCE)
+    assert claims["cnf"] == {"x5t#S256": client.x5t_s256()}
+
+
+def _assert_refused(reply: Reply, *, saying: str) -> None:
+    """RFC 7521 §4.2.1 / RFC 6749 §5.2: 401 ``invalid_client``, no token; the description names the rule."""
+    body = reply.json()
+    assert (reply.status, body["error"]) == (401, "invalid_client"), reply.body
+    assert "access_token" not in body
+    assert saying in body["error_description"]
+
+
+def _svid(spire: SpireDeployment, workload: Workload, audience: str) -> tuple[str, dict[str, object]]:
+    """A JWT-SVID from the agent and its claims, checked to be what the entry asks SPIRE for."""
+    token = fetch_jwt_svid(spire, workload, audience)
+    claims = jwt_part(token, 1)
+    assert (claims["sub"], claims["aud"]) == (workload.spiffe_id, [audience])
+    assert ("jti" in claims) is workload.include_jti
+    return token, claims
+
+
+def test_single_use_jwt_svid_with_jti_gets_one_token_and_the_agents_repeat_is_refused(
+    spire: SpireDeployment, service: Spine, x509: dict[str, SvidFiles]
+) -> None:
+    workload, own = SINGLE_USE_JTI, x509[SINGLE_USE_JTI.name]
+    token, claims = _svid(spire, workload, service.issuer)
+    assert claims["exp"] == claims["iat"] + workload.jwt_ttl  # type: ignore[operator]
+    _assert_issued(_present(service, token, bundle=own.bundle, cert=own), workload, own, service.issuer)
+    again, _ = _svid(spire, workload, service.issuer)
+    assert again == token, "the agent minted a new JWT-SVID: this test no longer exercises its cache"
+    _assert_refused(_present(service, again, bundle=own.bundle, cert=own), saying="already used")
+
+
+def test_single_use_jwt_svid_without_jti_is_refused(
+    spire: SpireDeployment, service: Spine, x509: dict[str, SvidFiles]
+) -> None:
+    own = x509[SINGLE_USE_PLAIN.name]
+    token, _ = _svid(spire, SINGLE_USE_PLAIN, service.issuer)
+    for _ in range(2):  # nothing was recorded: the same refusal again
+        _assert_refused(_present(service, token, bundle=own.bundle, cert=own), saying="must carry a 'jti'")
+
+
+@pytest.mark.parametrize(
+    ("workload", "other"),
+    [
+        pytest.param(SENDER_BOUND_JTI, SENDER_BOUND_PLAIN, id="entry-with-jti"),
+        pytest.param(SENDER_BOUND_PLAIN, SENDER_BOUND_JTI, id="entry-without-jti"),
+    ],
+)
+def test_sender_bound_jwt_svid_repeats_only_over_mtls_from_its_own_spiffe_id(
+    spire: SpireDeployment, service: Spine, x509: dict[str, SvidFiles], workload: Workload, other: Workload
+) -> None:
+    own = x509[workload.name]
+    token, _ = _svid(spire, workload, service.issuer)
+    for _ in range(3):  # the first use, then two repeats
+        _assert_issued(_present(service, token, bundle=own.bundle, cert=own), workload, own, service.issuer)
+    assert _svid(spire, workload, service.issuer)[0] == token, "the agent minted a new JWT-SVID"
+    mismatched = _present(service, token, bundle=own.bundle, cert=x509[other.name])
+    _assert_refused(mismatched, saying="different SPIFFE IDs")
+    _assert_refused(_present(service, token, bundle=own.bundle, cert=None), saying="already used")
+    thief = _dpop_proof(ec.generate_private_key(ec.SECP256R1()), f"{service.issuer}/token")
+    _assert_refused(_present(service, token, bundle=own.bundle, cert=None, dpop=thief), saying="already used")
+    # The refusals took nothing from the workload itself.
+    _assert_issued(_present(service, token, bundle=own.bundle, cert=own), workload, own, service.issuer)
+
+
+@pytest.mark.parametrize(
+    "workload",
+    [pytest.param(SINGLE_USE_JTI, id="entry-with-jti"), pytest.param(SINGLE_USE_PLAIN, id="entry-without-jti")],
+)
+def test_spire_agent_hands_out_the_same_jwt_svid_within_half_its_ttl(
+    spire: SpireDeployment, service: Spine, workload: Workload
+) -> None:
+    """The caveat itself: why single-use breaks every second call from a SPIRE workload. A fresh audience makes
+    the agent mint a new JWT-SVID on the first fetch; the second, well within half the TTL, returns it again."""
+    audience = f"{service.issuer}/caveat/{workload.name}"
+    started = time.monotonic()
+    first, first_claims = _svid(spire, workload, audience)
+    second, second_claims = _svid(spire, workload, audience)
+    assert time.monotonic() - started < workload.jwt_ttl / 2
+    assert second == first
+    assert second_claims.get("jti") == first_claims.get("jti")
+
+
+def test_spire_jwt_svid_longer_than_the_default_assertion_lifetime_is_refused(
+    spire: SpireDeployment, service: Spine, x509: dict[str, SvidFiles]
+) -> None:
+    """JWT_JTI's entry has a 120 s JWT-SVID TTL and its policy rule no ``max_assertion_lifetime``: the 60 s cap."""
+    own = x509[JWT_JTI.name]
+    token, claims = _svid(spire, JWT_JTI, service.issuer)
+    assert claims["exp"] == claims["iat"] + JWT_JTI.jwt_ttl  # type: ignore[operator]
+    _assert_refused(_present(service, token, bundle=own.bundle, cert=own), saying="lifetime is longer than the 60 s")
