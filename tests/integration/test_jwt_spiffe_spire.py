@@ -22,6 +22,7 @@ import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
 import pytest
@@ -106,7 +107,7 @@ def _assert_refused(reply: Reply, *, saying: str) -> None:
     assert saying in body["error_description"]
 
 
-def _svid(spire: SpireDeployment, workload: Workload, audience: str) -> tuple[str, dict[str, object]]:
+def _svid(spire: SpireDeployment, workload: Workload, audience: str) -> tuple[str, dict[str, Any]]:
     """A JWT-SVID from the agent and its claims, checked to be what the entry asks SPIRE for."""
     token = fetch_jwt_svid(spire, workload, audience)
     claims = jwt_part(token, 1)
@@ -120,7 +121,7 @@ def test_single_use_jwt_svid_with_jti_gets_one_token_and_the_agents_repeat_is_re
 ) -> None:
     workload, own = SINGLE_USE_JTI, x509[SINGLE_USE_JTI.name]
     token, claims = _svid(spire, workload, service.issuer)
-    assert claims["exp"] == claims["iat"] + workload.jwt_ttl  # type: ignore[operator]
+    assert claims["exp"] == claims["iat"] + workload.jwt_ttl
     _assert_issued(_present(service, token, bundle=own.bundle, cert=own), workload, own, service.issuer)
     again, _ = _svid(spire, workload, service.issuer)
     assert again == token, "the agent minted a new JWT-SVID: this test no longer exercises its cache"
@@ -184,5 +185,5 @@ def test_spire_jwt_svid_longer_than_the_default_assertion_lifetime_is_refused(
     """JWT_JTI's entry has a 120 s JWT-SVID TTL and its policy rule no ``max_assertion_lifetime``: the 60 s cap."""
     own = x509[JWT_JTI.name]
     token, claims = _svid(spire, JWT_JTI, service.issuer)
-    assert claims["exp"] == claims["iat"] + JWT_JTI.jwt_ttl  # type: ignore[operator]
+    assert claims["exp"] == claims["iat"] + JWT_JTI.jwt_ttl
     _assert_refused(_present(service, token, bundle=own.bundle, cert=own), saying="lifetime is longer than the 60 s")
