@@ -87,7 +87,9 @@ SENDER_BOUND_JTI = Workload("sb-jti", f"{TD}/it/assert/sb-jti", 60110, jwt_ttl=6
                             jwt_svid_reuse="sender-bound")  # fmt: skip
 SENDER_BOUND_PLAIN = Workload("sb-plain", f"{TD}/it/assert/sb-plain", 60111, jwt_ttl=60,
                               jwt_svid_reuse="sender-bound")  # fmt: skip
-ASSERTION_CLIENTS = (SINGLE_USE_JTI, SINGLE_USE_PLAIN, SENDER_BOUND_JTI, SENDER_BOUND_PLAIN)
+JWT_ONLY = Workload("jwt-only", f"{TD}/it/assert/jwt-only", 60112, jwt_ttl=60, include_jti=True,
+                    jwt_svid_reuse="sender-bound")  # fmt: skip  # presents no X.509-SVID: binds with DPoP
+ASSERTION_CLIENTS = (SINGLE_USE_JTI, SINGLE_USE_PLAIN, SENDER_BOUND_JTI, SENDER_BOUND_PLAIN, JWT_ONLY)
 ALL_WORKLOADS = (BROKER, DEMO, APP, ROTATING_APP, OTHER, JWT_PLAIN, JWT_JTI, *ASSERTION_CLIENTS)
 POLICY_CLIENTS = (APP, ROTATING_APP, JWT_PLAIN, JWT_JTI, *ASSERTION_CLIENTS)
 

@@ -17,10 +17,11 @@ a 60 s JWT-SVID TTL, the default assertion lifetime cap; the assertions' ``aud``
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -33,6 +34,7 @@ from tests.integration.spine import (
     APP,
     DEMO_AUDIENCE,
     JWT_JTI,
+    JWT_ONLY,
     SENDER_BOUND_JTI,
     SENDER_BOUND_PLAIN,
     SINGLE_USE_JTI,
@@ -73,6 +75,13 @@ def _dpop_proof(key: ec.EllipticCurvePrivateKey, htu: str) -> str:
     claims = {"jti": secrets.token_urlsafe(16), "htm": "POST", "htu": htu, "iat": int(time.time())}
     signing_input = b64(json.dumps(header).encode()) + "." + b64(json.dumps(claims).encode())
     return signing_input + "." + b64(sign("ES256", key, signing_input.encode()))
+
+
+def _jkt(key: ec.EllipticCurvePrivateKey) -> str:
+    """RFC 7638 §3: the JWK SHA-256 thumbprint over the required EC members in lexicographic order."""
+    jwk = public_jwk(key.public_key())
+    members = json.dumps({name: jwk[name] for name in ("crv", "kty", "x", "y")}, separators=(",", ":"))
+    return b64(hashlib.sha256(members.encode()).digest())
 
 
 def _present(service: Spine, assertion: str, *, bundle: Path, cert: SvidFiles | None, dpop: str | None = None) -> Reply:
@@ -187,3 +196,55 @@ def test_spire_jwt_svid_longer_than_the_default_assertion_lifetime_is_refused(
     token, claims = _svid(spire, JWT_JTI, service.issuer)
     assert claims["exp"] == claims["iat"] + JWT_JTI.jwt_ttl
     _assert_refused(_present(service, token, bundle=own.bundle, cert=own), saying="lifetime is longer than the 60 s")
+
+
+def test_workload_without_x509_svid_binds_its_jwt_svid_with_dpop_once_and_the_agents_repeat_is_refused(
+    spire: SpireDeployment, service: Spine, x509: dict[str, SvidFiles]
+) -> None:
+    """No client certificate: the token is bound to the DPoP key (RFC 9449 §5, ``cnf.jkt``). ``sender-bound`` has
+    no sender to bind a repeat to, so the agent's cached JWT-SVID is single-use here too (docs/threat-model.md)."""
+    bundle = x509[SINGLE_USE_JTI.name].bundle  # only to verify the server: every identity has the same bundle
+    key, htu = ec.generate_private_key(ec.SECP256R1()), f"{service.issuer}/token"
+    token, _ = _svid(spire, JWT_ONLY, service.issuer)
+    reply = _present(service, token, bundle=bundle, cert=None, dpop=_dpop_proof(key, htu))
+    assert reply.status == 200, reply.body
+    assert reply.json()["token_type"] == "DPoP"
+    claims = jwt_part(reply.json()["access_token"], 1)
+    assert (claims["sub"], claims["aud"], claims["cnf"]) == (JWT_ONLY.spiffe_id, DEMO_AUDIENCE, {"jkt": _jkt(key)})
+    again, _ = _svid(spire, JWT_ONLY, service.issuer)
+    assert again == token, "the agent minted a new JWT-SVID"
+    _assert_refused(
+        _present(service, again, bundle=bundle, cert=None, dpop=_dpop_proof(key, htu)), saying="already used"
+    )
+
+
+@pytest.mark.parametrize(
+    "audiences",
+    [
+        pytest.param(lambda issuer: [f"{issuer}/token"], id="token-endpoint-url"),
+        pytest.param(lambda issuer: [issuer, "https://elsewhere.example.org"], id="issuer-and-another"),
+    ],
+)
+def test_spire_jwt_svid_for_other_audiences_than_the_issuer_alone_is_refused(
+    spire: SpireDeployment, service: Spine, x509: dict[str, SvidFiles], audiences: Callable[[str], list[str]]
+) -> None:
+    """RFC 7523bis §4: ``aud`` is the issuer identifier as its sole value. SPIRE mints ``aud`` as an array."""
+    own, wanted = x509[SENDER_BOUND_JTI.name], audiences(service.issuer)
+    token = fetch_jwt_svid(spire, SENDER_BOUND_JTI, ",".join(wanted))
+    assert jwt_part(token, 1)["aud"] == wanted
+    reply = _present(service, token, bundle=own.bundle, cert=own)
+    _assert_refused(reply, saying="aud")  # "(audience_mismatch)", or "'aud' must be ... its sole value"
+
+
+def test_metadata_advertises_spiffe_jwt_and_spires_signing_algorithm(
+    spire: SpireDeployment, service: Spine, x509: dict[str, SvidFiles]
+) -> None:
+    """RFC 8414 §2 and draft-ietf-oauth-spiffe-client-auth §4: ``spiffe_jwt``, and ES256 (SPIRE's default)."""
+    own = x509[SINGLE_USE_JTI.name]
+    path = "/.well-known/oauth-authorization-server"
+    reply = https_request(service.server_port, "GET", path, context=tls_context(own.bundle, None), headers={})
+    assert reply.status == 200, reply.body
+    metadata = reply.json()
+    assert "spiffe_jwt" in metadata["token_endpoint_auth_methods_supported"]
+    token = fetch_jwt_svid(spire, SINGLE_USE_JTI, f"{service.issuer}/metadata-check")
+    assert jwt_part(token, 0)["alg"] in metadata["token_endpoint_auth_signing_alg_values_supported"]
