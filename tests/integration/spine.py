@@ -325,6 +325,7 @@ class Spine:
     app: Workload
     root: Path
     procs: Processes
+    config: str = ""  # the token service's TOML config file, if any (e.g. "[dpop]\nrequire_nonce = true\n")
     server_port: int = field(default_factory=free_port)
     health_port: int = field(default_factory=free_port)
     demo_port: int = field(default_factory=free_port)
@@ -376,8 +377,13 @@ class Spine:
 
     def start_server(self) -> None:
         (self.root / "policy.yaml").write_text(policy_yaml())
+        config: tuple[str, ...] = ()
+        if self.config:
+            (self.root / "broker.toml").write_text(self.config)
+            config = ("--config", str(self.root / "broker.toml"))
         argv = broker_argv(
             "server",
+            *config,
             *("--listen", f"127.0.0.1:{self.server_port}", "--issuer", self.issuer),
             *("--state-dir", str(self.root / "state"), "--policy", str(self.root / "policy.yaml")),
             *("--health-port", str(self.health_port)),
@@ -402,14 +408,20 @@ class Spine:
 
 @contextlib.contextmanager
 def running_spine(
-    spire: SpireDeployment, app: Workload, *, full: bool = True, keep_logs: Callable[[], bool] = lambda: False
+    spire: SpireDeployment,
+    app: Workload,
+    *,
+    full: bool = True,
+    keep_logs: Callable[[], bool] = lambda: False,
+    config: str = "",
 ) -> Iterator[Spine]:
-    """Register every test workload, start the token service and (``full``) the demo API and ``app``'s sidecar,
-    each in its own process with its own identity; stop them all on exit (keeping the logs if ``keep_logs()``)."""
+    """Register every test workload, start the token service (with ``config`` as its TOML config file, if any) and
+    (``full``) the demo API and ``app``'s sidecar, each in its own process with its own identity; stop them all on
+    exit (keeping the logs if ``keep_logs()``)."""
     ensure_registered(spire)
     with private_dir("spine.") as root:
         procs = Processes(root)
-        spine = Spine(spire, app, root, procs)
+        spine = Spine(spire, app, root, procs, config)
         try:
             spine.start_server()
             if full:
@@ -425,14 +437,18 @@ def running_spine(
                 print(f"\nspine process logs kept in {kept}", file=sys.__stderr__)
 
 
-def spine_fixture(app: Workload, *, full: bool = True, name: str = "spine") -> Any:
-    """A module-scoped fixture running the spine for ``app``; when a test of the module failed the processes'
-    logs are kept (their directory is printed)."""
+def spine_fixture(app: Workload, *, full: bool = True, name: str = "spine", config: str = "") -> Any:
+    """A module-scoped fixture running the spine for ``app`` (the token service with ``config``, if any); when a
+    test of the module failed the processes' logs are kept (their directory is printed)."""
 
     @pytest.fixture(scope="module", name=name)
     def fixture(request: pytest.FixtureRequest, spire: SpireDeployment) -> Iterator[Spine]:
         failed_before = request.session.testsfailed
-        with running_spine(spire, app, full=full, keep_logs=lambda: request.session.testsfailed > failed_before) as s:
+
+        def failed() -> bool:
+            return request.session.testsfailed > failed_before
+
+        with running_spine(spire, app, full=full, keep_logs=failed, config=config) as s:
             yield s
 
     return fixture

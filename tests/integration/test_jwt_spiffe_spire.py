@@ -10,9 +10,13 @@ out the same token, ``jti`` included, until half its lifetime has passed. So:
 * ``sender-bound``: repeats are accepted over mutual TLS with the same identity's X.509-SVID; the same JWT-SVID with
   another workload's X.509-SVID, with no client certificate, or with a DPoP proof of another key is refused.
 
+A workload with no X.509-SVID to present binds its token with DPoP (``cnf.jkt``); ``sender-bound`` then has no sender
+to accept a repeat from, so the agent's repeat is refused as in ``single-use``. Also here: ``aud`` other than the
+issuer alone (RFC 7523bis §4), a JWT-SVID longer than the default 60 s lifetime cap, the metadata, and (expected to
+fail until the broker is fixed) the RFC 9449 §8 nonce retry, which a SPIRE workload makes with the same JWT-SVID.
+
 Every refusal is RFC 7521 §4.2.1 ``invalid_client`` (401, no token). Each identity has its own entry (spine.py) with
-a 60 s JWT-SVID TTL, the default assertion lifetime cap; the assertions' ``aud`` is the service's issuer (RFC
-7523bis §4).
+a 60 s JWT-SVID TTL, the default assertion lifetime cap; the assertions' ``aud`` is the service's issuer.
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ JWT_SPIFFE = "urn:ietf:params:oauth:client-assertion-type:jwt-spiffe"
 IDENTITIES = (SINGLE_USE_JTI, SINGLE_USE_PLAIN, SENDER_BOUND_JTI, SENDER_BOUND_PLAIN, JWT_JTI)
 
 service = spine_fixture(APP, full=False, name="service")  # the token service alone
+nonce_service = spine_fixture(APP, full=False, name="nonce_service", config="[dpop]\nrequire_nonce = true\n")
 
 
 @pytest.fixture(scope="module")
@@ -69,10 +74,12 @@ def x509(spire: SpireDeployment) -> Iterator[dict[str, SvidFiles]]:
         yield {w.name: fetch_svid_files(spire, w, root / w.name) for w in IDENTITIES}
 
 
-def _dpop_proof(key: ec.EllipticCurvePrivateKey, htu: str) -> str:
+def _dpop_proof(key: ec.EllipticCurvePrivateKey, htu: str, nonce: str | None = None) -> str:
     """A fresh RFC 9449 §4.2 proof for ``POST htu``, signed independently of the code under test."""
     header = {"typ": "dpop+jwt", "alg": "ES256", "jwk": public_jwk(key.public_key())}
     claims = {"jti": secrets.token_urlsafe(16), "htm": "POST", "htu": htu, "iat": int(time.time())}
+    if nonce is not None:
+        claims["nonce"] = nonce
     signing_input = b64(json.dumps(header).encode()) + "." + b64(json.dumps(claims).encode())
     return signing_input + "." + b64(sign("ES256", key, signing_input.encode()))
 
@@ -248,3 +255,28 @@ def test_metadata_advertises_spiffe_jwt_and_spires_signing_algorithm(
     assert "spiffe_jwt" in metadata["token_endpoint_auth_methods_supported"]
     token = fetch_jwt_svid(spire, SINGLE_USE_JTI, f"{service.issuer}/metadata-check")
     assert jwt_part(token, 0)["alg"] in metadata["token_endpoint_auth_signing_alg_values_supported"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="broker: a JWT-SVID's use is recorded (client authentication) before the DPoP proof is checked, so the "
+    "RFC 9449 §8 retry with the server's nonce is refused as a replay; the agent has no other JWT-SVID to send",
+)
+def test_dpop_nonce_round_trip_with_the_agents_cached_jwt_svid_gets_a_token(
+    spire: SpireDeployment, nonce_service: Spine, x509: dict[str, SvidFiles]
+) -> None:
+    """RFC 9449 §8: a server that requires nonces answers the first proof ``use_dpop_nonce`` with a ``DPoP-Nonce``,
+    and the client retries the request with a proof carrying it. A SPIRE workload retries with the JWT-SVID the
+    agent hands it again: the same one."""
+    bundle = x509[SINGLE_USE_JTI.name].bundle
+    key, htu = ec.generate_private_key(ec.SECP256R1()), f"{nonce_service.issuer}/token"
+    token, _ = _svid(spire, JWT_ONLY, nonce_service.issuer)
+    first = _present(nonce_service, token, bundle=bundle, cert=None, dpop=_dpop_proof(key, htu))
+    assert (first.status, first.json()["error"]) == (400, "use_dpop_nonce"), first.body
+    again, _ = _svid(spire, JWT_ONLY, nonce_service.issuer)
+    assert again == token, "the agent minted a new JWT-SVID"
+    proof = _dpop_proof(key, htu, nonce=first.headers["dpop-nonce"])
+    retry = _present(nonce_service, again, bundle=bundle, cert=None, dpop=proof)
+    assert retry.status == 200, retry.body
+    assert jwt_part(retry.json()["access_token"], 1)["cnf"] == {"jkt": _jkt(key)}
