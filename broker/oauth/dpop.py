@@ -52,7 +52,6 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 from broker.jose import jws
-from broker.jose._rfc7638 import thumbprint
 from broker.jose.jwk import public_jwk
 from broker.oauth._rfc9449 import (
     DPOP_TYPE,
@@ -125,6 +124,7 @@ __all__ = [
     "UseDpopNonceError",
     "access_token_hash",
     "check_proof",
+    "check_proof_nonce",
     "check_proof_unused",
     "create_proof",
     "single_proof",
@@ -245,14 +245,20 @@ def check_proof(
     alg = check_header(compact.header, algorithms)
     jwk = compact.header.get("jwk")
     key = proof_key(jwk, alg)
-    verify_proof(compact, alg, key)
+    verify_proof(compact, alg, key.key)
     check_no_private_key(jwk)  # a dict: proof_key
     check_request(claimed_htm, claimed_htu, method=htm, uri=htu)
     sent_nonce = check_nonce(compact.payload, nonce)
     check_iat(iat, now=now, leeway=leeway, max_age=max_age)
     check_ath(compact.payload, access_token)
-    members = public_jwk(key)  # the canonical members (RFC 7518 §6.2.1, §6.3.1): one key, one thumbprint
-    return DpopProof(jti, iat, thumbprint(members), key, alg, claimed_htm, claimed_htu, sent_nonce, members)
+    return DpopProof(jti, iat, key.jkt, key.key, alg, claimed_htm, claimed_htu, sent_nonce, key.members)
+
+
+def check_proof_nonce(proof: str, nonce: str | NonceCheck) -> None:
+    """§4.3 item 10 alone, on a proof that is only parsed (not verified): for a server that answers
+    ``use_dpop_nonce`` before anything else is checked or spent (§8). Raises a
+    :class:`~broker.errors.DpopProofError`; :func:`check_proof` runs every check, this one again included."""
+    check_nonce(parse_proof(proof).payload, nonce)
 
 
 async def check_proof_unused(proof: DpopProof, cache: ReplayCache, *, now: float, window: float) -> None:

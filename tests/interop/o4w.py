@@ -11,6 +11,7 @@ and a config file naming the admin and the resource server allowed to introspect
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -21,6 +22,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -28,10 +30,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+
 from broker._sealing import generate_kek_file
+from broker.devtools.demo_api import start_demo_api
 from broker.devtools.devca import DevCA
+from broker.identity.memory import InMemorySvidSource
 from broker.identity.spiffeid import SpiffeId
-from broker.testing import WEB_POLICY
+from broker.jose.jwk import public_jwk
+from broker.testing import API, WEB_ID, WEB_POLICY
 
 CLIENT_DIR = Path(__file__).parent / "oauth4webapi"
 MIN_NODE = (20, 0, 0)  # package.json "engines"
@@ -40,6 +48,8 @@ START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
 
 BROKER_ID = "spiffe://example.org/broker"
+KEYED_CLIENT_ID = "orders-batch"  # a registered private_key_jwt client with no SVID, acting as WEB_ID
+KEYED_CLIENT_KID = "orders-batch-2026"
 ADMIN_ID = "spiffe://example.org/ops/admin"
 RESOURCE_SERVER_ID = "spiffe://example.org/ns/shop/sa/orders-api"
 
@@ -93,6 +103,13 @@ spiffe_ids = ["{ADMIN_ID}"]
 
 [introspection]
 spiffe_ids = ["{RESOURCE_SERVER_ID}"]
+
+[assertions]
+enabled = true
+
+[dpop]
+enabled = true
+require_nonce = true
 """
 
 
@@ -138,6 +155,7 @@ class BrokerServer:
         _write(self.root / "policy.yaml", WEB_POLICY.encode())
         _write(self.root / "config.toml", CONFIG.encode())
         generate_kek_file(self.root / "kek")
+        self._register_keyed_client()
         argv = [
             sys.executable, "-m", "broker.cli", "server", "--config", str(self.root / "config.toml"),
             "--listen", f"127.0.0.1:{self.port}", "--issuer", self.issuer, "--state-dir", str(self.root / "state"),
@@ -151,6 +169,30 @@ class BrokerServer:
             argv, env=env, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
         )
         self._wait_ready()
+
+    @property
+    def keyed_client_key(self) -> Path:
+        """The PKCS#8 PEM of :data:`KEYED_CLIENT_ID`'s ES256 key (the client holds it; the service has the JWKS)."""
+        return self.root / "keyed-client.key"
+
+    def _register_keyed_client(self) -> None:
+        """Register :data:`KEYED_CLIENT_ID` with ``spiffe-broker clients add`` on the store, before the start."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+        _write(self.keyed_client_key, pem)
+        jwk = {**public_jwk(key.public_key()), "kid": KEYED_CLIENT_KID, "use": "sig", "alg": "ES256"}
+        _write(self.root / "keyed-client.jwks", json.dumps({"keys": [jwk]}).encode())
+        state = ["--state-dir", str(self.root / "state")]
+        self._cli("store", "migrate", *state)
+        self._cli("clients", "add", *state, "--client-id", KEYED_CLIENT_ID, "--spiffe-id", WEB_ID,
+                  "--jwks-file", str(self.root / "keyed-client.jwks"))  # fmt: skip
+
+    @staticmethod
+    def _cli(*args: str) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SPIFFE_")}
+        result = subprocess.run([sys.executable, "-m", "broker.cli", *args], env=env, capture_output=True,
+                                text=True, timeout=START_TIMEOUT, check=False)  # fmt: skip
+        assert result.returncode == 0, f"spiffe-broker {' '.join(args[:2])} failed:\n{result.stdout}{result.stderr}"
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT
@@ -186,6 +228,30 @@ def running_broker() -> Iterator[BrokerServer]:
     finally:
         server.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def running_demo_api(server: BrokerServer) -> Iterator[str]:
+    """The demo API (:mod:`broker.devtools.demo_api`: :mod:`broker.verify` with DPoP on) as the resource server
+    :data:`RESOURCE_SERVER_ID`, on its own event loop in a thread, following the server's JWKS and revocation feed
+    over mTLS; yields its ``/hello`` URL."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="demo-api", daemon=True)
+    thread.start()
+    source = InMemorySvidSource(server.ca, SpiffeId.parse(RESOURCE_SERVER_ID))
+    started = start_demo_api(
+        source=source, issuer=server.issuer, audience=API, token_service_id=SpiffeId.parse(BROKER_ID)
+    )
+    try:
+        running = asyncio.run_coroutine_threadsafe(started, loop).result(START_TIMEOUT)
+        try:
+            yield f"https://127.0.0.1:{running.port}/hello"
+        finally:
+            asyncio.run_coroutine_threadsafe(running.aclose(), loop).result(STOP_TIMEOUT)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(STOP_TIMEOUT)
+        loop.close()
 
 
 @dataclass(frozen=True)

@@ -1,31 +1,43 @@
-"""A client from another ecosystem, panva's oauth4webapi on Node.js, against a real ``spiffe-broker server`` over mTLS.
+"""A client from another ecosystem, panva's oauth4webapi on Node.js, against a real ``spiffe-broker server``.
 
 oauth4webapi discovers the server (RFC 8414), obtains a certificate-bound token with ``client_credentials``
 (RFC 6749 §4.4, RFC 8705 ``tls_client_auth``), introspects it as a resource server (RFC 7662), revokes it as its
 holder (RFC 7009) and introspects it again; then the answers the RFCs define for everything else: a token that is
 not one of ours, another client's token, a caller off the introspection allow-list, a caller without a certificate.
-Every request and response goes through oauth4webapi's own functions, so these tests check the wire contracts, not
+Then, without any certificate, a registered client: ``private_key_jwt`` (RFC 7523 §2.2, ``aud`` the issuer as
+RFC 7523bis says) with a DPoP proof (RFC 9449) through the server's nonce challenge (§8), and the DPoP-bound token
+at the demo API, which accepts it with a proof and refuses it without one. Every request and response goes
+through oauth4webapi's own functions, so these tests check the wire contracts, not
 our reading of them (oauth4webapi/client.mjs).
 """
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
+from broker.jose import thumbprint
 from broker.jose.x5t import certificate_thumbprint
 from broker.testing import API, WEB_ID
 from tests.interop.o4w import (
     ADMIN_ID,
+    KEYED_CLIENT_ID,
+    KEYED_CLIENT_KID,
     RESOURCE_SERVER_ID,
     BrokerServer,
     OAuthClient,
     find_node,
     install_client,
     running_broker,
+    running_demo_api,
 )
 
 OTHER_ID = "spiffe://example.org/ns/shop/sa/other"
@@ -48,6 +60,24 @@ def server() -> Iterator[BrokerServer]:
 @pytest.fixture(scope="module")
 def o4w(node: str, server: BrokerServer) -> OAuthClient:
     return OAuthClient(node, server)
+
+
+@pytest.fixture(scope="module")
+def demo_api(server: BrokerServer) -> Iterator[str]:
+    with running_demo_api(server) as url:
+        yield url
+
+
+def dpop_flow(o4w: OAuthClient, demo_api: str, key: Path) -> dict[str, Any]:
+    return o4w.run("dpop-flow", None, client_id=KEYED_CLIENT_ID, assertion_key=str(key),
+                   assertion_kid=KEYED_CLIENT_KID, audience=API, scope=SCOPE, api_url=demo_api,
+                   api_id=RESOURCE_SERVER_ID)  # fmt: skip
+
+
+def claims_of(token: str) -> dict[str, Any]:
+    payload = token.split(".")[1]
+    claims: dict[str, Any] = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    return claims
 
 
 def new_token(o4w: OAuthClient) -> str:
@@ -122,3 +152,45 @@ def test_a_caller_without_a_certificate_gets_a_401_challenge(o4w: OAuthClient, o
     error = refused["error"]
     assert (error["name"], error["status"]) == ("WWWAuthenticateChallengeError", 401)
     assert error["challenges"][0]["scheme"] == "tls"
+
+
+def test_private_key_jwt_with_dpop_through_a_nonce_challenge_gets_a_jkt_bound_token(
+    o4w: OAuthClient, demo_api: str
+) -> None:
+    report = dpop_flow(o4w, demo_api, o4w.server.keyed_client_key)
+    assert report["ok"], f"oauth4webapi dpop-flow failed: {report['error']}\n{o4w.server.log_tail()}"
+    flow = report["result"]
+    assert flow["nonce_retries"] == 1, "RFC 9449 §8: the first proof has no nonce, the server asks for one"
+    token = flow["token"]
+    assert token["token_type"] == "dpop", "RFC 9449 §5: token_type DPoP (oauth4webapi lowercases it)"
+    claims = claims_of(token["access_token"])
+    assert (claims["iss"], claims["sub"], claims["client_id"]) == (o4w.server.issuer, WEB_ID, KEYED_CLIENT_ID)
+    assert (claims["aud"], claims["scope"]) == (API, SCOPE)
+    assert claims["cnf"] == {"jkt": thumbprint(flow["dpop_jwk"])}, "RFC 9449 §6.1: bound to the proof's key"
+
+
+def test_the_demo_api_accepts_the_dpop_token_with_a_proof_and_refuses_it_without_one(
+    o4w: OAuthClient, demo_api: str
+) -> None:
+    report = dpop_flow(o4w, demo_api, o4w.server.keyed_client_key)
+    assert report["ok"], f"oauth4webapi dpop-flow failed: {report['error']}\n{o4w.server.log_tail()}"
+    flow = report["result"]
+    accepted = flow["with_proof"]
+    assert accepted["status"] == 200, accepted
+    assert json.loads(accepted["body"]) == {"hello": WEB_ID, "scope": SCOPE}
+    for refused in (flow["dpop_without_proof"], flow["as_bearer"]):
+        assert refused["status"] == 401, refused
+        assert refused["www_authenticate"].startswith("DPoP "), "RFC 9449 §7.1: a DPoP challenge"
+    assert 'error="invalid_dpop_proof"' in flow["dpop_without_proof"]["www_authenticate"]
+
+
+def test_an_assertion_signed_with_a_key_the_client_did_not_register_is_invalid_client(
+    o4w: OAuthClient, demo_api: str, tmp_path: Path
+) -> None:
+    other = tmp_path / "other.key"
+    other.write_bytes(ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))  # fmt: skip
+    refused = dpop_flow(o4w, demo_api, other)
+    assert not refused["ok"]
+    error = refused["error"]
+    assert (error["status"], error["error"]) == (401, "invalid_client"), error

@@ -1,10 +1,15 @@
 // panva's oauth4webapi, a client from another ecosystem, against spiffe-broker over mTLS.
 //
-//   node client.mjs <discover|token|introspect|revoke> '<json config>'
+//   node client.mjs <discover|token|introspect|revoke|dpop-flow> '<json config>'
 //
 // config: issuer, ca (PEM file of the trust bundle), server_id (the SPIFFE ID the server must present), and for
 // the calls that authenticate: client_id, cert and key (the caller's X.509-SVID chain and key, PEM files).
 // token: audience, scope; introspect and revoke: token, token_type_hint (optional).
+// dpop-flow (no client certificate at all): client_id, assertion_key (PKCS#8 PEM of the registered ES256 key),
+// assertion_kid, audience, scope, api_url and api_id (the demo API and the SPIFFE ID it must present). It gets a
+// token with private_key_jwt (RFC 7523 §2.2) and DPoP (RFC 9449) from a fresh DPoP key, retrying once on
+// use_dpop_nonce (§8) as oauth4webapi documents, then calls the API three ways: with the token and a proof
+// (protectedResourceRequest), with the token as DPoP but no proof, and with the token as Bearer.
 //
 // Every call goes through oauth4webapi's own request and response functions (discoveryRequest +
 // processDiscoveryResponse, RFC 8414; clientCredentialsGrantRequest, RFC 6749 §4.4; introspectionRequest +
@@ -38,6 +43,64 @@ function transport() {
   return { [oauth.customFetch]: (url, init) => fetch(url, { ...init, dispatcher: agent }) }
 }
 
+async function assertionKey() {
+  const pem = readFileSync(config.assertion_key, 'utf8')
+  const der = Buffer.from(pem.replace(/-----[A-Z ]+-----/g, '').replace(/\s+/g, ''), 'base64')
+  const key = await crypto.subtle.importKey('pkcs8', der, { name: 'ECDSA', namedCurve: 'P-256' }, false, ['sign'])
+  return { key, kid: config.assertion_kid }
+}
+
+async function dpopToken(as, client, options) {
+  const auth = oauth.PrivateKeyJwt(await assertionKey())
+  const keyPair = await oauth.generateKeyPair('ES256')
+  const DPoP = oauth.DPoP(client, keyPair)
+  const parameters = new URLSearchParams({ audience: config.audience, scope: config.scope })
+  let nonceRetries = 0
+  for (;;) {
+    try {
+      const response = await oauth.clientCredentialsGrantRequest(as, client, auth, parameters, { ...options, DPoP })
+      const token = await oauth.processClientCredentialsResponse(as, client, response)
+      return { DPoP, nonceRetries, token, dpopJwk: await crypto.subtle.exportKey('jwk', keyPair.publicKey) }
+    } catch (error) {
+      if (nonceRetries === 0 && oauth.isDPoPNonceError(error)) {
+        nonceRetries += 1 // the handle took the nonce from the DPoP-Nonce header: the next proof carries it
+        continue
+      }
+      throw error
+    }
+  }
+}
+
+async function answer(response) {
+  const text = await response.text()
+  return { status: response.status, www_authenticate: response.headers.get('www-authenticate'), body: text }
+}
+
+async function dpopFlow(as, client, options) {
+  const { DPoP, nonceRetries, token, dpopJwk } = await dpopToken(as, client, options)
+  const api = new URL(config.api_url)
+  const apiFetch = apiTransport()
+  const withProof = await oauth.protectedResourceRequest(token.access_token, 'GET', api, new Headers(), null, {
+    ...apiFetch,
+    DPoP,
+  })
+  const plain = (scheme) =>
+    apiFetch[oauth.customFetch](api.href, { headers: { authorization: `${scheme} ${token.access_token}` } })
+  return {
+    nonce_retries: nonceRetries,
+    dpop_jwk: dpopJwk,
+    token,
+    with_proof: await answer(withProof),
+    dpop_without_proof: await answer(await plain('DPoP')),
+    as_bearer: await answer(await plain('Bearer')),
+  }
+}
+
+function apiTransport() {
+  const agent = new Agent({ connect: { ca: readFileSync(config.ca), checkServerIdentity: spiffeIdCheck(config.api_id) } })
+  return { [oauth.customFetch]: (url, init) => fetch(url, { ...init, dispatcher: agent }) }
+}
+
 function hinted(options) {
   if (!config.token_type_hint) return options
   return { ...options, additionalParameters: { token_type_hint: config.token_type_hint } }
@@ -67,6 +130,8 @@ async function run(options) {
       await oauth.processRevocationResponse(response)
       return { status: response.status }
     }
+    case 'dpop-flow':
+      return await dpopFlow(as, client, options)
     default:
       throw new Error(`unknown operation ${op}`)
   }
