@@ -12,8 +12,8 @@ out the same token, ``jti`` included, until half its lifetime has passed. So:
 
 A workload with no X.509-SVID to present binds its token with DPoP (``cnf.jkt``); ``sender-bound`` then has no sender
 to accept a repeat from, so the agent's repeat is refused as in ``single-use``. Also here: ``aud`` other than the
-issuer alone (RFC 7523bis §4), a JWT-SVID longer than the default 60 s lifetime cap, the metadata, and (expected to
-fail until the broker is fixed) the RFC 9449 §8 nonce retry, which a SPIRE workload makes with the same JWT-SVID.
+issuer alone (RFC 7523bis §4), a JWT-SVID longer than the default 60 s lifetime cap, the metadata, and the RFC 9449
+§8 nonce retry, which a SPIRE workload makes with the same JWT-SVID.
 
 Every refusal is RFC 7521 §4.2.1 ``invalid_client`` (401, no token). Each identity has its own entry (spine.py) with
 a 60 s JWT-SVID TTL, the default assertion lifetime cap; the assertions' ``aud`` is the service's issuer.
@@ -257,18 +257,12 @@ def test_metadata_advertises_spiffe_jwt_and_spires_signing_algorithm(
     assert jwt_part(token, 0)["alg"] in metadata["token_endpoint_auth_signing_alg_values_supported"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="broker: a JWT-SVID's use is recorded (client authentication) before the DPoP proof is checked, so the "
-    "RFC 9449 §8 retry with the server's nonce is refused as a replay; the agent has no other JWT-SVID to send",
-)
 def test_dpop_nonce_round_trip_with_the_agents_cached_jwt_svid_gets_a_token(
     spire: SpireDeployment, nonce_service: Spine, x509: dict[str, SvidFiles]
 ) -> None:
     """RFC 9449 §8: a server that requires nonces answers the first proof ``use_dpop_nonce`` with a ``DPoP-Nonce``,
     and the client retries the request with a proof carrying it. A SPIRE workload retries with the JWT-SVID the
-    agent hands it again: the same one."""
+    agent hands it again: the same one, so the first answer must not have spent it (``DpopBinding.precheck``)."""
     bundle = x509[SINGLE_USE_JTI.name].bundle
     key, htu = ec.generate_private_key(ec.SECP256R1()), f"{nonce_service.issuer}/token"
     token, _ = _svid(spire, JWT_ONLY, nonce_service.issuer)
