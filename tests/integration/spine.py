@@ -64,6 +64,7 @@ class Workload:
     x509_ttl: int = 3600
     jwt_ttl: int = 300
     include_jti: bool = False
+    jwt_svid_reuse: str | None = None  # the policy rule's jwt_svid_reuse (None: unset, the default single-use)
 
     @property
     def selectors(self) -> list[str]:
@@ -77,16 +78,32 @@ ROTATING_APP = Workload("rotating-app", f"{TD}/it/rotating-app", 60104, x509_ttl
 OTHER = Workload("other", f"{TD}/it/other", 60105)  # valid SVID, not in the policy
 JWT_PLAIN = Workload("jwt-plain", f"{TD}/it/jwt-plain", 60106, jwt_ttl=120)
 JWT_JTI = Workload("jwt-jti", f"{TD}/it/jwt-jti", 60107, jwt_ttl=120, include_jti=True)
-ALL_WORKLOADS = (BROKER, DEMO, APP, ROTATING_APP, OTHER, JWT_PLAIN, JWT_JTI)
-POLICY_CLIENTS = (APP, ROTATING_APP, JWT_PLAIN, JWT_JTI)
+# JWT-SVIDs as jwt-spiffe client assertions: one identity per (reuse mode, -jwtSVIDIncludeJTI), each with a JWT-SVID
+# TTL at the default assertion lifetime cap (60 s), so the agent hands out the same token for 30 s.
+SINGLE_USE_JTI = Workload("su-jti", f"{TD}/it/assert/su-jti", 60108, jwt_ttl=60, include_jti=True,
+                          jwt_svid_reuse="single-use")  # fmt: skip
+SINGLE_USE_PLAIN = Workload("su-plain", f"{TD}/it/assert/su-plain", 60109, jwt_ttl=60, jwt_svid_reuse="single-use")
+SENDER_BOUND_JTI = Workload("sb-jti", f"{TD}/it/assert/sb-jti", 60110, jwt_ttl=60, include_jti=True,
+                            jwt_svid_reuse="sender-bound")  # fmt: skip
+SENDER_BOUND_PLAIN = Workload("sb-plain", f"{TD}/it/assert/sb-plain", 60111, jwt_ttl=60,
+                              jwt_svid_reuse="sender-bound")  # fmt: skip
+JWT_ONLY = Workload("jwt-only", f"{TD}/it/assert/jwt-only", 60112, jwt_ttl=60, include_jti=True,
+                    jwt_svid_reuse="sender-bound")  # fmt: skip  # presents no X.509-SVID: binds with DPoP
+ASSERTION_CLIENTS = (SINGLE_USE_JTI, SINGLE_USE_PLAIN, SENDER_BOUND_JTI, SENDER_BOUND_PLAIN, JWT_ONLY)
+ALL_WORKLOADS = (BROKER, DEMO, APP, ROTATING_APP, OTHER, JWT_PLAIN, JWT_JTI, *ASSERTION_CLIENTS)
+POLICY_CLIENTS = (APP, ROTATING_APP, JWT_PLAIN, JWT_JTI, *ASSERTION_CLIENTS)
+
+
+def _rule(workload: Workload) -> str:
+    rule = policy_rule(spiffe_id=workload.spiffe_id, audiences=[DEMO_AUDIENCE], scopes=[DEMO_SCOPE],
+                       max_token_lifetime=300)  # fmt: skip
+    if workload.jwt_svid_reuse is not None:
+        rule += f"    jwt_svid_reuse: {workload.jwt_svid_reuse}\n"
+    return rule
 
 
 def policy_yaml() -> str:
-    rules = (
-        policy_rule(spiffe_id=w.spiffe_id, audiences=[DEMO_AUDIENCE], scopes=[DEMO_SCOPE], max_token_lifetime=300)
-        for w in POLICY_CLIENTS
-    )
-    return testing_policy_yaml(*rules)
+    return testing_policy_yaml(*(_rule(w) for w in POLICY_CLIENTS))
 
 
 # -- registration ----------------------------------------------------------------------------------------------
@@ -308,6 +325,7 @@ class Spine:
     app: Workload
     root: Path
     procs: Processes
+    config: str = ""  # the token service's TOML config file, if any (e.g. "[dpop]\nrequire_nonce = true\n")
     server_port: int = field(default_factory=free_port)
     health_port: int = field(default_factory=free_port)
     demo_port: int = field(default_factory=free_port)
@@ -359,8 +377,13 @@ class Spine:
 
     def start_server(self) -> None:
         (self.root / "policy.yaml").write_text(policy_yaml())
+        config: tuple[str, ...] = ()
+        if self.config:
+            (self.root / "broker.toml").write_text(self.config)
+            config = ("--config", str(self.root / "broker.toml"))
         argv = broker_argv(
             "server",
+            *config,
             *("--listen", f"127.0.0.1:{self.server_port}", "--issuer", self.issuer),
             *("--state-dir", str(self.root / "state"), "--policy", str(self.root / "policy.yaml")),
             *("--health-port", str(self.health_port)),
@@ -385,14 +408,20 @@ class Spine:
 
 @contextlib.contextmanager
 def running_spine(
-    spire: SpireDeployment, app: Workload, *, full: bool = True, keep_logs: Callable[[], bool] = lambda: False
+    spire: SpireDeployment,
+    app: Workload,
+    *,
+    full: bool = True,
+    keep_logs: Callable[[], bool] = lambda: False,
+    config: str = "",
 ) -> Iterator[Spine]:
-    """Register every test workload, start the token service and (``full``) the demo API and ``app``'s sidecar,
-    each in its own process with its own identity; stop them all on exit (keeping the logs if ``keep_logs()``)."""
+    """Register every test workload, start the token service (with ``config`` as its TOML config file, if any) and
+    (``full``) the demo API and ``app``'s sidecar, each in its own process with its own identity; stop them all on
+    exit (keeping the logs if ``keep_logs()``)."""
     ensure_registered(spire)
     with private_dir("spine.") as root:
         procs = Processes(root)
-        spine = Spine(spire, app, root, procs)
+        spine = Spine(spire, app, root, procs, config)
         try:
             spine.start_server()
             if full:
@@ -408,14 +437,18 @@ def running_spine(
                 print(f"\nspine process logs kept in {kept}", file=sys.__stderr__)
 
 
-def spine_fixture(app: Workload, *, full: bool = True, name: str = "spine") -> Any:
-    """A module-scoped fixture running the spine for ``app``; when a test of the module failed the processes'
-    logs are kept (their directory is printed)."""
+def spine_fixture(app: Workload, *, full: bool = True, name: str = "spine", config: str = "") -> Any:
+    """A module-scoped fixture running the spine for ``app`` (the token service with ``config``, if any); when a
+    test of the module failed the processes' logs are kept (their directory is printed)."""
 
     @pytest.fixture(scope="module", name=name)
     def fixture(request: pytest.FixtureRequest, spire: SpireDeployment) -> Iterator[Spine]:
         failed_before = request.session.testsfailed
-        with running_spine(spire, app, full=full, keep_logs=lambda: request.session.testsfailed > failed_before) as s:
+
+        def failed() -> bool:
+            return request.session.testsfailed > failed_before
+
+        with running_spine(spire, app, full=full, keep_logs=failed, config=config) as s:
             yield s
 
     return fixture
