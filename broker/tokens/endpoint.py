@@ -44,7 +44,7 @@ from broker.errors import (
 from broker.oauth.binding import Binding
 from broker.oauth.constants import TOKEN_TYPE_BEARER, TOKEN_TYPE_DPOP
 from broker.oauth.form import select_target, single_values
-from broker.tokens.client_auth import AssertionMethod, ClientAuthMethod, RequestContext
+from broker.tokens.client_auth import AssertionMethod, CheckedAssertion, ClientAuthMethod, RequestContext
 from broker.tokens.grants import Grant
 from broker.tokens.issuer import AccessTokenIssuer, AuthenticatedClient, IssuedToken
 from broker.tokens.policy import PolicyStore, parse_scope
@@ -142,6 +142,10 @@ class CertificateBinding:
 
     def metadata(self) -> dict[str, Any]:
         return {}
+
+
+async def _nothing_to_spend() -> None:
+    """A certificate is not consumed by its use."""
 
 
 class QuarantinedError(AccessDeniedError):
@@ -282,30 +286,29 @@ class TokenEndpoint:
         try:
             params, targets = single_values(form)
             self.sender_constraint.precheck(context or RequestContext())
-            client = await self._client_for(params, transport)
-            return await self._handle(params, targets, client, context or RequestContext())
+            checked = await self._client_for(params, transport)
+            client = checked.client
+            return await self._handle(params, targets, checked, context or RequestContext())
         except OAuthError as exc:
             reason = exc.reason if isinstance(exc, QuarantinedError) else None
             self._audit.refused(exc, client, self._served_grant_type(form), reason)
             raise
 
-    async def _client_for(
-        self, params: Mapping[str, str], transport: AuthenticatedClient | None
-    ) -> AuthenticatedClient:
-        """The client a ``client_assertion`` proves (RFC 7521 §4.2), else the transport's."""
+    async def _client_for(self, params: Mapping[str, str], transport: AuthenticatedClient | None) -> CheckedAssertion:
+        """The client a ``client_assertion`` proves (RFC 7521 §4.2), not yet spent; else the transport's."""
         assertion_type, assertion = params.get("client_assertion_type"), params.get("client_assertion")
         if assertion_type is None and assertion is None:
             if transport is None:
                 raise InvalidClientError(
                     "no client authentication: present an X.509-SVID (mutual TLS) or a client assertion (RFC 7523)"
                 )
-            return transport
+            return CheckedAssertion(transport, _nothing_to_spend)
         if assertion_type is None or assertion is None:
             raise InvalidRequestError("client_assertion and client_assertion_type go together (RFC 7521 §4.2)")
         method = self._assertions.get(assertion_type)
         if method is None:
             raise InvalidClientError("unsupported client_assertion_type")
-        return await method.authenticate(assertion, params, transport)
+        return await method.check(assertion, params, transport)
 
     def _served_grant_type(self, form: Mapping[str, Sequence[str]]) -> str | None:
         values = form.get("grant_type", ())
@@ -315,9 +318,10 @@ class TokenEndpoint:
         self,
         params: Mapping[str, str],
         targets: Mapping[str, Sequence[str]],
-        client: AuthenticatedClient,
+        checked: CheckedAssertion,
         context: RequestContext,
     ) -> TokenResponse:
+        client = checked.client
         grant = self._grant_for(params.get("grant_type"))
         if client.auth_method in self._client_auth:
             self.check_client(client, params)
@@ -328,6 +332,7 @@ class TokenEndpoint:
         binding = await self.sender_constraint.binding(client, context)
         self._quarantine.check(client)
         decision = self.policy_store.current().authorize(client.spiffe_id, audience, scopes)
+        await checked.spend()  # only now: a refused request leaves a client assertion unspent (CheckedAssertion)
         token = self.issuer.issue(
             client=client,
             audience=decision.audience,

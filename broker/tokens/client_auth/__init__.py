@@ -21,13 +21,13 @@ authentication method per request; the certificate then serves as the connection
 from __future__ import annotations
 
 import ssl
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from broker.tokens.issuer import AuthenticatedClient
 
-__all__ = ["AssertionMethod", "ClientAuthMethod", "RequestContext"]
+__all__ = ["AssertionMethod", "CheckedAssertion", "ClientAuthMethod", "RequestContext"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +59,19 @@ class ClientAuthMethod(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class CheckedAssertion:
+    """A client assertion that passed every check but the replay cache: ``spend`` records its use (raising
+    ``invalid_client`` for a replay, ``temporarily_unavailable`` if the cache cannot record it). The token endpoint
+    spends it only when a token is about to be issued, so a request refused for anything else (its audience,
+    scope, DPoP proof, policy) leaves the assertion unspent: a SPIRE agent hands out the same JWT-SVID again, and
+    one bad request must not lock its workload out. Concurrent requests still get one token between them: the
+    cache's insert-if-absent admits one."""
+
+    client: AuthenticatedClient
+    spend: Callable[[], Awaitable[None]] = field(repr=False)
+
+
 class AssertionMethod(Protocol):
     """One ``client_assertion_type`` (RFC 7521 §4.2) and the RFC 8414 auth method name it is advertised as."""
 
@@ -77,5 +90,12 @@ class AssertionMethod(Protocol):
         self, assertion: str, params: Mapping[str, str], transport: AuthenticatedClient | None
     ) -> AuthenticatedClient:
         """The client the assertion proves (``transport``: the connection's verified X.509-SVID client, if any);
-        ``invalid_client`` (401) otherwise, ``temporarily_unavailable`` if the replay cache cannot record it."""
+        ``invalid_client`` (401) otherwise, ``temporarily_unavailable`` if the replay cache cannot record it.
+        :meth:`check`, then its ``spend``."""
+        ...
+
+    async def check(
+        self, assertion: str, params: Mapping[str, str], transport: AuthenticatedClient | None
+    ) -> CheckedAssertion:
+        """Every check of :meth:`authenticate` except the replay cache, which the result's ``spend`` runs."""
         ...

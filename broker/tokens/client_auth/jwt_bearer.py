@@ -31,6 +31,7 @@ from broker.jose.errors import JoseError
 from broker.jose.jwk import public_key
 from broker.oauth.constants import ASSERTION_TYPE_JWT_BEARER, AUTH_PRIVATE_KEY_JWT
 from broker.oauth.replay import ReplayCache, ReplayKind, replay_key
+from broker.tokens.client_auth import CheckedAssertion
 from broker.tokens.client_auth.assertion import check_audience, check_times, jti_of, record_use
 from broker.tokens.clients import RegisteredClient
 from broker.tokens.drift import DriftSource, DriftTracker
@@ -82,6 +83,13 @@ class JwtBearerAuth:
     async def authenticate(
         self, assertion: str, params: Mapping[str, str], transport: AuthenticatedClient | None
     ) -> AuthenticatedClient:
+        checked = await self.check(assertion, params, transport)
+        await checked.spend()
+        return checked.client
+
+    async def check(
+        self, assertion: str, params: Mapping[str, str], transport: AuthenticatedClient | None
+    ) -> CheckedAssertion:
         parsed = _parse(assertion)
         client = self._client(parsed.payload, params)
         alg = parsed.header.get("alg")
@@ -102,15 +110,18 @@ class JwtBearerAuth:
         spiffe_id = SpiffeId.parse(client.spiffe_id)
         if transport is not None and transport.spiffe_id != spiffe_id:
             raise InvalidClientError("client assertion and client certificate name different clients")
-        fresh = await record_use(self._replay, replay_key(ReplayKind.CLIENT_ASSERTION, client.client_id, jti),
-                                 now=now, exp=times.exp, leeway=leeway)  # fmt: skip
-        if not fresh:
-            raise InvalidClientError("client assertion was already used ('jti' replayed)")
-        if times.iat is not None:
-            self._drift.record(client.client_id, DriftSource.ASSERTION, now=now, iat=times.iat)
+        use = replay_key(ReplayKind.CLIENT_ASSERTION, client.client_id, jti)
+
+        async def spend() -> None:
+            if not await record_use(self._replay, use, now=now, exp=times.exp, leeway=leeway):
+                raise InvalidClientError("client assertion was already used ('jti' replayed)")
+            if times.iat is not None:
+                self._drift.record(client.client_id, DriftSource.ASSERTION, now=now, iat=times.iat)
+
         leaf = None if transport is None else transport.leaf
-        return AuthenticatedClient(spiffe_id=spiffe_id, leaf=leaf, auth_method=self.name,
-                                   registered_id=client.client_id)  # fmt: skip
+        authenticated = AuthenticatedClient(spiffe_id=spiffe_id, leaf=leaf, auth_method=self.name,
+                                            registered_id=client.client_id)  # fmt: skip
+        return CheckedAssertion(authenticated, spend)
 
     def _client(self, claims: Mapping[str, Any], params: Mapping[str, str]) -> RegisteredClient:
         iss, sub = claims.get("iss"), claims.get("sub")

@@ -40,6 +40,7 @@ from broker.identity.jwtsvid import ALLOWED_ALGORITHMS, validate_jwt_svid
 from broker.identity.svid import JwtSvid
 from broker.oauth.constants import ASSERTION_TYPE_JWT_SPIFFE
 from broker.oauth.replay import ReplayCache, ReplayKind, replay_key
+from broker.tokens.client_auth import CheckedAssertion
 from broker.tokens.client_auth.assertion import check_audience, check_times, jti_of, record_use
 from broker.tokens.drift import DriftSource, DriftTracker
 from broker.tokens.issuer import AuthenticatedClient
@@ -81,6 +82,13 @@ class JwtSpiffeAuth:
     async def authenticate(
         self, assertion: str, params: Mapping[str, str], transport: AuthenticatedClient | None
     ) -> AuthenticatedClient:
+        checked = await self.check(assertion, params, transport)
+        await checked.spend()
+        return checked.client
+
+    async def check(
+        self, assertion: str, params: Mapping[str, str], transport: AuthenticatedClient | None
+    ) -> CheckedAssertion:
         now, leeway = self._clock(), self._drift.leeway
         svid = self._validated(assertion, now, leeway)
         claims = svid.claims
@@ -97,13 +105,17 @@ class JwtSpiffeAuth:
             raise InvalidClientError("this SPIFFE ID's JWT-SVIDs must carry a 'jti' (policy: single-use)")
         use = jti if jti is not None else f"iat={claims.get('iat')};exp={claims.get('exp')}"
         key = replay_key(ReplayKind.JWT_SVID, str(svid.spiffe_id), use)
-        fresh = await record_use(self._replay, key, now=now, exp=times.exp, leeway=leeway)
-        if not fresh and not (rules.reuse == SENDER_BOUND and same_sender):
-            raise InvalidClientError(_replayed(rules.reuse))
-        if fresh and times.iat is not None:  # a repeat's iat says nothing new about the client's clock
-            self._drift.record(str(svid.spiffe_id), DriftSource.JWT_SVID, now=now, iat=times.iat)
+        may_repeat = rules.reuse == SENDER_BOUND and same_sender
+
+        async def spend() -> None:
+            fresh = await record_use(self._replay, key, now=now, exp=times.exp, leeway=leeway)
+            if not fresh and not may_repeat:
+                raise InvalidClientError(_replayed(rules.reuse))
+            if fresh and times.iat is not None:  # a repeat's iat says nothing new about the client's clock
+                self._drift.record(str(svid.spiffe_id), DriftSource.JWT_SVID, now=now, iat=times.iat)
+
         leaf = transport.leaf if transport is not None else None
-        return AuthenticatedClient(spiffe_id=svid.spiffe_id, leaf=leaf, auth_method=self.name)
+        return CheckedAssertion(AuthenticatedClient(spiffe_id=svid.spiffe_id, leaf=leaf, auth_method=self.name), spend)
 
     def _validated(self, assertion: str, now: float, leeway: float) -> JwtSvid:
         if len(assertion) > MAX_ASSERTION_CHARS:

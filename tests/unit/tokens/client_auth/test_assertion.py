@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from broker.errors import InvalidClientError
-from broker.oauth.replay import MAX_JTI_LENGTH, MemoryReplayCache, ReplayCacheUnavailable
+from broker.oauth.replay import MAX_JTI_LENGTH, MemoryReplayCache, ReplayCacheUnavailable, ReplayKind, replay_key
 from broker.tokens.client_auth.assertion import AssertionTimes, check_audience, check_times, jti_of, record_use
 
 ISSUER = "https://broker.example.org"
@@ -115,22 +115,25 @@ def test_jti_of_refuses_what_is_not_a_bounded_string(jti: object) -> None:
         jti_of({"jti": jti})
 
 
+K, A, B = (replay_key(ReplayKind.CLIENT_ASSERTION, "client", jti) for jti in ("k", "a", "b"))
+
+
 async def test_record_use_is_true_once_until_exp_plus_leeway() -> None:
     cache = MemoryReplayCache()
-    assert await record_use(cache, "k", now=NOW, exp=NOW + 10, leeway=LEEWAY)
-    assert not await record_use(cache, "k", now=NOW + 10 + LEEWAY - 1, exp=NOW + 10, leeway=LEEWAY)
+    assert await record_use(cache, K, now=NOW, exp=NOW + 10, leeway=LEEWAY)
+    assert not await record_use(cache, K, now=NOW + 10 + LEEWAY - 1, exp=NOW + 10, leeway=LEEWAY)
     assert await cache.prune(datetime.fromtimestamp(NOW + 10 + LEEWAY, UTC)) == 1
 
 
 async def test_record_use_keeps_an_entry_at_least_a_second_past_now() -> None:
     cache = MemoryReplayCache()
-    assert await record_use(cache, "k", now=NOW, exp=NOW - LEEWAY - 5, leeway=LEEWAY)
-    assert not await record_use(cache, "k", now=NOW + 0.5, exp=NOW - LEEWAY - 5, leeway=LEEWAY)
+    assert await record_use(cache, K, now=NOW, exp=NOW - LEEWAY - 5, leeway=LEEWAY)
+    assert not await record_use(cache, K, now=NOW + 0.5, exp=NOW - LEEWAY - 5, leeway=LEEWAY)
 
 
 async def test_record_use_fails_closed_when_the_cache_is_full() -> None:
     cache = MemoryReplayCache(max_entries=1)
-    await record_use(cache, "a", now=NOW, exp=NOW + 10, leeway=LEEWAY)
+    await record_use(cache, A, now=NOW, exp=NOW + 10, leeway=LEEWAY)
     with pytest.raises(ReplayCacheUnavailable) as caught:
-        await record_use(cache, "b", now=NOW, exp=NOW + 10, leeway=LEEWAY)
+        await record_use(cache, B, now=NOW, exp=NOW + 10, leeway=LEEWAY)
     assert caught.value.error == "temporarily_unavailable"

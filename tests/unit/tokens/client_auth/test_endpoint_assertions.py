@@ -227,3 +227,38 @@ async def test_the_same_jti_in_the_assertion_and_the_dpop_proof_is_no_replay(ser
     """Each kind of credential is its own replay namespace (broker.oauth.replay.ReplayKind)."""
     proof = dpop_proof(ec.generate_private_key(ec.SECP256R1()), jti="shared")
     await service.request(assertion_form(bearer_assertion(key, jti="shared")), no_certificate(dpop=(proof,)))
+
+
+@pytest.mark.parametrize("kind", ["jwt-bearer", "jwt-spiffe"])
+@pytest.mark.parametrize(
+    ("refusal", "expected"),
+    [
+        pytest.param({"audience": "https://not-in-policy.example"}, "invalid_target", id="audience-off-policy"),
+        pytest.param({"scope": "orders:delete"}, "invalid_scope", id="scope-off-policy"),
+        pytest.param({"dpop": "wrong-htu"}, "invalid_dpop_proof", id="dpop-proof-for-another-uri"),
+        pytest.param({"dpop": None}, "invalid_request", id="bearer-refused"),
+    ],
+)
+async def test_a_request_refused_after_authentication_leaves_the_assertion_unspent(
+    ca: DevCA, key: ClientKey, kind: str, refusal: dict[str, Any], expected: str
+) -> None:
+    """The assertion's use is recorded only when a token is about to be issued: one bad request (its audience,
+    scope, DPoP proof, or no binding at all) must not lock out a SPIRE workload whose agent hands out the same
+    JWT-SVID again. The corrected request with the same assertion then succeeds, once."""
+    service = make_service(ca, client_key=key, reuse="single-use")
+    dpop_key = ec.generate_private_key(ec.SECP256R1())
+    assertion = bearer_assertion(key) if kind == "jwt-bearer" else spiffe_assertion(ca)
+
+    def form(**extra: Any) -> dict[str, list[str]]:
+        return assertion_form(assertion, **extra) if kind == "jwt-bearer" else spiffe_form(assertion, **extra)
+
+    bad_form = {name: value for name, value in refusal.items() if name != "dpop"}
+    proofs: tuple[str, ...] = (dpop_proof(dpop_key),)
+    if "dpop" in refusal:
+        proofs = () if refusal["dpop"] is None else (dpop_proof(dpop_key, htu="https://elsewhere.example/token"),)
+    refused = await service.refused(form(**bad_form), no_certificate(dpop=proofs))
+    assert refused.error == expected
+    response = await service.request(form(), no_certificate(dpop=(dpop_proof(dpop_key),)))
+    assert response.token_type == "DPoP"
+    again = await service.refused(form(), no_certificate(dpop=(dpop_proof(dpop_key),)))
+    assert again.error == "invalid_client", "spent by the request that got the token"
