@@ -19,11 +19,13 @@ Every answer must be 200: a 401 means a replayed or refused assertion, and fails
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import statistics
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,24 +88,45 @@ def register_client(store_url: str, key: AssertionKey) -> None:
 
 @dataclass(frozen=True)
 class Service:
-    """One token service under test, and how to count its replay-cache rows."""
+    """One token service under test."""
 
     name: str
     child: Child
     port: int
-    store_url: str
+    replay_rows: Callable[[], int]
+
+
+REPLAY_ROWS = "SELECT count(*) FROM replay_cache"
+
+
+def _sqlite_replay_rows(path: Path) -> int:
+    with sqlite3.connect(path) as conn:
+        return int(conn.execute(REPLAY_ROWS).fetchone()[0])
+
+
+def _postgres_replay_rows(postgres: Postgres, dbname: str) -> int:
+    with psycopg.connect(postgres.cluster.conninfo(dbname)) as conn:
+        row = conn.execute(REPLAY_ROWS).fetchone()
+    return int(row[0]) if row else 0
 
 
 def _start(stack: BrokerStack, postgres: Postgres, key: AssertionKey) -> list[Service]:
-    _dbname, postgres_url = postgres.new_store()
+    """The PostgreSQL and the SQLite token service, each with the client registered in its store first.
+
+    ``replay_rows`` counts the replay cache's rows (live and not yet pruned: the housekeeper removes expired ones)."""
+    dbname, postgres_url = postgres.new_store()
     sqlite_dir = stack.files.root / "sqlite-assertions"
     sqlite_dir.mkdir(mode=0o700)
-    sqlite_url = f"sqlite://{sqlite_dir}/broker.db"
+    sqlite_db = sqlite_dir / "broker.db"
+    stores = (
+        ("postgresql", postgres_url, functools.partial(_postgres_replay_rows, postgres, dbname)),
+        ("sqlite", f"sqlite://{sqlite_db}", functools.partial(_sqlite_replay_rows, sqlite_db)),
+    )
     services = []
-    for name, url in (("postgresql", postgres_url), ("sqlite", sqlite_url)):
+    for name, url, replay_rows in stores:
         register_client(url, key)
         child, port = stack.start_named_server(name, issuer=ISSUER, store_url=url, env=ASSERTIONS)
-        services.append(Service(name, child, port, url))
+        services.append(Service(name, child, port, replay_rows))
     return services
 
 
@@ -143,18 +166,6 @@ def _measure(
     return run
 
 
-def _replay_rows(service: Service, postgres: Postgres) -> int:
-    """Rows in the replay cache now (live and not yet pruned: the housekeeper removes expired ones)."""
-    query = "SELECT count(*) FROM replay_cache"
-    if service.name == "sqlite":
-        with sqlite3.connect(service.store_url.removeprefix("sqlite://")) as conn:
-            return int(conn.execute(query).fetchone()[0])
-    dbname = service.store_url.rpartition("/")[2].partition("?")[0]
-    with psycopg.connect(postgres.cluster.conninfo(dbname)) as conn:
-        row = conn.execute(query).fetchone()
-    return int(row[0]) if row else 0
-
-
 def _with_generator(summary: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, Any]:
     cpu = statistics.median(float(run["generator_cpu_us_per_request"]) for run in runs)
     summary["generator_cpu_us_per_request"] = round(cpu, 1)
@@ -186,7 +197,7 @@ def run_assertion_bench(stack: BrokerStack, postgres: Postgres, load: Load) -> d
         }
         for service in services:
             jwt, mtls = results["sides"][f"{service.name}/private_key_jwt"], results["sides"][f"{service.name}/mtls"]
-            jwt["replay_cache_rows_at_end"] = _replay_rows(service, postgres)
+            jwt["replay_cache_rows_at_end"] = service.replay_rows()
             jwt["rps_ratio_to_mtls"] = round(jwt["rps"] / mtls["rps"], 3)
             jwt["server_cpu_ratio_to_mtls"] = round(
                 jwt["server_cpu_us_per_request"] / mtls["server_cpu_us_per_request"], 3
