@@ -12,7 +12,7 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
@@ -132,6 +132,13 @@ class SidecarSettings(_Section):
         description="follow the token service's revocation feed: drop revoked tokens, serve none while quarantined",
     )
     once_timeout: float = Field(default=60.0, gt=0)
+    token_binding: Literal["mtls", "dpop"] = Field(
+        default="mtls",
+        description=(
+            "what the tokens are bound to: the X.509-SVID certificate (mtls, RFC 8705) or the SVID key with DPoP "
+            "proofs (dpop, RFC 9449; apps get proofs from POST /v1/dpop-proof, so a socket or HTTP port is needed)"
+        ),
+    )
 
     @field_validator("socket_mode", mode="before")
     @classmethod

@@ -36,7 +36,8 @@ The whole tree, with the module of each class outside this one::
     │   └── UnknownKeyError, KeyNotLiveError, RotationTooEarlyError     (tokens.rotation)
     └── OAuthError                         RFC 6749 §5.2 / RFC 8693 §2.2.2 / RFC 6750 §3.1 wire errors
         ├── InvalidRequestError            invalid_request            400
-        │   └── MalformedBearerError       verify.bearer (RFC 6750 §3.1)
+        │   ├── MalformedBearerError       verify.bearer (RFC 6750 §3.1)
+        │   └── BodyTooLargeError (413), UnsupportedMediaTypeError (415)   sidecar.errors: POST /v1/dpop-proof
         ├── InvalidClientError             invalid_client             401
         ├── InvalidGrantError              invalid_grant              400
         ├── InvalidTargetError             invalid_target             400 (RFC 8693 §2.2.2)
@@ -52,9 +53,12 @@ The whole tree, with the module of each class outside this one::
         ├── AccessDeniedError              access_denied              403
         │   └── WorkloadQuarantinedError   sidecar.errors: the feed says this workload is quarantined
         ├── ServerError                    server_error               500
+        │   └── DpopKeyError               sidecar.errors: the SVID's key cannot sign a DPoP proof
         ├── TemporarilyUnavailableError    temporarily_unavailable    503
         │   ├── TokenServiceUnavailableError   sidecar.errors
         │   └── RevocationFeedStaleError   verify.feed: stale feed, failing closed (a resource server's 503)
+        ├── DpopNotEnabledError            dpop_not_enabled           409 (sidecar.errors: token_binding = "mtls")
+        ├── StaleTokenError                stale_token                409 (sidecar.errors: bound to a rotated key)
         └── TokenServiceRefusedError       sidecar.errors: the token service's code passed through (400/403)
 
 Lower layers (aiohttp, grpc, OSError, cryptography) are translated where the broker calls them, each into the

@@ -208,7 +208,7 @@ class RegistryClientAdmin:
 
     async def add_client(self, client: RegisteredClient, actor: str | None) -> RegisteredClient:
         try:
-            added = await self._registry.add(check_client(client))
+            added = await self._registry.add(check_client(client), at=self._clock())
         except ValueError as exc:  # check_client's words: they never quote key material
             raise InvalidClientMetadataError(str(exc)) from None
         except StoreConflictError:

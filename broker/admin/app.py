@@ -14,6 +14,7 @@ Routes (JSON in and out, ``Cache-Control: no-store``; every one behind :class:`~
     GET  /admin/v1/clients/show?client_id=            one registered client
     POST /admin/v1/clients                {"client_id", "spiffe_id", "jwks" | "jwks_uri", ...}  register one
     POST /admin/v1/clients/disable|enable|remove      {"client_id", "reason"?}
+    GET  /admin/v1/clock-drift?limit=     this replica's worst client clock drifts (:mod:`broker.admin.clock_drift`)
 
 The listener requests client certificates without requiring them (its JWKS and metadata are public), so the
 gate, not the handshake, refuses an admin call without one (401). A path below the prefix that matches no route
@@ -30,10 +31,19 @@ from aiohttp.typedefs import Handler
 
 from broker.admin.audit_log import audit_routes
 from broker.admin.clients import client_routes
+from broker.admin.clock_drift import drift_routes
 from broker.admin.gate import AdminGate
 from broker.admin.inputs import MAX_ADMIN_BODY
 from broker.admin.keys import key_routes
-from broker.admin.ports import AdminAudit, AuditReader, ClientAdmin, KeyAdmin, QuarantineAdmin, StoreInfo
+from broker.admin.ports import (
+    AdminAudit,
+    AuditReader,
+    ClientAdmin,
+    DriftView,
+    KeyAdmin,
+    QuarantineAdmin,
+    StoreInfo,
+)
 from broker.admin.quarantine import quarantine_routes
 from broker.admin.routes import AdminRoute
 from broker.admin.store_status import store_routes
@@ -81,6 +91,8 @@ def add_admin_routes(
     audit: AdminAudit,
     quarantines: QuarantineAdmin | None = None,
     clients: ClientAdmin | None = None,
+    drift: DriftView | None = None,
+    replica: str | None = None,
     extra_routes: Iterable[AdminRoute] = (),
     max_body: int = MAX_ADMIN_BODY,
 ) -> AdminGate:
@@ -88,7 +100,8 @@ def add_admin_routes(
 
     ``bundles`` returns the current X.509 trust bundles (the token service's source, ``source.x509_bundles``);
     ``admins`` the exact SPIFFE IDs allowed (empty: every call is refused, 403, and audited); ``quarantines``
-    adds the quarantine routes, ``clients`` the client registry's. Returns the gate.
+    adds the quarantine routes, ``clients`` the client registry's, ``drift`` the clock-drift route (this
+    replica's tracker, named ``replica`` in its answers). Returns the gate.
     """
     gate = AdminGate(admins=admins, bundles=bundles, audit=audit, max_body=max_body)
     routes = (*key_routes(keys), *store_routes(store), *audit_routes(audit_reader))
@@ -96,6 +109,8 @@ def add_admin_routes(
         routes += quarantine_routes(quarantines)
     if clients is not None:
         routes += client_routes(clients)
+    if drift is not None:
+        routes += drift_routes(drift, replica)
     routes += tuple(extra_routes)
     app.add_subapp(ADMIN_PREFIX, build_admin_app(gate, routes))
     return gate

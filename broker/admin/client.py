@@ -1,4 +1,5 @@
-"""A client of the admin API (what the keys, store, audit, quarantine and clients commands call), over mTLS.
+"""A client of the admin API (what the keys, store, audit, quarantine, clients and status commands call), over
+mTLS.
 
 ::
 
@@ -28,6 +29,7 @@ from urllib.parse import quote, urlencode
 import aiohttp
 from yarl import URL
 
+from broker.admin.clock_drift import DEFAULT_LIMIT, ClockDrift, decode_clock_drift
 from broker.admin.errors import ADMIN_ERRORS, AdminError
 from broker.admin.ports import AuditQuery, KeyInfo, KeyRevocation, KeyRotation, StoreStatus
 from broker.admin.wire import (
@@ -159,6 +161,10 @@ class AdminClient:
         """Forget the client; what it was."""
         document = await self._call("POST", "/clients/remove", body={"client_id": client_id, **_reason(reason)})
         return AdminChange(_decoded(decode_client, document), _audited(document))
+
+    async def clock_drift(self, limit: int = DEFAULT_LIMIT) -> ClockDrift:
+        """The ``limit`` worst client clock drifts seen by the replica that answers (``status``)."""
+        return _decoded(decode_clock_drift, await self._call("GET", "/clock-drift", params={"limit": str(limit)}))
 
     async def _call(
         self, method: str, path: str, *, body: dict[str, Any] | None = None, params: dict[str, str] | None = None

@@ -13,6 +13,9 @@ Protocols (through thin adapters wired by the server); tests pass fakes. Nothing
 * :class:`ClientAdmin`: the client registry (issue 11 item 1): list, show, add, disable, enable, remove, over a
   :class:`~broker.tokens.clients.ClientRegistryStore`; its results are
   :class:`~broker.tokens.clients.RegisteredClient` as they are (public keys only: the registry refuses others).
+* :class:`DriftView`: the clock drift of the clients this replica has seen (issue 11 item 4), worst first; a
+  :class:`~broker.tokens.drift.DriftTracker` as it is. In memory, per replica: each replica reports only what
+  reached it since it started.
 * :class:`StoreInfo`: which store, at which schema version.
 * :class:`AuditReader`: records of the audit journal (:class:`~broker.audit.journal.AuditRecord`), filtered.
 * :class:`AdminAudit`: where every admin call is recorded (:class:`Outcome` says how far it got).
@@ -30,6 +33,7 @@ from broker.audit.journal import AuditRecord
 from broker.events.revocations import SubjectPattern, SubjectQuarantined
 from broker.identity.spiffeid import SpiffeId
 from broker.tokens.clients import RegisteredClient
+from broker.tokens.drift import DriftReport
 from broker.tokens.keystore import KeyState
 from broker.tokens.quarantine import Quarantined, Released
 
@@ -39,6 +43,7 @@ __all__ = [
     "AuditReader",
     "BlastRadius",
     "ClientAdmin",
+    "DriftView",
     "KeyAdmin",
     "KeyInfo",
     "KeyRevocation",
@@ -191,6 +196,20 @@ class ClientAdmin(Protocol):
 
     async def remove_client(self, client_id: str, actor: str | None) -> RegisteredClient:
         """Forget the client; what it was; :class:`~broker.admin.errors.ClientNotFoundError`."""
+        ...
+
+
+class DriftView(Protocol):
+    """How far clients' clocks are from this replica's, from the ``iat`` of the assertions and DPoP proofs it
+    verified (in memory: this replica only, since it started)."""
+
+    @property
+    def leeway(self) -> float:
+        """The seconds of skew the checks allow; a median drift beyond half of it is logged once per client."""
+        ...
+
+    def worst(self, limit: int = 10) -> Sequence[DriftReport]:
+        """The ``limit`` (client, source) pairs whose median drift is largest in magnitude, worst first."""
         ...
 
 

@@ -7,12 +7,18 @@ from the sidecar's Unix socket, make sure the two match, and check the API's SPI
 * :class:`SyncAppClient` (stdlib ``http.client``; :meth:`~SyncAppClient.credentials` for your own HTTP client),
 * :class:`AppClient` (asyncio, aiohttp).
 
+With a sidecar run with ``token_binding = "dpop"`` the token is bound to the workload's SVID key instead (RFC 9449)
+and the sidecar signs the DPoP proofs: :func:`dpop_request_headers` / :func:`dpop_request_headers_sync` give the
+``Authorization: DPoP`` and ``DPoP`` headers for a request, :func:`fetch_dpop_proof` /
+:func:`fetch_dpop_proof_sync` a proof alone (:mod:`broker.appclient.dpop`).
+
 See docs/apps.md for the same thing in curl, Go and Node.js.
 """
 
 from broker.appclient.aio import AppClient
 from broker.appclient.common import AppResponse, BindingMismatchError, SidecarError, SidecarToken, token_binding
-from broker.appclient.sync import SyncAppClient, fetch_token_sync
+from broker.appclient.dpop import dpop_headers, dpop_request_headers, fetch_dpop_proof
+from broker.appclient.sync import SyncAppClient, dpop_request_headers_sync, fetch_dpop_proof_sync, fetch_token_sync
 
 __all__ = [
     "AppClient",
@@ -21,6 +27,11 @@ __all__ = [
     "SidecarError",
     "SidecarToken",
     "SyncAppClient",
+    "dpop_headers",
+    "dpop_request_headers",
+    "dpop_request_headers_sync",
+    "fetch_dpop_proof",
+    "fetch_dpop_proof_sync",
     "fetch_token_sync",
     "token_binding",
 ]

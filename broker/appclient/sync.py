@@ -34,6 +34,7 @@ from broker.appclient.common import (
     parse_token_response,
     token_query,
 )
+from broker.appclient.dpop import STALE_TOKEN, dpop_headers, parse_proof_response, proof_request_body
 from broker.appclient.snapshot import SnapshotSource
 from broker.config import workload_api_address
 from broker.errors import ConfigError
@@ -43,7 +44,7 @@ from broker.identity.spiffetls.context import ServerIdMatcher, SourceSSLContext,
 from broker.identity.svid import X509Svid
 from broker.identity.workloadapi.source import WorkloadApiSvidSource
 
-__all__ = ["SyncAppClient", "fetch_token_sync"]
+__all__ = ["SyncAppClient", "dpop_request_headers_sync", "fetch_dpop_proof_sync", "fetch_token_sync"]
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -76,6 +77,55 @@ def fetch_token_sync(
     finally:
         connection.close()
     return parse_token_response(status, raw)
+
+
+def fetch_dpop_proof_sync(
+    socket_path: str | Path,
+    method: str,
+    url: str,
+    access_token: str | None = None,
+    nonce: str | None = None,
+    timeout: float = 10.0,
+) -> str:
+    """``POST /v1/dpop-proof`` on the sidecar's Unix socket (stdlib only): a DPoP proof for ``method url``
+    signed with the workload's SVID key, with ``ath`` for ``access_token`` (RFC 9449 §4.2; see
+    :mod:`broker.appclient.dpop`)."""
+    connection = _UnixConnection(str(socket_path), timeout)
+    body = proof_request_body(method, url, access_token, nonce)
+    try:
+        connection.request("POST", "/v1/dpop-proof", body=body, headers={"Content-Type": "application/json"})
+        response = connection.getresponse()
+        status, raw = response.status, response.read()
+    except (OSError, http.client.HTTPException) as exc:
+        raise SidecarError("unreachable", f"cannot reach the sidecar at {socket_path}: {exc}", status=0) from None
+    finally:
+        connection.close()
+    return parse_proof_response(status, raw)
+
+
+def dpop_request_headers_sync(
+    socket_path: str | Path,
+    method: str,
+    url: str,
+    audience: str,
+    scope: str | None = None,
+    nonce: str | None = None,
+    timeout: float = 10.0,
+) -> dict[str, str]:
+    """``Authorization: DPoP <token>`` and ``DPoP: <proof>`` for one request (RFC 9449 §7.1): a token from the
+    sidecar, then a proof for it; fetched once more if the SVID rotated in between (``stale_token``)."""
+
+    def attempt() -> dict[str, str]:
+        token = fetch_token_sync(socket_path, audience, scope, timeout)
+        proof = fetch_dpop_proof_sync(socket_path, method, url, token.access_token, nonce, timeout)
+        return dpop_headers(token.access_token, proof)
+
+    try:
+        return attempt()
+    except SidecarError as exc:
+        if exc.error != STALE_TOKEN:
+            raise
+    return attempt()
 
 
 class _SpiffeHTTPSConnection(http.client.HTTPSConnection):

@@ -148,6 +148,7 @@ SUBCOMMANDS: tuple[tuple[str, str, str], ...] = (
     ("audit", "audit", "audit"),
     ("quarantine", "quarantine", "quarantine"),
     ("clients", "clients", "clients"),
+    ("status", "status", "status"),
 )
 
 
@@ -180,11 +181,12 @@ class LazyGroup(click.Group):
 
 
 # Client and operator commands print their result like curl: only warnings and errors go to the log unless asked.
-QUIET_COMMANDS = frozenset({"token", "call", "entries", "keys", "store", "audit", "quarantine", "clients"})
+QUIET_COMMANDS = frozenset({"token", "call", "entries", "keys", "store", "audit", "quarantine", "clients", "status"})
 
 LEVEL_HELP = (
     f"Level of spiffe-broker's own log lines: {', '.join(LEVELS)}  [default: INFO; WARNING for token, call, "
-    "entries, keys, store, audit, quarantine and clients]. Other libraries stay at WARNING: see --log-level-for."
+    "entries, keys, store, audit, quarantine, clients and status]. Other libraries stay at WARNING: see "
+    "--log-level-for."
 )
 LEVELS_FOR_HELP = (
     "Set one library's logger, e.g. --log-level-for aiohttp=DEBUG (repeatable; in the environment, separated by "

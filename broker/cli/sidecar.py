@@ -6,6 +6,9 @@ with mode 0600 by default: whoever can connect to it gets the workload's tokens.
 a file (see :mod:`broker.sidecar.token_files`); with token files and neither ``--socket`` nor ``--http-port`` it
 only keeps the files. ``--once`` writes the token files and exits (0 when all are written, 1 with a one-line
 reason if they cannot be within ``--once-timeout``), for init containers and Jobs.
+``--token-binding dpop`` binds the tokens to the SVID's key with DPoP proofs (RFC 9449) instead of to its
+certificate, and serves ``POST /v1/dpop-proof`` (:mod:`broker.sidecar.proofs`); the apps need that endpoint, so it
+takes a socket or HTTP port (not ``--once``, not token files alone).
 SIGINT/SIGTERM stop the sidecar at once in every phase: waiting for the Workload API, for the first SVID, or for
 the token service.
 """
@@ -76,6 +79,7 @@ async def _serve(
         http_port=settings.http_port,
         probe_interval=settings.probe_interval,
         follow_revocations=settings.follow_revocations,
+        token_binding=settings.token_binding,
     )
     files = _token_files(settings)
     keeper = asyncio.create_task(TokenFileKeeper(sidecar.cache, source, files).run()) if files else None
@@ -190,6 +194,11 @@ def _overrides(socket: str | None, socket_mode: str | None, http_port: int | Non
 @click.option("--once", is_flag=True, default=None, help="write the token files, then exit (init containers, Jobs)")
 @click.option("--once-timeout", type=click.FloatRange(min=0, min_open=True), help="give up --once after SECONDS [60]")
 @click.option("--probe-interval", type=click.FloatRange(min=0, min_open=True), help="probe an idle token service [30]")
+@click.option(
+    "--token-binding",
+    type=click.Choice(["mtls", "dpop"]),
+    help="bind tokens to the SVID certificate (mtls) or to its key with DPoP proofs (dpop)  [default: mtls]",
+)
 @cli_errors()
 def sidecar(
     config_file: Path | None,
@@ -203,10 +212,17 @@ def sidecar(
     once: bool | None,
     once_timeout: float | None,
     probe_interval: float | None,
+    token_binding: str | None,
 ) -> None:
     """Serve GET /v1/token?audience=A[&scope=S] to this workload's apps, from a cache kept fresh."""
     files = [parse_token_file_flag(value) for value in token_files] or None
-    more = {"token_files": files, "once": once, "once_timeout": once_timeout, "probe_interval": probe_interval}
+    more = {
+        "token_files": files,
+        "once": once,
+        "once_timeout": once_timeout,
+        "probe_interval": probe_interval,
+        "token_binding": token_binding,
+    }
     settings = load_settings(config_file, _overrides(socket, socket_mode, http_port, **more))
     _check(settings.sidecar)
     issuer = token_service or settings.server.issuer
@@ -216,6 +232,12 @@ def sidecar(
 
 
 def _check(settings: SidecarSettings) -> None:
+    no_listener = settings.socket is None and settings.http_port is None
+    if settings.token_binding == "dpop" and (settings.once or no_listener):  # noqa: S105 - a mode, not a secret
+        raise ConfigError(
+            "token_binding = dpop needs --socket or --http-port: the apps get their DPoP proofs from the sidecar "
+            "(POST /v1/dpop-proof), so --once and token files alone cannot serve them"
+        )
     if settings.once:
         if not settings.token_files:
             raise ConfigError("--once needs at least one --token-file (or [[sidecar.token_files]] in the config)")

@@ -124,6 +124,7 @@ __all__ = [
     "UseDpopNonceError",
     "access_token_hash",
     "check_proof",
+    "check_proof_nonce",
     "check_proof_unused",
     "create_proof",
     "single_proof",
@@ -251,6 +252,13 @@ def check_proof(
     check_iat(iat, now=now, leeway=leeway, max_age=max_age)
     check_ath(compact.payload, access_token)
     return DpopProof(jti, iat, key.jkt, key.key, alg, claimed_htm, claimed_htu, sent_nonce, key.members)
+
+
+def check_proof_nonce(proof: str, nonce: str | NonceCheck) -> None:
+    """§4.3 item 10 alone, on a proof that is only parsed (not verified): for a server that answers
+    ``use_dpop_nonce`` before anything else is checked or spent (§8). Raises a
+    :class:`~broker.errors.DpopProofError`; :func:`check_proof` runs every check, this one again included."""
+    check_nonce(parse_proof(proof).payload, nonce)
 
 
 async def check_proof_unused(proof: DpopProof, cache: ReplayCache, *, now: float, window: float) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import re
 from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
@@ -36,11 +37,14 @@ __all__ = [
     "ReplayCache",
     "ReplayCacheUnavailable",
     "ReplayKind",
+    "check_entry",
+    "check_now",
     "replay_key",
 ]
 
 DEFAULT_MAX_ENTRIES = 1_000_000
 MAX_JTI_LENGTH = 256  # a jti longer than this is refused before it reaches the cache
+_KEY = re.compile(r"[0-9a-f]{64}")
 
 
 class ReplayKind(StrEnum):
@@ -63,6 +67,28 @@ def replay_key(kind: ReplayKind, minted_by: str, jti: str) -> str:
     return digest.hexdigest()
 
 
+def check_now(now: datetime) -> datetime:
+    """``now`` if it is timezone-aware; ValueError otherwise. The same rule and words as
+    :func:`broker.tokens.keystore.check_instant`, restated here because :mod:`broker.oauth` sits below
+    :mod:`broker.tokens` in the layers (``lint-imports``)."""
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise ValueError("store timestamps must be timezone-aware")
+    return now
+
+
+def check_entry(key: str, now: datetime, expires_at: datetime) -> None:
+    """Refuse what no form of the cache records (ValueError), before it is written: a key that is not a
+    :func:`replay_key` digest (64 lowercase hex characters), a naive time, or ``expires_at <= now`` (an entry that
+    guards nothing; RFC 7523 §3 item 7 and RFC 9449 §11.1 keep a ``jti`` only while it could still be accepted).
+    The key is never quoted: it is derived from client input."""
+    if not isinstance(key, str) or not _KEY.fullmatch(key):
+        raise ValueError("a replay key is 64 lowercase hex characters (replay_key)")
+    check_now(now)
+    check_now(expires_at)
+    if expires_at <= now:
+        raise ValueError("expires_at must be after now")
+
+
 class ReplayCacheUnavailable(StoreUnavailableError):
     """The cache could not record a key (full of live entries, or its store did not answer): refuse the request
     with ``temporarily_unavailable`` (RFC 6749 §5.2 has no better code; 503)."""
@@ -75,11 +101,12 @@ class ReplayCache(Protocol):
     async def add(self, key: str, *, now: datetime, expires_at: datetime) -> bool:
         """Record ``key`` until ``expires_at``; True if it was absent (or its entry had expired at ``now``), False
         if a live entry holds it (a replay). Atomic across every process sharing the cache. Raises
-        :class:`ReplayCacheUnavailable` when it cannot record, ValueError if ``expires_at <= now``."""
+        :class:`ReplayCacheUnavailable` when it cannot record; ValueError (:func:`check_entry`) for a key that is
+        not a :func:`replay_key` digest, a naive time, or ``expires_at <= now``."""
         ...
 
     async def prune(self, now: datetime) -> int:
-        """Drop the entries expired at ``now``; how many went."""
+        """Drop the entries expired at ``now`` (timezone-aware); how many went."""
         ...
 
 
@@ -98,8 +125,7 @@ class MemoryReplayCache:
         return len(self._expiry)
 
     async def add(self, key: str, *, now: datetime, expires_at: datetime) -> bool:
-        if expires_at <= now:
-            raise ValueError("expires_at must be after now")
+        check_entry(key, now, expires_at)
         held = self._expiry.get(key)
         if held is not None and held > now:
             return False
@@ -112,7 +138,7 @@ class MemoryReplayCache:
         return True
 
     async def prune(self, now: datetime) -> int:
-        return self._evict(now)
+        return self._evict(check_now(now))
 
     def _evict(self, now: datetime) -> int:
         dropped = 0

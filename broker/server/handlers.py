@@ -89,7 +89,7 @@ async def token(request: web.Request) -> web.Response:
         response.token.audience,
         response.token.expires_in,
     )
-    return web.json_response(response.to_json(), headers=NO_STORE)
+    return web.json_response(response.to_json(), headers={**NO_STORE, **response.headers})
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -1,4 +1,4 @@
-"""The token service's periodic work, one task per process: the rotation schedule, policy audit, ledger pruning.
+"""The token service's periodic work, one task per process: the rotation schedule, policy audit, pruning.
 
 Every tick (:data:`broker.server.stateful.TICK_INTERVAL`):
 
@@ -8,7 +8,10 @@ Every tick (:data:`broker.server.stateful.TICK_INTERVAL`):
   and retirements are audited (``key.rotated``, ``key.retired``);
 * a policy reload or refusal since the last tick is audited (``policy.reloaded`` with the file's SHA-256,
   ``policy.refused`` with the reason; never the file's contents);
-* every :data:`PRUNE_INTERVAL` seconds, ledger rows of tokens expired more than :data:`PRUNE_AFTER` ago go.
+* every :data:`PRUNE_INTERVAL` seconds, ledger rows of tokens expired more than :data:`PRUNE_AFTER` ago go, and so
+  do the replay cache's expired entries (an entry is kept only while the ``jti`` it guards could still be accepted:
+  RFC 7523 §3 item 7, RFC 9449 §11.1; an expired one may be taken over by an add anyway, so pruning bounds the
+  table's size, not its correctness).
 
 A store that fails (an outage) is logged once when it starts failing and once when it recovers, not every tick.
 """
@@ -24,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 
 from broker.audit.events import AuditEvent, KeyCreated, KeyRetired, KeyRotated, PolicyRefused, PolicyReloaded
 from broker.errors import BrokerError, ConfigError
+from broker.oauth.replay import ReplayCache
 from broker.server.recorder import Recorder
 from broker.tokens.keyring import Keyring, TickResult
 from broker.tokens.ledger import IssuanceLedgerStore
@@ -50,8 +54,10 @@ class Housekeeper:
         ledger: IssuanceLedgerStore,
         policy_store: PolicyStore,
         clock: Callable[[], float],
+        *,
+        replay: ReplayCache | None = None,
     ) -> None:
-        self._keyring, self._recorder, self._ledger = keyring, recorder, ledger
+        self._keyring, self._recorder, self._ledger, self._replay = keyring, recorder, ledger, replay
         self._policy_store, self._clock = policy_store, clock
         self._policy_seen = (getattr(policy_store, "generation", 0), getattr(policy_store, "last_error", None))
         self._next_prune = clock() + PRUNE_INTERVAL
@@ -83,7 +89,7 @@ class Housekeeper:
 
     def _failed(self, reason: str) -> None:
         if reason != self._failing:
-            log.error("housekeeping (key rotation schedule, ledger pruning) failing: %s", reason)
+            log.error("housekeeping (key rotation schedule, pruning) failing: %s", reason)
         self._failing = reason
 
     def _widen_retiring_window(self) -> None:
@@ -114,10 +120,15 @@ class Housekeeper:
             self._record(PolicyRefused(source=source, reason=error.description))
 
     async def _prune(self) -> None:
-        before = datetime.fromtimestamp(self._clock(), UTC) - PRUNE_AFTER
+        now = datetime.fromtimestamp(self._clock(), UTC)
+        before = now - PRUNE_AFTER
         pruned = await self._ledger.prune(before)
         if pruned:
             log.info("ledger: pruned %d rows of tokens expired before %s", pruned, before.isoformat())
+        if self._replay is not None:
+            dropped = await self._replay.prune(now)
+            if dropped:
+                log.info("replay cache: pruned %d expired entries", dropped)
 
     def _record(self, event: AuditEvent) -> None:
         if not self._recorder.trail.record(event):

@@ -120,7 +120,7 @@ async def open_state(
     recorder.start()
     state = ServiceState(url=url, store=store, keyring=keyring, recorder=recorder, secrets=keks)
     state.tasks.append(asyncio.create_task(_follow_keyring(state), name="keyring-follower"))
-    housekeeper = Housekeeper(keyring, recorder, store.ledger, policy_store, clock)
+    housekeeper = Housekeeper(keyring, recorder, store.ledger, policy_store, clock, replay=store.replay)
     state.tasks.append(asyncio.create_task(housekeeper.run(TICK_INTERVAL), name="housekeeping"))
     return state
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -211,6 +212,8 @@ def _admin_mounter(
             audit=TrailAdminAudit(state.recorder.trail),
             quarantines=quarantines,
             clients=RegistryClientAdmin(state.store.clients, state.recorder.trail),
+            drift=assertions.drift,  # this replica's, in memory
+            replica=socket.gethostname(),
         )
 
     return mount

@@ -10,6 +10,9 @@ the cache size, for operators. Errors are ``{"error", "error_description"}`` (RF
 request, 403 refused by the token service (its error code passed through), 503 ``temporarily_unavailable`` with
 the reason (no X.509-SVID yet, token service unreachable and no cached token); 403 ``access_denied`` while the
 token service's revocation feed says this workload is quarantined (:mod:`broker.sidecar.revocations`).
+``POST /v1/dpop-proof`` (with ``token_binding = "dpop"``; else 409 ``dpop_not_enabled``): a DPoP proof signed with
+the workload's SVID key for a request of the app (RFC 9449 §4.2; :mod:`broker.sidecar.proofs`); refused like
+``/v1/token`` while the workload is quarantined.
 """
 
 from __future__ import annotations
@@ -28,13 +31,16 @@ from broker.identity.errors import SvidUnavailableError
 from broker.identity.source import SubscribableX509Source, current_x5t
 from broker.oauth.grammar import AUDIENCE, SCOPE, normalize_scope
 from broker.sidecar.cache import CacheKey, TokenCache
+from broker.sidecar.dpop import SvidProofSigner
+from broker.sidecar.errors import BodyTooLargeError, DpopNotEnabledError, WorkloadQuarantinedError
 from broker.sidecar.exchanger import Exchanger
 from broker.sidecar.health import TokenServiceHealth
 from broker.sidecar.probe import probe_when_idle
+from broker.sidecar.proofs import MAX_BODY, parse_proof_request, proof_body
 from broker.sidecar.revocations import RevocationWatcher
 from broker.web.errors import error_response, render_error
 
-__all__ = ["CACHE", "REVOCATIONS", "SOURCE", "TOKEN_SERVICE", "TokenServiceLink", "build_sidecar_app"]
+__all__ = ["CACHE", "PROOFS", "REVOCATIONS", "SOURCE", "TOKEN_SERVICE", "TokenServiceLink", "build_sidecar_app"]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +66,7 @@ CACHE = web.AppKey("token_cache", TokenCache)
 REVOCATIONS = web.AppKey("revocations", RevocationWatcher)
 SOURCE = web.AppKey("svid_source", SubscribableX509Source)
 TOKEN_SERVICE = web.AppKey("token_service", TokenServiceLink)
+PROOFS = web.AppKey("dpop_proofs", SvidProofSigner)
 
 
 class _KeyMemo(dict[str, CacheKey]):
@@ -132,6 +139,38 @@ async def token_handler(request: web.Request) -> web.Response:
     return web.Response(body=body, headers=_TOKEN_HEADERS)
 
 
+async def dpop_proof_handler(request: web.Request) -> web.Response:
+    """``POST /v1/dpop-proof``: a proof signed with the SVID key (:mod:`broker.sidecar.proofs`); never logged."""
+    app = request.app
+    try:
+        check_local_client(request)
+        signer = app.get(PROOFS)
+        if signer is None:
+            raise DpopNotEnabledError()
+        wanted = parse_proof_request(request.content_type, await _body(request))
+        if app[CACHE].suspended:
+            raise WorkloadQuarantinedError()
+        body = proof_body(wanted, signer)
+    except SvidUnavailableError:
+        return render_error(TemporarilyUnavailableError("no X.509-SVID yet from the Workload API"))
+    except BrokerError as exc:
+        return render_error(exc)
+    except Exception as exc:  # a bug must still answer in JSON, and must not log the body (a token)
+        log.error("POST /v1/dpop-proof failed unexpectedly: %s", type(exc).__name__)
+        return render_error(ServerError())
+    return web.Response(body=body, headers=_TOKEN_HEADERS)
+
+
+async def _body(request: web.Request) -> bytes:
+    """The request body, refused beyond :data:`~broker.sidecar.proofs.MAX_BODY` bytes before it is all read."""
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise BodyTooLargeError(f"the request body is larger than {MAX_BODY} bytes")
+    try:
+        return await request.read()  # the app's client_max_size is MAX_BODY
+    except web.HTTPRequestEntityTooLarge:
+        raise BodyTooLargeError(f"the request body is larger than {MAX_BODY} bytes") from None
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.Response(body=b'{"status":"ok"}', headers=_JSON_HEADERS)
 
@@ -174,6 +213,7 @@ async def status(request: web.Request) -> web.Response:
         "token_service": app[TOKEN_SERVICE].health.snapshot(),
         "cached_tokens": len(cache),
         "quarantined": cache.suspended,
+        "token_binding": "dpop" if PROOFS in app else "mtls",
     }
     if REVOCATIONS in app:
         document["revocation_feed"] = app[REVOCATIONS].follower.status()
@@ -190,6 +230,12 @@ async def method_not_allowed(request: web.Request) -> web.Response:
     return response
 
 
+async def post_only(request: web.Request) -> web.Response:
+    response = error_response(405, "method_not_allowed", "use POST")
+    response.headers["Allow"] = "POST"
+    return response
+
+
 def build_sidecar_app(
     *,
     source: SubscribableX509Source,
@@ -197,17 +243,21 @@ def build_sidecar_app(
     cache: TokenCache,
     probe_interval: float = 5.0,
     revocations: RevocationWatcher | None = None,
+    proofs: SvidProofSigner | None = None,
 ) -> web.Application:
     """The app; its cleanup closes the cache and the token service client and stops the prober.
 
     ``probe_interval``: seconds without a successful contact with the token service before it is probed.
     ``revocations``: follows the revocation feed while the app runs (started and closed with it).
+    ``proofs``: serve ``POST /v1/dpop-proof`` with this signer (``token_binding = "dpop"``).
     """
-    app = web.Application(handler_args={"max_field_size": 16384})
+    app = web.Application(handler_args={"max_field_size": 16384}, client_max_size=MAX_BODY)
     app[SOURCE] = source
     app[TOKEN_SERVICE] = token_service
     app[CACHE] = cache
     app[_KEY_MEMO] = _KeyMemo()
+    if proofs is not None:
+        app[PROOFS] = proofs
     if revocations is not None:
         app[REVOCATIONS] = revocations
         app.cleanup_ctx.append(_following(revocations))
@@ -216,6 +266,8 @@ def build_sidecar_app(
     for path, handler in routes:
         app.router.add_get(path, handler)
         app.router.add_route("*", path, method_not_allowed)
+    app.router.add_post("/v1/dpop-proof", dpop_proof_handler)
+    app.router.add_route("*", "/v1/dpop-proof", post_only)
     app.router.add_route("*", "/{tail:.*}", not_found)
     return app
 

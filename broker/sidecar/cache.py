@@ -8,9 +8,10 @@
   current token is still served while one background exchange replaces it. If the token service is down the
   cached token keeps being served until ``min_remaining`` seconds before it expires; failed background refreshes
   back off exponentially with jitter.
-* Binding (RFC 8705 §3): each token is bound to the X.509-SVID it was obtained with. When the source reports a
-  new SVID, every entry not bound to the new certificate is dropped, and a token that comes back bound to a
-  rotated certificate is exchanged again.
+* Binding: each token is bound to the X.509-SVID it was obtained with: to its certificate (RFC 8705 §3,
+  ``cnf.x5t#S256``) or, with ``token_binding = "dpop"``, to its key (RFC 9449 §6.1, ``cnf.jkt``). When the source
+  reports a new SVID, every entry not bound to the new certificate or the new key is dropped, and a token that
+  comes back bound to a rotated certificate or key is exchanged again.
 * Revocation (:mod:`broker.sidecar.revocations`): a token the revocation feed cuts off is dropped
   (:meth:`TokenCache.drop_where`; the next request gets a fresh exchange), and while the workload itself is
   quarantined (:meth:`TokenCache.suspend`) every cached token is dropped and none is served or fetched:
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 
 from broker._backoff import Backoff
 from broker.identity.source import SubscribableX509Source, current_x5t
+from broker.sidecar.dpop import current_jkt
 from broker.sidecar.errors import TokenServiceUnavailableError, WorkloadQuarantinedError
 from broker.sidecar.exchanger import Exchanger, TokenResult
 
@@ -52,6 +54,7 @@ class CachedToken:
     jti: str | None = None
     kid: str | None = None
     issued_at: float | None = None
+    bound_jkt: str | None = None
 
     @classmethod
     def from_result(
@@ -77,7 +80,15 @@ class CachedToken:
             jti=result.jti,
             kid=result.kid,
             issued_at=result.issued_at,
+            bound_jkt=result.bound_jkt,
         )
+
+    def bound_to(self, x5t: str, jkt: str | None) -> bool:
+        """Whether this token goes with the SVID whose certificate thumbprint is ``x5t`` and key thumbprint ``jkt``
+        (an unbound token goes with none: it is exchanged anew after a rotation, as before)."""
+        if self.bound_jkt is not None:
+            return self.bound_jkt == jkt
+        return self.bound_x5t == x5t
 
     def body(self, now: float) -> bytes:
         """The JSON response ``{access_token, token_type, issued_token_type[, scope], expires_in}``."""
@@ -113,6 +124,7 @@ class TokenCache:
         self._inflight: dict[CacheKey, asyncio.Task[CachedToken]] = {}
         self._failures: dict[CacheKey, tuple[int, float]] = {}  # key -> (consecutive failures, not before)
         self._x5t = current_x5t(self._source)
+        self._jkt = current_jkt(self._source)
         self._unsubscribe: Callable[[], None] | None = source.subscribe(self._on_source_change)
         self._suspended_until = 0.0  # while the clock is below: quarantined, nothing served or fetched
 
@@ -230,7 +242,8 @@ class TokenCache:
     async def _fetch(self, key: CacheKey) -> CachedToken:
         audience, scope = key
         result = await self._exchanger.exchange(audience, scope)
-        if result.bound_x5t is not None and result.bound_x5t != self._x5t:
+        rotated_x5t = result.bound_x5t is not None and result.bound_x5t != self._x5t
+        if rotated_x5t or (result.bound_jkt is not None and result.bound_jkt != self._jkt):
             result = await self._exchanger.exchange(audience, scope)  # the SVID rotated meanwhile
         now = self._clock()
         entry = CachedToken.from_result(
@@ -265,9 +278,9 @@ class TokenCache:
         x5t = current_x5t(self._source)
         if x5t is None or x5t == self._x5t:
             return
-        self._x5t = x5t
-        stale = [key for key, entry in self._entries.items() if entry.bound_x5t != x5t]
+        self._x5t, self._jkt = x5t, current_jkt(self._source)
+        stale = [key for key, entry in self._entries.items() if not entry.bound_to(x5t, self._jkt)]
         for key in stale:
             del self._entries[key]
         if stale:
-            log.info("X.509-SVID rotated: dropped %d cached token(s) bound to the previous certificate", len(stale))
+            log.info("X.509-SVID rotated: dropped %d cached token(s) bound to the previous SVID", len(stale))

@@ -1,7 +1,12 @@
 """Errors the sidecar renders to its apps, as ``{"error", "error_description"}`` JSON::
 
 BrokerError
-├── InvalidRequestError          400  malformed /v1/token query (broker.errors)
+├── InvalidRequestError          400  malformed /v1/token query or /v1/dpop-proof body (broker.errors)
+│   ├── BodyTooLargeError        413  /v1/dpop-proof body over its limit
+│   └── UnsupportedMediaTypeError 415 /v1/dpop-proof body not ``application/json``
+├── DpopNotEnabledError          409  dpop_not_enabled: /v1/dpop-proof on a sidecar with token_binding = "mtls"
+├── StaleTokenError              409  stale_token: the token is bound to a previous SVID key (RFC 9449 §6.1)
+├── DpopKeyError                 500  server_error: the SVID key cannot sign DPoP proofs (key type, algorithms)
 ├── TokenServiceRefusedError     400  the token service said invalid_request (its code passed through)
 │                                403  the token service refused by policy (invalid_target, invalid_scope,
 │                                     access_denied, unauthorized_client, invalid_grant, ...; passed through)
@@ -15,12 +20,17 @@ to the RFC 6749 §5.2 character set and never carry a token or key.
 
 from __future__ import annotations
 
-from broker.errors import AccessDeniedError, OAuthError, TemporarilyUnavailableError
+from broker.errors import AccessDeniedError, InvalidRequestError, OAuthError, ServerError, TemporarilyUnavailableError
 from broker.oauth.grammar import ERROR_CODE, ERROR_DESCRIPTION
 
 __all__ = [
+    "BodyTooLargeError",
+    "DpopKeyError",
+    "DpopNotEnabledError",
+    "StaleTokenError",
     "TokenServiceRefusedError",
     "TokenServiceUnavailableError",
+    "UnsupportedMediaTypeError",
     "WorkloadQuarantinedError",
     "refusal_from_response",
     "safe_description",
@@ -43,6 +53,49 @@ class WorkloadQuarantinedError(AccessDeniedError):
 
     def __init__(self) -> None:
         super().__init__("this workload is quarantined: no access token is served until the quarantine is released")
+
+
+class BodyTooLargeError(InvalidRequestError):
+    """The request body is larger than the endpoint reads (RFC 9110 §15.5.14)."""
+
+    status = 413
+
+
+class UnsupportedMediaTypeError(InvalidRequestError):
+    """The request body is not in the media type the endpoint reads (RFC 9110 §15.5.16)."""
+
+    status = 415
+
+
+class DpopNotEnabledError(OAuthError):
+    """DPoP proofs are served only with ``token_binding = "dpop"``: this sidecar's tokens are certificate-bound."""
+
+    error = "dpop_not_enabled"
+    status = 409
+
+    def __init__(self) -> None:
+        super().__init__(
+            'this sidecar binds tokens to its certificate (token_binding = "mtls"): it makes no DPoP proofs; '
+            "run it with --token-binding dpop"
+        )
+
+
+class StaleTokenError(OAuthError):
+    """The access token is bound (``cnf.jkt``, RFC 9449 §6.1) to a key the sidecar no longer holds: the X.509-SVID
+    rotated. A proof with the new key would not match it; get a fresh token from ``/v1/token``."""
+
+    error = "stale_token"
+    status = 409
+
+    def __init__(self) -> None:
+        super().__init__("the access token is bound to a previous SVID key (rotated): get a fresh one from /v1/token")
+
+
+class DpopKeyError(ServerError):
+    """The X.509-SVID's key cannot sign DPoP proofs: an unsupported key type, or no algorithm the server takes."""
+
+    def __init__(self, description: str) -> None:
+        super().__init__(safe_description(description))
 
 
 def safe_description(text: str) -> str:

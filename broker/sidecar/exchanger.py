@@ -5,6 +5,14 @@ form (``grant_type=urn:ietf:params:oauth:grant-type:token-exchange``, the JWT-SV
 target as ``audience``, optional ``scope``) to the ``token_endpoint`` named by the issuer's RFC 8414 metadata,
 over mTLS with the workload's X.509-SVID (RFC 8705 §2: the token comes back bound to that certificate).
 
+With a DPoP signer (``token_binding = "dpop"``, :mod:`broker.sidecar.dpop`) the same request also carries a
+``DPoP`` proof (RFC 9449 §5) made with the SVID's private key, ``htm`` ``POST`` and ``htu`` the token endpoint,
+and the token comes back bound to that key (``cnf.jkt``, §6.1; ``token_type: DPoP``). The algorithm is one the
+metadata advertises (``dpop_signing_alg_values_supported``, §5.1). Server nonces (§8): the latest ``DPoP-Nonce``
+of any response is kept and sent in the next proof; a ``use_dpop_nonce`` refusal that brings a new nonce is
+retried once at once. A token not bound to the proof's key is refused (the token service does not serve DPoP);
+one bound to a key that rotated meanwhile is exchanged again.
+
 The token service is authenticated by SPIFFE ID on every new connection before anything is sent
 (:class:`~broker.identity.spiffetls.connector.SpiffeTLSConnector`). Transport errors, 408, 429 and 5xx are retried with
 exponential backoff and full jitter; RFC 6749 §5.2 errors are not retried and pass through to the app. When the
@@ -30,10 +38,16 @@ from broker.identity.spiffetls.connector import SpiffeTLSConnector, map_network_
 from broker.identity.spiffetls.context import ServerIdMatcher, SourceSSLContext, client_ssl_context
 from broker.jose.errors import JoseError
 from broker.jose.jws import read_unverified
-from broker.oauth.binding import X5tS256
+from broker.oauth.binding import Jkt, X5tS256
 from broker.oauth.constants import GRANT_TOKEN_EXCHANGE, TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_JWT
 from broker.oauth.metadata import AuthorizationServerMetadata, MetadataError, check_issuer, metadata_url
-from broker.sidecar.errors import TokenServiceRefusedError, TokenServiceUnavailableError, refusal_from_response
+from broker.sidecar.dpop import NonceMemory, SignedProof, SvidProofSigner
+from broker.sidecar.errors import (
+    DpopKeyError,
+    TokenServiceRefusedError,
+    TokenServiceUnavailableError,
+    refusal_from_response,
+)
 from broker.sidecar.health import TokenServiceHealth
 from broker.sidecar.retry import RetryPolicy
 
@@ -47,11 +61,13 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _RETRYABLE_STATUS = frozenset({408, 429})
+_USE_DPOP_NONCE = "use_dpop_nonce"
 
 
 @dataclass(frozen=True)
 class TokenResult:
-    """A successful RFC 8693 §2.2.1 response. ``bound_x5t`` is the token's ``cnf.x5t#S256`` (RFC 8705 §3.1)."""
+    """A successful RFC 8693 §2.2.1 response. ``bound_x5t`` is the token's ``cnf.x5t#S256`` (RFC 8705 §3.1),
+    ``bound_jkt`` its ``cnf.jkt`` (RFC 9449 §6.1)."""
 
     access_token: str = field(repr=False)
     expires_in: int
@@ -62,6 +78,7 @@ class TokenResult:
     jti: str | None = None  # jti, kid and iat read without verification: to drop the token if the feed revokes it
     kid: str | None = None
     issued_at: float | None = None
+    bound_jkt: str | None = None
 
 
 class Exchanger(Protocol):
@@ -107,7 +124,7 @@ def parse_token_response(body: object, *, requested_scope: str | None, now: floa
         if not isinstance(exp, int | float) or exp <= now:
             raise TokenServiceUnavailableError("token response has no usable expires_in")
         expires_in = int(exp - now)
-    bound = X5tS256.bound_in(claims)
+    bound, jkt = X5tS256.bound_in(claims), Jkt.bound_in(claims)
     scope = body.get("scope")
     iat = claims.get("iat")
     return TokenResult(
@@ -120,6 +137,7 @@ def parse_token_response(body: object, *, requested_scope: str | None, now: floa
         jti=_text(claims.get("jti")),
         kid=_text(header.get("kid")),
         issued_at=float(iat) if isinstance(iat, int | float) and not isinstance(iat, bool) else None,
+        bound_jkt=jkt if isinstance(jkt, str) else None,
     )
 
 
@@ -131,6 +149,24 @@ class ExchangeSource(X509ContextSource, JwtSvidSource, Protocol):
 class _Http:
     context: SourceSSLContext
     session: aiohttp.ClientSession
+
+
+@dataclass(frozen=True)
+class _Reply:
+    status: int
+    body: object = field(repr=False)
+
+
+def _error_code(body: object) -> object:
+    return body.get("error") if isinstance(body, dict) else None
+
+
+def _dpop_algorithms(body: object) -> tuple[str, ...] | None:
+    """RFC 9449 §5.1 ``dpop_signing_alg_values_supported`` from a metadata document; None when absent or unusable."""
+    values = body.get("dpop_signing_alg_values_supported") if isinstance(body, dict) else None
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        return None
+    return tuple(values)
 
 
 class TokenServiceClient:
@@ -145,7 +181,9 @@ class TokenServiceClient:
         retry: RetryPolicy | None = None,
         timeout: float = 5.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        dpop: SvidProofSigner | None = None,
     ) -> None:
+        """``dpop``: bind tokens to the SVID key with DPoP proofs (RFC 9449) instead of to the certificate."""
         self._source = source
         self._issuer = check_issuer(issuer)
         self._metadata_url = metadata_url(issuer)
@@ -154,6 +192,9 @@ class TokenServiceClient:
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._sleep = sleep
         self._metadata: AuthorizationServerMetadata | None = None
+        self._dpop = dpop
+        self._dpop_algorithms: tuple[str, ...] | None = None
+        self.dpop_nonce = NonceMemory()
         self._http: _Http | None = None
         self._closing: set[asyncio.Task[None]] = set()
         self._x5t = current_x5t(self._source)
@@ -187,6 +228,9 @@ class TokenServiceClient:
             except TokenServiceUnavailableError as exc:  # unusable metadata or token response: no retry
                 self.health.failure(exc.description)
                 raise
+            except DpopKeyError as exc:  # it answered, but takes no algorithm the SVID key signs with
+                self.health.success()
+                raise TokenServiceUnavailableError(exc.description) from None
             self.health.success()
             return result
         self.health.failure(reason)
@@ -233,17 +277,52 @@ class TokenServiceClient:
         }
         if scope:
             form["scope"] = scope
-        self.exchange_count += 1
-        status, body = await self._request("POST", endpoint, form)
-        if status in _RETRYABLE_STATUS or status >= 500:
-            raise _RetryableError(f"token endpoint answered HTTP {status}")
-        if status != 200:
-            raise refusal_from_response(status, body)
-        result = parse_token_response(body, requested_scope=scope, now=time.time())
+        if self._dpop is not None:
+            return await self._exchange_dpop(endpoint, form, scope, self._dpop)
+        reply = await self._post_token(endpoint, form, None)
+        result = parse_token_response(reply.body, requested_scope=scope, now=time.time())
         if result.bound_x5t is not None and result.bound_x5t != current_x5t(self._source):
             self._retire_session()  # the connection still presented the certificate that has just rotated
             raise _RetryableError("token bound to a rotated certificate")
         return result
+
+    async def _exchange_dpop(
+        self, endpoint: str, form: dict[str, str], scope: str | None, signer: SvidProofSigner
+    ) -> TokenResult:
+        """RFC 9449 §5: the token comes back bound to the key that signed the proof (``cnf.jkt``, §6.1)."""
+        reply, signed = await self._post_with_proof(endpoint, form, signer)
+        result = parse_token_response(reply.body, requested_scope=scope, now=time.time())
+        if result.bound_jkt is None or not Jkt(signed.jkt).matches(result.bound_jkt):
+            raise TokenServiceUnavailableError(
+                "the token service did not bind the token to the DPoP key (RFC 9449 §6.1): does it serve DPoP?"
+            )
+        if signer.jkt() != signed.jkt:
+            raise _RetryableError("token bound to a rotated SVID key")
+        return result
+
+    async def _post_with_proof(
+        self, endpoint: str, form: dict[str, str], signer: SvidProofSigner
+    ) -> tuple[_Reply, SignedProof]:
+        """POST with a proof; a ``use_dpop_nonce`` refusal that brought a new nonce is retried once (§8)."""
+        sent_nonce = self.dpop_nonce.value
+        signed = signer.sign(htm="POST", htu=endpoint, nonce=sent_nonce, advertised=self._dpop_algorithms)
+        try:
+            return await self._post_token(endpoint, form, {"DPoP": signed.proof}), signed
+        except TokenServiceRefusedError as exc:
+            if exc.error != _USE_DPOP_NONCE or self.dpop_nonce.value in (None, sent_nonce):
+                raise
+        signed = signer.sign(htm="POST", htu=endpoint, nonce=self.dpop_nonce.value, advertised=self._dpop_algorithms)
+        return await self._post_token(endpoint, form, {"DPoP": signed.proof}), signed
+
+    async def _post_token(self, endpoint: str, form: dict[str, str], headers: dict[str, str] | None) -> _Reply:
+        """POST the form; a 200 reply, or the refusal (:class:`TokenServiceRefusedError`) or a retryable error."""
+        self.exchange_count += 1
+        reply = await self._request("POST", endpoint, form, headers)
+        if reply.status in _RETRYABLE_STATUS or reply.status >= 500:
+            raise _RetryableError(f"token endpoint answered HTTP {reply.status}")
+        if reply.status != 200:
+            raise refusal_from_response(reply.status, reply.body)
+        return reply
 
     async def _token_endpoint(self) -> str:
         metadata = self._metadata or await self._fetch_metadata()
@@ -251,7 +330,8 @@ class TokenServiceClient:
         return metadata.token_endpoint
 
     async def _fetch_metadata(self) -> AuthorizationServerMetadata:
-        status, body = await self._request("GET", self._metadata_url, None)
+        reply = await self._request("GET", self._metadata_url, None)
+        status, body = reply.status, reply.body
         if status in _RETRYABLE_STATUS or status >= 500:
             raise _RetryableError(f"metadata endpoint answered HTTP {status}")
         if status != 200:
@@ -263,17 +343,24 @@ class TokenServiceClient:
         if metadata.token_endpoint is None:
             raise TokenServiceUnavailableError("metadata has no token_endpoint")
         self._metadata = metadata
+        self._dpop_algorithms = _dpop_algorithms(body)
         return metadata
 
-    async def _request(self, method: str, url: str, form: dict[str, str] | None) -> tuple[int, object]:
+    async def _request(
+        self, method: str, url: str, form: dict[str, str] | None, headers: dict[str, str] | None = None
+    ) -> _Reply:
+        """One request; the latest ``DPoP-Nonce`` of any response is remembered (RFC 9449 §8)."""
         with map_network_errors(lambda exc: _RetryableError(f"{method} {url}: {type(exc).__name__}: {exc}")):
-            async with self._session().request(method, url, data=form, allow_redirects=False) as response:
+            async with self._session().request(
+                method, url, data=form, headers=headers, allow_redirects=False
+            ) as response:
                 status, raw = response.status, await response.read()
+                self.dpop_nonce.remember(response.headers.get("DPoP-Nonce"))
         try:
             body: object = json.loads(raw) if raw else None
         except ValueError:
             body = None
-        return status, body
+        return _Reply(status, body)
 
     def _session(self) -> aiohttp.ClientSession:
         if self._http is None:

@@ -12,12 +12,14 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
 
 from broker.identity.source import X509Source
 from broker.identity.spiffeid import SpiffeId
 from broker.identity.spiffetls.context import ServerIdMatcher
 from broker.sidecar.app import TokenServiceLink, build_sidecar_app
 from broker.sidecar.cache import Clock, TokenCache
+from broker.sidecar.dpop import SvidProofSigner
 from broker.sidecar.exchanger import ExchangeSource, TokenServiceClient
 from broker.sidecar.retry import RetryPolicy
 from broker.sidecar.revocations import RevocationWatcher
@@ -25,11 +27,20 @@ from broker.sidecar.sockets import bind_loopback, bind_unix_socket, parse_socket
 from broker.verify.feed import RevocationFeedFollower
 from broker.web import HardenedAppRunner, ListenerLimits, start_sock_site
 
-__all__ = ["DEFAULT_BROKER_ID_PATH", "RunningSidecar", "start_sidecar", "token_service_matcher"]
+__all__ = [
+    "DEFAULT_BROKER_ID_PATH",
+    "TOKEN_BINDINGS",
+    "RunningSidecar",
+    "TokenBinding",
+    "start_sidecar",
+    "token_service_matcher",
+]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BROKER_ID_PATH = "/spiffe-broker"
+TokenBinding = Literal["mtls", "dpop"]  # RFC 8705 §3 (the certificate), RFC 9449 §6 (the SVID key, DPoP proofs)
+TOKEN_BINDINGS: tuple[TokenBinding, ...] = get_args(TokenBinding)
 
 
 def token_service_matcher(configured: str | None, source: X509Source) -> ServerIdMatcher:
@@ -66,6 +77,29 @@ class RunningSidecar:
     stop = aclose
 
 
+def _proof_signer(source: ExchangeSource, token_binding: TokenBinding, clock: Clock) -> SvidProofSigner | None:
+    """The SVID-key signer of DPoP proofs with ``token_binding = "dpop"`` (RFC 9449), else None."""
+    if token_binding not in TOKEN_BINDINGS:
+        raise ValueError(f"token_binding must be one of {', '.join(TOKEN_BINDINGS)}")
+    dpop = token_binding == "dpop"  # noqa: S105 - a binding mode, not a secret
+    return SvidProofSigner(source, clock=clock) if dpop else None
+
+
+async def _listen(running: RunningSidecar, socket_path: Path | None, socket_mode: int, http_port: int | None) -> None:
+    """Start the Unix socket and/or loopback listeners; on failure stop everything and raise."""
+    try:
+        if socket_path is not None:
+            running.socket_path = socket_path
+            await start_sock_site(running.runner, bind_unix_socket(socket_path, socket_mode))
+        if http_port is not None:
+            sock = bind_loopback(http_port)
+            await start_sock_site(running.runner, sock)
+            running.http_port = int(sock.getsockname()[1])
+    except BaseException:
+        await running.aclose()
+        raise
+
+
 async def start_sidecar(
     *,
     source: ExchangeSource,
@@ -82,6 +116,7 @@ async def start_sidecar(
     limits: ListenerLimits | None = None,
     follow_revocations: bool = True,
     revocation_follower: RevocationFeedFollower | None = None,
+    token_binding: TokenBinding = "mtls",  # noqa: S107 - a binding mode, not a secret
 ) -> RunningSidecar:
     """Serve ``/v1/token`` on ``socket_path`` (mode ``socket_mode``) and/or ``127.0.0.1:http_port`` (0: any free).
 
@@ -90,14 +125,17 @@ async def start_sidecar(
     With ``follow_revocations`` the sidecar follows the token service's revocation feed
     (:mod:`broker.sidecar.revocations`) over mTLS as the workload, if its metadata advertises one; a
     ``revocation_follower`` replaces that follower (it is then followed whatever ``token_service`` is).
+    ``token_binding``: ``"mtls"`` binds tokens to the X.509-SVID's certificate (RFC 8705 §3); ``"dpop"`` binds them
+    to its key with DPoP proofs (RFC 9449, :mod:`broker.sidecar.dpop`) and serves ``POST /v1/dpop-proof``.
     Both listeners use the hardened runner (:mod:`broker.web`: request deadlines, half-close answered, no request
     byte echoed or logged); the sidecar keeps no access log.
     """
     if socket_path is None and http_port is None:
         raise ValueError("the sidecar needs a Unix socket path or an HTTP port")
     socket_mode = parse_socket_mode(socket_mode)  # e.g. a decimal 600 from a config file is refused, not applied
+    signer = _proof_signer(source, token_binding, clock)
     link = token_service or TokenServiceClient(
-        source=source, issuer=token_service_url, server_id=token_service_id, retry=retry, timeout=timeout
+        source=source, issuer=token_service_url, server_id=token_service_id, retry=retry, timeout=timeout, dpop=signer
     )
     cache = TokenCache(exchanger=link, source=source, clock=clock)
     if revocation_follower is None and follow_revocations and token_service is None:
@@ -108,23 +146,20 @@ async def start_sidecar(
         None if revocation_follower is None else RevocationWatcher(revocation_follower, cache, source, clock=clock)
     )
     app = build_sidecar_app(
-        source=source, token_service=link, cache=cache, probe_interval=probe_interval, revocations=watcher
+        source=source,
+        token_service=link,
+        cache=cache,
+        probe_interval=probe_interval,
+        revocations=watcher,
+        proofs=signer,
     )
     runner = HardenedAppRunner(app, limits=limits, access_log=None)
     await runner.setup()
     running = RunningSidecar(runner, cache, link)
-    try:
-        if socket_path is not None:
-            running.socket_path = socket_path
-            await start_sock_site(runner, bind_unix_socket(socket_path, socket_mode))
-        if http_port is not None:
-            sock = bind_loopback(http_port)
-            await start_sock_site(runner, sock)
-            running.http_port = int(sock.getsockname()[1])
-    except BaseException:
-        await running.aclose()
-        raise
+    await _listen(running, socket_path, socket_mode, http_port)
     where = [str(socket_path)] if socket_path is not None else []
     where += [f"127.0.0.1:{running.http_port}"] if running.http_port is not None else []
-    log.info("sidecar serving on %s (token service %s)", ", ".join(where), token_service_url)
+    log.info(
+        "sidecar serving on %s (token service %s, %s-bound tokens)", ", ".join(where), token_service_url, token_binding
+    )
     return running

@@ -2,7 +2,8 @@
 
 Each concern declares the small interface it needs where it lives (the keyring's in
 :mod:`broker.tokens.keystore`, the audit journal's in :mod:`broker.audit.journal`, the issuance ledger's in
-:mod:`broker.tokens.ledger`, the revocation log's in :mod:`broker.tokens.revocation`); this package implements them
+:mod:`broker.tokens.ledger`, the revocation log's in :mod:`broker.tokens.revocation`, the replay cache's in
+:mod:`broker.oauth.replay`, the client registry's in :mod:`broker.tokens.clients`); this package implements them
 three times, and one contract suite (``tests/unit/store``) holds the three to the same behaviour. :func:`open_store`
 returns a checked, migrated store, or raises a :class:`~broker.errors.StoreError` that names what to do.
 """

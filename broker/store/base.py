@@ -11,6 +11,8 @@ from typing import Protocol
 from broker.audit.journal import AuditJournalStore, Stamped
 from broker.events import ChangeFeed
 from broker.events.revocations import SubjectPattern
+from broker.oauth.replay import ReplayCache
+from broker.tokens.clients import ClientRegistryStore
 from broker.tokens.keystore import KeyMove, KeyRecord, KeyringStore, KeyState
 from broker.tokens.ledger import IssuanceLedgerStore, LedgerRow
 from broker.tokens.revocation import RevocationLogStore
@@ -71,6 +73,16 @@ class Store(Protocol):
 
     @property
     def revocations(self) -> RevocationLogStore: ...
+
+    @property
+    def replay(self) -> ReplayCache:
+        """The ``jti`` replay cache (RFC 7523 §3 item 7, RFC 9449 §11.1): atomic across every handle on the store."""
+        ...
+
+    @property
+    def clients(self) -> ClientRegistryStore:
+        """The client registry (RFC 7523 §2.2 ``private_key_jwt`` clients); changes bump the ``clients`` topic."""
+        ...
 
     migrated_from: int | None
     """The schema version this handle's open migrated from; None if it applied nothing (another replica may have)."""

@@ -117,9 +117,10 @@ def _check_jwks_uri(uri: str) -> None:
 
 
 class ClientRegistryStore(Protocol):
-    async def add(self, client: RegisteredClient) -> RegisteredClient:
-        """Register ``client`` (checked by :func:`check_client`; ``created_at``/``updated_at`` set by the store);
-        :class:`~broker.errors.StoreConflictError` if the ``client_id`` is taken."""
+    async def add(self, client: RegisteredClient, *, at: datetime | None = None) -> RegisteredClient:
+        """Register ``client`` as the stored record: checked by :func:`check_client` before anything is written
+        (ValueError), ``created_at`` and ``updated_at`` set by the store to ``at`` (timezone-aware) or now, whatever
+        ``client`` carried; :class:`~broker.errors.StoreConflictError` if the ``client_id`` is taken."""
         ...
 
     async def get(self, client_id: str) -> RegisteredClient | None: ...

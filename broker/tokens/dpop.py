@@ -6,6 +6,8 @@ key (``cnf.jkt``, §6.1) and ``token_type: DPoP``.
 * no ``DPoP`` header: the client certificate's binding (RFC 8705 §3), or a refusal when the token would be a bearer
   token and bearer tokens are not allowed (:class:`~broker.tokens.endpoint.CertificateBinding`);
 * more than one ``DPoP`` header: ``invalid_dpop_proof`` (§4.3 item 1);
+* before the client authenticates (:meth:`DpopBinding.precheck`): a proof without a valid server nonce, when
+  nonces are required, is answered ``use_dpop_nonce`` at once, so no client assertion is spent on it;
 * one proof: every check of §4.3 (:func:`broker.oauth.dpop.check_proof`) with ``htm`` ``POST`` and ``htu`` the
   token endpoint URL built from the configured issuer (never from the request's ``Host`` header, which the client
   chooses), the server nonce when nonces are required (§8: ``use_dpop_nonce`` with a fresh ``DPoP-Nonce``), then
@@ -24,7 +26,7 @@ from typing import Any
 
 from broker.errors import InvalidDpopProofError
 from broker.oauth.binding import Binding, Jkt
-from broker.oauth.dpop import check_proof, check_proof_unused
+from broker.oauth.dpop import check_proof, check_proof_nonce, check_proof_unused
 from broker.oauth.dpop_nonce import NonceSource
 from broker.oauth.replay import ReplayCache
 from broker.tokens.client_auth import RequestContext
@@ -72,6 +74,20 @@ class DpopBinding:
         await check_proof_unused(proof, self._replay, now=now, window=self._max_age + leeway)
         self._drift.record(client.client_id, DriftSource.DPOP, now=now, iat=proof.iat)
         return Jkt(proof.jkt)
+
+    def precheck(self, context: RequestContext) -> None:
+        """With server nonces (§8): a lone proof without a valid nonce is answered ``use_dpop_nonce`` before the
+        client authenticates, so the client's assertion is not spent on a request the server asks it to repeat.
+        The proof is only parsed here (its nonce is no secret: anyone may get a fresh one this way); every check
+        of §4.3 runs in :meth:`binding`."""
+        if self._nonces is None or len(context.dpop) != 1:
+            return
+        check_proof_nonce(context.dpop[0], self._nonces)
+
+    def success_headers(self) -> dict[str, str]:
+        """RFC 9449 §8.2: with server nonces, every token response carries the current one in ``DPoP-Nonce``, so a
+        client's next request need not be refused first to learn it."""
+        return {} if self._nonces is None else {"DPoP-Nonce": self._nonces.current()}
 
     def metadata(self) -> dict[str, Any]:
         """RFC 9449 §5.1 ``dpop_signing_alg_values_supported``."""

@@ -4,9 +4,11 @@ Drift is what breaks replay checks in practice: a client whose clock runs ahead 
 "issued in the future"; one whose clock runs behind burns part of every short assertion lifetime, and both eat
 into the leeway that sizes the replay cache. For each client (a registered ``client_id`` or a SPIFFE ID) the
 tracker keeps a bounded window of recent samples of ``server time - iat`` per source (client assertions, DPoP
-proofs) and reports their median and extremes. It logs ONE warning per client and source when the median drift
-passes half the leeway (again only after it has come back under a quarter of it), so a drifting fleet does not
-flood the log. The number of clients tracked is bounded; the least recently seen is forgotten first.
+proofs, JWT-SVIDs) and reports their median and extremes and the offset they show (:func:`drift_of`). It logs ONE
+warning per client when the drift of one of its sources passes half the leeway (issue 11: "one warning per client";
+a client whose clock is off shows it in its assertions and its DPoP proofs alike, and one warning says it), and
+again only after every source of that client has come back under a quarter of the leeway, so a drifting fleet does
+not flood the log. The number of clients tracked is bounded; the least recently seen is forgotten first.
 
 A sample is taken only from a credential whose signature verified: an attacker cannot fill the table with made-up
 clients.
@@ -17,10 +19,11 @@ from __future__ import annotations
 import logging
 import statistics
 from collections import OrderedDict, deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-__all__ = ["DriftReport", "DriftSource", "DriftTracker"]
+__all__ = ["DriftReport", "DriftSource", "DriftTracker", "drift_of"]
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +32,18 @@ MAX_CLIENTS = 10_000
 
 
 class DriftSource(StrEnum):
-    ASSERTION = "client_assertion"  # RFC 7523 / jwt-spiffe: server time - iat
-    DPOP = "dpop_proof"  # RFC 9449 §4.2: server time - iat
+    ASSERTION = "client_assertion"  # RFC 7523 private_key_jwt: made for the request, server time - iat
+    JWT_SVID = "jwt_svid"  # jwt-spiffe: made by the SPIRE agent, maybe long before the request (see drift_of)
+    DPOP = "dpop_proof"  # RFC 9449 §4.2: made for the request, server time - iat
+
+
+def drift_of(source: DriftSource, samples: Sequence[float]) -> float:
+    """The clock offset ``samples`` of ``server time - iat`` show: their median for credentials made for the
+    request (an assertion, a DPoP proof), their minimum for JWT-SVIDs. A SPIRE agent mints a JWT-SVID and hands
+    the same one out until half its lifetime (docs/threat-model.md), so ``server time - iat`` of a JWT-SVID is the
+    clock offset PLUS the token's age when used; the freshest one seen bounds the offset best (a client clock that
+    runs ahead still shows: every sample is then negative)."""
+    return min(samples) if source is DriftSource.JWT_SVID else statistics.median(samples)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,11 +58,17 @@ class DriftReport:
     maximum: float
     last_seen: float
 
+    @property
+    def drift(self) -> float:
+        """The estimated offset (:func:`drift_of`): what the warning and the ranking use."""
+        return self.minimum if self.source is DriftSource.JWT_SVID else self.median
+
     def to_json(self) -> dict[str, object]:
         return {
             "client": self.client,
             "source": self.source.value,
             "samples": self.samples,
+            "drift_seconds": round(self.drift, 3),
             "median_seconds": round(self.median, 3),
             "min_seconds": round(self.minimum, 3),
             "max_seconds": round(self.maximum, 3),
@@ -89,25 +108,32 @@ class DriftTracker:
         self._maybe_warn(client, source, window)
 
     def _maybe_warn(self, client: str, source: DriftSource, window: _Window) -> None:
-        drift = abs(statistics.median(window.samples))
+        drift = abs(drift_of(source, window.samples))
         if not window.warned and drift > self.leeway / 2:
             window.warned = True
+            if self._warned_elsewhere(client, source):
+                return
             log.warning(
-                "clock drift: %s's %s iat is %.1f s from the server's clock (median of %d), more than half the "
+                "clock drift: %s's %s iat is %.1f s from the server's clock (of %d samples), more than half the "
                 "%.0f s leeway; check time sync (NTP/chrony) on the client and on this server",
                 client, source.value, drift, len(window.samples), self.leeway,
             )  # fmt: skip
         elif window.warned and drift < self.leeway / 4:
             window.warned = False
 
+    def _warned_elsewhere(self, client: str, source: DriftSource) -> bool:
+        """Whether another source of ``client`` is still past the warning line (its warning stands for both)."""
+        others = (self._windows.get((client, other)) for other in DriftSource if other != source)
+        return any(window is not None and window.warned for window in others)
+
     def report(self, client: str, source: DriftSource) -> DriftReport | None:
         window = self._windows.get((client, source))
         return None if window is None else _report(client, source, window)
 
     def worst(self, limit: int = 10) -> list[DriftReport]:
-        """The ``limit`` clients whose median drift is largest in magnitude, worst first."""
+        """The ``limit`` clients whose drift (:func:`drift_of`) is largest in magnitude, worst first."""
         reports = [_report(client, source, window) for (client, source), window in self._windows.items()]
-        reports.sort(key=lambda report: abs(report.median), reverse=True)
+        reports.sort(key=lambda report: abs(report.drift), reverse=True)
         return reports[:limit]
 
 

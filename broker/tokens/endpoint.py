@@ -73,6 +73,8 @@ class TokenResponse:
 
     token: IssuedToken = field(repr=False)
     issued_token_type: str | None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    """Response headers besides the body's: a fresh ``DPoP-Nonce`` (RFC 9449 §8.2)."""
 
     @property
     def token_type(self) -> str:
@@ -100,6 +102,16 @@ class SenderConstraint(Protocol):
 
     async def binding(self, client: AuthenticatedClient, context: RequestContext) -> Binding | None: ...
 
+    def precheck(self, context: RequestContext) -> None:
+        """What can be refused before any client credential is spent: run before a client assertion's ``jti`` is
+        recorded, so a retry the server asks for (RFC 9449 §8 ``use_dpop_nonce``) can resend the same
+        assertion (a SPIRE agent hands out the same JWT-SVID again). Changes no state."""
+        ...
+
+    def success_headers(self) -> dict[str, str]:
+        """Headers for a successful token response (RFC 9449 §8.2: a new ``DPoP-Nonce``)."""
+        ...
+
     def metadata(self) -> dict[str, Any]:
         """RFC 8414 members this constraint advertises (RFC 9449 §5.1 ``dpop_signing_alg_values_supported``)."""
         ...
@@ -121,6 +133,12 @@ class CertificateBinding:
                 "or a DPoP proof (RFC 9449)"
             )
         return binding
+
+    def precheck(self, context: RequestContext) -> None:
+        return None
+
+    def success_headers(self) -> dict[str, str]:
+        return {}
 
     def metadata(self) -> dict[str, Any]:
         return {}
@@ -263,6 +281,7 @@ class TokenEndpoint:
         client = transport
         try:
             params, targets = single_values(form)
+            self.sender_constraint.precheck(context or RequestContext())
             client = await self._client_for(params, transport)
             return await self._handle(params, targets, client, context or RequestContext())
         except OAuthError as exc:
@@ -317,7 +336,7 @@ class TokenEndpoint:
             binding=binding,
         )
         self._audit.issued(client, token)
-        return TokenResponse(token, issued_token_type)
+        return TokenResponse(token, issued_token_type, self.sender_constraint.success_headers())
 
     def _grant_for(self, grant_type: str | None) -> Grant:
         if grant_type is None:

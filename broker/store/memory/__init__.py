@@ -1,10 +1,10 @@
 """The in-memory store: a faithful twin of the SQLite and PostgreSQL stores, for unit tests only.
 
 It refuses what they refuse, in the same order and with the same errors (the contract suite runs against all
-three): an unknown kid or a duplicate add is :class:`StoreConflictError`, as is a change that leaves two keys
-``active`` (the real stores' unique partial index); a move whose key is not in the expected state makes the whole
-change a no-op that returns False; the audit journal is append-only. Records are immutable dataclasses, so a
-caller cannot change the twin's state by keeping a reference.
+three): an unknown kid, a duplicate add or a taken ``client_id`` is :class:`StoreConflictError`, as is a change
+that leaves two keys ``active`` (the real stores' unique partial index); a move whose key is not in the expected
+state makes the whole change a no-op that returns False; the audit journal is append-only. Records are immutable
+dataclasses, so a caller cannot change the twin's state by keeping a reference.
 """
 
 from __future__ import annotations
@@ -13,14 +13,24 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from broker.audit.journal import Stamped, check_stamped
+from broker.oauth.replay import MemoryReplayCache
 from broker.store.memory.audit import MemoryAuditJournal
 from broker.store.memory.changes import MemoryChangeFeed
+from broker.store.memory.clients import MemoryClientRegistry
 from broker.store.memory.keyring import MemoryKeyring, apply_to
 from broker.store.memory.ledger import MemoryLedger
 from broker.store.memory.revocations import MemoryRevocationLog
 from broker.tokens.ledger import LedgerRow, check_rows, entry_of
 
-__all__ = ["MemoryAuditJournal", "MemoryChangeFeed", "MemoryKeyring", "MemoryStore", "apply_to"]
+__all__ = [
+    "MemoryAuditJournal",
+    "MemoryChangeFeed",
+    "MemoryClientRegistry",
+    "MemoryKeyring",
+    "MemoryReplayCache",
+    "MemoryStore",
+    "apply_to",
+]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -34,6 +44,8 @@ class MemoryStore:
         self._audit = MemoryAuditJournal()
         self._ledger = MemoryLedger()
         self._revocations = MemoryRevocationLog(self._changes)
+        self._replay = MemoryReplayCache()
+        self._clients = MemoryClientRegistry(self._changes)
         self._version = schema_version
         self.migrated_from: int | None = None
 
@@ -56,6 +68,14 @@ class MemoryStore:
     @property
     def revocations(self) -> MemoryRevocationLog:
         return self._revocations
+
+    @property
+    def replay(self) -> MemoryReplayCache:
+        return self._replay
+
+    @property
+    def clients(self) -> MemoryClientRegistry:
+        return self._clients
 
     async def schema_version(self) -> int:
         return self._version

@@ -7,7 +7,7 @@ case). Nothing is delivered late or lost here, so the only resync is the one eve
 from __future__ import annotations
 
 from broker.events import ChangeHub, Subscription, check_topic
-from broker.events.topics import KEYRING, REVOCATIONS
+from broker.events.topics import CLIENTS, KEYRING, REVOCATIONS
 
 __all__ = ["MemoryChangeFeed"]
 
@@ -15,7 +15,7 @@ __all__ = ["MemoryChangeFeed"]
 class MemoryChangeFeed:
     def __init__(self) -> None:
         self._hub = ChangeHub("memory:")
-        self._counters = {KEYRING: 0, REVOCATIONS: 0}  # as migration 0003 leaves the real stores
+        self._counters = {KEYRING: 0, REVOCATIONS: 0, CLIENTS: 0}  # as migration 0004 leaves the real stores
         self._hub.counters_read(self._counters)
 
     def subscribe(self, topic: str) -> Subscription:

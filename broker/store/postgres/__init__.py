@@ -8,9 +8,11 @@ from broker.audit.journal import Stamped
 from broker.store.postgres._pool import MIGRATIONS, PgOptions, Pool, connection, migrate, open_pool
 from broker.store.postgres.audit import PostgresAuditJournal
 from broker.store.postgres.changes import PostgresChangeFeed
+from broker.store.postgres.clients import PostgresClientRegistry
 from broker.store.postgres.issuance import record_issuance
 from broker.store.postgres.keyring import PostgresKeyring
 from broker.store.postgres.ledger import PostgresLedger
+from broker.store.postgres.replay import PostgresReplayCache
 from broker.store.postgres.revocations import PostgresRevocationLog
 from broker.store.url import StoreUrl
 from broker.tokens.ledger import LedgerRow
@@ -30,6 +32,8 @@ class PostgresStore:
         self._changes = PostgresChangeFeed(pool, store)
         self._ledger = PostgresLedger(pool, store)
         self._revocations = PostgresRevocationLog(pool, store)
+        self._replay = PostgresReplayCache(pool, store)
+        self._clients = PostgresClientRegistry(pool, store)
 
     @classmethod
     async def open(
@@ -67,6 +71,14 @@ class PostgresStore:
     @property
     def revocations(self) -> PostgresRevocationLog:
         return self._revocations
+
+    @property
+    def replay(self) -> PostgresReplayCache:
+        return self._replay
+
+    @property
+    def clients(self) -> PostgresClientRegistry:
+        return self._clients
 
     async def schema_version(self) -> int:
         async with connection(self._pool, self._store) as conn:

@@ -10,9 +10,11 @@ from broker.store.sqlite._open import MIGRATIONS, open_connection
 from broker.store.sqlite._worker import SqliteWorker
 from broker.store.sqlite.audit import SqliteAuditJournal
 from broker.store.sqlite.changes import POLL_S, SqliteChangeFeed
+from broker.store.sqlite.clients import SqliteClientRegistry
 from broker.store.sqlite.issuance import record_issuance
 from broker.store.sqlite.keyring import SqliteKeyring
 from broker.store.sqlite.ledger import SqliteLedger
+from broker.store.sqlite.replay import SqliteReplayCache
 from broker.store.sqlite.revocations import SqliteRevocationLog
 from broker.tokens.ledger import LedgerRow
 
@@ -32,6 +34,8 @@ class SqliteStore:
         self._audit = SqliteAuditJournal(worker)
         self._ledger = SqliteLedger(worker)
         self._revocations = SqliteRevocationLog(worker)
+        self._replay = SqliteReplayCache(worker)
+        self._clients = SqliteClientRegistry(worker)
 
     @classmethod
     async def open(cls, path: Path, *, migrate: bool = True, change_poll_s: float = POLL_S) -> SqliteStore:
@@ -62,6 +66,14 @@ class SqliteStore:
     @property
     def revocations(self) -> SqliteRevocationLog:
         return self._revocations
+
+    @property
+    def replay(self) -> SqliteReplayCache:
+        return self._replay
+
+    @property
+    def clients(self) -> SqliteClientRegistry:
+        return self._clients
 
     async def schema_version(self) -> int:
         row = await self._worker.run(lambda conn: conn.execute("SELECT max(version) FROM broker_schema").fetchone())

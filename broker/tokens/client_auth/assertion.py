@@ -6,7 +6,8 @@ draft-ietf-oauth-rfc7523bis §4 and draft-ietf-oauth-spiffe-client-auth §3.1).
   an assertion minted for one server's token endpoint must not be replayable at another that shares keys.
 * ``exp`` (RFC 7523 §3 item 4): required; ``now < exp + leeway``.
 * Lifetime: ``exp - iat`` (or ``exp - now`` without ``iat``) at most the client's maximum (default 60 s): a short
-  lifetime keeps the replay cache small and a stolen assertion nearly useless.
+  lifetime keeps the replay cache small and a stolen assertion nearly useless. Without ``iat`` the leeway is
+  granted too (``exp - now - leeway``): a client clock running ahead by up to the leeway makes ``exp`` look later.
 * ``nbf`` (item 5): if present, ``nbf <= now + leeway``. ``iat`` (item 6): if present, not more than ``leeway`` in
   the future (a clock ahead, or a forged lifetime).
 * ``jti`` (item 7): a string of at most :data:`~broker.oauth.replay.MAX_JTI_LENGTH` characters when present;

@@ -40,7 +40,7 @@ __all__ = ["ClientKeys", "ClientLookup", "JwtBearerAuth"]
 
 ALLOWED_ALGORITHMS = jws.ALGORITHMS
 HEADER_MEMBERS = frozenset({"alg", "kid", "typ"})
-ACCEPTED_TYP = frozenset({"jwt", "client-authentication+jwt", "application/client-authentication+jwt"})
+ACCEPTED_TYP = frozenset({"application/jwt", "application/client-authentication+jwt"})  # RFC 7515 §4.1.9 form
 
 
 class ClientLookup(Protocol):
@@ -135,9 +135,16 @@ def _parse(assertion: str) -> jws.CompactJws:
     if unexpected:
         raise InvalidClientError("client assertion header may hold only 'alg', 'kid' and 'typ'")
     typ = parsed.header.get("typ")
-    if typ is not None and (not isinstance(typ, str) or typ.lower() not in ACCEPTED_TYP):
+    if typ is not None and (not isinstance(typ, str) or _media_type(typ) not in ACCEPTED_TYP):
         raise InvalidClientError("client assertion 'typ' must be absent, 'JWT' or 'client-authentication+jwt'")
     return parsed
+
+
+def _media_type(typ: str) -> str:
+    """RFC 7515 §4.1.9: a ``typ`` without ``/`` is treated as ``application/`` + it; media types compare
+    case-insensitively (RFC 2045 §5.1)."""
+    typ = typ.lower()
+    return typ if "/" in typ else f"application/{typ}"
 
 
 def _select_key(keys: Sequence[Mapping[str, Any]], kid: object, alg: object) -> Mapping[str, Any]:

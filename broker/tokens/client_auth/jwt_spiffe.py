@@ -19,6 +19,13 @@ Checks, in the order the code runs them (every refusal ``invalid_client``, RFC 7
      the same SPIFFE ID (the repeat then proves possession of the X.509-SVID key, so a copied JWT-SVID alone is
      still single-use). Without a ``jti`` the use is recorded under ``sub``, ``iat`` and ``exp``: never the token's
      bytes, which ECDSA malleability lets an attacker vary.
+
+7. clock drift (:mod:`broker.tokens.drift`): ``now - iat`` of the FIRST use only. A sender-bound repeat carries
+   the same ``iat`` later (SPIRE reuses a JWT-SVID for half its lifetime), which would read as a clock running
+   minutes behind.
+
+The signature (step 1) is verified before anything is recorded (step 6), so a forged assertion cannot spend
+another client's ``jti``.
 """
 
 from __future__ import annotations
@@ -68,7 +75,7 @@ class JwtSpiffeAuth:
         self._policy = policy_store
         self._replay = replay
         self._drift = drift
-        self._memo = memo or ValidatedSvidCache()
+        self._memo = memo if memo is not None else ValidatedSvidCache()  # an empty memo is falsy (``__len__``)
         self._clock = clock
 
     async def authenticate(
@@ -93,8 +100,8 @@ class JwtSpiffeAuth:
         fresh = await record_use(self._replay, key, now=now, exp=times.exp, leeway=leeway)
         if not fresh and not (rules.reuse == SENDER_BOUND and same_sender):
             raise InvalidClientError(_replayed(rules.reuse))
-        if times.iat is not None:
-            self._drift.record(str(svid.spiffe_id), DriftSource.ASSERTION, now=now, iat=times.iat)
+        if fresh and times.iat is not None:  # a repeat's iat says nothing new about the client's clock
+            self._drift.record(str(svid.spiffe_id), DriftSource.JWT_SVID, now=now, iat=times.iat)
         leaf = transport.leaf if transport is not None else None
         return AuthenticatedClient(spiffe_id=svid.spiffe_id, leaf=leaf, auth_method=self.name)
 

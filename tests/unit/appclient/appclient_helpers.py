@@ -21,18 +21,32 @@ def fake_token(x5t: str | None) -> str:
 
 
 class FakeSidecar:
-    """Answers ``/v1/token`` from ``answer`` (status, body) on a Unix socket; records the query strings."""
+    """Answers ``/v1/token`` from ``answer`` (status, body) on a Unix socket; records the query strings.
+
+    ``POST /v1/dpop-proof`` is answered from ``proof_answer`` (numbered from 1), its bodies recorded in ``posts``."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.queries: list[str] = []
         self.answer: Callable[[int], tuple[int, bytes]] = lambda _n: (503, b'{"error":"not_ready"}')
+        self.posts: list[tuple[str, str, bytes]] = []  # (path, content type, body)
+        self.proof_answer: Callable[[int], tuple[int, bytes]] = lambda _n: (200, b'{"proof":"p.r.f"}')
         sidecar = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 sidecar.queries.append(self.path)
                 status, body = sidecar.answer(len(sidecar.queries))
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                sidecar.posts.append((self.path, self.headers.get("Content-Type", ""), self.rfile.read(length)))
+                status, body = sidecar.proof_answer(len(sidecar.posts))
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))

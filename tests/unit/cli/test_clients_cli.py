@@ -1,6 +1,6 @@
 """``spiffe-broker clients add|list|show|disable|enable|remove``: local mode on a real SQLite store (its audit
-journal) with the registry double standing in for ``Store.clients``, and remote mode against a real admin API over
-mTLS (the real adapter over the same double)."""
+journal) with the registry double standing in for ``Store.clients`` (and once the store's own registry), and
+remote mode against a real admin API over mTLS (the real adapter over the same double)."""
 
 from __future__ import annotations
 
@@ -195,6 +195,25 @@ def test_the_group_is_registered_on_the_main_command() -> None:
     result = CliRunner().invoke(main, ["clients", "-h"])
     assert result.exit_code == 0 and result.output.startswith("Usage: spiffe-broker clients ")
     assert all(command in result.output for command in ("add", "list", "show", "disable", "enable", "remove"))
+
+
+def test_local_changes_reach_the_stores_own_registry(tmp_path: Path) -> None:
+    """Without the double: ``registry_of`` is ``Store.clients`` of the SQLite store, which keeps the change."""
+    url = asyncio.run(_migrated(f"sqlite://{tmp_path}/real.db"))
+    keys = jwks_file(tmp_path, {"keys": [ec_jwk("k1")]})
+    added = local(url, "add", "--client-id", "billing", "--spiffe-id", LEGACY, "--jwks-file", keys)
+    assert added.exit_code == 0, added.output
+    assert local(url, "disable", "billing").exit_code == 0
+
+    async def stored() -> tuple[str, ...]:
+        store = await open_store(url, migrate=False)
+        try:
+            return tuple(f"{c.client_id}:{c.disabled}" for c in await store.clients.list_all())
+        finally:
+            await store.close()
+
+    assert asyncio.run(stored()) == ("billing:True",)
+    assert local(url, "add", "--client-id", "billing", "--spiffe-id", LEGACY, "--jwks-file", keys).exit_code == 1
 
 
 # -- remote mode: the admin API over mTLS --------------------------------------------------------------------------

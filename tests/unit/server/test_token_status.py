@@ -100,7 +100,8 @@ async def test_metadata_advertises_both_endpoints_with_the_token_endpoints_auth_
     assert reply.body["introspection_endpoint"] == f"{ISSUER}/introspect"
     assert reply.body["revocation_endpoint_auth_methods_supported"] == ["tls_client_auth"]
     assert reply.body["introspection_endpoint_auth_methods_supported"] == ["tls_client_auth"]
-    assert reply.body["token_endpoint_auth_methods_supported"] == ["tls_client_auth"]
+    # the token endpoint also takes assertions (the stateful service wires them); /revoke and /introspect do not
+    assert reply.body["token_endpoint_auth_methods_supported"] == ["tls_client_auth", "spiffe_jwt", "private_key_jwt"]
 
 
 async def test_introspect_then_revoke_then_introspect_reports_the_token_inactive_at_once(running: Running) -> None:

@@ -28,6 +28,7 @@ def test_issue_builds_rfc9068_token_with_certificate_binding(client: Authenticat
     issued = issuer.issue(client=client, audience="https://api", scopes=frozenset({"b", "a"}), max_lifetime=300)
     header, claims = decode(issued.token, store)
     assert header == {"alg": "ES256", "kid": store.active_key().kid, "typ": "at+jwt"}
+    assert client.leaf is not None
     digest = hashlib.sha256(client.leaf.public_bytes(serialization.Encoding.DER)).digest()
     assert claims == {
         "iss": ISSUER,
@@ -66,7 +67,9 @@ def test_issue_caps_lifetime_at_certificate_not_after(ca: DevCA, decode: Decoder
 
 
 def test_issue_refuses_client_whose_certificate_has_expired(client: AuthenticatedClient) -> None:
-    issuer = AccessTokenIssuer(issuer=ISSUER, key_store=InMemoryKeyStore(), clock=lambda: client.not_after() + 1.0)
+    not_after = client.not_after()
+    assert not_after is not None
+    issuer = AccessTokenIssuer(issuer=ISSUER, key_store=InMemoryKeyStore(), clock=lambda: not_after + 1.0)
     with pytest.raises(InvalidClientError):
         issuer.issue(client=client, audience="a", scopes=frozenset(), max_lifetime=60)
     assert issuer.issued_count == 0

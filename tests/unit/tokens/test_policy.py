@@ -12,6 +12,9 @@ from broker.errors import ConfigError, InvalidScopeError, InvalidTargetError
 from broker.identity.spiffeid import SpiffeId
 from broker.tokens.policy import (
     DEFAULT_TOKEN_LIFETIME,
+    SENDER_BOUND,
+    SINGLE_USE,
+    AssertionRules,
     FilePolicyStore,
     InMemoryPolicyStore,
     Policy,
@@ -269,3 +272,80 @@ def test_file_policy_store_refresh_survives_any_error_from_the_loader(
         assert store.refresh() is False
     assert store.current() is good
     assert store.last_error is not None and "RecursionError" in store.last_error.description
+
+
+# Client assertion rules (issue 11): jwt_svid_reuse and max_assertion_lifetime.
+
+ASSERTION_POLICY = """\
+rules:
+  - spiffe_id: spiffe://example.org/ns/shop/sa/web
+    audiences: ["https://api.example.org"]
+    jwt_svid_reuse: sender-bound
+    max_assertion_lifetime: 120
+  - trust_domain: example.org
+    path_prefix: /ns/shop
+    audiences: ["https://reports.example.org"]
+    max_assertion_lifetime: 30
+  - trust_domain: example.org
+    path_prefix: /ns/batch
+    audiences: ["https://api.example.org"]
+    jwt_svid_reuse: sender-bound
+  - spiffe_id: spiffe://example.org/ns/batch/sa/job
+    audiences: ["https://reports.example.org"]
+    jwt_svid_reuse: single-use
+"""
+SPIRE_JOB = SpiffeId.parse("spiffe://example.org/ns/spire/sa/job")
+
+
+def test_assertion_fields_are_read_per_rule() -> None:
+    rule = parse_policy(ASSERTION_POLICY).rules[0]
+    assert (rule.jwt_svid_reuse, rule.max_assertion_lifetime) == (SENDER_BOUND, 120)
+    assert (parse_policy(POLICY).rules[0].jwt_svid_reuse, parse_policy(POLICY).rules[0].max_assertion_lifetime) == (
+        None,
+        None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("spiffe_id", "expected"),
+    [
+        (WEB, AssertionRules(reuse=SENDER_BOUND, max_lifetime=30)),
+        (BATCH, AssertionRules(reuse=SINGLE_USE, max_lifetime=60)),
+        (SPIRE_JOB, AssertionRules(reuse=SINGLE_USE, max_lifetime=60)),
+        (SpiffeId.parse("spiffe://other.test/x"), AssertionRules()),
+    ],
+    ids=["sender-bound-smallest-lifetime", "single-use-wins", "no-rule-sets-them", "no-rule-matches"],
+)
+def test_assertion_rules_are_the_strictest_of_the_matching_rules(spiffe_id: SpiffeId, expected: AssertionRules) -> None:
+    assert parse_policy(ASSERTION_POLICY).assertion_rules(spiffe_id) == expected
+
+
+def test_assertion_rules_default_to_single_use_and_60_seconds() -> None:
+    assert AssertionRules() == AssertionRules(reuse=SINGLE_USE, max_lifetime=60)
+    assert parse_policy(POLICY).assertion_rules(WEB) == AssertionRules()
+
+
+RULE = "rules:\n  - spiffe_id: spiffe://x/y\n    audiences: [a]\n"
+
+
+@pytest.mark.parametrize(
+    ("field", "message"),
+    [
+        ("jwt_svid_reuse: multi-use", "p.yaml:4: 'jwt_svid_reuse' must be single-use or sender-bound"),
+        ("jwt_svid_reuse: 1", "p.yaml:4: 'jwt_svid_reuse' must be a str"),
+        ("max_assertion_lifetime: 0", "p.yaml:4: 'max_assertion_lifetime' must be 1..300"),
+        ("max_assertion_lifetime: 301", "p.yaml:4: 'max_assertion_lifetime' must be 1..300"),
+        ("max_assertion_lifetime: '60'", "p.yaml:4: 'max_assertion_lifetime' must be a int"),
+        ("max_assertion_lifetime: true", "p.yaml:4: 'max_assertion_lifetime' must be a int"),
+    ],
+    ids=["reuse-unknown", "reuse-not-string", "lifetime-zero", "lifetime-over-cap", "lifetime-string", "lifetime-bool"],
+)
+def test_broken_assertion_fields_name_line_and_field(field: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_policy(f"{RULE}    {field}\n", source="p.yaml")
+    assert message in info.value.description
+
+
+@pytest.mark.parametrize("value", [1, 300], ids=["shortest", "longest"])
+def test_assertion_lifetime_bounds_are_inclusive(value: int) -> None:
+    assert parse_policy(f"{RULE}    max_assertion_lifetime: {value}\n").rules[0].max_assertion_lifetime == value
