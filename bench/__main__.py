@@ -6,7 +6,10 @@
                                     #       d (sidecar memory; measured with a, or alone),
                                     #       e (ledger + audit on vs off, SQLite and PostgreSQL),
                                     #       f (2 replicas vs 1 on PostgreSQL),
-                                    #       g (the revocation feed with 10,000 followers; not in the default set)
+                                    #       g (the revocation feed with 10,000 followers; not in the default set),
+                                    #       h (private_key_jwt + replay cache vs mTLS, PostgreSQL and SQLite;
+                                    #          not in the default set),
+                                    #       i (DPoP proof checks vs a raw ES256 verify; not in the default set)
 
 Method and results: docs/benchmarks.md.
 """
@@ -22,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.assertion_bench import run_assertion_bench
 from bench.exchange_bench import run_exchange_bench
 from bench.feed_bench import run_feed_bench
 from bench.procs import MachineLoad, cpu_count, run_json, wait_for_quiet
@@ -49,18 +53,24 @@ class Plan:
     duration_e: float
     rounds_f: int
     duration_f: float
+    rounds_h: int
+    duration_h: float
+    rounds_i: int
+    ops_i: int
 
 
 FULL = Plan(rounds_a=7, duration_a=1.0, rounds_b=5, duration_b=1.5, warmup=0.3, reference_seconds=0.5, rounds_c=9,
-            seconds_c=0.3, rounds_e=7, duration_e=2.0, rounds_f=7, duration_f=2.0)  # fmt: skip
+            seconds_c=0.3, rounds_e=7, duration_e=2.0, rounds_f=7, duration_f=2.0, rounds_h=7, duration_h=2.0,
+            rounds_i=7, ops_i=5000)  # fmt: skip
 QUICK = Plan(rounds_a=1, duration_a=0.5, rounds_b=1, duration_b=0.5, warmup=0.2, reference_seconds=0.2, rounds_c=3,
-             seconds_c=0.1, rounds_e=1, duration_e=0.5, rounds_f=1, duration_f=0.5)  # fmt: skip
-PARTS = {"a", "b", "c", "d", "e", "f", "g"}
+             seconds_c=0.1, rounds_e=1, duration_e=0.5, rounds_f=1, duration_f=0.5, rounds_h=1, duration_h=0.5,
+             rounds_i=3, ops_i=500)  # fmt: skip
+PARTS = {"a", "b", "c", "d", "e", "f", "g", "h", "i"}
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description="spiffe-broker benchmarks (issue 3)")
-    parser.add_argument("--only", default="a,b,c,d,e,f", help="comma-separated subset of a-g  [default: a-f]")
+    parser.add_argument("--only", default="a,b,c,d,e,f", help="comma-separated subset of a-i  [default: a-f]")
     parser.add_argument("--quick", action="store_true", help="short runs: checks the harness, numbers not quotable")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="results JSON  [default: %(default)s]")
     parser.add_argument(
@@ -73,7 +83,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.only = {part.strip() for part in args.only.split(",") if part.strip()}
     if not args.only or not args.only <= PARTS:
-        parser.error("--only takes a comma-separated subset of a,b,c,d,e,f,g")
+        parser.error("--only takes a comma-separated subset of a,b,c,d,e,f,g,h,i")
     return args
 
 
@@ -86,6 +96,16 @@ def _verifier(plan: Plan) -> dict[str, Any]:
     argv = [sys.executable, "-m", "bench.crypto", "verifier", "--seconds", str(plan.seconds_c),
             "--rounds", str(plan.rounds_c)]  # fmt: skip
     return run_json(argv, cpus=_first_cpu())
+
+
+def _last_cpu() -> set[int] | None:
+    """The generators' CPU (where (i) runs, as in its own docstring's example), when there are two or more."""
+    return {max(os.sched_getaffinity(0))} if cpu_count() >= 2 else None
+
+
+def _dpop_proof_checks(plan: Plan) -> dict[str, Any]:
+    argv = [sys.executable, "-m", "bench.dpop_proof_checks", "--ops", str(plan.ops_i), "--rounds", str(plan.rounds_i)]
+    return run_json(argv, cpus=_last_cpu(), timeout=600.0)
 
 
 def _with_load(results: dict[str, Any], name: str, meter: MachineLoad) -> None:
@@ -120,7 +140,7 @@ def _exchange_part(stack: BrokerStack, args: argparse.Namespace, plan: Plan, res
 
 
 def _store_parts(args: argparse.Namespace, plan: Plan, results: dict[str, Any]) -> None:
-    """(e) and (f): their own token services and a private PostgreSQL, alongside nothing else."""
+    """(e), (f) and (h): their own token services and a private PostgreSQL, alongside nothing else."""
     postgres = Postgres.start()
     try:
         with BrokerStack.create(keep=args.keep) as stack:
@@ -134,6 +154,11 @@ def _store_parts(args: argparse.Namespace, plan: Plan, results: dict[str, Any]) 
                 load = Load(plan.rounds_f, plan.duration_f, plan.warmup)
                 results["replicas"] = run_replica_bench(stack, postgres, load)
                 _with_load(results, "f", meter)
+            if "h" in args.only:
+                meter.start()
+                load = Load(plan.rounds_h, plan.duration_h, plan.warmup)
+                results["assertions"] = run_assertion_bench(stack, postgres, load)
+                _with_load(results, "h", meter)
     finally:
         postgres.stop()
 
@@ -161,8 +186,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 _exchange_part(stack, args, plan, results)
             if args.keep:
                 results["run_dir"] = str(stack.files.root)
-    if args.only & {"e", "f"}:
+    if args.only & {"e", "f", "h"}:
         _store_parts(args, plan, results)
+    if "i" in args.only:
+        meter = MachineLoad(children=list)
+        meter.start()
+        results["dpop"] = _dpop_proof_checks(plan)
+        _with_load(results, "i", meter)
     if "g" in args.only:
         meter = MachineLoad(children=list)
         meter.start()

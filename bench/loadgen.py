@@ -13,15 +13,24 @@ Two clients, same measuring loop:
 
 TLS (``--tls-ca/--tls-cert/--tls-key``): mutual TLS with the given client certificate; the server is verified
 against ``--tls-ca`` without a host name check (SPIFFE authenticates by URI SAN, which the generator trusts).
+Without ``--tls-cert`` the connection is TLS with no client certificate.
+
+Client assertions (``--assertion-key PEM --assertion-kid KID --client-id ID --audience-claim ISSUER``): every
+request carries a FRESH RFC 7523 ``private_key_jwt`` assertion appended to the ``--body-file`` form (an assertion
+is single-use: the server's replay cache refuses a repeat). It is ES256-signed in this process before the
+request's clock starts (``iss`` = ``sub`` = the client id, ``aud`` = the issuer, ``iat`` now, ``exp`` now + 30 s,
+a random ``jti``), so the latency excludes the signing and the generator's CPU per request includes it.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import math
 import resource
+import secrets
 import ssl
 import time
 from collections import Counter
@@ -31,10 +40,52 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-__all__ = ["LoadSpec", "main", "percentile", "run_load"]
+__all__ = ["AssertionSigner", "LoadSpec", "main", "percentile", "run_load"]
 
 Send = Callable[[], Awaitable[tuple[int, int]]]
+# Makes the next request (for assertions: signs its body) before its clock starts; returns how to send it.
+Prepare = Callable[[], Send]
+
+JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+ASSERTION_FIELDS = b"&client_assertion_type=" + JWT_BEARER.replace(":", "%3A").encode() + b"&client_assertion="
+ASSERTION_LIFETIME = 30
+ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
+
+
+def _b64url(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
+@dataclass(frozen=True)
+class AssertionSigner:
+    """Signs one fresh ES256 ``private_key_jwt`` assertion per call (RFC 7523 §3), independent of the broker's code."""
+
+    key: ec.EllipticCurvePrivateKey = field(repr=False)
+    kid: str
+    client_id: str
+    audience: str
+
+    @classmethod
+    def from_pem(cls, pem: bytes, *, kid: str, client_id: str, audience: str) -> AssertionSigner:
+        key = serialization.load_pem_private_key(pem, password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
+            raise ValueError("--assertion-key must be a P-256 private key (ES256)")
+        return cls(key, kid, client_id, audience)
+
+    def form_suffix(self) -> bytes:
+        """``&client_assertion_type=...&client_assertion=<a fresh JWT>`` (base64url and dots need no escaping)."""
+        header = _b64url(json.dumps({"alg": "ES256", "kid": self.kid, "typ": "JWT"}).encode())
+        now = int(time.time())
+        claims = {"iss": self.client_id, "sub": self.client_id, "aud": self.audience, "iat": now,
+                  "exp": now + ASSERTION_LIFETIME, "jti": secrets.token_urlsafe(16)}  # fmt: skip
+        signing_input = header + b"." + _b64url(json.dumps(claims, separators=(",", ":")).encode())
+        r, s = decode_dss_signature(self.key.sign(signing_input, ECDSA_SHA256))
+        signature = _b64url(r.to_bytes(32, "big") + s.to_bytes(32, "big"))
+        return ASSERTION_FIELDS + signing_input + b"." + signature
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,6 +104,7 @@ class LoadSpec:
     requests: int | None = None
     warmup: float = 0.5
     client: str = "raw"
+    assertions: AssertionSigner | None = None
 
 
 def percentile(sorted_values: list[int], fraction: float) -> int:
@@ -117,17 +169,22 @@ class _Connection(asyncio.Protocol):
             self._transport.close()
 
 
-def _raw_request(spec: LoadSpec) -> bytes:
+def _raw_request(spec: LoadSpec, body: bytes | None = None) -> bytes:
+    body = spec.body if body is None else body
     lines = [f"{spec.method} {spec.path} HTTP/1.1", "Host: localhost", "User-Agent: bench"]
-    if spec.body or spec.method == "POST":
+    if body or spec.method == "POST":
         lines += [
             f"Content-Type: {spec.content_type or 'application/octet-stream'}",
-            f"Content-Length: {len(spec.body)}",
+            f"Content-Length: {len(body)}",
         ]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii") + spec.body
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii") + body
 
 
-async def _raw_senders(spec: LoadSpec) -> tuple[list[Send], Callable[[], Awaitable[None]]]:
+def _fixed(send: Send) -> Prepare:
+    return lambda: send
+
+
+async def _raw_senders(spec: LoadSpec) -> tuple[list[Prepare], Callable[[], Awaitable[None]]]:
     loop = asyncio.get_running_loop()
     connections: list[_Connection] = []
     for _ in range(spec.concurrency):
@@ -144,9 +201,17 @@ async def _raw_senders(spec: LoadSpec) -> tuple[list[Send], Callable[[], Awaitab
             )
         connections.append(protocol)
     data = _raw_request(spec)
+    signer = spec.assertions
 
-    def sender(connection: _Connection) -> Send:
-        return lambda: connection.request(data)
+    def sender(connection: _Connection) -> Prepare:
+        if signer is None:
+            return _fixed(lambda: connection.request(data))
+
+        def prepare() -> Send:
+            fresh = _raw_request(spec, spec.body + signer.form_suffix())
+            return lambda: connection.request(fresh)
+
+        return prepare
 
     async def close() -> None:
         for connection in connections:
@@ -156,7 +221,7 @@ async def _raw_senders(spec: LoadSpec) -> tuple[list[Send], Callable[[], Awaitab
     return [sender(connection) for connection in connections], close
 
 
-async def _aiohttp_senders(spec: LoadSpec) -> tuple[list[Send], Callable[[], Awaitable[None]]]:
+async def _aiohttp_senders(spec: LoadSpec) -> tuple[list[Prepare], Callable[[], Awaitable[None]]]:
     connector: aiohttp.BaseConnector
     if spec.unix is not None:
         connector = aiohttp.UnixConnector(path=spec.unix, limit=spec.concurrency)
@@ -168,14 +233,18 @@ async def _aiohttp_senders(spec: LoadSpec) -> tuple[list[Send], Callable[[], Awa
         url = f"{scheme}://{spec.tcp[0]}:{spec.tcp[1]}{spec.path}"
     session = aiohttp.ClientSession(connector=connector)
     headers = {"Content-Type": spec.content_type} if spec.content_type else {}
-    body = spec.body or None
+    signer = spec.assertions
 
-    async def send() -> tuple[int, int]:
+    async def send(body: bytes | None) -> tuple[int, int]:
         async with session.request(spec.method, url, data=body, headers=headers) as response:
             payload = await response.read()
             return response.status, len(payload)
 
-    return [send] * spec.concurrency, session.close
+    def prepare() -> Send:
+        body = spec.body + signer.form_suffix() if signer is not None else spec.body or None
+        return lambda: send(body)
+
+    return [prepare] * spec.concurrency, session.close
 
 
 @dataclass
@@ -191,7 +260,7 @@ class _Phase:
     size: int = 0
 
 
-async def _worker(send: Send, phase: _Phase) -> None:
+async def _worker(prepare: Prepare, phase: _Phase) -> None:
     clock = time.perf_counter_ns
     latencies, statuses = phase.latencies, phase.statuses
     while True:
@@ -201,6 +270,7 @@ async def _worker(send: Send, phase: _Phase) -> None:
             phase.remaining -= 1
         elif phase.deadline is not None and time.perf_counter() >= phase.deadline:
             return
+        send = prepare()
         started = clock()
         try:
             status, size = await send()
@@ -213,7 +283,7 @@ async def _worker(send: Send, phase: _Phase) -> None:
             phase.size = size
 
 
-async def _phase(senders: list[Send], phase: _Phase) -> float:
+async def _phase(senders: list[Prepare], phase: _Phase) -> float:
     started = time.perf_counter()
     await asyncio.gather(*(_worker(send, phase) for send in senders))
     return time.perf_counter() - started
@@ -252,6 +322,8 @@ async def run_load(spec: LoadSpec) -> dict[str, Any]:
         "p50_us": round(percentile(latencies, 0.50) / 1000, 1),
         "p99_us": round(percentile(latencies, 0.99) / 1000, 1),
         "warmup_requests": len(warm.latencies),
+        "warmup_errors": warm.errors + len(warm.latencies) - warm.statuses.get(200, 0),
+        "warmup_statuses": {str(code): count for code, count in sorted(warm.statuses.items())},
         "cpu_s": round(cpu_used, 3),
         "generator_cpu_us_per_request": round(cpu_used / len(latencies) * 1e6, 1) if latencies else None,
         "response_bytes": measured.size,
@@ -259,14 +331,16 @@ async def run_load(spec: LoadSpec) -> dict[str, Any]:
     }
 
 
-def client_tls_context(ca: Path, cert: Path, key: Path) -> ssl.SSLContext:
-    """mTLS client context: our certificate, the server verified against ``ca`` (no host name check)."""
+def client_tls_context(ca: Path, cert: Path | None, key: Path | None) -> ssl.SSLContext:
+    """mTLS client context: our certificate (none if ``cert`` is None), the server verified against ``ca`` (no host
+    name check)."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.check_hostname = False
     context.verify_mode = ssl.CERT_REQUIRED
     context.load_verify_locations(cafile=str(ca))
-    context.load_cert_chain(certfile=str(cert), keyfile=str(key))
+    if cert is not None:
+        context.load_cert_chain(certfile=str(cert), keyfile=str(key) if key is not None else None)
     return context
 
 
@@ -287,7 +361,19 @@ def _parse_args(argv: list[str] | None) -> LoadSpec:
     parser.add_argument("--requests", type=int, help="measure exactly this many requests instead")
     parser.add_argument("--warmup", type=float, default=0.5, help="seconds of unmeasured requests first")
     parser.add_argument("--client", choices=["raw", "aiohttp"], default="raw")
+    parser.add_argument("--assertion-key", type=Path, help="P-256 private key (PEM): a fresh assertion per request")
+    parser.add_argument("--assertion-kid", help="the assertions' kid (the registered JWK's)")
+    parser.add_argument("--client-id", help="the assertions' iss and sub")
+    parser.add_argument("--audience-claim", help="the assertions' aud: the token service's issuer identifier")
     args = parser.parse_args(argv)
+    assertions = None
+    if args.assertion_key is not None:
+        if not (args.assertion_kid and args.client_id and args.audience_claim):
+            parser.error("--assertion-key needs --assertion-kid, --client-id and --audience-claim")
+        assertions = AssertionSigner.from_pem(
+            args.assertion_key.read_bytes(), kid=args.assertion_kid, client_id=args.client_id,
+            audience=args.audience_claim,
+        )  # fmt: skip
     tcp = None
     if args.tcp:
         host, _, port = args.tcp.rpartition(":")
@@ -308,6 +394,7 @@ def _parse_args(argv: list[str] | None) -> LoadSpec:
         requests=args.requests,
         warmup=args.warmup,
         client=args.client,
+        assertions=assertions,
     )
 
 

@@ -157,6 +157,36 @@ def _replica_row(results: dict[str, Any]) -> list[str]:
     ]
 
 
+def _assertion_side(found: dict[str, Any], store: str) -> str:
+    """Like (e)'s, PostgreSQL's CPU shown for the PostgreSQL store only (the idle cluster's is in the JSON)."""
+    shown = found if store == "postgresql" else {**found, "postgres_cpu_us_per_request": None}
+    return f"{_store_side(shown)}; generator CPU {found['generator_cpu_us_per_request']:,.0f} us/req"
+
+
+def _assertion_rows(results: dict[str, Any]) -> list[list[str]]:
+    """(h): private_key_jwt + replay cache against mTLS client_credentials, same server; no target in issue 11."""
+    rows = []
+    for store in ("postgresql", "sqlite"):
+        jwt, mtls = results["sides"][f"{store}/private_key_jwt"], results["sides"][f"{store}/mtls"]
+        rows.append([
+            f"(h) private_key_jwt + replay cache, {store}", _assertion_side(jwt, store),
+            f"mTLS: {_assertion_side(mtls, store)}",
+            f"{jwt['rps_ratio_to_mtls']:.0%} (paired {jwt['paired_rps_ratio']:.0%}; CPU "
+            f"{jwt['server_cpu_ratio_to_mtls']:.0%})", "side by side",
+        ])  # fmt: skip
+    return rows
+
+
+def _dpop_row(results: dict[str, Any]) -> list[str]:
+    return [
+        "(i) DPoP proof checks",
+        f"{results['check_proof_per_s']:,.0f}/s; + replay cache {results['check_proof_and_replay_per_s']:,.0f}/s",
+        f"raw ES256 verify {results['raw_es256_verify_per_s']:,.0f}/s",
+        f"{results['check_ratio']:.0%} ({results['check_and_replay_ratio']:.0%} with the replay cache)",
+        "side by side",
+    ]
+
+
 def table_rows(results: dict[str, Any]) -> list[list[str]]:
     rows: list[list[str]] = []
     if "sidecar" in results:
@@ -173,6 +203,10 @@ def table_rows(results: dict[str, Any]) -> list[list[str]]:
         rows.append(_replica_row(results["replicas"]))
     if "feed" in results:
         rows += feed_rows(results["feed"])
+    if "assertions" in results:
+        rows += _assertion_rows(results["assertions"])
+    if "dpop" in results:
+        rows.append(_dpop_row(results["dpop"]))
     return rows
 
 

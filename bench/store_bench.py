@@ -35,7 +35,7 @@ from bench.procs import Child, cpu_count, pin, run_json
 from bench.stack import BrokerStack
 from tests.postgres import INSTALL_HINT, PostgresCluster, find_bin_dir
 
-__all__ = ["ISSUER", "Postgres", "run_replica_bench", "run_store_bench"]
+__all__ = ["ISSUER", "Load", "Postgres", "run_replica_bench", "run_store_bench", "split_layout", "summarize_runs"]
 
 ISSUER = "https://tokens.bench.example"
 RECORDING_OFF = {"SPIFFE_BROKER_LEDGER__RECORD_TOKENS": "false"}
@@ -191,7 +191,7 @@ def _median(runs: list[dict[str, Any]], key: str) -> float:
     return round(statistics.median(float(run[key]) for run in runs), 1)
 
 
-def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+def summarize_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
     statuses: dict[str, int] = {}
     for run in runs:
         for code, count in run["statuses"].items():
@@ -209,7 +209,7 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _layout() -> tuple[set[int] | None, set[int] | None]:
+def split_layout() -> tuple[set[int] | None, set[int] | None]:
     """(server and postgres CPUs, generator CPUs): split over the first two CPUs when there are two."""
     if cpu_count() < 2:
         return None, None
@@ -232,7 +232,7 @@ def _start_store_services(stack: BrokerStack, postgres: Postgres) -> list[Servic
 def run_store_bench(stack: BrokerStack, postgres: Postgres, load: Load) -> dict[str, Any]:
     """(e): each store with the ledger and audit trail on and off; alternated rounds, medians, ratios."""
     services = _start_store_services(stack, postgres)
-    server_cpus, generator_cpus = _layout()
+    server_cpus, generator_cpus = split_layout()
     for service in services:
         pin(service.child.pid, server_cpus)
     postgres.pin(server_cpus)
@@ -244,7 +244,7 @@ def run_store_bench(stack: BrokerStack, postgres: Postgres, load: Load) -> dict[
                 stack, [(service, CONCURRENCY)], body_file, load, postgres, generator_cpus
             )
     results: dict[str, Any] = {"concurrency": CONCURRENCY, "layout": "server+postgres CPU 0, generator CPU 1"}
-    results["services"] = {name: _summary(found) for name, found in runs.items()}
+    results["services"] = {name: summarize_runs(found) for name, found in runs.items()}
     for service in services:
         results["services"][service.name]["ledger_rows"] = service.ledger_rows()
         service.child.stop()
@@ -273,14 +273,14 @@ def run_replica_bench(stack: BrokerStack, postgres: Postgres, load: Load) -> dic
     for replica in replicas:
         replica.child.stop()
     combined = [{**pair[0], "rps": sum(run["rps"] for run in pair)} for pair in pairs]
-    per_replica = {replica.name: _summary([pair[i] for pair in pairs]) for i, replica in enumerate(replicas)}
+    per_replica = {replica.name: summarize_runs([pair[i] for pair in pairs]) for i, replica in enumerate(replicas)}
     two: dict[str, Any] = {
         "combined_rps": _median(combined, "rps"),
         "rounds_combined_rps": [run["rps"] for run in combined],
         "per_replica": per_replica,
         "postgres_cpu_us_per_request": _median(combined, "postgres_cpu_us_per_request"),
     }
-    one = _summary(single)
+    one = summarize_runs(single)
     per_replica_cpu = statistics.mean(r["server_cpu_us_per_request"] for r in per_replica.values())
     return {
         "concurrency": CONCURRENCY,
