@@ -10,17 +10,28 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from joserfc.jwk import JWKRegistry
 
 from broker.jose._rfc7515 import b64url_decode, b64url_encode
+from broker.jose._rfc7638 import thumbprint
 from broker.jose.errors import Base64urlError, InvalidJwkError, SymmetricKeyError
 
-__all__ = ["PUBLIC_KEY_MEMBERS", "ec_public_jwk", "ec_public_key", "jwks_keys", "public_jwk", "public_key"]
+__all__ = [
+    "PUBLIC_KEY_MEMBERS",
+    "ImportedKey",
+    "PublicKeyCache",
+    "ec_public_jwk",
+    "ec_public_key",
+    "jwks_keys",
+    "public_jwk",
+    "public_key",
+]
 
 # RFC 7518 §6.2.1 (EC), §6.3.1 (RSA), RFC 8037 §2 (OKP): the members that make up a public key.
 PUBLIC_KEY_MEMBERS = frozenset({"kty", "crv", "x", "y", "n", "e"})
@@ -91,3 +102,45 @@ def public_jwk(key: PublicKeyTypes) -> dict[str, str]:
 def _uint(value: int) -> str:
     """RFC 7518 §2 Base64urlUInt: the minimal big-endian octets (at least one), base64url."""
     return b64url_encode(value.to_bytes(max(1, (value.bit_length() + 7) // 8), "big"))
+
+
+class ImportedKey(NamedTuple):
+    """A JWK's public key, its canonical members (RFC 7518 §6.2.1, §6.3.1) and their RFC 7638 thumbprint."""
+
+    key: PublicKeyTypes
+    members: dict[str, str]
+    jkt: str
+
+
+class PublicKeyCache:
+    """Imported public keys by their exact JWK members (LRU, bounded). One client signs every assertion or proof
+    with the same key, and importing it (point or modulus checks) plus its thumbprint costs about as much as the
+    signature check. Only a successful import is kept, and the same members always give the same key, so the
+    cache changes no answer. A JWK with a non-string member is imported each time (never cached). Errors are
+    :func:`public_key`'s (:class:`~broker.jose.errors.InvalidJwkError`)."""
+
+    def __init__(self, size: int = 1024) -> None:
+        self._size = size
+        self._keys: OrderedDict[tuple[tuple[str, str], ...], ImportedKey] = OrderedDict()
+
+    def get(self, jwk: Mapping[str, Any]) -> ImportedKey:
+        if not all(isinstance(value, str) for value in jwk.values()):
+            return _imported(jwk)
+        name = tuple(sorted(jwk.items()))
+        found = self._keys.get(name)
+        if found is not None:
+            self._keys.move_to_end(name)
+            return found
+        found = self._keys[name] = _imported(jwk)
+        if len(self._keys) > self._size:
+            self._keys.popitem(last=False)
+        return found
+
+
+def _imported(jwk: Mapping[str, Any]) -> ImportedKey:
+    key = ec_public_key(jwk) if jwk.get("kty") == "EC" else public_key(jwk)
+    try:
+        members = public_jwk(key)
+    except ValueError:
+        raise InvalidJwkError("the JWK's key type has no public members here") from None
+    return ImportedKey(key, members, thumbprint(members))

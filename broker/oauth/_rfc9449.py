@@ -7,16 +7,14 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
-from collections import OrderedDict
 from collections.abc import Collection, Mapping
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 from broker.jose import jws
-from broker.jose._rfc7638 import thumbprint
 from broker.jose.errors import InvalidJwkError, JoseError, KeyAlgorithmMismatchError, MalformedJwsError, WeakKeyError
-from broker.jose.jwk import ec_public_key, public_jwk, public_key
+from broker.jose.jwk import ImportedKey, PublicKeyCache
 from broker.jose.jwt import finite_number
 from broker.oauth._rfc3986 import normalize_http_uri
 from broker.oauth.dpop_errors import (
@@ -42,7 +40,6 @@ __all__ = [
     "DPOP_TYPE",
     "MAX_PROOF_LENGTH",
     "NonceCheck",
-    "ProofKey",
     "access_token_hash",
     "check_ath",
     "check_header",
@@ -117,57 +114,19 @@ def check_header(header: Mapping[str, Any], algorithms: Collection[str]) -> str:
     return alg
 
 
-class ProofKey(NamedTuple):
-    """A proof's public key, its canonical members (RFC 7518 §6.2.1, §6.3.1) and their RFC 7638 thumbprint."""
-
-    key: PublicKeyTypes
-    members: dict[str, str]
-    jkt: str
+_PROOF_KEYS = PublicKeyCache()
 
 
-class _ProofKeys:
-    """The keys of recent proofs by their exact JWK members (LRU, bounded): one client signs every proof with the
-    same key, and importing it (point or modulus checks) plus its thumbprint costs about as much as the signature
-    check. Only a successful import is kept; the same members always give the same key, so the cache changes no
-    answer. A JWK with a non-string member is imported each time (it is refused or odd; never cached)."""
-
-    def __init__(self, size: int = 1024) -> None:
-        self._size = size
-        self._keys: OrderedDict[tuple[tuple[str, str], ...], ProofKey] = OrderedDict()
-
-    def get(self, jwk: dict[str, Any]) -> ProofKey:
-        if not all(isinstance(value, str) for value in jwk.values()):
-            return _import(jwk)
-        name = tuple(sorted(jwk.items()))
-        found = self._keys.get(name)
-        if found is not None:
-            self._keys.move_to_end(name)
-            return found
-        found = self._keys[name] = _import(jwk)
-        if len(self._keys) > self._size:
-            self._keys.popitem(last=False)
-        return found
-
-
-def _import(jwk: dict[str, Any]) -> ProofKey:
-    try:
-        key = ec_public_key(jwk) if jwk.get("kty") == "EC" else public_key(jwk)
-        members = public_jwk(key)
-    except (InvalidJwkError, ValueError):
-        raise ProofKeyError("DPoP proof jwk is not a usable public key") from None
-    return ProofKey(key, members, thumbprint(members))
-
-
-_PROOF_KEYS = _ProofKeys()
-
-
-def proof_key(jwk: object, alg: str) -> ProofKey:
+def proof_key(jwk: object, alg: str) -> ImportedKey:
     """Item 6, the key: a JSON object with a public key of the type ``alg`` needs; its own ``alg``/``use`` fit."""
     if not isinstance(jwk, dict):
         raise ProofKeyError("DPoP proof has no jwk header object (RFC 9449 §4.2)")
     if ("alg" in jwk and jwk["alg"] != alg) or ("use" in jwk and jwk["use"] != "sig"):
         raise ProofKeyError("DPoP proof jwk declares another alg or use (RFC 7517 §4.2, §4.4)")
-    return _PROOF_KEYS.get(jwk)
+    try:
+        return _PROOF_KEYS.get(jwk)
+    except InvalidJwkError:
+        raise ProofKeyError("DPoP proof jwk is not a usable public key") from None
 
 
 def verify_proof(compact: jws.CompactJws, alg: str, key: PublicKeyTypes) -> None:

@@ -87,6 +87,9 @@ async def open_pool(url: StoreUrl, *, password: str | None, options: PgOptions) 
         "keepalives_count": 3,
         "tcp_user_timeout": options.tcp_user_timeout_ms,
         "application_name": "spiffe-broker",
+        # One round trip for a lone statement: a change of several statements opens conn.transaction() (BEGIN ...
+        # COMMIT); reads see READ COMMITTED snapshots per statement, as they did inside an implicit transaction.
+        "autocommit": True,
     }
     secret = _password(url, password)
     if secret is not None:

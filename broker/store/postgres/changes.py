@@ -100,8 +100,8 @@ class PostgresChangeFeed(FollowedFeed):
         conninfo, pool_kwargs = self._pool.conninfo, self._pool.kwargs
         if not isinstance(conninfo, str) or not isinstance(pool_kwargs, dict):
             raise TypeError("the change feed needs a pool opened with a fixed conninfo and kwargs (open_pool)")
-        kwargs: dict[str, Any] = {**pool_kwargs, "application_name": APPLICATION_NAME}
-        return await psycopg.AsyncConnection.connect(conninfo, autocommit=True, **kwargs)
+        kwargs: dict[str, Any] = {**pool_kwargs, "application_name": APPLICATION_NAME, "autocommit": True}
+        return await psycopg.AsyncConnection.connect(conninfo, **kwargs)
 
     async def _receive(self, conn: Conn) -> None:
         """Notifications until the connection fails; the counters re-read every ``safety_poll_s``."""

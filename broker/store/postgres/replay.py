@@ -1,6 +1,7 @@
 """The replay cache on PostgreSQL: one upsert, atomic across every replica sharing the database.
 
-:meth:`PostgresReplayCache.add` runs, in its own transaction::
+:meth:`PostgresReplayCache.add` runs one statement, on its own (the pool's connections are in autocommit mode: one
+round trip, no ``BEGIN``/``COMMIT`` around it; a single statement is atomic by itself)::
 
     INSERT INTO replay_cache (key, expires_at) VALUES ($key, $expires_at)
     ON CONFLICT (key) DO UPDATE SET expires_at = EXCLUDED.expires_at WHERE replay_cache.expires_at <= $now
@@ -40,7 +41,7 @@ class PostgresReplayCache:
     async def add(self, key: str, *, now: datetime, expires_at: datetime) -> bool:
         check_entry(key, now, expires_at)
         try:
-            async with connection(self._pool, self._store) as conn, conn.transaction():
+            async with connection(self._pool, self._store) as conn:
                 row = await (await conn.execute(_ADD, (key, expires_at, now))).fetchone()
         except (StoreError, psycopg.Error) as exc:
             raise ReplayCacheUnavailable(f"the store did not record it ({type(exc).__name__})") from exc
@@ -48,6 +49,6 @@ class PostgresReplayCache:
 
     async def prune(self, now: datetime) -> int:
         check_now(now)
-        async with connection(self._pool, self._store) as conn, conn.transaction():
+        async with connection(self._pool, self._store) as conn:
             cursor = await conn.execute("DELETE FROM replay_cache WHERE expires_at <= %s", (now,))
             return cursor.rowcount

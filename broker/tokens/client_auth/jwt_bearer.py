@@ -28,7 +28,7 @@ from broker.errors import InvalidClientError
 from broker.identity.spiffeid import SpiffeId
 from broker.jose import jws
 from broker.jose.errors import JoseError
-from broker.jose.jwk import public_key
+from broker.jose.jwk import PublicKeyCache
 from broker.oauth.constants import ASSERTION_TYPE_JWT_BEARER, AUTH_PRIVATE_KEY_JWT
 from broker.oauth.replay import ReplayCache, ReplayKind, replay_key
 from broker.tokens.client_auth import CheckedAssertion
@@ -98,7 +98,7 @@ class JwtBearerAuth:
         kid = parsed.header.get("kid")
         key = _select_key(await self._keys.keys(client, kid=kid if isinstance(kid, str) else None), kid, alg)
         try:
-            jws.verify(parsed, alg, public_key(key))
+            jws.verify(parsed, alg, _CLIENT_KEYS.get(key).key)
         except JoseError:
             raise InvalidClientError("client assertion signature does not verify with the client's keys") from None
         now, leeway = self._clock(), self._drift.leeway
@@ -156,6 +156,9 @@ def _media_type(typ: str) -> str:
     case-insensitively (RFC 2045 §5.1)."""
     typ = typ.lower()
     return typ if "/" in typ else f"application/{typ}"
+
+
+_CLIENT_KEYS = PublicKeyCache()  # each registered key imported once, not per assertion
 
 
 def _select_key(keys: Sequence[Mapping[str, Any]], kid: object, alg: object) -> Mapping[str, Any]:
