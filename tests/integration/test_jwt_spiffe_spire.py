@@ -170,7 +170,9 @@ def test_sender_bound_jwt_svid_repeats_only_over_mtls_from_its_own_spiffe_id(
     assert _svid(spire, workload, service.issuer)[0] == token, "the agent minted a new JWT-SVID"
     mismatched = _present(service, token, bundle=own.bundle, cert=x509[other.name])
     _assert_refused(mismatched, saying="different SPIFFE IDs")
-    _assert_refused(_present(service, token, bundle=own.bundle, cert=None), saying="already used")
+    bearer = _present(service, token, bundle=own.bundle, cert=None)  # no certificate, no DPoP: a bearer token
+    assert (bearer.status, bearer.json()["error"]) == (400, "invalid_request"), bearer.body
+    assert "access_token" not in bearer.json() and "sender-constrained" in bearer.json()["error_description"]
     thief = _dpop_proof(ec.generate_private_key(ec.SECP256R1()), f"{service.issuer}/token")
     _assert_refused(_present(service, token, bundle=own.bundle, cert=None, dpop=thief), saying="already used")
     # The refusals took nothing from the workload itself.

@@ -110,7 +110,7 @@ def test_go_client_exchanges_jwt_svid_over_mtls_and_the_token_works_at_the_demo_
     assert report["token_service_id"] == BROKER_ID
     metadata = report["metadata"]
     assert metadata["issuer"] == dev.issuer and metadata["token_endpoint"] == f"{dev.issuer}/token"
-    assert metadata["token_endpoint_auth_methods_supported"] == ["tls_client_auth"]
+    assert metadata["token_endpoint_auth_methods_supported"] == ["tls_client_auth", "spiffe_jwt", "private_key_jwt"]
     assert metadata["tls_client_certificate_bound_access_tokens"] is True
     assert metadata["response_types_supported"] == []
     assert report["token_status"] == 200, report["token_response"]

@@ -194,4 +194,7 @@ def test_an_assertion_signed_with_a_key_the_client_did_not_register_is_invalid_c
     refused = dpop_flow(o4w, demo_api, other)
     assert not refused["ok"]
     error = refused["error"]
-    assert (error["status"], error["error"]) == (401, "invalid_client"), error
+    assert (error["name"], error["status"]) == ("WWWAuthenticateChallengeError", 401), error
+    # RFC 6749 §5.2: invalid_client may be a 401 naming the schemes the server takes (here mutual TLS); oauth4webapi
+    # then raises the challenge and keeps the body to itself.
+    assert error["challenges"] == [{"scheme": "tls", "parameters": {"realm": "spiffe-broker"}}], error
