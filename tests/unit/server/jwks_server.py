@@ -38,6 +38,10 @@ def write_tls_files(directory: Path, host: str = HOST) -> tuple[Path, Path, Path
         .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
         .not_valid_before(now - timedelta(minutes=1)).not_valid_after(now + timedelta(hours=1))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
+                                     data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
+                                     encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )  # fmt: skip
     names = [x509.DNSName(host), x509.IPAddress(ipaddress.IPv4Address("127.0.0.1"))]
@@ -46,6 +50,9 @@ def write_tls_files(directory: Path, host: str = HOST) -> tuple[Path, Path, Path
         .public_key(key.public_key()).serial_number(x509.random_serial_number())
         .not_valid_before(now - timedelta(minutes=1)).not_valid_after(now + timedelta(hours=1))
         .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        # Python 3.13's default context verifies strictly (VERIFY_X509_STRICT): a leaf needs its issuer's key id.
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .sign(ca_key, hashes.SHA256())
     )  # fmt: skip
     paths = directory / "ca.pem", directory / "server.pem", directory / "server.key"
