@@ -21,7 +21,7 @@ from pathlib import Path
 
 import aiohttp
 
-from broker.appclient.sidecar import SidecarError, fetch_token
+from broker.appclient.sidecar import SidecarError, fetch_token, sidecar_answer
 from broker.identity.spiffetls.connector import NETWORK_ERRORS
 
 __all__ = [
@@ -50,17 +50,7 @@ def proof_request_body(method: str, url: str, access_token: str | None = None, n
 
 def parse_proof_response(status: int, raw: bytes) -> str:
     """The proof from the sidecar's answer, or :class:`SidecarError` with the sidecar's error code."""
-    try:
-        body = json.loads(raw) if len(raw) <= _MAX_RESPONSE else None
-    except ValueError:
-        body = None
-    if not isinstance(body, dict):
-        raise SidecarError("bad_response", f"the sidecar answered HTTP {status} without JSON", status=status)
-    proof = body.get("proof")
-    if status != 200 or not isinstance(proof, str) or not proof:
-        error, description = str(body.get("error", "error")), str(body.get("error_description", ""))
-        raise SidecarError(error, description or f"HTTP {status}", status=status)
-    return proof
+    return sidecar_answer(status, raw, "proof", limit=_MAX_RESPONSE)[1]
 
 
 def dpop_headers(access_token: str, proof: str) -> dict[str, str]:

@@ -12,6 +12,7 @@ import asyncio
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -71,18 +72,25 @@ async def fetch_token(
     return parse_token_response(status, raw)
 
 
-def parse_token_response(status: int, raw: bytes) -> SidecarToken:
-    """The sidecar's JSON answer as a :class:`SidecarToken`, or :class:`SidecarError` with its error code."""
+def sidecar_answer(status: int, raw: bytes, member: str, *, limit: int = _MAX_RESPONSE) -> tuple[dict[str, Any], str]:
+    """The sidecar's JSON answer and its non-empty string ``member`` (``access_token``, ``proof``); otherwise
+    :class:`SidecarError` with the sidecar's error code and description, or ``bad_response`` without JSON."""
     try:
-        body = json.loads(raw) if len(raw) <= _MAX_RESPONSE else None
+        body = json.loads(raw) if len(raw) <= limit else None
     except ValueError:
         body = None
     if not isinstance(body, dict):
         raise SidecarError("bad_response", f"the sidecar answered HTTP {status} without JSON", status=status)
-    token = body.get("access_token")
-    if status != 200 or not isinstance(token, str) or not token:
+    value = body.get(member)
+    if status != 200 or not isinstance(value, str) or not value:
         error, description = str(body.get("error", "error")), str(body.get("error_description", ""))
         raise SidecarError(error, description or f"HTTP {status}", status=status)
+    return body, value
+
+
+def parse_token_response(status: int, raw: bytes) -> SidecarToken:
+    """The sidecar's JSON answer as a :class:`SidecarToken`, or :class:`SidecarError` with its error code."""
+    body, token = sidecar_answer(status, raw, "access_token")
     expires_in = body.get("expires_in", 0)
     scope, issued = body.get("scope"), body.get("issued_token_type")
     return SidecarToken(

@@ -63,20 +63,27 @@ class _UnixConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
-def fetch_token_sync(
-    socket_path: str | Path, audience: str, scope: str | None = None, timeout: float = 10.0
-) -> SidecarToken:
-    """``GET /v1/token`` on the sidecar's Unix socket (stdlib only)."""
+def _exchange(
+    socket_path: str | Path, timeout: float, method: str, path: str, body: bytes | None = None
+) -> tuple[int, bytes]:
+    """One request on the sidecar's Unix socket: its status and body; ``unreachable`` if the socket fails."""
     connection = _UnixConnection(str(socket_path), timeout)
+    headers = {} if body is None else {"Content-Type": "application/json"}
     try:
-        connection.request("GET", token_query(audience, scope))
+        connection.request(method, path, body=body, headers=headers)
         response = connection.getresponse()
-        status, raw = response.status, response.read()
+        return response.status, response.read()
     except (OSError, http.client.HTTPException) as exc:
         raise SidecarError("unreachable", f"cannot reach the sidecar at {socket_path}: {exc}", status=0) from None
     finally:
         connection.close()
-    return parse_token_response(status, raw)
+
+
+def fetch_token_sync(
+    socket_path: str | Path, audience: str, scope: str | None = None, timeout: float = 10.0
+) -> SidecarToken:
+    """``GET /v1/token`` on the sidecar's Unix socket (stdlib only)."""
+    return parse_token_response(*_exchange(socket_path, timeout, "GET", token_query(audience, scope)))
 
 
 def fetch_dpop_proof_sync(
@@ -90,17 +97,8 @@ def fetch_dpop_proof_sync(
     """``POST /v1/dpop-proof`` on the sidecar's Unix socket (stdlib only): a DPoP proof for ``method url``
     signed with the workload's SVID key, with ``ath`` for ``access_token`` (RFC 9449 §4.2; see
     :mod:`broker.appclient.dpop`)."""
-    connection = _UnixConnection(str(socket_path), timeout)
     body = proof_request_body(method, url, access_token, nonce)
-    try:
-        connection.request("POST", "/v1/dpop-proof", body=body, headers={"Content-Type": "application/json"})
-        response = connection.getresponse()
-        status, raw = response.status, response.read()
-    except (OSError, http.client.HTTPException) as exc:
-        raise SidecarError("unreachable", f"cannot reach the sidecar at {socket_path}: {exc}", status=0) from None
-    finally:
-        connection.close()
-    return parse_proof_response(status, raw)
+    return parse_proof_response(*_exchange(socket_path, timeout, "POST", "/v1/dpop-proof", body))
 
 
 def dpop_request_headers_sync(
