@@ -61,7 +61,9 @@ METADATA_KEY = "spiffe_broker_revocation_feed_endpoint"  # in the issuer's RFC 8
 CONTENT_TYPE = "text/event-stream"
 EVENT_HELLO = "hello"
 EVENT_SNAPSHOT = "snapshot"
-ENTRY_EVENTS = frozenset({"token.revoked", "subject.quarantined", "subject.released", "key.revoked"})
+ENTRY_EVENTS = frozenset(
+    {"token.revoked", "subject.quarantined", "subject.released", "key.revoked", "exception.withdrawn"}
+)
 FEED_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 SEQ = re.compile(r"0|[1-9][0-9]{0,17}")  # a decimal sequence number, no sign, no leading zeros, < 10**18
 _COMPACT = (",", ":")

@@ -1,7 +1,7 @@
 """The revocation log: what the token service has cut off, in the order it happened (issue 10).
 
 One append-only log per store, each entry with a gap-free sequence number (``seq``, 1, 2, 3, ... in commit order).
-Four kinds of entry, and only these, travel on the revocation feed to verifiers and sidecars:
+Five kinds of entry, and only these, travel on the revocation feed to verifiers and sidecars:
 
 * :class:`TokenRevoked`: one access token, by ``jti`` (RFC 7519 §4.1.7), until its ``exp``;
 * :class:`SubjectQuarantined`: a SPIFFE ID or every ID under a path prefix (:class:`SubjectPattern`). While the
@@ -13,7 +13,8 @@ Four kinds of entry, and only these, travel on the revocation feed to verifiers 
   ``until`` holds; release and quarantine again to shorten it): a store keeps each quarantine's entry until it
   is released or over, so a follower that starts from a snapshot must reach the same answer;
 * :class:`SubjectReleased`: the quarantine of exactly this pattern ends (its cutoff stays);
-* :class:`KeyRevoked`: a signing key (``kid``, RFC 7515 §4.1.4); every token it signed is refused.
+* :class:`KeyRevoked`: a signing key (``kid``, RFC 7515 §4.1.4); every token it signed is refused;
+* :class:`ExceptionWithdrawn`: an API-key exception revoked or suspended; sidecars drop its secret.
 
 :class:`RevocationIndex` applies entries in ``seq`` order and answers "is this token or subject cut off?". The
 token service, ``broker.verify`` and the sidecar all keep one, fed from the store or from the feed, so there is
@@ -37,6 +38,7 @@ from broker.identity.errors import InvalidSpiffeIdError
 from broker.identity.spiffeid import SpiffeId
 
 __all__ = [
+    "ExceptionWithdrawn",
     "KeyRevoked",
     "LogEntry",
     "RevocationEvent",
@@ -53,6 +55,7 @@ __all__ = [
 
 _JTI = re.compile(r"[\x21-\x7e]{1,256}")
 _KID = re.compile(r"[\x21-\x7e]{1,256}")
+_EXCEPTION_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +157,22 @@ class KeyRevoked:
             raise ValueError("a kid is 1-256 visible ASCII characters")
 
 
-RevocationEvent = TokenRevoked | SubjectQuarantined | SubjectReleased | KeyRevoked
+@dataclass(frozen=True, slots=True)
+class ExceptionWithdrawn:
+    """The API-key exception ``name`` was revoked or suspended at ``at`` (issue 12): every sidecar drops what it
+    holds of it that the token service granted at or before ``at``. Kept until ``until`` (``at`` plus the longest
+    time a sidecar may hold a granted secret), since a later grant is checked by the token service afresh."""
+
+    name: str
+    at: datetime
+    until: datetime
+
+    def __post_init__(self) -> None:
+        if not _EXCEPTION_NAME.fullmatch(self.name):
+            raise ValueError("an exception name is a DNS label (1-63 lower-case letters, digits, inner hyphens)")
+
+
+RevocationEvent = TokenRevoked | SubjectQuarantined | SubjectReleased | KeyRevoked | ExceptionWithdrawn
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +193,8 @@ def kept_until(event: RevocationEvent) -> datetime | None:
         return event.expires_at
     if isinstance(event, SubjectQuarantined):
         return None if event.until is None else max(event.until, event.cutoff_until)
+    if isinstance(event, ExceptionWithdrawn):
+        return event.until
     return event.at
 
 
@@ -187,6 +207,7 @@ class RevocationIndex:
         self._keys: dict[str, datetime] = {}
         self._quarantines: dict[str, SubjectQuarantined] = {}  # by pattern key
         self._cutoffs: dict[str, list[tuple[datetime, datetime]]] = {}  # pattern key -> [(at, cutoff_until)]
+        self._withdrawn: dict[str, ExceptionWithdrawn] = {}  # API-key exception name -> its latest withdrawal
 
     def reset(self, entries: Iterable[LogEntry], seq: int) -> None:
         """Replace everything by ``entries`` (a snapshot taken at ``seq``)."""
@@ -211,6 +232,10 @@ class RevocationIndex:
             else:  # the longer quarantine stands, since it began; the later add's reason is the one shown
                 self._quarantines[event.pattern.key] = replace(held, reason=event.reason)
             self._cutoffs.setdefault(event.pattern.key, []).append((event.at, event.cutoff_until))
+        elif isinstance(event, ExceptionWithdrawn):
+            held_withdrawal = self._withdrawn.get(event.name)
+            if held_withdrawal is None or held_withdrawal.at <= event.at:
+                self._withdrawn[event.name] = event
         else:
             self._quarantines.pop(event.pattern.key, None)
         self.seq = max(self.seq, entry.seq)
@@ -240,6 +265,12 @@ class RevocationIndex:
                     return "quarantined"
         return None
 
+    def withdrawn_at(self, name: str) -> datetime | None:
+        """When the API-key exception ``name`` was last revoked or suspended, while that is kept; else None. A
+        secret granted at or before this time must not be used again."""
+        found = self._withdrawn.get(name)
+        return None if found is None else found.at
+
     def quarantines(self, now: datetime) -> list[SubjectQuarantined]:
         return sorted((q for q in self._quarantines.values() if q.active(now)), key=lambda q: q.pattern.text)
 
@@ -250,9 +281,11 @@ class RevocationIndex:
         self._quarantines = {k: q for k, q in self._quarantines.items() if q.active(now)}
         cutoffs = {k: [c for c in cs if c[1] > now] for k, cs in self._cutoffs.items()}
         self._cutoffs = {k: cs for k, cs in cutoffs.items() if cs}
+        self._withdrawn = {name: w for name, w in self._withdrawn.items() if w.until > now}
 
     def __len__(self) -> int:
-        return len(self._tokens) + len(self._keys) + len(self._quarantines) + sum(map(len, self._cutoffs.values()))
+        cutoffs = sum(map(len, self._cutoffs.values()))
+        return len(self._tokens) + len(self._keys) + len(self._quarantines) + cutoffs + len(self._withdrawn)
 
 
 def _ends_later(held: SubjectQuarantined, new: SubjectQuarantined) -> bool:
@@ -293,6 +326,9 @@ def entry_to_wire(entry: LogEntry) -> dict[str, Any]:
             "until": None if event.until is None else _ts(event.until),
             "cutoff_until": _ts(event.cutoff_until),
         }
+    if isinstance(event, ExceptionWithdrawn):
+        return {"seq": entry.seq, "type": "exception.withdrawn", "name": event.name, "at": _ts(event.at),
+                "until": _ts(event.until)}  # fmt: skip
     return {"seq": entry.seq, "type": "subject.released", "pattern": event.pattern.text, "at": _ts(event.at)}
 
 
@@ -317,6 +353,8 @@ def entry_from_wire(obj: Mapping[str, Any]) -> LogEntry:
     if kind == "subject.released" and set(obj) == {"seq", "type", "pattern", "at"}:
         pattern = SubjectPattern.parse(_text(obj["pattern"]), all_of_trust_domain=True)
         return LogEntry(seq, SubjectReleased(pattern, _at(obj["at"], "at")))
+    if kind == "exception.withdrawn" and set(obj) == {"seq", "type", "name", "at", "until"}:
+        return LogEntry(seq, ExceptionWithdrawn(_text(obj["name"]), _at(obj["at"], "at"), _at(obj["until"], "until")))
     raise ValueError("not a revocation feed entry")
 
 

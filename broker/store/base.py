@@ -8,6 +8,7 @@ from datetime import datetime
 from json.encoder import encode_basestring_ascii
 from typing import Protocol
 
+from broker.apikeys.store import ApiKeyStore
 from broker.audit.journal import AuditJournalStore, Stamped
 from broker.events import ChangeFeed
 from broker.events.revocations import SubjectPattern
@@ -82,6 +83,11 @@ class Store(Protocol):
     @property
     def clients(self) -> ClientRegistryStore:
         """The client registry (RFC 7523 §2.2 ``private_key_jwt`` clients); changes bump the ``clients`` topic."""
+        ...
+
+    @property
+    def apikeys(self) -> ApiKeyStore:
+        """The governed API-key exceptions (issue 12); changes bump the ``apikeys`` topic."""
         ...
 
     migrated_from: int | None

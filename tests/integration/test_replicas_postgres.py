@@ -5,7 +5,8 @@
 * No valid request fails, and no token signed by a live key fails verification, while keys rotate (by hand and on
   schedule) and while the active key is revoked; after the revoke, a token signed by the revoked key is refused.
 * ``kill -9`` of one replica during a burst: the audit journal still verifies, the ledger holds only tokens that
-  were handed out, and what it misses is bounded by one batch window plus what was in flight; the journal's
+  were handed out, and what it misses is only the last moments before the kill (the batch being committed and
+  the one filling behind it: tokens received within ``LOSS_HORIZON`` of the kill, never older ones); the journal's
   ``token.issued`` records name the same tokens as the ledger (one transaction per batch); the other replica
   keeps serving.
 
@@ -15,7 +16,6 @@ Every measured number is printed (``-s`` shows it) so it can be quoted.
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -44,6 +44,10 @@ MANUAL_CONFIG = "[keyring]\nrotation_period = 3600\njwks_max_age = 0\nleeway = 0
 # A scheduled rotation every 3 s; verifiers cache the JWKS for 1 s.
 SCHEDULED_CONFIG = "[keyring]\nrotation_period = 3\njwks_max_age = 1\nleeway = 0\n"
 BATCH_WINDOW = 0.05  # [ledger] batch_window default
+# Two windows (the batch in flight, the one filling behind it) plus an allowance for one commit round trip on a
+# loaded 2-core machine (two replicas, PostgreSQL and 17 clients): a token received earlier than this before the
+# kill was submitted before a batch that committed, so the ledger must hold it.
+LOSS_HORIZON = 2 * BATCH_WINDOW + 0.4
 ROTATIONS = 20
 
 StartReplicas = Callable[[str], ReplicaSet]
@@ -273,11 +277,11 @@ async def test_no_valid_request_fails_during_rotations_and_an_emergency_revoke(
 
 
 async def _burst(
-    client: TokenClient, replica: Replica, received: list[str], errors: list[str], stop: asyncio.Event
+    client: TokenClient, replica: Replica, received: dict[str, float], errors: list[str], stop: asyncio.Event
 ) -> None:
     while replica.proc.poll() is None and not stop.is_set():
         try:
-            received.append(str(token_claims(await client.token(replica))["jti"]))
+            received[str(token_claims(await client.token(replica))["jti"])] = time.monotonic()
         except Exception as exc:  # the requests cut by the kill
             errors.append(type(exc).__name__)
             return
@@ -285,12 +289,13 @@ async def _burst(
 
 @dataclass
 class Burst:
-    """What the client received from each replica, and how many requests the kill cut."""
+    """What the client received from each replica (``jti`` -> when), and how many requests the kill cut."""
 
-    from_a: list[str] = field(default_factory=list)
-    from_b: list[str] = field(default_factory=list)
+    from_a: dict[str, float] = field(default_factory=dict)
+    from_b: dict[str, float] = field(default_factory=dict)
     cut: list[str] = field(default_factory=list)
     rate: float = 0.0  # a's tokens per second until the kill
+    killed_at: float = 0.0
 
 
 async def _kill_mid_burst(client: TokenClient, a: Replica, b: Replica, concurrency: int) -> Burst:
@@ -302,6 +307,7 @@ async def _kill_mid_burst(client: TokenClient, a: Replica, b: Replica, concurren
         started = time.monotonic()
         await asyncio.sleep(1.0)
         a.kill()
+        burst.killed_at = time.monotonic()
         burst.rate = len(burst.from_a) / (time.monotonic() - started)
         await asyncio.wait_for(asyncio.gather(*on_a), 15)
         served = len(burst.from_b)
@@ -337,13 +343,13 @@ async def test_a_replica_killed_mid_burst_loses_at_most_a_batch_window_and_the_o
         journaled = {str(r[0]) for r in conn.execute(_ISSUED_JTIS)}
     received = set(burst.from_a) | set(burst.from_b)
     missing = set(burst.from_a) - rows
-    # The batch being committed and the one filling behind it: a window each; plus what was in flight.
-    bound = math.ceil(burst.rate * 2 * BATCH_WINDOW) + concurrency
+    oldest = max((burst.killed_at - burst.from_a[jti] for jti in missing), default=0.0)
     print(f"\n[replicas] kill -9: a issued {len(burst.from_a)} tokens ({burst.rate:.0f}/s, {concurrency} clients), "
-          f"b {len(burst.from_b)}; ledger {len(rows)} rows; missing from a: {len(missing)} (bound {bound}); journal "
+          f"b {len(burst.from_b)}; ledger {len(rows)} rows; missing from a: {len(missing)}, the oldest received "
+          f"{oldest * 1000:.0f} ms before the kill (horizon {LOSS_HORIZON * 1000:.0f} ms); journal "
           f"{report.records} records, ok={report.ok}; requests cut by the kill {len(burst.cut)}")  # fmt: skip
     assert report.ok, report.first_break
     assert rows <= received, f"ledger rows for tokens never received: {sorted(rows - received)}"
     assert journaled == rows, "a batch's ledger rows and token.issued records are one transaction"
     assert set(burst.from_b) <= rows
-    assert len(missing) <= bound
+    assert oldest <= LOSS_HORIZON, "the crash lost a token issued well before it: a batch that should have committed"

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 from broker.audit.journal import Stamped, check_stamped
 from broker.oauth.replay import MemoryReplayCache
+from broker.store.memory.apikeys import MemoryApiKeyStore
 from broker.store.memory.audit import MemoryAuditJournal
 from broker.store.memory.changes import MemoryChangeFeed
 from broker.store.memory.clients import MemoryClientRegistry
@@ -23,6 +24,7 @@ from broker.store.memory.revocations import MemoryRevocationLog
 from broker.tokens.ledger import LedgerRow, check_rows, entry_of
 
 __all__ = [
+    "MemoryApiKeyStore",
     "MemoryAuditJournal",
     "MemoryChangeFeed",
     "MemoryClientRegistry",
@@ -46,6 +48,7 @@ class MemoryStore:
         self._revocations = MemoryRevocationLog(self._changes)
         self._replay = MemoryReplayCache()
         self._clients = MemoryClientRegistry(self._changes)
+        self._apikeys = MemoryApiKeyStore(self._changes)
         self._version = schema_version
         self.migrated_from: int | None = None
 
@@ -76,6 +79,10 @@ class MemoryStore:
     @property
     def clients(self) -> MemoryClientRegistry:
         return self._clients
+
+    @property
+    def apikeys(self) -> MemoryApiKeyStore:
+        return self._apikeys
 
     async def schema_version(self) -> int:
         return self._version
