@@ -274,6 +274,41 @@ class DpopSettings(_Section):
     nonce_lifetime: float = Field(default=300.0, ge=10, le=3600, description="seconds a server nonce stays valid")
 
 
+class ApiKeySettings(_Section):
+    """``[apikeys]``: the rules governed API-key exceptions are held to (issue 12; docs/exceptions.md)."""
+
+    max_lifetime_days: int = Field(default=90, ge=1, le=366, description="longest expires_at from now, in days")
+    default_review_days: int = Field(default=30, ge=1, le=366, description="review interval when add names none")
+    review_grace_days: int = Field(
+        default=7, ge=0, le=90, description="days an overdue exception stays usable before it is refused"
+    )
+    rotation_grace: float = Field(
+        default=3600.0, ge=0, le=30 * 86400, description="seconds a rotated-out secret version stays usable"
+    )
+    hold_seconds: float = Field(
+        default=60.0, ge=1, le=3600, description="seconds a sidecar may hold a granted secret in memory"
+    )
+    ticket_pattern: str = Field(
+        default=r"[A-Z][A-Z0-9]{1,15}-[0-9]{1,9}", description="regular expression every ticket reference must match"
+    )
+    allow_wildcard_hosts: bool = Field(default=False, description="allow *.example.com targets (opt-in per record)")
+    allow_reveal: bool = Field(default=False, description="allow delivery = reveal (the app receives the secret)")
+
+
+class EgressSettings(_Section):
+    """``[egress]``: the sidecar's egress proxy that injects API-key exceptions (issue 12)."""
+
+    socket: Path | None = Field(default=None, description="Unix socket of the egress proxy (HTTP/1.1, plain)")
+    port: int | None = Field(default=None, ge=0, le=65535, description="loopback port of the egress proxy")
+    ca_file: Path | None = Field(
+        default=None, description="CA certificates (PEM) for the targets; default: the system store"
+    )
+    connect_timeout: float = Field(default=10.0, gt=0, le=120, description="seconds to connect to a target")
+    catalog_refresh: float = Field(
+        default=30.0, ge=1, le=3600, description="seconds between refreshes of the usable exceptions"
+    )
+
+
 class BrokerSettings(BaseSettings):
     """All settings of ``spiffe-broker``; each command reads the sections it needs."""
 
@@ -293,6 +328,8 @@ class BrokerSettings(BaseSettings):
     introspection: IntrospectionSettings = IntrospectionSettings()
     assertions: AssertionSettings = AssertionSettings()
     dpop: DpopSettings = DpopSettings()
+    apikeys: ApiKeySettings = ApiKeySettings()
+    egress: EgressSettings = EgressSettings()
 
     def store_url(self) -> str:
         """The configured store URL, or the embedded default: ``sqlite:///<state_dir>/broker.db``."""
