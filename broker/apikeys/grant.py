@@ -4,6 +4,8 @@ Two answers, both over mTLS with the sidecar's X.509-SVID (the caller is the SVI
 
 * ``GET /v1/apikeys`` -> :class:`Catalog`: the exceptions the caller may use right now (``name``, target,
   presentation, delivery, placeholder), never a secret. The sidecar's egress proxy routes by it.
+* ``POST /v1/apikeys/report`` <- :class:`EgressReport`: the sidecar's aggregated uses and its refusals, every
+  flush interval (204 No Content).
 * ``POST /v1/apikeys/{name}/grant`` -> :class:`Grant`: the secret of the current version, after every check
   (allowed SPIFFE ID, status, expiry, review, quarantine). ``hold_until`` is when the sidecar must drop it
   (``granted_at`` plus the configured hold time, never past the exception's expiry or the version's end of grace).
@@ -26,13 +28,21 @@ from broker.apikeys.model import Delivery, Presentation, Target, check_secret, p
 __all__ = [
     "CATALOG_PATH",
     "GRANT_PATH",
+    "MAX_REPORT_ITEMS",
+    "REFUSAL_REASONS",
+    "REPORT_PATH",
     "Catalog",
     "CatalogEntry",
+    "EgressRefusal",
+    "EgressReport",
     "Grant",
+    "UseCount",
     "catalog_from_wire",
     "catalog_to_wire",
     "grant_from_wire",
     "grant_to_wire",
+    "report_from_wire",
+    "report_to_wire",
 ]
 
 CATALOG_PATH = "/v1/apikeys"
@@ -164,3 +174,85 @@ def grant_from_wire(obj: Any) -> Grant:
         granted_at=_at(obj["granted_at"], "granted_at"),
         hold_until=_at(obj["hold_until"], "hold_until"),
     )
+
+
+REPORT_PATH = "/v1/apikeys/report"
+REFUSAL_REASONS = frozenset(
+    {"placeholder_to_other_target", "target_not_covered", "target_certificate", "connect_tunnel", "not_granted"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class UseCount:
+    """What a sidecar injected since its last report: ``count`` requests to ``target`` with ``version``."""
+
+    name: str
+    version: int
+    target: str
+    count: int
+    last_used_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class EgressRefusal:
+    """A request the sidecar's egress proxy refused; ``name`` is the exception it concerned, if any."""
+
+    name: str | None
+    target: str
+    reason: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class EgressReport:
+    """``POST /v1/apikeys/report`` (mTLS; the reporter is the SVID's SPIFFE ID): aggregated uses and refusals,
+    sent every flush interval. The token service records the uses and audits both."""
+
+    uses: tuple[UseCount, ...] = ()
+    refusals: tuple[EgressRefusal, ...] = ()
+
+
+MAX_REPORT_ITEMS = 1000
+
+
+def report_to_wire(report: EgressReport) -> dict[str, Any]:
+    return {
+        "uses": [{"name": u.name, "version": u.version, "target": u.target, "count": u.count,
+                  "last_used_at": _ts(u.last_used_at)} for u in report.uses],
+        "refusals": [{"name": r.name, "target": r.target, "reason": r.reason, "at": _ts(r.at)}
+                     for r in report.refusals],
+    }  # fmt: skip
+
+
+def report_from_wire(obj: Any) -> EgressReport:
+    """ValueError for anything but what :func:`report_to_wire` writes (at most MAX_REPORT_ITEMS items each)."""
+    if not isinstance(obj, Mapping) or set(obj) != {"uses", "refusals"}:
+        raise ValueError("a report is an object with uses and refusals")
+    uses, refusals = obj["uses"], obj["refusals"]
+    if not isinstance(uses, list) or not isinstance(refusals, list):
+        raise ValueError("uses and refusals are lists")
+    if len(uses) > MAX_REPORT_ITEMS or len(refusals) > MAX_REPORT_ITEMS:
+        raise ValueError(f"at most {MAX_REPORT_ITEMS} uses and {MAX_REPORT_ITEMS} refusals per report")
+    return EgressReport(tuple(map(_use, uses)), tuple(map(_refusal, refusals)))
+
+
+def _use(item: Any) -> UseCount:
+    if not isinstance(item, Mapping) or set(item) != {"name", "version", "target", "count", "last_used_at"}:
+        raise ValueError("a use has name, version, target, count and last_used_at")
+    version, count = item["version"], item["count"]
+    if type(version) is not int or version < 1 or type(count) is not int or not 1 <= count <= 10**9:
+        raise ValueError("version and count are positive integers")
+    target = _text(item["target"])
+    if len(target) > 2048:
+        raise ValueError("target is at most 2048 characters")
+    return UseCount(_text(item["name"]), version, target, count, _at(item["last_used_at"], "last_used_at"))
+
+
+def _refusal(item: Any) -> EgressRefusal:
+    if not isinstance(item, Mapping) or set(item) != {"name", "target", "reason", "at"}:
+        raise ValueError("a refusal has name, target, reason and at")
+    name = None if item["name"] is None else _text(item["name"])
+    reason, target = _text(item["reason"]), _text(item["target"])
+    if reason not in REFUSAL_REASONS or len(target) > 2048:
+        raise ValueError(f"reason is one of {', '.join(sorted(REFUSAL_REASONS))}; target at most 2048 characters")
+    return EgressRefusal(name, target, reason, _at(item["at"], "at"))
