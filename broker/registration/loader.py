@@ -25,6 +25,7 @@
         admin: false                                    # optional: may call SPIRE's admin APIs
         downstream: false                               # optional: the entry is a downstream SPIRE server
         policy: {audiences: [https://api.example.org], scopes: [orders:read], max_token_lifetime: 300}
+    api_key_exceptions: []                              # optional: see broker.registration.exceptions
 
 Every error names the file, the line and the field. SPIFFE IDs follow the SPIFFE-ID standard §2 and must be
 in ``trust_domain``; scopes follow RFC 6749 §3.3; DNS names RFC 1123 §2.1 (a leading ``*.`` allowed, as
@@ -42,13 +43,14 @@ from broker.identity.spiffeid import SpiffeId, TrustDomain
 from broker.oauth.grammar import AUDIENCE, SCOPE_TOKEN
 from broker.registration._yamlnodes import Field, compose_file
 from broker.registration.errors import WorkloadsFileError
+from broker.registration.exceptions import parse_exceptions
 from broker.registration.export import is_class_name
 from broker.registration.model import DEFAULT_ENTRY_ID_PREFIX, NodeAlias, Policy, Selector, Workload, WorkloadsFile
 
 __all__ = ["load_workloads", "parse_workloads"]
 
 _TOP_REQUIRED = frozenset({"trust_domain", "workloads"})
-_TOP_OPTIONAL = frozenset({"defaults", "node_aliases", "entry_id_prefix", "kubernetes"})
+_TOP_OPTIONAL = frozenset({"defaults", "node_aliases", "entry_id_prefix", "kubernetes", "api_key_exceptions"})
 _DEFAULT_KEYS = frozenset({"parent_id", "x509_svid_ttl", "jwt_svid_ttl", "jwt_svid_include_jti"})
 _WORKLOAD_REQUIRED = frozenset({"name", "spiffe_id", "selectors"})
 _WORKLOAD_OPTIONAL = _DEFAULT_KEYS | {"dns_names", "policy", "hint", "admin", "downstream", "federates_with"}
@@ -99,6 +101,9 @@ def _parse_workloads(text: str, source: str) -> WorkloadsFile:
     aliases = _node_aliases(top["node_aliases"], trust_domain) if "node_aliases" in top else ()
     workloads = tuple(_workload(item, trust_domain, defaults) for item in top["workloads"].items())
     _check_unique(workloads, top["workloads"])
+    declared = (
+        parse_exceptions(top["api_key_exceptions"], workloads, trust_domain) if "api_key_exceptions" in top else ()
+    )
     return WorkloadsFile(
         path=source,
         trust_domain=trust_domain,
@@ -108,6 +113,7 @@ def _parse_workloads(text: str, source: str) -> WorkloadsFile:
         if "entry_id_prefix" in top
         else DEFAULT_ENTRY_ID_PREFIX,
         k8s_class_name=_class_name(top["kubernetes"]) if "kubernetes" in top else None,
+        api_key_exceptions=declared,
     )
 
 

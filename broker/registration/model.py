@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from broker.identity.spiffeid import SpiffeId, TrustDomain
+
+if TYPE_CHECKING:
+    from broker.registration.exceptions import DeclaredException
 
 __all__ = ["DEFAULT_ENTRY_ID_PREFIX", "NodeAlias", "Policy", "Selector", "Workload", "WorkloadsFile"]
 
@@ -111,3 +115,4 @@ class WorkloadsFile:
     node_aliases: tuple[NodeAlias, ...] = ()
     entry_id_prefix: str = DEFAULT_ENTRY_ID_PREFIX
     k8s_class_name: str | None = None  # None: the export's default
+    api_key_exceptions: tuple[DeclaredException, ...] = ()  # governed API-key exceptions (issue 12)

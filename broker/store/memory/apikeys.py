@@ -36,9 +36,7 @@ class MemoryApiKeyStore:
 
     async def add(self, record: ApiKeyException, sealed: bytes, kek_id: str, *, at: datetime) -> ApiKeyException:
         when = check_instant(at).astimezone(UTC)
-        stored = check_exception(
-            replace(record, revision=1, current_version=1, created_at=when, updated_at=when)
-        )
+        stored = check_exception(replace(record, revision=1, current_version=1, created_at=when, updated_at=when))
         if stored.name in self._records:
             raise StoreConflictError(name_taken(stored.name))
         self._records[stored.name] = stored

@@ -229,8 +229,8 @@ def test_missing_top_level_key_is_reported() -> None:
         ),
         pytest.param(
             "trust_domain: example.org\nworkloads: []\nextra: 1\n",
-            "workloads.yaml:3: extra: unknown key (allowed: defaults, entry_id_prefix, kubernetes, node_aliases, "
-            "trust_domain, workloads)",
+            "workloads.yaml:3: extra: unknown key (allowed: api_key_exceptions, defaults, entry_id_prefix, "
+            "kubernetes, node_aliases, trust_domain, workloads)",
             id="unknown-top-level-key",
         ),
         pytest.param("- a\n- b\n", "workloads.yaml:1: expected a mapping", id="top-level-list"),
