@@ -70,7 +70,7 @@ def test_a_complete_record_is_valid() -> None:
         ({"presentation": Presentation("query", "api key")}, "unreserved"),
         ({"presentation": Presentation("cookie", "k")}, "header or query"),
         ({"expires_at": T0}, "after created_at"),
-        ({"expires_at": datetime(2027, 1, 1)}, "timezone-aware"),  # noqa: DTZ001
+        ({"expires_at": datetime(2027, 1, 1)}, "timezone-aware"),
     ],
 )
 def test_an_invalid_record_is_refused_naming_the_problem(changes: dict[str, object], message: str) -> None:
