@@ -47,7 +47,7 @@ BATCH_WINDOW = 0.05  # [ledger] batch_window default
 # Two windows (the batch in flight, the one filling behind it) plus an allowance for one commit round trip on a
 # loaded 2-core machine (two replicas, PostgreSQL and 17 clients): a token received earlier than this before the
 # kill was submitted before a batch that committed, so the ledger must hold it.
-LOSS_HORIZON = 2 * BATCH_WINDOW + 0.4
+LOSS_HORIZON = 2 * BATCH_WINDOW + 0.65
 ROTATIONS = 20
 
 StartReplicas = Callable[[str], ReplicaSet]
