@@ -146,6 +146,7 @@ async def test_a_version_4_store_gains_api_key_exceptions_and_keeps_its_revocati
         (withdrawal,) = await store.revocations.append([ExceptionWithdrawn("stripe", T0, T0 + HOUR)])
         assert withdrawal.seq == 3 and (await store.revocations.read(2)).entries == (withdrawal,)
         assert await store.changes.publish(APIKEYS) == 1  # the topic's counter starts at 0
+        assert await store.apikeys.list_all() == ()
     finally:
         await store.close()
     indexes, checked = _schema_facts(engine, target)
