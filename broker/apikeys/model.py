@@ -44,7 +44,7 @@ __all__ = [
 
 MAX_SECRET_BYTES = 4096
 PLACEHOLDER_PREFIX = "spiffe-broker:exception/"
-SECRET_SLOT = "{secret}"  # noqa: S105 (the template slot, not a secret)
+SECRET_SLOT = "{secret}"  # noqa: S105  (the placeholder in a presentation template, not a secret)
 _NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 _HOST_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}")  # RFC 9110 §5.1 field-name = token

@@ -3,9 +3,10 @@
 Each concern declares the small interface it needs where it lives (the keyring's in
 :mod:`broker.tokens.keystore`, the audit journal's in :mod:`broker.audit.journal`, the issuance ledger's in
 :mod:`broker.tokens.ledger`, the revocation log's in :mod:`broker.tokens.revocation`, the replay cache's in
-:mod:`broker.oauth.replay`, the client registry's in :mod:`broker.tokens.clients`); this package implements them
-three times, and one contract suite (``tests/unit/store``) holds the three to the same behaviour. :func:`open_store`
-returns a checked, migrated store, or raises a :class:`~broker.errors.StoreError` that names what to do.
+:mod:`broker.oauth.replay`, the client registry's in :mod:`broker.tokens.clients`, the API-key exceptions' in
+:mod:`broker.apikeys.store`); this package implements them three times, and one contract suite
+(``tests/unit/store``) holds the three to the same behaviour. :func:`open_store` returns a checked, migrated
+store, or raises a :class:`~broker.errors.StoreError` that names what to do.
 """
 
 from __future__ import annotations

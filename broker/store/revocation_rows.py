@@ -3,7 +3,8 @@
 A row is ``(seq, kind, target, body, cutoff_until, kept_until, created_at)``:
 
 * ``kind`` is the feed's entry type (``token.revoked``, ``subject.quarantined``, ``subject.released``,
-  ``key.revoked``) and ``target`` what the entry names: the ``jti``, the subject pattern's text, or the ``kid``.
+  ``key.revoked``, ``exception.withdrawn``) and ``target`` what the entry names: the ``jti``, the subject
+  pattern's text, the ``kid``, or the API-key exception's name.
 * ``body`` is the event as JSON with its times in exact microseconds since the epoch, so a store gives back the
   event it was given. The feed's wire form (:func:`~broker.events.revocations.entry_to_wire`) has whole seconds
   and no ``reason``; a quarantine's reason is kept here because ``quarantine list`` shows it.
@@ -20,6 +21,7 @@ from typing import Any
 
 from broker.errors import StoreCorruptError
 from broker.events.revocations import (
+    ExceptionWithdrawn,
     KeyRevoked,
     RevocationEvent,
     SubjectPattern,
@@ -32,10 +34,11 @@ from broker.identity.errors import InvalidSpiffeIdError
 from broker.tokens.keystore import check_instant
 from broker.tokens.revocation import LogAhead, LogBehind
 
-__all__ = ["QUARANTINED", "RELEASED", "Row", "check_position", "check_read", "from_body", "to_row"]
+__all__ = ["QUARANTINED", "RELEASED", "WITHDRAWN", "Row", "check_position", "check_read", "from_body", "to_row"]
 
 QUARANTINED = "subject.quarantined"
 RELEASED = "subject.released"
+WITHDRAWN = "exception.withdrawn"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -61,23 +64,29 @@ def _time(value: Any) -> datetime:
 
 def to_row(event: RevocationEvent) -> Row:
     """``event``'s row; ValueError (nothing written) if one of its times is naive."""
+    kind, target, fields = _fields(event)
+    cutoff = event.cutoff_until if isinstance(event, SubjectQuarantined) else None
+    return Row(kind, target, json.dumps(fields, separators=(",", ":")), cutoff, kept_until(event))
+
+
+def _fields(event: RevocationEvent) -> tuple[str, str, dict[str, Any]]:
+    """``(kind, target, body fields)`` of ``event``: times as exact microseconds."""
     if isinstance(event, TokenRevoked):
-        kind, target, fields = "token.revoked", event.jti, {"jti": event.jti, "exp": _micros(event.expires_at)}
-    elif isinstance(event, KeyRevoked):
-        kind, target, fields = "key.revoked", event.kid, {"kid": event.kid, "exp": _micros(event.expires_at)}
-    elif isinstance(event, SubjectQuarantined):
-        kind, target = QUARANTINED, event.pattern.text
+        return "token.revoked", event.jti, {"jti": event.jti, "exp": _micros(event.expires_at)}
+    if isinstance(event, KeyRevoked):
+        return "key.revoked", event.kid, {"kid": event.kid, "exp": _micros(event.expires_at)}
+    if isinstance(event, ExceptionWithdrawn):
+        return WITHDRAWN, event.name, {"name": event.name, "at": _micros(event.at), "until": _micros(event.until)}
+    if isinstance(event, SubjectQuarantined):
         fields = {
-            "pattern": target,
+            "pattern": event.pattern.text,
             "at": _micros(event.at),
             "until": None if event.until is None else _micros(event.until),
             "cutoff_until": _micros(event.cutoff_until),
             "reason": event.reason,
         }
-    else:
-        kind, target, fields = RELEASED, event.pattern.text, {"pattern": event.pattern.text, "at": _micros(event.at)}
-    cutoff = event.cutoff_until if isinstance(event, SubjectQuarantined) else None
-    return Row(kind, target, json.dumps(fields, separators=(",", ":")), cutoff, kept_until(event))
+        return QUARANTINED, event.pattern.text, fields
+    return RELEASED, event.pattern.text, {"pattern": event.pattern.text, "at": _micros(event.at)}
 
 
 def from_body(seq: int, kind: str, body: str) -> RevocationEvent:
@@ -88,6 +97,8 @@ def from_body(seq: int, kind: str, body: str) -> RevocationEvent:
             return TokenRevoked(fields["jti"], _time(fields["exp"]))
         if kind == "key.revoked":
             return KeyRevoked(fields["kid"], _time(fields["exp"]))
+        if kind == WITHDRAWN:
+            return ExceptionWithdrawn(fields["name"], _time(fields["at"]), _time(fields["until"]))
         pattern = SubjectPattern.parse(fields["pattern"], all_of_trust_domain=True)
         if kind == QUARANTINED:
             until = None if fields["until"] is None else _time(fields["until"])

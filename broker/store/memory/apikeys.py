@@ -1,7 +1,9 @@
 """The API-key exception registry's in-memory twin: it refuses what the SQL stores refuse, in the same order.
 
+The rules are :mod:`broker.store.apikey_rows`', shared with the SQL stores:
 :func:`~broker.apikeys.model.check_exception` runs first (ValueError), then the name or revision checks
-(:class:`~broker.errors.StoreConflictError`, LookupError); every change bumps the ``apikeys`` topic.
+(:class:`~broker.errors.StoreConflictError`, LookupError); every change bumps the ``apikeys`` topic. Times come
+back in UTC, as the SQL stores give them back.
 """
 
 from __future__ import annotations
@@ -10,21 +12,13 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from broker.apikeys.model import ApiKeyException, SealedVersion, State, UseRecord, check_exception
+from broker.apikeys.model import ApiKeyException, SealedVersion, UseRecord
 from broker.errors import StoreConflictError
 from broker.events.topics import APIKEYS
+from broker.store.apikey_rows import added, check_uses, name_taken, rotated, stale_revision, updated
 from broker.store.memory.changes import MemoryChangeFeed
-from broker.tokens.keystore import check_instant
 
 __all__ = ["MemoryApiKeyStore", "name_taken", "stale_revision"]
-
-
-def name_taken(name: str) -> str:
-    return f"an exception named {name!r} exists (names are never reused, revoked ones included): pick another name"
-
-
-def stale_revision(name: str) -> str:
-    return f"exception {name!r} changed meanwhile (or is revoked): read it again and repeat the change"
 
 
 class MemoryApiKeyStore:
@@ -35,12 +29,12 @@ class MemoryApiKeyStore:
         self._uses: dict[tuple[str, str, int, str], UseRecord] = {}
 
     async def add(self, record: ApiKeyException, sealed: bytes, kek_id: str, *, at: datetime) -> ApiKeyException:
-        when = check_instant(at).astimezone(UTC)
-        stored = check_exception(replace(record, revision=1, current_version=1, created_at=when, updated_at=when))
+        stored = added(record, at)
         if stored.name in self._records:
             raise StoreConflictError(name_taken(stored.name))
         self._records[stored.name] = stored
-        self._versions[stored.name] = [SealedVersion(stored.name, 1, bytes(sealed), kek_id, when)]
+        assert stored.created_at is not None
+        self._versions[stored.name] = [SealedVersion(stored.name, 1, bytes(sealed), kek_id, stored.created_at)]
         self._changes.bump(APIKEYS)
         return stored
 
@@ -51,30 +45,22 @@ class MemoryApiKeyStore:
         return tuple(self._records[name] for name in sorted(self._records))
 
     async def update(self, record: ApiKeyException, *, at: datetime) -> ApiKeyException:
-        when = check_instant(at).astimezone(UTC)
-        stored = self._current(record.name, record.revision)
-        updated = check_exception(
-            replace(record, revision=stored.revision + 1, current_version=stored.current_version,
-                    created_at=stored.created_at, updated_at=when)
-        )  # fmt: skip
-        self._records[record.name] = updated
+        stored = self._records[record.name] = updated(self._records.get(record.name), record, at)
         self._changes.bump(APIKEYS)
-        return updated
+        return stored
 
     async def rotate(
         self, name: str, revision: int, sealed: bytes, kek_id: str, *, at: datetime
     ) -> tuple[ApiKeyException, SealedVersion]:
-        when = check_instant(at).astimezone(UTC)
-        stored = self._current(name, revision)
+        stored = rotated(self._records.get(name), name, revision, at)
+        assert stored.updated_at is not None
         versions = self._versions[name]
-        versions[-1] = replace(versions[-1], superseded_at=when)
-        added = SealedVersion(name, stored.current_version + 1, bytes(sealed), kek_id, when)
-        versions.append(added)
-        updated = self._records[name] = replace(
-            stored, revision=stored.revision + 1, current_version=added.version, updated_at=when
-        )
+        versions[-1] = replace(versions[-1], superseded_at=stored.updated_at)
+        version = SealedVersion(name, stored.current_version, bytes(sealed), kek_id, stored.updated_at)
+        versions.append(version)
+        self._records[name] = stored
         self._changes.bump(APIKEYS)
-        return updated, added
+        return stored, version
 
     async def versions(self, name: str) -> tuple[SealedVersion, ...]:
         return tuple(self._versions.get(name, ()))
@@ -90,10 +76,7 @@ class MemoryApiKeyStore:
         return False
 
     async def record_uses(self, uses: Sequence[UseRecord]) -> None:
-        for use in uses:
-            check_instant(use.last_used_at)
-            if use.count < 1:
-                raise ValueError("a use row counts at least one use")
+        check_uses(uses)
         for use in uses:
             if use.name not in self._records:
                 continue
@@ -106,11 +89,3 @@ class MemoryApiKeyStore:
 
     async def uses(self, name: str | None = None) -> tuple[UseRecord, ...]:
         return tuple(self._uses[key] for key in sorted(self._uses) if name is None or key[0] == name)
-
-    def _current(self, name: str, revision: int) -> ApiKeyException:
-        stored = self._records.get(name)
-        if stored is None:
-            raise LookupError(f"no exception named {name!r}")
-        if stored.revision != revision or stored.state is State.REVOKED:
-            raise StoreConflictError(stale_revision(name))
-        return stored

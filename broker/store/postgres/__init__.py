@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from broker.audit.journal import Stamped
 from broker.store.postgres._pool import MIGRATIONS, PgOptions, Pool, connection, migrate, open_pool
+from broker.store.postgres.apikeys import PostgresApiKeyStore
 from broker.store.postgres.audit import PostgresAuditJournal
 from broker.store.postgres.changes import PostgresChangeFeed
 from broker.store.postgres.clients import PostgresClientRegistry
@@ -34,6 +35,7 @@ class PostgresStore:
         self._revocations = PostgresRevocationLog(pool, store)
         self._replay = PostgresReplayCache(pool, store)
         self._clients = PostgresClientRegistry(pool, store)
+        self._apikeys = PostgresApiKeyStore(pool, store)
 
     @classmethod
     async def open(
@@ -79,6 +81,10 @@ class PostgresStore:
     @property
     def clients(self) -> PostgresClientRegistry:
         return self._clients
+
+    @property
+    def apikeys(self) -> PostgresApiKeyStore:
+        return self._apikeys
 
     async def schema_version(self) -> int:
         async with connection(self._pool, self._store) as conn:

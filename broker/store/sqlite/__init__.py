@@ -8,6 +8,7 @@ from pathlib import Path
 from broker.audit.journal import Stamped
 from broker.store.sqlite._open import MIGRATIONS, open_connection
 from broker.store.sqlite._worker import SqliteWorker
+from broker.store.sqlite.apikeys import SqliteApiKeyStore
 from broker.store.sqlite.audit import SqliteAuditJournal
 from broker.store.sqlite.changes import POLL_S, SqliteChangeFeed
 from broker.store.sqlite.clients import SqliteClientRegistry
@@ -36,6 +37,7 @@ class SqliteStore:
         self._revocations = SqliteRevocationLog(worker)
         self._replay = SqliteReplayCache(worker)
         self._clients = SqliteClientRegistry(worker)
+        self._apikeys = SqliteApiKeyStore(worker)
 
     @classmethod
     async def open(cls, path: Path, *, migrate: bool = True, change_poll_s: float = POLL_S) -> SqliteStore:
@@ -74,6 +76,10 @@ class SqliteStore:
     @property
     def clients(self) -> SqliteClientRegistry:
         return self._clients
+
+    @property
+    def apikeys(self) -> SqliteApiKeyStore:
+        return self._apikeys
 
     async def schema_version(self) -> int:
         row = await self._worker.run(lambda conn: conn.execute("SELECT max(version) FROM broker_schema").fetchone())

@@ -6,14 +6,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+from datetime import timedelta
 from pathlib import Path
 from types import ModuleType
 
+import psycopg
 import pytest
 
 from broker.errors import StoreSchemaError
-from broker.events.revocations import SubjectPattern, TokenRevoked
-from broker.events.topics import REVOCATIONS
+from broker.events.revocations import (
+    ExceptionWithdrawn,
+    RevocationEvent,
+    SubjectPattern,
+    SubjectQuarantined,
+    TokenRevoked,
+)
+from broker.events.topics import APIKEYS, REVOCATIONS
 from broker.store import latest_version, open_store
 from broker.store.migrations import check_version, load
 from broker.store.postgres import _pool as postgres_pool
@@ -21,6 +29,9 @@ from broker.store.sqlite import _open as sqlite_open
 from tests.postgres import PostgresCluster
 from tests.unit.store.helpers import T0
 from tests.unit.store.test_ledger_contract import entry
+
+TEAM = SubjectPattern.parse("spiffe://example.org/team/*")
+HOUR = timedelta(hours=1)
 
 
 def test_engines_have_the_same_numbered_migrations() -> None:
@@ -84,3 +95,60 @@ async def test_a_version_2_store_is_migrated_to_the_revocation_log_keeping_its_l
         assert await store.changes.publish(REVOCATIONS) == 3  # 1, the append's bump, this one: not reset to 0
     finally:
         await store.close()
+
+
+def _schema_facts(engine: str, target: str) -> tuple[set[str], bool]:
+    """The revocation log's index names, and whether it still refuses an unknown kind (its CHECK)."""
+    if engine == "sqlite":
+        with contextlib.closing(sqlite3.connect(target)) as conn:
+            rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'revocation_log'")
+            indexes = {str(name) for (name,) in rows}
+            try:
+                conn.execute("INSERT INTO revocation_log VALUES (99, 'bogus', 't', '{}', NULL, NULL, 0)")
+            except sqlite3.IntegrityError:
+                return indexes, True
+            return indexes, False
+    with psycopg.connect(target, autocommit=True) as pg:
+        found = pg.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'revocation_log'").fetchall()
+        indexes = {str(name) for (name,) in found}
+        try:
+            pg.execute("INSERT INTO revocation_log VALUES (99, 'bogus', 't', '{}', NULL, NULL, now())")
+        except psycopg.errors.CheckViolation:
+            return indexes, True
+        return indexes, False
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgres"])
+async def test_a_version_4_store_gains_api_key_exceptions_and_keeps_its_revocation_log(
+    engine: str, tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module: ModuleType = sqlite_open
+    target = f"{tmp_path}/state/broker.db"
+    url = f"sqlite://{target}"
+    if engine == "postgres":
+        cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
+        name = cluster.create_database()
+        url, target, module = cluster.url(name), cluster.conninfo(name), postgres_pool
+    entries: list[RevocationEvent] = [
+        TokenRevoked("j1", T0),
+        SubjectQuarantined(TEAM, T0, None, T0 + HOUR, "incident 7"),
+    ]
+    with monkeypatch.context() as patched:
+        patched.setattr(module, "MIGRATIONS", module.MIGRATIONS[:4])  # the broker of issue 11
+        old = await open_store(url)
+        assert await old.schema_version() == 4
+        appended = await old.revocations.append(entries)
+        await old.close()
+    store = await open_store(url)
+    try:
+        assert (await store.schema_version(), store.migrated_from) == (latest_version(), 4)
+        assert (await store.revocations.read(0)).entries == appended
+        (withdrawal,) = await store.revocations.append([ExceptionWithdrawn("stripe", T0, T0 + HOUR)])
+        assert withdrawal.seq == 3 and (await store.revocations.read(2)).entries == (withdrawal,)
+        assert await store.changes.publish(APIKEYS) == 1  # the topic's counter starts at 0
+        assert await store.apikeys.list_all() == ()
+    finally:
+        await store.close()
+    indexes, checked = _schema_facts(engine, target)
+    assert {"revocation_log_by_kept_until", "revocation_log_quarantines"} <= indexes
+    assert checked, "the rebuilt revocation_log lost its CHECK on kind"

@@ -11,6 +11,7 @@ import pytest
 
 from broker.events import Change
 from broker.events.revocations import (
+    ExceptionWithdrawn,
     KeyRevoked,
     LogEntry,
     RevocationEvent,
@@ -44,6 +45,10 @@ def quarantined(pattern: SubjectPattern = TEAM, *, until: float | None = None, c
 
 def released(pattern: SubjectPattern = TEAM, minutes: int = 10) -> SubjectReleased:
     return SubjectReleased(pattern, T0 + timedelta(minutes=minutes))
+
+
+def withdrawn(name: str = "stripe-payments", *, minutes: int = 10, kept: float = 2) -> ExceptionWithdrawn:
+    return ExceptionWithdrawn(name, T0 + timedelta(minutes=minutes, microseconds=7), T0 + kept * HOUR)
 
 
 def seqs(entries: tuple[LogEntry, ...]) -> list[int]:
@@ -168,6 +173,18 @@ async def test_a_quarantine_with_an_end_is_kept_until_its_end_or_its_cutoff_whic
     await store.revocations.append([quarantined(WEB, until=3, cutoff=1), quarantined(TEAM, until=1, cutoff=2)])
     assert await store.revocations.prune(T0 + 2 * HOUR) == 1
     assert seqs((await store.revocations.snapshot(T0 + 2 * HOUR)).entries) == [1]
+
+
+async def test_an_exception_withdrawal_reads_back_as_appended_and_is_kept_until_its_until(store: Store) -> None:
+    events: list[RevocationEvent] = [revoked("j1", 1), withdrawn(kept=2), withdrawn("partner-feed", kept=3)]
+    appended = await store.revocations.append(events)
+    assert appended == tuple(LogEntry(i, e) for i, e in enumerate(events, 1))
+    assert (await store.revocations.read(0)).entries == appended  # name, at and until to the microsecond
+    assert (await store.revocations.snapshot(T0 + 1 * HOUR)).entries == appended[1:]
+    assert await store.revocations.prune(T0 + 2 * HOUR) == 2  # j1 and the first withdrawal, exactly at its until
+    snapshot = await store.revocations.snapshot(T0 + 2 * HOUR)
+    assert (seqs(snapshot.entries), snapshot.horizon) == ([3], 2)
+    assert await store.revocations.prune(T0 + 3 * HOUR) == 1
 
 
 async def test_naive_times_are_refused_and_nothing_is_appended(store: Store) -> None:
