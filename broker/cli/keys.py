@@ -60,6 +60,7 @@ from broker.config import BrokerSettings
 from broker.errors import KeyringError, SealingError
 from broker.server.stateful import load_keks
 from broker.store import Store
+from broker.store.apikey_rewrap import rewrap_apikey_versions
 from broker.tokens.keyring import LIVE, KekRotation, Keyring, rotate_kek
 from broker.tokens.keystore import KeyState
 from broker.tokens.ledger import BlastRadius as LedgerBlastRadius
@@ -360,8 +361,10 @@ def revoke_command(kid: str, as_json: bool, reason: str | None, **options: Any) 
     _print_revoked(revoked, as_json)
 
 
-async def _rotate_kek(store: Store, keks: KekRing) -> tuple[KekRotation, int]:
-    """Check that every key unwraps (nothing written otherwise), then re-wrap those under an older KEK."""
+async def _rotate_kek(store: Store, keks: KekRing) -> tuple[KekRotation, int, int]:
+    """Check that every key unwraps (nothing written otherwise), then re-wrap those under an older KEK, and the
+    API-key exceptions' secret versions with them (:func:`~broker.store.apikey_rewrap.rewrap_apikey_versions`
+    opens every one before it writes any)."""
     records = await store.keyring.keys()
     older = [r for r in records if r.kek_id != keks.primary.kek_id]
     for record in older:
@@ -372,12 +375,14 @@ async def _rotate_kek(store: Store, keks: KekRing) -> tuple[KekRotation, int]:
                 f"signing key {record.kid}: {exc.description}; for rotate-kek give the new KEK as --kek-file and "
                 "each old one as --previous-kek-file; nothing was changed"
             ) from None
+    secrets = await rewrap_apikey_versions(store.apikeys, keks)
     result = await rotate_kek(store.keyring, keks)
-    if result.rewrapped:
-        old = ",".join(sorted({r.kek_id for r in older if r.kid in result.rewrapped}))
+    if result.rewrapped or secrets:
+        old = ",".join(sorted({r.kek_id for r in older if r.kid in result.rewrapped})) or "-"
         event = KekRotated(old_kek_id=old, new_kek_id=result.kek_id, keys=len(result.rewrapped))
-        await record_change(store, event, f"{len(result.rewrapped)} signing keys re-wrapped under {result.kek_id}")
-    return result, len(records)
+        what = f"{len(result.rewrapped)} signing keys and {secrets} API-key secret versions re-wrapped"
+        await record_change(store, event, f"{what} under {result.kek_id}")
+    return result, len(records), secrets
 
 
 @keys.command("rotate-kek")
@@ -390,7 +395,9 @@ def rotate_kek_command(**options: Any) -> None:
                         tuple(options["previous_kek_files"]))  # fmt: skip
     settings = local.settings()
     keks = load_keks(settings)
-    result, total = asyncio.run(with_store(settings.store_url(), lambda store: _rotate_kek(store, keks)))
+    result, total, secrets = asyncio.run(with_store(settings.store_url(), lambda store: _rotate_kek(store, keks)))
+    if secrets:
+        click.echo(f"re-wrapped {secrets} API-key secret versions under KEK {keks.primary.kek_id}")
     if not total:
         click.echo("the store holds no signing keys: nothing to re-wrap")
     elif result.rewrapped:

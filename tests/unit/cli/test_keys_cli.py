@@ -21,6 +21,7 @@ from click.testing import CliRunner, Result
 from broker._sealing import Kek, KekRing, generate_kek_file
 from broker.admin.adapters import JournalAuditReader, KeyringAdmin, StoreStatusInfo, TrailAdminAudit
 from broker.admin.app import add_admin_routes
+from broker.apikeys.model import SealedVersion, secret_aad
 from broker.audit.trail import AuditTrail
 from broker.cli.keys import keys
 from broker.cli.main import main
@@ -35,7 +36,9 @@ from broker.tokens.keystore import KeyState
 from broker.web import HardenedAppRunner, start_tcp_site
 from tests.unit.cli.cli_helpers import identity_options
 from tests.unit.cli.state_helpers import API, OTHER, SCHEDULE, WEB, Seeded, audit_records, key_states, seed
+from tests.unit.store.apikey_helpers import exception as apikey_exception
 from tests.unit.store.conftest import postgres_cluster, postgres_url
+from tests.unit.store.helpers import T0
 
 __all__ = ["postgres_cluster", "postgres_url"]  # the real PostgreSQL fixtures, used here
 
@@ -193,6 +196,38 @@ def test_rotate_kek_rewraps_every_key_once_and_the_new_kek_alone_opens_them(seed
     # the signing keys themselves did not change, and the new KEK alone now opens them
     revoked = invoke("revoke", seeded.active, "--store", seeded.url, "--kek-file", str(tmp_path / "kek.new"))
     assert revoked.exit_code == 0, revoked.output
+
+
+def test_rotate_kek_rewraps_api_key_secrets_too_and_they_open_under_the_new_kek_alone(
+    seeded: Seeded, tmp_path: Path
+) -> None:
+    old_ring = KekRing(Kek.from_file(seeded.kek_file))
+    secret = b"sk_live_CANARY_rotate_kek"
+
+    async def add() -> None:
+        store = await open_store(seeded.url)
+        try:
+            sealed = old_ring.seal(secret, secret_aad("stripe", 1))
+            await store.apikeys.add(apikey_exception("stripe"), sealed, old_ring.primary.kek_id, at=T0)
+        finally:
+            await store.close()
+
+    async def versions() -> tuple[SealedVersion, ...]:
+        store = await open_store(seeded.url)
+        try:
+            return await store.apikeys.versions("stripe")
+        finally:
+            await store.close()
+
+    asyncio.run(add())
+    new = generate_kek_file(tmp_path / "kek.new")
+    args = ["--store", seeded.url, "--kek-file", str(tmp_path / "kek.new"), "--previous-kek-file", str(seeded.kek_file)]
+    result = invoke("rotate-kek", *args)
+    assert result.exit_code == 0, result.output
+    assert f"re-wrapped 1 API-key secret versions under KEK {new.kek_id}" in result.output
+    (version,) = asyncio.run(versions())
+    assert version.kek_id == new.kek_id
+    assert KekRing(new).unseal(version.sealed, secret_aad("stripe", 1), version.kek_id) == secret
 
 
 def test_rotate_kek_without_the_old_kek_changes_nothing(seeded: Seeded, tmp_path: Path) -> None:
