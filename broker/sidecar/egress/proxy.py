@@ -83,8 +83,8 @@ class EgressProxy:
             return self._refuse(request, exc, where)
 
     async def _destination(self, request: web.Request) -> Destination:
-        target = request.message.path
-        if request.message.url.absolute:
+        target = request.raw_path  # the request target as sent (aiohttp's name for it)
+        if _absolute_form(request):
             return forward_destination(target)
         name = route_name(target)
         entry = None if name is None else await self._entry_named(name)
@@ -144,7 +144,12 @@ class EgressProxy:
 
 def _where(request: web.Request) -> str:
     """The destination as far as known before routing, for a report: the raw target without its query."""
-    return request.message.path.partition("?")[0][:2048]
+    return request.raw_path.partition("?")[0][:2048]
+
+
+def _absolute_form(request: web.Request) -> bool:
+    """Whether the request target is absolute-form (a forward-proxy request, RFC 9112 §3.2.2), not ``/path``."""
+    return not request.raw_path.startswith("/")
 
 
 def _check_local_client(request: web.Request) -> None:
@@ -155,7 +160,7 @@ def _check_local_client(request: web.Request) -> None:
     headers = request.headers
     if "Origin" in headers or any(name.lower().startswith("sec-fetch-") for name in headers):
         raise AccessDeniedError("the egress proxy serves local clients only, not web pages (Origin, Sec-Fetch-*)")
-    if not request.message.url.absolute and not is_loopback_host(headers.get("Host", "")):
+    if not _absolute_form(request) and not is_loopback_host(headers.get("Host", "")):
         raise AccessDeniedError("the egress proxy serves local clients only (Host must be a loopback name)")
 
 
