@@ -50,6 +50,10 @@ class CatalogView:
         self.on_change: list[Callable[[Catalog], None]] = []
 
     @property
+    def fetching(self) -> bool:
+        return self._flight is not None
+
+    @property
     def entries(self) -> tuple[CatalogEntry, ...]:
         return tuple(self._by_name.values())
 

@@ -121,6 +121,11 @@ class GrantCache:
     def clear(self) -> None:
         self._held.clear()
 
+    async def settled(self) -> None:
+        """Wait until the grant requests under way have landed (or failed)."""
+        if self._flights:
+            await asyncio.gather(*self._flights.values(), return_exceptions=True)
+
     def _usable(self, held: _Held, now: float) -> bool:
         return now < held.expires and not self._withdrawn(held.grant)
 

@@ -120,7 +120,11 @@ class EgressProxy:
         query = inject(headers, destination.query, grant.presentation, grant.secret)
         body = request.content if request.body_exists else None
         url = destination.url(query)
-        upstream = await self.upstream.open(request.method, destination, url, headers, body)
+        try:
+            upstream = await self.upstream.open(request.method, destination, url, headers, body)
+        except EgressError as exc:
+            exc.name = grant.name  # the report says whose request it was
+            raise
         self.reporter.used(grant.name, grant.version, destination.origin)
         try:
             response = await _relay(request, upstream, SecretScrubber(grant.secret), destination)

@@ -129,10 +129,11 @@ def build_proxy(
     options: EgressOptions,
     *,
     clock: Callable[[], float] = time.time,
+    monotonic: Callable[[], float] = time.monotonic,
     resolver: AbstractResolver | None = None,
 ) -> EgressProxy:
     """The proxy's parts over ``link``: catalog, grants (dropped when they leave the catalog), reports, targets."""
-    catalog = CatalogView(link, refresh=options.catalog_refresh)
+    catalog = CatalogView(link, refresh=options.catalog_refresh, monotonic=monotonic)
     grants = GrantCache(link, clock=clock)
 
     def retain(fresh: Catalog) -> None:

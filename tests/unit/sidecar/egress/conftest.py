@@ -49,6 +49,8 @@ async def apikeys(broker_source: InMemorySvidSource, target: TargetServer) -> As
 
 
 @pytest.fixture
-async def app(apikeys: FakeApiKeys, workload_source: InMemorySvidSource, tmp_short: Path, tls: TargetTls) -> AsyncIterator[App]:
+async def app(
+    apikeys: FakeApiKeys, workload_source: InMemorySvidSource, tmp_short: Path, tls: TargetTls
+) -> AsyncIterator[App]:
     async with running_egress(apikeys, workload_source, tmp_short, tls.ca_file) as running:
         yield running

@@ -17,6 +17,7 @@ from broker.identity.memory import InMemorySvidSource
 from broker.sidecar.egress.client import ApiKeyClient
 from broker.sidecar.egress.service import EgressOptions, RunningEgress, build_proxy, start_egress
 from tests.unit.sidecar.egress.fake_apikeys import FakeApiKeys
+from tests.unit.server.feed_helpers import until
 from tests.unit.sidecar.egress.target_server import LocalResolver
 from tests.unit.sidecar.sidecar_helpers import BROKER_ID
 
@@ -88,16 +89,19 @@ async def running_egress(
     ca_file: Path,
     *,
     clock: Callable[[], float] | None = None,
+    monotonic: Callable[[], float] | None = None,
     report_interval: float = 3600.0,
 ) -> AsyncIterator[App]:
-    """The egress proxy on ``socket_dir/egress.sock`` and a free loopback port, its real client talking to ``fake``."""
+    """The egress proxy on ``socket_dir/egress.sock`` and a free loopback port, its real client talking to ``fake``;
+    the catalog's first fetch is done when it is handed over."""
     link = ApiKeyClient(source=source, issuer=fake.issuer, server_id=BROKER_ID)
     options = EgressOptions(socket_path=socket_dir / "egress.sock", port=0, ca_file=ca_file, connect_timeout=5.0,
                             report_interval=report_interval)  # fmt: skip
-    extra: dict[str, Any] = {} if clock is None else {"clock": clock}
+    extra = {k: v for k, v in {"clock": clock, "monotonic": monotonic}.items() if v is not None}
     proxy = build_proxy(link, options, resolver=LocalResolver(), **extra)
     running = await start_egress(link, options, proxy=proxy)
     try:
+        await until(lambda: proxy.catalog.fetches > 0 and not proxy.catalog.fetching)
         yield App(running)
     finally:
         await running.aclose()

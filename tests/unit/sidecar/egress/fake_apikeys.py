@@ -4,10 +4,15 @@ It answers exactly the wire form (``catalog_to_wire``, ``grant_to_wire``, ``repo
 broker's SVID for ``spiffe://example.org/spiffe-broker``, requiring the client's X.509-SVID, so the sidecar's real
 :class:`~broker.sidecar.egress.client.ApiKeyClient` is what talks to it. Tests switch it off (``available``: 503),
 make it refuse one exception (``refused``: 403 ``access_denied``), and read what it granted and was told.
+
+It also serves its RFC 8414 metadata and a revocation feed (:mod:`broker.events.feed`: hello, a snapshot, then the
+entries :meth:`FakeApiKeys.append` adds, and heartbeats), so a sidecar can follow it for withdrawals and quarantines
+independently of any store.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
@@ -26,6 +31,16 @@ from broker.apikeys.grant import (
     report_from_wire,
 )
 from broker.apikeys.model import Delivery, Presentation, Target
+from broker.events.feed import (
+    CONTENT_TYPE,
+    FEED_PATH,
+    METADATA_KEY,
+    entry_event,
+    heartbeat_comment,
+    hello_event,
+    snapshot_event,
+)
+from broker.events.revocations import LogEntry, RevocationEvent
 from broker.identity.memory import InMemorySvidSource
 from broker.identity.spiffetls.context import server_ssl_context
 
@@ -50,6 +65,37 @@ class FakeApiKeys:
     catalog_calls: int = 0
     granted: list[str] = field(default_factory=list)
     reports: list[EgressReport] = field(default_factory=list)
+    log: list[LogEntry] = field(default_factory=list)
+    _appended: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def append(self, events: list[RevocationEvent]) -> None:
+        """Add entries to the revocation log; every follower gets them at once."""
+        for event in events:
+            self.log.append(LogEntry(len(self.log) + 1, event))
+        self._appended.set()
+        self._appended = asyncio.Event()
+
+    async def metadata(self, request: web.Request) -> web.Response:
+        document = {
+            "issuer": self.issuer,
+            "token_endpoint": self.issuer + "/token",
+            METADATA_KEY: self.issuer + FEED_PATH,
+        }
+        return web.json_response(document)
+
+    async def feed(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": CONTENT_TYPE, "Cache-Control": "no-store"})
+        await response.prepare(request)
+        sent = len(self.log)
+        await response.write(hello_event("fake", sent) + snapshot_event("fake", sent, self.log[:sent]))
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.2):
+                    await self._appended.wait()
+            for item in self.log[sent:]:
+                await response.write(entry_event(item))
+            sent = len(self.log)
+            await response.write(heartbeat_comment(sent))
 
     @property
     def issuer(self) -> str:
@@ -108,10 +154,12 @@ def _error(status: int, error: str, description: str = "") -> web.Response:
 async def fake_apikeys(broker_source: InMemorySvidSource) -> AsyncIterator[FakeApiKeys]:
     fake = FakeApiKeys()
     app = web.Application()
+    app.router.add_get("/.well-known/oauth-authorization-server", fake.metadata)
+    app.router.add_get(FEED_PATH, fake.feed)
     app.router.add_get("/v1/apikeys", fake.catalog)
     app.router.add_post("/v1/apikeys/report", fake.report)
     app.router.add_post("/v1/apikeys/{name}/grant", fake.grant)
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
     await runner.setup()
     context = server_ssl_context(broker_source)
     site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)

@@ -55,7 +55,9 @@ def _ca(name: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     return key, cert
 
 
-def _leaf(ca_key: ec.EllipticCurvePrivateKey, ca: x509.Certificate) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+def _leaf(
+    ca_key: ec.EllipticCurvePrivateKey, ca: x509.Certificate
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     now = datetime.now(UTC)
     key = ec.generate_private_key(ec.SECP256R1())
     names: list[x509.GeneralName] = [x509.DNSName(host) for host in HOSTS]
@@ -79,7 +81,9 @@ class TargetTls:
     impostor: ssl.SSLContext  # a server context with a certificate from a CA the proxy does not trust
 
 
-def _server_context(directory: Path, label: str, key: ec.EllipticCurvePrivateKey, cert: x509.Certificate) -> ssl.SSLContext:
+def _server_context(
+    directory: Path, label: str, key: ec.EllipticCurvePrivateKey, cert: x509.Certificate
+) -> ssl.SSLContext:
     cert_path, key_path = directory / f"{label}.pem", directory / f"{label}.key"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
@@ -105,7 +109,9 @@ class LocalResolver(AbstractResolver):
     def __init__(self) -> None:
         self.asked: list[str] = []
 
-    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
         self.asked.append(host)
         return [ResolveResult(hostname=host, host="127.0.0.1", port=port, family=socket.AF_INET, proto=0,
                               flags=socket.AI_NUMERICHOST)]  # fmt: skip

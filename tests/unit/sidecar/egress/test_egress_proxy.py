@@ -3,14 +3,17 @@ service, and a real HTTPS target under its own CA."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 
 from broker.apikeys.model import placeholder
-from tests.unit.sidecar.egress.egress_helpers import App
+from broker.identity.memory import InMemorySvidSource
+from broker.testing import ManualClock
+from tests.unit.sidecar.egress.egress_helpers import App, running_egress
 from tests.unit.sidecar.egress.fake_apikeys import OTHER_SECRET, SECRET, FakeApiKeys, entry
-from tests.unit.sidecar.egress.target_server import TargetServer
+from tests.unit.sidecar.egress.target_server import TargetServer, TargetTls
 
 MASK = "*" * len(SECRET)
 
@@ -184,19 +187,22 @@ async def test_uses_are_reported_aggregated_per_exception_version_and_target(
     assert apikeys.granted == ["stripe"]  # one grant, held for the four requests
 
 
-async def test_an_exception_added_after_start_is_found_by_fetching_the_catalog_again(
-    app: App, target: TargetServer, apikeys: FakeApiKeys
+async def test_a_name_the_catalog_does_not_know_fetches_it_again_at_most_once_per_interval(
+    apikeys: FakeApiKeys, target: TargetServer, workload_source: InMemorySvidSource, tmp_short: Path, tls: TargetTls
 ) -> None:
-    apikeys.add(entry("github", "localhost", target.port, slot="X-Api-Key", template="{secret}"), "gh-" + SECRET)
-    reply = await app.route("GET", "/github/repos")
-    again = await app.route("GET", "/nothing-here/x")
-    calls = apikeys.catalog_calls
-    still = await app.route("GET", "/nothing-here/x")
+    monotonic = ManualClock()
+    async with running_egress(apikeys, workload_source, tmp_short, tls.ca_file, monotonic=monotonic) as app:
+        apikeys.add(entry("github", "localhost", target.port, slot="X-Api-Key", template="{secret}"), "gh-" + SECRET)
+        too_soon = await app.route("GET", "/github/repos")  # the catalog was fetched a moment ago
+        monotonic.advance(2.5)
+        found = await app.route("GET", "/github/repos")
+        calls = apikeys.catalog_calls
+        unknown = [await app.route("GET", "/nothing-here/x") for _ in range(3)]
 
-    assert reply.status == 200
+    assert (too_soon.status, found.status) == (403, 200)
     assert target.received[0].header("X-Api-Key") == ["gh-" + SECRET]
-    assert again.status == still.status == 403
-    assert apikeys.catalog_calls == calls  # a miss right after a fetch does not fetch again (bounded)
+    assert [reply.status for reply in unknown] == [403, 403, 403]
+    assert apikeys.catalog_calls == calls  # misses right after a fetch do not fetch again
 
 
 @pytest.mark.parametrize(
