@@ -44,7 +44,7 @@ __all__ = [
 
 MAX_SECRET_BYTES = 4096
 PLACEHOLDER_PREFIX = "spiffe-broker:exception/"
-SECRET_SLOT = "{secret}"
+SECRET_SLOT = "{secret}"  # noqa: S105 - where the secret goes in a template, not a secret
 _NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 _HOST_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}")  # RFC 9110 §5.1 field-name = token
@@ -254,8 +254,10 @@ def _check_target(target: Target) -> None:
         raise ValueError("target scheme must be https: a key is never sent in clear text")
     if not 1 <= target.port <= 65535:
         raise ValueError("target port must be 1-65535")
-    if not target.path_prefix.startswith("/") or not _PRINTABLE.fullmatch(target.path_prefix) or any(
-        c in target.path_prefix for c in " ?#"
+    if (
+        not target.path_prefix.startswith("/")
+        or not _PRINTABLE.fullmatch(target.path_prefix)
+        or any(c in target.path_prefix for c in " ?#")
     ):
         raise ValueError("target path_prefix must start with / and hold no spaces, query or fragment")
     host = target.host

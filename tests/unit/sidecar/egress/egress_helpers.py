@@ -16,8 +16,8 @@ import aiohttp
 from broker.identity.memory import InMemorySvidSource
 from broker.sidecar.egress.client import ApiKeyClient
 from broker.sidecar.egress.service import EgressOptions, RunningEgress, build_proxy, start_egress
-from tests.unit.sidecar.egress.fake_apikeys import FakeApiKeys
 from tests.unit.server.feed_helpers import until
+from tests.unit.sidecar.egress.fake_apikeys import FakeApiKeys
 from tests.unit.sidecar.egress.target_server import LocalResolver
 from tests.unit.sidecar.sidecar_helpers import BROKER_ID
 
@@ -52,17 +52,21 @@ class App:
 
     async def forward(self, method: str, url: str, **kwargs: Any) -> Reply:
         """As an ``HTTP_PROXY`` client: ``url`` is ``http://host:port/path`` (absolute-form to the proxy)."""
-        async with aiohttp.ClientSession() as session:
-            async with session.request(method, url, proxy=self.proxy_url, **kwargs) as response:
-                return Reply(response.status, dict(response.headers), await response.read())
+        async with (
+            aiohttp.ClientSession() as session,
+            session.request(method, url, proxy=self.proxy_url, **kwargs) as response,
+        ):
+            return Reply(response.status, dict(response.headers), await response.read())
 
     async def route(self, method: str, path: str, **kwargs: Any) -> Reply:
         """A local route ``/{name}/...`` on the Unix socket."""
         assert self.egress.socket_path is not None
         connector = aiohttp.UnixConnector(path=str(self.egress.socket_path))
-        async with aiohttp.ClientSession(connector=connector) as session:
-            async with session.request(method, f"http://localhost{path}", **kwargs) as response:
-                return Reply(response.status, dict(response.headers), await response.read())
+        async with (
+            aiohttp.ClientSession(connector=connector) as session,
+            session.request(method, f"http://localhost{path}", **kwargs) as response,
+        ):
+            return Reply(response.status, dict(response.headers), await response.read())
 
     async def raw(self, request: bytes, *, read_until_close: bool = True) -> bytes:
         """Raw bytes to the loopback port; what came back before the proxy closed (or within a second)."""

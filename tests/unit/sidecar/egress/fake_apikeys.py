@@ -44,8 +44,8 @@ from broker.events.revocations import LogEntry, RevocationEvent
 from broker.identity.memory import InMemorySvidSource
 from broker.identity.spiffetls.context import server_ssl_context
 
-SECRET = "sk_live_51Hx9TESTsecretKEYvalue0123456789"  # noqa: S105 - a test key
-OTHER_SECRET = "other-key-Zq8w7e6r5t4y3u2i1o0p"  # noqa: S105 - a test key
+SECRET = "sk_live_51Hx9TESTsecretKEYvalue0123456789"
+OTHER_SECRET = "other-key-Zq8w7e6r5t4y3u2i1o0p"
 
 
 def entry(name: str, host: str, port: int, *, prefix: str = "/", kind: str = "header",

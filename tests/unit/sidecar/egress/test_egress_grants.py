@@ -17,7 +17,7 @@ from broker.sidecar.egress.grants import GrantCache
 from broker.sidecar.egress.report import EgressReporter
 from broker.testing import ManualClock
 
-SECRET = "sk_live_grant_cache_TEST_0123456789"  # noqa: S105 - a test key
+SECRET = "sk_live_grant_cache_TEST_0123456789"
 HOLD = 60.0
 
 

@@ -15,7 +15,7 @@ from broker.sidecar.egress.inject import SecretScrubber, inject
 from broker.sidecar.egress.placeholders import choose_exception
 from broker.sidecar.egress.routing import Destination, forward_destination, route_destination
 
-SECRET = "sk_test_4eC39HqLyjWDarjtT1zdp7dc"  # noqa: S105 - a test key
+SECRET = "sk_test_4eC39HqLyjWDarjtT1zdp7dc"
 
 
 @pytest.mark.parametrize(
@@ -152,4 +152,7 @@ def test_hop_by_hop_fields_and_the_ones_connection_names_are_not_forwarded() -> 
 
     assert sorted(forwarded_request_headers(request).items()) == [
         ("Content-Length", "3"), ("Via", "1.1 spiffe-broker-sidecar"), ("X-Kept", "y")]  # fmt: skip
-    assert sorted(forwarded_response_headers(response).items()) == [("Via", "1.1 spiffe-broker-sidecar"), ("X-Kept", "y")]
+    assert sorted(forwarded_response_headers(response).items()) == [
+        ("Via", "1.1 spiffe-broker-sidecar"),
+        ("X-Kept", "y"),
+    ]
