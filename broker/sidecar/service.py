@@ -115,6 +115,20 @@ def _egress(
     return _Egress(build_proxy(link, egress, clock=clock), link, egress)
 
 
+def _watcher(
+    follower: RevocationFeedFollower | None,
+    cache: TokenCache,
+    source: ExchangeSource,
+    clock: Clock,
+    egress: _Egress | None,
+) -> RevocationWatcher | None:
+    """The feed's effects on the cache, and on the egress proxy's held secrets; None without a feed."""
+    if follower is None:
+        return None
+    listeners = [egress.proxy.grants] if egress is not None else []
+    return RevocationWatcher(follower, cache, source, clock=clock, listeners=listeners)
+
+
 async def _listen(
     running: RunningSidecar,
     socket_path: Path | None,
@@ -188,12 +202,7 @@ async def start_sidecar(
         )
     proxy = _egress(egress, apikeys, source=source, issuer=token_service_url, server_id=token_service_id,
                     timeout=timeout, clock=clock)  # fmt: skip
-    listeners = [proxy.proxy.grants] if proxy is not None else []
-    watcher = (
-        None
-        if revocation_follower is None
-        else RevocationWatcher(revocation_follower, cache, source, clock=clock, listeners=listeners)
-    )
+    watcher = _watcher(revocation_follower, cache, source, clock, proxy)
     app = build_sidecar_app(
         source=source,
         token_service=link,

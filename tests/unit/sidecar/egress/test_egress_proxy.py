@@ -220,3 +220,12 @@ async def test_the_loopback_port_refuses_requests_a_web_page_could_make(
     assert raw.startswith(b"HTTP/1.1 403 ") and b"local clients only" in raw
     assert local.startswith(b"HTTP/1.1 200 ")
     assert len(target.received) == 1
+
+
+async def test_a_head_request_gets_the_targets_headers_and_no_body(app: App, target: TargetServer) -> None:
+    head = await app.forward("HEAD", api(target, "/v1/same"))
+    get = await app.forward("GET", api(target, "/v1/same"))
+
+    assert (head.status, head.body) == (200, b"")
+    assert int(head.headers["Content-Length"]) == len(get.body) + 1  # "HEAD" in the echo is one longer than "GET"
+    assert [r.method for r in target.received] == ["HEAD", "GET"]
