@@ -307,6 +307,9 @@ class EgressSettings(_Section):
     catalog_refresh: float = Field(
         default=30.0, ge=1, le=3600, description="seconds between refreshes of the usable exceptions"
     )
+    report_interval: float = Field(
+        default=5.0, ge=0.1, le=300, description="seconds between reports of uses and refusals to the token service"
+    )
 
 
 class BrokerSettings(BaseSettings):

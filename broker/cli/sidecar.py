@@ -9,6 +9,9 @@ reason if they cannot be within ``--once-timeout``), for init containers and Job
 ``--token-binding dpop`` binds the tokens to the SVID's key with DPoP proofs (RFC 9449) instead of to its
 certificate, and serves ``POST /v1/dpop-proof`` (:mod:`broker.sidecar.proofs`); the apps need that endpoint, so it
 takes a socket or HTTP port (not ``--once``, not token files alone).
+``--egress-socket`` / ``--egress-port`` (``[egress]``) also serve the egress proxy that injects governed API-key
+exceptions into the apps' outgoing requests (:mod:`broker.sidecar.egress`); the egress socket takes
+``--socket-mode`` too.
 SIGINT/SIGTERM stop the sidecar at once in every phase: waiting for the Workload API, for the first SVID, or for
 the token service.
 """
@@ -25,12 +28,13 @@ import click
 
 from broker.cli._signals import Stopped, stop_on_signals, until_stopped
 from broker.cli.main import cli_errors
-from broker.config import BrokerSettings, SidecarSettings, load_settings
+from broker.config import BrokerSettings, EgressSettings, SidecarSettings, load_settings, unix_socket_path
 from broker.errors import ConfigError
 from broker.identity.errors import SvidUnavailableError
 from broker.identity.source import current_x5t
 from broker.identity.workloadapi.source import WorkloadApiSvidSource, workload_api_address
 from broker.sidecar.cache import TokenCache
+from broker.sidecar.egress.service import EgressOptions
 from broker.sidecar.exchanger import TokenServiceClient
 from broker.sidecar.service import start_sidecar, token_service_matcher
 from broker.sidecar.sockets import parse_socket_mode
@@ -59,16 +63,26 @@ async def _run(settings: BrokerSettings, token_service: str, token_service_id: s
             sidecar = settings.sidecar
             if sidecar.once:
                 await _once(sidecar, source, token_service, token_service_id, stop)
-            elif sidecar.socket is None and sidecar.http_port is None:
+            elif sidecar.socket is None and sidecar.http_port is None and not _egress_enabled(settings.egress):
                 await _keep_files(sidecar, source, token_service, token_service_id, stop)
             else:
-                await _serve(sidecar, source, token_service, token_service_id, stop)
+                egress = EgressOptions.from_settings(settings.egress, socket_mode=sidecar.socket_mode)
+                await _serve(sidecar, source, token_service, token_service_id, stop, egress)
         finally:
             await source.aclose()
 
 
+def _egress_enabled(settings: EgressSettings) -> bool:
+    return settings.socket is not None or settings.port is not None
+
+
 async def _serve(
-    settings: SidecarSettings, source: WorkloadApiSvidSource, issuer: str, server_id: str | None, stop: asyncio.Event
+    settings: SidecarSettings,
+    source: WorkloadApiSvidSource,
+    issuer: str,
+    server_id: str | None,
+    stop: asyncio.Event,
+    egress: EgressOptions | None = None,
 ) -> None:
     sidecar = await start_sidecar(  # serve at once: /readyz says 503 until an SVID arrives
         source=source,
@@ -80,6 +94,7 @@ async def _serve(
         probe_interval=settings.probe_interval,
         follow_revocations=settings.follow_revocations,
         token_binding=settings.token_binding,
+        egress=egress,
     )
     files = _token_files(settings)
     keeper = asyncio.create_task(TokenFileKeeper(sidecar.cache, source, files).run()) if files else None
@@ -164,7 +179,9 @@ def parse_token_file_flag(value: str) -> dict[str, str]:
     return fields
 
 
-def _overrides(socket: str | None, socket_mode: str | None, http_port: int | None, **more: Any) -> dict[str, Any]:
+def _overrides(
+    socket: str | None, socket_mode: str | None, http_port: int | None, egress: dict[str, Any], **more: Any
+) -> dict[str, Any]:
     section: dict[str, Any] = {k: v for k, v in more.items() if v is not None}
     if socket is not None:
         section["socket"] = socket
@@ -172,7 +189,10 @@ def _overrides(socket: str | None, socket_mode: str | None, http_port: int | Non
         section["socket_mode"] = parse_socket_mode(socket_mode)
     if http_port is not None:
         section["http_port"] = http_port
-    return {"sidecar": section}
+    overrides: dict[str, Any] = {"sidecar": section}
+    if any(value is not None for value in egress.values()):
+        overrides["egress"] = {k: v for k, v in egress.items() if v is not None}
+    return overrides
 
 
 @click.command("sidecar")
@@ -199,6 +219,8 @@ def _overrides(socket: str | None, socket_mode: str | None, http_port: int | Non
     type=click.Choice(["mtls", "dpop"]),
     help="bind tokens to the SVID certificate (mtls) or to its key with DPoP proofs (dpop)  [default: mtls]",
 )
+@click.option("--egress-socket", help="serve the API-key egress proxy on this Unix socket (a path or unix:///path)")
+@click.option("--egress-port", type=click.IntRange(0, 65535), help="serve the API-key egress proxy on 127.0.0.1:PORT")
 @cli_errors()
 def sidecar(
     config_file: Path | None,
@@ -213,6 +235,8 @@ def sidecar(
     once_timeout: float | None,
     probe_interval: float | None,
     token_binding: str | None,
+    egress_socket: str | None,
+    egress_port: int | None,
 ) -> None:
     """Serve GET /v1/token?audience=A[&scope=S] to this workload's apps, from a cache kept fresh."""
     files = [parse_token_file_flag(value) for value in token_files] or None
@@ -223,15 +247,16 @@ def sidecar(
         "probe_interval": probe_interval,
         "token_binding": token_binding,
     }
-    settings = load_settings(config_file, _overrides(socket, socket_mode, http_port, **more))
-    _check(settings.sidecar)
+    egress = {"socket": str(unix_socket_path(egress_socket)) if egress_socket else None, "port": egress_port}
+    settings = load_settings(config_file, _overrides(socket, socket_mode, http_port, egress, **more))
+    _check(settings.sidecar, settings.egress)
     issuer = token_service or settings.server.issuer
     if not issuer:
         raise ConfigError("pass --token-service https://host:port (the token service's issuer URL)")
     asyncio.run(_run(settings, issuer, token_service_id, workload_api))
 
 
-def _check(settings: SidecarSettings) -> None:
+def _check(settings: SidecarSettings, egress: EgressSettings) -> None:
     no_listener = settings.socket is None and settings.http_port is None
     if settings.token_binding == "dpop" and (settings.once or no_listener):  # noqa: S105 - a mode, not a secret
         raise ConfigError(
@@ -241,5 +266,10 @@ def _check(settings: SidecarSettings) -> None:
     if settings.once:
         if not settings.token_files:
             raise ConfigError("--once needs at least one --token-file (or [[sidecar.token_files]] in the config)")
-    elif settings.socket is None and settings.http_port is None and not settings.token_files:
-        raise ConfigError("pass --socket (and/or --http-port, or --token-file to keep tokens in files only)")
+    elif no_listener and not settings.token_files and not _egress_enabled(egress):
+        raise ConfigError(
+            "pass --socket (and/or --http-port, --egress-socket, --egress-port, or --token-file to keep tokens in "
+            "files only)"
+        )
+    if settings.once and _egress_enabled(egress):
+        raise ConfigError("--once writes the token files and exits: it serves no egress proxy")

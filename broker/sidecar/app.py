@@ -38,6 +38,7 @@ from broker.sidecar.health import TokenServiceHealth
 from broker.sidecar.probe import probe_when_idle
 from broker.sidecar.proofs import MAX_BODY, parse_proof_request, proof_body
 from broker.sidecar.revocations import RevocationWatcher
+from broker.sidecar.sockets import is_loopback_host, over_tcp
 from broker.web.errors import error_response, render_error
 
 __all__ = ["CACHE", "PROOFS", "REVOCATIONS", "SOURCE", "TOKEN_SERVICE", "TokenServiceLink", "build_sidecar_app"]
@@ -93,9 +94,6 @@ def _parse_key(request: web.Request) -> CacheKey:
     return audiences[0], normalize_scope(scope)
 
 
-_LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "[::1]"})
-
-
 def check_local_client(request: web.Request) -> None:
     """On the loopback TCP port, refuse what a web page could send (DNS rebinding, cross-site requests).
 
@@ -103,12 +101,9 @@ def check_local_client(request: web.Request) -> None:
     carries the page's host name in ``Host`` (and often an ``Origin``). Local clients name a loopback host and send
     no ``Origin``. The Unix socket is reachable only through the file system, so it is not checked.
     """
-    transport = request.transport
-    if transport is None or not isinstance(transport.get_extra_info("sockname"), tuple):
+    if not over_tcp(request.transport):
         return
-    host = request.headers.get("Host", "")
-    name = host[: host.find("]") + 1] if host.startswith("[") else host.rsplit(":", 1)[0]
-    if name.lower() not in _LOOPBACK_NAMES or "Origin" in request.headers:
+    if not is_loopback_host(request.headers.get("Host", "")) or "Origin" in request.headers:
         raise AccessDeniedError("the sidecar serves local clients only (Host must be a loopback name, no Origin)")
 
 

@@ -12,6 +12,10 @@ The sidecar follows the token service's feed with the same follower a resource s
   covering the time it was issued) is dropped, so the next request gets a fresh exchange instead of a token every
   resource server that follows the feed refuses.
 
+* **API-key exceptions** (issue 12): every :class:`FeedListener` (the egress proxy's grant cache,
+  :class:`~broker.sidecar.egress.grants.GrantCache`) hears of each change with the index and the workload's
+  quarantine (until when), and drops the secrets of withdrawn exceptions at once (all of them while quarantined).
+
 A stale feed changes nothing here: the sidecar keeps serving what it holds (resource servers decide what a stale
 feed means for them), and on reconnecting it gets what it missed, or a snapshot.
 """
@@ -21,18 +25,26 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
+from typing import Protocol
 
-from broker.events.revocations import LogEntry
+from broker.events.revocations import LogEntry, RevocationIndex
 from broker.identity.errors import IdentityError
 from broker.identity.source import X509Source
 from broker.sidecar.cache import CachedToken, TokenCache
 from broker.verify.feed import RevocationFeedFollower
 
-__all__ = ["RevocationWatcher"]
+__all__ = ["FeedListener", "RevocationWatcher"]
 
 log = logging.getLogger(__name__)
+
+
+class FeedListener(Protocol):
+    """Something else the feed cuts off (held API-key secrets): told after every entry or snapshot."""
+
+    def feed_changed(self, index: RevocationIndex, *, quarantined_until: float | None) -> None:
+        """``quarantined_until``: None if the workload is not quarantined, else when it ends (``inf``: released)."""
 
 
 class RevocationWatcher:
@@ -45,8 +57,10 @@ class RevocationWatcher:
         source: X509Source,
         *,
         clock: Callable[[], float] = time.time,
+        listeners: Iterable[FeedListener] = (),
     ) -> None:
         self.follower = follower
+        self.listeners = list(listeners)
         self._cache = cache
         self._source = source
         self._clock = clock
@@ -80,10 +94,12 @@ class RevocationWatcher:
                 log.warning("this workload (%s) is quarantined (%s): its cached tokens are dropped and none is "
                             "served until the quarantine is released", subject, quarantine.pattern)  # fmt: skip
             self._cache.suspend(until)
+            self._tell(index, until)
             return
         if self._cache.suspended:
             log.warning("the quarantine of this workload (%s) was released: serving tokens again", subject)
         self._cache.resume()
+        self._tell(index, None)
 
         def revoked(entry: CachedToken) -> bool:
             issued = datetime.fromtimestamp(entry.issued_at or 0.0, UTC)
@@ -92,3 +108,7 @@ class RevocationWatcher:
         dropped = self._cache.drop_where(revoked)
         if dropped:
             log.info("dropped %d cached token(s) the revocation feed revoked", dropped)
+
+    def _tell(self, index: RevocationIndex, quarantined_until: float | None) -> None:
+        for listener in self.listeners:
+            listener.feed_changed(index, quarantined_until=quarantined_until)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -20,6 +20,9 @@ from broker.identity.spiffetls.context import ServerIdMatcher
 from broker.sidecar.app import TokenServiceLink, build_sidecar_app
 from broker.sidecar.cache import Clock, TokenCache
 from broker.sidecar.dpop import SvidProofSigner
+from broker.sidecar.egress.client import ApiKeyClient, ApiKeyLink
+from broker.sidecar.egress.proxy import EgressProxy
+from broker.sidecar.egress.service import EgressOptions, RunningEgress, build_proxy, start_egress
 from broker.sidecar.exchanger import ExchangeSource, TokenServiceClient
 from broker.sidecar.retry import RetryPolicy
 from broker.sidecar.revocations import RevocationWatcher
@@ -67,9 +70,12 @@ class RunningSidecar:
     token_service: TokenServiceLink = field(repr=False)
     socket_path: Path | None = None
     http_port: int | None = None
+    egress: RunningEgress | None = None
 
     async def aclose(self) -> None:
-        """Stop serving (closing the cache and the token service client) and remove the socket file."""
+        """Stop serving (the egress proxy first, then the cache and the token service client); remove the sockets."""
+        if self.egress is not None:
+            await self.egress.aclose()
         await self.runner.cleanup()
         if self.socket_path is not None:
             self.socket_path.unlink(missing_ok=True)
@@ -85,9 +91,56 @@ def _proof_signer(source: ExchangeSource, token_binding: TokenBinding, clock: Cl
     return SvidProofSigner(source, clock=clock) if dpop else None
 
 
-async def _listen(running: RunningSidecar, socket_path: Path | None, socket_mode: int, http_port: int | None) -> None:
-    """Start the Unix socket and/or loopback listeners; on failure stop everything and raise."""
+@dataclass(frozen=True)
+class _Egress:
+    proxy: EgressProxy
+    link: ApiKeyLink
+    options: EgressOptions
+
+
+def _egress(
+    egress: EgressOptions | None,
+    apikeys: ApiKeyLink | None,
+    *,
+    source: ExchangeSource,
+    issuer: str,
+    server_id: ServerIdMatcher,
+    timeout: float,
+    clock: Clock,
+) -> _Egress | None:
+    """The egress proxy's parts when ``egress`` names a listener: its API-key client (``apikeys`` in tests)."""
+    if egress is None or not egress.enabled:
+        return None
+    link = apikeys or ApiKeyClient(source=source, issuer=issuer, server_id=server_id, timeout=timeout)
+    return _Egress(build_proxy(link, egress, clock=clock), link, egress)
+
+
+def _watcher(
+    follower: RevocationFeedFollower | None,
+    cache: TokenCache,
+    source: ExchangeSource,
+    clock: Clock,
+    egress: _Egress | None,
+) -> RevocationWatcher | None:
+    """The feed's effects on the cache, and on the egress proxy's held secrets; None without a feed."""
+    if follower is None:
+        return None
+    listeners = [egress.proxy.grants] if egress is not None else []
+    return RevocationWatcher(follower, cache, source, clock=clock, listeners=listeners)
+
+
+async def _listen(
+    running: RunningSidecar,
+    socket_path: Path | None,
+    socket_mode: int,
+    http_port: int | None,
+    egress: _Egress | None = None,
+) -> None:
+    """Start the Unix socket and/or loopback listeners, and the egress proxy's; on failure stop all and raise."""
     try:
+        if egress is not None:
+            options = replace(egress.options, socket_mode=socket_mode)
+            running.egress = await start_egress(egress.link, options, proxy=egress.proxy)
         if socket_path is not None:
             running.socket_path = socket_path
             await start_sock_site(running.runner, bind_unix_socket(socket_path, socket_mode))
@@ -117,6 +170,8 @@ async def start_sidecar(
     follow_revocations: bool = True,
     revocation_follower: RevocationFeedFollower | None = None,
     token_binding: TokenBinding = "mtls",  # noqa: S107 - a binding mode, not a secret
+    egress: EgressOptions | None = None,
+    apikeys: ApiKeyLink | None = None,
 ) -> RunningSidecar:
     """Serve ``/v1/token`` on ``socket_path`` (mode ``socket_mode``) and/or ``127.0.0.1:http_port`` (0: any free).
 
@@ -127,11 +182,14 @@ async def start_sidecar(
     ``revocation_follower`` replaces that follower (it is then followed whatever ``token_service`` is).
     ``token_binding``: ``"mtls"`` binds tokens to the X.509-SVID's certificate (RFC 8705 §3); ``"dpop"`` binds them
     to its key with DPoP proofs (RFC 9449, :mod:`broker.sidecar.dpop`) and serves ``POST /v1/dpop-proof``.
+    ``egress`` with a socket or port also serves the egress proxy that injects API-key exceptions
+    (:mod:`broker.sidecar.egress`), its socket with ``socket_mode``; ``apikeys`` replaces its client of the token
+    service (tests). Its held secrets follow the revocation feed with the tokens.
     Both listeners use the hardened runner (:mod:`broker.web`: request deadlines, half-close answered, no request
     byte echoed or logged); the sidecar keeps no access log.
     """
-    if socket_path is None and http_port is None:
-        raise ValueError("the sidecar needs a Unix socket path or an HTTP port")
+    if socket_path is None and http_port is None and (egress is None or not egress.enabled):
+        raise ValueError("the sidecar needs a Unix socket path, an HTTP port or an egress listener")
     socket_mode = parse_socket_mode(socket_mode)  # e.g. a decimal 600 from a config file is refused, not applied
     signer = _proof_signer(source, token_binding, clock)
     link = token_service or TokenServiceClient(
@@ -142,9 +200,9 @@ async def start_sidecar(
         revocation_follower = RevocationFeedFollower.over_mtls(
             issuer=token_service_url, source=source, server_id=token_service_id, on_stale="accept"
         )
-    watcher = (
-        None if revocation_follower is None else RevocationWatcher(revocation_follower, cache, source, clock=clock)
-    )
+    proxy = _egress(egress, apikeys, source=source, issuer=token_service_url, server_id=token_service_id,
+                    timeout=timeout, clock=clock)  # fmt: skip
+    watcher = _watcher(revocation_follower, cache, source, clock, proxy)
     app = build_sidecar_app(
         source=source,
         token_service=link,
@@ -156,7 +214,7 @@ async def start_sidecar(
     runner = HardenedAppRunner(app, limits=limits, access_log=None)
     await runner.setup()
     running = RunningSidecar(runner, cache, link)
-    await _listen(running, socket_path, socket_mode, http_port)
+    await _listen(running, socket_path, socket_mode, http_port, proxy)
     where = [str(socket_path)] if socket_path is not None else []
     where += [f"127.0.0.1:{running.http_port}"] if running.http_port is not None else []
     log.info(

@@ -8,12 +8,22 @@ a live one, or a file that is not a socket, is an error. The Unix socket code it
 
 from __future__ import annotations
 
+import asyncio
 import socket
 
 from broker._unix import MAX_UNIX_PATH_BYTES, bind_unix_socket
 from broker.errors import ConfigError
 
-__all__ = ["MAX_UNIX_PATH_BYTES", "bind_loopback", "bind_unix_socket", "parse_socket_mode"]
+__all__ = [
+    "MAX_UNIX_PATH_BYTES",
+    "bind_loopback",
+    "bind_unix_socket",
+    "is_loopback_host",
+    "over_tcp",
+    "parse_socket_mode",
+]
+
+_LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "[::1]"})
 
 
 def parse_socket_mode(value: str | int) -> int:
@@ -41,3 +51,18 @@ def bind_loopback(port: int, host: str = "127.0.0.1") -> socket.socket:
         raise
     sock.setblocking(False)
     return sock
+
+
+def over_tcp(transport: asyncio.BaseTransport | None) -> bool:
+    """Whether a request came in on a TCP port (a loopback port here), not on the Unix socket."""
+    return transport is not None and isinstance(transport.get_extra_info("sockname"), tuple)
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether a ``Host`` header value names a loopback host (``localhost``, ``127.0.0.1``, ``[::1]``, any port).
+
+    A web page that makes the browser call the loopback port through a name it controls (DNS rebinding) sends
+    that name in ``Host``; local clients name a loopback host.
+    """
+    name = host[: host.find("]") + 1] if host.startswith("[") else host.rsplit(":", 1)[0]
+    return name.lower() in _LOOPBACK_NAMES

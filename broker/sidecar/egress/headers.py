@@ -1,0 +1,51 @@
+"""The header fields a proxy forwards: everything but connection-specific ones (RFC 9110 §7.6.1, RFC 9112 §7).
+
+Removed in both directions: ``Connection`` and every field it names, ``Keep-Alive``, ``Proxy-Connection``,
+``TE``, ``Trailer``, ``Transfer-Encoding``, ``Upgrade``, and the proxy's own ``Proxy-Authorization`` /
+``Proxy-Authenticate``. Requests also lose ``Host`` (set from the target, RFC 9112 §3.2.2 and §7.2) and
+``Expect`` (the listener has already answered ``100-continue``); the length of a body is set again by the side that
+writes it (``Content-Length`` passes through when the sender gave one, else the body is chunked). Both directions
+get a ``Via`` entry (RFC 9110 §7.6.3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from multidict import CIMultiDict, CIMultiDictProxy
+
+__all__ = ["VIA", "forwarded_request_headers", "forwarded_response_headers"]
+
+VIA = "1.1 spiffe-broker-sidecar"
+_HOP_BY_HOP = frozenset(
+    {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
+     "proxy-authorization", "proxy-authenticate"}
+)  # fmt: skip
+_REQUEST_ONLY = frozenset({"host", "expect"})
+
+
+def _connection_named(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> set[str]:
+    """The fields ``Connection`` names as hop-by-hop (RFC 9110 §7.6.1)."""
+    named: set[str] = set()
+    for value in headers.getall("Connection", ()):
+        named.update(token.strip().lower() for token in value.split(",") if token.strip())
+    return named
+
+
+def _kept(headers: CIMultiDictProxy[str] | CIMultiDict[str], drop: Iterable[str]) -> CIMultiDict[str]:
+    dropped = _HOP_BY_HOP | _connection_named(headers) | set(drop)
+    return CIMultiDict((name, value) for name, value in headers.items() if name.lower() not in dropped)
+
+
+def forwarded_request_headers(headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
+    """The app's request headers to send on to the target (before injection)."""
+    kept = _kept(headers, _REQUEST_ONLY)
+    kept.add("Via", VIA)
+    return kept
+
+
+def forwarded_response_headers(headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
+    """The target's response headers to hand to the app (before secret scrubbing)."""
+    kept = _kept(headers, ("content-length",))
+    kept.add("Via", VIA)
+    return kept

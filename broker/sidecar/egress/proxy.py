@@ -1,0 +1,199 @@
+"""The egress proxy's request handler: check, route, inject, forward, stream back, report.
+
+For each request, in this order (each refusal is a JSON ``{"error", "error_description"}`` answer,
+:mod:`broker.sidecar.egress.errors`; those with a refusal reason are also reported to the token service):
+
+1. On the loopback port, refuse what a web page could send: any ``Origin`` or ``Sec-Fetch-*`` header (browsers add
+   them, scripts cannot remove them), and a local route whose ``Host`` is not a loopback name (DNS rebinding).
+2. ``CONNECT``: 405 ``connect_not_supported`` (see :mod:`broker.sidecar.egress`).
+3. The destination (:mod:`~broker.sidecar.egress.routing`): absolute-form (forward proxy) or ``/{name}/...``.
+4. The exception (:mod:`~broker.sidecar.egress.placeholders`): a placeholder of an exception that does not cover
+   the target refuses the request; no exception covering it is 403 ``target_not_covered``. A name or target the
+   catalog does not know makes it fetch the catalog again first (bounded, :mod:`~broker.sidecar.egress.catalog`).
+5. The grant (:mod:`~broker.sidecar.egress.grants`), whose own target must cover the destination too.
+6. Injection (:mod:`~broker.sidecar.egress.inject`) into the app's headers minus hop-by-hop ones
+   (:mod:`~broker.sidecar.egress.headers`), then the request to the target (:mod:`~broker.sidecar.egress.upstream`),
+   its body streamed from the app as it arrives.
+7. The response streamed back with the secret masked; the use counted for the next report.
+
+A target that breaks off its response after the status line was sent: the app's connection is aborted, never
+ended cleanly, so a truncated body cannot pass for a complete one.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDictProxy
+
+from broker.apikeys.grant import CatalogEntry, Grant
+from broker.errors import AccessDeniedError
+from broker.sidecar.egress.catalog import CatalogView
+from broker.sidecar.egress.errors import (
+    ConnectNotSupportedError,
+    EgressError,
+    EgressUnavailableError,
+    TargetNotCoveredError,
+)
+from broker.sidecar.egress.grants import GrantCache
+from broker.sidecar.egress.headers import forwarded_request_headers, forwarded_response_headers
+from broker.sidecar.egress.inject import SecretScrubber, inject
+from broker.sidecar.egress.placeholders import choose_exception, placeholders_in
+from broker.sidecar.egress.report import EgressReporter
+from broker.sidecar.egress.routing import Destination, forward_destination, route_destination, route_name
+from broker.sidecar.egress.upstream import Upstream
+from broker.sidecar.sockets import is_loopback_host, over_tcp
+from broker.web.errors import render_error
+
+__all__ = ["EgressProxy"]
+
+log = logging.getLogger(__name__)
+
+_CONNECT_REFUSED = (
+    "CONNECT opens a TLS tunnel the sidecar cannot see into, so it cannot inject an API key: send plain http:// "
+    "requests through this proxy (it adds TLS to the target itself), or use a local route /<exception>/<path>"
+)
+
+
+class EgressProxy:
+    """The handler of the egress listener; the parts are injected (see :func:`~broker.sidecar.egress.service`)."""
+
+    def __init__(self, *, catalog: CatalogView, grants: GrantCache, reporter: EgressReporter, upstream: Upstream):
+        self.catalog = catalog
+        self.grants = grants
+        self.reporter = reporter
+        self.upstream = upstream
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        where = _where(request)
+        try:
+            _check_local_client(request)
+            if request.method == "CONNECT":
+                raise ConnectNotSupportedError(_CONNECT_REFUSED)
+            destination = await self._destination(request)
+            where = destination.where()
+            entry = await self._exception(request, destination)
+            grant = await self.grants.get(entry.name)
+            if not grant.target.matches("https", destination.host, destination.port, destination.path):
+                raise TargetNotCoveredError(f"exception {entry.name} no longer covers {where}", name=entry.name)
+            return await self._forward(request, destination, grant)
+        except (EgressError, AccessDeniedError) as exc:
+            return self._refuse(request, exc, where)
+
+    async def _destination(self, request: web.Request) -> Destination:
+        target = request.raw_path  # the request target as sent (aiohttp's name for it)
+        if _absolute_form(request):
+            return forward_destination(target)
+        name = route_name(target)
+        entry = None if name is None else await self._entry_named(name)
+        return route_destination(target, None if entry is None else entry.target)
+
+    async def _entry_named(self, name: str) -> CatalogEntry | None:
+        entry = self.catalog.by_name(name)
+        if entry is None and await self.catalog.refresh_on_miss():
+            entry = self.catalog.by_name(name)
+        return entry
+
+    async def _exception(self, request: web.Request, destination: Destination) -> CatalogEntry:
+        """The exception whose secret the request gets (refusing placeholders sent elsewhere)."""
+        headers = request.headers
+        covering = self.catalog.covering(destination)
+        named = placeholders_in([destination.path, destination.query, *headers.values()])
+        if not covering or any(self.catalog.by_name(name) is None for name in named):
+            if await self.catalog.refresh_on_miss():
+                covering = self.catalog.covering(destination)
+            elif not self.catalog.loaded:
+                raise EgressUnavailableError("the list of usable API-key exceptions is not available yet")
+        entry = choose_exception(covering, destination, headers)
+        if destination.route is not None:
+            entry = next((e for e in covering if e.name == destination.route), None)
+        if entry is None:
+            raise TargetNotCoveredError(
+                f"no API-key exception this workload may use covers {destination.where()}", name=destination.route
+            )
+        return entry
+
+    async def _forward(self, request: web.Request, destination: Destination, grant: Grant) -> web.StreamResponse:
+        headers = forwarded_request_headers(request.headers)
+        query = inject(headers, destination.query, grant.presentation, grant.secret)
+        body = request.content if request.body_exists else None
+        url = destination.url(query)
+        try:
+            upstream = await self.upstream.open(request.method, destination, url, headers, body)
+        except EgressError as exc:
+            exc.name = grant.name  # the report says whose request it was
+            raise
+        self.reporter.used(grant.name, grant.version, destination.origin)
+        try:
+            response = await _relay(request, upstream, SecretScrubber(grant.secret), destination)
+        except BaseException:
+            upstream.close()
+            raise
+        upstream.release()
+        return response
+
+    def _refuse(self, request: web.Request, exc: EgressError | AccessDeniedError, where: str) -> web.Response:
+        reason = getattr(exc, "reason", None)
+        name = getattr(exc, "name", None)
+        if reason is not None:
+            self.reporter.refused(name, where, reason)
+        log.info("egress %s %s refused: %s (%s)", request.method, where, exc.error, exc.description)
+        response = render_error(exc)
+        if request.method == "CONNECT":
+            response.force_close()  # whatever follows a CONNECT is tunnel bytes, not a request
+        return response
+
+
+def _where(request: web.Request) -> str:
+    """The destination as far as known before routing, for a report: the raw target without its query."""
+    return request.raw_path.partition("?")[0][:2048]
+
+
+def _absolute_form(request: web.Request) -> bool:
+    """Whether the request target is absolute-form (a forward-proxy request, RFC 9112 §3.2.2), not ``/path``."""
+    return not request.raw_path.startswith("/")
+
+
+def _check_local_client(request: web.Request) -> None:
+    """On the loopback port: no browser-made request (``Origin``, ``Sec-Fetch-*``); a local route names a loopback
+    ``Host`` (a forward-proxy request names the target there, RFC 9112 §3.2.2)."""
+    if not over_tcp(request.transport):
+        return
+    headers = request.headers
+    if "Origin" in headers or any(name.lower().startswith("sec-fetch-") for name in headers):
+        raise AccessDeniedError("the egress proxy serves local clients only, not web pages (Origin, Sec-Fetch-*)")
+    if not _absolute_form(request) and not is_loopback_host(headers.get("Host", "")):
+        raise AccessDeniedError("the egress proxy serves local clients only (Host must be a loopback name)")
+
+
+async def _relay(
+    request: web.Request, upstream: aiohttp.ClientResponse, scrubber: SecretScrubber, destination: Destination
+) -> web.StreamResponse:
+    """Stream the target's response to the app, the secret masked (see :mod:`~broker.sidecar.egress.inject`)."""
+    response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+    for name, value in forwarded_response_headers(upstream.headers).items():
+        response.headers.add(name, scrubber.header(value))
+    if upstream.content_length is not None:
+        response.content_length = upstream.content_length
+    await response.prepare(request)
+    masked = _identity(upstream.headers)
+    try:
+        async for chunk in upstream.content.iter_any():
+            await response.write(scrubber.feed(chunk) if masked else chunk)
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        log.info("%s broke off its response (%s): aborting the app's connection", destination.origin,
+                 type(exc).__name__)  # fmt: skip
+        if request.transport is not None:
+            request.transport.abort()
+        raise ConnectionResetError("the target broke off its response") from None
+    tail = scrubber.flush() if masked else b""
+    if tail:
+        await response.write(tail)
+    await response.write_eof()
+    return response
+
+
+def _identity(headers: CIMultiDictProxy[str]) -> bool:
+    return headers.get("Content-Encoding", "identity").strip().lower() in ("", "identity")
