@@ -311,6 +311,12 @@ class EgressSettings(_Section):
         default=5.0, ge=0.1, le=300, description="seconds between reports of uses and refusals to the token service"
     )
 
+    @field_validator("socket", mode="before")
+    @classmethod
+    def _unix_url(cls, value: object) -> object:
+        """A path, or a ``unix:///absolute/path`` URL, as ``[sidecar] socket`` takes."""
+        return SidecarSettings._unix_url(value)
+
 
 class BrokerSettings(BaseSettings):
     """All settings of ``spiffe-broker``; each command reads the sections it needs."""

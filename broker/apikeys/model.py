@@ -94,13 +94,21 @@ class Target:
     wildcard_host: bool = False
 
     def matches(self, scheme: str, host: str, port: int, path: str) -> bool:
-        if scheme != self.scheme or port != self.port or not path.startswith(self.path_prefix):
+        if scheme != self.scheme or port != self.port or not self.covers_path(path):
             return False
         host = host.lower().rstrip(".")
         if self.wildcard_host and self.host.startswith("*."):
             head, _, rest = host.partition(".")
             return bool(head) and rest == self.host[2:]
         return host == self.host
+
+    def covers_path(self, path: str) -> bool:
+        """``path`` is the prefix or below it at a segment boundary: ``/v1`` covers ``/v1`` and ``/v1/x``, never
+        ``/v1-admin`` (a prefix ending in ``/`` covers what starts with it)."""
+        prefix = self.path_prefix
+        if prefix.endswith("/"):
+            return path.startswith(prefix)
+        return path == prefix or path.startswith(prefix + "/")
 
     def __str__(self) -> str:
         return f"{self.scheme}://{self.host}:{self.port}{self.path_prefix}"

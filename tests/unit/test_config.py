@@ -160,3 +160,11 @@ def test_a_tls_read_buffer_out_of_range_is_refused(monkeypatch: pytest.MonkeyPat
 def test_the_default_tls_read_buffer_is_the_listener_s_one_record_size() -> None:
     """broker.config may not import broker.web: this ties the two constants."""
     assert load_settings().server.tls_read_buffer == DEFAULT_TLS_READ_BUFFER
+
+
+def test_the_egress_socket_takes_a_unix_url_like_the_sidecar_socket() -> None:
+    from broker.config import EgressSettings
+
+    assert EgressSettings.model_validate({"socket": "unix:///run/egress.sock"}).socket == Path("/run/egress.sock")
+    with pytest.raises(ValueError, match="unix:///absolute/path"):
+        EgressSettings.model_validate({"socket": "unix:relative.sock"})

@@ -95,6 +95,14 @@ def test_a_target_matches_its_exact_host_port_scheme_and_path_prefix_only() -> N
     assert not target.matches("https", "api.stripe.com", 443, "/v2/charges")
 
 
+def test_a_path_prefix_covers_whole_segments_only() -> None:
+    target = Target("api.example.com", 443, "/v1")
+    assert target.matches("https", "api.example.com", 443, "/v1")
+    assert target.matches("https", "api.example.com", 443, "/v1/charges")
+    assert not target.matches("https", "api.example.com", 443, "/v1-admin/users")
+    assert not target.matches("https", "api.example.com", 443, "/v10")
+
+
 def test_status_follows_actions_then_expiry_then_review() -> None:
     fresh = record()
     assert status_at(fresh, T0 + timedelta(days=1)) is Status.ACTIVE
