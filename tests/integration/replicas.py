@@ -41,6 +41,7 @@ from broker.verify.verifier import AccessTokenVerifier
 __all__ = [
     "ADMIN_ID",
     "BROKER_CLI",
+    "BROKER_ID",
     "ISSUER",
     "Replica",
     "ReplicaSet",
@@ -144,6 +145,7 @@ class ReplicaSet:
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="rep-", dir="/tmp")))
     ca: DevCA = field(default_factory=lambda: DevCA.ephemeral("example.org"), repr=False)
     replicas: list[Replica] = field(default_factory=list)
+    issuer: str = ISSUER  # the one address every replica answers for (a load balancer's, in production)
     policy: str = field(default_factory=lambda: policy_yaml(policy_rule(spiffe_id=WEB_ID, max_token_lifetime=60)))
 
     def __post_init__(self) -> None:
@@ -188,7 +190,7 @@ class ReplicaSet:
         port, health = _free_port(), _free_port()
         argv = [
             *BROKER_CLI, "server", "--config", str(self.root / "config.toml"), "--listen", f"127.0.0.1:{port}",
-            "--issuer", ISSUER, "--state-dir", str(self.root / f"state-{name}"), "--policy",
+            "--issuer", self.issuer, "--state-dir", str(self.root / f"state-{name}"), "--policy",
             str(self.root / "policy.yaml"), "--cert", str(self.root / "cert.pem"), "--key", str(self.root / "key.pem"),
             "--bundle", str(self.root / "bundle.pem"), "--jwt-bundle", f"example.org={self.root / 'jwks.json'}",
             "--health-port", str(health), "--store", self.store_url, "--kek-file", str(self.root / "kek"),
