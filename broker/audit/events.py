@@ -8,7 +8,9 @@ a name is never reused for another meaning.
 No body ever holds a token, a JWT, a key or a secret:
 
 * no event has a field for one: tokens are named by ``jti``, keys by ``kid``, KEKs by their id, client
-  certificates by their ``x5t#S256`` thumbprint (RFC 8705 §3.1), policy files by path and SHA-256;
+  certificates by their ``x5t#S256`` thumbprint (RFC 8705 §3.1), policy files by path and SHA-256, API-key
+  exception secrets by exception name and version number (``apikey.*``: the scrub below cannot recognise an
+  opaque vendor key, so its events are built from the record's metadata only, never from a request body);
 * a refusal records the error code, never the request (a form may carry a JWT-SVID or a client assertion);
 * an admin call records the request path without its query string;
 * as a last guard, every string is scrubbed: a JWS compact serialisation (RFC 7515 §7.1, which begins ``eyJ``,
@@ -30,6 +32,17 @@ __all__ = [
     "MAX_TEXT",
     "REDACTED",
     "AdminCall",
+    "ApiKeyAdded",
+    "ApiKeyEgressRefused",
+    "ApiKeyGranted",
+    "ApiKeyRefused",
+    "ApiKeyResumed",
+    "ApiKeyRevealed",
+    "ApiKeyReviewed",
+    "ApiKeyRevokedRecorded",
+    "ApiKeyRotated",
+    "ApiKeySuspended",
+    "ApiKeyUpdated",
     "AuditEvent",
     "ClientDisabled",
     "ClientEnabled",
@@ -351,11 +364,105 @@ class ClientRemoved(_Event):
     actor: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class _ApiKeyChange(_Event):
+    """An admin's change to a governed API-key exception (issue 12): who, which, and the fields it changed, before
+    and after. The secret and its sealed bytes have no field: a version is named by number and KEK id."""
+
+    name: str
+    actor: str | None
+    before: Mapping[str, Any] = field(default_factory=dict)
+    after: Mapping[str, Any] = field(default_factory=dict)
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyAdded(_ApiKeyChange):
+    event: ClassVar[str] = "apikey.added"
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyUpdated(_ApiKeyChange):
+    event: ClassVar[str] = "apikey.updated"
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyRotated(_ApiKeyChange):
+    event: ClassVar[str] = "apikey.rotated"
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeySuspended(_ApiKeyChange):
+    event: ClassVar[str] = "apikey.suspended"
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyResumed(_ApiKeyChange):
+    event: ClassVar[str] = "apikey.resumed"
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyRevokedRecorded(_ApiKeyChange):
+    event: ClassVar[str] = "apikey.revoked"
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyReviewed(_ApiKeyChange):
+    event: ClassVar[str] = "apikey.reviewed"
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyRevealed(_ApiKeyChange):
+    """An admin read a secret version in clear (``after`` names the version, never its value)."""
+
+    event: ClassVar[str] = "apikey.revealed"
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyGranted(_Event):
+    """A sidecar received version ``version`` of exception ``name``'s secret, to hold until ``hold_until``."""
+
+    event: ClassVar[str] = "apikey.granted"
+    spiffe_id: str
+    name: str
+    version: int
+    hold_until: int  # seconds since the epoch
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyRefused(_Event):
+    """A grant was refused; ``reason`` is a broker code (``not_allowed``, ``suspended``, ``review_overdue`` ...)."""
+
+    event: ClassVar[str] = "apikey.refused"
+    spiffe_id: str
+    name: str
+    reason: str
+    version: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyEgressRefused(_Event):
+    """A sidecar's egress proxy refused ``count`` requests of one kind (its report, aggregated).
+    ``suspected_exfiltration``: the placeholder was sent to a target the exception does not cover."""
+
+    event: ClassVar[str] = "apikey.egress_refused"
+    spiffe_id: str
+    name: str | None
+    target: str
+    reason: str
+    count: int
+    first_at: int  # seconds since the epoch
+    last_at: int
+    suspected_exfiltration: bool = False
+
+
 EVENT_TYPES: dict[str, type[_Event]] = {
     cls.event: cls
     for cls in (
         TokenIssued, TokenRefused, KeyCreated, KeyRotated, KeyRetired, KeyRevoked, KekRotated, PolicyReloaded,
         PolicyRefused, StoreMigrated, AdminCall, TokenRevocationRecorded, SubjectQuarantinedRecorded,
-        SubjectReleasedRecorded, ClientRegistered, ClientDisabled, ClientEnabled, ClientRemoved,
+        SubjectReleasedRecorded, ClientRegistered, ClientDisabled, ClientEnabled, ClientRemoved, ApiKeyAdded,
+        ApiKeyUpdated, ApiKeyRotated, ApiKeySuspended, ApiKeyResumed, ApiKeyRevokedRecorded, ApiKeyReviewed,
+        ApiKeyRevealed, ApiKeyGranted, ApiKeyRefused, ApiKeyEgressRefused,
     )
 }  # fmt: skip
