@@ -14,6 +14,11 @@ Routes (JSON in and out, ``Cache-Control: no-store``; every one behind :class:`~
     GET  /admin/v1/clients/show?client_id=            one registered client
     POST /admin/v1/clients                {"client_id", "spiffe_id", "jwks" | "jwks_uri", ...}  register one
     POST /admin/v1/clients/disable|enable|remove      {"client_id", "reason"?}
+    GET  /admin/v1/apikeys                governed API-key exceptions (:mod:`broker.admin.apikeys`)
+    POST /admin/v1/apikeys                {"name", "target", ..., "secret_b64"}  register one (the secret in the body)
+    GET  /admin/v1/apikeys/{name}         one exception and its versions
+    POST /admin/v1/apikeys/{name}/update|rotate|suspend|resume|revoke|review|reveal
+    GET  /admin/v1/apikeys-report?unused_days=        the governance report
     GET  /admin/v1/clock-drift?limit=     this replica's worst client clock drifts (:mod:`broker.admin.clock_drift`)
 
 The listener requests client certificates without requiring them (its JWKS and metadata are public), so the
@@ -29,6 +34,7 @@ from collections.abc import Callable, Iterable
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from broker.admin.apikeys import apikey_routes
 from broker.admin.audit_log import audit_routes
 from broker.admin.clients import client_routes
 from broker.admin.clock_drift import drift_routes
@@ -37,6 +43,7 @@ from broker.admin.inputs import MAX_ADMIN_BODY
 from broker.admin.keys import key_routes
 from broker.admin.ports import (
     AdminAudit,
+    ApiKeyAdmin,
     AuditReader,
     ClientAdmin,
     DriftView,
@@ -91,6 +98,7 @@ def add_admin_routes(
     audit: AdminAudit,
     quarantines: QuarantineAdmin | None = None,
     clients: ClientAdmin | None = None,
+    apikeys: ApiKeyAdmin | None = None,
     drift: DriftView | None = None,
     replica: str | None = None,
     extra_routes: Iterable[AdminRoute] = (),
@@ -100,8 +108,8 @@ def add_admin_routes(
 
     ``bundles`` returns the current X.509 trust bundles (the token service's source, ``source.x509_bundles``);
     ``admins`` the exact SPIFFE IDs allowed (empty: every call is refused, 403, and audited); ``quarantines``
-    adds the quarantine routes, ``clients`` the client registry's, ``drift`` the clock-drift route (this
-    replica's tracker, named ``replica`` in its answers). Returns the gate.
+    adds the quarantine routes, ``clients`` the client registry's, ``apikeys`` the API-key exceptions',
+    ``drift`` the clock-drift route (this replica's tracker, named ``replica`` in its answers). Returns the gate.
     """
     gate = AdminGate(admins=admins, bundles=bundles, audit=audit, max_body=max_body)
     routes = (*key_routes(keys), *store_routes(store), *audit_routes(audit_reader))
@@ -109,6 +117,8 @@ def add_admin_routes(
         routes += quarantine_routes(quarantines)
     if clients is not None:
         routes += client_routes(clients)
+    if apikeys is not None:
+        routes += apikey_routes(apikeys)
     if drift is not None:
         routes += drift_routes(drift, replica)
     routes += tuple(extra_routes)

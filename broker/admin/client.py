@@ -1,5 +1,5 @@
-"""A client of the admin API (what the keys, store, audit, quarantine, clients and status commands call), over
-mTLS.
+"""A client of the admin API (what the keys, store, audit, quarantine, clients, exceptions and status commands
+call), over mTLS.
 
 ::
 
@@ -19,6 +19,7 @@ journal recorded its outcome.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +30,17 @@ from urllib.parse import quote, urlencode
 import aiohttp
 from yarl import URL
 
+from broker.admin.apikeys_wire import (
+    ExceptionView,
+    RotatedView,
+    amendment_body,
+    decode_exception,
+    decode_exceptions,
+    decode_report,
+    decode_revealed,
+    decode_rotated,
+    exception_body,
+)
 from broker.admin.clock_drift import DEFAULT_LIMIT, ClockDrift, decode_clock_drift
 from broker.admin.errors import ADMIN_ERRORS, AdminError
 from broker.admin.ports import AuditQuery, KeyInfo, KeyRevocation, KeyRotation, StoreStatus
@@ -47,6 +59,9 @@ from broker.admin.wire import (
     decode_rotation,
     decode_store_status,
 )
+from broker.apikeys.model import ApiKeyException
+from broker.apikeys.registry import Amendment, Revealed
+from broker.apikeys.report import Report
 from broker.errors import BrokerError, NetworkError
 from broker.events.revocations import SubjectQuarantined
 from broker.identity.spiffetls.connector import ServerIdentityError, SpiffeTLSConnector, map_network_errors
@@ -162,6 +177,49 @@ class AdminClient:
         document = await self._call("POST", "/clients/remove", body={"client_id": client_id, **_reason(reason)})
         return AdminChange(_decoded(decode_client, document), _audited(document))
 
+    async def apikeys(self) -> list[ExceptionView]:
+        """Every API-key exception, revoked ones too (``exceptions list``)."""
+        return _decoded(decode_exceptions, await self._call("GET", "/apikeys"))
+
+    async def apikey(self, name: str) -> ExceptionView:
+        """One exception with its versions; :class:`~broker.apikeys.errors.UnknownExceptionError`."""
+        return _decoded(decode_exception, await self._call("GET", f"/apikeys/{quote(name, safe='')}"))
+
+    async def add_apikey(self, record: ApiKeyException, secret: bytes) -> AdminChange[ExceptionView]:
+        """Register ``record`` with ``secret`` as version 1 (sent in the body, base64; never in the URL)."""
+        body = {**exception_body(record), "secret_b64": base64.b64encode(secret).decode("ascii")}
+        return self._change(decode_exception, await self._call("POST", "/apikeys", body=body))
+
+    async def update_apikey(
+        self, name: str, amendment: Amendment, *, reason: str | None = None
+    ) -> AdminChange[ExceptionView]:
+        body = {**amendment_body(amendment), **_reason(reason)}
+        return self._change(decode_exception, await self._call("POST", _apikey(name, "update"), body=body))
+
+    async def rotate_apikey(self, name: str, secret: bytes) -> AdminChange[RotatedView]:
+        body = {"secret_b64": base64.b64encode(secret).decode("ascii")}
+        return self._change(decode_rotated, await self._call("POST", _apikey(name, "rotate"), body=body))
+
+    async def change_apikey(self, name: str, action: str, note: str | None = None) -> AdminChange[ExceptionView]:
+        """``suspend``, ``resume`` or ``revoke`` (``note``: the reason) or ``review`` (``note``: the review note)."""
+        if action not in ("suspend", "resume", "revoke", "review"):
+            raise ValueError(f"not an exception state change: {action}")
+        body = {} if note is None else {"note" if action == "review" else "reason": note}
+        return self._change(decode_exception, await self._call("POST", _apikey(name, action), body=body))
+
+    async def reveal_apikey(self, name: str, reason: str) -> AdminChange[Revealed]:
+        """The current secret (audited by the service before it answers)."""
+        document = await self._call("POST", _apikey(name, "reveal"), body={"reason": reason})
+        return self._change(decode_revealed, document)
+
+    async def apikeys_report(self, unused_days: int | None = None) -> Report:
+        params = None if unused_days is None else {"unused_days": str(unused_days)}
+        return _decoded(decode_report, await self._call("GET", "/apikeys-report", params=params))
+
+    @staticmethod
+    def _change(decode: Callable[[dict[str, Any]], T], document: dict[str, Any]) -> AdminChange[T]:
+        return AdminChange(_decoded(decode, document), _audited(document))
+
     async def clock_drift(self, limit: int = DEFAULT_LIMIT) -> ClockDrift:
         """The ``limit`` worst client clock drifts seen by the replica that answers (``status``)."""
         return _decoded(decode_clock_drift, await self._call("GET", "/clock-drift", params={"limit": str(limit)}))
@@ -191,6 +249,10 @@ class AdminClient:
             connector = SpiffeTLSConnector(self._context)
             self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
         return self._session
+
+
+def _apikey(name: str, action: str) -> str:
+    return f"/apikeys/{quote(name, safe='')}/{action}"
 
 
 def _reason(reason: str | None) -> dict[str, Any]:

@@ -30,6 +30,14 @@ A client registration the registry's rule (:func:`~broker.tokens.clients.check_c
 :class:`InvalidClientMetadataError`, ``invalid_client_metadata`` (400), RFC 7591 §3.2.2's code for it; its
 description names the first problem and never quotes key material.
 
+API-key exceptions' refusals are :mod:`broker.apikeys.errors`' classes, sent as they are::
+
+    InvalidExceptionError              invalid_exception      400  a record, change or secret the rules refuse
+    UnknownExceptionError              unknown_exception      404  no exception of that name
+    ExceptionExistsError               exception_exists       409  add of a name taken (never reused)
+    ExceptionConflictError             exception_conflict     409  changed meanwhile, revoked, not suspended
+    SecretUnavailableError             secret_unavailable     500  a version this replica's KEKs do not open
+
 Authentication reuses the core classes: no or no valid X.509-SVID is ``invalid_client`` (401, RFC 8705 §2.1's
 code), a valid SPIFFE ID that is not an admin is ``access_denied`` (403); a bad body or query is
 ``invalid_request`` (400). A :class:`~broker.admin.ports.KeyAdmin` adapter raises :class:`KidNotFoundError` and
@@ -38,6 +46,13 @@ code), a valid SPIFFE ID that is not an admin is ``access_denied`` (403); a bad 
 
 from __future__ import annotations
 
+from broker.apikeys.errors import (
+    ExceptionConflictError,
+    ExceptionExistsError,
+    InvalidExceptionError,
+    SecretUnavailableError,
+    UnknownExceptionError,
+)
 from broker.errors import (
     AccessDeniedError,
     InvalidClientError,
@@ -183,5 +198,10 @@ ADMIN_ERRORS: dict[str, type[OAuthError]] = {
         InvalidReasonError,
         InvalidUntilError,
         NotQuarantinedError,
+        InvalidExceptionError,
+        UnknownExceptionError,
+        ExceptionExistsError,
+        ExceptionConflictError,
+        SecretUnavailableError,
     )
 }

@@ -13,6 +13,10 @@ Protocols (through thin adapters wired by the server); tests pass fakes. Nothing
 * :class:`ClientAdmin`: the client registry (issue 11 item 1): list, show, add, disable, enable, remove, over a
   :class:`~broker.tokens.clients.ClientRegistryStore`; its results are
   :class:`~broker.tokens.clients.RegisteredClient` as they are (public keys only: the registry refuses others).
+* :class:`ApiKeyAdmin`: governed API-key exceptions (issue 12): list, show, add, update, rotate, suspend, resume,
+  revoke, review, reveal, report; implemented by :class:`~broker.apikeys.registry.ApiKeyRegistry`, which checks,
+  withdraws and audits each change itself (``apikey.*`` records naming the admin) and raises the refusals of
+  :mod:`broker.apikeys.errors`, having changed nothing.
 * :class:`DriftView`: the clock drift of the clients this replica has seen (issue 11 item 4), worst first; a
   :class:`~broker.tokens.drift.DriftTracker` as it is. In memory, per replica: each replica reports only what
   reached it since it started.
@@ -29,6 +33,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from broker.apikeys.model import ApiKeyException, SealedVersion
+from broker.apikeys.registry import Amendment, Revealed, Rotated
+from broker.apikeys.report import Report
+from broker.apikeys.rules import GovernanceRules
 from broker.audit.journal import AuditRecord
 from broker.events.revocations import SubjectPattern, SubjectQuarantined
 from broker.identity.spiffeid import SpiffeId
@@ -39,6 +47,7 @@ from broker.tokens.quarantine import Quarantined, Released
 
 __all__ = [
     "AdminAudit",
+    "ApiKeyAdmin",
     "AuditQuery",
     "AuditReader",
     "BlastRadius",
@@ -197,6 +206,41 @@ class ClientAdmin(Protocol):
     async def remove_client(self, client_id: str, actor: str | None) -> RegisteredClient:
         """Forget the client; what it was; :class:`~broker.admin.errors.ClientNotFoundError`."""
         ...
+
+
+class ApiKeyAdmin(Protocol):
+    """Governed API-key exceptions as the admin API reads and changes them; ``actor`` is the admin's SPIFFE ID."""
+
+    @property
+    def rules(self) -> GovernanceRules: ...
+
+    def now(self) -> datetime: ...
+
+    async def list_all(self) -> tuple[ApiKeyException, ...]: ...
+
+    async def get(self, name: str) -> ApiKeyException: ...
+
+    async def versions(self, name: str) -> tuple[SealedVersion, ...]: ...
+
+    async def add(self, record: ApiKeyException, secret: bytes, actor: str) -> ApiKeyException: ...
+
+    async def update(
+        self, name: str, amendment: Amendment, actor: str, reason: str | None = None
+    ) -> ApiKeyException: ...
+
+    async def rotate(self, name: str, secret: bytes, actor: str) -> Rotated: ...
+
+    async def suspend(self, name: str, reason: str, actor: str) -> ApiKeyException: ...
+
+    async def resume(self, name: str, actor: str, reason: str | None = None) -> ApiKeyException: ...
+
+    async def revoke(self, name: str, reason: str, actor: str) -> ApiKeyException: ...
+
+    async def review(self, name: str, actor: str, note: str) -> ApiKeyException: ...
+
+    async def reveal(self, name: str, actor: str, reason: str) -> Revealed: ...
+
+    async def report(self, unused_days: int = ...) -> Report: ...
 
 
 class DriftView(Protocol):

@@ -28,8 +28,8 @@ from __future__ import annotations
 import hmac
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, fields, replace
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from broker._sealing import KekRing
@@ -40,7 +40,7 @@ from broker.apikeys.errors import (
     InvalidExceptionError,
     UnknownExceptionError,
 )
-from broker.apikeys.model import ApiKeyException, SealedVersion, State, UseRecord
+from broker.apikeys.model import ApiKeyException, Presentation, SealedVersion, State, UseRecord
 from broker.apikeys.report import DEFAULT_UNUSED_DAYS, Report, build_report
 from broker.apikeys.rules import GovernanceRules
 from broker.apikeys.sealing import open_version, seal_secret, secret_text
@@ -59,7 +59,7 @@ from broker.audit.events import (
 from broker.errors import StoreConflictError
 from broker.events.revocations import ExceptionWithdrawn, LogEntry, RevocationEvent, SubjectPattern
 
-__all__ = ["ApiKeyRegistry", "ChangeAudit", "Revealed", "Rotated", "WithdrawalLog"]
+__all__ = ["Amendment", "ApiKeyRegistry", "ChangeAudit", "Revealed", "Rotated", "WithdrawalLog"]
 
 
 class WithdrawalLog(Protocol):
@@ -72,6 +72,28 @@ class ChangeAudit(Protocol):
     """Where changes are recorded at once (:meth:`~broker.audit.trail.AuditTrail.record_now`)."""
 
     async def record_now(self, event: AuditEvent) -> object: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Amendment:
+    """The metadata an update changes (None: unchanged). The name, target and delivery are not among them: sending
+    an existing secret to another host, or to the app, is a new exception with its own review."""
+
+    owner: str | None = None
+    contact: str | None = None
+    justification: str | None = None
+    ticket: str | None = None
+    expires_at: datetime | None = None
+    review_interval: timedelta | None = None
+    allowed: tuple[SubjectPattern, ...] | None = None
+    presentation: Presentation | None = None
+
+    def apply(self, record: ApiKeyException) -> ApiKeyException:
+        given = {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+        return replace(record, **given)
+
+    def __bool__(self) -> bool:
+        return any(getattr(self, f.name) is not None for f in fields(self))
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,27 +175,18 @@ class ApiKeyRegistry:
         await self._audit.record_now(ApiKeyAdded(stored.name, actor, after=after))
         return stored
 
-    async def update(
-        self,
-        name: str,
-        actor: str,
-        *,
-        expires_at: datetime | None = None,
-        allowed: tuple[SubjectPattern, ...] | None = None,
-        reason: str | None = None,
-    ) -> ApiKeyException:
-        """Change the expiry (within the lifetime cap from now) or the allowed SPIFFE IDs; narrowing either
-        withdraws the secret from the sidecars that hold it."""
+    async def update(self, name: str, amendment: Amendment, actor: str, reason: str | None = None) -> ApiKeyException:
+        """Change metadata (an expiry within the lifetime cap from now); a change that narrows who may use it or
+        for how long, or changes how it is presented, withdraws the secret from the sidecars that hold it."""
         reason = None if reason is None else check_note(reason, "reason")
         record = self._changeable(await self.get(name))
-        changed = replace(record, expires_at=record.expires_at if expires_at is None else expires_at,
-                          allowed=record.allowed if allowed is None else allowed)  # fmt: skip
+        changed = amendment.apply(record)
         if changed == record:
-            raise InvalidExceptionError("nothing to change: give a new expires_at or allowed list")
+            raise InvalidExceptionError("nothing to change: every field given has its current value")
         now = self.now()
         self.rules.check(changed, now)
         updated = await self._write(changed, now)
-        if updated.expires_at < record.expires_at or not set(record.allowed) <= set(updated.allowed):
+        if _narrows(record, updated):
             await self._withdraw(name)
         before, after = diff(record, updated)
         await self._audit.record_now(ApiKeyUpdated(name, actor, before=before, after=after, reason=reason))
@@ -282,6 +295,14 @@ class ApiKeyRegistry:
         if record.state is State.REVOKED:
             raise ExceptionConflictError(f"exception {record.name!r} is revoked: revocation is final")
         return record
+
+
+def _narrows(before: ApiKeyException, after: ApiKeyException) -> bool:
+    return (
+        after.expires_at < before.expires_at
+        or not set(before.allowed) <= set(after.allowed)
+        or after.presentation != before.presentation
+    )
 
 
 def _changed_meanwhile(name: str) -> ExceptionConflictError:
