@@ -9,6 +9,7 @@
 * :mod:`broker.server.revocations`  the replica's view of the revocation log; the ``/token`` quarantine hook
 * :mod:`broker.server.issued`       verifying a token presented back to its issuer (``/revoke``, ``/introspect``)
 * :mod:`broker.server.token_status` ``POST /revoke`` (RFC 7009) and ``POST /introspect`` (RFC 7662)
+* :mod:`broker.server.apikeys`      ``/v1/apikeys``: the sidecars' catalog, grants and egress reports (issue 12)
 
 Threats considered (STRIDE, short): *spoofing* a client: mTLS X.509-SVID checked against its own trust
 domain's bundle, JWT-SVIDs only with the matching certificate; *tampering*: tokens signed ES256, bound to the
