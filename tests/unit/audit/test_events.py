@@ -17,6 +17,17 @@ from broker.audit.events import (
     EVENT_TYPES,
     REDACTED,
     AdminCall,
+    ApiKeyAdded,
+    ApiKeyEgressRefused,
+    ApiKeyGranted,
+    ApiKeyRefused,
+    ApiKeyResumed,
+    ApiKeyRevealed,
+    ApiKeyReviewed,
+    ApiKeyRevokedRecorded,
+    ApiKeyRotated,
+    ApiKeySuspended,
+    ApiKeyUpdated,
     AuditEvent,
     ClientDisabled,
     ClientEnabled,
@@ -71,6 +82,19 @@ EXAMPLES: list[AuditEvent] = [
     ClientDisabled("billing", "spiffe://example.org/admin"),
     ClientEnabled("billing", None),
     ClientRemoved("billing", "spiffe://example.org/legacy/billing", "spiffe://example.org/admin"),
+    ApiKeyAdded("stripe", "spiffe://example.org/admin", after={"owner": "payments", "current_version": 1}),
+    ApiKeyUpdated("stripe", "spiffe://example.org/admin", {"owner": "payments"}, {"owner": "billing"}, "handover"),
+    ApiKeyRotated("stripe", "spiffe://example.org/admin", {"current_version": 1}, {"current_version": 2}),
+    ApiKeySuspended("stripe", "spiffe://example.org/admin", {"state": "active"}, {"state": "suspended"}, "SEC-1"),
+    ApiKeyResumed("stripe", "spiffe://example.org/admin", {"state": "suspended"}, {"state": "active"}),
+    ApiKeyRevokedRecorded("stripe", "spiffe://example.org/admin", {"state": "active"}, {"state": "revoked"}, "leak"),
+    ApiKeyReviewed("stripe", "spiffe://example.org/admin", {"last_review_by": ""},
+                   {"last_review_by": "spiffe://example.org/admin"}, "still-needed"),
+    ApiKeyRevealed("stripe", "spiffe://example.org/admin", after={"version": 2}, reason="migration"),
+    ApiKeyGranted("spiffe://example.org/web", "stripe", 2, 1_800_000_060),
+    ApiKeyRefused("spiffe://example.org/web", "stripe", "review_overdue"),
+    ApiKeyEgressRefused("spiffe://example.org/web", "stripe", "https://paste.example.net:443/",
+                        "placeholder_to_other_target", 2, 1_800_000_000, 1_800_000_003, True),
 ]  # fmt: skip
 
 
@@ -83,7 +107,9 @@ def test_a_body_is_canonical_json(event: AuditEvent) -> None:
 
 def test_every_event_type_has_a_distinct_stable_name() -> None:
     assert sorted(EVENT_TYPES) == [
-        "admin.call", "client.disabled", "client.enabled", "client.registered", "client.removed", "key.created",
+        "admin.call", "apikey.added", "apikey.egress_refused", "apikey.granted", "apikey.refused", "apikey.resumed",
+        "apikey.revealed", "apikey.reviewed", "apikey.revoked", "apikey.rotated", "apikey.suspended",
+        "apikey.updated", "client.disabled", "client.enabled", "client.registered", "client.removed", "key.created",
         "key.kek_rotated", "key.retired", "key.revoked", "key.rotated", "policy.refused", "policy.reloaded",
         "store.migrated", "subject.quarantined", "subject.released", "token.issued", "token.refused", "token.revoked",
     ]  # fmt: skip
