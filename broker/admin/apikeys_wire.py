@@ -49,6 +49,7 @@ __all__ = [
     "revealed_document",
     "rotated_document",
     "target_document",
+    "view_document",
 ]
 
 
@@ -147,6 +148,19 @@ def exception_document(
             {"version": v.version, "kek_id": v.kek_id, "created_at": encode_time(v.created_at),
              "superseded_at": encode_time(v.superseded_at)}
             for v in versions
+        ]  # fmt: skip
+    return document
+
+
+def view_document(view: ExceptionView) -> dict[str, Any]:
+    """``view`` as the server sent it (its status and review due at the server's now, its versions)."""
+    document = exception_document(view.record, view.review_due)
+    document["status"], document["review_due"] = view.status.value, encode_time(view.review_due)
+    if view.versions:
+        document["versions"] = [
+            {"version": v.version, "kek_id": v.kek_id, "created_at": encode_time(v.created_at),
+             "superseded_at": encode_time(v.superseded_at)}
+            for v in view.versions
         ]  # fmt: skip
     return document
 

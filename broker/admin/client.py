@@ -185,9 +185,14 @@ class AdminClient:
         """One exception with its versions; :class:`~broker.apikeys.errors.UnknownExceptionError`."""
         return _decoded(decode_exception, await self._call("GET", f"/apikeys/{quote(name, safe='')}"))
 
-    async def add_apikey(self, record: ApiKeyException, secret: bytes) -> AdminChange[ExceptionView]:
-        """Register ``record`` with ``secret`` as version 1 (sent in the body, base64; never in the URL)."""
+    async def add_apikey(
+        self, record: ApiKeyException, secret: bytes, *, server_default_review: bool = False
+    ) -> AdminChange[ExceptionView]:
+        """Register ``record`` with ``secret`` as version 1 (sent in the body, base64; never in the URL);
+        ``server_default_review``: the service's ``[apikeys] default_review_days``, not the record's interval."""
         body = {**exception_body(record), "secret_b64": base64.b64encode(secret).decode("ascii")}
+        if server_default_review:
+            del body["review_interval_days"]
         return self._change(decode_exception, await self._call("POST", "/apikeys", body=body))
 
     async def update_apikey(

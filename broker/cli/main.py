@@ -148,6 +148,7 @@ SUBCOMMANDS: tuple[tuple[str, str, str], ...] = (
     ("audit", "audit", "audit"),
     ("quarantine", "quarantine", "quarantine"),
     ("clients", "clients", "clients"),
+    ("exceptions", "exceptions", "exceptions"),
     ("status", "status", "status"),
 )
 
@@ -181,11 +182,13 @@ class LazyGroup(click.Group):
 
 
 # Client and operator commands print their result like curl: only warnings and errors go to the log unless asked.
-QUIET_COMMANDS = frozenset({"token", "call", "entries", "keys", "store", "audit", "quarantine", "clients", "status"})
+QUIET_COMMANDS = frozenset(
+    {"token", "call", "entries", "keys", "store", "audit", "quarantine", "clients", "exceptions", "status"}
+)
 
 LEVEL_HELP = (
     f"Level of spiffe-broker's own log lines: {', '.join(LEVELS)}  [default: INFO; WARNING for token, call, "
-    "entries, keys, store, audit, quarantine, clients and status]. Other libraries stay at WARNING: see "
+    "entries, keys, store, audit, quarantine, clients, exceptions and status]. Other libraries stay at WARNING: see "
     "--log-level-for."
 )
 LEVELS_FOR_HELP = (
