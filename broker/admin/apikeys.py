@@ -47,6 +47,7 @@ from broker.admin.ports import ApiKeyAdmin
 from broker.admin.routes import AdminInput, AdminOutput, AdminRoute, Operation
 from broker.apikeys.changes import check_note, describe
 from broker.apikeys.report import DEFAULT_UNUSED_DAYS, MAX_DAYS
+from broker.apikeys.sealing import secret_text
 from broker.errors import InvalidRequestError
 
 __all__ = ["ADD_MAX_BODY", "apikey_routes"]
@@ -77,15 +78,16 @@ def _unused_days(given: AdminInput) -> int:
 
 def apikey_routes(apikeys: ApiKeyAdmin) -> tuple[AdminRoute, ...]:
     def describe_add(given: AdminInput) -> dict[str, Any]:
-        secret_of(given.params)  # a bad secret is refused before anything is recorded as requested
-        record = registration(given.params, apikeys.now(), apikeys.rules.default_review_interval)
+        secret_text(secret_of(given.params))  # a bad secret or record is refused before "requested" is recorded
+        now = apikeys.now()
+        record = apikeys.rules.check(registration(given.params, now, apikeys.rules.default_review_interval), now)
         return {"name": record.name, **describe(record)}
 
     def describe_name(given: AdminInput) -> dict[str, Any]:
         return {"name": name_of(given)}
 
     def describe_rotate(given: AdminInput) -> dict[str, Any]:
-        secret_of(given.params)
+        secret_text(secret_of(given.params))
         return {"name": name_of(given)}
 
     def describe_update(given: AdminInput) -> dict[str, Any]:
