@@ -2,9 +2,9 @@
 
 :func:`start_stateful_token_service` opens the state (:mod:`broker.server.stateful`: store, keyring, ledger,
 audit), starts the token service on it (the keyring signs and serves the JWKS, the recorder is the endpoint's
-audit hook) and mounts the admin API (:mod:`broker.admin`) on the same TLS listener. Stopping closes them in
-reverse: the listener first (no new requests), then the state (the ledger and audit trail drained, the store
-closed).
+audit hook) and mounts the admin API (:mod:`broker.admin`) and the sidecars' API-key exception endpoints
+(:mod:`broker.server.apikeys`) on the same TLS listener. Stopping closes them in reverse: the listener first (no
+new requests), then the state (the ledger and audit trail drained, the store closed).
 """
 
 from __future__ import annotations
@@ -28,10 +28,12 @@ from broker.admin.adapters import (
     TrailAdminAudit,
 )
 from broker.admin.app import add_admin_routes
+from broker.apikeys.registry import ApiKeyRegistry
 from broker.config import BrokerSettings
 from broker.errors import ConfigError
 from broker.identity.errors import IdentityError
 from broker.identity.spiffeid import SpiffeId
+from broker.server.apikeys import add_apikey_routes, open_apikeys
 from broker.server.app import add_readiness
 from broker.server.assertions import ClientAssertions, open_assertions
 from broker.server.feed import add_revocation_feed
@@ -106,6 +108,7 @@ async def start_stateful_token_service(
         assertions = await open_assertions(
             settings, state, jwt_bundles=source.jwt_bundles, policy_store=policy_store, clock=clock
         )
+        apikeys, apikey_service = open_apikeys(settings, state, revocations, clock)
         status_mounter = token_status_mounter(
             revocations=revocations,
             keys=state.keyring,
@@ -129,11 +132,12 @@ async def start_stateful_token_service(
             jwks_max_age=int(settings.keyring.jwks_max_age),
             tls_read_buffer=settings.server.tls_read_buffer,
             configure=_mount_all(
-                _admin_mounter(settings, source, state, clock, assertions),
+                _admin_mounter(settings, source, state, clock, assertions, apikeys),
                 status_mounter,
                 _feed_mounter(settings, source, state),
                 assertions.install,
                 lambda app: add_readiness(app, assertions.clients.problem),
+                lambda app: add_apikey_routes(app, apikey_service),
             ),
         )
     except BaseException:
@@ -195,6 +199,7 @@ def _admin_mounter(
     state: ServiceState,
     clock: Callable[[], float],
     assertions: ClientAssertions,
+    apikeys: ApiKeyRegistry,
 ) -> Callable[[web.Application], None]:
     admins = admin_ids(settings)
     quarantines = Quarantines(state.store.revocations, state.store.ledger, state.recorder.trail, clock=clock,
@@ -212,6 +217,7 @@ def _admin_mounter(
             audit=TrailAdminAudit(state.recorder.trail),
             quarantines=quarantines,
             clients=RegistryClientAdmin(state.store.clients, state.recorder.trail),
+            apikeys=apikeys,
             drift=assertions.drift,  # this replica's, in memory
             replica=socket.gethostname(),
         )
