@@ -25,7 +25,7 @@ import click
 
 from broker.admin.apikeys_wire import ExceptionView, report_document, view_document
 from broker.admin.client import AdminClient
-from broker.apikeys.model import MAX_SECRET_BYTES, ApiKeyException, Delivery, Presentation, Target
+from broker.apikeys.model import MAX_SECRET_BYTES, ApiKeyException, Delivery, Presentation, State, Target
 from broker.apikeys.registry import Amendment
 from broker.apikeys.report import Report, ReportRow
 from broker.apikeys.sealing import secret_text
@@ -136,7 +136,7 @@ async def sync_declared(admin: AdminClient, path: Path, dry_run: bool, reason: s
             results.append((item.name, f"declared, no secret yet: load it with '{hint}'", False))
             continue
         wanted = declared_record(item, item.review_interval_days or view.record.review_interval.days)
-        if view.record.state.value == "revoked" or (wanted.target, wanted.delivery) != (
+        if view.record.state is State.REVOKED or (wanted.target, wanted.delivery) != (
             view.record.target, view.record.delivery
         ):  # fmt: skip
             results.append(
