@@ -10,9 +10,10 @@ Each change runs in this order, and a refusal at any step before the store write
 3. **write** through the store's compare-and-set on ``revision`` (:class:`~broker.apikeys.store.ApiKeyStore`): a
    concurrent change by another admin or replica is :class:`~broker.apikeys.errors.ExceptionConflictError`;
 4. **withdraw** (``suspend``, ``revoke``, an ``update`` that narrows who may use it or for how long or changes its
-   presentation, a ``rotate`` whose grace is shorter than the hold time): append :class:`~broker.events.revocations.ExceptionWithdrawn` (``at`` now, after
-   the write, so any grant decided before it is covered; kept ``hold_time + leeway``) to the revocation log, so
-   every sidecar drops the secret from the feed within its latency instead of at its ``hold_until``;
+   presentation, a ``rotate`` whose grace is shorter than the hold time): append
+   :class:`~broker.events.revocations.ExceptionWithdrawn` (``at`` now, after the write, so any grant decided
+   before it is covered; kept ``hold_time + leeway``) to the revocation log, so every sidecar drops the secret
+   from the feed within its latency instead of at its ``hold_until``;
 5. **audit** at once (``record_now``): ``apikey.added|updated|rotated|suspended|resumed|revoked|reviewed``, with
    the admin's SPIFFE ID and the changed fields before and after (:mod:`broker.apikeys.changes`: never the
    secret, never sealed bytes).
