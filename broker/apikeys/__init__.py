@@ -3,7 +3,7 @@
 * :mod:`broker.apikeys.model`     the record, its status at a time, the secret's rules and associated data
 * :mod:`broker.apikeys.store`     what the registry needs from a store (:class:`~broker.apikeys.store.ApiKeyStore`)
 * :mod:`broker.apikeys.rules`     ``[apikeys]``'s governance rules, checked on every add and change
-* :mod:`broker.apikeys.sealing`   sealing a version at rest, opening it, re-wrapping it for KEK rotation
+* :mod:`broker.apikeys.sealing`   sealing a version at rest and opening it for a grant or a reveal
 * :mod:`broker.apikeys.registry`  the admin's changes: checked, stored, withdrawn, audited
 * :mod:`broker.apikeys.decision`  the sidecar's grant and catalog: every check, every outcome audited
 * :mod:`broker.apikeys.usage`     the sidecars' egress reports: uses aggregated, refusals audited
