@@ -10,12 +10,20 @@ for it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from broker.admin.wire import WireError, _field, _objects, _required_time, _strings, _time, encode_time
+from broker.admin.wire import (  # its member readers too: one way of reading an admin API document
+    WireError,
+    _field,
+    _objects,
+    _required_time,
+    _strings,
+    _time,
+    encode_time,
+)
 from broker.apikeys.model import (
     ApiKeyException,
     Delivery,
@@ -126,14 +134,14 @@ def amendment_body(amendment: Amendment) -> dict[str, Any]:
     return {name: value for name, value in body.items() if value is not None}
 
 
-def exception_document(
-    record: ApiKeyException, now: datetime, versions: tuple[SealedVersion, ...] | None = None
+def _document(
+    record: ApiKeyException, status: Status, due: datetime, versions: Sequence[SealedVersion | VersionView] | None
 ) -> dict[str, Any]:
     document = {
         **exception_body(record),
         "placeholder": record.placeholder,
-        "status": status_at(record, now).value,
-        "review_due": encode_time(review_due(record)),
+        "status": status.value,
+        "review_due": encode_time(due),
         "state": record.state.value,
         "state_reason": record.state_reason,
         "last_review_at": encode_time(record.last_review_at),
@@ -152,17 +160,16 @@ def exception_document(
     return document
 
 
+def exception_document(
+    record: ApiKeyException, now: datetime, versions: tuple[SealedVersion, ...] | None = None
+) -> dict[str, Any]:
+    """``record`` with its status and review due at ``now`` (and its versions, by number, for ``show``)."""
+    return _document(record, status_at(record, now), review_due(record), versions)
+
+
 def view_document(view: ExceptionView) -> dict[str, Any]:
     """``view`` as the server sent it (its status and review due at the server's now, its versions)."""
-    document = exception_document(view.record, view.review_due)
-    document["status"], document["review_due"] = view.status.value, encode_time(view.review_due)
-    if view.versions:
-        document["versions"] = [
-            {"version": v.version, "kek_id": v.kek_id, "created_at": encode_time(v.created_at),
-             "superseded_at": encode_time(v.superseded_at)}
-            for v in view.versions
-        ]  # fmt: skip
-    return document
+    return _document(view.record, view.status, view.review_due, view.versions or None)
 
 
 def exceptions_document(records: tuple[ApiKeyException, ...], now: datetime) -> dict[str, Any]:
