@@ -21,6 +21,7 @@ import contextlib
 import os
 import socket
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,22 +52,27 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: floa
 
 
 class TcpBalancer:
-    """Round robin, one backend per accepted connection (a kube-proxy Service in miniature)."""
+    """Round robin, one backend per accepted connection (a kube-proxy Service in miniature), on its own thread and
+    event loop, so the test's blocking waits never stall it."""
 
-    def __init__(self, backends: list[int]) -> None:
-        self._backends = backends
+    def __init__(self) -> None:
+        self.backends: list[int] = []  # filled once the replicas have ports
         self._next = 0
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="tcp-balancer", daemon=True)
         self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
         self.port = 0
 
-    async def start(self) -> int:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+    def start(self) -> int:
+        self._thread.start()
+        self._server = asyncio.run_coroutine_threadsafe(
+            asyncio.start_server(self._accept, "127.0.0.1", 0), self._loop
+        ).result(10)
         self.port = int(self._server.sockets[0].getsockname()[1])
         return self.port
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        backend = self._backends[self._next % len(self._backends)]
+        backend = self.backends[self._next % len(self.backends)]
         self._next += 1
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", backend)
@@ -75,11 +81,14 @@ class TcpBalancer:
             return
         await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer), return_exceptions=True)
 
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 2)
+    def close(self) -> None:
+        server = self._server
+        if server is not None:
+            self._loop.call_soon_threadsafe(server.close)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+        if not self._thread.is_alive():
+            self._loop.close()
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
