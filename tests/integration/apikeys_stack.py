@@ -136,8 +136,9 @@ def start_workload_api(replicas: ReplicaSet, state_dir: Path) -> tuple[subproces
 
     ``state_dir`` must hold the CA ``replicas`` forged its identities with (``DevCA.load_or_create``)."""
     sock = replicas.root / "workload.sock"
-    argv = [*BROKER_CLI, "workload-api", "--socket", str(sock), "--state-dir", str(state_dir), "--trust-domain",
-            "example.org", "--register-uid", str(os.getuid()), "--spiffe-id", str(WEB_ID)]  # fmt: skip
+    argv = [*BROKER_CLI, "--log-level", "DEBUG", "workload-api", "--socket", str(sock), "--state-dir",
+            str(state_dir), "--trust-domain", "example.org", "--register-uid", str(os.getuid()), "--spiffe-id",
+            str(WEB_ID)]  # fmt: skip
     log = replicas.root / "workload-api.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(argv, env=_env(), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -156,9 +157,9 @@ def start_sidecar(
     config = replicas.root / f"{name}.toml"
     config.write_text(f'[egress]\nca_file = "{ca_file}"\n{extra_config}')
     port, sock = free_port(), replicas.root / f"{name}.sock"
-    argv = [*BROKER_CLI, "sidecar", "--config", str(config), "--socket", str(sock), "--workload-api",
-            f"unix://{workload_api}", "--token-service", token_service, "--token-service-id", str(BROKER_ID),
-            "--egress-port", str(port)]  # fmt: skip
+    argv = [*BROKER_CLI, "--log-level", "DEBUG", "sidecar", "--config", str(config), "--socket", str(sock),
+            "--workload-api", f"unix://{workload_api}", "--token-service", token_service, "--token-service-id",
+            str(BROKER_ID), "--egress-port", str(port)]  # fmt: skip
     log = replicas.root / f"{name}.log"
     log_file = log.open("wb")
     proc = subprocess.Popen(argv, env=_env(), stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)

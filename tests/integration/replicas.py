@@ -146,6 +146,7 @@ class ReplicaSet:
     ca: DevCA = field(default_factory=lambda: DevCA.ephemeral("example.org"), repr=False)
     replicas: list[Replica] = field(default_factory=list)
     issuer: str = ISSUER  # the one address every replica answers for (a load balancer's, in production)
+    log_level: str = "INFO"
     policy: str = field(default_factory=lambda: policy_yaml(policy_rule(spiffe_id=WEB_ID, max_token_lifetime=60)))
 
     def __post_init__(self) -> None:
@@ -189,7 +190,8 @@ class ReplicaSet:
         """Start a replica (does not wait: :meth:`Replica.wait_ready`)."""
         port, health = _free_port(), _free_port()
         argv = [
-            *BROKER_CLI, "server", "--config", str(self.root / "config.toml"), "--listen", f"127.0.0.1:{port}",
+            *BROKER_CLI, "--log-level", self.log_level, "server", "--config", str(self.root / "config.toml"),
+            "--listen", f"127.0.0.1:{port}",
             "--issuer", self.issuer, "--state-dir", str(self.root / f"state-{name}"), "--policy",
             str(self.root / "policy.yaml"), "--cert", str(self.root / "cert.pem"), "--key", str(self.root / "key.pem"),
             "--bundle", str(self.root / "bundle.pem"), "--jwt-bundle", f"example.org={self.root / 'jwks.json'}",
