@@ -116,6 +116,9 @@ class Sidecar:
     def proxy(self) -> str:
         return f"http://127.0.0.1:{self.egress_port}"
 
+    def log_tail(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()

@@ -5,7 +5,9 @@ API over HTTPS under its own CA.
   every sidecar within 2 s, measured from the command's return, with a load running through both sidecars; after
   that no request carries the secret, and the sidecars refuse with 403. Five trials, one exception each.
 * The external API receives the key on every request before the revoke; the app never does (the responses are
-  searched for it).
+  searched for it). An unchanged app configured with the placeholder (``spiffe-broker:exception/<name>`` in its
+  environment, ``HTTP_PROXY`` pointing at its sidecar) reaches the API, which gets the real key; the app's
+  environment and output never hold it; the placeholder sent elsewhere is refused (403) and reaches nobody.
 * ``kill -9`` of a replica in the middle of a burst of changes (add, rotate, review, suspend, resume) leaves a
   consistent store: every acknowledged change is there, each exception's versions run 1..current with only the
   last one live, every version opens under the KEK, and ``audit verify`` passes; the other replica keeps serving.
@@ -20,6 +22,7 @@ import base64
 import os
 import secrets
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -337,3 +340,55 @@ async def test_a_replica_killed_in_a_burst_of_changes_leaves_a_consistent_store_
 async def _post(admin: TokenClient, url: str, body: Mapping[str, object]) -> None:
     async with admin.session.post(url, json=body) as response:
         assert response.status == 200, await response.text()
+
+
+# An app that knows nothing of spiffe-broker: its "SDK" sends the key from its environment, through HTTP_PROXY.
+APP = """
+import os, sys, urllib.error, urllib.request
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": os.environ["HTTP_PROXY"]}))
+for url in sys.argv[1:]:
+    request = urllib.request.Request(url, headers={"Authorization": "Bearer " + os.environ["EXT_API_KEY"]})
+    try:
+        with opener.open(request, timeout=10) as response:
+            print(response.status, response.read().decode(), flush=True)
+    except urllib.error.HTTPError as refused:
+        print(refused.code, refused.read().decode(), flush=True)
+sys.stdin.read()  # stay alive until told, so that the test can read this process's environment
+"""
+
+
+async def test_an_unchanged_app_with_a_placeholder_key_reaches_the_api_and_never_holds_the_key(
+    stack: Stack, api: tuple[Api, Path], tmp_path: Path
+) -> None:
+    served, ca_file = api
+    key = f"sk_live_CANARY_{secrets.token_hex(12)}"
+    admin = stack.replicas.client(ADMIN_ID)
+    try:
+        await add_exception(admin, stack.replicas.replicas[0].url, exception("ext", served.port), key.encode())
+    finally:
+        await admin.aclose()
+    stack.workload_api, socket = await asyncio.to_thread(start_workload_api, stack.replicas, tmp_path / "dev")
+    sidecar = await asyncio.to_thread(start_sidecar, stack.replicas, "s1", workload_api=socket,
+                                      token_service=stack.replicas.issuer, ca_file=ca_file)  # fmt: skip
+    stack.sidecars.append(sidecar)
+    base = f"http://localhost:{served.port}"
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HTTP_PROXY": sidecar.proxy,
+        "EXT_API_KEY": "spiffe-broker:exception/ext",
+    }
+    app = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", APP, f"{base}/ext/charges", f"{base}/elsewhere/x", env=env,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert app.stdout is not None and app.stdin is not None
+    answers = [await asyncio.wait_for(app.stdout.readline(), 30) for _ in range(2)]
+    environ = await asyncio.to_thread(Path(f"/proc/{app.pid}/environ").read_bytes)
+    app.stdin.close()
+    await asyncio.wait_for(app.wait(), 10)
+    assert answers[0].startswith(b"200 ") and answers[1].startswith(b"403 "), (answers, sidecar.log_tail())
+    assert [a.at for a in served.arrivals if a.authorization == f"Bearer {key}"], "the API never got the key"
+    assert not any(form in environ for form in key_forms(key)) and b"spiffe-broker:exception/ext" in environ
+    assert not any(form in b"".join(answers) for form in key_forms(key)), "the app received the key"
+    assert b"placeholder_to_other_target" in answers[1]
+    assert len(served.arrivals) == 1, "a request to a target no exception covers reached it"

@@ -92,20 +92,28 @@ class EgressProxy:
 
     async def _entry_named(self, name: str) -> CatalogEntry | None:
         entry = self.catalog.by_name(name)
-        if entry is None and await self.catalog.refresh_on_miss():
+        if entry is None and await self._refetch():
             entry = self.catalog.by_name(name)
         return entry
+
+    async def _refetch(self) -> bool:
+        """A catalog fetch for a request that named something unknown; False if none was made or it failed.
+
+        Before the first catalog (a sidecar just started: its SVID may have arrived a moment after the first
+        fetch) every such request gets a fetch, sharing one in flight, rather than failing on the rate limit that
+        applies later; :class:`EgressUnavailableError` (503) if there is still no catalog."""
+        refreshed = await (self.catalog.refresh_on_miss() if self.catalog.loaded else self.catalog.refresh())
+        if not self.catalog.loaded:
+            raise EgressUnavailableError("the list of usable API-key exceptions is not available yet")
+        return refreshed
 
     async def _exception(self, request: web.Request, destination: Destination) -> CatalogEntry:
         """The exception whose secret the request gets (refusing placeholders sent elsewhere)."""
         headers = request.headers
         covering = self.catalog.covering(destination)
         named = placeholders_in([destination.path, destination.query, *headers.values()])
-        if not covering or any(self.catalog.by_name(name) is None for name in named):
-            if await self.catalog.refresh_on_miss():
-                covering = self.catalog.covering(destination)
-            elif not self.catalog.loaded:
-                raise EgressUnavailableError("the list of usable API-key exceptions is not available yet")
+        if (not covering or any(self.catalog.by_name(name) is None for name in named)) and await self._refetch():
+            covering = self.catalog.covering(destination)
         entry = choose_exception(covering, destination, headers)
         if destination.route is not None:
             entry = next((e for e in covering if e.name == destination.route), None)

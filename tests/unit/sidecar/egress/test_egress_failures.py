@@ -94,3 +94,18 @@ async def test_a_refusal_by_the_token_service_drops_the_held_grant_at_once(
     assert "suspended" in refused.json()["error_description"]
     assert "/v1/c" not in [r.path_qs for r in target.received]
     assert ("stripe", "not_granted") in apikeys.refusals()
+
+
+async def test_before_the_first_catalog_a_request_waits_for_a_fetch_instead_of_failing_on_the_rate_limit(
+    apikeys: FakeApiKeys, workload_source: InMemorySvidSource, tmp_short: Path, tls: TargetTls,
+    target: TargetServer,
+) -> None:  # fmt: skip
+    """A sidecar's first catalog fetch may fail (its SVID arrives a moment later); the app's first request, within
+    the miss rate limit of that failure, still gets a fresh fetch and goes through."""
+    apikeys.available = False
+    async with running_egress(apikeys, workload_source, tmp_short, tls.ca_file) as started:
+        apikeys.available = True
+        reply = await started.route("GET", "/stripe/v1/a")
+    assert reply.status == 200, reply.text()
+    assert apikeys.catalog_calls == 2
+    assert [r.path_qs for r in target.received] == ["/v1/a"]
