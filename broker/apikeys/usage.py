@@ -1,5 +1,5 @@
 """What the sidecars report of their egress (``POST /v1/apikeys/report``, :class:`~broker.apikeys.grant.EgressReport`):
-uses into the store's aggregated rows, refusals into the audit journal.
+uses into the store's aggregated rows and the audit journal, refusals into the audit journal.
 
 :meth:`UsageRecorder.record`, for one report from an authenticated SPIFFE ID, in this order:
 
@@ -8,7 +8,9 @@ uses into the store's aggregated rows, refusals into the audit journal.
    placeholder somewhere the exception does not cover) is marked ``suspected_exfiltration`` and logged at WARNING.
    A trail with no room refuses the whole report (503: the sidecar sends it again; the journal may then hold a
    refusal twice, never not at all);
-2. **uses** of exceptions the reporter may use are queued on a :class:`~broker._batch.BatchWriter`, whose writes
+2. **uses** of exceptions the reporter may use are audited as ``apikey.used``, one record per report and
+   ``(name, version, target)`` with its count and last time (so the journal holds every use, aggregated), and queued
+   on a :class:`~broker._batch.BatchWriter`, whose writes
    merge rows of the same ``(name, workload, version, target)`` before one
    :meth:`~broker.apikeys.store.ApiKeyStore.record_uses` (group commit: the hot path never writes a row per
    request). Uses of an exception the reporter is not allowed are dropped (a report cannot make another
@@ -33,7 +35,7 @@ from broker.apikeys.decision import GrantAudit
 from broker.apikeys.grant import EgressRefusal, EgressReport
 from broker.apikeys.model import UseRecord
 from broker.apikeys.store import ApiKeyStore
-from broker.audit.events import ApiKeyEgressRefused
+from broker.audit.events import ApiKeyEgressRefused, ApiKeyUsed
 from broker.errors import TemporarilyUnavailableError
 
 __all__ = ["DEFAULT_FLUSH_INTERVAL", "EXFILTRATION_REASON", "UsageRecorder", "merge_uses"]
@@ -85,6 +87,7 @@ class UsageRecorder:
         if not self.writer.has_room(len(rows)):
             raise TemporarilyUnavailableError("the usage writer is full (the store is slow or down): report again")
         self._audit_refusals(spiffe_id, report.refusals, now)
+        self._audit_uses(rows)
         for row in rows:
             self.writer.submit(row)
 
@@ -115,6 +118,14 @@ class UsageRecorder:
             if not self._audit.record(event):
                 log.error("apikey report from %s: the audit trail is full; the report is refused", spiffe_id)
                 raise TemporarilyUnavailableError("the audit journal cannot take the report's refusals now: resend")
+
+    def _audit_uses(self, rows: Sequence[UseRecord]) -> None:
+        for row in merge_uses(rows):
+            event = ApiKeyUsed(row.spiffe_id, row.name, row.version, row.target, row.count,
+                               int(row.last_used_at.timestamp()))  # fmt: skip
+            if not self._audit.record(event):
+                log.error("apikey report from %s: the audit trail is full; the report is refused", row.spiffe_id)
+                raise TemporarilyUnavailableError("the audit journal cannot take the report's uses now: resend")
 
     def start(self) -> None:
         self.writer.start()

@@ -456,6 +456,20 @@ class ApiKeyEgressRefused(_Event):
     suspected_exfiltration: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class ApiKeyUsed(_Event):
+    """A sidecar injected version ``version`` of ``name`` into ``count`` requests to ``target`` (``https://host:port``)
+    since its previous report, the last at ``last_at``: one record per report and target, never one per request."""
+
+    event: ClassVar[str] = "apikey.used"
+    spiffe_id: str
+    name: str
+    version: int
+    target: str
+    count: int
+    last_at: int  # seconds since the epoch
+
+
 EVENT_TYPES: dict[str, type[_Event]] = {
     cls.event: cls
     for cls in (
@@ -463,6 +477,6 @@ EVENT_TYPES: dict[str, type[_Event]] = {
         PolicyRefused, StoreMigrated, AdminCall, TokenRevocationRecorded, SubjectQuarantinedRecorded,
         SubjectReleasedRecorded, ClientRegistered, ClientDisabled, ClientEnabled, ClientRemoved, ApiKeyAdded,
         ApiKeyUpdated, ApiKeyRotated, ApiKeySuspended, ApiKeyResumed, ApiKeyRevokedRecorded, ApiKeyReviewed,
-        ApiKeyRevealed, ApiKeyGranted, ApiKeyRefused, ApiKeyEgressRefused,
+        ApiKeyRevealed, ApiKeyGranted, ApiKeyRefused, ApiKeyEgressRefused, ApiKeyUsed,
     )
 }  # fmt: skip

@@ -53,6 +53,23 @@ async def test_a_use_time_from_a_clock_ahead_counts_as_now(world: World) -> None
     await recorder.close()
 
 
+async def test_each_report_puts_its_uses_in_the_journal_one_record_per_version_and_target(world: World) -> None:
+    await world.add()
+    recorder = UsageRecorder(world.store.apikeys, world.trail, flush_interval=60, clock=world.clock)
+    now = world.now()
+    await recorder.record(WEB, EgressReport(uses=(_use(now - timedelta(seconds=5), 3), _use(now, 2),
+                                                  _use(now, 1, version=2))))  # fmt: skip
+    await recorder.record(OTHER, EgressReport(uses=(_use(now, 7),)))  # not allowed: neither stored nor journaled
+    bodies = [body for event, body in await world.events() if event == "apikey.used"]
+    assert bodies == [
+        {"spiffe_id": WEB, "name": "stripe", "version": 1, "target": TARGET, "count": 5,
+         "last_at": int(now.timestamp())},
+        {"spiffe_id": WEB, "name": "stripe", "version": 2, "target": TARGET, "count": 1,
+         "last_at": int(now.timestamp())},
+    ]  # fmt: skip
+    await recorder.close()
+
+
 def test_merge_keeps_the_later_use_and_adds_the_counts() -> None:
     t = datetime.fromisoformat("2026-12-01T00:00:00+00:00")
     rows = [UseRecord("a", WEB, 1, TARGET, 2, t), UseRecord("a", WEB, 1, TARGET, 3, t - timedelta(hours=1)),

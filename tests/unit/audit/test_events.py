@@ -28,6 +28,7 @@ from broker.audit.events import (
     ApiKeyRotated,
     ApiKeySuspended,
     ApiKeyUpdated,
+    ApiKeyUsed,
     AuditEvent,
     ClientDisabled,
     ClientEnabled,
@@ -95,6 +96,7 @@ EXAMPLES: list[AuditEvent] = [
     ApiKeyRefused("spiffe://example.org/web", "stripe", "review_overdue"),
     ApiKeyEgressRefused("spiffe://example.org/web", "stripe", "https://paste.example.net:443/",
                         "placeholder_to_other_target", 2, 1_800_000_000, 1_800_000_003, True),
+    ApiKeyUsed("spiffe://example.org/web", "stripe", 2, "https://api.stripe.com:443", 17, 1_800_000_003),
 ]  # fmt: skip
 
 
@@ -109,7 +111,8 @@ def test_every_event_type_has_a_distinct_stable_name() -> None:
     assert sorted(EVENT_TYPES) == [
         "admin.call", "apikey.added", "apikey.egress_refused", "apikey.granted", "apikey.refused", "apikey.resumed",
         "apikey.revealed", "apikey.reviewed", "apikey.revoked", "apikey.rotated", "apikey.suspended",
-        "apikey.updated", "client.disabled", "client.enabled", "client.registered", "client.removed", "key.created",
+        "apikey.updated", "apikey.used", "client.disabled", "client.enabled", "client.registered", "client.removed",
+        "key.created",
         "key.kek_rotated", "key.retired", "key.revoked", "key.rotated", "policy.refused", "policy.reloaded",
         "store.migrated", "subject.quarantined", "subject.released", "token.issued", "token.refused", "token.revoked",
     ]  # fmt: skip
