@@ -29,11 +29,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 from broker._batch import BatchWriter
 from broker.apikeys.decision import GrantAudit
 from broker.apikeys.grant import EgressRefusal, EgressReport
-from broker.apikeys.model import UseRecord
+from broker.apikeys.model import ApiKeyException, UseRecord
 from broker.apikeys.store import ApiKeyStore
 from broker.audit.events import ApiKeyEgressRefused, ApiKeyUsed
 from broker.errors import TemporarilyUnavailableError
@@ -46,6 +47,21 @@ DEFAULT_FLUSH_INTERVAL = 5.0  # seconds a use waits to be merged with others bef
 EXFILTRATION_REASON = "placeholder_to_other_target"
 _NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 _Key = tuple[str, str, int, str]
+_PRINTABLE_ONLY = re.compile(r"[^\x20-\x7e]")
+
+
+def _is_origin_of(target: str, record: ApiKeyException) -> bool:
+    """``target`` is ``https://host:port`` (what a sidecar reports a use against) and the exception covers that
+    host and port: a report cannot invent targets for an exception."""
+    try:
+        parts = urlsplit(target)
+        port = parts.port
+    except ValueError:
+        return False
+    if parts.scheme != "https" or parts.path or parts.query or parts.fragment or parts.username or port is None:
+        return False
+    host = parts.hostname or ""
+    return record.target.matches("https", host, port, record.target.path_prefix)
 
 
 def merge_uses(rows: Sequence[UseRecord]) -> list[UseRecord]:
@@ -94,19 +110,20 @@ class UsageRecorder:
     async def _uses(self, spiffe_id: str, report: EgressReport, now: datetime) -> list[UseRecord]:
         if not report.uses:
             return []
-        allowed = {r.name for r in await self._store.list_all() if r.allows(spiffe_id)}
+        allowed = {r.name: r for r in await self._store.list_all() if r.allows(spiffe_id)}
         rows = [UseRecord(u.name, spiffe_id, u.version, u.target, u.count, min(u.last_used_at, now))
-                for u in report.uses if u.name in allowed]  # fmt: skip
+                for u in report.uses if u.name in allowed and _is_origin_of(u.target, allowed[u.name])]  # fmt: skip
         if len(rows) < len(report.uses):
-            log.warning("apikey report from %s: %d uses of exceptions it may not use were dropped", spiffe_id,
-                        len(report.uses) - len(rows))  # fmt: skip
+            log.warning("apikey report from %s: %d uses of exceptions it may not use, or of targets they do not "
+                        "cover, were dropped", spiffe_id, len(report.uses) - len(rows))  # fmt: skip
         return rows
 
     def _audit_refusals(self, spiffe_id: str, refusals: Sequence[EgressRefusal], now: datetime) -> None:
         merged: dict[tuple[str | None, str, str], list[datetime]] = {}
         for refusal in refusals:
             name = refusal.name if refusal.name is not None and _NAME.fullmatch(refusal.name) else None
-            merged.setdefault((name, refusal.target, refusal.reason), []).append(min(refusal.at, now))
+            target = _PRINTABLE_ONLY.sub("?", refusal.target)  # the app chose it: no control characters kept
+            merged.setdefault((name, target, refusal.reason), []).append(min(refusal.at, now))
         for (name, target, reason), times in merged.items():
             suspected = reason == EXFILTRATION_REASON
             event = ApiKeyEgressRefused(spiffe_id, name, target, reason, len(times), int(min(times).timestamp()),

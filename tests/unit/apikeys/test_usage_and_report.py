@@ -16,7 +16,7 @@ from broker.errors import TemporarilyUnavailableError
 from tests.unit.apikeys.conftest import ADMIN, WEB, World, sample
 
 OTHER = "spiffe://example.org/ns/billing/sa/api"
-TARGET = "https://api.stripe.com:443/v1/"
+TARGET = "https://api.stripe.com:443"
 
 
 def _use(at: datetime, count: int = 1, version: int = 1, name: str = "stripe") -> UseCount:
@@ -41,6 +41,20 @@ async def test_uses_of_an_exception_the_reporter_may_not_use_are_dropped(world: 
     await recorder.record(OTHER, EgressReport(uses=(_use(world.now(), 5),)))
     await recorder.flush()
     assert await world.store.apikeys.uses() == ()
+    await recorder.close()
+
+
+@pytest.mark.parametrize(
+    "target", ["https://evil.example.net:443", "https://api.stripe.com:8443", "http://api.stripe.com:443",
+               "https://api.stripe.com:443/v1/", "https://api.stripe.com", "api.stripe.com:443"],
+)  # fmt: skip
+async def test_a_use_against_a_target_the_exception_does_not_cover_is_dropped(world: World, target: str) -> None:
+    await world.add()
+    recorder = UsageRecorder(world.store.apikeys, world.trail, flush_interval=0, clock=world.clock)
+    await recorder.record(WEB, EgressReport(uses=(UseCount("stripe", 1, target, 3, world.now()),)))
+    await recorder.flush()
+    assert await world.store.apikeys.uses() == ()
+    assert [event for event, _ in await world.events() if event == "apikey.used"] == []
     await recorder.close()
 
 

@@ -170,7 +170,7 @@ async def test_a_report_records_uses_for_the_reporter_and_audits_a_suspected_exf
 ) -> None:
     now = datetime.fromtimestamp(service.clock(), UTC)
     report = EgressReport(
-        uses=(UseCount("stripe", 1, "https://api.stripe.com:443/v1/", 7, now),),
+        uses=(UseCount("stripe", 1, "https://api.stripe.com:443", 7, now),),
         refusals=(EgressRefusal("stripe", "https://paste.example.net:443/", "placeholder_to_other_target", now),),
     )
     reply = await request(web, "POST", f"{service.url}/v1/apikeys/report", json_body=report_to_wire(report))

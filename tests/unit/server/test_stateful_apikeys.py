@@ -69,7 +69,7 @@ async def test_register_grant_report_and_a_quarantine_refuses_the_next_grant(
             assert [e.name for e in catalog_from_wire(catalog.body).entries] == ["stripe"]
             granted = await request(workload, "POST", f"{url}/v1/apikeys/stripe/grant")
             assert granted.status == 200 and grant_from_wire(granted.body).secret == CANARY.decode()
-            use = UseCount("stripe", 1, "https://api.stripe.com:443/v1/", 3, _in_days(0))
+            use = UseCount("stripe", 1, "https://api.stripe.com:443", 3, _in_days(0))
             reported = await request(workload, "POST", f"{url}/v1/apikeys/report",
                                      json_body=report_to_wire(EgressReport(uses=(use,))))  # fmt: skip
             assert reported.status == 204
