@@ -32,6 +32,8 @@ from broker.identity.source import SubscribableX509Source, current_x5t
 from broker.oauth.grammar import AUDIENCE, SCOPE, normalize_scope
 from broker.sidecar.cache import CacheKey, TokenCache
 from broker.sidecar.dpop import SvidProofSigner
+from broker.sidecar.egress.proxy import EgressProxy
+from broker.sidecar.egress.reveal import reveal_secret
 from broker.sidecar.errors import BodyTooLargeError, DpopNotEnabledError, WorkloadQuarantinedError
 from broker.sidecar.exchanger import Exchanger
 from broker.sidecar.health import TokenServiceHealth
@@ -39,7 +41,7 @@ from broker.sidecar.probe import probe_when_idle
 from broker.sidecar.proofs import MAX_BODY, parse_proof_request, proof_body
 from broker.sidecar.revocations import RevocationWatcher
 from broker.sidecar.sockets import is_loopback_host, over_tcp
-from broker.web.errors import error_response, render_error
+from broker.web.errors import NO_STORE, error_response, render_error
 
 __all__ = ["CACHE", "PROOFS", "REVOCATIONS", "SOURCE", "TOKEN_SERVICE", "TokenServiceLink", "build_sidecar_app"]
 
@@ -68,6 +70,7 @@ REVOCATIONS = web.AppKey("revocations", RevocationWatcher)
 SOURCE = web.AppKey("svid_source", SubscribableX509Source)
 TOKEN_SERVICE = web.AppKey("token_service", TokenServiceLink)
 PROOFS = web.AppKey("dpop_proofs", SvidProofSigner)
+REVEAL = web.AppKey("apikeys_reveal", EgressProxy)
 
 
 class _KeyMemo(dict[str, CacheKey]):
@@ -231,6 +234,20 @@ async def post_only(request: web.Request) -> web.Response:
     return response
 
 
+async def reveal_handler(request: web.Request) -> web.Response:
+    """``GET /v1/apikeys/{name}``: a ``reveal`` exception's secret for the app (:mod:`broker.sidecar.egress.reveal`);
+    nothing of the answer is logged."""
+    try:
+        check_local_client(request)
+        revealed = await reveal_secret(request.app[REVEAL], request.match_info["name"])
+    except BrokerError as exc:
+        return render_error(exc)
+    except Exception as exc:  # a bug must still answer in JSON, and must not log the answer
+        log.error("GET /v1/apikeys failed unexpectedly: %s", type(exc).__name__)
+        return render_error(ServerError())
+    return web.Response(body=revealed.body, content_type="application/json", headers={**NO_STORE})
+
+
 def build_sidecar_app(
     *,
     source: SubscribableX509Source,
@@ -239,12 +256,14 @@ def build_sidecar_app(
     probe_interval: float = 5.0,
     revocations: RevocationWatcher | None = None,
     proofs: SvidProofSigner | None = None,
+    reveal: EgressProxy | None = None,
 ) -> web.Application:
     """The app; its cleanup closes the cache and the token service client and stops the prober.
 
     ``probe_interval``: seconds without a successful contact with the token service before it is probed.
     ``revocations``: follows the revocation feed while the app runs (started and closed with it).
     ``proofs``: serve ``POST /v1/dpop-proof`` with this signer (``token_binding = "dpop"``).
+    ``reveal``: serve ``GET /v1/apikeys/{name}`` for ``reveal`` exceptions from this egress proxy's grants.
     """
     app = web.Application(handler_args={"max_field_size": 16384}, client_max_size=MAX_BODY)
     app[SOURCE] = source
@@ -261,6 +280,9 @@ def build_sidecar_app(
     for path, handler in routes:
         app.router.add_get(path, handler)
         app.router.add_route("*", path, method_not_allowed)
+    if reveal is not None:
+        app[REVEAL] = reveal
+        app.router.add_get("/v1/apikeys/{name}", reveal_handler)
     app.router.add_post("/v1/dpop-proof", dpop_proof_handler)
     app.router.add_route("*", "/v1/dpop-proof", post_only)
     app.router.add_route("*", "/{tail:.*}", not_found)

@@ -210,6 +210,7 @@ async def start_sidecar(
         probe_interval=probe_interval,
         revocations=watcher,
         proofs=signer,
+        reveal=None if proxy is None else proxy.proxy,
     )
     runner = HardenedAppRunner(app, limits=limits, access_log=None)
     await runner.setup()

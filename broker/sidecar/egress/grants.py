@@ -92,6 +92,11 @@ class GrantCache:
                 f"({exc.description})", name=name
             ) from None  # fmt: skip
 
+    def held_for(self, name: str) -> float:
+        """Seconds the held grant of ``name`` stays usable (0 if none is held)."""
+        held = self._held.get(name)
+        return 0.0 if held is None else max(0.0, held.expires - self._clock())
+
     @property
     def suspended(self) -> bool:
         return self._clock() < self._suspended_until
