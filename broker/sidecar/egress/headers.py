@@ -6,6 +6,9 @@ Removed in both directions: ``Connection`` and every field it names, ``Keep-Aliv
 ``Expect`` (the listener has already answered ``100-continue``); the length of a body is set again by the side that
 writes it (``Content-Length`` passes through when the sender gave one, else the body is chunked). Both directions
 get a ``Via`` entry (RFC 9110 §7.6.3).
+
+The request to the target asks for ``Accept-Encoding: identity`` whatever the app asked for (RFC 9110 §12.5.3):
+the response body must arrive uncompressed for the secret to be masked in it (:mod:`.inject`).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from collections.abc import Iterable
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
-__all__ = ["VIA", "forwarded_request_headers", "forwarded_response_headers"]
+__all__ = ["VIA", "ask_for_identity", "forwarded_request_headers", "forwarded_response_headers"]
 
 VIA = "1.1 spiffe-broker-sidecar"
 _HOP_BY_HOP = frozenset(
@@ -42,6 +45,12 @@ def forwarded_request_headers(headers: CIMultiDictProxy[str]) -> CIMultiDict[str
     kept = _kept(headers, _REQUEST_ONLY)
     kept.add("Via", VIA)
     return kept
+
+
+def ask_for_identity(headers: CIMultiDict[str]) -> None:
+    """Replace the app's ``Accept-Encoding`` with ``identity``: an uncompressed body, which can be masked."""
+    headers.popall("Accept-Encoding", None)
+    headers["Accept-Encoding"] = "identity"
 
 
 def forwarded_response_headers(headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:

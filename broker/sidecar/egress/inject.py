@@ -8,9 +8,10 @@ secret (the registered template is the only shape it takes).
 
 **Scrubbing.** A target may echo what it received (an error page quoting the request, a redirect to a URL with the
 key in it). :class:`SecretScrubber` masks the secret, as injected and percent-encoded, with ``*`` of the same length
-in every response header and in an uncompressed response body, streamed: only a tail that could be the start of the
-secret is held back until the next chunk shows whether it is. A compressed body is passed as it is: masking would
-mean decompressing it, and the app could decompress it anyway (``Accept-Encoding`` is the app's choice).
+in every response header and in the response body, streamed: only a tail that could be the start of the secret is
+held back until the next chunk shows whether it is. The body is always uncompressed: the target is asked for
+``Accept-Encoding: identity``, and a compressed answer is refused (502), never passed on unmasked
+(:mod:`~broker.sidecar.egress.proxy`).
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ For each request, in this order (each refusal is a JSON ``{"error", "error_descr
 
 1. On the loopback port, refuse what a web page could send: any ``Origin`` or ``Sec-Fetch-*`` header (browsers add
    them, scripts cannot remove them), and a local route whose ``Host`` is not a loopback name (DNS rebinding).
-2. ``CONNECT``: 405 ``connect_not_supported`` (see :mod:`broker.sidecar.egress`).
+2. ``CONNECT``: 405 ``connect_not_supported`` (see :mod:`broker.sidecar.egress`). ``TRACE``: 405
+   ``method_not_allowed`` (the target would send the request back, key included).
 3. The destination (:mod:`~broker.sidecar.egress.routing`): absolute-form (forward proxy) or ``/{name}/...``.
 4. The exception (:mod:`~broker.sidecar.egress.placeholders`): a placeholder of an exception that does not cover
    the target refuses the request; no exception covering it is 403 ``target_not_covered``. A name or target the
@@ -14,7 +15,9 @@ For each request, in this order (each refusal is a JSON ``{"error", "error_descr
 6. Injection (:mod:`~broker.sidecar.egress.inject`) into the app's headers minus hop-by-hop ones
    (:mod:`~broker.sidecar.egress.headers`), then the request to the target (:mod:`~broker.sidecar.egress.upstream`),
    its body streamed from the app as it arrives.
-7. The response streamed back with the secret masked; the use counted for the next report.
+7. The response streamed back with the secret masked; the use counted for the next report. The target was asked
+   for an uncompressed body (``Accept-Encoding: identity``); one that answers with a compressed body anyway gets
+   502 ``bad_gateway``: the proxy cannot check such a body for the key, so it does not pass it on.
 
 A target that breaks off its response after the status line was sent: the app's connection is aborted, never
 ended cleanly, so a truncated body cannot pass for a complete one.
@@ -32,13 +35,15 @@ from broker.apikeys.grant import CatalogEntry, Grant
 from broker.errors import AccessDeniedError
 from broker.sidecar.egress.catalog import CatalogView
 from broker.sidecar.egress.errors import (
+    BadGatewayError,
     ConnectNotSupportedError,
     EgressError,
     EgressUnavailableError,
+    MethodNotAllowedError,
     TargetNotCoveredError,
 )
 from broker.sidecar.egress.grants import GrantCache
-from broker.sidecar.egress.headers import forwarded_request_headers, forwarded_response_headers
+from broker.sidecar.egress.headers import ask_for_identity, forwarded_request_headers, forwarded_response_headers
 from broker.sidecar.egress.inject import SecretScrubber, inject
 from broker.sidecar.egress.placeholders import choose_exception, placeholders_in
 from broker.sidecar.egress.report import EgressReporter
@@ -55,6 +60,9 @@ _CONNECT_REFUSED = (
     "CONNECT opens a TLS tunnel the sidecar cannot see into, so it cannot inject an API key: send plain http:// "
     "requests through this proxy (it adds TLS to the target itself), or use a local route /<exception>/<path>"
 )
+_TRACE_REFUSED = "TRACE is not forwarded: the target would send the request back, API key included"
+_COMPRESSED = "the target answered with a compressed body the proxy cannot check for the key"
+_NO_BODY_STATUSES = frozenset({204, 304})
 
 
 class EgressProxy:
@@ -72,6 +80,8 @@ class EgressProxy:
             _check_local_client(request)
             if request.method == "CONNECT":
                 raise ConnectNotSupportedError(_CONNECT_REFUSED)
+            if request.method == "TRACE":
+                raise MethodNotAllowedError(_TRACE_REFUSED)
             destination = await self._destination(request)
             where = destination.where()
             entry = await self._exception(request, destination)
@@ -125,6 +135,7 @@ class EgressProxy:
 
     async def _forward(self, request: web.Request, destination: Destination, grant: Grant) -> web.StreamResponse:
         headers = forwarded_request_headers(request.headers)
+        ask_for_identity(headers)
         query = inject(headers, destination.query, grant.presentation, grant.secret)
         body = request.content if request.body_exists else None
         url = destination.url(query)
@@ -180,23 +191,24 @@ async def _relay(
     request: web.Request, upstream: aiohttp.ClientResponse, scrubber: SecretScrubber, destination: Destination
 ) -> web.StreamResponse:
     """Stream the target's response to the app, the secret masked (see :mod:`~broker.sidecar.egress.inject`)."""
+    if not _identity(upstream.headers) and _has_body(request.method, upstream.status):
+        raise BadGatewayError(_COMPRESSED)
     response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
     for name, value in forwarded_response_headers(upstream.headers).items():
         response.headers.add(name, scrubber.header(value))
     if upstream.content_length is not None:
         response.content_length = upstream.content_length
     await response.prepare(request)
-    masked = _identity(upstream.headers)
     try:
         async for chunk in upstream.content.iter_any():
-            await response.write(scrubber.feed(chunk) if masked else chunk)
+            await response.write(scrubber.feed(chunk))
     except (aiohttp.ClientError, TimeoutError) as exc:
         log.info("%s broke off its response (%s): aborting the app's connection", destination.origin,
                  type(exc).__name__)  # fmt: skip
         if request.transport is not None:
             request.transport.abort()
         raise ConnectionResetError("the target broke off its response") from None
-    tail = scrubber.flush() if masked else b""
+    tail = scrubber.flush()
     if tail:
         await response.write(tail)
     await response.write_eof()
@@ -204,4 +216,17 @@ async def _relay(
 
 
 def _identity(headers: CIMultiDictProxy[str]) -> bool:
-    return headers.get("Content-Encoding", "identity").strip().lower() in ("", "identity")
+    """Whether the body arrives as it is: no content coding (every ``Content-Encoding`` field counted), and no
+    transfer coding but ``chunked`` (which the client has already undone)."""
+    codings = _tokens(headers.getall("Content-Encoding", ())) - {"identity"}
+    transfer = _tokens(headers.getall("Transfer-Encoding", ())) - {"identity", "chunked"}
+    return not codings and not transfer
+
+
+def _tokens(values: list[str] | tuple[str, ...]) -> set[str]:
+    return {token.strip().lower() for value in values for token in value.split(",") if token.strip()}
+
+
+def _has_body(method: str, status: int) -> bool:
+    """Whether a response to ``method`` with ``status`` carries a body (RFC 9110 §6.4.1)."""
+    return method != "HEAD" and status not in _NO_BODY_STATUSES and status >= 200

@@ -4,7 +4,8 @@
   verified against the system CA store, or against ``[egress] ca_file`` only when one is configured. The request,
   with its secret, is written only after the handshake verified the target: a certificate that does not verify is
   :class:`~broker.sidecar.egress.errors.TargetCertificateError` (502) and the secret never leaves the sidecar.
-* **Pass-through.** The session adds no header of its own (no ``User-Agent``, ``Accept`` or ``Accept-Encoding``),
+* **Pass-through.** The session adds no header of its own (no ``User-Agent``, ``Accept`` or ``Accept-Encoding``: the
+  proxy sets ``Accept-Encoding: identity`` itself, :mod:`~broker.sidecar.egress.headers`),
   keeps no cookies (a target's ``Set-Cookie`` goes to the app, never into a jar shared by every app of the pod),
   ignores ``HTTP_PROXY`` in its own environment, follows no redirect (the app decides), and does not decompress.
 * **Failures before the response** map to one error each: certificate -> 502 ``target_certificate``, other TLS or

@@ -8,7 +8,7 @@ not trust, issues the certificate of the "impostor" server. Routes:
   repeating the request's ``Authorization``: a target that echoes the key back;
 * ``/duplex``: streams the request body back as it arrives (``Content-Length`` of the request in
   ``X-Received``): 100 MB in and out without either side holding it;
-* ``/gzip``: a gzip-encoded body that contains the request's ``Authorization`` (compressed: passed unmasked).
+* ``/gzip``: a gzip-encoded body that contains the request's ``Authorization``, whatever the request accepts.
 """
 
 from __future__ import annotations
