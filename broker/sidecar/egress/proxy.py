@@ -193,7 +193,7 @@ async def _relay(
     """Stream the target's response to the app, the secret masked (see :mod:`~broker.sidecar.egress.inject`)."""
     if not _identity(upstream.headers) and _has_body(request.method, upstream.status):
         raise BadGatewayError(_COMPRESSED)
-    response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+    response = web.StreamResponse(status=upstream.status)  # the standard reason phrase, never the target's
     for name, value in forwarded_response_headers(upstream.headers).items():
         response.headers.add(name, scrubber.header(value))
     if upstream.content_length is not None:

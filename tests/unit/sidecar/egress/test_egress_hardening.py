@@ -41,6 +41,21 @@ async def test_a_compressed_answer_is_refused_502_and_its_body_never_reaches_the
     assert (head.status, head.body, head.headers["Content-Encoding"]) == (200, b"", "gzip")
 
 
+async def test_a_key_the_target_reflects_in_the_reason_phrase_or_in_an_escaped_form_is_masked(
+    app: App, apikeys: FakeApiKeys, target: TargetServer
+) -> None:
+    secret = "sk_live/With+Slash=&<Odd>0123456789"
+    apikeys.add(entry("odd", "localhost", target.port), secret)
+    await app.egress.proxy.catalog.refresh()
+    raw = await app.raw(
+        f"GET http://localhost:{target.port}/reflect HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+    )
+
+    assert target.received[0].header("Authorization") == [f"Bearer {secret}"]
+    assert raw.startswith(b"HTTP/1.1 401 Unauthorized\r\n")
+    assert b"sk_live" not in raw.lower() and b"0123456789" not in raw
+
+
 async def test_trace_is_refused_405_and_never_forwarded(app: App, target: TargetServer) -> None:
     raw = await app.raw(
         f"TRACE http://api.example.test:{target.port}/v1/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from urllib.parse import quote
+import html
+import json
+import re
+from urllib.parse import quote, quote_plus
 
 import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -143,6 +146,29 @@ def test_the_scrubber_holds_back_only_what_could_start_the_secret() -> None:
     assert scrubber.feed(b"a") == b"sk_tea"
     assert scrubber.header(f"Bearer {SECRET}") == "Bearer " + "*" * len(SECRET)
     assert SECRET not in repr(scrubber)
+
+
+ODD = "sk/Te st+a=b&c<d>\"e'f%g"  # every escaping changes it somehow
+ODD_FORMS = {
+    "raw": ODD,
+    "percent-upper-hex": quote(ODD, safe=""),
+    "percent-lower-hex": re.sub("%[0-9A-F]{2}", lambda m: m[0].lower(), quote(ODD, safe="")),
+    "percent-plus": quote_plus(ODD),
+    "json": json.dumps(ODD)[1:-1],
+    "json-escaped-slash": json.dumps(ODD)[1:-1].replace("/", "\\/"),
+    "html": html.escape(ODD),
+    "lower-case": quote(ODD, safe="").lower(),
+}
+
+
+@pytest.mark.parametrize("form", ODD_FORMS.values(), ids=ODD_FORMS.keys())
+def test_the_scrubber_masks_every_form_of_the_secret_in_headers_and_across_any_chunk_boundary(form: str) -> None:
+    body = f"<p>{form}</p>".encode()
+    masked = b"<p>" + b"*" * len(form) + b"</p>"
+    for cut in range(len(body) + 1):
+        scrubber = SecretScrubber(ODD)
+        assert scrubber.feed(body[:cut]) + scrubber.feed(body[cut:]) + scrubber.flush() == masked, cut
+    assert SecretScrubber(ODD).header(f"k={form};") == "k=" + "*" * len(form) + ";"
 
 
 def test_hop_by_hop_fields_and_the_ones_connection_names_are_not_forwarded() -> None:
