@@ -42,13 +42,15 @@ __all__ = [
 
 class EgressError(OAuthError):
     """A request the egress proxy did not forward. ``reason`` (one of :data:`~broker.apikeys.grant.REFUSAL_REASONS`)
-    makes it a refusal the token service hears about in the next report; None: the app's or a network problem."""
+    makes it a refusal the token service hears about in the next report; None: the app's or a network problem.
+    ``key_sent``: the request, key included, may have reached the target before the failure (a use to report)."""
 
     reason: str | None = None
 
-    def __init__(self, description: str, *, name: str | None = None) -> None:
+    def __init__(self, description: str, *, name: str | None = None, key_sent: bool = False) -> None:
         super().__init__(safe_description(description))
         self.name = name
+        self.key_sent = key_sent
 
 
 class EgressRequestError(EgressError):

@@ -15,7 +15,8 @@ For each request, in this order (each refusal is a JSON ``{"error", "error_descr
 6. Injection (:mod:`~broker.sidecar.egress.inject`) into the app's headers minus hop-by-hop ones
    (:mod:`~broker.sidecar.egress.headers`), then the request to the target (:mod:`~broker.sidecar.egress.upstream`),
    its body streamed from the app as it arrives.
-7. The response streamed back with the secret masked; the use counted for the next report. The target was asked
+7. The response streamed back with the secret masked; the use counted for the next report (also when the
+   connection to the target was up but no response came: the key may have reached it). The target was asked
    for an uncompressed body (``Accept-Encoding: identity``); one that answers with a compressed body anyway gets
    502 ``bad_gateway``: the proxy cannot check such a body for the key, so it does not pass it on.
 
@@ -143,6 +144,8 @@ class EgressProxy:
             upstream = await self.upstream.open(request.method, destination, url, headers, body)
         except EgressError as exc:
             exc.name = grant.name  # the report says whose request it was
+            if exc.key_sent:  # the key left the sidecar: a use, although no response came back
+                self.reporter.used(grant.name, grant.version, destination.origin)
             raise
         self.reporter.used(grant.name, grant.version, destination.origin)
         try:

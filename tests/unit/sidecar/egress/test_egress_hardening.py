@@ -3,11 +3,16 @@ reason phrases, half-finished exchanges, paths a server reads otherwise, URL use
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gzip
+import socket
+import ssl
+from collections.abc import AsyncIterator
 
 from tests.unit.sidecar.egress.egress_helpers import App
 from tests.unit.sidecar.egress.fake_apikeys import SECRET, FakeApiKeys, entry
-from tests.unit.sidecar.egress.target_server import TargetServer
+from tests.unit.sidecar.egress.target_server import TargetServer, TargetTls
 
 
 async def _anything_on(app: App, apikeys: FakeApiKeys, target: TargetServer) -> str:
@@ -54,6 +59,48 @@ async def test_a_key_the_target_reflects_in_the_reason_phrase_or_in_an_escaped_f
     assert target.received[0].header("Authorization") == [f"Bearer {secret}"]
     assert raw.startswith(b"HTTP/1.1 401 Unauthorized\r\n")
     assert b"sk_live" not in raw.lower() and b"0123456789" not in raw
+
+
+@contextlib.asynccontextmanager
+async def silent_target(context: ssl.SSLContext) -> AsyncIterator[tuple[int, list[bytes]]]:
+    """A TLS target that reads a request's head and hangs up without a response; its port and what it read."""
+    heads: list[bytes] = []
+
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            heads.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.close()
+
+    server = await asyncio.start_server(hang_up, "127.0.0.1", 0, ssl=context)
+    try:
+        yield server.sockets[0].getsockname()[1], heads
+    finally:
+        server.close()
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def test_a_request_that_reached_the_target_but_got_no_response_counts_as_a_use(
+    app: App, apikeys: FakeApiKeys, tls: TargetTls
+) -> None:
+    closed = _closed_port()
+    async with silent_target(tls.trusted) as (port, heads):
+        apikeys.add(entry("silent", "localhost", port), SECRET)
+        apikeys.add(entry("closed", "other.example.test", closed), SECRET)
+        await app.egress.proxy.catalog.refresh()
+        hung_up = await app.forward("POST", f"http://localhost:{port}/v1/charges", data=b"amount=1")
+        unreachable = await app.forward("POST", f"http://other.example.test:{closed}/v1/charges", data=b"amount=1")
+    await app.egress.proxy.reporter.flush()
+
+    assert f"Bearer {SECRET}".encode() in heads[0]
+    assert (hung_up.status, hung_up.error) == (502, "bad_gateway")
+    assert "did not answer" in hung_up.json()["error_description"]
+    assert "could not be reached" in unreachable.json()["error_description"]
+    assert apikeys.uses() == {("silent", 1, f"https://localhost:{port}"): 1}
 
 
 async def test_trace_is_refused_405_and_never_forwarded(app: App, target: TargetServer) -> None:
