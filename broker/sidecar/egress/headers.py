@@ -2,8 +2,10 @@
 
 Removed in both directions: ``Connection`` and every field it names, ``Keep-Alive``, ``Proxy-Connection``,
 ``TE``, ``Trailer``, ``Transfer-Encoding``, ``Upgrade``, and the proxy's own ``Proxy-Authorization`` /
-``Proxy-Authenticate``. Requests also lose ``Host`` (set from the target, RFC 9112 §3.2.2 and §7.2) and
-``Expect`` (the listener has already answered ``100-continue``); the length of a body is set again by the side that
+``Proxy-Authenticate``. Requests also lose ``Host`` (set from the target, RFC 9112 §3.2.2 and §7.2), ``Expect``
+(the listener has already answered ``100-continue``), and the fields some servers and frameworks read as another
+path or method than the one checked (``X-Original-URL``, ``X-Rewrite-URL``, ``X-HTTP-Method-Override``,
+``X-HTTP-Method``, ``X-Method-Override``); the length of a body is set again by the side that
 writes it (``Content-Length`` passes through when the sender gave one, else the body is chunked). Both directions
 get a ``Via`` entry (RFC 9110 §7.6.3).
 
@@ -24,7 +26,10 @@ _HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
      "proxy-authorization", "proxy-authenticate"}
 )  # fmt: skip
-_REQUEST_ONLY = frozenset({"host", "expect"})
+_REQUEST_ONLY = frozenset(
+    {"host", "expect", "x-original-url", "x-rewrite-url", "x-http-method-override", "x-http-method",
+     "x-method-override"}
+)  # fmt: skip
 
 
 def _connection_named(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> set[str]:

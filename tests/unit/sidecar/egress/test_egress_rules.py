@@ -50,6 +50,25 @@ def test_a_target_a_server_could_read_otherwise_is_refused(target: str) -> None:
         forward_destination(target)
 
 
+@pytest.mark.parametrize(
+    "path",
+    ["/v1/..;/admin", "/v1/..;jsessionid=x/admin", "/v1/.;x/admin", "/v1/..%3bx/admin", "/v1/%252e%252e/admin",
+     "/v1/%252fadmin", "/v1/%%32%65%%32%65/admin", "/v1/%%35%63admin"],
+    ids=["dot-dot-matrix", "dot-dot-matrix-param", "dot-matrix", "encoded-semicolon", "double-encoded-dots",
+         "double-encoded-slash", "double-encoded-without-25", "double-encoded-backslash"],
+)  # fmt: skip
+def test_a_path_with_matrix_dot_segments_or_double_encoding_is_refused(path: str) -> None:
+    with pytest.raises(EgressRequestError):
+        forward_destination("http://api.example.com" + path)
+    with pytest.raises(EgressRequestError):
+        route_destination("/stripe" + path, Target("api.example.com", 443, "/v1/"))
+
+
+def test_semicolons_and_dots_inside_a_segment_are_not_dot_segments() -> None:
+    for path in ("/v1/a;b/c", "/v1/.../x", "/v1/..x/y", "/v1/x.;/y", "/v1/a%3Bb"):
+        assert forward_destination("http://api.example.com" + path).path == path
+
+
 def test_a_local_route_maps_the_rest_of_the_path_to_the_exceptions_target() -> None:
     d = route_destination("/stripe/v1/charges?limit=3", Target("api.stripe.com", 443, "/v1/"))
     root = route_destination("/stripe", Target("api.stripe.com"))
@@ -169,6 +188,13 @@ def test_the_scrubber_masks_every_form_of_the_secret_in_headers_and_across_any_c
         scrubber = SecretScrubber(ODD)
         assert scrubber.feed(body[:cut]) + scrubber.feed(body[cut:]) + scrubber.flush() == masked, cut
     assert SecretScrubber(ODD).header(f"k={form};") == "k=" + "*" * len(form) + ";"
+
+
+def test_headers_that_rewrite_the_path_or_method_at_the_target_are_not_forwarded() -> None:
+    request = _headers(X_Original_URL="/admin", X_Rewrite_URL="/admin", X_HTTP_Method_Override="DELETE",
+                       X_HTTP_Method="DELETE", X_Method_Override="DELETE", X_Kept="y")  # fmt: skip
+
+    assert sorted(forwarded_request_headers(request).items()) == [("Via", "1.1 spiffe-broker-sidecar"), ("X-Kept", "y")]
 
 
 def test_hop_by_hop_fields_and_the_ones_connection_names_are_not_forwarded() -> None:
