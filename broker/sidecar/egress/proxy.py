@@ -169,8 +169,14 @@ class EgressProxy:
 
 
 def _where(request: web.Request) -> str:
-    """The destination as far as known before routing, for a report: the raw target without its query."""
-    return request.raw_path.partition("?")[0][:2048]
+    """The destination as far as known before routing, for a log line, an error or a report: the raw target
+    without user information (``user:password@``), query or fragment."""
+    target = request.raw_path.partition("?")[0].partition("#")[0]
+    scheme, sep, rest = target.partition("://")
+    if sep:
+        authority, slash, path = rest.partition("/")
+        target = scheme + sep + authority.rpartition("@")[2] + slash + path
+    return target[:2048]
 
 
 def _absolute_form(request: web.Request) -> bool:

@@ -10,6 +10,8 @@ import socket
 import ssl
 from collections.abc import AsyncIterator
 
+import pytest
+
 from tests.unit.sidecar.egress.egress_helpers import App
 from tests.unit.sidecar.egress.fake_apikeys import SECRET, FakeApiKeys, entry
 from tests.unit.sidecar.egress.target_server import TargetServer, TargetTls
@@ -101,6 +103,19 @@ async def test_a_request_that_reached_the_target_but_got_no_response_counts_as_a
     assert "did not answer" in hung_up.json()["error_description"]
     assert "could not be reached" in unreachable.json()["error_description"]
     assert apikeys.uses() == {("silent", 1, f"https://localhost:{port}"): 1}
+
+
+async def test_user_information_and_the_query_of_a_refused_url_never_reach_the_log_or_the_reply(
+    app: App, target: TargetServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = f"http://alice:AppPassw0rd@api.example.test:{target.port}/v1/x?token=app-token-123"
+    raw = await app.raw(f"GET {url} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+
+    assert raw.startswith(b"HTTP/1.1 400 ")
+    assert f"api.example.test:{target.port}/v1/x refused" in caplog.text
+    for private in ("alice", "AppPassw0rd", "app-token-123"):
+        assert private not in caplog.text and private.encode() not in raw
+    assert target.received == []
 
 
 async def test_trace_is_refused_405_and_never_forwarded(app: App, target: TargetServer) -> None:
