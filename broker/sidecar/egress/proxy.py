@@ -46,7 +46,7 @@ from broker.sidecar.egress.errors import (
 from broker.sidecar.egress.grants import GrantCache
 from broker.sidecar.egress.headers import ask_for_identity, forwarded_request_headers, forwarded_response_headers
 from broker.sidecar.egress.inject import SecretScrubber, inject
-from broker.sidecar.egress.placeholders import choose_exception, placeholders_in
+from broker.sidecar.egress.placeholders import choose_exception, placeholders_in, request_texts
 from broker.sidecar.egress.report import EgressReporter
 from broker.sidecar.egress.routing import Destination, forward_destination, route_destination, route_name
 from broker.sidecar.egress.upstream import Upstream
@@ -122,7 +122,7 @@ class EgressProxy:
         """The exception whose secret the request gets (refusing placeholders sent elsewhere)."""
         headers = request.headers
         covering = self.catalog.covering(destination)
-        named = placeholders_in([destination.path, destination.query, *headers.values()])
+        named = placeholders_in(request_texts(destination, headers))
         if (not covering or any(self.catalog.by_name(name) is None for name in named)) and await self._refetch():
             covering = self.catalog.covering(destination)
         entry = choose_exception(covering, destination, headers)

@@ -118,6 +118,18 @@ async def test_user_information_and_the_query_of_a_refused_url_never_reach_the_l
     assert target.received == []
 
 
+async def test_a_percent_encoded_placeholder_in_a_header_to_another_target_is_refused_and_reported(
+    app: App, apikeys: FakeApiKeys, target: TargetServer
+) -> None:
+    headers = {"X-K": "spiffe-broker%3Aexception%2Fstripe"}
+    reply = await app.forward("GET", f"http://other.example.test:{target.port}/geocode", headers=headers)
+    await app.egress.proxy.reporter.flush()
+
+    assert (reply.status, reply.error) == (403, "placeholder_to_other_target")
+    assert apikeys.refusals() == [("stripe", "placeholder_to_other_target")]
+    assert target.received == []
+
+
 async def test_trace_is_refused_405_and_never_forwarded(app: App, target: TargetServer) -> None:
     raw = await app.raw(
         f"TRACE http://api.example.test:{target.port}/v1/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()

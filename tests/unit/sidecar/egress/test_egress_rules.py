@@ -130,6 +130,15 @@ def test_a_placeholder_of_an_exception_that_does_not_cover_the_target_is_refused
     assert caught.value.reason == "placeholder_to_other_target"
 
 
+@pytest.mark.parametrize("rounds", [1, 2, 3])
+def test_a_percent_encoded_placeholder_in_a_header_value_is_found_and_refused(rounds: int) -> None:
+    mark = placeholder("maps")
+    for _ in range(rounds):
+        mark = quote(mark, safe="")
+    with pytest.raises(PlaceholderToOtherTargetError, match="exception maps"):
+        choose_exception([STRIPE], DEST, _headers(X_K=mark))
+
+
 def test_injection_leaves_exactly_the_rendered_secret_in_the_header_slot() -> None:
     headers = CIMultiDict([("authorization", "Bearer mine"), ("Authorization", "Basic x"), ("X-Other", "1")])
     query = inject(headers, "a=1", Presentation("header", "Authorization", "Bearer {secret}"), SECRET)
