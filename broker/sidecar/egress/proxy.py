@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 
 import aiohttp
-from aiohttp import web
+from aiohttp import hdrs, web
 from multidict import CIMultiDictProxy
 
 from broker.apikeys.grant import CatalogEntry, Grant
@@ -44,7 +44,7 @@ from broker.sidecar.egress.errors import (
     TargetNotCoveredError,
 )
 from broker.sidecar.egress.grants import GrantCache
-from broker.sidecar.egress.headers import ask_for_identity, forwarded_request_headers, forwarded_response_headers
+from broker.sidecar.egress.headers import ask_for_identity, forwarded_request_headers, forwarded_response_headers, via
 from broker.sidecar.egress.inject import SecretScrubber, inject
 from broker.sidecar.egress.placeholders import choose_exception, placeholders_in, request_texts
 from broker.sidecar.egress.report import EgressReporter
@@ -135,7 +135,7 @@ class EgressProxy:
         return entry
 
     async def _forward(self, request: web.Request, destination: Destination, grant: Grant) -> web.StreamResponse:
-        headers = forwarded_request_headers(request.headers)
+        headers = forwarded_request_headers(request.headers, via(request.version))
         ask_for_identity(headers)
         query = inject(headers, destination.query, grant.presentation, grant.secret)
         body = request.content if request.body_exists else None
@@ -196,14 +196,25 @@ def _check_local_client(request: web.Request) -> None:
         raise AccessDeniedError("the egress proxy serves local clients only (Host must be a loopback name)")
 
 
+class _Relayed(web.StreamResponse):
+    """A response to the app that adds no ``Content-Type`` of its own when the target sent none (aiohttp would add
+    ``application/octet-stream``, telling the app something the target did not say)."""
+
+    async def _prepare_headers(self) -> None:
+        typed = hdrs.CONTENT_TYPE in self.headers
+        await super()._prepare_headers()
+        if not typed:
+            self.headers.popall(hdrs.CONTENT_TYPE, None)
+
+
 async def _relay(
     request: web.Request, upstream: aiohttp.ClientResponse, scrubber: SecretScrubber, destination: Destination
 ) -> web.StreamResponse:
     """Stream the target's response to the app, the secret masked (see :mod:`~broker.sidecar.egress.inject`)."""
     if not _identity(upstream.headers) and _has_body(request.method, upstream.status):
         raise BadGatewayError(_COMPRESSED)
-    response = web.StreamResponse(status=upstream.status)  # the standard reason phrase, never the target's
-    for name, value in forwarded_response_headers(upstream.headers).items():
+    response = _Relayed(status=upstream.status)  # the standard reason phrase, never the target's
+    for name, value in forwarded_response_headers(upstream.headers, via(upstream.version)).items():
         response.headers.add(name, scrubber.header(value))
     if upstream.content_length is not None:
         response.content_length = upstream.content_length

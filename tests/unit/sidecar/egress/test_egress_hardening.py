@@ -64,13 +64,16 @@ async def test_a_key_the_target_reflects_in_the_reason_phrase_or_in_an_escaped_f
 
 
 @contextlib.asynccontextmanager
-async def silent_target(context: ssl.SSLContext) -> AsyncIterator[tuple[int, list[bytes]]]:
-    """A TLS target that reads a request's head and hangs up without a response; its port and what it read."""
+async def raw_target(context: ssl.SSLContext, answer: bytes = b"") -> AsyncIterator[tuple[int, list[bytes]]]:
+    """A TLS target that reads a request's head, writes ``answer`` (nothing: no response) and hangs up; its port and
+    the heads it read."""
     heads: list[bytes] = []
 
     async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
             heads.append(await reader.readuntil(b"\r\n\r\n"))
+            writer.write(answer)
+            await writer.drain()
         writer.close()
 
     server = await asyncio.start_server(hang_up, "127.0.0.1", 0, ssl=context)
@@ -90,7 +93,7 @@ async def test_a_request_that_reached_the_target_but_got_no_response_counts_as_a
     app: App, apikeys: FakeApiKeys, tls: TargetTls
 ) -> None:
     closed = _closed_port()
-    async with silent_target(tls.trusted) as (port, heads):
+    async with raw_target(tls.trusted) as (port, heads):
         apikeys.add(entry("silent", "localhost", port), SECRET)
         apikeys.add(entry("closed", "other.example.test", closed), SECRET)
         await app.egress.proxy.catalog.refresh()
@@ -139,3 +142,19 @@ async def test_trace_is_refused_405_and_never_forwarded(app: App, target: Target
     assert head.startswith(b"HTTP/1.1 405 ") and b"Allow: GET" in head
     assert b'"method_not_allowed"' in body
     assert target.received == []
+
+
+async def test_the_response_gets_no_content_type_the_target_did_not_send_and_via_names_each_messages_version(
+    app: App, apikeys: FakeApiKeys, tls: TargetTls
+) -> None:
+    answer = b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    async with raw_target(tls.trusted, answer) as (port, heads):
+        apikeys.add(entry("old", "localhost", port), SECRET)
+        await app.egress.proxy.catalog.refresh()
+        raw = await app.raw(f"GET http://localhost:{port}/x HTTP/1.0\r\nHost: x\r\n\r\n".encode())
+
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 200 OK\r\n") and body == b"ok"
+    assert b"content-type" not in head.lower()
+    assert b"\r\nVia: 1.0 spiffe-broker-sidecar" in head
+    assert b"\r\nVia: 1.0 spiffe-broker-sidecar\r\n" in heads[0]
