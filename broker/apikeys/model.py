@@ -83,8 +83,9 @@ class Delivery(StrEnum):
 class Target:
     """Where the secret may be sent: ``https://host:port`` and paths under ``path_prefix``.
 
-    ``host`` is exact (lower-case ASCII, IDNA A-labels); ``*.example.com`` matches one label more and only when the
-    record opts in with ``wildcard_host`` (and the rules allow it).
+    ``host`` is exact (lower-case ASCII, IDNA A-labels); ``*.example.com`` matches one DNS label more (letters,
+    digits and inner hyphens, at most 63) and only when the record opts in with ``wildcard_host`` (and the rules
+    allow it).
     """
 
     host: str
@@ -99,7 +100,7 @@ class Target:
         host = host.lower().rstrip(".")
         if self.wildcard_host and self.host.startswith("*."):
             head, _, rest = host.partition(".")
-            return bool(head) and rest == self.host[2:]
+            return _HOST_LABEL.fullmatch(head) is not None and rest == self.host[2:]
         return host == self.host
 
     def covers_path(self, path: str) -> bool:

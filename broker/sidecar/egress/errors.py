@@ -9,6 +9,7 @@
         ├── NotGrantedError                 403 not_granted: the token service refused the grant, or the exception
         │                                       was withdrawn (revocation feed), or this workload is quarantined
         ├── ConnectNotSupportedError        405 connect_not_supported: CONNECT (a TLS tunnel cannot be injected into)
+        ├── MethodNotAllowedError           405 method_not_allowed: TRACE (the target would reflect the key back)
         ├── TargetCertificateError          502 target_certificate: the target's TLS certificate did not verify
         ├── BadGatewayError                 502 bad_gateway: the target could not be reached or broke the exchange
         ├── GatewayTimeoutError             504 gateway_timeout: the target did not answer in time
@@ -31,6 +32,7 @@ __all__ = [
     "EgressRequestError",
     "EgressUnavailableError",
     "GatewayTimeoutError",
+    "MethodNotAllowedError",
     "NotGrantedError",
     "PlaceholderToOtherTargetError",
     "TargetCertificateError",
@@ -40,13 +42,15 @@ __all__ = [
 
 class EgressError(OAuthError):
     """A request the egress proxy did not forward. ``reason`` (one of :data:`~broker.apikeys.grant.REFUSAL_REASONS`)
-    makes it a refusal the token service hears about in the next report; None: the app's or a network problem."""
+    makes it a refusal the token service hears about in the next report; None: the app's or a network problem.
+    ``key_sent``: the request, key included, may have reached the target before the failure (a use to report)."""
 
     reason: str | None = None
 
-    def __init__(self, description: str, *, name: str | None = None) -> None:
+    def __init__(self, description: str, *, name: str | None = None, key_sent: bool = False) -> None:
         super().__init__(safe_description(description))
         self.name = name
+        self.key_sent = key_sent
 
 
 class EgressRequestError(EgressError):
@@ -69,6 +73,9 @@ class NotGrantedError(EgressError):
     status = 403
 
 
+ALLOWED_METHODS = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
+
+
 class ConnectNotSupportedError(EgressError):
     error = "connect_not_supported"
     reason = "connect_tunnel"
@@ -76,7 +83,16 @@ class ConnectNotSupportedError(EgressError):
 
     def __init__(self, description: str) -> None:
         super().__init__(description)
-        self.headers["Allow"] = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
+        self.headers["Allow"] = ALLOWED_METHODS
+
+
+class MethodNotAllowedError(EgressError):
+    error = "method_not_allowed"
+    status = 405
+
+    def __init__(self, description: str) -> None:
+        super().__init__(description)
+        self.headers["Allow"] = ALLOWED_METHODS
 
 
 class TargetCertificateError(EgressError):

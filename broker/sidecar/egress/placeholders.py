@@ -3,8 +3,8 @@
 An app is configured with ``spiffe-broker:exception/<name>`` (:func:`~broker.apikeys.model.placeholder`) where it
 would otherwise hold the key. The rules, in the order :func:`choose_exception` applies them:
 
-1. Every placeholder in the request is found: in the path and the query (as sent, and percent-decoded up to three
-   times, so ``%253A`` hides nothing), and in every header name and value. The prefix is matched ignoring case.
+1. Every placeholder in the request is found: in the path, the query, and every header name and value (as sent, and
+   percent-decoded up to three times, so ``%3A`` or ``%253A`` hides nothing). The prefix is matched ignoring case.
 2. A placeholder of an exception that does not cover this target (an unknown name included) refuses the request:
    403 ``placeholder_to_other_target``, reported as a possible exfiltration attempt. The secret of that exception
    would not have been sent anyway; the point is that someone is trying, and the owner hears about it.
@@ -26,7 +26,7 @@ from broker.apikeys.model import PLACEHOLDER_PREFIX
 from broker.sidecar.egress.errors import PlaceholderToOtherTargetError
 from broker.sidecar.egress.routing import Destination
 
-__all__ = ["choose_exception", "placeholders_in"]
+__all__ = ["choose_exception", "placeholders_in", "request_texts"]
 
 _PLACEHOLDER = re.compile(re.escape(PLACEHOLDER_PREFIX) + r"([a-z0-9-]{0,63})", re.IGNORECASE)
 _DECODE_ROUNDS = 3
@@ -42,12 +42,13 @@ def _decoded(text: str) -> Iterator[str]:
         text = decoded
 
 
-def _texts(destination: Destination, headers: CIMultiDictProxy[str]) -> Iterator[str]:
+def request_texts(destination: Destination, headers: CIMultiDictProxy[str]) -> Iterator[str]:
+    """Every text of the request a placeholder may hide in, each as sent and percent-decoded."""
     for part in (destination.path, destination.query):
         yield from _decoded(part)
     for name, value in headers.items():
-        yield name
-        yield value
+        yield from _decoded(name)
+        yield from _decoded(value)
 
 
 def placeholders_in(texts: Iterable[str]) -> set[str]:
@@ -68,7 +69,7 @@ def choose_exception(
 ) -> CatalogEntry | None:
     """The exception whose secret this request gets (None: no exception covers it); see the module docstring."""
     names = {entry.name for entry in covering}
-    for found in sorted(placeholders_in(_texts(destination, headers))):
+    for found in sorted(placeholders_in(request_texts(destination, headers))):
         if found not in names:
             raise PlaceholderToOtherTargetError(
                 f"the request carries the placeholder of exception {found or '(no name)'}, which does not cover "

@@ -5,7 +5,8 @@ For each request, in this order (each refusal is a JSON ``{"error", "error_descr
 
 1. On the loopback port, refuse what a web page could send: any ``Origin`` or ``Sec-Fetch-*`` header (browsers add
    them, scripts cannot remove them), and a local route whose ``Host`` is not a loopback name (DNS rebinding).
-2. ``CONNECT``: 405 ``connect_not_supported`` (see :mod:`broker.sidecar.egress`).
+2. ``CONNECT``: 405 ``connect_not_supported`` (see :mod:`broker.sidecar.egress`). ``TRACE``: 405
+   ``method_not_allowed`` (the target would send the request back, key included).
 3. The destination (:mod:`~broker.sidecar.egress.routing`): absolute-form (forward proxy) or ``/{name}/...``.
 4. The exception (:mod:`~broker.sidecar.egress.placeholders`): a placeholder of an exception that does not cover
    the target refuses the request; no exception covering it is 403 ``target_not_covered``. A name or target the
@@ -14,7 +15,10 @@ For each request, in this order (each refusal is a JSON ``{"error", "error_descr
 6. Injection (:mod:`~broker.sidecar.egress.inject`) into the app's headers minus hop-by-hop ones
    (:mod:`~broker.sidecar.egress.headers`), then the request to the target (:mod:`~broker.sidecar.egress.upstream`),
    its body streamed from the app as it arrives.
-7. The response streamed back with the secret masked; the use counted for the next report.
+7. The response streamed back with the secret masked; the use counted for the next report (also when the
+   connection to the target was up but no response came: the key may have reached it). The target was asked
+   for an uncompressed body (``Accept-Encoding: identity``); one that answers with a compressed body anyway gets
+   502 ``bad_gateway``: the proxy cannot check such a body for the key, so it does not pass it on.
 
 A target that breaks off its response after the status line was sent: the app's connection is aborted, never
 ended cleanly, so a truncated body cannot pass for a complete one.
@@ -25,22 +29,24 @@ from __future__ import annotations
 import logging
 
 import aiohttp
-from aiohttp import web
+from aiohttp import hdrs, web
 from multidict import CIMultiDictProxy
 
 from broker.apikeys.grant import CatalogEntry, Grant
 from broker.errors import AccessDeniedError
 from broker.sidecar.egress.catalog import CatalogView
 from broker.sidecar.egress.errors import (
+    BadGatewayError,
     ConnectNotSupportedError,
     EgressError,
     EgressUnavailableError,
+    MethodNotAllowedError,
     TargetNotCoveredError,
 )
 from broker.sidecar.egress.grants import GrantCache
-from broker.sidecar.egress.headers import forwarded_request_headers, forwarded_response_headers
+from broker.sidecar.egress.headers import ask_for_identity, forwarded_request_headers, forwarded_response_headers, via
 from broker.sidecar.egress.inject import SecretScrubber, inject
-from broker.sidecar.egress.placeholders import choose_exception, placeholders_in
+from broker.sidecar.egress.placeholders import choose_exception, placeholders_in, request_texts
 from broker.sidecar.egress.report import EgressReporter
 from broker.sidecar.egress.routing import Destination, forward_destination, route_destination, route_name
 from broker.sidecar.egress.upstream import Upstream
@@ -55,6 +61,9 @@ _CONNECT_REFUSED = (
     "CONNECT opens a TLS tunnel the sidecar cannot see into, so it cannot inject an API key: send plain http:// "
     "requests through this proxy (it adds TLS to the target itself), or use a local route /<exception>/<path>"
 )
+_TRACE_REFUSED = "TRACE is not forwarded: the target would send the request back, API key included"
+_COMPRESSED = "the target answered with a compressed body the proxy cannot check for the key"
+_NO_BODY_STATUSES = frozenset({204, 304})
 
 
 class EgressProxy:
@@ -72,6 +81,8 @@ class EgressProxy:
             _check_local_client(request)
             if request.method == "CONNECT":
                 raise ConnectNotSupportedError(_CONNECT_REFUSED)
+            if request.method == "TRACE":
+                raise MethodNotAllowedError(_TRACE_REFUSED)
             destination = await self._destination(request)
             where = destination.where()
             entry = await self._exception(request, destination)
@@ -111,7 +122,7 @@ class EgressProxy:
         """The exception whose secret the request gets (refusing placeholders sent elsewhere)."""
         headers = request.headers
         covering = self.catalog.covering(destination)
-        named = placeholders_in([destination.path, destination.query, *headers.values()])
+        named = placeholders_in(request_texts(destination, headers))
         if (not covering or any(self.catalog.by_name(name) is None for name in named)) and await self._refetch():
             covering = self.catalog.covering(destination)
         entry = choose_exception(covering, destination, headers)
@@ -124,7 +135,8 @@ class EgressProxy:
         return entry
 
     async def _forward(self, request: web.Request, destination: Destination, grant: Grant) -> web.StreamResponse:
-        headers = forwarded_request_headers(request.headers)
+        headers = forwarded_request_headers(request.headers, via(request.version))
+        ask_for_identity(headers)
         query = inject(headers, destination.query, grant.presentation, grant.secret)
         body = request.content if request.body_exists else None
         url = destination.url(query)
@@ -132,6 +144,8 @@ class EgressProxy:
             upstream = await self.upstream.open(request.method, destination, url, headers, body)
         except EgressError as exc:
             exc.name = grant.name  # the report says whose request it was
+            if exc.key_sent:  # the key left the sidecar: a use, although no response came back
+                self.reporter.used(grant.name, grant.version, destination.origin)
             raise
         self.reporter.used(grant.name, grant.version, destination.origin)
         try:
@@ -155,8 +169,14 @@ class EgressProxy:
 
 
 def _where(request: web.Request) -> str:
-    """The destination as far as known before routing, for a report: the raw target without its query."""
-    return request.raw_path.partition("?")[0][:2048]
+    """The destination as far as known before routing, for a log line, an error or a report: the raw target
+    without user information (``user:password@``), query or fragment."""
+    target = request.raw_path.partition("?")[0].partition("#")[0]
+    scheme, sep, rest = target.partition("://")
+    if sep:
+        authority, slash, path = rest.partition("/")
+        target = scheme + sep + authority.rpartition("@")[2] + slash + path
+    return target[:2048]
 
 
 def _absolute_form(request: web.Request) -> bool:
@@ -176,27 +196,39 @@ def _check_local_client(request: web.Request) -> None:
         raise AccessDeniedError("the egress proxy serves local clients only (Host must be a loopback name)")
 
 
+class _Relayed(web.StreamResponse):
+    """A response to the app that adds no ``Content-Type`` of its own when the target sent none (aiohttp would add
+    ``application/octet-stream``, telling the app something the target did not say)."""
+
+    async def _prepare_headers(self) -> None:
+        typed = hdrs.CONTENT_TYPE in self.headers
+        await super()._prepare_headers()
+        if not typed:
+            self.headers.popall(hdrs.CONTENT_TYPE, None)
+
+
 async def _relay(
     request: web.Request, upstream: aiohttp.ClientResponse, scrubber: SecretScrubber, destination: Destination
 ) -> web.StreamResponse:
     """Stream the target's response to the app, the secret masked (see :mod:`~broker.sidecar.egress.inject`)."""
-    response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-    for name, value in forwarded_response_headers(upstream.headers).items():
+    if not _identity(upstream.headers) and _has_body(request.method, upstream.status):
+        raise BadGatewayError(_COMPRESSED)
+    response = _Relayed(status=upstream.status)  # the standard reason phrase, never the target's
+    for name, value in forwarded_response_headers(upstream.headers, via(upstream.version)).items():
         response.headers.add(name, scrubber.header(value))
     if upstream.content_length is not None:
         response.content_length = upstream.content_length
     await response.prepare(request)
-    masked = _identity(upstream.headers)
     try:
         async for chunk in upstream.content.iter_any():
-            await response.write(scrubber.feed(chunk) if masked else chunk)
+            await response.write(scrubber.feed(chunk))
     except (aiohttp.ClientError, TimeoutError) as exc:
         log.info("%s broke off its response (%s): aborting the app's connection", destination.origin,
                  type(exc).__name__)  # fmt: skip
         if request.transport is not None:
             request.transport.abort()
         raise ConnectionResetError("the target broke off its response") from None
-    tail = scrubber.flush() if masked else b""
+    tail = scrubber.flush()
     if tail:
         await response.write(tail)
     await response.write_eof()
@@ -204,4 +236,17 @@ async def _relay(
 
 
 def _identity(headers: CIMultiDictProxy[str]) -> bool:
-    return headers.get("Content-Encoding", "identity").strip().lower() in ("", "identity")
+    """Whether the body arrives as it is: no content coding (every ``Content-Encoding`` field counted), and no
+    transfer coding but ``chunked`` (which the client has already undone)."""
+    codings = _tokens(headers.getall("Content-Encoding", ())) - {"identity"}
+    transfer = _tokens(headers.getall("Transfer-Encoding", ())) - {"identity", "chunked"}
+    return not codings and not transfer
+
+
+def _tokens(values: list[str] | tuple[str, ...]) -> set[str]:
+    return {token.strip().lower() for value in values for token in value.split(",") if token.strip()}
+
+
+def _has_body(method: str, status: int) -> bool:
+    """Whether a response to ``method`` with ``status`` carries a body (RFC 9110 §6.4.1)."""
+    return method != "HEAD" and status not in _NO_BODY_STATUSES and status >= 200

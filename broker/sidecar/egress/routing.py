@@ -10,13 +10,16 @@
 
 The path goes to the target byte for byte as the app sent it, so what :meth:`~broker.apikeys.model.Target.matches`
 checks is what the target sees. A path that a server could read as another path is refused (400): dot-segments
-(``/v1/../admin`` would pass a ``/v1/`` prefix check and reach ``/admin``), percent-encoded dots, slashes or
-backslashes, and backslashes. User information in the URL and fragments are refused too.
+(``/v1/../admin`` would pass a ``/v1/`` prefix check and reach ``/admin``), with matrix parameters too
+(``/v1/..;x/admin``, which some servers read as ``..``), as sent or after any round of percent-decoding;
+percent-encoded dots, slashes, backslashes or percent signs (``%25``: double encoding); and backslashes. User
+information in the URL and fragments are refused too.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
@@ -26,7 +29,9 @@ from broker.sidecar.egress.errors import EgressRequestError, TargetNotCoveredErr
 __all__ = ["Destination", "forward_destination", "route_destination", "route_name"]
 
 _NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
-_ENCODED_SEPARATOR = re.compile(r"%(?:2f|5c|2e)", re.IGNORECASE)
+_ENCODED_SEPARATOR = re.compile(r"%(?:2f|5c|2e|25)", re.IGNORECASE)
+_DOT_SEGMENT = re.compile(r"\.\.?(;.*)?")  # . or .. with or without matrix parameters (Tomcat reads ..;x as ..)
+_DECODE_ROUNDS = 3
 _HTTPS_PORT = 443
 
 
@@ -59,13 +64,28 @@ class Destination:
 
 
 def _check_path(path: str) -> str:
-    if not path.startswith("/") or "\\" in path or _ENCODED_SEPARATOR.search(path):
-        raise EgressRequestError(
-            "the request path must start with / and hold no backslash and no percent-encoded dot, slash or backslash"
-        )
-    if any(segment in (".", "..") for segment in unquote(path).split("/")):
-        raise EgressRequestError("the request path must not hold dot-segments (/./ or /../)")
+    if not path.startswith("/"):
+        raise EgressRequestError("the request path must start with /")
+    for text in _decodings(path):
+        if "\\" in text or _ENCODED_SEPARATOR.search(text):
+            raise EgressRequestError(
+                "the request path must hold no backslash and no percent-encoded dot, slash, backslash or percent "
+                "sign (double encoding)"
+            )
+        if any(_DOT_SEGMENT.fullmatch(segment) for segment in text.split("/")):
+            raise EgressRequestError("the request path must not hold dot-segments (/./ or /../, /..;x/ included)")
     return path
+
+
+def _decodings(path: str) -> Iterator[str]:
+    """``path`` as sent, then percent-decoded again and again while that changes it (a bounded number of times)."""
+    yield path
+    for _ in range(_DECODE_ROUNDS):
+        decoded = unquote(path)
+        if decoded == path:
+            return
+        yield decoded
+        path = decoded
 
 
 def _split(target: str) -> tuple[str, str]:

@@ -4,12 +4,15 @@
   verified against the system CA store, or against ``[egress] ca_file`` only when one is configured. The request,
   with its secret, is written only after the handshake verified the target: a certificate that does not verify is
   :class:`~broker.sidecar.egress.errors.TargetCertificateError` (502) and the secret never leaves the sidecar.
-* **Pass-through.** The session adds no header of its own (no ``User-Agent``, ``Accept`` or ``Accept-Encoding``),
+* **Pass-through.** The session adds no header of its own (no ``User-Agent``, ``Accept`` or ``Accept-Encoding``: the
+  proxy sets ``Accept-Encoding: identity`` itself, :mod:`~broker.sidecar.egress.headers`),
   keeps no cookies (a target's ``Set-Cookie`` goes to the app, never into a jar shared by every app of the pod),
   ignores ``HTTP_PROXY`` in its own environment, follows no redirect (the app decides), and does not decompress.
 * **Failures before the response** map to one error each: certificate -> 502 ``target_certificate``, other TLS or
   connection failures -> 502 ``bad_gateway``, timeouts -> 504 ``gateway_timeout``. Their descriptions name the
-  target's origin and the kind of failure, never the URL (its query may hold an injected secret).
+  target's origin and the kind of failure, never the URL (its query may hold an injected secret). A failure once
+  the connection is up (TLS verified: the request, key included, may have been written) is marked ``key_sent``:
+  the proxy counts it as a use of the key although no response came back.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ __all__ = ["READ_TIMEOUT", "Upstream", "target_tls_context"]
 
 READ_TIMEOUT = 300.0  # seconds without a byte from a target before the exchange is given up
 _SKIP = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
+_SENT = ": the request, with the key, may have reached it"
 
 
 def target_tls_context(ca_file: Path | None) -> ssl.SSLContext:
@@ -70,12 +74,18 @@ class Upstream:
             raise TargetCertificateError(
                 f"the TLS certificate of {destination.origin} did not verify ({why}): nothing was sent to it"
             ) from None
-        except TimeoutError:
-            raise GatewayTimeoutError(f"{destination.origin} did not answer in time") from None
+        except aiohttp.ConnectionTimeoutError:
+            raise GatewayTimeoutError(f"{destination.origin} could not be reached in time") from None
         except aiohttp.ClientSSLError as exc:
             raise BadGatewayError(f"TLS with {destination.origin} failed ({type(exc).__name__})") from None
-        except (aiohttp.ClientError, OSError) as exc:
+        except (aiohttp.ClientConnectorError, aiohttp.InvalidURL) as exc:
             raise BadGatewayError(f"{destination.origin} could not be reached ({type(exc).__name__})") from None
+        except TimeoutError:
+            raise GatewayTimeoutError(f"{destination.origin} did not answer in time{_SENT}", key_sent=True) from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise BadGatewayError(
+                f"{destination.origin} did not answer ({type(exc).__name__}){_SENT}", key_sent=True
+            ) from None
 
     async def aclose(self) -> None:
         if self._session is not None:

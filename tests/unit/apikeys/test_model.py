@@ -86,6 +86,19 @@ def test_a_wildcard_host_is_valid_only_as_an_explicit_opt_in_and_matches_one_lab
     assert not target.matches("https", "a.b.stripe.com", 443, "/")
 
 
+@pytest.mark.parametrize(
+    "head",
+    ["-", "-a", "a-", "a_b", "a b", "a%2e", "a@b", "a\\b", "a:1", "\u00e9", "a" * 64, "a\x00"],
+    ids=["hyphen", "leading-hyphen", "trailing-hyphen", "underscore", "space", "percent", "at", "backslash", "colon",
+         "non-ascii", "too-long", "nul"],
+)  # fmt: skip
+def test_a_wildcard_matches_only_a_dns_label_in_front_of_its_domain(head: str) -> None:
+    target = Target("*.stripe.com", wildcard_host=True)
+    assert target.matches("https", "a-1.stripe.com", 443, "/")
+    assert target.matches("https", "a" * 63 + ".stripe.com", 443, "/")
+    assert not target.matches("https", f"{head}.stripe.com", 443, "/")
+
+
 def test_a_target_matches_its_exact_host_port_scheme_and_path_prefix_only() -> None:
     target = Target("api.stripe.com", 443, "/v1/")
     assert target.matches("https", "API.stripe.com.", 443, "/v1/charges")

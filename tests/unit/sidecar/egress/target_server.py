@@ -8,14 +8,19 @@ not trust, issues the certificate of the "impostor" server. Routes:
   repeating the request's ``Authorization``: a target that echoes the key back;
 * ``/duplex``: streams the request body back as it arrives (``Content-Length`` of the request in
   ``X-Received``): 100 MB in and out without either side holding it;
-* ``/gzip``: a gzip-encoded body that contains the request's ``Authorization`` (compressed: passed unmasked).
+* ``/reflect``: 401 with the request's ``Authorization`` in the reason phrase, percent-encoded with lower-case hex in
+  ``Location``, JSON-escaped (``/`` as ``\\/``) in ``X-Json`` and HTML-escaped in the body;
+* ``/gzip``: a gzip-encoded body that contains the request's ``Authorization``, whatever the request accepts.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gzip
+import html
 import ipaddress
+import json
+import re
 import socket
 import ssl
 from collections.abc import AsyncIterator
@@ -23,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
@@ -160,6 +166,13 @@ class TargetServer:
         await response.write_eof()
         return response
 
+    async def reflect(self, request: web.Request) -> web.Response:
+        self.record(request)
+        auth = request.headers.get("Authorization", "")
+        encoded = re.sub("%[0-9A-F]{2}", lambda m: m[0].lower(), quote(auth, safe=""))
+        headers = {"Location": f"https://example.test/?k={encoded}", "X-Json": json.dumps(auth).replace("/", "\\/")}
+        return web.Response(status=401, reason=auth, text=f"<p>{html.escape(auth)}</p>", headers=headers)
+
     async def gzipped(self, request: web.Request) -> web.Response:
         self.record(request)
         body = gzip.compress(request.headers.get("Authorization", "").encode())
@@ -172,6 +185,7 @@ async def target_server(context: ssl.SSLContext) -> AsyncIterator[TargetServer]:
     app = web.Application(client_max_size=1024)
     app.router.add_route("*", "/duplex", server.duplex)
     app.router.add_route("*", "/gzip", server.gzipped)
+    app.router.add_route("*", "/reflect", server.reflect)
     app.router.add_route("*", "/{tail:.*}", server.echo)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

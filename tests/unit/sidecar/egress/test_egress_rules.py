@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from urllib.parse import quote
+import html
+import json
+import re
+from urllib.parse import quote, quote_plus
 
 import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -45,6 +48,25 @@ def test_an_absolute_form_target_names_an_https_destination(target: str, expecte
 def test_a_target_a_server_could_read_otherwise_is_refused(target: str) -> None:
     with pytest.raises(EgressRequestError):
         forward_destination(target)
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/v1/..;/admin", "/v1/..;jsessionid=x/admin", "/v1/.;x/admin", "/v1/..%3bx/admin", "/v1/%252e%252e/admin",
+     "/v1/%252fadmin", "/v1/%%32%65%%32%65/admin", "/v1/%%35%63admin"],
+    ids=["dot-dot-matrix", "dot-dot-matrix-param", "dot-matrix", "encoded-semicolon", "double-encoded-dots",
+         "double-encoded-slash", "double-encoded-without-25", "double-encoded-backslash"],
+)  # fmt: skip
+def test_a_path_with_matrix_dot_segments_or_double_encoding_is_refused(path: str) -> None:
+    with pytest.raises(EgressRequestError):
+        forward_destination("http://api.example.com" + path)
+    with pytest.raises(EgressRequestError):
+        route_destination("/stripe" + path, Target("api.example.com", 443, "/v1/"))
+
+
+def test_semicolons_and_dots_inside_a_segment_are_not_dot_segments() -> None:
+    for path in ("/v1/a;b/c", "/v1/.../x", "/v1/..x/y", "/v1/x.;/y", "/v1/a%3Bb"):
+        assert forward_destination("http://api.example.com" + path).path == path
 
 
 def test_a_local_route_maps_the_rest_of_the_path_to_the_exceptions_target() -> None:
@@ -108,6 +130,15 @@ def test_a_placeholder_of_an_exception_that_does_not_cover_the_target_is_refused
     assert caught.value.reason == "placeholder_to_other_target"
 
 
+@pytest.mark.parametrize("rounds", [1, 2, 3])
+def test_a_percent_encoded_placeholder_in_a_header_value_is_found_and_refused(rounds: int) -> None:
+    mark = placeholder("maps")
+    for _ in range(rounds):
+        mark = quote(mark, safe="")
+    with pytest.raises(PlaceholderToOtherTargetError, match="exception maps"):
+        choose_exception([STRIPE], DEST, _headers(X_K=mark))
+
+
 def test_injection_leaves_exactly_the_rendered_secret_in_the_header_slot() -> None:
     headers = CIMultiDict([("authorization", "Bearer mine"), ("Authorization", "Basic x"), ("X-Other", "1")])
     query = inject(headers, "a=1", Presentation("header", "Authorization", "Bearer {secret}"), SECRET)
@@ -143,6 +174,36 @@ def test_the_scrubber_holds_back_only_what_could_start_the_secret() -> None:
     assert scrubber.feed(b"a") == b"sk_tea"
     assert scrubber.header(f"Bearer {SECRET}") == "Bearer " + "*" * len(SECRET)
     assert SECRET not in repr(scrubber)
+
+
+ODD = "sk/Te st+a=b&c<d>\"e'f%g"  # every escaping changes it somehow
+ODD_FORMS = {
+    "raw": ODD,
+    "percent-upper-hex": quote(ODD, safe=""),
+    "percent-lower-hex": re.sub("%[0-9A-F]{2}", lambda m: m[0].lower(), quote(ODD, safe="")),
+    "percent-plus": quote_plus(ODD),
+    "json": json.dumps(ODD)[1:-1],
+    "json-escaped-slash": json.dumps(ODD)[1:-1].replace("/", "\\/"),
+    "html": html.escape(ODD),
+    "lower-case": quote(ODD, safe="").lower(),
+}
+
+
+@pytest.mark.parametrize("form", ODD_FORMS.values(), ids=ODD_FORMS.keys())
+def test_the_scrubber_masks_every_form_of_the_secret_in_headers_and_across_any_chunk_boundary(form: str) -> None:
+    body = f"<p>{form}</p>".encode()
+    masked = b"<p>" + b"*" * len(form) + b"</p>"
+    for cut in range(len(body) + 1):
+        scrubber = SecretScrubber(ODD)
+        assert scrubber.feed(body[:cut]) + scrubber.feed(body[cut:]) + scrubber.flush() == masked, cut
+    assert SecretScrubber(ODD).header(f"k={form};") == "k=" + "*" * len(form) + ";"
+
+
+def test_headers_that_rewrite_the_path_or_method_at_the_target_are_not_forwarded() -> None:
+    request = _headers(X_Original_URL="/admin", X_Rewrite_URL="/admin", X_HTTP_Method_Override="DELETE",
+                       X_HTTP_Method="DELETE", X_Method_Override="DELETE", X_Kept="y")  # fmt: skip
+
+    assert sorted(forwarded_request_headers(request).items()) == [("Via", "1.1 spiffe-broker-sidecar"), ("X-Kept", "y")]
 
 
 def test_hop_by_hop_fields_and_the_ones_connection_names_are_not_forwarded() -> None:
