@@ -8,6 +8,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
+from bench.egress_bench import egress_rows
 from bench.feed_bench import feed_rows
 
 __all__ = ["TARGETS", "machine_info", "notes", "render_table", "table_rows"]
@@ -207,6 +208,8 @@ def table_rows(results: dict[str, Any]) -> list[list[str]]:
         rows += _assertion_rows(results["assertions"])
     if "dpop" in results:
         rows.append(_dpop_row(results["dpop"]))
+    if "egress" in results:
+        rows += egress_rows(results["egress"])
     return rows
 
 
