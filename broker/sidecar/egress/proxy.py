@@ -223,8 +223,12 @@ async def _relay(
         async for chunk in upstream.content.iter_any():
             await response.write(scrubber.feed(chunk))
     except (aiohttp.ClientError, TimeoutError) as exc:
-        log.info("%s broke off its response (%s): aborting the app's connection", destination.origin,
-                 type(exc).__name__)  # fmt: skip
+        # A write to an app that went away raises a ClientConnectionResetError (a ClientError) too: name the side.
+        app_gone = isinstance(exc, ConnectionResetError) or (
+            request.transport is None or request.transport.is_closing()
+        )
+        side = "the app went away during" if app_gone else f"{destination.origin} broke off"
+        log.info("%s its response (%s): aborting the app's connection", side, type(exc).__name__)
         if request.transport is not None:
             request.transport.abort()
         raise ConnectionResetError("the target broke off its response") from None
