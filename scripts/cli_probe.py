@@ -214,5 +214,6 @@ def _reference(command: click.Command, path: str, scratch: Path) -> Command:
             if isinstance(param, click.Option) and not param.required and not param.is_eager:
                 keys = _probe(command, param, base_args, scratch)
                 entry.keys = sorted((keys or set()) - baseline)
-    help_text = (command.help or "").strip().split("\n\n")[0].replace("\n", " ")
+    # The first paragraph, whitespace collapsed: Python 3.13 dedents docstrings when it compiles them, 3.11 does not.
+    help_text = " ".join((command.help or "").strip().split("\n\n")[0].split())
     return Command(path, help_text, described)
