@@ -318,6 +318,25 @@ class EgressSettings(_Section):
         return SidecarSettings._unix_url(value)
 
 
+class MetricsSettings(_Section):
+    """``[metrics]``: Prometheus ``GET /metrics`` of the token service, the sidecar and the dev Workload API."""
+
+    enabled: bool = Field(default=True, description="keep metrics (off: no per-request instruments at all)")
+    host: str = Field(default="127.0.0.1", description="address of the metrics port")
+    port: int | None = Field(default=None, ge=0, le=65535, description="plain-HTTP port serving /metrics (0: any)")
+    socket: Path | None = Field(default=None, description="Unix socket serving /metrics (mode 0600)")
+    on_app_socket: bool = Field(default=False, description="sidecar: also serve /metrics on the app's socket")
+    spiffe_id_labels: bool = Field(
+        default=False, description="token service: count requests per client SPIFFE ID (a label; capped)"
+    )
+    max_spiffe_id_labels: int = Field(default=100, ge=1, le=10_000, description="SPIFFE IDs kept as labels")
+    max_audience_labels: int = Field(default=50, ge=1, le=10_000, description="sidecar: audiences kept as labels")
+
+    @property
+    def listens(self) -> bool:
+        return self.enabled and (self.port is not None or self.socket is not None)
+
+
 class BrokerSettings(BaseSettings):
     """All settings of ``spiffe-broker``; each command reads the sections it needs."""
 
@@ -339,6 +358,7 @@ class BrokerSettings(BaseSettings):
     dpop: DpopSettings = DpopSettings()
     apikeys: ApiKeySettings = ApiKeySettings()
     egress: EgressSettings = EgressSettings()
+    metrics: MetricsSettings = MetricsSettings()
 
     def store_url(self) -> str:
         """The configured store URL, or the embedded default: ``sqlite:///<state_dir>/broker.db``."""

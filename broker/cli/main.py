@@ -27,6 +27,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
+from broker._logging import LogFormat, RequestIdFilter, formatter_for
 from broker.errors import BrokerError
 
 __all__ = ["PROG_NAME", "cli_errors", "configure_logging", "describe_os_error", "main"]
@@ -37,7 +38,6 @@ PROG_NAME = "spiffe-broker"
 COMPLETE_VAR = "_SPIFFE_BROKER_COMPLETE"
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 OWN_LOGGERS = ("broker", "aiohttp.access")  # the access log's lines are written by broker.server.app
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 DEBUG_HINT = "run with --log-level DEBUG for details"
 
 # What to do about the errors a command meets in the field; the message says what happened and where.
@@ -118,15 +118,20 @@ def levels_for_callback(ctx: click.Context, param: click.Parameter, values: tupl
     return levels
 
 
-def configure_logging(level: int, levels_for: dict[str, int]) -> None:
-    """``level`` for spiffe-broker's loggers, WARNING (or ``level`` if higher) for every other library.
+def configure_logging(level: int, levels_for: dict[str, int], log_format: LogFormat = "text") -> None:
+    """``level`` for spiffe-broker's loggers, WARNING (or ``level`` if higher) for every other library; lines as
+    text or JSON (:mod:`broker._logging`), each with the request id of the request it belongs to.
 
     Does nothing when the process already has handlers (an embedding program or a test harness owns logging).
     """
     root = logging.getLogger()
     if root.handlers:
         return
-    logging.basicConfig(level=max(level, logging.WARNING), format=LOG_FORMAT)
+    handler = logging.StreamHandler()
+    handler.setFormatter(formatter_for(log_format))
+    handler.addFilter(RequestIdFilter())
+    root.addHandler(handler)
+    root.setLevel(max(level, logging.WARNING))
     for name in OWN_LOGGERS:
         logging.getLogger(name).setLevel(level)
     for name, named_level in levels_for.items():
@@ -218,8 +223,19 @@ EPILOG = f'Shell completion (bash; zsh and fish alike): eval "$({COMPLETE_VAR}=b
     callback=levels_for_callback,
     help=LEVELS_FOR_HELP,
 )
+@click.option(
+    "--log-format",
+    envvar="SPIFFE_BROKER_LOG_FORMAT",
+    show_envvar=True,
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="text: one readable line per event; json: one JSON object per line (time, level, logger, message, "
+    "request_id and the event's fields), for a log pipeline.",
+)
 @click.pass_context
-def main(ctx: click.Context, log_level: int | None, levels_for: dict[str, int]) -> None:
+def main(ctx: click.Context, log_level: int | None, levels_for: dict[str, int], log_format: LogFormat) -> None:
     """spiffe-broker: SPIFFE workload identity in, short-lived certificate-bound OAuth tokens out."""
     quiet = ctx.invoked_subcommand in QUIET_COMMANDS
-    configure_logging(log_level if log_level is not None else (logging.WARNING if quiet else logging.INFO), levels_for)
+    level = log_level if log_level is not None else (logging.WARNING if quiet else logging.INFO)
+    configure_logging(level, levels_for, log_format)

@@ -144,6 +144,7 @@ def _default_issuer(host: str, port: int) -> str:
 @click.option("--bundle", multiple=True, help="[TRUST_DOMAIN=]PEM roots; repeat for federated domains")
 @click.option("--jwt-bundle", multiple=True, help="[TRUST_DOMAIN=]JWKS of JWT-SVID authorities; repeatable")
 @click.option("--health-port", type=click.IntRange(0, 65535), help="plain-HTTP port for /healthz and /readyz")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), help="serve Prometheus /metrics on [metrics] host:PORT")
 @click.option(
     "--store", "store_url", help="store URL: sqlite:///path or postgresql://...  [default: <state-dir>/broker.db]"
 )
@@ -165,6 +166,7 @@ def server(
     bundle: tuple[str, ...],
     jwt_bundle: tuple[str, ...],
     health_port: int | None,
+    metrics_port: int | None,
     store_url: str | None,
     kek_file: Path | None,
     admin_id: tuple[str, ...],
@@ -173,6 +175,8 @@ def server(
     try:
         overrides = _overrides(listen, issuer, state_dir, policy, health_port)
         overrides.update(_state_overrides(store_url, kek_file, admin_id))
+        if metrics_port is not None:
+            overrides["metrics"] = {"port": metrics_port}
         settings = load_settings(config_file, overrides)
         if (cert is None) != (key is None):
             raise ConfigError("--cert and --key go together")

@@ -28,7 +28,14 @@ import click
 
 from broker.cli._signals import Stopped, stop_on_signals, until_stopped
 from broker.cli.main import cli_errors
-from broker.config import BrokerSettings, EgressSettings, SidecarSettings, load_settings, unix_socket_path
+from broker.config import (
+    BrokerSettings,
+    EgressSettings,
+    MetricsSettings,
+    SidecarSettings,
+    load_settings,
+    unix_socket_path,
+)
 from broker.errors import ConfigError
 from broker.identity.errors import SvidUnavailableError
 from broker.identity.source import current_x5t
@@ -67,7 +74,7 @@ async def _run(settings: BrokerSettings, token_service: str, token_service_id: s
                 await _keep_files(sidecar, source, token_service, token_service_id, stop)
             else:
                 egress = EgressOptions.from_settings(settings.egress, socket_mode=sidecar.socket_mode)
-                await _serve(sidecar, source, token_service, token_service_id, stop, egress)
+                await _serve(sidecar, source, token_service, token_service_id, stop, egress, settings.metrics)
         finally:
             await source.aclose()
 
@@ -83,6 +90,7 @@ async def _serve(
     server_id: str | None,
     stop: asyncio.Event,
     egress: EgressOptions | None = None,
+    metrics: MetricsSettings | None = None,
 ) -> None:
     sidecar = await start_sidecar(  # serve at once: /readyz says 503 until an SVID arrives
         source=source,
@@ -95,6 +103,7 @@ async def _serve(
         follow_revocations=settings.follow_revocations,
         token_binding=settings.token_binding,
         egress=egress,
+        metrics=metrics,
     )
     files = _token_files(settings)
     keeper = asyncio.create_task(TokenFileKeeper(sidecar.cache, source, files).run()) if files else None
@@ -221,6 +230,7 @@ def _overrides(
 )
 @click.option("--egress-socket", help="serve the API-key egress proxy on this Unix socket (a path or unix:///path)")
 @click.option("--egress-port", type=click.IntRange(0, 65535), help="serve the API-key egress proxy on 127.0.0.1:PORT")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), help="serve Prometheus /metrics on [metrics] host:PORT")
 @cli_errors()
 def sidecar(
     config_file: Path | None,
@@ -237,6 +247,7 @@ def sidecar(
     token_binding: str | None,
     egress_socket: str | None,
     egress_port: int | None,
+    metrics_port: int | None,
 ) -> None:
     """Serve GET /v1/token?audience=A[&scope=S] to this workload's apps, from a cache kept fresh."""
     files = [parse_token_file_flag(value) for value in token_files] or None
@@ -248,7 +259,10 @@ def sidecar(
         "token_binding": token_binding,
     }
     egress = {"socket": str(unix_socket_path(egress_socket)) if egress_socket else None, "port": egress_port}
-    settings = load_settings(config_file, _overrides(socket, socket_mode, http_port, egress, **more))
+    overrides = _overrides(socket, socket_mode, http_port, egress, **more)
+    if metrics_port is not None:
+        overrides["metrics"] = {"port": metrics_port}
+    settings = load_settings(config_file, overrides)
     _check(settings.sidecar, settings.egress)
     issuer = token_service or settings.server.issuer
     if not issuer:

@@ -208,19 +208,24 @@ class RevocationIndex:
         self._quarantines: dict[str, SubjectQuarantined] = {}  # by pattern key
         self._cutoffs: dict[str, list[tuple[datetime, datetime]]] = {}  # pattern key -> [(at, cutoff_until)]
         self._withdrawn: dict[str, ExceptionWithdrawn] = {}  # API-key exception name -> its latest withdrawal
+        self.applied: dict[str, int] = {}  # entries applied one by one since this index was made, by kind
 
     def reset(self, entries: Iterable[LogEntry], seq: int) -> None:
-        """Replace everything by ``entries`` (a snapshot taken at ``seq``)."""
+        """Replace everything by ``entries`` (a snapshot taken at ``seq``; not counted in :attr:`applied`)."""
+        applied = self.applied
         self.__init__()  # type: ignore[misc]
         for entry in entries:
             self.apply(entry)
         self.seq = seq
+        self.applied = applied
 
     def apply(self, entry: LogEntry) -> None:
         """Apply ``entry``; one at or below :attr:`seq` was already applied (a redelivery) and changes nothing."""
         if entry.seq <= self.seq:
             return
         event = entry.event
+        kind = _KINDS.get(type(event), "release")
+        self.applied[kind] = self.applied.get(kind, 0) + 1
         if isinstance(event, TokenRevoked):
             self._tokens[event.jti] = event.expires_at
         elif isinstance(event, KeyRevoked):
@@ -286,6 +291,14 @@ class RevocationIndex:
     def __len__(self) -> int:
         cutoffs = sum(map(len, self._cutoffs.values()))
         return len(self._tokens) + len(self._keys) + len(self._quarantines) + cutoffs + len(self._withdrawn)
+
+
+_KINDS: dict[type, str] = {
+    TokenRevoked: "token",
+    KeyRevoked: "key",
+    SubjectQuarantined: "subject",
+    ExceptionWithdrawn: "exception",
+}
 
 
 def _ends_later(held: SubjectQuarantined, new: SubjectQuarantined) -> bool:

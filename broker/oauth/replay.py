@@ -33,6 +33,7 @@ from broker.errors import StoreUnavailableError
 __all__ = [
     "DEFAULT_MAX_ENTRIES",
     "MAX_JTI_LENGTH",
+    "CountingReplayCache",
     "MemoryReplayCache",
     "ReplayCache",
     "ReplayCacheUnavailable",
@@ -108,6 +109,24 @@ class ReplayCache(Protocol):
     async def prune(self, now: datetime) -> int:
         """Drop the entries expired at ``now`` (timezone-aware); how many went."""
         ...
+
+
+class CountingReplayCache:
+    """``inner`` with a count of the replays it refused (:attr:`refusals`, read by the metrics at scrape time).
+    One per kind of credential, so each kind is counted apart over one shared cache."""
+
+    def __init__(self, inner: ReplayCache) -> None:
+        self.inner = inner
+        self.refusals = 0
+
+    async def add(self, key: str, *, now: datetime, expires_at: datetime) -> bool:
+        fresh = await self.inner.add(key, now=now, expires_at=expires_at)
+        if not fresh:
+            self.refusals += 1
+        return fresh
+
+    async def prune(self, now: datetime) -> int:
+        return await self.inner.prune(now)
 
 
 class MemoryReplayCache:

@@ -41,6 +41,7 @@ from broker.server.state import (
     READINESS,
     SERVICE,
     SOURCE,
+    SVID_MEMO,
     ServiceSource,
     TokenAppConfig,
 )
@@ -51,6 +52,7 @@ from broker.tokens.policy import PolicyStore
 from broker.tokens.standard import standard_endpoint
 from broker.tokens.svid_cache import ValidatedSvidCache
 from broker.web.errors import error_middleware
+from broker.web.request_id import request_id_middleware
 
 __all__ = ["add_readiness", "build_health_app", "build_token_app", "normalize_issuer"]
 
@@ -77,17 +79,18 @@ def build_token_app(
         policy_check_interval=policy_check_interval,
         jwks_max_age=jwks_max_age,
     )
-    app = web.Application(middlewares=[error_middleware], client_max_size=max_body)
+    app = web.Application(middlewares=[request_id_middleware, error_middleware], client_max_size=max_body)
     app[CONFIG] = config
     app[SOURCE] = source
     app[JWKS_KEYS] = key_store
     app[POLICY] = policy_store
+    app[SVID_MEMO] = svid_memo = ValidatedSvidCache()
     app[SERVICE] = standard_endpoint(
         issuer=AccessTokenIssuer(issuer=config.issuer, key_store=key_store, clock=clock),
         policy_store=policy_store,
         x509_bundles=lambda: source.x509_bundles(),  # resolved per request, as the handler always did
         jwt_bundles=source.jwt_bundles,
-        svid_memo=ValidatedSvidCache(),
+        svid_memo=svid_memo,
         clock=clock,
         audit=audit,
     )

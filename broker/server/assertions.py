@@ -18,13 +18,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
 from broker.config import BrokerSettings
 from broker.identity.bundle import JwtBundleSet
 from broker.oauth.dpop_nonce import NonceSource
+from broker.oauth.replay import CountingReplayCache
 from broker.server.client_keys import ClientKeyFetcher
 from broker.server.client_registry import ClientRegistryView
 from broker.server.jwks_fetch import GuardedJwksFetch
@@ -53,11 +54,17 @@ class ClientAssertions:
     jwt_bundles: Callable[[], JwtBundleSet]
     policy_store: PolicyStore
     clock: Callable[[], float]
+    assertion_replay: CountingReplayCache = field(init=False)
+    proof_replay: CountingReplayCache = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.assertion_replay = CountingReplayCache(self.state.store.replay)
+        self.proof_replay = CountingReplayCache(self.state.store.replay)
 
     def install(self, app: web.Application) -> None:
         """Register the assertion methods and the sender constraint on ``app``'s token endpoint (before it starts)."""
         endpoint = app[SERVICE]
-        issuer, replay = endpoint.issuer.issuer, self.state.store.replay
+        issuer, replay = endpoint.issuer.issuer, self.assertion_replay
         if self.settings.assertions.enabled:
             spiffe = JwtSpiffeAuth(issuer=issuer, jwt_bundles=self.jwt_bundles, policy_store=self.policy_store,
                                    replay=replay, drift=self.drift, clock=self.clock)  # fmt: skip
@@ -72,7 +79,7 @@ class ClientAssertions:
         dpop = self.settings.dpop
         if not dpop.enabled:
             return CertificateBinding(allow_bearer=allow_bearer)
-        return DpopBinding(token_endpoint=token_endpoint, replay=self.state.store.replay, drift=self.drift,
+        return DpopBinding(token_endpoint=token_endpoint, replay=self.proof_replay, drift=self.drift,
                            algorithms=dpop.algorithms, max_age=dpop.max_age, nonces=self.nonces,
                            allow_bearer=allow_bearer, clock=self.clock)  # fmt: skip
 

@@ -18,6 +18,7 @@ from broker.server.request import read_form, request_context
 from broker.server.state import CONFIG, JWKS_KEYS, METADATA_MEMBERS, READINESS, SERVICE
 from broker.tokens.endpoint import TokenEndpoint
 from broker.tokens.keys import jwks
+from broker.web.metrics import BINDING_KEY, CLIENT_KEY, GRANT_TYPE_KEY
 
 __all__ = ["advertise", "healthz", "jwks_handler", "metadata", "metadata_document", "readyz", "token"]
 
@@ -81,7 +82,11 @@ async def token(request: web.Request) -> web.Response:
     context = request_context(request)
     transport = endpoint.authenticate(context)  # before the body is read
     form = await read_form(request, max_body=config.max_body)
+    request[GRANT_TYPE_KEY] = endpoint.served_grant_type(form)
     response = await endpoint.handle(form, transport, context)
+    request[CLIENT_KEY] = response.token.claims["sub"]
+    binding = response.token.binding
+    request[BINDING_KEY] = "none" if binding is None else binding.member
     log.info(
         "issued token jti=%s to %s for %s (expires in %ss)",
         response.token.jti,

@@ -62,6 +62,8 @@ class Housekeeper:
         self._policy_seen = (getattr(policy_store, "generation", 0), getattr(policy_store, "last_error", None))
         self._next_prune = clock() + PRUNE_INTERVAL
         self._failing: str | None = None
+        self.rotations = 0  # scheduled rotations this replica made
+        self.failures = 0  # ticks that failed (the rotation schedule or pruning could not run)
 
     async def run(self, interval: float) -> None:
         while True:
@@ -88,6 +90,7 @@ class Housekeeper:
             self._failing = None
 
     def _failed(self, reason: str) -> None:
+        self.failures += 1
         if reason != self._failing:
             log.error("housekeeping (key rotation schedule, pruning) failing: %s", reason)
         self._failing = reason
@@ -99,6 +102,7 @@ class Housekeeper:
 
     def _audit_keyring(self, result: TickResult) -> None:
         if result.rotation is not None:
+            self.rotations += 1
             rotation = result.rotation
             self._record(KeyRotated(activated=rotation.active_kid, retiring=rotation.previous_kid,
                                     next=rotation.next_kid, reason="scheduled"))  # fmt: skip

@@ -12,6 +12,7 @@ from broker.identity.source import JwtBundleSource, X509ContextSource
 from broker.tokens.endpoint import TokenEndpoint
 from broker.tokens.keys import KeyStore
 from broker.tokens.policy import PolicyStore
+from broker.tokens.svid_cache import ValidatedSvidCache
 
 __all__ = [
     "CONFIG",
@@ -21,6 +22,7 @@ __all__ = [
     "READINESS",
     "SERVICE",
     "SOURCE",
+    "SVID_MEMO",
     "ServiceSource",
     "TokenAppConfig",
 ]
@@ -45,6 +47,7 @@ SOURCE = web.AppKey("source", ServiceSource)
 SERVICE = web.AppKey("service", TokenEndpoint)
 JWKS_KEYS = web.AppKey("key_store", KeyStore)
 POLICY = web.AppKey("policy_store", PolicyStore)
+SVID_MEMO = web.AppKey("svid_memo", ValidatedSvidCache)  # validated JWT-SVIDs (its hits and misses are metrics)
 READINESS: web.AppKey[Callable[[], str | None]] = web.AppKey("readiness")
 # RFC 8414 §2 members that routes mounted beside /token advertise (broker.server.handlers.advertise)
 METADATA_MEMBERS: web.AppKey[dict[str, Any]] = web.AppKey("metadata_members")

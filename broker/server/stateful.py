@@ -56,6 +56,7 @@ class ServiceState:
     recorder: Recorder
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     secrets: KekRing | None = field(default=None, repr=False)  # derives the replicas' shared secrets (DPoP nonces)
+    housekeeper: Housekeeper | None = None
 
     async def aclose(self) -> None:
         for task in self.tasks:
@@ -120,7 +121,8 @@ async def open_state(
     recorder.start()
     state = ServiceState(url=url, store=store, keyring=keyring, recorder=recorder, secrets=keks)
     state.tasks.append(asyncio.create_task(_follow_keyring(state), name="keyring-follower"))
-    housekeeper = Housekeeper(keyring, recorder, store.ledger, policy_store, clock, replay=store.replay)
+    housekeeper = state.housekeeper = Housekeeper(keyring, recorder, store.ledger, policy_store, clock,
+                                                  replay=store.replay)  # fmt: skip
     state.tasks.append(asyncio.create_task(housekeeper.run(TICK_INTERVAL), name="housekeeping"))
     return state
 

@@ -37,6 +37,7 @@ from broker.server.apikeys import add_apikey_routes, open_apikeys
 from broker.server.app import add_readiness
 from broker.server.assertions import ClientAssertions, open_assertions
 from broker.server.feed import add_revocation_feed
+from broker.server.metrics import ServiceMetrics
 from broker.server.revocations import ReplicaRevocations
 from broker.server.service import RunningTokenService, start_token_service
 from broker.server.state import ServiceSource
@@ -58,6 +59,7 @@ class StatefulTokenService:
     state: ServiceState
     revocations: ReplicaRevocations | None = None  # the replica's view of the revocation log
     assertions: ClientAssertions | None = None  # client assertions, DPoP, the client registry, clock drift
+    metrics: ServiceMetrics | None = None
 
     @property
     def port(self) -> int:
@@ -73,6 +75,8 @@ class StatefulTokenService:
 
     async def aclose(self) -> None:
         try:
+            if self.metrics is not None:
+                await self.metrics.aclose()
             await self.service.aclose()
         finally:
             await self.state.aclose()
@@ -109,6 +113,7 @@ async def start_stateful_token_service(
             settings, state, jwt_bundles=source.jwt_bundles, policy_store=policy_store, clock=clock
         )
         apikeys, apikey_service = open_apikeys(settings, state, revocations, clock)
+        metrics = ServiceMetrics(settings.metrics) if settings.metrics.enabled else None
         status_mounter = token_status_mounter(
             revocations=revocations,
             keys=state.keyring,
@@ -138,12 +143,25 @@ async def start_stateful_token_service(
                 assertions.install,
                 lambda app: add_readiness(app, assertions.clients.problem),
                 lambda app: add_apikey_routes(app, apikey_service),
+                _nothing if metrics is None else metrics.mounter(state, revocations, assertions, apikeys, clock),
             ),
         )
     except BaseException:
         await state.aclose()
         raise
-    return StatefulTokenService(service=service, state=state, revocations=revocations, assertions=assertions)
+    running = StatefulTokenService(service=service, state=state, revocations=revocations, assertions=assertions,
+                                   metrics=metrics)  # fmt: skip
+    if metrics is not None:
+        try:
+            await metrics.start()
+        except BaseException:
+            await running.aclose()
+            raise
+    return running
+
+
+def _nothing(app: web.Application) -> None:
+    return None
 
 
 async def _open_revocations(

@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from broker.errors import AccessDeniedError, BrokerError, InvalidRequestError, ServerError, TemporarilyUnavailableError
 from broker.identity.errors import SvidUnavailableError
@@ -42,6 +43,7 @@ from broker.sidecar.proofs import MAX_BODY, parse_proof_request, proof_body
 from broker.sidecar.revocations import RevocationWatcher
 from broker.sidecar.sockets import is_loopback_host, over_tcp
 from broker.web.errors import NO_STORE, error_response, render_error
+from broker.web.request_id import request_id_middleware
 
 __all__ = ["CACHE", "PROOFS", "REVOCATIONS", "SOURCE", "TOKEN_SERVICE", "TokenServiceLink", "build_sidecar_app"]
 
@@ -71,6 +73,7 @@ SOURCE = web.AppKey("svid_source", SubscribableX509Source)
 TOKEN_SERVICE = web.AppKey("token_service", TokenServiceLink)
 PROOFS = web.AppKey("dpop_proofs", SvidProofSigner)
 REVEAL = web.AppKey("apikeys_reveal", EgressProxy)
+METRICS = web.AppKey("metrics", CollectorRegistry)
 
 
 class _KeyMemo(dict[str, CacheKey]):
@@ -218,6 +221,11 @@ async def status(request: web.Request) -> web.Response:
     return web.Response(body=json.dumps(document).encode(), headers=_JSON_HEADERS)
 
 
+async def metrics_handler(request: web.Request) -> web.Response:
+    """``GET /metrics`` on the app's socket (only with ``[metrics] on_app_socket``)."""
+    return web.Response(body=generate_latest(request.app[METRICS]), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
 async def not_found(request: web.Request) -> web.Response:
     return error_response(404, "not_found", "unknown path")
 
@@ -257,6 +265,7 @@ def build_sidecar_app(
     revocations: RevocationWatcher | None = None,
     proofs: SvidProofSigner | None = None,
     reveal: EgressProxy | None = None,
+    metrics: CollectorRegistry | None = None,
 ) -> web.Application:
     """The app; its cleanup closes the cache and the token service client and stops the prober.
 
@@ -264,8 +273,11 @@ def build_sidecar_app(
     ``revocations``: follows the revocation feed while the app runs (started and closed with it).
     ``proofs``: serve ``POST /v1/dpop-proof`` with this signer (``token_binding = "dpop"``).
     ``reveal``: serve ``GET /v1/apikeys/{name}`` for ``reveal`` exceptions from this egress proxy's grants.
+    ``metrics``: also serve ``GET /metrics`` from this registry (``[metrics] on_app_socket``).
     """
-    app = web.Application(handler_args={"max_field_size": 16384}, client_max_size=MAX_BODY)
+    app = web.Application(
+        handler_args={"max_field_size": 16384}, client_max_size=MAX_BODY, middlewares=[request_id_middleware]
+    )
     app[SOURCE] = source
     app[TOKEN_SERVICE] = token_service
     app[CACHE] = cache
@@ -276,7 +288,10 @@ def build_sidecar_app(
         app[REVOCATIONS] = revocations
         app.cleanup_ctx.append(_following(revocations))
     app.cleanup_ctx.append(_lifecycle(source, token_service, cache, probe_interval))
-    routes = (("/v1/token", token_handler), ("/v1/status", status), ("/healthz", healthz), ("/readyz", readyz))
+    routes = [("/v1/token", token_handler), ("/v1/status", status), ("/healthz", healthz), ("/readyz", readyz)]
+    if metrics is not None:
+        app[METRICS] = metrics
+        routes.append(("/metrics", metrics_handler))
     for path, handler in routes:
         app.router.add_get(path, handler)
         app.router.add_route("*", path, method_not_allowed)

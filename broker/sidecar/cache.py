@@ -33,12 +33,25 @@ from broker.sidecar.dpop import current_jkt
 from broker.sidecar.errors import TokenServiceUnavailableError, WorkloadQuarantinedError
 from broker.sidecar.exchanger import Exchanger, TokenResult
 
-__all__ = ["CacheKey", "CachedToken", "Clock", "TokenCache"]
+__all__ = ["CacheKey", "CacheStats", "CachedToken", "Clock", "TokenCache"]
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 CacheKey = tuple[str, str | None]
+
+
+@dataclass(slots=True)
+class CacheStats:
+    """Counts the metrics read at scrape time (:mod:`broker.sidecar.metrics`); plain ints, no cost per request."""
+
+    hits: int = 0  # answered from the cache
+    misses: int = 0  # waited for an exchange
+    errors: int = 0  # no token: the exchange failed and nothing usable was cached
+    exchanges_ok: int = 0
+    exchanges_failed: int = 0
+    svid_rotations: int = 0
+    exchange_observers: list[Callable[[float], None]] = field(default_factory=list)  # seconds of each exchange
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +140,7 @@ class TokenCache:
         self._jkt = current_jkt(self._source)
         self._unsubscribe: Callable[[], None] | None = source.subscribe(self._on_source_change)
         self._suspended_until = 0.0  # while the clock is below: quarantined, nothing served or fetched
+        self.stats = CacheStats()
 
     async def get(self, key: CacheKey) -> CachedToken:
         """A usable token for ``key``: cached, cached while a refresh runs, or from a (shared) exchange."""
@@ -135,15 +149,22 @@ class TokenCache:
         if entry is not None:
             now = self._clock()
             if now < entry.refresh_at:
+                self.stats.hits += 1
                 return entry
             if now < entry.expires_at - self._min_remaining:
                 self._refresh_in_background(key, now)
+                self.stats.hits += 1
                 return entry
             self._entries.pop(key, None)
+        self.stats.misses += 1
         try:
             entry = await asyncio.shield(self._flight(key))
         except TokenServiceUnavailableError as exc:
+            self.stats.errors += 1
             raise TokenServiceUnavailableError(f"{exc.description}, and no cached token") from None
+        except BaseException:
+            self.stats.errors += 1
+            raise
         self._check_not_suspended()  # quarantined while the exchange ran
         return entry
 
@@ -180,8 +201,13 @@ class TokenCache:
         if entry is not None:
             now = self._clock()
             if now < entry.refresh_at:
+                self.stats.hits += 1
                 return entry.body(now)
         return None
+
+    def expiries(self) -> list[tuple[str, float]]:
+        """(audience, expires_at) of every cached token (the metrics' time-to-expiry gauges)."""
+        return [(audience, entry.expires_at) for (audience, _), entry in self._entries.items()]
 
     def now(self) -> float:
         return self._clock()
@@ -241,7 +267,10 @@ class TokenCache:
 
     async def _fetch(self, key: CacheKey) -> CachedToken:
         audience, scope = key
+        started = time.perf_counter()
         result = await self._exchanger.exchange(audience, scope)
+        for observe in self.stats.exchange_observers:
+            observe(time.perf_counter() - started)
         rotated_x5t = result.bound_x5t is not None and result.bound_x5t != self._x5t
         if rotated_x5t or (result.bound_jkt is not None and result.bound_jkt != self._jkt):
             result = await self._exchanger.exchange(audience, scope)  # the SVID rotated meanwhile
@@ -268,8 +297,10 @@ class TokenCache:
         if task.cancelled():
             return
         if task.exception() is None:
+            self.stats.exchanges_ok += 1
             self._failures.pop(key, None)
             return
+        self.stats.exchanges_failed += 1
         count = self._failures.get(key, (0, 0.0))[0]
         delay = self._failure_backoff.delay(count)
         self._failures[key] = (count + 1, self._clock() + delay)
@@ -279,6 +310,7 @@ class TokenCache:
         if x5t is None or x5t == self._x5t:
             return
         self._x5t, self._jkt = x5t, current_jkt(self._source)
+        self.stats.svid_rotations += 1
         stale = [key for key, entry in self._entries.items() if not entry.bound_to(x5t, self._jkt)]
         for key in stale:
             del self._entries[key]

@@ -31,6 +31,7 @@ from typing import Any, Protocol
 
 import aiohttp
 
+from broker._logging import REQUEST_ID, REQUEST_ID_HEADER, new_request_id
 from broker.errors import NetworkError
 from broker.identity.errors import IdentityError
 from broker.identity.source import JwtSvidSource, X509ContextSource, current_x5t
@@ -232,6 +233,7 @@ class TokenServiceClient:
                 self.health.success()
                 raise TokenServiceUnavailableError(exc.description) from None
             self.health.success()
+            log.info("token for %s obtained (expires in %ss)", audience, result.expires_in)
             return result
         self.health.failure(reason)
         raise TokenServiceUnavailableError(
@@ -349,7 +351,10 @@ class TokenServiceClient:
     async def _request(
         self, method: str, url: str, form: dict[str, str] | None, headers: dict[str, str] | None = None
     ) -> _Reply:
-        """One request; the latest ``DPoP-Nonce`` of any response is remembered (RFC 9449 §8)."""
+        """One request; the latest ``DPoP-Nonce`` of any response is remembered (RFC 9449 §8). It carries the
+        current request id (:mod:`broker._logging`; the app's request, or a new one), so the token service's log
+        lines for it show the same id as the sidecar's."""
+        headers = {**(headers or {}), REQUEST_ID_HEADER: REQUEST_ID.get() or new_request_id()}
         with map_network_errors(lambda exc: _RetryableError(f"{method} {url}: {type(exc).__name__}: {exc}")):
             async with self._session().request(
                 method, url, data=form, headers=headers, allow_redirects=False

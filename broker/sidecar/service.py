@@ -14,9 +14,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, get_args
 
+from broker.config import MetricsSettings
 from broker.identity.source import X509Source
 from broker.identity.spiffeid import SpiffeId
 from broker.identity.spiffetls.context import ServerIdMatcher
+from broker.metrics import CappedLabel
 from broker.sidecar.app import TokenServiceLink, build_sidecar_app
 from broker.sidecar.cache import Clock, TokenCache
 from broker.sidecar.dpop import SvidProofSigner
@@ -24,11 +26,13 @@ from broker.sidecar.egress.client import ApiKeyClient, ApiKeyLink
 from broker.sidecar.egress.proxy import EgressProxy
 from broker.sidecar.egress.service import EgressOptions, RunningEgress, build_proxy, start_egress
 from broker.sidecar.exchanger import ExchangeSource, TokenServiceClient
+from broker.sidecar.metrics import SidecarCollector, sidecar_registry
 from broker.sidecar.retry import RetryPolicy
 from broker.sidecar.revocations import RevocationWatcher
 from broker.sidecar.sockets import bind_loopback, bind_unix_socket, parse_socket_mode
 from broker.verify.feed import RevocationFeedFollower
 from broker.web import HardenedAppRunner, ListenerLimits, start_sock_site
+from broker.web.metrics import MetricsListener, start_metrics_listener
 
 __all__ = [
     "DEFAULT_BROKER_ID_PATH",
@@ -71,9 +75,12 @@ class RunningSidecar:
     socket_path: Path | None = None
     http_port: int | None = None
     egress: RunningEgress | None = None
+    metrics: MetricsListener | None = None
 
     async def aclose(self) -> None:
         """Stop serving (the egress proxy first, then the cache and the token service client); remove the sockets."""
+        if self.metrics is not None:
+            await self.metrics.aclose()
         if self.egress is not None:
             await self.egress.aclose()
         await self.runner.cleanup()
@@ -172,6 +179,7 @@ async def start_sidecar(
     token_binding: TokenBinding = "mtls",  # noqa: S107 - a binding mode, not a secret
     egress: EgressOptions | None = None,
     apikeys: ApiKeyLink | None = None,
+    metrics: MetricsSettings | None = None,
 ) -> RunningSidecar:
     """Serve ``/v1/token`` on ``socket_path`` (mode ``socket_mode``) and/or ``127.0.0.1:http_port`` (0: any free).
 
@@ -203,6 +211,17 @@ async def start_sidecar(
     proxy = _egress(egress, apikeys, source=source, issuer=token_service_url, server_id=token_service_id,
                     timeout=timeout, clock=clock)  # fmt: skip
     watcher = _watcher(revocation_follower, cache, source, clock, proxy)
+    registry = None
+    if metrics is not None and metrics.enabled:
+        collector = SidecarCollector(
+            cache,
+            source,
+            clock,
+            CappedLabel(metrics.max_audience_labels),
+            follower=revocation_follower,
+            egress=None if proxy is None else proxy.proxy.stats,
+        )
+        registry = sidecar_registry(collector)  # fmt: skip
     app = build_sidecar_app(
         source=source,
         token_service=link,
@@ -211,11 +230,19 @@ async def start_sidecar(
         revocations=watcher,
         proofs=signer,
         reveal=None if proxy is None else proxy.proxy,
+        metrics=registry if metrics is not None and metrics.on_app_socket else None,
     )
     runner = HardenedAppRunner(app, limits=limits, access_log=None)
     await runner.setup()
     running = RunningSidecar(runner, cache, link)
     await _listen(running, socket_path, socket_mode, http_port, proxy)
+    if registry is not None and metrics is not None and metrics.listens:
+        try:
+            running.metrics = await start_metrics_listener(registry, host=metrics.host, port=metrics.port,
+                                                           socket_path=metrics.socket)  # fmt: skip
+        except BaseException:
+            await running.aclose()
+            raise
     where = [str(socket_path)] if socket_path is not None else []
     where += [f"127.0.0.1:{running.http_port}"] if running.http_port is not None else []
     log.info(

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import statistics
 from collections import OrderedDict, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -92,6 +92,7 @@ class DriftTracker:
         self.leeway = leeway
         self._max_clients = max_clients
         self._windows: OrderedDict[tuple[str, DriftSource], _Window] = OrderedDict()
+        self.observers: list[Callable[[DriftSource, float], None]] = []  # each sample (the metrics' histogram)
 
     def record(self, client: str, source: DriftSource, *, now: float, iat: float) -> None:
         """One sample: the credential of ``client`` said ``iat`` and the server's clock said ``now``."""
@@ -105,6 +106,8 @@ class DriftTracker:
             self._windows.move_to_end(key)
         window.samples.append(now - iat)
         window.last_seen = now
+        for observe in self.observers:
+            observe(source, now - iat)
         self._maybe_warn(client, source, window)
 
     def _maybe_warn(self, client: str, source: DriftSource, window: _Window) -> None:

@@ -291,7 +291,7 @@ class TokenEndpoint:
             return await self._handle(params, targets, checked, context or RequestContext())
         except OAuthError as exc:
             reason = exc.reason if isinstance(exc, QuarantinedError) else None
-            self._audit.refused(exc, client, self._served_grant_type(form), reason)
+            self._audit.refused(exc, client, self.served_grant_type(form), reason)
             raise
 
     async def _client_for(self, params: Mapping[str, str], transport: AuthenticatedClient | None) -> CheckedAssertion:
@@ -310,7 +310,8 @@ class TokenEndpoint:
             raise InvalidClientError("unsupported client_assertion_type")
         return await method.check(assertion, params, transport)
 
-    def _served_grant_type(self, form: Mapping[str, Sequence[str]]) -> str | None:
+    def served_grant_type(self, form: Mapping[str, Sequence[str]]) -> str | None:
+        """The form's single ``grant_type`` if this endpoint serves it, else None (never a client's made-up value)."""
         values = form.get("grant_type", ())
         return values[0] if len(values) == 1 and values[0] in self._grants else None
 

@@ -34,6 +34,8 @@ class ValidatedSvidCache:
             raise ValueError("max_entries must be positive")
         self._max_entries = max_entries
         self._entries: OrderedDict[bytes, _Entry] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
 
     @staticmethod
     def key(token: str, audience: str) -> bytes:
@@ -42,11 +44,14 @@ class ValidatedSvidCache:
     def get(self, key: bytes, bundles: JwtBundleSet, *, now: float, leeway: float) -> JwtSvid | None:
         entry = self._entries.get(key)
         if entry is None:
+            self.misses += 1
             return None
         if now >= entry.svid.expiry + leeway or bundles.get(entry.svid.spiffe_id.trust_domain) != entry.bundle:
             del self._entries[key]
+            self.misses += 1
             return None
         self._entries.move_to_end(key)
+        self.hits += 1
         return entry.svid
 
     def put(self, key: bytes, svid: JwtSvid, bundles: JwtBundleSet) -> None:

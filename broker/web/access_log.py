@@ -4,6 +4,9 @@ aiohttp's default line quotes the request line (path and query string), the Refe
 client-chosen bytes that may carry a token a client misplaced. Here a request is named by the *route* it matched
 (``/token``), so nothing the client wrote reaches the log. Successful probes (``/healthz``, ``/readyz``, RFC 8414
 metadata fetched by every sidecar) go to DEBUG: at a thousand pods they would drown the INFO lines.
+
+Each line carries the request's id (:mod:`broker.web.request_id`) and, for the JSON log format, the fields
+``peer``, ``method``, ``route``, ``status`` and ``duration_ms``.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
+
+from broker.web.request_id import REQUEST_ID_KEY
 
 __all__ = ["PROBE_ROUTES", "RouteAccessLogger", "route_of"]
 
@@ -36,4 +41,10 @@ class RouteAccessLogger(AbstractAccessLogger):
         route = route_of(request)
         method = request.method if request.method in _METHODS else "OTHER"
         level = logging.DEBUG if route in PROBE_ROUTES and response.status < 400 else logging.INFO
-        self.logger.log(level, "%s %s %s %d %.1fms", request.remote, method, route, response.status, time * 1000)
+        if not self.logger.isEnabledFor(level):
+            return
+        duration_ms = round(time * 1000, 1)
+        fields = {"peer": request.remote, "method": method, "route": route, "status": response.status,
+                  "duration_ms": duration_ms, "request_id": request.get(REQUEST_ID_KEY)}  # fmt: skip
+        self.logger.log(level, "%s %s %s %d %.1fms", request.remote, method, route, response.status, duration_ms,
+                        extra=fields)  # fmt: skip

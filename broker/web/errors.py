@@ -32,6 +32,7 @@ from aiohttp import web
 from broker.errors import BrokerError, OAuthError, ServerError
 from broker.oauth.response import NO_STORE, error_document, error_json, public_error
 from broker.web.access_log import route_of
+from broker.web.metrics import OUTCOME_KEY
 from broker.web.protocol import client_gone
 
 __all__ = ["NO_STORE", "error_middleware", "error_response", "render_error"]
@@ -70,13 +71,14 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except OAuthError as exc:
         log.info("%s %s refused: %s (%s)", request.method, route_of(request), exc.error, exc.detail)
-        return render_error(exc)
+        return _answered(request, exc)
     except BrokerError as exc:
         log.warning("%s %s failed: %s (%s)", request.method, route_of(request), type(exc).__name__, exc.detail)
-        return render_error(exc)
+        return _answered(request, exc)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
+        request[OUTCOME_KEY] = "invalid_request"
         return _render_http_error(exc)
     except Exception as exc:
         if isinstance(exc, ConnectionError) and client_gone(request):
@@ -84,4 +86,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             raise
         frames = "".join(traceback.format_tb(exc.__traceback__))
         log.error("%s %s: unexpected %s\n%s", request.method, route_of(request), type(exc).__name__, frames)
-        return render_error(ServerError())
+        return _answered(request, ServerError())
+
+
+def _answered(request: web.Request, exc: BrokerError) -> web.Response:
+    """``exc`` rendered; its wire code noted for the request metrics (:data:`~broker.web.metrics.OUTCOME_KEY`)."""
+    request[OUTCOME_KEY] = public_error(exc).error
+    return render_error(exc)

@@ -66,6 +66,31 @@ _COMPRESSED = "the target answered with a compressed body the proxy cannot check
 _NO_BODY_STATUSES = frozenset({204, 304})
 
 
+class EgressStats:
+    """Requests by (exception, outcome) and bytes by (exception, direction), read by the metrics at scrape time.
+    The exception is a name from the catalog, else ``none``: a name the app made up is never a label."""
+
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, str], int] = {}
+        self.bytes: dict[tuple[str, str], int] = {}
+
+    def count(self, name: str, outcome: str) -> None:
+        self.requests[name, outcome] = self.requests.get((name, outcome), 0) + 1
+
+    def add_bytes(self, name: str, direction: str, count: int) -> None:
+        self.bytes[name, direction] = self.bytes.get((name, direction), 0) + count
+
+
+def _outcome(status: int) -> str:
+    if status in (401, 403):
+        return "denied"
+    if status == 503:
+        return "unavailable"
+    if status in (502, 504):
+        return "upstream_error"
+    return "bad_request"
+
+
 class EgressProxy:
     """The handler of the egress listener; the parts are injected (see :func:`~broker.sidecar.egress.service`)."""
 
@@ -74,6 +99,7 @@ class EgressProxy:
         self.grants = grants
         self.reporter = reporter
         self.upstream = upstream
+        self.stats = EgressStats()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         where = _where(request)
@@ -148,12 +174,17 @@ class EgressProxy:
                 self.reporter.used(grant.name, grant.version, destination.origin)
             raise
         self.reporter.used(grant.name, grant.version, destination.origin)
+        self.stats.add_bytes(grant.name, "sent", request.content_length or 0)
         try:
             response = await _relay(request, upstream, SecretScrubber(grant.secret), destination)
-        except BaseException:
+        except BaseException as exc:
             upstream.close()
+            if not isinstance(exc, EgressError):  # an EgressError is counted with its refusal
+                self.stats.count(grant.name, "upstream_error")
             raise
         upstream.release()
+        self.stats.count(grant.name, "ok")
+        self.stats.add_bytes(grant.name, "received", response.body_length)
         return response
 
     def _refuse(self, request: web.Request, exc: EgressError | AccessDeniedError, where: str) -> web.Response:
@@ -163,6 +194,8 @@ class EgressProxy:
             self.reporter.refused(name, where, reason)
         log.info("egress %s %s refused: %s (%s)", request.method, where, exc.error, exc.description)
         response = render_error(exc)
+        known = name is not None and self.catalog.by_name(name) is not None
+        self.stats.count(name if known and name is not None else "none", _outcome(response.status))
         if request.method == "CONNECT":
             response.force_close()  # whatever follows a CONNECT is tunnel bytes, not a request
         return response
