@@ -65,6 +65,7 @@ def _trust_domain(ctx: click.Context, param: click.Parameter, value: str) -> Tru
     help="Register --spiffe-id for this uid in the entries file before serving.",
 )
 @click.option("--spiffe-id", default=None, help="SPIFFE ID to register for --register-uid.")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), help="serve Prometheus /metrics on 127.0.0.1:PORT")
 @cli_errors()
 def workload_api(
     socket_path: Path,
@@ -74,6 +75,7 @@ def workload_api(
     x509_ttl: float,
     register_uid: int | None,
     spiffe_id: str | None,
+    metrics_port: int | None,
 ) -> None:
     """Serve the SPIFFE Workload API (dev CA, unix:uid/gid attestation) until SIGINT/SIGTERM."""
     if (register_uid is None) != (spiffe_id is None):
@@ -90,7 +92,7 @@ def workload_api(
             raise click.BadParameter(f"not in trust domain {trust_domain}", param_hint="--spiffe-id")
         store.upsert(entry)
     server = WorkloadApiServer(ca=ca, entries=store, socket_path=socket_path, default_x509_ttl=x509_ttl)
-    asyncio.run(serve_until_signalled(server))
+    asyncio.run(serve_until_signalled(server, metrics_port=metrics_port))
 
 
 __all__ = ["workload_api"]

@@ -20,7 +20,7 @@ import shutil
 import socket
 import tempfile
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -36,9 +36,11 @@ from broker.devtools.workload_api.statedir import open_dev_state
 from broker.identity.memory import InMemorySvidSource
 from broker.identity.spiffeid import SpiffeId, TrustDomain
 from broker.identity.workloadapi.source import WorkloadApiSvidSource
+from broker.metrics import ScrapeCollector, new_registry
 from broker.server.stateful_service import start_stateful_token_service
 from broker.sidecar.service import DEFAULT_BROKER_ID_PATH, start_sidecar
 from broker.tokens.policy import FilePolicyStore
+from broker.web.metrics import start_metrics_listener
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,7 @@ class DevStack:
     policy_file: Path
     state_dir: Path
     bundle_file: Path
+    metrics: dict[str, str] = field(default_factory=dict)  # part -> its /metrics URL ([metrics] port set)
 
 
 def free_loopback_port() -> int:
@@ -162,7 +165,11 @@ def _layout(settings: BrokerSettings) -> _Layout:
 
 
 async def _start_workload_api(
-    stack: contextlib.AsyncExitStack, settings: BrokerSettings, layout: _Layout, socket_path: Path
+    stack: contextlib.AsyncExitStack,
+    settings: BrokerSettings,
+    layout: _Layout,
+    socket_path: Path,
+    metrics: dict[str, str],
 ) -> WorkloadApiServer:
     """The dev Workload API, with the invoking user's uid registered as the workload."""
     ca, entries = open_dev_state(layout.state_dir / "workload-api", layout.td)
@@ -178,11 +185,17 @@ async def _start_workload_api(
     )
     await server.start()
     stack.push_async_callback(server.stop)
+    if settings.metrics.listens:
+        registry = new_registry("workload_api")
+        registry.register(ScrapeCollector(server.metrics))
+        listener = await start_metrics_listener(registry, host=settings.metrics.host, port=settings.metrics.port)
+        stack.push_async_callback(listener.aclose)
+        metrics["workload_api"] = f"http://{settings.metrics.host}:{listener.port}/metrics"
     return server
 
 
 async def _start_token_service(
-    stack: contextlib.AsyncExitStack, settings: BrokerSettings, layout: _Layout, ca: DevCA
+    stack: contextlib.AsyncExitStack, settings: BrokerSettings, layout: _Layout, ca: DevCA, metrics: dict[str, str]
 ) -> None:
     if not layout.policy_file.exists():
         write_private_file(layout.policy_file, dev_policy(layout.workload_id, layout.demo_audience).encode())
@@ -204,6 +217,8 @@ async def _start_token_service(
         health_port=settings.server.health_port,
     )
     stack.push_async_callback(service.aclose)
+    if service.metrics is not None and service.metrics.listener is not None:
+        metrics["token_service"] = f"http://{settings.metrics.host}:{service.metrics.listener.port}/metrics"
 
 
 async def _start_demo_api(
@@ -223,7 +238,12 @@ async def _start_demo_api(
 
 
 async def _start_sidecar(
-    stack: contextlib.AsyncExitStack, settings: BrokerSettings, layout: _Layout, address: str, socket_path: Path
+    stack: contextlib.AsyncExitStack,
+    settings: BrokerSettings,
+    layout: _Layout,
+    address: str,
+    socket_path: Path,
+    metrics: dict[str, str],
 ) -> int | None:
     """The sidecar, on the workload's SVID from the Workload API (as against a SPIRE agent)."""
     source = WorkloadApiSvidSource(address=address)
@@ -237,8 +257,11 @@ async def _start_sidecar(
         socket_path=socket_path,
         socket_mode=settings.sidecar.socket_mode,
         http_port=settings.sidecar.http_port,
+        metrics=settings.metrics,
     )
     stack.push_async_callback(sidecar.aclose)
+    if sidecar.metrics is not None:
+        metrics["sidecar"] = f"http://{settings.metrics.host}:{sidecar.metrics.port}/metrics"
     return sidecar.http_port
 
 
@@ -251,10 +274,13 @@ async def run_dev_stack(settings: BrokerSettings) -> AsyncIterator[DevStack]:
         runtime = _runtime_dir(stack) if needs_runtime else layout.state_dir
         api_socket = settings.workload_api.socket or runtime / "api.sock"
         sidecar_socket = settings.sidecar.socket or runtime / "token.sock"
-        workload_api = await _start_workload_api(stack, settings, layout, api_socket)
-        await _start_token_service(stack, settings, layout, workload_api.ca)
+        metrics: dict[str, str] = {}
+        workload_api = await _start_workload_api(stack, _metrics_port(settings, 0), layout, api_socket, metrics)
+        await _start_token_service(stack, _metrics_port(settings, 1), layout, workload_api.ca, metrics)
         await _start_demo_api(stack, settings, layout, workload_api.ca)
-        http_port = await _start_sidecar(stack, settings, layout, workload_api.address, sidecar_socket)
+        http_port = await _start_sidecar(
+            stack, _metrics_port(settings, 2), layout, workload_api.address, sidecar_socket, metrics
+        )
         bundle_file = layout.state_dir / BUNDLE_FILE
         write_private_file(bundle_file, workload_api.ca.ca_cert.public_bytes(Encoding.PEM))
         yield DevStack(
@@ -269,7 +295,16 @@ async def run_dev_stack(settings: BrokerSettings) -> AsyncIterator[DevStack]:
             policy_file=layout.policy_file,
             state_dir=layout.state_dir,
             bundle_file=bundle_file,
+            metrics=metrics,
         )
+
+
+def _metrics_port(settings: BrokerSettings, offset: int) -> BrokerSettings:
+    """Each part its own ``/metrics`` port: ``[metrics] port`` + ``offset`` (0: each a free port)."""
+    port = settings.metrics.port
+    if not port:
+        return settings
+    return settings.model_copy(update={"metrics": settings.metrics.model_copy(update={"port": port + offset})})
 
 
 async def _service_source(stack: contextlib.AsyncExitStack, ca: DevCA, spiffe_id: SpiffeId) -> InMemorySvidSource:

@@ -47,10 +47,10 @@ __all__ = [
     "start_metrics_listener",
 ]
 
-OUTCOME_KEY = "spiffe_broker.outcome"  # the error code the renderer answered with
-GRANT_TYPE_KEY = "spiffe_broker.grant_type"  # a grant type the endpoint serves (never a client's made-up value)
-CLIENT_KEY = "spiffe_broker.client"  # the issued token's sub
-BINDING_KEY = "spiffe_broker.binding"  # "x5t#S256" or "jkt"
+OUTCOME_KEY = web.RequestKey("outcome", str)  # the error code the renderer answered with
+GRANT_TYPE_KEY: web.RequestKey[str | None] = web.RequestKey("grant_type")  # a grant type the endpoint serves
+CLIENT_KEY = web.RequestKey("client", str)  # the issued token's sub
+BINDING_KEY = web.RequestKey("binding", str)  # "x5t#S256", "jkt" or "none"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

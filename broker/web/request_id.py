@@ -16,7 +16,7 @@ from broker._logging import REQUEST_ID, REQUEST_ID_HEADER, adopt_request_id
 
 __all__ = ["REQUEST_ID_KEY", "request_id_middleware"]
 
-REQUEST_ID_KEY = "spiffe_broker.request_id"
+REQUEST_ID_KEY = web.RequestKey("request_id", str)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 

@@ -21,12 +21,13 @@ import os
 import signal
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from grpclib.protocol import H2Protocol
 from grpclib.server import Server
+from prometheus_client.core import Metric
 
 from broker._unix import MAX_UNIX_PATH_BYTES, fits_sun_path, remove_stale_socket, socket_in_use
 from broker.devtools.devca import DevCA
@@ -35,6 +36,8 @@ from broker.devtools.workload_api.handlers import WorkloadApiHandlers
 from broker.devtools.workload_api.service import SpiffeWorkloadApiService
 from broker.devtools.workload_api.state import WorkloadState
 from broker.identity.errors import IdentityError
+from broker.metrics import ScrapeCollector, counter_family, new_registry
+from broker.web.metrics import start_metrics_listener
 
 __all__ = ["MAX_SOCKET_PATH_BYTES", "WorkloadApiServer", "WorkloadApiServerError", "serve_until_signalled"]
 
@@ -158,6 +161,13 @@ class WorkloadApiServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wakeup: asyncio.Event | None = None
         self._force_rotation = False
+        self.service = SpiffeWorkloadApiService(WorkloadApiHandlers(self._state))
+
+    def metrics(self) -> Iterable[Metric]:
+        """``workload_api_requests_total{method, outcome}`` (read at scrape; :mod:`broker.metrics`)."""
+        samples = [(key, float(count)) for key, count in sorted(self.service.calls.items())]
+        yield counter_family("workload_api_requests", "Workload API calls by method and outcome",
+                             ["method", "outcome"], samples)  # fmt: skip
 
     @property
     def address(self) -> str:
@@ -177,7 +187,7 @@ class WorkloadApiServer:
         self._state.refresh()
         _remove_stale_socket(self.socket_path)
         server = _Server(
-            [SpiffeWorkloadApiService(WorkloadApiHandlers(self._state))],
+            [self.service],
             preface_timeout=self._limits[0],
             max_connections=self._limits[1],
         )
@@ -259,17 +269,29 @@ def _socket_in_use(path: Path) -> bool:
 
 
 async def serve_until_signalled(
-    server: WorkloadApiServer, signals: Sequence[signal.Signals] = (signal.SIGINT, signal.SIGTERM)
+    server: WorkloadApiServer,
+    signals: Sequence[signal.Signals] = (signal.SIGINT, signal.SIGTERM),
+    *,
+    metrics_port: int | None = None,
 ) -> None:
-    """Start ``server``, run until one of ``signals`` arrives, then stop it cleanly."""
+    """Start ``server`` (and ``/metrics`` on ``127.0.0.1:metrics_port``), run until one of ``signals`` arrives,
+    then stop it cleanly."""
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     for sig in signals:
         loop.add_signal_handler(sig, stopping.set)
+    listener = None
     try:
         await server.start()
+        if metrics_port is not None:
+            registry = new_registry("workload_api")
+            registry.register(ScrapeCollector(server.metrics))
+            listener = await start_metrics_listener(registry, port=metrics_port)
+            log.info("Workload API metrics on 127.0.0.1:%d/metrics", listener.port)
         await stopping.wait()
     finally:
         for sig in signals:
             loop.remove_signal_handler(sig)
+        if listener is not None:
+            await listener.aclose()
         await server.stop()

@@ -10,9 +10,11 @@ tests prove this table equals the service in that descriptor. The proto has no p
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 from grpclib.const import Cardinality, Handler
+from grpclib.exceptions import GRPCError
 from grpclib.server import Stream
 
 from broker.identity.workloadapi.pb import workload_pb2 as pb
@@ -48,23 +50,47 @@ class SpiffeWorkloadApiService:
 
     def __init__(self, impl: WorkloadApiImpl) -> None:
         self._impl = impl
+        self.calls: dict[tuple[str, str], int] = {}  # (method, "ok" or the gRPC status name): the metrics read it
 
     def __mapping__(self) -> dict[str, Handler]:
-        impl = self._impl
+        impl, counted = self._impl, self._counted
         return {
             method_path("FetchX509SVID"): Handler(
-                impl.fetch_x509_svid, Cardinality.UNARY_STREAM, pb.X509SVIDRequest, pb.X509SVIDResponse
+                counted("FetchX509SVID", impl.fetch_x509_svid),
+                Cardinality.UNARY_STREAM, pb.X509SVIDRequest, pb.X509SVIDResponse
             ),
             method_path("FetchX509Bundles"): Handler(
-                impl.fetch_x509_bundles, Cardinality.UNARY_STREAM, pb.X509BundlesRequest, pb.X509BundlesResponse
+                counted("FetchX509Bundles", impl.fetch_x509_bundles),
+                Cardinality.UNARY_STREAM, pb.X509BundlesRequest, pb.X509BundlesResponse
             ),
             method_path("FetchJWTSVID"): Handler(
-                impl.fetch_jwt_svid, Cardinality.UNARY_UNARY, pb.JWTSVIDRequest, pb.JWTSVIDResponse
+                counted("FetchJWTSVID", impl.fetch_jwt_svid),
+                Cardinality.UNARY_UNARY, pb.JWTSVIDRequest, pb.JWTSVIDResponse
             ),
             method_path("FetchJWTBundles"): Handler(
-                impl.fetch_jwt_bundles, Cardinality.UNARY_STREAM, pb.JWTBundlesRequest, pb.JWTBundlesResponse
+                counted("FetchJWTBundles", impl.fetch_jwt_bundles),
+                Cardinality.UNARY_STREAM, pb.JWTBundlesRequest, pb.JWTBundlesResponse
             ),
             method_path("ValidateJWTSVID"): Handler(
-                impl.validate_jwt_svid, Cardinality.UNARY_UNARY, pb.ValidateJWTSVIDRequest, pb.ValidateJWTSVIDResponse
+                counted("ValidateJWTSVID", impl.validate_jwt_svid),
+                Cardinality.UNARY_UNARY, pb.ValidateJWTSVIDRequest, pb.ValidateJWTSVIDResponse
             ),
-        }
+        }  # fmt: skip
+
+    def _counted(self, method: str, handler: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awaitable[None]]:
+        """``handler``, counting each call by its end: ``ok``, or the gRPC status it ended with."""
+
+        async def call(stream: Any) -> None:
+            outcome = "ok"
+            try:
+                await handler(stream)
+            except GRPCError as exc:
+                outcome = exc.status.name
+                raise
+            except BaseException:
+                outcome = "ended"  # a stream cancelled by the client or the server stopping
+                raise
+            finally:
+                self.calls[method, outcome] = self.calls.get((method, outcome), 0) + 1
+
+        return call
