@@ -23,6 +23,7 @@ import asyncio
 import json
 from collections import Counter
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +33,18 @@ from broker.admin.client import AdminClient
 from broker.admin.clock_drift import DEFAULT_LIMIT, MAX_LIMIT, ClockDrift, clock_drift_document
 from broker.admin.ports import KeyInfo, StoreStatus
 from broker.admin.wire import keys_document, store_status_document
+from broker.apikeys.report import Report, ReportRow
+from broker.cli._node_status import node_lines, read_node_status
 from broker.cli._state import LocalTarget, RemoteTarget, json_option, remote_options
 from broker.cli.main import cli_errors
+from broker.errors import BrokerError
 from broker.tokens.keystore import KeyState
 
 __all__ = ["status"]
 
 RUNBOOK = "docs/operations.md, 'A client's clock drifts'"
+REVIEW_SOON = timedelta(days=7)
+HTTP_NOT_FOUND = 404
 MARK = "!"
 
 
@@ -47,12 +53,29 @@ class ServiceStatus:
     store: StoreStatus
     keys: tuple[KeyInfo, ...]
     drift: ClockDrift
+    due: tuple[ReportRow, ...] | None = None  # exceptions overdue or due within REVIEW_SOON; None: not served
 
 
 async def read_status(admin: AdminClient, limit: int) -> ServiceStatus:
-    """The three reads, side by side."""
-    store, keys, drift = await asyncio.gather(admin.store_status(), admin.list_keys(), admin.clock_drift(limit))
-    return ServiceStatus(store, tuple(keys), drift)
+    """The four reads, side by side."""
+    store, keys, drift, report = await asyncio.gather(
+        admin.store_status(), admin.list_keys(), admin.clock_drift(limit), _report(admin)
+    )
+    if report is None:
+        return ServiceStatus(store, tuple(keys), drift)
+    soon = report.generated_at + REVIEW_SOON
+    due = tuple(row for row in report.rows if row.review_overdue or (row.grantable and row.review_due <= soon))
+    return ServiceStatus(store, tuple(keys), drift, due)
+
+
+async def _report(admin: AdminClient) -> Report | None:
+    """The API-key exceptions' report, or None from a token service that does not serve them."""
+    try:
+        return await admin.apikeys_report()
+    except BrokerError as exc:
+        if exc.status == HTTP_NOT_FOUND:
+            return None
+        raise
 
 
 def status_document(found: ServiceStatus) -> dict[str, Any]:
@@ -60,6 +83,16 @@ def status_document(found: ServiceStatus) -> dict[str, Any]:
         "store": store_status_document(found.store),
         "signing_keys": keys_document(list(found.keys)),
         "clock_drift": clock_drift_document(found.drift),
+        "exceptions_due_for_review": None if found.due is None else [_due_document(row) for row in found.due],
+    }
+
+
+def _due_document(row: ReportRow) -> dict[str, Any]:
+    return {
+        "name": row.name,
+        "owner": row.owner,
+        "review_due": row.review_due.isoformat(),
+        "overdue": row.review_overdue,
     }
 
 
@@ -122,27 +155,50 @@ def _drift_lines(drift: ClockDrift) -> list[str]:
     return lines
 
 
+def _due_lines(due: tuple[ReportRow, ...] | None) -> list[str]:
+    if due is None:
+        return ["  API-key exceptions: not served by this token service"]
+    if not due:
+        return [f"  API-key exceptions: none overdue for review or due within {REVIEW_SOON.days} days"]
+    lines = ["  API-key exceptions due for review (spiffe-broker exceptions review NAME):"]
+    for row in due:
+        when = "OVERDUE since" if row.review_overdue else "due"
+        lines.append(f"    {row.name} ({row.owner}): {when} {row.review_due.isoformat(timespec='minutes')}")
+    return lines
+
+
+def _worst_drift_line(drift: ClockDrift) -> str:
+    if not drift.clients:
+        return "  worst clock drift: no samples yet"
+    worst = max(drift.clients, key=lambda report: abs(report.drift))
+    mark = f" {MARK}" if drift.drifting(worst) else ""
+    return f"  worst clock drift: {_seconds(worst.drift)} s ({worst.client}, {worst.source.value}){mark}"
+
+
 def status_lines(url: str, found: ServiceStatus) -> list[str]:
     where = f" (replica {found.drift.replica})" if found.drift.replica else ""
     header = f"token service {url}{where}"
-    return [header, f"  {_store_line(found.store)}", f"  {_keys_line(found.keys)}", "", *_drift_lines(found.drift)]
+    return [header, f"  {_store_line(found.store)}", f"  {_keys_line(found.keys)}", _worst_drift_line(found.drift),
+            *_due_lines(found.due), "", *_drift_lines(found.drift)]  # fmt: skip
 
 
 # -- command ---------------------------------------------------------------------------------------------------
 
 
-def _remote(config_file: Path | None, options: dict[str, Any]) -> tuple[LocalTarget, RemoteTarget]:
+def _remote(config_file: Path | None, options: dict[str, Any], sidecar: str | None) -> RemoteTarget | None:
     local = LocalTarget(config_file)
     remote = RemoteTarget(
         options["admin_url"], options["server_id"], options["workload_api"], options["cert"], options["key"],
         tuple(options["bundle"]),
     )  # fmt: skip
-    if not remote.check(local):
-        raise click.UsageError(
-            "status asks the running token service (the clock drift lives in its memory): give --admin-url "
-            "https://host:port and --server-id SPIFFE_ID"
-        )
-    return local, remote
+    if remote.check(local):
+        return remote
+    if sidecar is not None and options["admin_url"] is None:
+        return None  # the node only
+    raise click.UsageError(
+        "status asks this node's sidecar (--sidecar SOCKET) and/or the running token service (the clock drift "
+        "lives in its memory): give --admin-url https://host:port and --server-id SPIFFE_ID"
+    )
 
 
 @click.command("status", context_settings={"help_option_names": ["-h", "--help"]})
@@ -150,19 +206,30 @@ def _remote(config_file: Path | None, options: dict[str, Any]) -> tuple[LocalTar
               help="clock-drift rows: the clients furthest from the service's clock")  # fmt: skip
 @remote_options
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), help="TOML config file")
+@click.option("--sidecar", metavar="SOCKET", help="this node's sidecar socket (a path or unix:///path): its SVID, "
+              "token service, cached tokens and revocation feed")  # fmt: skip
 @json_option
 @cli_errors()
-def status(limit: int, config_file: Path | None, as_json: bool, **options: Any) -> None:
-    """Show the running token service: store, signing keys and the clients whose clocks drift most."""
-    local, remote = _remote(config_file, options)
-    settings = local.settings()
+def status(limit: int, config_file: Path | None, sidecar: str | None, as_json: bool, **options: Any) -> None:
+    """Show this node's sidecar and/or the running token service: SVID, cached tokens, feed lag; store, signing
+    keys, clock drift and the API-key exceptions due for review."""
+    remote = _remote(config_file, options, sidecar)
+    settings = LocalTarget(config_file).settings()
 
-    async def ask() -> ServiceStatus:
+    async def ask() -> tuple[dict[str, Any] | None, ServiceStatus | None]:
+        node = await read_node_status(sidecar) if sidecar is not None else None
+        if remote is None:
+            return node, None
         async with remote.client(settings) as admin:
-            return await read_status(admin, limit)
+            return node, await read_status(admin, limit)
 
-    found = asyncio.run(ask())
+    node, found = asyncio.run(ask())
     if as_json:
-        click.echo(json.dumps(status_document(found), indent=2, sort_keys=True))
-    else:
-        click.echo("\n".join(status_lines(str(remote.admin_url), found)))
+        document = {"sidecar": node} if node is not None else {}
+        document.update(status_document(found) if found is not None else {})
+        click.echo(json.dumps(document, indent=2, sort_keys=True))
+        return
+    lines = node_lines(sidecar, node) if sidecar is not None and node is not None else []
+    if remote is not None and found is not None:
+        lines += ([""] if lines else []) + status_lines(str(remote.admin_url), found)
+    click.echo("\n".join(lines))

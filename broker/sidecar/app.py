@@ -213,6 +213,10 @@ async def status(request: web.Request) -> web.Response:
         "x509_svid": identity,
         "token_service": app[TOKEN_SERVICE].health.snapshot(),
         "cached_tokens": len(cache),
+        "tokens": [
+            {"audience": audience, "expires_in": round(expires_at - cache.now(), 1)}
+            for audience, expires_at in sorted(cache.expiries())
+        ],
         "quarantined": cache.suspended,
         "token_binding": "dpop" if PROOFS in app else "mtls",
     }

@@ -112,14 +112,16 @@ async def test_json_is_the_admin_api_documents_and_limit_is_passed(admin_api: Ad
     result = await admin_api.run("--json", "--limit", "1")
     assert result.exit_code == 0, result.output
     document = json.loads(result.output)
-    assert set(document) == {"store", "signing_keys", "clock_drift"}
+    assert set(document) == {"store", "signing_keys", "clock_drift", "exceptions_due_for_review"}
+    assert document["exceptions_due_for_review"] is None  # this admin API serves no API-key exceptions
     assert document["store"]["schema_version"] == 2
     assert [key["kid"] for key in document["signing_keys"]["keys"]] == ["k-old", "k-live", "k-gone"]
     drift = document["clock_drift"]
     assert (drift["leeway_seconds"], drift["replica"], drift["scope"]) == (10.0, REPLICA, "replica")
     assert [(c["client"], c["median_seconds"]) for c in drift["clients"]] == [(AHEAD, -7.0)]
     paths = sorted((r.path, r.outcome) for r in admin_api.audit.records)
-    assert paths == [("/admin/v1/clock-drift", "served"), ("/admin/v1/keys", "served"), ("/admin/v1/store", "served")]
+    served = [("/admin/v1/clock-drift", "served"), ("/admin/v1/keys", "served"), ("/admin/v1/store", "served")]
+    assert paths == [("/admin/v1/*", "refused"), *served]  # the API-key report: not served here (404)
     assert next(r.detail for r in admin_api.audit.records if r.path == "/admin/v1/clock-drift")["limit"] == 1
 
 
@@ -147,7 +149,7 @@ async def test_a_caller_that_is_not_an_admin_is_refused(admin_api: AdminApi) -> 
 @pytest.mark.parametrize(
     ("args", "says"),
     [
-        ([], "status asks the running token service"),
+        ([], "and/or the running token service"),
         (["--admin-url", "https://127.0.0.1:1"], "needs --server-id"),
         (["--cert", "c.pem"], "--cert go with --admin-url"),
         (["--admin-url", "https://127.0.0.1:1", "--server-id", "spiffe://example.org/b", "--limit", "0"], "1<=x<=100"),

@@ -1,0 +1,67 @@
+"""``spiffe-broker status --sidecar SOCKET``: the node half, read from a running dev stack's sidecar."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from click.testing import CliRunner
+
+from broker.cli.status import status
+from broker.config import load_settings
+from broker.devtools.stack import DevStack, run_dev_stack
+
+
+@pytest.fixture
+async def stack(tmp_path: Path) -> AsyncIterator[DevStack]:
+    overrides = {"state_dir": tmp_path, "server": {"port": 0}, "demo_api": {"port": 0}}
+    async with run_dev_stack(load_settings(None, overrides)) as running:
+        yield running
+
+
+async def get_token(stack: DevStack) -> None:
+    async with (
+        aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(stack.sidecar_socket))) as session,
+        session.get("http://sidecar/v1/token", params={"audience": stack.demo_audience}) as response,
+    ):
+        assert response.status == 200
+
+
+async def run(*args: str) -> str:
+    result = await asyncio.to_thread(CliRunner().invoke, status, list(args))
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+async def test_the_node_shows_its_svid_token_service_cached_tokens_and_feed(stack: DevStack) -> None:
+    await get_token(stack)
+
+    lines = (await run("--sidecar", str(stack.sidecar_socket))).splitlines()
+
+    assert lines[0] == f"sidecar {stack.sidecar_socket} (ready)"
+    assert lines[1].startswith(f"  X.509-SVID:    {stack.workload_id}, expires in ")
+    assert lines[2].startswith(f"  token service: {stack.issuer} ")
+    assert lines[3] == "  cached tokens (mtls-bound), by audience, time to live:"
+    audience, seconds, unit = lines[4].split()
+    assert audience == stack.demo_audience and 0 < float(seconds.replace(",", "")) <= 300 and unit == "s"
+    assert lines[5].startswith("  revocation feed: ")
+
+
+async def test_json_holds_the_sidecar_document_without_a_token(stack: DevStack) -> None:
+    await get_token(stack)
+
+    document = json.loads(await run("--sidecar", f"unix://{stack.sidecar_socket}", "--json"))
+
+    assert set(document) == {"sidecar"}
+    assert [token["audience"] for token in document["sidecar"]["tokens"]] == [stack.demo_audience]
+    assert "access_token" not in json.dumps(document)
+
+
+async def test_a_sidecar_that_is_not_there_is_one_line_naming_the_socket(tmp_path: Path) -> None:
+    result = await asyncio.to_thread(CliRunner().invoke, status, ["--sidecar", str(tmp_path / "none.sock")])
+    assert result.exit_code == 1
+    assert "none.sock" in result.output and result.output.count("\n") == 1
