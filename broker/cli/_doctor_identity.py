@@ -53,7 +53,7 @@ def _address(configured: str | None) -> str:
         return workload_api_address(configured)
     except ConfigError as exc:
         raise CheckFailed(
-            f"no usable Workload API address: {exc.description}",
+            exc.description,
             "pass --workload-api unix:///path/to/agent.sock, or set workload_api.socket in the config file, or "
             "SPIFFE_ENDPOINT_SOCKET, as for the sidecar",
         ) from None

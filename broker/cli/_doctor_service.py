@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import email.utils
 import json
+import os
 import ssl
 import time
 from urllib.parse import urlsplit
@@ -66,7 +67,8 @@ def _connect_failure(where: str, exc: OSError, timeout: float) -> CheckFailed:
             f"the TLS handshake with {where} failed ({exc.reason or exc})",
             "the token service must serve TLS there and accept this trust domain's X.509-SVIDs",
         )
-    return CheckFailed(f"cannot connect to the token service at {where}: {exc.strerror or exc}", _DOWN_FIX)
+    said = os.strerror(exc.errno) if exc.errno else str(exc)  # asyncio words it "Connect call failed (...)"
+    return CheckFailed(f"cannot connect to the token service at {where}: {said}", _DOWN_FIX)
 
 
 async def _handshake(node: Node) -> SpiffeId:

@@ -29,8 +29,8 @@ _KEYRING_FIX = (
     "([keyring] jwks_max_age); compare `spiffe-broker keys list` with the JWKS"
 )
 _TIME_FIX = (
-    "fix time sync (chrony/NTP: `chronyc tracking`, `timedatectl show-timesync`) on {where}; tokens and "
-    "JWT-SVIDs are refused beyond the leeway (docs/operations.md, 'Clocks')"
+    "synchronise {where} with NTP (chrony: `chronyc tracking`; systemd: `timedatectl show-timesync`); tokens "
+    "and JWT-SVIDs are refused beyond the leeway (docs/operations.md, 'Clocks')"
 )
 
 
