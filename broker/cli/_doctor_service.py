@@ -45,6 +45,10 @@ _DOWN_FIX = (
     "start the token service (spiffe-broker server), or fix --token-service (the issuer URL, server.issuer); "
     "check firewalls and network policies between this node and it"
 )
+_METADATA_FIX = (
+    "read the token service's log: it must accept this trust domain's X.509-SVIDs as clients (its bundles) and "
+    "serve its RFC 8414 metadata at that URL"
+)
 _LOG_FIX = "read the token service's log and its refusals (`spiffe-broker audit tail --event token.refused`)"
 
 
@@ -105,7 +109,7 @@ async def _get_metadata(node: Node, server_id: SpiffeId) -> tuple[int, object]:
             async with session.get(url, allow_redirects=False) as response:
                 status, date, raw = response.status, response.headers.get("Date"), await response.read()
         except NETWORK_ERRORS as exc:
-            raise CheckFailed(f"GET {url} failed: {type(exc).__name__}: {exc}", _DOWN_FIX) from None
+            raise CheckFailed(f"GET {url} failed: {type(exc).__name__}: {exc}", _METADATA_FIX) from None
         finally:
             context.detach()
     when = Timed.since(sent)

@@ -20,7 +20,7 @@ from broker.jose import jws
 from broker.jose.errors import JoseError
 from broker.verify.jwks import HttpsJsonFetcher, JwksFetchError, VerificationKey, parse_jwks
 
-__all__ = ["JWKS", "TIME_SYNC", "check_jwks", "check_time_sync"]
+__all__ = ["JWKS", "TIME_SYNC", "check_jwks", "check_time_sync", "time_sync_failure"]
 
 JWKS = "jwks"
 TIME_SYNC = "time-sync"
@@ -116,7 +116,7 @@ def _way(offset: float) -> str:
     return f"{abs(offset):.1f} s {'ahead of' if offset > 0 else 'behind'}"
 
 
-def _skew_failure(far: list[ClockSample], samples: list[ClockSample], limit: float) -> CheckFailed:
+def time_sync_failure(far: list[ClockSample], samples: list[ClockSample], limit: float) -> CheckFailed:
     readings = {s.clock: round(s.offset, 1) for s in samples}
     same_way = len({s.clock for s in far}) == len(samples) > 1 and len({s.offset > 0 for s in far}) == 1
     if same_way:
@@ -144,7 +144,7 @@ async def check_time_sync(node: Node) -> Outcome:
     limit = node.inputs.max_skew
     far = [s for s in samples if abs(s.offset) > limit]
     if far:
-        raise _skew_failure(far, samples, limit)
+        raise time_sync_failure(far, samples, limit)
     shown = ", ".join(f"{s.clock} {s.offset:+.1f} s" for s in samples)
     return Outcome.passed(
         TIME_SYNC,

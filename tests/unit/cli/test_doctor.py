@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import os
+import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
@@ -18,6 +19,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
+from broker.cli._doctor_node import ClockSample, Timed
+from broker.cli._doctor_verify import time_sync_failure
 from broker.cli.main import main
 from broker.devtools.devca import DevCA
 from broker.devtools.stack import free_loopback_port
@@ -153,6 +156,18 @@ async def test_no_socket_names_the_workload_api_socket_and_how_to_provide_it(dir
     assert "SPIFFE_ENDPOINT_SOCKET" in failed["fix"] and "SPIRE agent" in failed["fix"]
 
 
+async def test_a_stale_socket_nobody_listens_on_says_nothing_answers(directory: Path) -> None:
+    stale = directory / "agent.sock"
+    with socket.socket(socket.AF_UNIX) as left_behind:  # an agent that died: its socket file stays
+        left_behind.bind(str(stale))
+    result = await doctor("--workload-api", f"unix://{stale}", "--token-service", "https://127.0.0.1:1", "--json")
+    assert result.exit_code == 1
+    failed = failure(document(result))
+    assert failed["name"] == "workload-api"
+    assert failed["message"].startswith(f"nothing answers on the Workload API at unix://{stale} (UNAVAILABLE")
+    assert "start (or restart) the SPIRE agent" in failed["fix"]
+
+
 async def test_no_entry_for_this_uid_names_the_uid_and_how_to_register_it(ca: DevCA, directory: Path) -> None:
     uid = os.geteuid()
     async with workload_api(ca, directory, uid=uid + 4242) as address, token_service(ca) as issuer:
@@ -226,3 +241,23 @@ def test_without_a_token_service_url_it_is_a_usage_error() -> None:
     result = CliRunner().invoke(main, ["doctor", "--workload-api", "unix:///tmp/x.sock"])
     assert result.exit_code == 2
     assert "--token-service" in result.output
+
+
+SERVICE, SPIRE = "the token service", "the SPIRE server"
+
+
+@pytest.mark.parametrize(
+    ("offsets", "named"),
+    [
+        pytest.param({SERVICE: 40.0, SPIRE: 0.2}, "the token service's clock is 40.", id="one-clock-off"),
+        pytest.param({SERVICE: -40.0, SPIRE: -39.0}, "this node's clock is about 39.", id="all-others-agree"),
+        pytest.param({SERVICE: 40.0, SPIRE: -40.0}, "the token service's clock is 40.", id="opposite-ways"),
+    ],
+)
+def test_the_clock_named_is_the_odd_one_out(offsets: dict[str, float], named: str) -> None:
+    now = time.time()
+    samples = [
+        ClockSample(clock, "a reading", now + offset - 0.5, Timed(now, now)) for clock, offset in offsets.items()
+    ]
+    judged = time_sync_failure([s for s in samples if abs(s.offset) > 5], samples, 5.0)
+    assert judged.description.startswith(named)
