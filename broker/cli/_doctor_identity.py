@@ -103,7 +103,8 @@ def _rpc_failure(address: str, exc: grpc.RpcError, timeout: float) -> CheckFaile
             f"matches it (PERMISSION_DENIED: {said})",
             f"register it: add a workload with selector unix:uid:{uid} to your workloads file and run "
             "`spiffe-broker entries apply FILE`, or `spire-server entry create -parentID AGENT_ID -spiffeID ID "
-            f"-selector unix:uid:{uid}`; a new entry reaches the agent within about 10 s",
+            f"-selector unix:uid:{uid}` (Kubernetes: the pod's k8s:ns and k8s:sa selectors); a new entry reaches "
+            "the agent within about 10 s",
             uid=uid,
             gid=gid,
         )

@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -39,7 +40,7 @@ from broker.cli._doctor_service import POLICY, TOKEN_SERVICE, check_policy, chec
 from broker.cli._doctor_verify import JWKS, TIME_SYNC, check_jwks, check_time_sync
 from broker.cli._state import json_option
 from broker.cli.main import cli_errors
-from broker.config import load_settings
+from broker.config import BrokerSettings, load_settings
 from broker.errors import ConfigError
 from broker.identity.errors import InvalidSpiffeIdError
 from broker.identity.spiffeid import SpiffeId
@@ -78,38 +79,38 @@ async def run_checks(inputs: Inputs) -> Report:
     return Report(tuple(outcomes))
 
 
-def _inputs(config_file: Path | None, options: dict[str, object]) -> Inputs:
-    settings = load_settings(config_file)
-    issuer = options["token_service"] or settings.server.issuer
-    if not isinstance(issuer, str) or not issuer:
+def _issuer(flag: str | None, settings: BrokerSettings) -> str:
+    issuer = flag or settings.server.issuer
+    if not issuer:
         raise click.UsageError("pass --token-service https://host:port (the token service's issuer URL)")
-    server_id = options["token_service_id"]
     try:
-        check_issuer(issuer)
-        if isinstance(server_id, str):
-            SpiffeId.parse(server_id)
-    except (ConfigError, InvalidSpiffeIdError) as exc:
+        return check_issuer(issuer)
+    except ConfigError as exc:
         raise click.UsageError(exc.description) from None
-    configured = options["workload_api"] or (
-        str(settings.workload_api.socket) if settings.workload_api.socket else None
-    )
-    return Inputs(
-        workload_api=configured if isinstance(configured, str) else None,
-        issuer=issuer,
-        server_id=server_id if isinstance(server_id, str) else None,
-        audience=options["audience"] if isinstance(options["audience"], str) else None,
-        scope=options["scope"] if isinstance(options["scope"], str) else None,
-        max_skew=float(options["max_skew"]),  # type: ignore[arg-type]
-        timeout=float(options["timeout"]),  # type: ignore[arg-type]
-    )
+
+
+def _server_id(flag: str | None) -> str | None:
+    try:
+        return str(SpiffeId.parse(flag)) if flag else None
+    except InvalidSpiffeIdError as exc:
+        raise click.UsageError(f"--token-service-id: {exc.description}") from None
+
+
+def _workload_api(flag: str | None, settings: BrokerSettings) -> str | None:
+    """As the sidecar takes it: the flag, else the config file's; ``SPIFFE_ENDPOINT_SOCKET`` comes in check 1."""
+    return flag or (str(settings.workload_api.socket) if settings.workload_api.socket else None)
 
 
 @click.command("doctor", context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), help="TOML config file")
 @click.option("--workload-api", help="Workload API address  [default: workload_api.socket, $SPIFFE_ENDPOINT_SOCKET]")
-@click.option("--token-service", help="the token service's issuer URL, https://host:port  [default: server.issuer]")
 @click.option(
-    "--token-service-id", help="the token service's SPIFFE ID  [default: spiffe://<own trust domain>/spiffe-broker]"
+    "--token-service", "issuer", help="the token service's issuer URL, https://host:port  [default: server.issuer]"
+)
+@click.option(
+    "--token-service-id",
+    "server_id",
+    help="the token service's SPIFFE ID  [default: spiffe://<own trust domain>/spiffe-broker]",
 )
 @click.option("--audience", help="try a real token exchange for this audience (checks policy, JWKS, clocks)")
 @click.option("--scope", help="the scope to ask for with --audience")
@@ -124,9 +125,15 @@ def _inputs(config_file: Path | None, options: dict[str, object]) -> Inputs:
               help="seconds to wait for each answer")  # fmt: skip
 @json_option
 @cli_errors()
-def doctor(config_file: Path | None, as_json: bool, **options: object) -> None:
+def doctor(config_file: Path | None, as_json: bool, **options: Any) -> None:
     """Check this node from the Workload API to the token service; name the first broken link and its fix."""
-    report = asyncio.run(run_checks(_inputs(config_file, options)))
+    settings = load_settings(config_file)
+    options.update(
+        workload_api=_workload_api(options["workload_api"], settings),
+        issuer=_issuer(options["issuer"], settings),
+        server_id=_server_id(options["server_id"]),
+    )
+    report = asyncio.run(run_checks(Inputs(**options)))
     click.echo(report.json() if as_json else "\n".join(report.lines()))
     if report.exit_code:
         raise click.exceptions.Exit(report.exit_code)

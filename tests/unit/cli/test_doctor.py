@@ -129,6 +129,17 @@ async def test_all_good_every_check_passes_and_the_exit_code_is_0(ca: DevCA, dir
     assert all(abs(offset) < 5 for offset in details["time-sync"]["offsets"].values())
 
 
+async def test_the_addresses_come_from_the_config_file_as_the_sidecar_reads_them(ca: DevCA, directory: Path) -> None:
+    config = directory / "broker.toml"
+    async with workload_api(ca, directory) as address, token_service(ca) as issuer:
+        config.write_text(
+            f'[workload_api]\nsocket = "{address.removeprefix("unix://")}"\n[server]\nissuer = "{issuer}"\n'
+        )
+        result = await doctor("--config", str(config), "--audience", API, "--json")
+    assert result.exit_code == 0, result.output
+    assert statuses(document(result)) == dict.fromkeys(CHECKS, "ok")
+
+
 async def test_text_is_one_line_per_check_and_never_shows_a_token(ca: DevCA, directory: Path) -> None:
     async with workload_api(ca, directory) as address, token_service(ca) as issuer:
         result = await doctor("--workload-api", address, "--token-service", issuer, "--audience", API)
