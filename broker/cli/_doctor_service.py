@@ -192,7 +192,7 @@ def _refusal(node: Node, exc: TokenServiceRefusedError) -> CheckFailed:
     if exc.error in ("invalid_target", "invalid_scope", "access_denied", "unauthorized_client"):
         return CheckFailed(
             f"audience {audience}{scoped} is not in the broker policy for {spiffe_id} ({_said(exc)})",
-            _POLICY_FIX.format(id=spiffe_id, aud=audience),
+            _POLICY_FIX.format(id=spiffe_id, aud=f"{audience}{scoped}"),
             error=exc.error,
         )
     if exc.error == "invalid_client":
