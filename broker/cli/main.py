@@ -155,6 +155,7 @@ SUBCOMMANDS: tuple[tuple[str, str, str], ...] = (
     ("clients", "clients", "clients"),
     ("exceptions", "exceptions", "exceptions"),
     ("status", "status", "status"),
+    ("doctor", "doctor", "doctor"),
 )
 
 
@@ -188,13 +189,13 @@ class LazyGroup(click.Group):
 
 # Client and operator commands print their result like curl: only warnings and errors go to the log unless asked.
 QUIET_COMMANDS = frozenset(
-    {"token", "call", "entries", "keys", "store", "audit", "quarantine", "clients", "exceptions", "status"}
+    {"token", "call", "entries", "keys", "store", "audit", "quarantine", "clients", "exceptions", "status", "doctor"}
 )
 
 LEVEL_HELP = (
     f"Level of spiffe-broker's own log lines: {', '.join(LEVELS)}  [default: INFO; WARNING for token, call, "
-    "entries, keys, store, audit, quarantine, clients, exceptions and status]. Other libraries stay at WARNING: see "
-    "--log-level-for."
+    "entries, keys, store, audit, quarantine, clients, exceptions, status and doctor]. Other libraries stay at "
+    "WARNING: see --log-level-for."
 )
 LEVELS_FOR_HELP = (
     "Set one library's logger, e.g. --log-level-for aiohttp=DEBUG (repeatable; in the environment, separated by "
