@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from itertools import islice
@@ -77,6 +78,7 @@ class BatchWriter(Generic[T]):
         self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
         self._closing = False
         self._task: asyncio.Task[None] | None = None
+        self.write_observers: list[Callable[[float, bool], None]] = []  # (seconds, succeeded) of each write
 
     @property
     def pending(self) -> int:
@@ -185,9 +187,11 @@ class BatchWriter(Generic[T]):
         return self._closing or len(self._queue) >= self._batch_max or bool(self._waiters)
 
     async def _write_once(self, batch: Sequence[T]) -> bool:
+        started = time.perf_counter()
         try:
             await self._write(batch)
         except Exception as exc:  # retried: the store may come back; the queue bounds what waits meanwhile
+            self._observe(started, ok=False)
             failures = self._attempts.failures
             if failures % _LOG_EVERY == 0:
                 log.warning(
@@ -196,10 +200,16 @@ class BatchWriter(Generic[T]):
                 )  # fmt: skip
             await asyncio.sleep(self._attempts.next())
             return False
+        self._observe(started, ok=True)
         if self._attempts.failures:
             log.info("%s: writing again after %d failed attempts", self.name, self._attempts.failures)
         self._attempts.reset()
         return True
+
+    def _observe(self, started: float, *, ok: bool) -> None:
+        seconds = time.perf_counter() - started
+        for observe in self.write_observers:
+            observe(seconds, ok)
 
     def _release_waiters(self) -> None:
         while self._waiters and self._waiters[0][0] <= self._written:

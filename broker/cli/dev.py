@@ -58,6 +58,7 @@ def render_banner(stack: DevStack) -> str:
         + (f" and http://127.0.0.1:{stack.sidecar_http_port}" if stack.sidecar_http_port else ""),
         f"  demo API         {stack.demo_api_url}/hello   (audience {stack.demo_audience})",
         f"  policy           {stack.policy_file}   (reloaded on change)",
+        *(f"  metrics          {url}   ({part})" for part, url in stack.metrics.items()),
         "",
         "Get a token from the sidecar:",
         f"  curl -s --unix-socket {socket} 'http://localhost/v1/token?audience={stack.demo_audience}'",
@@ -94,6 +95,11 @@ _path = click.Path(path_type=Path, dir_okay=False)
 @click.option("--sidecar-socket", type=_path, help="Sidecar socket  [default: private /tmp dir]")
 @click.option("--sidecar-http-port", type=click.IntRange(0, 65535), help="Also serve the sidecar on loopback")
 @click.option("--demo-port", type=click.IntRange(0, 65535), help="Demo API port  [default: 8444]")
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    help="/metrics of the Workload API, token service and sidecar on PORT, PORT+1, PORT+2 (0: free ports)",
+)
 @cli_errors()
 def dev(config_file: Path | None, **flags: Any) -> None:
     """Run the dev Workload API, the token service, a sidecar and the demo API, until Ctrl-C."""
@@ -108,6 +114,7 @@ def dev(config_file: Path | None, **flags: Any) -> None:
         sidecar__socket=flags["sidecar_socket"],
         sidecar__http_port=flags["sidecar_http_port"],
         demo_api__port=flags["demo_port"],
+        metrics__port=flags["metrics_port"],
     )
     asyncio.run(_serve(load_settings(config_file, overrides)))
 

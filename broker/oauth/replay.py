@@ -28,6 +28,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
 
+from broker import tracing
 from broker.errors import StoreUnavailableError
 
 __all__ = [
@@ -120,7 +121,8 @@ class CountingReplayCache:
         self.refusals = 0
 
     async def add(self, key: str, *, now: datetime, expires_at: datetime) -> bool:
-        fresh = await self.inner.add(key, now=now, expires_at=expires_at)
+        with tracing.span("spiffe-broker.store.replay_add"):
+            fresh = await self.inner.add(key, now=now, expires_at=expires_at)
         if not fresh:
             self.refusals += 1
         return fresh

@@ -27,6 +27,7 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
+from broker import tracing
 from broker.errors import ConfigError, TemporarilyUnavailableError
 from broker.identity.errors import IdentityError
 from broker.identity.source import X509Source
@@ -53,6 +54,7 @@ from broker.tokens.standard import standard_endpoint
 from broker.tokens.svid_cache import ValidatedSvidCache
 from broker.web.errors import error_middleware
 from broker.web.request_id import request_id_middleware
+from broker.web.tracing import tracing_middleware
 
 __all__ = ["add_readiness", "build_health_app", "build_token_app", "normalize_issuer"]
 
@@ -79,7 +81,8 @@ def build_token_app(
         policy_check_interval=policy_check_interval,
         jwks_max_age=jwks_max_age,
     )
-    app = web.Application(middlewares=[request_id_middleware, error_middleware], client_max_size=max_body)
+    middlewares = [request_id_middleware, *([tracing_middleware] if tracing.enabled() else []), error_middleware]
+    app = web.Application(middlewares=middlewares, client_max_size=max_body)
     app[CONFIG] = config
     app[SOURCE] = source
     app[JWKS_KEYS] = key_store

@@ -2,7 +2,9 @@
 
 Per request (:mod:`broker.web.metrics`): ``requests_total``, ``request_duration_seconds``,
 ``exchange_duration_seconds``, ``tokens_issued_total`` and, when configured, ``client_requests_total``.
-Per sample: ``clock_skew_seconds{source}``, the server's clock minus a credential's ``iat``
+Per store write: ``store_operation_duration_seconds{operation}`` and ``store_errors_total{operation}`` (the
+issuance ledger's and the audit trail's batch writes, :func:`observe_store_writes`). Per sample:
+``clock_skew_seconds{source}``, the server's clock minus a credential's ``iat``
 (:class:`~broker.tokens.drift.DriftTracker` observers). Read at scrape (:class:`TokenServiceCollector`):
 
 =========================================================  =========================================================
@@ -14,7 +16,7 @@ Per sample: ``clock_skew_seconds{source}``, the server's clock minus a credentia
 ``signing_key_age_seconds``                                since the active key began signing
 ``signing_key_next_rotation_seconds``                      to its scheduled rotation (negative: overdue)
 ``signing_key_rotations_total{outcome}``                   scheduled rotations, and housekeeping rounds that failed
-``store_errors_total{operation}``                          ledger/audit records the writer could not store
+``audit_records_dropped_total``                             ``token.refused`` records a full audit queue dropped
 ``clock_drift_worst_seconds``                              the largest drift among tracked clients (its magnitude)
 ``feed_followers``                                         revocation-feed followers connected to this replica
 ``apikey_exceptions{state}``                               exceptions by status
@@ -33,9 +35,10 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import Metric
 
 from broker.apikeys.model import ApiKeyException, Status, review_due, status_at
@@ -55,7 +58,13 @@ from broker.tokens.drift import DriftSource, DriftTracker
 from broker.tokens.keyring import Keyring
 from broker.tokens.keystore import KeyState
 from broker.tokens.svid_cache import ValidatedSvidCache
-from broker.web.metrics import HttpMetrics, MetricsListener, request_metrics_middleware, start_metrics_listener
+from broker.web.metrics import (
+    LATENCY_BUCKETS,
+    HttpMetrics,
+    MetricsListener,
+    request_metrics_middleware,
+    start_metrics_listener,
+)
 
 __all__ = ["APIKEY_REFRESH", "SKEW_BUCKETS", "ServiceMetrics", "TokenServiceCollector", "observe_clock_skew"]
 
@@ -63,6 +72,24 @@ log = logging.getLogger(__name__)
 
 APIKEY_REFRESH = 30.0
 SKEW_BUCKETS = (-300.0, -60.0, -30.0, -10.0, -5.0, -1.0, 0.0, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+
+def observe_store_writes(recorder: Recorder, registry: CollectorRegistry) -> None:
+    """``store_operation_duration_seconds{operation}`` and ``store_errors_total{operation}`` of the two batch
+    writers: the issuance ledger (``record_issuance``) and the audit trail (``audit_append``)."""
+    duration = Histogram(f"{PREFIX}store_operation_duration_seconds", "Store writes (one batch each)", ["operation"],
+                         buckets=LATENCY_BUCKETS, registry=registry)  # fmt: skip
+    errors = Counter(f"{PREFIX}store_errors", "Store writes that failed (retried)", ["operation"], registry=registry)
+    for operation, writer in (("record_issuance", recorder.tokens), ("audit_append", recorder.trail.writer)):
+        timed, failed = duration.labels(operation), errors.labels(operation)
+        failed.inc(0)
+
+        def observe(seconds: float, ok: bool, timed: Any = timed, failed: Any = failed) -> None:
+            timed.observe(seconds)
+            if not ok:
+                failed.inc()
+
+        writer.write_observers.append(observe)
 
 
 def observe_clock_skew(drift: DriftTracker, registry: CollectorRegistry) -> None:
@@ -140,8 +167,8 @@ class TokenServiceCollector:
 
     def _service(self) -> Iterable[Metric]:
         if self.recorder is not None:
-            yield counter_family("store_errors", "Records the store did not take", ["operation"],
-                                 [(("audit_refusal",), self.recorder.refusals_not_recorded)])  # fmt: skip
+            yield counter_family("audit_records_dropped", "token.refused records the full audit queue dropped", [],
+                                 [((), self.recorder.refusals_not_recorded)])  # fmt: skip
         if self.drift is not None:
             worst = self.drift.worst(1)
             yield gauge_family("clock_drift_worst_seconds", "Largest clock drift among tracked clients (magnitude)",
@@ -195,6 +222,7 @@ class ServiceMetrics:
         def mount(app: web.Application) -> None:
             app.middlewares.insert(0, request_metrics_middleware(self.http))  # type: ignore[arg-type]
             observe_clock_skew(assertions.drift, self.registry)
+            observe_store_writes(state.recorder, self.registry)
             feed = app.get(FEED)
             self.collector = TokenServiceCollector(
                 keyring=state.keyring, svid_memo=app[SVID_MEMO], clock=clock, recorder=state.recorder,

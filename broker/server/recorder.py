@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from broker import tracing
 from broker._batch import BatchWriter
 from broker.audit.events import AuditEvent, TokenIssued, TokenRefused, token_issued_body
 from broker.audit.journal import Stamped
@@ -106,7 +107,8 @@ class Recorder:
 
     async def _write(self, batch: Sequence[Pending]) -> None:
         ledger, events = rows_of(batch)
-        await self._store.record_issuance(ledger, events)
+        with tracing.span("spiffe-broker.store.record_issuance", {"spiffe_broker.batch_size": len(batch)}):
+            await self._store.record_issuance(ledger, events)
 
     def start(self) -> None:
         self.tokens.start()

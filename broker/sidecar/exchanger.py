@@ -31,6 +31,7 @@ from typing import Any, Protocol
 
 import aiohttp
 
+from broker import tracing
 from broker._logging import REQUEST_ID, REQUEST_ID_HEADER, new_request_id
 from broker.errors import NetworkError
 from broker.identity.errors import IdentityError
@@ -212,7 +213,12 @@ class TokenServiceClient:
         return self.health.reachable
 
     async def exchange(self, audience: str, scope: str | None) -> TokenResult:
-        """Exchange the workload's JWT-SVID for an access token, retrying transient failures."""
+        """Exchange the workload's JWT-SVID for an access token, retrying transient failures (one span,
+        ``spiffe-broker.sidecar.exchange``, for all attempts: :mod:`broker.tracing`)."""
+        with tracing.span("spiffe-broker.sidecar.exchange", {"oauth.audience": audience}, client=True):
+            return await self._exchange_retrying(audience, scope)
+
+    async def _exchange_retrying(self, audience: str, scope: str | None) -> TokenResult:
         reason = "no attempt made"
         for attempt in range(self._retry.attempts):
             if attempt:
@@ -355,6 +361,7 @@ class TokenServiceClient:
         current request id (:mod:`broker._logging`; the app's request, or a new one), so the token service's log
         lines for it show the same id as the sidecar's."""
         headers = {**(headers or {}), REQUEST_ID_HEADER: REQUEST_ID.get() or new_request_id()}
+        tracing.inject(headers)
         with map_network_errors(lambda exc: _RetryableError(f"{method} {url}: {type(exc).__name__}: {exc}")):
             async with self._session().request(
                 method, url, data=form, headers=headers, allow_redirects=False

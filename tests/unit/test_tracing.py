@@ -1,0 +1,101 @@
+"""OpenTelemetry spans (the ``[otel]`` extra): one trace from the sidecar's exchange to the token service's
+``/token`` span, its W3C ``traceparent`` carried between them; the ledger's store write in a span of its own."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from broker import tracing
+from broker.config import load_settings
+from broker.devtools.stack import DevStack, run_dev_stack
+
+_EXPORTER = InMemorySpanExporter()
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    """The process's tracer provider (set once: OpenTelemetry refuses to replace it), exporting to memory."""
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(_EXPORTER))
+        trace.set_tracer_provider(provider)
+    _EXPORTER.clear()
+    yield _EXPORTER
+    _EXPORTER.clear()
+
+
+@pytest.fixture
+async def stack(tmp_path: Path, spans: InMemorySpanExporter) -> AsyncIterator[DevStack]:
+    overrides = {"state_dir": tmp_path, "server": {"port": 0}, "demo_api": {"port": 0}}
+    async with run_dev_stack(load_settings(None, overrides)) as running:
+        yield running
+
+
+async def get_token(stack: DevStack) -> str:
+    async with (
+        aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(stack.sidecar_socket))) as session,
+        session.get("http://sidecar/v1/token", params={"audience": stack.demo_audience}) as response,
+    ):
+        assert response.status == 200
+        return str((await response.json())["access_token"])
+
+
+def named(spans: InMemorySpanExporter, name: str) -> list[ReadableSpan]:
+    return [span for span in spans.get_finished_spans() if span.name == name]
+
+
+def test_the_api_is_installed_with_the_test_extra() -> None:
+    assert tracing.enabled()
+
+
+async def test_the_token_service_span_continues_the_sidecars_trace(
+    stack: DevStack, spans: InMemorySpanExporter
+) -> None:
+    await get_token(stack)
+
+    [exchange] = named(spans, "spiffe-broker.sidecar.exchange")
+    [token] = named(spans, "POST /token")
+    assert exchange.kind is trace.SpanKind.CLIENT and token.kind is trace.SpanKind.SERVER
+    assert exchange.context is not None and token.context is not None and token.parent is not None
+    assert token.context.trace_id == exchange.context.trace_id
+    assert token.parent.span_id == exchange.context.span_id
+    assert token.parent.is_remote  # it came over the wire, in traceparent
+    assert exchange.attributes is not None and exchange.attributes["oauth.audience"] == stack.demo_audience
+    assert token.attributes is not None
+    assert (token.attributes["http.response.status_code"], token.attributes["spiffe_broker.outcome"]) == (200, "ok")
+
+
+async def test_a_refused_exchange_is_traced_with_its_error_code(stack: DevStack, spans: InMemorySpanExporter) -> None:
+    async with (
+        aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(stack.sidecar_socket))) as session,
+        session.get("http://sidecar/v1/token", params={"audience": "spiffe://example.org/nope"}) as response,
+    ):
+        assert response.status == 403
+
+    [token] = named(spans, "POST /token")
+    assert token.attributes is not None and token.attributes["spiffe_broker.outcome"] == "invalid_target"
+
+
+async def test_the_ledger_write_is_a_store_span_and_no_span_holds_the_token(
+    stack: DevStack, spans: InMemorySpanExporter
+) -> None:
+    access_token = await get_token(stack)
+
+    for _ in range(200):  # the ledger writes in batches (a 50 ms window): wait for it, at most 4 s
+        if named(spans, "spiffe-broker.store.record_issuance"):
+            break
+        await asyncio.sleep(0.02)
+    assert named(spans, "spiffe-broker.store.record_issuance")
+    for span in spans.get_finished_spans():
+        values = [str(value) for value in (span.attributes or {}).values()]
+        assert not any(access_token in value or value.startswith("eyJ") for value in values), span.name
