@@ -11,7 +11,8 @@
                                     #          not in the default set),
                                     #       i (DPoP proof checks vs a raw ES256 verify; not in the default set),
                                     #       j (the sidecar's egress proxy vs calling the target directly;
-                                    #          not in the default set)
+                                    #          not in the default set),
+                                    #       k (metrics and JSON logs on vs off; not in the default set)
 
 Method and results: docs/benchmarks.md.
 """
@@ -31,6 +32,7 @@ from bench.assertion_bench import run_assertion_bench
 from bench.egress_bench import run_egress_bench
 from bench.exchange_bench import run_exchange_bench
 from bench.feed_bench import run_feed_bench
+from bench.observability_bench import CONFIGS, run_observability_bench
 from bench.procs import MachineLoad, cpu_count, run_json, wait_for_quiet
 from bench.report import TARGETS, machine_info, notes, render_table, table_rows
 from bench.sidecar_bench import run_sidecar_bench
@@ -62,6 +64,8 @@ class Plan:
     ops_i: int
     rounds_j: int
     duration_j: float
+    rounds_k: int = 5
+    duration_k: float = 4.0
 
 
 FULL = Plan(rounds_a=7, duration_a=1.0, rounds_b=5, duration_b=1.5, warmup=0.3, reference_seconds=0.5, rounds_c=9,
@@ -69,13 +73,13 @@ FULL = Plan(rounds_a=7, duration_a=1.0, rounds_b=5, duration_b=1.5, warmup=0.3, 
             rounds_i=7, ops_i=5000, rounds_j=5, duration_j=1.0)  # fmt: skip
 QUICK = Plan(rounds_a=1, duration_a=0.5, rounds_b=1, duration_b=0.5, warmup=0.2, reference_seconds=0.2, rounds_c=3,
              seconds_c=0.1, rounds_e=1, duration_e=0.5, rounds_f=1, duration_f=0.5, rounds_h=1, duration_h=0.5,
-             rounds_i=3, ops_i=500, rounds_j=1, duration_j=0.3)  # fmt: skip
-PARTS = {"a", "b", "c", "d", "e", "f", "g", "h", "i", "j"}
+             rounds_i=3, ops_i=500, rounds_j=1, duration_j=0.3, rounds_k=1, duration_k=0.5)  # fmt: skip
+PARTS = {"a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k"}
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description="spiffe-broker benchmarks (issue 3)")
-    parser.add_argument("--only", default="a,b,c,d,e,f", help="comma-separated subset of a-j  [default: a-f]")
+    parser.add_argument("--only", default="a,b,c,d,e,f", help="comma-separated subset of a-k  [default: a-f]")
     parser.add_argument("--quick", action="store_true", help="short runs: checks the harness, numbers not quotable")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="results JSON  [default: %(default)s]")
     parser.add_argument(
@@ -88,7 +92,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.only = {part.strip() for part in args.only.split(",") if part.strip()}
     if not args.only or not args.only <= PARTS:
-        parser.error("--only takes a comma-separated subset of a,b,c,d,e,f,g,h,i,j")
+        parser.error("--only takes a comma-separated subset of a,b,c,d,e,f,g,h,i,j,k")
     return args
 
 
@@ -210,6 +214,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         results["egress"] = run_egress_bench(rounds=plan.rounds_j, duration=plan.duration_j, warmup=plan.warmup,
                                              keep=args.keep)  # fmt: skip
         _with_load(results, "j", meter)
+    if "k" in args.only:
+        meter = MachineLoad(children=list)
+        meter.start()
+        results["observability"] = run_observability_bench(
+            rounds=plan.rounds_k, duration=plan.duration_k, warmup=plan.warmup, sidecar_duration=plan.duration_k / 2,
+            names=list(CONFIGS), keep=args.keep,
+        )  # fmt: skip
+        _with_load(results, "k", meter)
     results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     return results
 
