@@ -27,7 +27,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from broker._logging import LogFormat, RequestIdFilter, formatter_for
+from broker._logging import LogFormat, RequestIdFilter, formatter_for, skip_unprinted_record_fields
 from broker.errors import BrokerError
 
 __all__ = ["PROG_NAME", "cli_errors", "configure_logging", "describe_os_error", "main"]
@@ -127,6 +127,7 @@ def configure_logging(level: int, levels_for: dict[str, int], log_format: LogFor
     root = logging.getLogger()
     if root.handlers:
         return
+    skip_unprinted_record_fields()
     handler = logging.StreamHandler()
     handler.setFormatter(formatter_for(log_format))
     handler.addFilter(RequestIdFilter())

@@ -87,7 +87,7 @@ async def token(request: web.Request) -> web.Response:
     request[CLIENT_KEY] = response.token.claims["sub"]
     binding = response.token.binding
     request[BINDING_KEY] = "none" if binding is None else binding.member
-    log.info(
+    log.debug(  # the access log has the request at INFO; the ledger and the audit journal record every token
         "issued token jti=%s to %s for %s (expires in %ss)",
         response.token.jti,
         response.token.claims["sub"],

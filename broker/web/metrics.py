@@ -25,6 +25,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
@@ -75,6 +76,8 @@ class HttpMetrics:
         self.issued = Counter(f"{PREFIX}tokens_issued", "Access tokens issued, by grant type and binding",
                               ["grant_type", "binding"], registry=registry)  # fmt: skip
         self.clients: Counter | None = None
+        self._bound: dict[tuple[str, str, str], tuple[Any, Any]] = {}  # bounded: label values are from fixed sets
+        self._bound_issue: dict[tuple[str, str], tuple[Any, Any]] = {}
         self._client_label = CappedLabel(spiffe_id_labels or 0)
         if spiffe_id_labels is not None:
             self.clients = Counter(f"{PREFIX}client_requests", "Token requests by client SPIFFE ID (capped)",
@@ -84,15 +87,32 @@ class HttpMetrics:
         endpoint = route_of(request)
         grant = grant_label(request.get(GRANT_TYPE_KEY))
         outcome = "ok" if status < 400 else request.get(OUTCOME_KEY) or f"http_{status}"
-        self.requests.labels(endpoint, grant, outcome).inc()
-        self.duration.labels(endpoint).observe(seconds)
+        counted, timed = self._children(endpoint, grant, outcome)
+        counted.inc()
+        timed.observe(seconds)
         binding = request.get(BINDING_KEY)
         if binding is not None and outcome == "ok":
-            self.exchange.labels(grant).observe(seconds)
-            self.issued.labels(grant, binding).inc()
+            exchange, issued = self._issue_children(grant, binding)
+            exchange.observe(seconds)
+            issued.inc()
         client = request.get(CLIENT_KEY)
         if self.clients is not None and client is not None:
             self.clients.labels(self._client_label(client), outcome).inc()
+
+    def _children(self, endpoint: str, grant: str, outcome: str) -> tuple[Any, Any]:
+        """The labelled children, looked up once per label set (``labels()`` takes a lock and builds a tuple)."""
+        key = (endpoint, grant, outcome)
+        children = self._bound.get(key)
+        if children is None:
+            children = self._bound[key] = (self.requests.labels(*key), self.duration.labels(endpoint))
+        return children
+
+    def _issue_children(self, grant: str, binding: str) -> tuple[Any, Any]:
+        key = (grant, binding)
+        children = self._bound_issue.get(key)
+        if children is None:
+            children = self._bound_issue[key] = (self.exchange.labels(grant), self.issued.labels(grant, binding))
+        return children
 
 
 def request_metrics_middleware(metrics: HttpMetrics) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
