@@ -68,7 +68,8 @@ spiffe-broker-sidecar: "true"
 {{/* The sidecar, as one item of initContainers. */}}
 {{- define "spiffe-broker-sidecar.container" -}}
 {{- $c := include "spiffe-broker-sidecar.config" . | fromYaml }}
-{{- $probe := printf "import urllib.request; urllib.request.urlopen('http://127.0.0.1:%d/%%s', timeout=2)" (int $c.httpPort) }}
+{{- $probe := printf "import urllib.request; urllib.request.urlopen('http://127.0.0.1:%d/%%s', timeout=2)" (int $c.httpPort) -}}
+
 - name: spiffe-broker-sidecar
   image: {{ printf "%s:%s" $c.image.repository (toString $c.image.tag) }}
   imagePullPolicy: {{ $c.image.pullPolicy }}
@@ -144,14 +145,16 @@ spiffe-broker-sidecar: "true"
 are bound to it). With egressPort, the app also needs HTTP_PROXY=http://127.0.0.1:<egressPort> and a NO_PROXY for
 everything else it calls (docs/exceptions.md): set those in the app container yourself. */}}
 {{- define "spiffe-broker-sidecar.appEnv" -}}
-{{- $c := include "spiffe-broker-sidecar.config" . | fromYaml }}
+{{- $c := include "spiffe-broker-sidecar.config" . | fromYaml -}}
+
 - name: SPIFFE_ENDPOINT_SOCKET
   value: {{ printf "unix:///spiffe-workload-api/%s" $c.agentSocketName }}
 {{- end }}
 
 {{/* The app container's volumeMounts. */}}
 {{- define "spiffe-broker-sidecar.appVolumeMounts" -}}
-{{- $c := include "spiffe-broker-sidecar.config" . | fromYaml }}
+{{- $c := include "spiffe-broker-sidecar.config" . | fromYaml -}}
+
 - name: broker-socket
   mountPath: {{ $c.socketDir }}
 - name: spiffe-workload-api
@@ -161,7 +164,8 @@ everything else it calls (docs/exceptions.md): set those in the app container yo
 
 {{/* The pod's volumes for the sidecar (and the app). */}}
 {{- define "spiffe-broker-sidecar.volumes" -}}
-{{- $c := include "spiffe-broker-sidecar.config" . | fromYaml }}
+{{- $c := include "spiffe-broker-sidecar.config" . | fromYaml -}}
+
 # Shared only by the containers of this pod; the sidecar creates the socket in it.
 - name: broker-socket
   emptyDir:
