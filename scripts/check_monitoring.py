@@ -170,8 +170,12 @@ def promql_for_promtool(expr: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--dashboard-rules", type=Path, metavar="FILE",
-                        help="write the dashboard's queries as recording rules, for promtool check rules")
+    parser.add_argument(
+        "--dashboard-rules",
+        type=Path,
+        metavar="FILE",
+        help="write the dashboard's queries as recording rules, for promtool check rules",
+    )
     args = parser.parse_args(argv)
     contract = load_contract()
     errors, alerts = check_rules(contract)

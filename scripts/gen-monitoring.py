@@ -68,6 +68,7 @@ def prometheus_rule(rules_text: str) -> str:
 TS = 'namespace=~"$namespace"'  # token service panels
 SC = 'namespace=~"$app_namespace"'  # sidecar and egress panels
 RI = "$__rate_interval"
+SERVICE_ERRORS = 'outcome=~"server_error|temporarily_unavailable"'
 
 
 def _target(expr: str, legend: str, ref: int) -> Obj:
@@ -79,24 +80,52 @@ def _target(expr: str, legend: str, ref: int) -> Obj:
     }
 
 
-def panel(title: str, targets: list[tuple[str, str]], *, unit: str = "short", kind: str = "timeseries",
-          description: str = "", stack: bool = False, max_value: float | None = None) -> Obj:
+def panel(
+    title: str,
+    targets: list[tuple[str, str]],
+    *,
+    unit: str = "short",
+    kind: str = "timeseries",
+    description: str = "",
+    stack: bool = False,
+    max_value: float | None = None,
+) -> Obj:
     defaults: Obj = {"unit": unit}
     if max_value is not None:
         defaults["max"] = max_value
         defaults["min"] = 0
     if kind == "timeseries":
-        defaults["custom"] = {"drawStyle": "line", "fillOpacity": 10, "lineWidth": 1, "showPoints": "never",
-                              "stacking": {"mode": "normal" if stack else "none", "group": "A"}}
+        defaults["custom"] = {
+            "drawStyle": "line",
+            "fillOpacity": 10,
+            "lineWidth": 1,
+            "showPoints": "never",
+            "stacking": {"mode": "normal" if stack else "none", "group": "A"},
+        }
+    options: Obj
+    if kind == "timeseries":
+        options = {
+            "legend": {"displayMode": "list", "placement": "bottom", "showLegend": True},
+            "tooltip": {"mode": "multi", "sort": "desc"},
+        }
+    else:  # bargauge: the current value of each series
+        options = {
+            "displayMode": "gradient",
+            "orientation": "horizontal",
+            "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+        }
+    queries = [_target(expr, legend, i) for i, (expr, legend) in enumerate(targets)]
+    if kind != "timeseries":
+        for query in queries:
+            query["instant"] = True
     return {
         "type": kind,
         "title": title,
         "description": description,
         "datasource": {"type": "prometheus", "uid": "${datasource}"},
-        "targets": [_target(expr, legend, i) for i, (expr, legend) in enumerate(targets)],
+        "targets": queries,
         "fieldConfig": {"defaults": defaults, "overrides": []},
-        "options": {"legend": {"displayMode": "list", "placement": "bottom", "showLegend": True},
-                    "tooltip": {"mode": "multi", "sort": "desc"}} if kind == "timeseries" else {},
+        "options": options,
     }
 
 
@@ -112,96 +141,262 @@ def quantiles(metric: str, selector: str, by: str = "") -> list[tuple[str, str]]
 def dashboard_rows() -> list[tuple[str, list[Obj]]]:
     token = f'{TS},endpoint="/token"'
     return [
-        ("Token service", [
-            panel("Token requests by outcome", [
-                (f"sum by (outcome) (rate(spiffe_broker_requests_total{{{token}}}[{RI}]))", "{{outcome}}")],
-                unit="reqps", stack=True, description="/token requests per second, by outcome (ok or the OAuth error)"),
-            panel("Token error ratio", [
-                (f'sum(rate(spiffe_broker_requests_total{{{token},outcome!="ok"}}[{RI}])) / '
-                 f"sum(rate(spiffe_broker_requests_total{{{token}}}[{RI}]))", "refused or failed"),
-                (f'sum(rate(spiffe_broker_requests_total{{{token},outcome=~"server_error|temporarily_unavailable"}}'
-                 f"[{RI}])) / sum(rate(spiffe_broker_requests_total{{{token}}}[{RI}]))", "service-side errors")],
-                unit="percentunit", max_value=1,
-                description="Alerts: SpiffeBrokerExchangeErrors (service side > 5%), SpiffeBrokerExchangeRefusals (> 25%)"),
-            panel("Exchange latency", quantiles("spiffe_broker_exchange_duration_seconds", TS), unit="s",
-                  description="Token endpoint, issued tokens only"),
-            panel("Requests by endpoint", [
-                (f"sum by (endpoint) (rate(spiffe_broker_requests_total{{{TS}}}[{RI}]))", "{{endpoint}}")],
-                unit="reqps"),
-            panel("Tokens issued by binding", [
-                (f"sum by (binding, grant_type) (rate(spiffe_broker_tokens_issued_total{{{TS}}}[{RI}]))",
-                 "{{grant_type}} {{binding}}")], unit="reqps"),
-            panel("JWT-SVID cache hit ratio", [
-                (f'sum(rate(spiffe_broker_jwt_svid_cache_total{{{TS},result="hit"}}[{RI}])) / '
-                 f"sum(rate(spiffe_broker_jwt_svid_cache_total{{{TS}}}[{RI}]))", "hit ratio")],
-                unit="percentunit", max_value=1),
-            panel("Replay refusals", [
-                (f"sum by (cache) (rate(spiffe_broker_replay_refusals_total{{{TS}}}[{RI}]))", "refused {{cache}}"),
-                (f"sum by (cache) (spiffe_broker_replay_cache_entries{{{TS}}})", "entries {{cache}}")],
-                description="Client assertions and DPoP proofs refused as replays; the replay caches' sizes"),
-            panel("Revocations", [
-                (f"sum by (kind) (increase(spiffe_broker_revocations_total{{{TS}}}[{RI}]))", "{{kind}}"),
-                (f"max(spiffe_broker_quarantined_subjects{{{TS}}})", "quarantined subjects")]),
-            panel("Signing key age and time to next rotation", [
-                (f"max(spiffe_broker_signing_key_age_seconds{{{TS}}})", "active key age"),
-                (f"max(spiffe_broker_signing_key_next_rotation_seconds{{{TS}}})", "next rotation in (negative: overdue)")],
-                unit="s", description="Alert: SpiffeBrokerSigningKeyRotationOverdue"),
-            panel("Key rotations", [
-                (f"sum by (outcome) (increase(spiffe_broker_signing_key_rotations_total{{{TS}}}[{RI}]))", "{{outcome}}")],
-                description="Alert: SpiffeBrokerSigningKeyRotationFailed"),
-            panel("Store latency", quantiles("spiffe_broker_store_operation_duration_seconds", TS, "operation"), unit="s"),
-            panel("Store errors", [
-                (f"sum by (operation) (rate(spiffe_broker_store_errors_total{{{TS}}}[{RI}]))", "{{operation}}")],
-                unit="ops", description="Alert: SpiffeBrokerStoreErrors"),
-            panel("Clock skew of clients (server time - iat)",
-                  quantiles("spiffe_broker_clock_skew_seconds", TS, "source")
-                  + [(f"max(spiffe_broker_clock_drift_worst_seconds{{{TS}}})", "worst current drift")],
-                  unit="s", description="Alert: SpiffeBrokerClockDrift (worst drift > 5 s)"),
-            panel("Revocation feed followers", [
-                (f"sum(spiffe_broker_feed_followers{{{TS}}})", "followers"),
-                (f"spiffe_broker_feed_followers{{{TS}}}", "{{pod}}")]),
-            panel("API-key exceptions by state", [
-                (f"max by (state) (spiffe_broker_apikey_exceptions{{{TS}}})", "{{state}}")]),
-            panel("API-key exceptions: expiry and review due", [
-                (f"min by (exception) (spiffe_broker_apikey_exception_expiry_seconds{{{TS}}})", "expires {{exception}}"),
-                (f"min by (exception) (spiffe_broker_apikey_exception_review_due_seconds{{{TS}}})",
-                 "review due {{exception}}")],
-                unit="s", kind="bargauge",
-                description="Alerts: SpiffeBrokerApiKeyExceptionExpiring (< 7 days), ...ReviewOverdue (negative)"),
-        ]),
-        ("Sidecars", [
-            panel("Sidecar token requests", [
-                (f"sum by (result) (rate(spiffe_broker_sidecar_token_requests_total{{{SC}}}[{RI}]))", "{{result}}")],
-                unit="reqps", stack=True, description="hit: served from the cache; miss: exchanged; error: failed"),
-            panel("Sidecar cache hit ratio", [
-                (f'sum(rate(spiffe_broker_sidecar_token_requests_total{{{SC},result="hit"}}[{RI}])) / '
-                 f"sum(rate(spiffe_broker_sidecar_token_requests_total{{{SC}}}[{RI}]))", "hit ratio")],
-                unit="percentunit", max_value=1),
-            panel("Sidecar refreshes", [
-                (f"sum by (outcome) (rate(spiffe_broker_sidecar_refreshes_total{{{SC}}}[{RI}]))", "{{outcome}}")],
-                unit="ops"),
-            panel("Sidecar exchange latency", quantiles("spiffe_broker_sidecar_exchange_duration_seconds", SC), unit="s"),
-            panel("X.509-SVID time to expiry", [
-                (f"min by (namespace, pod) (spiffe_broker_sidecar_svid_expiry_seconds{{{SC}}})", "{{namespace}}/{{pod}}")],
-                unit="s", description="Alert: SpiffeBrokerSvidExpiring (< 15 min)"),
-            panel("Cached token TTLs", [
-                (f"min by (namespace, pod, audience) (spiffe_broker_sidecar_token_expiry_seconds{{{SC}}})",
-                 "{{namespace}}/{{pod}} {{audience}}")], unit="s"),
-            panel("Revocation feed lag", [
-                (f"max by (namespace, pod) (spiffe_broker_sidecar_feed_lag_seconds{{{SC}}})", "{{namespace}}/{{pod}}")],
-                unit="s", description="Alert: SpiffeBrokerRevocationFeedStale (> 60 s)"),
-            panel("SVID rotations", [
-                (f"sum by (namespace) (increase(spiffe_broker_sidecar_svid_rotations_total{{{SC}}}[{RI}]))",
-                 "{{namespace}}")]),
-        ]),
-        ("Egress (API-key exceptions)", [
-            panel("Egress requests by exception and outcome", [
-                (f"sum by (exception, outcome) (rate(spiffe_broker_egress_requests_total{{{SC}}}[{RI}]))",
-                 "{{exception}} {{outcome}}")], unit="reqps", stack=True),
-            panel("Egress bytes", [
-                (f"sum by (exception, direction) (rate(spiffe_broker_egress_bytes_total{{{SC}}}[{RI}]))",
-                 "{{exception}} {{direction}}")], unit="Bps"),
-        ]),
+        (
+            "Token service",
+            [
+                panel(
+                    "Token requests by outcome",
+                    [(f"sum by (outcome) (rate(spiffe_broker_requests_total{{{token}}}[{RI}]))", "{{outcome}}")],
+                    unit="reqps",
+                    stack=True,
+                    description="/token requests per second, by outcome (ok or the OAuth error)",
+                ),
+                panel(
+                    "Token error ratio",
+                    [
+                        (
+                            f'sum(rate(spiffe_broker_requests_total{{{token},outcome!="ok"}}[{RI}])) / '
+                            f"sum(rate(spiffe_broker_requests_total{{{token}}}[{RI}]))",
+                            "refused or failed",
+                        ),
+                        (
+                            f"sum(rate(spiffe_broker_requests_total{{{token},{SERVICE_ERRORS}}}[{RI}])) / "
+                            f"sum(rate(spiffe_broker_requests_total{{{token}}}[{RI}]))",
+                            "service-side errors",
+                        ),
+                    ],
+                    unit="percentunit",
+                    max_value=1,
+                    description="Alerts: SpiffeBrokerExchangeErrors (service side > 5%), ...ExchangeRefusals (> 25%)",
+                ),
+                panel(
+                    "Exchange latency",
+                    quantiles("spiffe_broker_exchange_duration_seconds", TS),
+                    unit="s",
+                    description="Token endpoint, issued tokens only",
+                ),
+                panel(
+                    "Requests by endpoint",
+                    [(f"sum by (endpoint) (rate(spiffe_broker_requests_total{{{TS}}}[{RI}]))", "{{endpoint}}")],
+                    unit="reqps",
+                ),
+                panel(
+                    "Tokens issued by binding",
+                    [
+                        (
+                            f"sum by (binding, grant_type) (rate(spiffe_broker_tokens_issued_total{{{TS}}}[{RI}]))",
+                            "{{grant_type}} {{binding}}",
+                        )
+                    ],
+                    unit="reqps",
+                ),
+                panel(
+                    "JWT-SVID cache hit ratio",
+                    [
+                        (
+                            f'sum(rate(spiffe_broker_jwt_svid_cache_total{{{TS},result="hit"}}[{RI}])) / '
+                            f"sum(rate(spiffe_broker_jwt_svid_cache_total{{{TS}}}[{RI}]))",
+                            "hit ratio",
+                        )
+                    ],
+                    unit="percentunit",
+                    max_value=1,
+                ),
+                panel(
+                    "Replay refusals",
+                    [
+                        (
+                            f"sum by (cache) (rate(spiffe_broker_replay_refusals_total{{{TS}}}[{RI}]))",
+                            "refused {{cache}}",
+                        ),
+                        (f"sum by (cache) (spiffe_broker_replay_cache_entries{{{TS}}})", "entries {{cache}}"),
+                    ],
+                    description="Client assertions and DPoP proofs refused as replays; the replay caches' sizes",
+                ),
+                panel(
+                    "Revocations",
+                    [
+                        (f"sum by (kind) (increase(spiffe_broker_revocations_total{{{TS}}}[{RI}]))", "{{kind}}"),
+                        (f"max(spiffe_broker_quarantined_subjects{{{TS}}})", "quarantined subjects"),
+                    ],
+                ),
+                panel(
+                    "Signing key age and time to next rotation",
+                    [
+                        (f"max(spiffe_broker_signing_key_age_seconds{{{TS}}})", "active key age"),
+                        (
+                            f"max(spiffe_broker_signing_key_next_rotation_seconds{{{TS}}})",
+                            "next rotation in (negative: overdue)",
+                        ),
+                    ],
+                    unit="s",
+                    description="Alert: SpiffeBrokerSigningKeyRotationOverdue",
+                ),
+                panel(
+                    "Key rotations",
+                    [
+                        (
+                            f"sum by (outcome) (increase(spiffe_broker_signing_key_rotations_total{{{TS}}}[{RI}]))",
+                            "{{outcome}}",
+                        )
+                    ],
+                    description="Alert: SpiffeBrokerSigningKeyRotationFailed",
+                ),
+                panel(
+                    "Store latency",
+                    quantiles("spiffe_broker_store_operation_duration_seconds", TS, "operation"),
+                    unit="s",
+                ),
+                panel(
+                    "Store errors",
+                    [(f"sum by (operation) (rate(spiffe_broker_store_errors_total{{{TS}}}[{RI}]))", "{{operation}}")],
+                    unit="ops",
+                    description="Alert: SpiffeBrokerStoreErrors",
+                ),
+                panel(
+                    "Clock skew of clients (server time - iat)",
+                    [
+                        *quantiles("spiffe_broker_clock_skew_seconds", TS, "source"),
+                        (f"max(spiffe_broker_clock_drift_worst_seconds{{{TS}}})", "worst current drift"),
+                    ],
+                    unit="s",
+                    description="Alert: SpiffeBrokerClockDrift (worst drift > 5 s)",
+                ),
+                panel(
+                    "Revocation feed followers",
+                    [
+                        (f"sum(spiffe_broker_feed_followers{{{TS}}})", "followers"),
+                        (f"spiffe_broker_feed_followers{{{TS}}}", "{{pod}}"),
+                    ],
+                ),
+                panel(
+                    "API-key exceptions by state",
+                    [(f"max by (state) (spiffe_broker_apikey_exceptions{{{TS}}})", "{{state}}")],
+                ),
+                panel(
+                    "API-key exceptions: expiry and review due",
+                    [
+                        (
+                            f"min by (exception) (spiffe_broker_apikey_exception_expiry_seconds{{{TS}}})",
+                            "expires {{exception}}",
+                        ),
+                        (
+                            f"min by (exception) (spiffe_broker_apikey_exception_review_due_seconds{{{TS}}})",
+                            "review due {{exception}}",
+                        ),
+                    ],
+                    unit="s",
+                    kind="bargauge",
+                    description="Alerts: SpiffeBrokerApiKeyExceptionExpiring (< 7 days), ...ReviewOverdue (negative)",
+                ),
+            ],
+        ),
+        (
+            "Sidecars",
+            [
+                panel(
+                    "Sidecar token requests",
+                    [
+                        (
+                            f"sum by (result) (rate(spiffe_broker_sidecar_token_requests_total{{{SC}}}[{RI}]))",
+                            "{{result}}",
+                        )
+                    ],
+                    unit="reqps",
+                    stack=True,
+                    description="hit: served from the cache; miss: exchanged; error: failed",
+                ),
+                panel(
+                    "Sidecar cache hit ratio",
+                    [
+                        (
+                            f'sum(rate(spiffe_broker_sidecar_token_requests_total{{{SC},result="hit"}}[{RI}])) / '
+                            f"sum(rate(spiffe_broker_sidecar_token_requests_total{{{SC}}}[{RI}]))",
+                            "hit ratio",
+                        )
+                    ],
+                    unit="percentunit",
+                    max_value=1,
+                ),
+                panel(
+                    "Sidecar refreshes",
+                    [(f"sum by (outcome) (rate(spiffe_broker_sidecar_refreshes_total{{{SC}}}[{RI}]))", "{{outcome}}")],
+                    unit="ops",
+                ),
+                panel(
+                    "Sidecar exchange latency",
+                    quantiles("spiffe_broker_sidecar_exchange_duration_seconds", SC),
+                    unit="s",
+                ),
+                panel(
+                    "X.509-SVID time to expiry",
+                    [
+                        (
+                            f"min by (namespace, pod) (spiffe_broker_sidecar_svid_expiry_seconds{{{SC}}})",
+                            "{{namespace}}/{{pod}}",
+                        )
+                    ],
+                    unit="s",
+                    description="Alert: SpiffeBrokerSvidExpiring (< 15 min)",
+                ),
+                panel(
+                    "Cached token TTLs",
+                    [
+                        (
+                            f"min by (namespace, pod, audience) (spiffe_broker_sidecar_token_expiry_seconds{{{SC}}})",
+                            "{{namespace}}/{{pod}} {{audience}}",
+                        )
+                    ],
+                    unit="s",
+                ),
+                panel(
+                    "Revocation feed lag",
+                    [
+                        (
+                            f"max by (namespace, pod) (spiffe_broker_sidecar_feed_lag_seconds{{{SC}}})",
+                            "{{namespace}}/{{pod}}",
+                        )
+                    ],
+                    unit="s",
+                    description="Alert: SpiffeBrokerRevocationFeedStale (> 60 s)",
+                ),
+                panel(
+                    "SVID rotations",
+                    [
+                        (
+                            f"sum by (namespace) (increase(spiffe_broker_sidecar_svid_rotations_total{{{SC}}}[{RI}]))",
+                            "{{namespace}}",
+                        )
+                    ],
+                ),
+            ],
+        ),
+        (
+            "Egress (API-key exceptions)",
+            [
+                panel(
+                    "Egress requests by exception and outcome",
+                    [
+                        (
+                            f"sum by (exception, outcome) (rate(spiffe_broker_egress_requests_total{{{SC}}}[{RI}]))",
+                            "{{exception}} {{outcome}}",
+                        )
+                    ],
+                    unit="reqps",
+                    stack=True,
+                ),
+                panel(
+                    "Egress bytes",
+                    [
+                        (
+                            f"sum by (exception, direction) (rate(spiffe_broker_egress_bytes_total{{{SC}}}[{RI}]))",
+                            "{{exception}} {{direction}}",
+                        )
+                    ],
+                    unit="Bps",
+                ),
+            ],
+        ),
     ]
 
 
@@ -226,8 +421,16 @@ def dashboard() -> Obj:
     panels: list[Obj] = []
     next_id, y = 1, 0
     for title, row_panels in dashboard_rows():
-        panels.append({"type": "row", "title": title, "id": next_id, "collapsed": False,
-                       "gridPos": {"h": 1, "w": 24, "x": 0, "y": y}, "panels": []})
+        panels.append(
+            {
+                "type": "row",
+                "title": title,
+                "id": next_id,
+                "collapsed": False,
+                "gridPos": {"h": 1, "w": 24, "x": 0, "y": y},
+                "panels": [],
+            }
+        )
         next_id, y = next_id + 1, y + 1
         for i, p in enumerate(row_panels):
             p["id"] = next_id
@@ -238,7 +441,7 @@ def dashboard() -> Obj:
     return {
         "title": "spiffe-broker",
         "uid": "spiffe-broker",
-        "description": "spiffe-broker token service, sidecars and egress proxies (generated by scripts/gen-monitoring.py)",
+        "description": "spiffe-broker token service, sidecars and egress proxies (scripts/gen-monitoring.py)",
         "tags": ["spiffe-broker", "spiffe"],
         "editable": True,
         "graphTooltip": 1,
@@ -249,12 +452,22 @@ def dashboard() -> Obj:
         "timezone": "",
         "links": [],
         "annotations": {"list": []},
-        "templating": {"list": [
-            {"name": "datasource", "label": "Data source", "type": "datasource", "query": "prometheus",
-             "current": {}, "hide": 0, "refresh": 1, "regex": ""},
-            _variable("namespace", "Token service namespace", "spiffe_broker_build_info"),
-            _variable("app_namespace", "App namespace", "spiffe_broker_sidecar_svid_expiry_seconds"),
-        ]},
+        "templating": {
+            "list": [
+                {
+                    "name": "datasource",
+                    "label": "Data source",
+                    "type": "datasource",
+                    "query": "prometheus",
+                    "current": {},
+                    "hide": 0,
+                    "refresh": 1,
+                    "regex": "",
+                },
+                _variable("namespace", "Token service namespace", "spiffe_broker_build_info"),
+                _variable("app_namespace", "App namespace", "spiffe_broker_sidecar_svid_expiry_seconds"),
+            ]
+        },
         "panels": panels,
     }
 
