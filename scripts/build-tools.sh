@@ -12,8 +12,8 @@
 # Same recipe as scripts/build-spire.sh, for the same reason: `go install pkg@version` also asks the proxy for the
 # module's version list, which the proxy here refuses. So: download the exact module version, and build its
 # command inside that module, with the module's own go.mod/go.sum (the dependency versions of the release),
-# stamping the version the way each project's Makefile does. Cold builds (2 cores): helm about 2-3 minutes,
-# promtool about 3-4 minutes; docs/deploy.md has the measured times.
+# stamping the version the way each project's Makefile does. Measured on 2 cores after the SPIRE build: helm about
+# 2 minutes, promtool about 9 (it compiles in every service-discovery SDK); then cached (docs/deploy.md).
 set -euo pipefail
 
 HELM_VERSION="v3.22.0"
