@@ -92,7 +92,10 @@ def alert_rules(rules: Any) -> Iterator[dict[str, Any]]:
 
 def check_rules(contract: dict[str, frozenset[str]], rules_path: Path = RULES) -> tuple[list[str], set[str]]:
     rules = yaml.safe_load(rules_path.read_text(encoding="utf-8"))
-    anchors = github_anchors(OPERATIONS.read_text(encoding="utf-8"))
+    # A partial copy of the repository (tests/unit/deploy copies scripts/ and deploy/) may lack the runbook.
+    anchors = github_anchors(OPERATIONS.read_text(encoding="utf-8")) if OPERATIONS.exists() else None
+    if anchors is None:
+        print(f"NOTE {OPERATIONS} not found: runbook_url anchors not checked")
     errors: list[str] = []
     names: set[str] = set()
     for rule in alert_rules(rules):
@@ -110,7 +113,7 @@ def check_rules(contract: dict[str, frozenset[str]], rules_path: Path = RULES) -
                 errors.append(f"{where}: annotation {key} missing")
         url = str(annotations.get("runbook_url", ""))
         page, _, anchor = url.partition("#")
-        if url and (page != "docs/operations.md" or anchor not in anchors):
+        if url and (page != "docs/operations.md" or (anchors is not None and anchor not in anchors)):
             errors.append(f"{where}: runbook_url {url!r} is not a heading of docs/operations.md")
     return errors, names
 
