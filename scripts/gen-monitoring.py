@@ -5,7 +5,8 @@
   deploy/monitoring/spiffe-broker-prometheusrule.yaml (a PrometheusRule, monitoring.coreos.com/v1, for clusters
   with the Prometheus Operator but without the Helm chart) and deploy/helm/spiffe-broker/files/ (the byte-identical
   copy the chart's PrometheusRule embeds with .Files.Get: a chart cannot read files outside its directory);
-- the dashboard defined below becomes deploy/monitoring/spiffe-broker-dashboard.json (Grafana).
+- the dashboard defined below becomes deploy/monitoring/spiffe-broker-dashboard.json (Grafana) and the chart's copy
+  (its optional dashboard ConfigMap, grafanaDashboard.enabled).
 
     scripts/gen-monitoring.py           # write the files
     scripts/gen-monitoring.py --check   # exit 1 if a file differs from what would be written (validate-deploy.sh)
@@ -27,6 +28,7 @@ RULES = MONITORING / "spiffe-broker-alerts.rules.yml"
 PROMETHEUS_RULE = MONITORING / "spiffe-broker-prometheusrule.yaml"
 CHART_RULES = ROOT / "deploy" / "helm" / "spiffe-broker" / "files" / RULES.name
 DASHBOARD = MONITORING / "spiffe-broker-dashboard.json"
+CHART_DASHBOARD = ROOT / "deploy" / "helm" / "spiffe-broker" / "files" / DASHBOARD.name
 
 Obj = dict[str, Any]
 
@@ -478,6 +480,7 @@ def outputs() -> dict[Path, str]:
         PROMETHEUS_RULE: prometheus_rule(rules_text),
         CHART_RULES: rules_text,
         DASHBOARD: json.dumps(dashboard(), indent=2) + "\n",
+        CHART_DASHBOARD: json.dumps(dashboard(), indent=2) + "\n",
     }
 
 
