@@ -26,7 +26,9 @@
 #      the dashboard's queries, `promtool test rules deploy/monitoring/tests/*.yml`.
 #   6. Helm charts (deploy/helm/): `helm lint --strict` and `helm template` of deploy/helm/spiffe-broker with each
 #      deploy/helm/spiffe-broker/ci/*.yaml and of the example app that includes the sidecar library chart; the
-#      output goes through steps 1 and 3b (custom resources against the CRDs in deploy/crds/ and deploy/spire/).
+#      output goes through steps 1 and 3b (custom resources against the CRDs in deploy/crds/ and deploy/spire/),
+#      and what the broker reads (broker.toml, policy.yaml, arguments, SPIFFE_BROKER_* variables) is loaded with
+#      the broker's own code (scripts/check_broker_inputs.py).
 #      helm and promtool come from $HELM / $PROMTOOL (default: what scripts/build-tools.sh builds into
 #      ~/.cache/spiffe-broker/). Without them these steps are SKIPPED, or fail if REQUIRE_TOOLS=1 (the default
 #      when CI=true).
@@ -166,6 +168,8 @@ if [ -x "$HELM" ]; then
   for out in "${rendered[@]}"; do
     "$PYTHON" scripts/check_deploy_policy.py "$out" || fail "Helm output: state and secrets ($out)"
   done
+  # broker.toml, policy.yaml, the broker's arguments and SPIFFE_BROKER_* environment, with the broker's own loaders.
+  "$PYTHON" scripts/check_broker_inputs.py "${rendered[@]}" || fail "Helm output: what the broker reads"
 else
   missing_tool helm "$HELM"
 fi
