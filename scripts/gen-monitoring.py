@@ -251,7 +251,13 @@ def dashboard_rows() -> list[tuple[str, list[Obj]]]:
                 ),
                 panel(
                     "Store errors",
-                    [(f"sum by (operation) (rate(spiffe_broker_store_errors_total{{{TS}}}[{RI}]))", "{{operation}}")],
+                    [
+                        (f"sum by (operation) (rate(spiffe_broker_store_errors_total{{{TS}}}[{RI}]))", "{{operation}}"),
+                        (
+                            f"sum(rate(spiffe_broker_audit_records_dropped_total{{{TS}}}[{RI}]))",
+                            "audit records dropped",
+                        ),
+                    ],
                     unit="ops",
                     description="Alert: SpiffeBrokerStoreErrors",
                 ),
@@ -361,6 +367,15 @@ def dashboard_rows() -> list[tuple[str, list[Obj]]]:
                     ],
                     unit="s",
                     description="Alert: SpiffeBrokerRevocationFeedStale (> 60 s)",
+                ),
+                panel(
+                    "Revocation feed entries not yet applied",
+                    [
+                        (
+                            f"max by (namespace, pod) (spiffe_broker_sidecar_feed_behind{{{SC}}})",
+                            "{{namespace}}/{{pod}}",
+                        )
+                    ],
                 ),
                 panel(
                     "SVID rotations",
