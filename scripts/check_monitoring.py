@@ -159,6 +159,12 @@ def check_dashboard(contract: dict[str, frozenset[str]], path: Path = DASHBOARD)
             continue
         errors.extend(f"dashboard panel {panel_id} ({title}): {e}" for e in expr_errors(expr, contract))
         exprs.append(expr)
+    for variable in (board.get("templating") or {}).get("list") or []:
+        query = variable.get("query")
+        if isinstance(query, dict):
+            query = query.get("query", "")
+        if variable.get("type") == "query":
+            errors.extend(f"dashboard variable {variable.get('name')}: {e}" for e in expr_errors(str(query), contract))
     if not exprs:
         errors.append(f"{path.relative_to(ROOT)}: no queries")
     return errors, exprs

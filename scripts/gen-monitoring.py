@@ -481,8 +481,8 @@ def dashboard() -> Obj:
                     "refresh": 1,
                     "regex": "",
                 },
-                _variable("namespace", "Token service namespace", "spiffe_broker_build_info"),
-                _variable("app_namespace", "App namespace", "spiffe_broker_sidecar_svid_expiry_seconds"),
+                _variable("namespace", "Token service namespace", 'spiffe_broker_build_info{part="token_service"}'),
+                _variable("app_namespace", "App namespace", 'spiffe_broker_build_info{part="sidecar"}'),
             ]
         },
         "panels": panels,
