@@ -12,7 +12,7 @@ a missing schema is a failure, not a warning:
   ``x-kubernetes-preserve-unknown-fields``), with ``metadata`` checked as ObjectMeta;
 - files embedded in ConfigMaps: ``policy.yaml`` against deploy/schemas/broker-policy.schema.json,
   a ControllerManagerConfig against deploy/schemas/controllermanagerconfig.schema.json, ``*.toml``
-  (broker config) must parse; ``*.conf`` files (SPIRE HCL) are extracted with
+  (broker config) must parse, ``*.json`` must be a Grafana dashboard; ``*.conf`` files (SPIRE HCL) are extracted with
   ``--extract-spire-configs`` for ``spire-server validate``.
 
 Also checked, because schemas cannot: namespaced objects name their namespace, cluster-scoped ones do
@@ -265,6 +265,18 @@ def _toml_errors(key: str, text: str) -> list[str]:
     return []
 
 
+def _dashboard_errors(key: str, text: str) -> list[str]:
+    """The only JSON files ConfigMaps carry here are Grafana dashboards (scripts/check_monitoring.py checks
+    their queries): valid JSON, an object with a title and a list of panels."""
+    try:
+        content = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return [f"data.{key}: not valid JSON: {exc}"]
+    if not isinstance(content, dict) or not content.get("title") or not isinstance(content.get("panels"), list):
+        return [f"data.{key}: no validator for this embedded file (only Grafana dashboards are known)"]
+    return []
+
+
 def check_embedded_files(body: Obj, schema_dir: Path) -> list[str]:
     """Validate YAML files carried in a ConfigMap against their own schema (missing schema fails)."""
     if body.get("kind") != "ConfigMap":
@@ -275,6 +287,9 @@ def check_embedded_files(body: Obj, schema_dir: Path) -> list[str]:
             continue  # SPIRE HCL: checked by spire-server/spire-agent validate after extraction
         if key.endswith(".toml"):
             errors.extend(_toml_errors(key, text))
+            continue
+        if key.endswith(".json"):
+            errors.extend(_dashboard_errors(key, text))
             continue
         if not key.endswith((".yaml", ".yml")):
             errors.append(f"data.{key}: no validator for this embedded file type")

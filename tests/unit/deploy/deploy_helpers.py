@@ -19,9 +19,15 @@ DEPLOY_DOC = REPO / "docs" / "deploy.md"
 COMPOSE_FILE = REPO / "docker-compose.yml"
 
 
+NOT_MANIFESTS = frozenset({"compose", "helm", "monitoring"})  # Compose, chart sources, Prometheus rules and tests
+PROMETHEUS_RULE = DEPLOY / "monitoring" / "spiffe-broker-prometheusrule.yaml"
+
+
 def kubernetes_manifests() -> list[Path]:
-    """Every YAML file under deploy/ except the compose configuration (what validate-deploy.sh checks)."""
-    return sorted(p for p in DEPLOY.rglob("*.y*ml") if "compose" not in p.relative_to(DEPLOY).parts)
+    """Every YAML file under deploy/ that is a manifest, as validate-deploy.sh selects them: not deploy/compose/,
+    deploy/helm/ (rendered by helm there) or deploy/monitoring/, except the PrometheusRule generated there."""
+    files = [p for p in DEPLOY.rglob("*.y*ml") if not NOT_MANIFESTS & set(p.relative_to(DEPLOY).parts[:1])]
+    return sorted([*files, PROMETHEUS_RULE])
 
 
 def load_yaml_documents(path: Path) -> list[dict[str, Any]]:
