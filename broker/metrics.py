@@ -25,7 +25,13 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from importlib import metadata
 
-from prometheus_client import CollectorRegistry, Gauge, PlatformCollector, ProcessCollector
+from prometheus_client import (
+    CollectorRegistry,
+    Gauge,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -54,7 +60,9 @@ def _version() -> str:
 
 def new_registry(part: str) -> CollectorRegistry:
     """A registry for one process part (``token_service``, ``sidecar``, ``workload_api``): process and Python
-    runtime collectors, and ``spiffe_broker_build_info{version, part} 1``."""
+    runtime collectors, and ``spiffe_broker_build_info{version, part} 1``. No ``_created`` series (one more
+    series per counter and histogram child, which the text format shows as a separate gauge family)."""
+    disable_created_metrics()  # type: ignore[no-untyped-call]
     registry = CollectorRegistry(auto_describe=True)
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)

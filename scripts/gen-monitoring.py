@@ -211,9 +211,8 @@ def dashboard_rows() -> list[tuple[str, list[Obj]]]:
                             f"sum by (cache) (rate(spiffe_broker_replay_refusals_total{{{TS}}}[{RI}]))",
                             "refused {{cache}}",
                         ),
-                        (f"sum by (cache) (spiffe_broker_replay_cache_entries{{{TS}}})", "entries {{cache}}"),
                     ],
-                    description="Client assertions and DPoP proofs refused as replays; the replay caches' sizes",
+                    description="Client assertions and DPoP proofs refused as replays",
                 ),
                 panel(
                     "Revocations",

@@ -147,3 +147,50 @@ async def test_no_label_value_looks_like_a_token_jwt_or_secret(stack: DevStack) 
             assert not {"jti", "token", "kid", "secret"} & {name for name, _ in labels}
             for _, label_value in labels:
                 assert not any(pattern.search(label_value) for pattern in TOKENISH), label_value
+
+
+CONTRACT = Path(__file__).parents[2] / "deploy" / "monitoring" / "metrics.txt"
+# Exported only when configured or used: per-client labels, the egress proxy, and series no sample has filled yet.
+CONDITIONAL = {
+    "spiffe_broker_client_requests_total",
+    "spiffe_broker_egress_requests_total",
+    "spiffe_broker_egress_bytes_total",
+    "spiffe_broker_sidecar_feed_lag_seconds",
+}
+
+
+def contract() -> dict[str, tuple[str, frozenset[str]]]:
+    """deploy/monitoring/metrics.txt, the names the alerts and the dashboard may use: name -> (type, labels)."""
+    entries = {}
+    for line in CONTRACT.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, kind, *labels = line.split()
+            entries[name] = (kind, frozenset(labels))
+    return entries
+
+
+def exported(text: str) -> dict[str, tuple[str, frozenset[str]]]:
+    """The spiffe_broker_* families a scrape shows: name (as the contract writes it) -> (type, labels)."""
+    families = {}
+    for family in text_string_to_metric_families(text):
+        if not family.name.startswith("spiffe_broker_"):
+            continue
+        name = f"{family.name}_total" if family.type == "counter" else family.name
+        labels = {key for sample in family.samples for key in sample.labels if key != "le"}
+        families[name] = (family.type, frozenset(labels))
+    return families
+
+
+async def test_what_the_parts_export_is_the_metrics_contract_the_alerts_use(stack: DevStack) -> None:
+    await known_sequence(stack)
+    found: dict[str, tuple[str, frozenset[str]]] = {}
+    for url in stack.metrics.values():
+        found.update(exported((await scrape(url))[0]))
+
+    promised = contract()
+    assert set(found) <= set(promised), "exported but not in the contract"
+    for name, (kind, labels) in found.items():
+        promised_kind, promised_labels = promised[name]
+        assert kind == promised_kind, name
+        assert labels == promised_labels or not labels, name  # a family with no sample yet shows no labels
+    assert set(promised) - set(found) <= CONDITIONAL
