@@ -68,6 +68,7 @@ CONFIGS: dict[str, Config] = {
     "off": Config(METRICS_OFF),
     "off2": Config(METRICS_OFF),
     "metrics": Config({}, scraped=True),
+    "metrics_unscraped": Config({}),
     "metrics_json": Config(JSON_LOG, scraped=True),
     "json": Config({**METRICS_OFF, **JSON_LOG}),
     "warning": Config(METRICS_OFF, log_level="WARNING"),
