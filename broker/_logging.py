@@ -5,7 +5,8 @@
   (:mod:`broker.web.request_id`), so one request can be followed across both processes' logs. A value a peer
   sends is kept only if it matches :data:`REQUEST_ID_PATTERN` (1-64 characters of ``[A-Za-z0-9._:-]``): a
   header is client input, and it must not be able to forge log structure or carry a token into the log.
-* **Text** (the default): ``<time> <LEVEL> <logger>: <message>``, then `` request_id=<id>`` when there is one.
+* **Text** (the default): ``<time> <LEVEL> <logger>: <message>``, then `` request_id=<id>`` when there is one;
+  an exception as its type and frames.
 * **JSON lines** (``--log-format json``): one object per line with ``time`` (RFC 3339, UTC, milliseconds),
   ``level``, ``logger``, ``message``, ``request_id`` when there is one, the structured fields a call passed in
   ``extra`` (:data:`FIELDS`: the access log's ``method``, ``route``, ``status``, ``duration_ms``, ``peer``), and
@@ -25,7 +26,7 @@ import secrets
 import time
 import traceback
 from contextvars import ContextVar
-from typing import Literal
+from typing import Any, Literal
 
 __all__ = [
     "FIELDS",
@@ -71,10 +72,18 @@ class RequestIdFilter(logging.Filter):
 
 
 class TextFormatter(logging.Formatter):
-    """The classic line, with `` request_id=<id>`` appended inside a request."""
+    """The classic line, with `` request_id=<id>`` appended inside a request; an exception as its type and
+    frames, never its message (which may quote input), as in JSON."""
 
     def __init__(self) -> None:
         super().__init__(TEXT_FORMAT)
+
+    def formatException(self, ei: Any) -> str:
+        kind, _, tb = ei
+        name = kind.__name__ if kind is not None else "exception"
+        return f"{name} (message not logged)\nTraceback (most recent call last):\n" + "".join(
+            traceback.format_tb(tb)
+        ).rstrip("\n")
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)

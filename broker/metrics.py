@@ -21,6 +21,7 @@ Names follow Prometheus conventions: the ``spiffe_broker_`` prefix, base units (
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from importlib import metadata
@@ -45,6 +46,8 @@ __all__ = [
     "gauge_family",
     "new_registry",
 ]
+
+log = logging.getLogger(__name__)
 
 PREFIX = "spiffe_broker_"
 OTHER = "other"  # the label value standing for every value past a CappedLabel's cap
@@ -108,13 +111,30 @@ def counter_family(name: str, documentation: str, labels: Sequence[str], samples
 
 
 class ScrapeCollector(Collector):
-    """Families computed when Prometheus scrapes, by ``read`` (which must be cheap and must not block)."""
+    """Families computed when Prometheus scrapes, by ``read`` (which must be cheap and must not block).
+
+    A ``read`` that raises (a bug, or a part in a state it did not expect) costs only the families it had not
+    yielded yet: the others are served, the failure is counted in ``spiffe_broker_scrape_errors_total`` and
+    logged (its type only) once until a scrape succeeds again. A scrape never fails as a whole."""
 
     def __init__(self, read: Callable[[], Iterable[Metric]]) -> None:
         self._read = read
+        self.errors = 0
+        self._failing = False
 
     def collect(self) -> Iterable[Metric]:
-        return list(self._read())
+        families: list[Metric] = []
+        try:
+            families.extend(self._read())
+            self._failing = False
+        except Exception as exc:
+            self.errors += 1
+            if not self._failing:
+                log.error("metrics: a collector failed (%s); serving the families read before it", type(exc).__name__)
+            self._failing = True
+        families.append(counter_family("scrape_errors", "Scrapes whose collector failed part-way", [],
+                                       [((), self.errors)]))  # fmt: skip
+        return families
 
     def describe(self) -> Iterable[Metric]:
         return ()  # unchecked names: the families depend on state (registering must not call read)

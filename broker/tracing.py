@@ -6,7 +6,8 @@ is the deployment's choice, made the standard way, e.g. ``opentelemetry-instrume
 ``OTEL_TRACES_EXPORTER`` / ``OTEL_EXPORTER_OTLP_ENDPOINT`` (the exporter package is the operator's to install), or
 an embedding program's own ``TracerProvider``. Until a provider is set, the API's spans are non-recording.
 
-Spans (names are stable; attributes never hold a token, key, secret or ``jti``):
+Spans (names are stable; attributes never hold a token, key, secret or ``jti``; a failure is recorded as
+``error.type``, the exception's type, never its message):
 
 * ``spiffe-broker.sidecar.exchange`` (CLIENT): one token exchange of the sidecar, with ``oauth.audience``; its
   request to the token service carries ``traceparent`` (W3C Trace Context, :func:`inject`).
@@ -32,6 +33,19 @@ __all__ = ["TRACER_NAME", "enabled", "inject", "server_span", "span"]
 
 TRACER_NAME = "spiffe-broker"
 Attributes = Mapping[str, str | int | float | bool]
+# OpenTelemetry records an exception's message and traceback by default; a message may quote input or row values
+# (a driver's DETAIL): a failed span says only the exception's type (:func:`_failure_by_type`).
+_NO_MESSAGES: dict[str, Any] = {"record_exception": False, "set_status_on_exception": False}
+
+
+@contextlib.contextmanager
+def _failure_by_type(current: Any) -> Iterator[None]:
+    try:
+        yield
+    except Exception as exc:
+        current.set_attribute("error.type", type(exc).__name__)
+        current.set_status(trace.Status(trace.StatusCode.ERROR))
+        raise
 
 
 def enabled() -> bool:
@@ -46,7 +60,9 @@ def span(name: str, attributes: Attributes | None = None, *, client: bool = Fals
         yield None
         return
     kind = trace.SpanKind.CLIENT if client else trace.SpanKind.INTERNAL
-    with trace.get_tracer(TRACER_NAME).start_as_current_span(name, kind=kind, attributes=attributes) as current:
+    tracer = trace.get_tracer(TRACER_NAME)
+    opened = tracer.start_as_current_span(name, kind=kind, attributes=attributes, **_NO_MESSAGES)
+    with opened as current, _failure_by_type(current):
         yield current
 
 
@@ -65,7 +81,9 @@ def server_span(name: str, headers: Mapping[str, str], attributes: Attributes | 
     token = otel_context.attach(propagate.extract(headers))
     try:
         tracer = trace.get_tracer(TRACER_NAME)
-        with tracer.start_as_current_span(name, kind=trace.SpanKind.SERVER, attributes=attributes) as current:
+        kind = trace.SpanKind.SERVER
+        opened = tracer.start_as_current_span(name, kind=kind, attributes=attributes, **_NO_MESSAGES)
+        with opened as current, _failure_by_type(current):
             yield current
     finally:
         otel_context.detach(token)

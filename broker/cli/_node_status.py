@@ -20,6 +20,7 @@ from broker.errors import NetworkError
 __all__ = ["node_lines", "read_node_status"]
 
 STATUS_TIMEOUT = 5.0
+HTTP_OK = 200
 
 
 async def read_node_status(sidecar: str) -> dict[str, Any]:
@@ -31,13 +32,18 @@ async def read_node_status(sidecar: str) -> dict[str, Any]:
             aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(path)), timeout=timeout) as session,
             session.get("http://sidecar/v1/status") as response,
         ):
-            document: dict[str, Any] = await response.json(content_type=None)
-            return document
+            document = await response.json(content_type=None)
+            status = response.status
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
         raise NetworkError(
             f"sidecar socket {path}: {reason}; is the sidecar running, and is this the socket its apps use?"
         ) from None
+    if status != HTTP_OK or not isinstance(document, dict):
+        error = document.get("error") if isinstance(document, dict) else None
+        raise NetworkError(f"sidecar socket {path} answered /v1/status with HTTP {status} ({error or 'no status'}): "
+                           "is it a spiffe-broker sidecar, and this process one of its local clients?")  # fmt: skip
+    return document
 
 
 def _until(iso: str, now: datetime) -> str:

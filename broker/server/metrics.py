@@ -30,6 +30,7 @@ The exceptions are read from the store at most every :data:`APIKEY_REFRESH` seco
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -44,7 +45,6 @@ from prometheus_client.core import Metric
 from broker.apikeys.model import ApiKeyException, Status, review_due, status_at
 from broker.apikeys.registry import ApiKeyRegistry
 from broker.config import MetricsSettings
-from broker.errors import BrokerError
 from broker.metrics import PREFIX, ScrapeCollector, counter_family, gauge_family, new_registry
 from broker.oauth.replay import CountingReplayCache
 from broker.server.assertions import ClientAssertions
@@ -71,6 +71,7 @@ __all__ = ["APIKEY_REFRESH", "SKEW_BUCKETS", "ServiceMetrics", "TokenServiceColl
 log = logging.getLogger(__name__)
 
 APIKEY_REFRESH = 30.0
+APIKEY_READ_TIMEOUT = 1.0
 SKEW_BUCKETS = (-300.0, -60.0, -30.0, -10.0, -5.0, -1.0, 0.0, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 
@@ -122,14 +123,18 @@ class TokenServiceCollector:
         registry.register(ScrapeCollector(self.collect))
 
     async def refresh(self) -> None:
-        """Re-read the API-key exceptions if the last read is older than :data:`APIKEY_REFRESH`."""
+        """Re-read the API-key exceptions if the last attempt is older than :data:`APIKEY_REFRESH`, waiting at
+        most :data:`APIKEY_READ_TIMEOUT`: a store that is down must not stall the scrape (the store's own errors
+        are what the alerts need then). A failed read keeps the last values and is retried a period later."""
         if self.apikeys is None or time.monotonic() - self._exceptions_read_at < APIKEY_REFRESH:
             return
+        self._exceptions_read_at = time.monotonic()  # also after a failure: one attempt per period
         try:
-            self._exceptions = await self.apikeys.list_all()
-            self._exceptions_read_at = time.monotonic()
-        except BrokerError as exc:
-            log.warning("metrics: could not read the API-key exceptions: %s", exc.error)
+            async with asyncio.timeout(APIKEY_READ_TIMEOUT):
+                self._exceptions = await self.apikeys.list_all()
+        except Exception as exc:  # never the message: a driver's may quote row values
+            log.warning("metrics: could not read the API-key exceptions (%s); keeping the last values",
+                        type(exc).__name__)  # fmt: skip
 
     def collect(self) -> Iterable[Metric]:
         memo = self.svid_memo

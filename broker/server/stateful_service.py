@@ -75,9 +75,11 @@ class StatefulTokenService:
 
     async def aclose(self) -> None:
         try:
-            if self.metrics is not None:
-                await self.metrics.aclose()
-            await self.service.aclose()
+            try:
+                if self.metrics is not None:
+                    await self.metrics.aclose()
+            finally:
+                await self.service.aclose()
         finally:
             await self.state.aclose()
 

@@ -226,8 +226,14 @@ async def status(request: web.Request) -> web.Response:
 
 
 async def metrics_handler(request: web.Request) -> web.Response:
-    """``GET /metrics`` on the app's socket (only with ``[metrics] on_app_socket``)."""
-    return web.Response(body=generate_latest(request.app[METRICS]), headers={"Content-Type": CONTENT_TYPE_LATEST})
+    """``GET /metrics`` on the app's socket (only with ``[metrics] on_app_socket``); local clients only, as
+    ``/v1/status`` (it names audiences and exceptions)."""
+    try:
+        check_local_client(request)
+    except AccessDeniedError as exc:
+        return render_error(exc)
+    headers = {"Content-Type": CONTENT_TYPE_LATEST, "Cache-Control": "no-store"}
+    return web.Response(body=generate_latest(request.app[METRICS]), headers=headers)
 
 
 async def not_found(request: web.Request) -> web.Response:

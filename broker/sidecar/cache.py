@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
 import time
@@ -28,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from broker._backoff import Backoff
+from broker._logging import REQUEST_ID, new_request_id
 from broker.identity.source import SubscribableX509Source, current_x5t
 from broker.sidecar.dpop import current_jkt
 from broker.sidecar.errors import TokenServiceUnavailableError, WorkloadQuarantinedError
@@ -46,8 +48,8 @@ class CacheStats:
     """Counts the metrics read at scrape time (:mod:`broker.sidecar.metrics`); plain ints, no cost per request."""
 
     hits: int = 0  # answered from the cache
-    misses: int = 0  # waited for an exchange
-    errors: int = 0  # no token: the exchange failed and nothing usable was cached
+    misses: int = 0  # waited for an exchange that gave a token
+    errors: int = 0  # no token: the exchange failed and nothing usable was cached, or the workload is quarantined
     exchanges_ok: int = 0
     exchanges_failed: int = 0
     svid_rotations: int = 0
@@ -143,30 +145,38 @@ class TokenCache:
         self.stats = CacheStats()
 
     async def get(self, key: CacheKey) -> CachedToken:
-        """A usable token for ``key``: cached, cached while a refresh runs, or from a (shared) exchange."""
+        """A usable token for ``key``: cached, cached while a refresh runs, or from a (shared) exchange.
+
+        Counted once each (:class:`CacheStats`): a hit, a miss that got a token, or an error (no token: the
+        exchange failed, or the workload is quarantined); a caller that went away is not counted."""
+        try:
+            entry, cached = await self._get(key)
+        except Exception:
+            self.stats.errors += 1
+            raise
+        if cached:
+            self.stats.hits += 1
+        else:
+            self.stats.misses += 1
+        return entry
+
+    async def _get(self, key: CacheKey) -> tuple[CachedToken, bool]:
         self._check_not_suspended()
         entry = self._entries.get(key)
         if entry is not None:
             now = self._clock()
             if now < entry.refresh_at:
-                self.stats.hits += 1
-                return entry
+                return entry, True
             if now < entry.expires_at - self._min_remaining:
                 self._refresh_in_background(key, now)
-                self.stats.hits += 1
-                return entry
+                return entry, True
             self._entries.pop(key, None)
-        self.stats.misses += 1
         try:
             entry = await asyncio.shield(self._flight(key))
         except TokenServiceUnavailableError as exc:
-            self.stats.errors += 1
             raise TokenServiceUnavailableError(f"{exc.description}, and no cached token") from None
-        except BaseException:
-            self.stats.errors += 1
-            raise
         self._check_not_suspended()  # quarantined while the exchange ran
-        return entry
+        return entry, False
 
     async def renew(self, key: CacheKey) -> CachedToken:
         """Like :meth:`get`, but past the refresh point wait for the refreshed token (token files use this).
@@ -249,10 +259,15 @@ class TokenCache:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _flight(self, key: CacheKey) -> asyncio.Task[CachedToken]:
+    def _flight(self, key: CacheKey, *, own_request_id: bool = False) -> asyncio.Task[CachedToken]:
+        """The exchange in flight for ``key``, started if there is none. It logs under the request id of the
+        request that started it, or (``own_request_id``: a background refresh) under a fresh one."""
         task = self._inflight.get(key)
         if task is None:
-            task = asyncio.get_running_loop().create_task(self._fetch(key))
+            context = contextvars.copy_context()
+            if own_request_id:
+                context.run(REQUEST_ID.set, new_request_id())
+            task = asyncio.get_running_loop().create_task(self._fetch(key), context=context)
             self._inflight[key] = task
             task.add_done_callback(lambda done: self._landed(key, done))
         return task
@@ -263,17 +278,23 @@ class TokenCache:
         failures = self._failures.get(key)
         if failures is not None and now < failures[1]:
             return
-        self._flight(key)
+        self._flight(key, own_request_id=True)
+
+    async def _exchange(self, audience: str, scope: str | None) -> TokenResult:
+        """One exchange, timed for the metrics whether it gives a token or fails."""
+        started = time.perf_counter()
+        try:
+            return await self._exchanger.exchange(audience, scope)
+        finally:
+            for observe in self.stats.exchange_observers:
+                observe(time.perf_counter() - started)
 
     async def _fetch(self, key: CacheKey) -> CachedToken:
         audience, scope = key
-        started = time.perf_counter()
-        result = await self._exchanger.exchange(audience, scope)
-        for observe in self.stats.exchange_observers:
-            observe(time.perf_counter() - started)
+        result = await self._exchange(audience, scope)
         rotated_x5t = result.bound_x5t is not None and result.bound_x5t != self._x5t
         if rotated_x5t or (result.bound_jkt is not None and result.bound_jkt != self._jkt):
-            result = await self._exchanger.exchange(audience, scope)  # the SVID rotated meanwhile
+            result = await self._exchange(audience, scope)  # the SVID rotated meanwhile
         now = self._clock()
         entry = CachedToken.from_result(
             result, now=now, refresh_fraction=self._refresh_fraction, refresh_margin=self._refresh_margin

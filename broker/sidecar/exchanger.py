@@ -215,8 +215,14 @@ class TokenServiceClient:
     async def exchange(self, audience: str, scope: str | None) -> TokenResult:
         """Exchange the workload's JWT-SVID for an access token, retrying transient failures (one span,
         ``spiffe-broker.sidecar.exchange``, for all attempts: :mod:`broker.tracing`)."""
-        with tracing.span("spiffe-broker.sidecar.exchange", {"oauth.audience": audience}, client=True):
-            return await self._exchange_retrying(audience, scope)
+        outside_a_request = REQUEST_ID.get() is None  # token files, probes: one id for all attempts of this one
+        token = REQUEST_ID.set(new_request_id()) if outside_a_request else None
+        try:
+            with tracing.span("spiffe-broker.sidecar.exchange", {"oauth.audience": audience}, client=True):
+                return await self._exchange_retrying(audience, scope)
+        finally:
+            if token is not None:
+                REQUEST_ID.reset(token)
 
     async def _exchange_retrying(self, audience: str, scope: str | None) -> TokenResult:
         reason = "no attempt made"

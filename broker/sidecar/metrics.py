@@ -1,10 +1,11 @@
 """The sidecar's metrics, read at scrape time from what its parts count (no cost per request).
 
 =====================================================  =============================================================
-``sidecar_token_requests_total{result}``               ``hit`` (from the cache), ``miss`` (waited for an exchange),
-                                                       ``error`` (no token could be given)
+``sidecar_token_requests_total{result}``               one per request: ``hit`` (from the cache), ``miss`` (an
+                                                       exchange gave the token), ``error`` (no token could be
+                                                       given, or the workload is quarantined)
 ``sidecar_refreshes_total{outcome}``                   exchanges for the cache, ``ok`` or ``error``
-``sidecar_exchange_duration_seconds``                  each exchange, retries included (a histogram, per exchange)
+``sidecar_exchange_duration_seconds``                  each exchange (retries included), also those that failed
 ``sidecar_svid_rotations_total``                       new X.509-SVIDs seen
 ``sidecar_svid_expiry_seconds``                        to the X.509-SVID's ``notAfter``
 ``sidecar_token_expiry_seconds{audience}``             to each cached token's expiry; at most ``max_audience_labels``
@@ -37,6 +38,9 @@ __all__ = ["SidecarCollector", "sidecar_registry"]
 
 @dataclass
 class SidecarCollector:
+    """Reads the sidecar's parts at scrape time: the token cache's counts and expiries, the SVID, the revocation
+    feed follower's status and the egress proxy's counts (see the module docstring for the families)."""
+
     cache: TokenCache
     source: X509Source
     clock: Callable[[], float]

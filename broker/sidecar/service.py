@@ -8,11 +8,14 @@ the token service and collect JWT-SVIDs minted for it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, get_args
+
+from prometheus_client import CollectorRegistry
 
 from broker.config import MetricsSettings
 from broker.identity.source import X509Source
@@ -80,7 +83,8 @@ class RunningSidecar:
     async def aclose(self) -> None:
         """Stop serving (the egress proxy first, then the cache and the token service client); remove the sockets."""
         if self.metrics is not None:
-            await self.metrics.aclose()
+            with contextlib.suppress(Exception):  # a metrics listener that fails to close must not keep the rest up
+                await self.metrics.aclose()
         if self.egress is not None:
             await self.egress.aclose()
         await self.runner.cleanup()
@@ -120,6 +124,22 @@ def _egress(
         return None
     link = apikeys or ApiKeyClient(source=source, issuer=issuer, server_id=server_id, timeout=timeout)
     return _Egress(build_proxy(link, egress, clock=clock), link, egress)
+
+
+def _metrics_registry(
+    metrics: MetricsSettings | None,
+    cache: TokenCache,
+    source: ExchangeSource,
+    clock: Clock,
+    follower: RevocationFeedFollower | None,
+    egress: _Egress | None,
+) -> CollectorRegistry | None:
+    """The sidecar's metrics (:mod:`broker.sidecar.metrics`) when ``[metrics] enabled``, else None."""
+    if metrics is None or not metrics.enabled:
+        return None
+    audiences = CappedLabel(metrics.max_audience_labels)
+    stats = None if egress is None else egress.proxy.stats
+    return sidecar_registry(SidecarCollector(cache, source, clock, audiences, follower=follower, egress=stats))
 
 
 def _watcher(
@@ -211,17 +231,7 @@ async def start_sidecar(
     proxy = _egress(egress, apikeys, source=source, issuer=token_service_url, server_id=token_service_id,
                     timeout=timeout, clock=clock)  # fmt: skip
     watcher = _watcher(revocation_follower, cache, source, clock, proxy)
-    registry = None
-    if metrics is not None and metrics.enabled:
-        collector = SidecarCollector(
-            cache,
-            source,
-            clock,
-            CappedLabel(metrics.max_audience_labels),
-            follower=revocation_follower,
-            egress=None if proxy is None else proxy.proxy.stats,
-        )
-        registry = sidecar_registry(collector)  # fmt: skip
+    registry = _metrics_registry(metrics, cache, source, clock, revocation_follower, proxy)
     app = build_sidecar_app(
         source=source,
         token_service=link,

@@ -105,11 +105,11 @@ async def test_the_sidecar_counts_hits_misses_errors_and_exchanges(stack: DevSta
 
     requests = "spiffe_broker_sidecar_token_requests_total"
     assert value(samples, requests, result="hit") == 2
-    assert value(samples, requests, result="miss") == 2
+    assert value(samples, requests, result="miss") == 1  # one per request: the refused one is an error only
     assert value(samples, requests, result="error") == 1
     assert value(samples, "spiffe_broker_sidecar_refreshes_total", outcome="ok") == 1
     assert value(samples, "spiffe_broker_sidecar_refreshes_total", outcome="error") == 1
-    assert value(samples, "spiffe_broker_sidecar_exchange_duration_seconds_count") == 1  # the one that gave a token
+    assert value(samples, "spiffe_broker_sidecar_exchange_duration_seconds_count") == 2  # the refused one too
     svid_left = value(samples, "spiffe_broker_sidecar_svid_expiry_seconds")
     assert 0 < svid_left <= 3600
     token_left = value(samples, "spiffe_broker_sidecar_token_expiry_seconds", audience=stack.demo_audience)

@@ -99,3 +99,13 @@ async def test_the_ledger_write_is_a_store_span_and_no_span_holds_the_token(
     for span in spans.get_finished_spans():
         values = [str(value) for value in (span.attributes or {}).values()]
         assert not any(access_token in value or value.startswith("eyJ") for value in values), span.name
+
+
+def test_a_failed_span_names_the_exception_type_never_its_message(spans: InMemorySpanExporter) -> None:
+    with pytest.raises(ValueError, match="secret-ish"), tracing.span("spiffe-broker.store.replay_add"):
+        raise ValueError("row value secret-ish")
+
+    [failed] = named(spans, "spiffe-broker.store.replay_add")
+    assert failed.attributes is not None and failed.attributes["error.type"] == "ValueError"
+    assert failed.status.status_code is trace.StatusCode.ERROR and not failed.status.description
+    assert not failed.events  # no recorded exception event (it would carry the message)

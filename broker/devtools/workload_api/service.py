@@ -10,6 +10,7 @@ tests prove this table equals the service in that descriptor. The proto has no p
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -87,8 +88,11 @@ class SpiffeWorkloadApiService:
             except GRPCError as exc:
                 outcome = exc.status.name
                 raise
-            except BaseException:
-                outcome = "ended"  # a stream cancelled by the client or the server stopping
+            except asyncio.CancelledError:
+                outcome = "cancelled"  # the client went away, or the server is stopping
+                raise
+            except Exception:
+                outcome = "INTERNAL"  # what grpclib answers for a handler's bug
                 raise
             finally:
                 self.calls[method, outcome] = self.calls.get((method, outcome), 0) + 1

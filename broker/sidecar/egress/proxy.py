@@ -176,15 +176,17 @@ class EgressProxy:
         self.reporter.used(grant.name, grant.version, destination.origin)
         self.stats.add_bytes(grant.name, "sent", request.content_length or 0)
         try:
-            response = await _relay(request, upstream, SecretScrubber(grant.secret), destination)
+            response, received = await _relay(request, upstream, SecretScrubber(grant.secret), destination)
         except BaseException as exc:
             upstream.close()
-            if not isinstance(exc, EgressError):  # an EgressError is counted with its refusal
+            if isinstance(exc, EgressError):
+                exc.name = grant.name  # counted and reported with its refusal, under this exception
+            elif isinstance(exc, Exception):
                 self.stats.count(grant.name, "upstream_error")
             raise
         upstream.release()
         self.stats.count(grant.name, "ok")
-        self.stats.add_bytes(grant.name, "received", response.body_length)
+        self.stats.add_bytes(grant.name, "received", received)
         return response
 
     def _refuse(self, request: web.Request, exc: EgressError | AccessDeniedError, where: str) -> web.Response:
@@ -242,8 +244,9 @@ class _Relayed(web.StreamResponse):
 
 async def _relay(
     request: web.Request, upstream: aiohttp.ClientResponse, scrubber: SecretScrubber, destination: Destination
-) -> web.StreamResponse:
-    """Stream the target's response to the app, the secret masked (see :mod:`~broker.sidecar.egress.inject`)."""
+) -> tuple[web.StreamResponse, int]:
+    """Stream the target's response to the app, the secret masked (see :mod:`~broker.sidecar.egress.inject`);
+    the response and the body bytes the target sent."""
     if not _identity(upstream.headers) and _has_body(request.method, upstream.status):
         raise BadGatewayError(_COMPRESSED)
     response = _Relayed(status=upstream.status)  # the standard reason phrase, never the target's
@@ -252,8 +255,10 @@ async def _relay(
     if upstream.content_length is not None:
         response.content_length = upstream.content_length
     await response.prepare(request)
+    received = 0
     try:
         async for chunk in upstream.content.iter_any():
+            received += len(chunk)
             await response.write(scrubber.feed(chunk))
     except (aiohttp.ClientError, TimeoutError) as exc:
         # A write to an app that went away raises a ClientConnectionResetError (a ClientError) too: name the side.
@@ -269,7 +274,7 @@ async def _relay(
     if tail:
         await response.write(tail)
     await response.write_eof()
-    return response
+    return response, received
 
 
 def _identity(headers: CIMultiDictProxy[str]) -> bool:

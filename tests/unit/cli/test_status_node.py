@@ -65,3 +65,24 @@ async def test_a_sidecar_that_is_not_there_is_one_line_naming_the_socket(tmp_pat
     result = await asyncio.to_thread(CliRunner().invoke, status, ["--sidecar", str(tmp_path / "none.sock")])
     assert result.exit_code == 1
     assert "none.sock" in result.output and result.output.count("\n") == 1
+
+
+async def test_a_socket_that_answers_something_else_is_named_not_misread(tmp_path: Path) -> None:
+    from aiohttp import web
+
+    async def not_a_sidecar(request: web.Request) -> web.Response:
+        return web.json_response({"error": "not_found"}, status=404)
+
+    app = web.Application()
+    app.router.add_get("/v1/status", not_a_sidecar)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    socket_path = tmp_path / "other.sock"
+    await web.UnixSite(runner, str(socket_path)).start()
+    try:
+        result = await asyncio.to_thread(CliRunner().invoke, status, ["--sidecar", str(socket_path)])
+    finally:
+        await runner.cleanup()
+
+    assert result.exit_code == 1
+    assert "HTTP 404 (not_found)" in result.output and "NOT READY" not in result.output
