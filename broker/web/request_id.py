@@ -3,8 +3,9 @@
 :func:`request_id_middleware` sets :data:`~broker._logging.REQUEST_ID` for the handler (and every task it starts,
 which copies the context), and keeps it on the request as :data:`REQUEST_ID_KEY` for the access log. A fresh id is
 sent back in the response's ``X-Request-Id`` (the caller can quote it); an adopted one is not: the caller has it,
-and no byte a client wrote is ever reflected (the rule of :mod:`broker.web.protocol`). A sidecar sends the id of the app's request (or of its own background refresh)
-to the token service, so one request shows under one id in both processes' logs.
+and no byte a client wrote is ever reflected (the rule of :mod:`broker.web.protocol`). A sidecar sends the id of
+the app's request (or of its own background refresh) to the token service, so one request shows under one id in
+both processes' logs.
 """
 
 from __future__ import annotations
