@@ -14,7 +14,7 @@ from broker.identity.spiffeid import SpiffeId
 from broker.identity.svid import JwtSvid, X509Svid
 from broker.identity.workloadapi.source import WorkloadApiSvidSource
 from broker.oauth.metadata import AuthorizationServerMetadata
-from broker.sidecar.exchanger import TokenResult
+from broker.sidecar.token_result import TokenResult
 
 __all__ = ["ClockSample", "Inputs", "Node", "Timed"]
 

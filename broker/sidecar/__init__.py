@@ -12,11 +12,12 @@ reachability. See the modules for the rules and the RFC sections they come from.
 
 from broker.sidecar.cache import CachedToken, TokenCache
 from broker.sidecar.dpop import SvidProofSigner
-from broker.sidecar.exchanger import Exchanger, TokenResult, TokenServiceClient
+from broker.sidecar.exchanger import TokenServiceClient
 from broker.sidecar.health import TokenServiceHealth
 from broker.sidecar.retry import RetryPolicy
 from broker.sidecar.service import RunningSidecar, start_sidecar, token_service_matcher
 from broker.sidecar.token_files import TokenFile, TokenFileKeeper
+from broker.sidecar.token_result import Exchanger, TokenResult
 
 __all__ = [
     "CachedToken",

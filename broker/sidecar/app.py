@@ -36,12 +36,12 @@ from broker.sidecar.dpop import SvidProofSigner
 from broker.sidecar.egress.proxy import EgressProxy
 from broker.sidecar.egress.reveal import reveal_secret
 from broker.sidecar.errors import BodyTooLargeError, DpopNotEnabledError, WorkloadQuarantinedError
-from broker.sidecar.exchanger import Exchanger
 from broker.sidecar.health import TokenServiceHealth
 from broker.sidecar.probe import probe_when_idle
 from broker.sidecar.proofs import MAX_BODY, parse_proof_request, proof_body
 from broker.sidecar.revocations import RevocationWatcher
 from broker.sidecar.sockets import is_loopback_host, over_tcp
+from broker.sidecar.token_result import Exchanger
 from broker.web.errors import NO_STORE, error_response, render_error
 from broker.web.request_id import request_id_middleware
 

@@ -33,7 +33,7 @@ from broker._logging import REQUEST_ID, new_request_id
 from broker.identity.source import SubscribableX509Source, current_x5t
 from broker.sidecar.dpop import current_jkt
 from broker.sidecar.errors import TokenServiceUnavailableError, WorkloadQuarantinedError
-from broker.sidecar.exchanger import Exchanger, TokenResult
+from broker.sidecar.token_result import Exchanger, TokenResult
 
 __all__ = ["CacheKey", "CacheStats", "CachedToken", "Clock", "TokenCache"]
 

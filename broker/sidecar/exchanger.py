@@ -27,7 +27,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 import aiohttp
 
@@ -38,9 +38,7 @@ from broker.identity.errors import IdentityError
 from broker.identity.source import JwtSvidSource, X509ContextSource, current_x5t
 from broker.identity.spiffetls.connector import SpiffeTLSConnector, map_network_errors
 from broker.identity.spiffetls.context import ServerIdMatcher, SourceSSLContext, client_ssl_context
-from broker.jose.errors import JoseError
-from broker.jose.jws import read_unverified
-from broker.oauth.binding import Jkt, X5tS256
+from broker.oauth.binding import Jkt
 from broker.oauth.constants import GRANT_TOKEN_EXCHANGE, TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_JWT
 from broker.oauth.metadata import AuthorizationServerMetadata, MetadataError, check_issuer, metadata_url
 from broker.sidecar.dpop import NonceMemory, SignedProof, SvidProofSigner
@@ -52,41 +50,14 @@ from broker.sidecar.errors import (
 )
 from broker.sidecar.health import TokenServiceHealth
 from broker.sidecar.retry import RetryPolicy
+from broker.sidecar.token_result import TokenResult, parse_token_response
 
-__all__ = [
-    "ExchangeSource",
-    "Exchanger",
-    "TokenResult",
-    "TokenServiceClient",
-]
+__all__ = ["ExchangeSource", "TokenServiceClient"]
 
 log = logging.getLogger(__name__)
 
 _RETRYABLE_STATUS = frozenset({408, 429})
 _USE_DPOP_NONCE = "use_dpop_nonce"
-
-
-@dataclass(frozen=True)
-class TokenResult:
-    """A successful RFC 8693 §2.2.1 response. ``bound_x5t`` is the token's ``cnf.x5t#S256`` (RFC 8705 §3.1),
-    ``bound_jkt`` its ``cnf.jkt`` (RFC 9449 §6.1)."""
-
-    access_token: str = field(repr=False)
-    expires_in: int
-    token_type: str = "Bearer"  # noqa: S105 - RFC 6750 token type name
-    issued_token_type: str = TOKEN_TYPE_ACCESS_TOKEN
-    scope: str | None = None
-    bound_x5t: str | None = None
-    jti: str | None = None  # jti, kid and iat read without verification: to drop the token if the feed revokes it
-    kid: str | None = None
-    issued_at: float | None = None
-    bound_jkt: str | None = None
-
-
-class Exchanger(Protocol):
-    """Turns the workload's identity into an access token for ``audience`` (and ``scope``)."""
-
-    async def exchange(self, audience: str, scope: str | None) -> TokenResult: ...
 
 
 class _RetryableError(NetworkError):
@@ -95,52 +66,6 @@ class _RetryableError(NetworkError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-
-
-def token_claims_unverified(access_token: str) -> dict[str, Any]:
-    """The payload of a JWT access token *without* verifying it: only for cache bookkeeping, never for trust."""
-    return _unverified(access_token)[1]
-
-
-def _unverified(access_token: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    try:
-        compact = read_unverified(access_token, canonical=False)
-    except JoseError:
-        return {}, {}
-    return dict(compact.header), dict(compact.payload)
-
-
-def _text(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
-def parse_token_response(body: object, *, requested_scope: str | None, now: float) -> TokenResult:
-    """Validate a 200 token response (RFC 6749 §5.1, RFC 8693 §2.2.1); expiry falls back to the JWT ``exp``."""
-    if not isinstance(body, dict) or not isinstance(body.get("access_token"), str) or not body["access_token"]:
-        raise TokenServiceUnavailableError("token service sent a malformed token response")
-    token: str = body["access_token"]
-    header, claims = _unverified(token)
-    expires_in = body.get("expires_in")
-    if not isinstance(expires_in, int) or isinstance(expires_in, bool) or expires_in <= 0:
-        exp = claims.get("exp")
-        if not isinstance(exp, int | float) or exp <= now:
-            raise TokenServiceUnavailableError("token response has no usable expires_in")
-        expires_in = int(exp - now)
-    bound, jkt = X5tS256.bound_in(claims), Jkt.bound_in(claims)
-    scope = body.get("scope")
-    iat = claims.get("iat")
-    return TokenResult(
-        access_token=token,
-        expires_in=expires_in,
-        token_type=str(body.get("token_type") or "Bearer"),
-        issued_token_type=str(body.get("issued_token_type") or TOKEN_TYPE_ACCESS_TOKEN),
-        scope=scope if isinstance(scope, str) else requested_scope,
-        bound_x5t=bound if isinstance(bound, str) else None,
-        jti=_text(claims.get("jti")),
-        kid=_text(header.get("kid")),
-        issued_at=float(iat) if isinstance(iat, int | float) and not isinstance(iat, bool) else None,
-        bound_jkt=jkt if isinstance(jkt, str) else None,
-    )
 
 
 class ExchangeSource(X509ContextSource, JwtSvidSource, Protocol):

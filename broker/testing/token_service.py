@@ -12,8 +12,8 @@ import asyncio
 from dataclasses import dataclass, field
 
 from broker.identity.memory import InMemorySvidSource
-from broker.sidecar.exchanger import TokenResult
 from broker.sidecar.health import TokenServiceHealth
+from broker.sidecar.token_result import TokenResult
 
 __all__ = ["FakeTokenService"]
 

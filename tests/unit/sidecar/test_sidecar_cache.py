@@ -10,7 +10,7 @@ import pytest
 from broker.identity.memory import InMemorySvidSource
 from broker.sidecar.cache import CachedToken, TokenCache
 from broker.sidecar.errors import TokenServiceRefusedError, TokenServiceUnavailableError
-from broker.sidecar.exchanger import TokenResult
+from broker.sidecar.token_result import TokenResult
 from broker.testing import FakeTokenService, ManualClock
 from tests.unit.sidecar.sidecar_helpers import API
 

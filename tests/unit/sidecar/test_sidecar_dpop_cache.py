@@ -9,7 +9,7 @@ from broker.identity.memory import InMemorySvidSource
 from broker.identity.svid import X509Svid
 from broker.sidecar.cache import TokenCache
 from broker.sidecar.dpop import current_jkt
-from broker.sidecar.exchanger import TokenResult
+from broker.sidecar.token_result import TokenResult
 from broker.testing import ManualClock
 from tests.unit.sidecar.sidecar_helpers import API
 

@@ -17,8 +17,9 @@ from broker.identity.spiffeid import SpiffeId
 from broker.identity.spiffetls.context import SourceSSLContext, server_ssl_context
 from broker.jose.jws import parse_compact
 from broker.sidecar.errors import TokenServiceRefusedError, TokenServiceUnavailableError, refusal_from_response
-from broker.sidecar.exchanger import TokenServiceClient, parse_token_response
+from broker.sidecar.exchanger import TokenServiceClient
 from broker.sidecar.retry import RetryPolicy
+from broker.sidecar.token_result import parse_token_response
 from broker.verify.verifier import certificate_thumbprint
 from tests.unit.sidecar.sidecar_helpers import API, BROKER_ID, free_port
 

@@ -14,8 +14,8 @@ from broker._backoff import Backoff
 from broker.devtools.devca import DevCA
 from broker.events.revocations import SubjectPattern, SubjectQuarantined, SubjectReleased, TokenRevoked
 from broker.identity.memory import InMemorySvidSource
-from broker.sidecar.exchanger import TokenResult
 from broker.sidecar.service import RunningSidecar
+from broker.sidecar.token_result import TokenResult
 from broker.testing import FakeTokenService
 from broker.verify.feed import RevocationFeedFollower
 from tests.unit.server.feed_helpers import FeedServer, feed_server, later, until
