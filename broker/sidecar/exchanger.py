@@ -29,15 +29,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-import aiohttp
-
 from broker import tracing
 from broker._logging import REQUEST_ID, REQUEST_ID_HEADER, new_request_id
 from broker.errors import NetworkError
 from broker.identity.errors import IdentityError
 from broker.identity.source import JwtSvidSource, X509ContextSource, current_x5t
-from broker.identity.spiffetls.connector import SpiffeTLSConnector, map_network_errors
-from broker.identity.spiffetls.context import ServerIdMatcher, SourceSSLContext, client_ssl_context
+from broker.identity.spiffetls.connector import map_network_errors
+from broker.identity.spiffetls.context import ServerIdMatcher
+from broker.identity.spiffetls.session import SvidSession
 from broker.oauth.binding import Jkt
 from broker.oauth.constants import GRANT_TOKEN_EXCHANGE, TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_JWT
 from broker.oauth.metadata import AuthorizationServerMetadata, MetadataError, check_issuer, metadata_url
@@ -70,12 +69,6 @@ class _RetryableError(NetworkError):
 
 class ExchangeSource(X509ContextSource, JwtSvidSource, Protocol):
     """What the exchange needs: mTLS with the X.509-SVID, and a JWT-SVID as the subject token (RFC 8693 §2.1)."""
-
-
-@dataclass
-class _Http:
-    context: SourceSSLContext
-    session: aiohttp.ClientSession
 
 
 @dataclass(frozen=True)
@@ -116,16 +109,12 @@ class TokenServiceClient:
         self._metadata_url = metadata_url(issuer)
         self._server_id = server_id
         self._retry = retry or RetryPolicy()
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._sleep = sleep
         self._metadata: AuthorizationServerMetadata | None = None
         self._dpop = dpop
         self._dpop_algorithms: tuple[str, ...] | None = None
         self.dpop_nonce = NonceMemory()
-        self._http: _Http | None = None
-        self._closing: set[asyncio.Task[None]] = set()
-        self._x5t = current_x5t(self._source)
-        self._unsubscribe: Callable[[], None] | None = source.subscribe(self._on_source_change)
+        self._http = SvidSession(source, server_id, timeout)
         self.health = TokenServiceHealth(self._issuer)
         self.exchange_count = 0  # token requests sent (for tests and metrics)
 
@@ -197,12 +186,7 @@ class TokenServiceClient:
         return True
 
     async def aclose(self) -> None:
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-            self._unsubscribe = None
-        self._retire_session()
-        if self._closing:
-            await asyncio.gather(*self._closing, return_exceptions=True)
+        await self._http.aclose()
 
     async def _exchange_once(self, audience: str, scope: str | None) -> TokenResult:
         endpoint = await self._token_endpoint()
@@ -221,7 +205,7 @@ class TokenServiceClient:
         reply = await self._post_token(endpoint, form, None)
         result = parse_token_response(reply.body, requested_scope=scope, now=time.time())
         if result.bound_x5t is not None and result.bound_x5t != current_x5t(self._source):
-            self._retire_session()  # the connection still presented the certificate that has just rotated
+            self._http.retire()  # the connection still presented the certificate that has just rotated
             raise _RetryableError("token bound to a rotated certificate")
         return result
 
@@ -294,7 +278,7 @@ class TokenServiceClient:
         headers = {**(headers or {}), REQUEST_ID_HEADER: REQUEST_ID.get() or new_request_id()}
         tracing.inject(headers)
         with map_network_errors(lambda exc: _RetryableError(f"{method} {url}: {type(exc).__name__}: {exc}")):
-            async with self._session().request(
+            async with self._http.get().request(
                 method, url, data=form, headers=headers, allow_redirects=False
             ) as response:
                 status, raw = response.status, await response.read()
@@ -304,25 +288,3 @@ class TokenServiceClient:
         except ValueError:
             body = None
         return _Reply(status, body)
-
-    def _session(self) -> aiohttp.ClientSession:
-        if self._http is None:
-            context = client_ssl_context(self._source, server_id=self._server_id)
-            session = aiohttp.ClientSession(connector=SpiffeTLSConnector(context), timeout=self._timeout)
-            self._http = _Http(context, session)
-        return self._http.session
-
-    def _retire_session(self) -> None:
-        http, self._http = self._http, None
-        if http is None:
-            return
-        http.context.detach()
-        task = asyncio.get_running_loop().create_task(http.session.close())
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
-
-    def _on_source_change(self) -> None:
-        x5t = current_x5t(self._source)
-        if x5t != self._x5t:
-            self._x5t = x5t
-            self._retire_session()  # pooled connections present the old certificate

@@ -17,14 +17,10 @@ calls present the new certificate.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
-
-import aiohttp
 
 from broker.apikeys.grant import (
     CATALOG_PATH,
@@ -39,9 +35,10 @@ from broker.apikeys.grant import (
 )
 from broker.errors import NetworkError
 from broker.identity.errors import IdentityError
-from broker.identity.source import X509ContextSource, current_x5t
-from broker.identity.spiffetls.connector import SpiffeTLSConnector, map_network_errors
-from broker.identity.spiffetls.context import ServerIdMatcher, SourceSSLContext, client_ssl_context
+from broker.identity.source import X509ContextSource
+from broker.identity.spiffetls.connector import map_network_errors
+from broker.identity.spiffetls.context import ServerIdMatcher
+from broker.identity.spiffetls.session import SvidSession
 from broker.oauth.metadata import check_issuer
 from broker.sidecar.errors import safe_description
 
@@ -77,12 +74,6 @@ class ApiKeyLink(Protocol):
     async def aclose(self) -> None: ...
 
 
-@dataclass
-class _Session:
-    context: SourceSSLContext
-    http: aiohttp.ClientSession = field(repr=False)
-
-
 def _refusal(status: int, raw: bytes) -> ApiKeyRefusedError:
     try:
         body: Any = json.loads(raw)
@@ -105,12 +96,7 @@ class ApiKeyClient:
     ) -> None:
         self._source = source
         self._base = check_issuer(issuer).rstrip("/")
-        self._server_id = server_id
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._session: _Session | None = None
-        self._closing: set[asyncio.Task[None]] = set()
-        self._x5t = current_x5t(source)
-        self._unsubscribe: Callable[[], None] | None = source.subscribe(self._on_source_change)
+        self._session = SvidSession(source, server_id, timeout)
 
     async def catalog(self) -> Catalog:
         raw = await self._call("GET", CATALOG_PATH, None, expect=200)
@@ -127,12 +113,7 @@ class ApiKeyClient:
         await self._call("POST", REPORT_PATH, report_to_wire(report), expect=204)
 
     async def aclose(self) -> None:
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-            self._unsubscribe = None
-        self._retire()
-        if self._closing:
-            await asyncio.gather(*self._closing, return_exceptions=True)
+        await self._session.aclose()
 
     @staticmethod
     def _parse(raw: bytes, parse: Callable[[Any], _T], what: str) -> _T:
@@ -149,7 +130,7 @@ class ApiKeyClient:
             return ApiKeyServiceUnavailableError(f"{method} {url}: {type(exc).__name__}")
 
         try:
-            session = self._open()
+            session = self._session.get()
         except IdentityError as exc:  # no X.509-SVID yet: nothing to connect with
             raise ApiKeyServiceUnavailableError(exc.description) from None
         with map_network_errors(failed):
@@ -161,25 +142,3 @@ class ApiKeyClient:
         if status in (400, 401, 403, 404, 409):
             raise _refusal(status, raw[:_MAX_BODY])
         raise ApiKeyServiceUnavailableError(f"{method} {url}: HTTP {status}")
-
-    def _open(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            context = client_ssl_context(self._source, server_id=self._server_id)
-            session = aiohttp.ClientSession(connector=SpiffeTLSConnector(context), timeout=self._timeout)
-            self._session = _Session(context, session)
-        return self._session.http
-
-    def _retire(self) -> None:
-        session, self._session = self._session, None
-        if session is None:
-            return
-        session.context.detach()
-        task = asyncio.get_running_loop().create_task(session.http.close())
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
-
-    def _on_source_change(self) -> None:
-        x5t = current_x5t(self._source)
-        if x5t != self._x5t:
-            self._x5t = x5t
-            self._retire()  # pooled connections present the old certificate
