@@ -44,7 +44,8 @@ from broker.apikeys.model import ApiKeyException, SealedVersion, Status, review_
 from broker.apikeys.rules import GovernanceRules
 from broker.apikeys.sealing import open_version
 from broker.apikeys.store import ApiKeyStore
-from broker.audit.events import ApiKeyGranted, ApiKeyRefused, AuditEvent
+from broker.audit.apikey_events import ApiKeyGranted, ApiKeyRefused
+from broker.audit.events import AuditEvent
 from broker.errors import BrokerError, TemporarilyUnavailableError
 
 __all__ = ["GrantAudit", "GrantDecider", "QuarantineView", "hold_until"]

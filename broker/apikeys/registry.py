@@ -46,7 +46,7 @@ from broker.apikeys.report import DEFAULT_UNUSED_DAYS, Report, build_report
 from broker.apikeys.rules import GovernanceRules
 from broker.apikeys.sealing import open_version, seal_secret, secret_text
 from broker.apikeys.store import ApiKeyStore
-from broker.audit.events import (
+from broker.audit.apikey_events import (
     ApiKeyAdded,
     ApiKeyResumed,
     ApiKeyRevealed,
@@ -55,8 +55,8 @@ from broker.audit.events import (
     ApiKeyRotated,
     ApiKeySuspended,
     ApiKeyUpdated,
-    AuditEvent,
 )
+from broker.audit.events import AuditEvent
 from broker.errors import StoreConflictError
 from broker.events.revocations import ExceptionWithdrawn, LogEntry, RevocationEvent, SubjectPattern
 

@@ -36,7 +36,7 @@ from broker.apikeys.decision import GrantAudit
 from broker.apikeys.grant import EgressRefusal, EgressReport
 from broker.apikeys.model import ApiKeyException, UseRecord
 from broker.apikeys.store import ApiKeyStore
-from broker.audit.events import ApiKeyEgressRefused, ApiKeyUsed
+from broker.audit.apikey_events import ApiKeyEgressRefused, ApiKeyUsed
 from broker.errors import TemporarilyUnavailableError
 
 __all__ = ["DEFAULT_FLUSH_INTERVAL", "EXFILTRATION_REASON", "UsageRecorder", "merge_uses"]
