@@ -87,9 +87,13 @@ class TcpBalancer:
         self._writers.difference_update((writer, up_writer))
 
     async def _shutdown(self) -> None:
-        """Close the listener and every connection both ways, and wait for the pipes to end."""
+        """Close the listener and every connection both ways, and wait for the pipes to end. A connection accepted
+        just before the listener closed has a task that has not run yet: two loop turns let each such task register
+        its writer before the writers are closed (a task cancelled before it runs would leave its socket open)."""
         if self._server is not None:
             self._server.close()
+        for _ in range(2):
+            await asyncio.sleep(0)
         for writer in list(self._writers):
             writer.close()
         pending = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
