@@ -14,7 +14,8 @@ Two kinds of instruments, chosen by what they cost on the request path:
 
 Cardinality is bounded by construction: label values come from fixed sets (route templates, grant types, RFC error
 codes) or from operator-named things (API-key exceptions); a SPIFFE ID or an audience is a label only through a
-:class:`CappedLabel`, and a ``jti``, token, key or secret never is (``tests/unit/test_metrics_labels.py``).
+:class:`CappedLabel`, and a ``jti``, token, key or secret never is (``tests/unit/test_metrics_scrape.py`` checks
+every label).
 Names follow Prometheus conventions: the ``spiffe_broker_`` prefix, base units (``_seconds``, ``_bytes``),
 ``_total`` for counters.
 """

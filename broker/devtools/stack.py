@@ -36,11 +36,9 @@ from broker.devtools.workload_api.statedir import open_dev_state
 from broker.identity.memory import InMemorySvidSource
 from broker.identity.spiffeid import SpiffeId, TrustDomain
 from broker.identity.workloadapi.source import WorkloadApiSvidSource
-from broker.metrics import ScrapeCollector, new_registry
 from broker.server.stateful_service import start_stateful_token_service
 from broker.sidecar.service import DEFAULT_BROKER_ID_PATH, start_sidecar
 from broker.tokens.policy import FilePolicyStore
-from broker.web.metrics import start_metrics_listener
 
 log = logging.getLogger(__name__)
 
@@ -185,10 +183,8 @@ async def _start_workload_api(
     )
     await server.start()
     stack.push_async_callback(server.stop)
-    if settings.metrics.listens:
-        registry = new_registry("workload_api")
-        registry.register(ScrapeCollector(server.metrics))
-        listener = await start_metrics_listener(registry, host=settings.metrics.host, port=settings.metrics.port)
+    if settings.metrics.listens and settings.metrics.port is not None:
+        listener = await server.serve_metrics(host=settings.metrics.host, port=settings.metrics.port)
         stack.push_async_callback(listener.aclose)
         metrics["workload_api"] = f"http://{settings.metrics.host}:{listener.port}/metrics"
     return server

@@ -81,7 +81,7 @@ def build_token_app(
         policy_check_interval=policy_check_interval,
         jwks_max_age=jwks_max_age,
     )
-    middlewares = [request_id_middleware, *([tracing_middleware] if tracing.enabled() else []), error_middleware]
+    middlewares = [request_id_middleware, *([tracing_middleware] if tracing.configured() else []), error_middleware]
     app = web.Application(middlewares=middlewares, client_max_size=max_body)
     app[CONFIG] = config
     app[SOURCE] = source

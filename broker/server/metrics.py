@@ -35,7 +35,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -57,6 +57,7 @@ from broker.server.stateful import ServiceState
 from broker.tokens.drift import DriftSource, DriftTracker
 from broker.tokens.keyring import Keyring
 from broker.tokens.keystore import KeyState
+from broker.tokens.rotation import signing_since
 from broker.tokens.svid_cache import ValidatedSvidCache
 from broker.web.metrics import (
     LATENCY_BUCKETS,
@@ -151,8 +152,7 @@ class TokenServiceCollector:
         now = datetime.fromtimestamp(self.clock(), UTC)
         active = [view for view in self.keyring.views() if view.state is KeyState.ACTIVE]
         if active:
-            began = active[0].activated_at or active[0].created_at
-            due = began + _period(self.keyring)
+            began, due = signing_since(active[0]), self.keyring.schedule.rotation_due_at(active[0])
             yield gauge_family("signing_key_age_seconds", "Since the active signing key began signing", [],
                                [((), (now - began).total_seconds())])  # fmt: skip
             yield gauge_family("signing_key_next_rotation_seconds", "To the scheduled rotation (negative: overdue)",
@@ -201,12 +201,9 @@ class TokenServiceCollector:
                            "overdue)", ["exception"], review)  # fmt: skip
 
 
-def _period(keyring: Keyring) -> timedelta:
-    return timedelta(seconds=keyring.schedule.period)
-
-
 class ServiceMetrics:
-    """One replica's metrics: :meth:`mount` on the app before it starts, :meth:`start` the listener after."""
+    """One replica's metrics: the :meth:`mounter` mounts them on the app before it starts, :meth:`start` serves
+    the listener after."""
 
     def __init__(self, settings: MetricsSettings) -> None:
         self.settings = settings

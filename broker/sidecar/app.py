@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 
 from broker.errors import AccessDeniedError, BrokerError, InvalidRequestError, ServerError, TemporarilyUnavailableError
 from broker.identity.errors import SvidUnavailableError
@@ -43,6 +43,7 @@ from broker.sidecar.revocations import RevocationWatcher
 from broker.sidecar.sockets import is_loopback_host, over_tcp
 from broker.sidecar.token_result import Exchanger
 from broker.web.errors import NO_STORE, error_response, render_error
+from broker.web.metrics import metrics_response
 from broker.web.request_id import request_id_middleware
 
 __all__ = ["CACHE", "PROOFS", "REVOCATIONS", "SOURCE", "TOKEN_SERVICE", "TokenServiceLink", "build_sidecar_app"]
@@ -232,8 +233,7 @@ async def metrics_handler(request: web.Request) -> web.Response:
         check_local_client(request)
     except AccessDeniedError as exc:
         return render_error(exc)
-    headers = {"Content-Type": CONTENT_TYPE_LATEST, "Cache-Control": "no-store"}
-    return web.Response(body=generate_latest(request.app[METRICS]), headers=headers)
+    return metrics_response(request.app[METRICS])
 
 
 async def not_found(request: web.Request) -> web.Response:

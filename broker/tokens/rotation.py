@@ -23,11 +23,13 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from broker.errors import ConfigError, KeyringError
 from broker.tokens.keystore import KeyMove, KeyRecord, KeyringChange, KeyState
 
 __all__ = [
+    "Activated",
     "KeyFactory",
     "KeyNotLiveError",
     "RotationSchedule",
@@ -36,6 +38,7 @@ __all__ = [
     "plan_retirements",
     "plan_revocation",
     "plan_rotation",
+    "signing_since",
 ]
 
 KeyFactory = Callable[[KeyState], KeyRecord]
@@ -60,6 +63,21 @@ class RotationTooEarlyError(KeyringError):
 
 
 _MAY_BE_ZERO = frozenset({"keyring.leeway", "keyring.jwks_max_age"})  # max-age=0: revalidate (RFC 9111 §5.2.2.1)
+
+
+class Activated(Protocol):
+    """A key as stored (:class:`KeyRecord`) or as listed (``KeyView``): when it was made and began signing."""
+
+    @property
+    def created_at(self) -> datetime: ...
+
+    @property
+    def activated_at(self) -> datetime | None: ...
+
+
+def signing_since(key: Activated) -> datetime:
+    """When ``key`` began signing (a key imported as active has no ``activated_at``: its creation)."""
+    return key.activated_at or key.created_at
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,8 +119,8 @@ class RotationSchedule:
         """How long a key stays published after it stops signing."""
         return timedelta(seconds=self.max_token_lifetime + self.leeway)
 
-    def rotation_due_at(self, active: KeyRecord) -> datetime:
-        return (active.activated_at or active.created_at) + timedelta(seconds=self.period)
+    def rotation_due_at(self, active: Activated) -> datetime:
+        return signing_since(active) + timedelta(seconds=self.period)
 
     def activatable_at(self, next_key: KeyRecord) -> datetime:
         return next_key.created_at + self.publish_lead

@@ -20,7 +20,7 @@ from aiohttp.web_response import StreamResponse
 
 from broker.web.request_id import REQUEST_ID_KEY
 
-__all__ = ["PROBE_ROUTES", "RouteAccessLogger", "route_of"]
+__all__ = ["PROBE_ROUTES", "RouteAccessLogger", "method_of", "route_of"]
 
 PROBE_ROUTES = frozenset({"/healthz", "/readyz", "/.well-known/oauth-authorization-server"})
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -34,12 +34,17 @@ def route_of(request: BaseRequest) -> str:
     return resource.canonical if resource is not None else "-"
 
 
+def method_of(request: BaseRequest) -> str:
+    """The request's method if it is a standard one, else ``OTHER`` (a made-up method is client bytes)."""
+    return request.method if request.method in _METHODS else "OTHER"
+
+
 class RouteAccessLogger(AbstractAccessLogger):
     """``<peer> <METHOD> <route> <status> <ms>``; an unknown method is logged as ``OTHER``."""
 
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
         route = route_of(request)
-        method = request.method if request.method in _METHODS else "OTHER"
+        method = method_of(request)
         level = logging.DEBUG if route in PROBE_ROUTES and response.status < 400 else logging.INFO
         if not self.logger.isEnabledFor(level):
             return

@@ -44,6 +44,7 @@ __all__ = [
     "HttpMetrics",
     "MetricsListener",
     "grant_label",
+    "metrics_response",
     "request_metrics_middleware",
     "start_metrics_listener",
 ]
@@ -130,11 +131,16 @@ def request_metrics_middleware(metrics: HttpMetrics) -> Callable[[web.Request, H
     return middleware
 
 
+def metrics_response(registry: CollectorRegistry) -> web.Response:
+    """``registry`` in the Prometheus text exposition format, not to be cached."""
+    body = generate_latest(registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST, "Cache-Control": "no-store"})
+
+
 async def _metrics(request: web.Request) -> web.Response:
     for refresh in request.app[_BEFORE_SCRAPE]:
         await refresh()
-    body = generate_latest(request.app[_REGISTRY])
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST, "Cache-Control": "no-store"})
+    return metrics_response(request.app[_REGISTRY])
 
 
 async def _healthz(request: web.Request) -> web.Response:

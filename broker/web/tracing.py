@@ -12,19 +12,17 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from broker.tracing import server_span
-from broker.web.access_log import route_of
+from broker.web.access_log import method_of, route_of
 from broker.web.metrics import OUTCOME_KEY
 
 __all__ = ["tracing_middleware"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 @web.middleware
 async def tracing_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    method = request.method if request.method in _METHODS else "OTHER"
-    route = route_of(request)
+    method, route = method_of(request), route_of(request)
     attributes = {"http.request.method": method, "http.route": route}
     with server_span(f"{method} {route}", request.headers, attributes) as span:
         response = await handler(request)

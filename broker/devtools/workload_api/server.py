@@ -37,7 +37,7 @@ from broker.devtools.workload_api.service import SpiffeWorkloadApiService
 from broker.devtools.workload_api.state import WorkloadState
 from broker.identity.errors import IdentityError
 from broker.metrics import ScrapeCollector, counter_family, new_registry
-from broker.web.metrics import start_metrics_listener
+from broker.web.metrics import MetricsListener, start_metrics_listener
 
 __all__ = ["MAX_SOCKET_PATH_BYTES", "WorkloadApiServer", "WorkloadApiServerError", "serve_until_signalled"]
 
@@ -169,6 +169,14 @@ class WorkloadApiServer:
         yield counter_family("workload_api_requests", "Workload API calls by method and outcome",
                              ["method", "outcome"], samples)  # fmt: skip
 
+    async def serve_metrics(self, *, host: str = "127.0.0.1", port: int = 0) -> MetricsListener:
+        """Serve :meth:`metrics` (with the process collectors) at ``http://host:port/metrics``; close it after."""
+        registry = new_registry("workload_api")
+        registry.register(ScrapeCollector(self.metrics))
+        listener = await start_metrics_listener(registry, host=host, port=port)
+        log.info("Workload API metrics on %s:%s/metrics", host, listener.port)
+        return listener
+
     @property
     def address(self) -> str:
         """The Workload API address clients use, ``unix:///path/to/socket``."""
@@ -284,10 +292,7 @@ async def serve_until_signalled(
     try:
         await server.start()
         if metrics_port is not None:
-            registry = new_registry("workload_api")
-            registry.register(ScrapeCollector(server.metrics))
-            listener = await start_metrics_listener(registry, port=metrics_port)
-            log.info("Workload API metrics on 127.0.0.1:%d/metrics", listener.port)
+            listener = await server.serve_metrics(port=metrics_port)
         await stopping.wait()
     finally:
         for sig in signals:

@@ -11,6 +11,7 @@ tests prove this table equals the service in that descriptor. The proto has no p
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -51,7 +52,7 @@ class SpiffeWorkloadApiService:
 
     def __init__(self, impl: WorkloadApiImpl) -> None:
         self._impl = impl
-        self.calls: dict[tuple[str, str], int] = {}  # (method, "ok" or the gRPC status name): the metrics read it
+        self.calls: Counter[tuple[str, str]] = Counter()  # (method, "ok" or the gRPC status name): for the metrics
 
     def __mapping__(self) -> dict[str, Handler]:
         impl, counted = self._impl, self._counted
@@ -95,6 +96,6 @@ class SpiffeWorkloadApiService:
                 outcome = "INTERNAL"  # what grpclib answers for a handler's bug
                 raise
             finally:
-                self.calls[method, outcome] = self.calls.get((method, outcome), 0) + 1
+                self.calls[method, outcome] += 1
 
         return call

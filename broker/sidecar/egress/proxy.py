@@ -27,6 +27,7 @@ ended cleanly, so a truncated body cannot pass for a complete one.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 
 import aiohttp
 from aiohttp import hdrs, web
@@ -71,14 +72,14 @@ class EgressStats:
     The exception is a name from the catalog, else ``none``: a name the app made up is never a label."""
 
     def __init__(self) -> None:
-        self.requests: dict[tuple[str, str], int] = {}
-        self.bytes: dict[tuple[str, str], int] = {}
+        self.requests: Counter[tuple[str, str]] = Counter()
+        self.bytes: Counter[tuple[str, str]] = Counter()
 
     def count(self, name: str, outcome: str) -> None:
-        self.requests[name, outcome] = self.requests.get((name, outcome), 0) + 1
+        self.requests[name, outcome] += 1
 
     def add_bytes(self, name: str, direction: str, count: int) -> None:
-        self.bytes[name, direction] = self.bytes.get((name, direction), 0) + count
+        self.bytes[name, direction] += count
 
 
 def _outcome(status: int) -> str:
