@@ -20,11 +20,11 @@ import pytest
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from broker._logging import REQUEST_ID_HEADER, JsonFormatter, RequestIdFilter
-from broker.config import load_settings
-from broker.devtools.stack import DevStack, run_dev_stack
+from broker.devtools.stack import DevStack
 from broker.identity.spiffetls.connector import SpiffeTLSConnector
 from broker.identity.spiffetls.context import client_ssl_context
 from broker.identity.workloadapi.source import WorkloadApiSvidSource
+from tests.unit.dev_stack_helpers import ask_sidecar, dev_stack, token_of
 
 OWN_LOGGERS = ("broker", "aiohttp.access")
 
@@ -50,18 +50,12 @@ def json_log() -> Iterator[io.StringIO]:
 
 @pytest.fixture
 async def stack(tmp_path: Path, json_log: io.StringIO) -> AsyncIterator[DevStack]:
-    overrides = {"state_dir": tmp_path, "server": {"port": 0}, "demo_api": {"port": 0}}
-    async with run_dev_stack(load_settings(None, overrides)) as running:
+    async with dev_stack(tmp_path) as running:
         yield running
 
 
-async def ask_sidecar(stack: DevStack, audience: str, request_id: str | None = None) -> tuple[int, dict[str, str]]:
-    headers = {REQUEST_ID_HEADER: request_id} if request_id else {}
-    async with (
-        aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(stack.sidecar_socket))) as session,
-        session.get("http://sidecar/v1/token", params={"audience": audience}, headers=headers) as response,
-    ):
-        return response.status, await response.json()
+async def ask_with_id(stack: DevStack, audience: str, request_id: str | None = None) -> tuple[int, str]:
+    return await ask_sidecar(stack, audience, {REQUEST_ID_HEADER: request_id} if request_id else None)
 
 
 def lines(buffer: io.StringIO) -> list[dict[str, object]]:
@@ -71,7 +65,7 @@ def lines(buffer: io.StringIO) -> list[dict[str, object]]:
 async def test_one_request_id_shows_in_the_sidecar_and_the_token_service_lines(
     stack: DevStack, json_log: io.StringIO
 ) -> None:
-    status, _ = await ask_sidecar(stack, stack.demo_audience, request_id="app-req-42")
+    status, _ = await ask_with_id(stack, stack.demo_audience, request_id="app-req-42")
     assert status == 200
 
     tagged = [line for line in lines(json_log) if line.get("request_id") == "app-req-42"]
@@ -84,7 +78,7 @@ async def test_one_request_id_shows_in_the_sidecar_and_the_token_service_lines(
 async def test_a_request_without_an_id_gets_a_fresh_one_shared_by_both_sides(
     stack: DevStack, json_log: io.StringIO
 ) -> None:
-    status, _ = await ask_sidecar(stack, stack.demo_audience, request_id='not a valid id; "quoted"')
+    status, _ = await ask_with_id(stack, stack.demo_audience, request_id='not a valid id; "quoted"')
     assert status == 200
 
     issued = [line for line in lines(json_log) if line["logger"] == "broker.server.handlers"]
@@ -102,7 +96,7 @@ async def secrets_of_the_run(stack: DevStack) -> list[str]:
     for _ in range(2):
         status, body = await ask_sidecar(stack, stack.demo_audience)
         assert status == 200
-        found.append(body["access_token"])
+        found.append(token_of(body))
     source = WorkloadApiSvidSource(address=stack.workload_api)
     await source.start()
     try:

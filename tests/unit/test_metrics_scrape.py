@@ -16,8 +16,8 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from broker.config import load_settings
-from broker.devtools.stack import DevStack, run_dev_stack
+from broker.devtools.stack import DevStack
+from tests.unit.dev_stack_helpers import ask_sidecar, dev_stack, token_of
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 NOT_IN_POLICY = "spiffe://example.org/not-in-policy"
@@ -25,17 +25,8 @@ NOT_IN_POLICY = "spiffe://example.org/not-in-policy"
 
 @pytest.fixture
 async def stack(tmp_path: Path) -> AsyncIterator[DevStack]:
-    overrides = {"state_dir": tmp_path, "server": {"port": 0}, "demo_api": {"port": 0}, "metrics": {"port": 0}}
-    async with run_dev_stack(load_settings(None, overrides)) as running:
+    async with dev_stack(tmp_path, metrics={"port": 0}) as running:
         yield running
-
-
-async def ask_sidecar(stack: DevStack, audience: str) -> tuple[int, str]:
-    async with (
-        aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(stack.sidecar_socket))) as session,
-        session.get("http://sidecar/v1/token", params={"audience": audience}) as response,
-    ):
-        return response.status, await response.text()
 
 
 async def scrape(url: str) -> tuple[str, Samples]:
@@ -138,7 +129,7 @@ TOKENISH = [
 
 async def test_no_label_value_looks_like_a_token_jwt_or_secret(stack: DevStack) -> None:
     tokens = await known_sequence(stack)
-    secrets = [body.split('"access_token":"', 1)[1].split('"', 1)[0] for body in tokens]
+    secrets = [token_of(body) for body in tokens]
 
     for url in stack.metrics.values():
         text, samples = await scrape(url)

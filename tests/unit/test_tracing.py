@@ -7,7 +7,6 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import aiohttp
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -15,8 +14,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from broker import tracing
-from broker.config import load_settings
-from broker.devtools.stack import DevStack, run_dev_stack
+from broker.devtools.stack import DevStack
+from tests.unit.dev_stack_helpers import ask_sidecar, dev_stack, token_of
 
 _EXPORTER = InMemorySpanExporter()
 
@@ -36,18 +35,14 @@ def spans() -> Iterator[InMemorySpanExporter]:
 
 @pytest.fixture
 async def stack(tmp_path: Path, spans: InMemorySpanExporter) -> AsyncIterator[DevStack]:
-    overrides = {"state_dir": tmp_path, "server": {"port": 0}, "demo_api": {"port": 0}}
-    async with run_dev_stack(load_settings(None, overrides)) as running:
+    async with dev_stack(tmp_path) as running:
         yield running
 
 
 async def get_token(stack: DevStack) -> str:
-    async with (
-        aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(stack.sidecar_socket))) as session,
-        session.get("http://sidecar/v1/token", params={"audience": stack.demo_audience}) as response,
-    ):
-        assert response.status == 200
-        return str((await response.json())["access_token"])
+    status, body = await ask_sidecar(stack, stack.demo_audience)
+    assert status == 200
+    return token_of(body)
 
 
 def named(spans: InMemorySpanExporter, name: str) -> list[ReadableSpan]:
@@ -76,11 +71,8 @@ async def test_the_token_service_span_continues_the_sidecars_trace(
 
 
 async def test_a_refused_exchange_is_traced_with_its_error_code(stack: DevStack, spans: InMemorySpanExporter) -> None:
-    async with (
-        aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(stack.sidecar_socket))) as session,
-        session.get("http://sidecar/v1/token", params={"audience": "spiffe://example.org/nope"}) as response,
-    ):
-        assert response.status == 403
+    status, _ = await ask_sidecar(stack, "spiffe://example.org/nope")
+    assert status == 403
 
     [token] = named(spans, "POST /token")
     assert token.attributes is not None and token.attributes["spiffe_broker.outcome"] == "invalid_target"

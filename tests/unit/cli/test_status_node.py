@@ -7,28 +7,23 @@ import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp
 import pytest
 from click.testing import CliRunner
 
 from broker.cli.status import status
-from broker.config import load_settings
-from broker.devtools.stack import DevStack, run_dev_stack
+from broker.devtools.stack import DevStack
+from tests.unit.dev_stack_helpers import ask_sidecar, dev_stack
 
 
 @pytest.fixture
 async def stack(tmp_path: Path) -> AsyncIterator[DevStack]:
-    overrides = {"state_dir": tmp_path, "server": {"port": 0}, "demo_api": {"port": 0}}
-    async with run_dev_stack(load_settings(None, overrides)) as running:
+    async with dev_stack(tmp_path) as running:
         yield running
 
 
 async def get_token(stack: DevStack) -> None:
-    async with (
-        aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(stack.sidecar_socket))) as session,
-        session.get("http://sidecar/v1/token", params={"audience": stack.demo_audience}) as response,
-    ):
-        assert response.status == 200
+    status, _ = await ask_sidecar(stack, stack.demo_audience)
+    assert status == 200
 
 
 async def run(*args: str) -> str:
