@@ -9,7 +9,6 @@ the newest records deleted). ``tail --json`` prints one JSON object per line, fo
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import sys
@@ -20,6 +19,7 @@ from typing import Any
 
 import click
 
+from broker._eventloop import run as run_event_loop
 from broker.audit.journal import AuditJournalStore, AuditRecord
 from broker.audit.query import body_of, event_matches, spiffe_ids_in
 from broker.audit.verify import Head, VerifyReport, read_all, verify_journal
@@ -82,7 +82,7 @@ def verify_command(
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--expect-head") from None
     url = _url(config_file, state_dir, store)
-    report: VerifyReport = asyncio.run(_with_store(url, lambda s: verify_journal(s.audit, expect_head=head)))
+    report: VerifyReport = run_event_loop(_with_store(url, lambda s: verify_journal(s.audit, expect_head=head)))
     if report.first_break is None:
         where = "empty" if report.head is None else f"head {report.head}"
         click.echo(f"audit journal intact: {report.records} records; {where}")
@@ -136,7 +136,7 @@ def tail_command(
             return await _newest(opened.audit, wanted, limit)
         return await _from(opened.audit, start if isinstance(start, int) else 1, wanted, limit)
 
-    for record in asyncio.run(_with_store(url, run)):
+    for record in run_event_loop(_with_store(url, run)):
         click.echo(_json_line(record) if as_json else _text_line(record))
 
 

@@ -7,7 +7,6 @@ to, RFC 8705 §3), the token from the sidecar as ``Authorization: Bearer``; the 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import sys
@@ -16,6 +15,7 @@ from pathlib import Path
 import aiohttp
 import click
 
+from broker._eventloop import run as run_event_loop
 from broker.appclient.sidecar import SidecarToken, fetch_token
 from broker.cli.main import cli_errors
 from broker.config import BrokerSettings, load_settings, unix_socket_path
@@ -59,7 +59,7 @@ config_option = click.option(
 def token(audience: str, scope: str | None, socket: str | None, config_file: Path | None, as_json: bool) -> None:
     """Print an access token for AUDIENCE from the sidecar."""
     path = _socket(load_settings(config_file), socket)
-    result = asyncio.run(fetch_token(socket_path=path, audience=audience, scope=scope))
+    result = run_event_loop(fetch_token(socket_path=path, audience=audience, scope=scope))
     if as_json:
         document = {
             "access_token": result.access_token,
@@ -154,9 +154,9 @@ def call(
     if not url.startswith("https://"):
         raise ConfigError("URL must be https:// (the token is bound to the TLS client certificate)")
     settings = load_settings(config_file)
-    bearer = asyncio.run(fetch_token(socket_path=_socket(settings, socket), audience=audience, scope=scope))
+    bearer = run_event_loop(fetch_token(socket_path=_socket(settings, socket), audience=audience, scope=scope))
     configured = workload_api or (str(settings.workload_api.socket) if settings.workload_api.socket else None)
-    status = asyncio.run(
+    status = run_event_loop(
         _call(
             url,
             bearer=bearer,

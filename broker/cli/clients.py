@@ -22,7 +22,6 @@ never quoted.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Any, TypeVar
 
 import click
 
+from broker._eventloop import run as run_event_loop
 from broker.admin.adapters import RegistryClientAdmin
 from broker.admin.client import AdminChange, AdminClient
 from broker.admin.ports import ClientAdmin
@@ -78,12 +78,12 @@ def _run(options: dict[str, Any], remote_call: Callable[[AdminClient], Awaitable
             async with remote.client(settings) as admin:
                 return await remote_call(admin)
 
-        return asyncio.run(ask())
+        return run_event_loop(ask())
 
     async def use(store: Store) -> T:
         return await local_call(RegistryClientAdmin(registry_of(store), AuditTrail(store.audit)))
 
-    return asyncio.run(with_store(settings.store_url(), use))
+    return run_event_loop(with_store(settings.store_url(), use))
 
 
 def read_jwks_file(path: Path) -> dict[str, Any]:

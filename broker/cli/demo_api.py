@@ -6,13 +6,13 @@ bound to the TLS client certificate of the same connection; otherwise 401 ``inva
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from pathlib import Path
 from typing import Any
 
 import click
 
+from broker._eventloop import run as run_event_loop
 from broker.cli._signals import Stopped, stop_on_signals, until_stopped
 from broker.cli.main import cli_errors
 from broker.cli.server import parse_listen
@@ -88,4 +88,4 @@ def demo_api(
         raise ConfigError("pass --issuer https://host:port (the token service's issuer URL)")
     if not settings.demo_api.audience:
         raise ConfigError("pass --audience (this API's name in the broker's policy)")
-    asyncio.run(_run(settings, issuer, settings.demo_api.audience, token_service_id, workload_api))
+    run_event_loop(_run(settings, issuer, settings.demo_api.audience, token_service_id, workload_api))

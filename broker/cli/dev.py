@@ -6,7 +6,6 @@ run side by side; port 0 picks a free port. Ctrl-C (SIGINT) or SIGTERM stops eve
 
 from __future__ import annotations
 
-import asyncio
 import shlex
 import shutil
 import sys
@@ -15,6 +14,7 @@ from typing import Any
 
 import click
 
+from broker._eventloop import run as run_event_loop
 from broker.cli._signals import stop_on_signals
 from broker.cli.main import cli_errors
 from broker.config import load_settings
@@ -116,7 +116,7 @@ def dev(config_file: Path | None, **flags: Any) -> None:
         demo_api__port=flags["demo_port"],
         metrics__port=flags["metrics_port"],
     )
-    asyncio.run(_serve(load_settings(config_file, overrides)))
+    run_event_loop(_serve(load_settings(config_file, overrides)))
 
 
 __all__ = ["dev", "render_banner"]

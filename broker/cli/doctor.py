@@ -25,7 +25,6 @@ It prints SPIFFE IDs, key IDs, URLs and times, never a token, key or secret.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -33,6 +32,7 @@ from typing import Any
 
 import click
 
+from broker._eventloop import run as run_event_loop
 from broker.cli._doctor_identity import TRUST_BUNDLE, WORKLOAD_API, check_trust_bundle, check_workload_api
 from broker.cli._doctor_node import Inputs, Node
 from broker.cli._doctor_report import CheckFailed, Outcome, Report, Status
@@ -133,7 +133,7 @@ def doctor(config_file: Path | None, as_json: bool, **options: Any) -> None:
         issuer=_issuer(options["issuer"], settings),
         server_id=_server_id(options["server_id"]),
     )
-    report = asyncio.run(run_checks(Inputs(**options)))
+    report = run_event_loop(run_checks(Inputs(**options)))
     click.echo(report.json() if as_json else "\n".join(report.lines()))
     if report.exit_code:
         raise click.exceptions.Exit(report.exit_code)

@@ -23,7 +23,6 @@ prompt on a terminal), ``--secret-file`` from a file, and an empty one is refuse
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import Any, TypeVar
 
 import click
 
+from broker._eventloop import run as run_event_loop
 from broker.admin.apikeys_wire import ExceptionView, view_document
 from broker.admin.client import AdminChange, AdminClient
 from broker.apikeys.model import ApiKeyException, Delivery, Presentation
@@ -85,7 +85,7 @@ def _call(options: dict[str, Any], call: Callable[[AdminClient], Awaitable[T]]) 
         async with remote.client(settings) as admin:
             return await call(admin)
 
-    return asyncio.run(ask())
+    return run_event_loop(ask())
 
 
 def _changed(change: AdminChange[ExceptionView], done: str, as_json: bool) -> None:

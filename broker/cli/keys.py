@@ -27,7 +27,6 @@ Local mode, what each command needs (issue 9 items 3 and 5; docs/operations.md, 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import Sequence
@@ -38,6 +37,7 @@ from typing import Any
 
 import click
 
+from broker._eventloop import run as run_event_loop
 from broker._sealing import KekRing, generate_kek_file
 from broker.admin.adapters import blast_radius_view
 from broker.admin.ports import BlastRadius, KeyInfo, KeyRevocation, KeyRotation
@@ -300,9 +300,9 @@ def list_command(as_json: bool, **options: Any) -> None:
             async with remote.client(settings) as admin:
                 return await admin.list_keys()
 
-        infos = asyncio.run(ask())
+        infos = run_event_loop(ask())
     else:
-        infos = asyncio.run(with_store(settings.store_url(), _local_list))
+        infos = run_event_loop(with_store(settings.store_url(), _local_list))
     _print_keys(infos, as_json)
 
 
@@ -326,10 +326,10 @@ def rotate_command(as_json: bool, reason: str | None, **options: Any) -> None:
                 change = await admin.rotate(reason=reason)
                 return Rotated(change.result, change.audited)
 
-        rotated = asyncio.run(ask())
+        rotated = run_event_loop(ask())
     else:
         sealing = _Sealing.load(settings)
-        rotated = asyncio.run(with_store(settings.store_url(), lambda store: _local_rotate(store, sealing)))
+        rotated = run_event_loop(with_store(settings.store_url(), lambda store: _local_rotate(store, sealing)))
     _print_rotated(rotated, as_json)
 
 
@@ -354,10 +354,10 @@ def revoke_command(kid: str, as_json: bool, reason: str | None, **options: Any) 
                 change = await admin.revoke(kid, reason=reason)
                 return Revoked(change.result, change.audited)
 
-        revoked = asyncio.run(ask())
+        revoked = run_event_loop(ask())
     else:
         sealing = _Sealing.load(settings)
-        revoked = asyncio.run(with_store(settings.store_url(), lambda store: _local_revoke(store, sealing, kid)))
+        revoked = run_event_loop(with_store(settings.store_url(), lambda store: _local_revoke(store, sealing, kid)))
     _print_revoked(revoked, as_json)
 
 
@@ -395,7 +395,7 @@ def rotate_kek_command(**options: Any) -> None:
                         tuple(options["previous_kek_files"]))  # fmt: skip
     settings = local.settings()
     keks = load_keks(settings)
-    result, total, secrets = asyncio.run(with_store(settings.store_url(), lambda store: _rotate_kek(store, keks)))
+    result, total, secrets = run_event_loop(with_store(settings.store_url(), lambda store: _rotate_kek(store, keks)))
     if secrets:
         click.echo(f"re-wrapped {secrets} API-key secret versions under KEK {keks.primary.kek_id}")
     if not total:

@@ -19,7 +19,6 @@ the log entry longer. Its audit records name no actor (the local CLI).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import Sequence
@@ -28,6 +27,7 @@ from typing import Any
 
 import click
 
+from broker._eventloop import run as run_event_loop
 from broker.admin.client import AdminChange
 from broker.admin.wire import quarantine_added_document, quarantine_released_document, quarantines_document
 from broker.audit.trail import AuditTrail
@@ -158,7 +158,7 @@ def add_command(
                     pattern, reason=reason, until=until, all_of_trust_domain=all_of_trust_domain
                 )
 
-        change = asyncio.run(ask())
+        change = run_event_loop(ask())
     else:
         parsed = parse_pattern(pattern, all_of_trust_domain=whole)
 
@@ -167,7 +167,7 @@ def add_command(
             when = None if until is None else parse_until(until, service.now())
             return AdminChange(await service.add(parsed, reason, when, None), audited=True)
 
-        change = asyncio.run(with_store(settings.store_url(), add))
+        change = run_event_loop(with_store(settings.store_url(), add))
     _print_added(change, as_json)
 
 
@@ -190,14 +190,14 @@ def release_command(pattern: str, reason: str | None, as_json: bool, **options: 
             async with remote.client(settings) as admin:
                 return await admin.release_quarantine(pattern, reason=reason)
 
-        change = asyncio.run(ask())
+        change = run_event_loop(ask())
     else:
         parsed = parse_pattern(pattern, all_of_trust_domain=True)
 
         async def release(store: Store) -> AdminChange[Released]:
             return AdminChange(await _local(store, settings).release(parsed, None), audited=True)
 
-        change = asyncio.run(with_store(settings.store_url(), release))
+        change = run_event_loop(with_store(settings.store_url(), release))
     _print_released(change, as_json)
 
 
@@ -216,11 +216,11 @@ def list_command(as_json: bool, **options: Any) -> None:
             async with remote.client(settings) as admin:
                 return await admin.quarantines()
 
-        found = asyncio.run(ask())
+        found = run_event_loop(ask())
     else:
 
         async def read(store: Store) -> list[SubjectQuarantined]:
             return await _local(store, settings).in_force()
 
-        found = asyncio.run(with_store(settings.store_url(), read))
+        found = run_event_loop(with_store(settings.store_url(), read))
     _print_list(found, as_json)

@@ -18,6 +18,7 @@ from typing import Any
 import click
 from cryptography import x509
 
+from broker._eventloop import run as run_event_loop
 from broker.cli._signals import Stopped, stop_on_signals, until_stopped
 from broker.config import BrokerSettings, load_settings, workload_api_address
 from broker.errors import BrokerError, ConfigError
@@ -183,7 +184,7 @@ def server(
         if cert is not None and workload_api is not None:
             raise ConfigError("use either --workload-api or --cert/--key, not both")
         files = (cert, key, bundle, jwt_bundle) if cert is not None else None
-        asyncio.run(_run(settings, files, workload_api))
+        run_event_loop(_run(settings, files, workload_api))
     except BrokerError as exc:
         raise click.ClickException(exc.description or exc.error) from None
 

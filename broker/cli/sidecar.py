@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 import click
 
+from broker._eventloop import run as run_event_loop
 from broker.cli._signals import Stopped, stop_on_signals, until_stopped
 from broker.cli.main import cli_errors
 from broker.config import (
@@ -267,7 +268,7 @@ def sidecar(
     issuer = token_service or settings.server.issuer
     if not issuer:
         raise ConfigError("pass --token-service https://host:port (the token service's issuer URL)")
-    asyncio.run(_run(settings, issuer, token_service_id, workload_api))
+    run_event_loop(_run(settings, issuer, token_service_id, workload_api))
 
 
 def _check(settings: SidecarSettings, egress: EgressSettings) -> None:

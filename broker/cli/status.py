@@ -29,6 +29,7 @@ from typing import Any
 
 import click
 
+from broker._eventloop import run as run_event_loop
 from broker.admin.client import AdminClient
 from broker.admin.clock_drift import DEFAULT_LIMIT, MAX_LIMIT, ClockDrift, clock_drift_document
 from broker.admin.ports import KeyInfo, StoreStatus
@@ -223,7 +224,7 @@ def status(limit: int, config_file: Path | None, sidecar: str | None, as_json: b
         async with remote.client(settings) as admin:
             return node, await read_status(admin, limit)
 
-    node, found = asyncio.run(ask())
+    node, found = run_event_loop(ask())
     if as_json:
         document = {"sidecar": node} if node is not None else {}
         document.update(status_document(found) if found is not None else {})

@@ -15,7 +15,6 @@ the URL is only ever shown redacted (no password).
 
 from __future__ import annotations
 
-import asyncio
 import json
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -24,6 +23,7 @@ from typing import Any
 
 import click
 
+from broker._eventloop import run as run_event_loop
 from broker.cli._state import LocalTarget, json_option, local_options, record_change
 from broker.cli.main import cli_errors
 from broker.errors import StoreSchemaBehindError
@@ -124,7 +124,7 @@ def store() -> None:
 def status_command(config_file: Path | None, state_dir: Path | None, store_url: str | None, as_json: bool) -> None:
     """Show the store's engine, redacted URL, schema version (against this binary's) and what it holds."""
     settings = LocalTarget(config_file, state_dir, store_url).settings()
-    status = asyncio.run(_status(StoreUrl.parse(settings.store_url())))
+    status = run_event_loop(_status(StoreUrl.parse(settings.store_url())))
     if as_json:
         document: dict[str, Any] = {
             "engine": status.engine,
@@ -160,7 +160,7 @@ def migrate_command(config_file: Path | None, state_dir: Path | None, store_url:
     """Apply the pending schema migrations now (each start of the token service does it too)."""
     settings = LocalTarget(config_file, state_dir, store_url).settings()
     url = StoreUrl.parse(settings.store_url())
-    before, after = asyncio.run(_migrate(url))
+    before, after = run_event_loop(_migrate(url))
     if before == after:
         click.echo(f"store {url.redacted()} is at schema version {after}, the latest: nothing to do")
     else:

@@ -7,11 +7,11 @@ persist in ``--state-dir`` (0700, files 0600); ``--register-uid UID --spiffe-id 
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import click
 
+from broker._eventloop import run as run_event_loop
 from broker.cli.main import cli_errors
 from broker.devtools.workload_api.entries import RegistrationEntry
 from broker.devtools.workload_api.server import WorkloadApiServer, serve_until_signalled
@@ -92,7 +92,7 @@ def workload_api(
             raise click.BadParameter(f"not in trust domain {trust_domain}", param_hint="--spiffe-id")
         store.upsert(entry)
     server = WorkloadApiServer(ca=ca, entries=store, socket_path=socket_path, default_x509_ttl=x509_ttl)
-    asyncio.run(serve_until_signalled(server, metrics_port=metrics_port))
+    run_event_loop(serve_until_signalled(server, metrics_port=metrics_port))
 
 
 __all__ = ["workload_api"]

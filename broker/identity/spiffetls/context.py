@@ -13,16 +13,19 @@ What the ``ssl`` module can and cannot do:
   C-level ``_ssl._SSLSocket`` (``ssl_object._sslobj``, present since 3.10) before. If neither is there, or the
   chain is missing, the check fails closed (:class:`PeerChainUnavailableError`); a test watches the route.
   The whole chain is then verified again with ``verify_x509_svid`` against the leaf's own trust domain only.
-* Server contexts issue no TLS session tickets: a session resumed from a ticket carries the peer's leaf but not
-  its chain, which would leave nothing to verify the intermediates with.
+* Server contexts issue TLS session tickets (one per handshake) and rotate their keys: see
+  :mod:`broker.identity.spiffetls.resumption` for why a resumed session still authenticates the client and binds
+  its tokens to the session's certificate. A resumed session carries the peer's leaf but not its chain; the
+  intermediates the leaf was last sent with are remembered, and the whole chain is verified again.
 * Key material must come from files: :func:`_load_svid` hands it over (the full chain, so peers receive the
   intermediates) through anonymous ``memfd`` files (never on disk), falling back to 0600 files in a private
   0700 directory that are unlinked right after loading.
 
-Freshness: a context subscribes to its source. On every change the server context re-loads its own
-certificate chain and builds a complete replacement context; its ``sni_callback`` (which OpenSSL calls for every
-ClientHello, with or without SNI) moves each new connection onto the newest context, so rotated SVIDs and changed
-bundles apply to new connections without a restart. The client context re-loads its certificate in place.
+Freshness: a context subscribes to its source. On every change, and every
+:data:`~broker.identity.spiffetls.resumption.TICKET_KEY_LIFETIME` seconds (a new ticket key), the server context
+builds a complete replacement context; each new connection is wrapped by the newest one
+(:meth:`SourceSSLContext.wrap_bio`), so rotated SVIDs and changed bundles apply to new connections without a
+restart. The client context re-loads its certificate in place.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import logging
 import os
 import ssl
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -43,6 +47,11 @@ from broker.identity.bundle import X509BundleSet
 from broker.identity.errors import X509SvidError
 from broker.identity.source import X509ContextSource
 from broker.identity.spiffeid import SpiffeId
+from broker.identity.spiffetls.resumption import (
+    REMEMBERED_INTERMEDIATES,
+    TICKET_KEY_LIFETIME,
+    TICKETS_PER_HANDSHAKE,
+)
 from broker.identity.svid import X509Svid
 from broker.identity.x509svid import Role, verify_x509_svid
 
@@ -87,6 +96,9 @@ class SourceSSLContext(ssl.SSLContext):
     _source: X509ContextSource
     _unsubscribe: Callable[[], None] | None
     _current: ssl.SSLContext
+    _renew_after: float
+    _renew: Callable[[], None] | None
+    _clock: Callable[[], float]
     server_id: ServerIdMatcher
 
     def bundles(self) -> X509BundleSet:
@@ -100,6 +112,23 @@ class SourceSSLContext(ssl.SSLContext):
         """Per-trust-domain check of the peer, then (client contexts) the expected server ID."""
         return check_server_id(ssl_object, self.bundles(), self.server_id)
 
+    def wrap_bio(
+        self,
+        incoming: ssl.MemoryBIO,
+        outgoing: ssl.MemoryBIO,
+        server_side: bool = False,
+        server_hostname: str | bytes | None = None,
+        session: ssl.SSLSession | None = None,
+    ) -> ssl.SSLObject:
+        """Wrap with the newest context (asyncio's and uvloop's TLS layers call this for every connection); a
+        server context first replaces itself when its ticket key's lifetime is over."""
+        if server_side and self._renew is not None and self._clock() >= self._renew_after:
+            self._renew()
+        current = self._current
+        if current is self:
+            return super().wrap_bio(incoming, outgoing, server_side, server_hostname, session)
+        return current.wrap_bio(incoming, outgoing, server_side, server_hostname, session)
+
     def detach(self) -> None:
         """Unsubscribe from the source (idempotent)."""
         if self._unsubscribe is not None:
@@ -107,35 +136,48 @@ class SourceSSLContext(ssl.SSLContext):
             self._unsubscribe = None
 
 
-def server_ssl_context(source: X509ContextSource, *, require_client_cert: bool = True) -> SourceSSLContext:
+def server_ssl_context(
+    source: X509ContextSource,
+    *,
+    require_client_cert: bool = True,
+    ticket_key_lifetime: float = TICKET_KEY_LIFETIME,
+    clock: Callable[[], float] = time.monotonic,
+) -> SourceSSLContext:
     """A TLS server context presenting the source's X.509-SVID and verifying client certificates.
 
     TLS 1.2 is the floor (TLS 1.3 is negotiated when the client offers it). Client chains are verified against
     the roots of *all* the source's trust bundles; the per-trust-domain check is :func:`peer_spiffe_id`.
-    With ``require_client_cert=False`` a client certificate is optional but still verified when sent.
+    With ``require_client_cert=False`` a client certificate is optional but still verified when sent. Session
+    tickets are issued; the context is rebuilt with a new ticket key every ``ticket_key_lifetime`` seconds.
     """
     verify_mode = ssl.CERT_REQUIRED if require_client_cert else ssl.CERT_OPTIONAL
     outer = _new_server_context(source, verify_mode, cls=SourceSSLContext)
     assert isinstance(outer, SourceSSLContext)
     _bind(outer, source, server_id=None)
+    outer._clock = clock
 
     def pick_newest(sock: ssl.SSLObject | ssl.SSLSocket, _name: str | None, _ctx: ssl.SSLContext) -> None:
         newest = outer._current
         if newest is not outer:
             sock.context = newest
 
-    def on_change() -> None:
+    def replace(reason: str) -> None:
+        outer._renew_after = clock() + ticket_key_lifetime  # also after a failure: no rebuild per connection
         try:
             replacement = _new_server_context(source, verify_mode, cls=ssl.SSLContext)
-            _load_svid(outer, source.x509_svid())  # also refresh the fallback context itself
+            if reason == "change":
+                _load_svid(outer, source.x509_svid())  # also refresh the fallback context itself
         except Exception as exc:  # keep serving with the last good context
             log.warning("TLS server context not refreshed; keeping the previous one: %s", type(exc).__name__)
             return
         outer._current = replacement
-        log.info("TLS server context refreshed for %s", source.x509_svid().spiffe_id)
+        if reason == "change":
+            log.info("TLS server context refreshed for %s", source.x509_svid().spiffe_id)
 
     outer.sni_callback = pick_newest
-    outer._unsubscribe = source.subscribe(on_change)
+    outer._renew_after = clock() + ticket_key_lifetime
+    outer._renew = lambda: replace("ticket key")
+    outer._unsubscribe = source.subscribe(lambda: replace("change"))
     return outer
 
 
@@ -219,10 +261,17 @@ def peer_certificate_chain(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> list[x5
 
     Python 3.13+: the public ``get_unverified_chain()`` (DER bytes). Python 3.11-3.12: the same accessor of the
     C-level object behind the ``ssl`` wrapper (``_sslobj.get_unverified_chain()``, ``_ssl.Certificate`` items);
-    for a server-side connection CPython puts the client's leaf first, as OpenSSL leaves it out. Fails closed
-    with :class:`PeerChainUnavailableError` when neither accessor exists or the peer's chain is not known.
+    for a server-side connection CPython puts the client's leaf first, as OpenSSL leaves it out. A resumed
+    session has no chain: its leaf and the intermediates remembered from that leaf's last full handshake
+    (:mod:`~broker.identity.spiffetls.resumption`). Fails closed with :class:`PeerChainUnavailableError` when
+    neither accessor exists or the peer's chain is not known.
     """
     ders = _unverified_chain_der(ssl_object)
+    if not ders and getattr(ssl_object, "session_reused", False):
+        leaf = ssl_object.getpeercert(binary_form=True)
+        ders = REMEMBERED_INTERMEDIATES.chain_for(leaf) if leaf else []
+    elif getattr(ssl_object, "server_side", False):
+        REMEMBERED_INTERMEDIATES.remember(ders)
     if not ders:
         raise PeerChainUnavailableError("the peer's certificate chain is not available")
     try:
@@ -262,8 +311,8 @@ def _new_server_context(
 ) -> ssl.SSLContext:
     ctx = cls(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.options |= ssl.OP_NO_RENEGOTIATION | ssl.OP_CIPHER_SERVER_PREFERENCE | ssl.OP_NO_TICKET
-    ctx.num_tickets = 0  # TLS 1.3: a ticket-resumed session would carry no peer chain (see the module docstring)
+    ctx.options |= ssl.OP_NO_RENEGOTIATION | ssl.OP_CIPHER_SERVER_PREFERENCE
+    ctx.num_tickets = TICKETS_PER_HANDSHAKE  # a resumed session's chain: broker.identity.spiffetls.resumption
     ctx.verify_mode = verify_mode
     _load_roots(ctx, source.x509_bundles())
     _load_svid(ctx, source.x509_svid())
@@ -282,6 +331,9 @@ def _bind(ctx: SourceSSLContext, source: X509ContextSource, *, server_id: Server
     ctx._source = source
     ctx._current = ctx
     ctx._unsubscribe = None
+    ctx._renew = None
+    ctx._renew_after = float("inf")
+    ctx._clock = time.monotonic
     ctx.server_id = server_id
 
 

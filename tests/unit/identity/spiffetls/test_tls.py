@@ -387,13 +387,14 @@ async def test_peer_check_fails_closed_without_the_peer_chain(
         peer_spiffe_id(leaf_only, server_source.x509_bundles())  # type: ignore[arg-type]
 
 
-def test_server_contexts_issue_no_session_tickets(ca_a: DevCA) -> None:
-    """A ticket-resumed session keeps the peer's leaf but not its chain, so nothing could verify it."""
+def test_server_contexts_issue_one_session_ticket_per_handshake_also_after_rotation(ca_a: DevCA) -> None:
+    """Resumption is on (broker.identity.spiffetls.resumption); the replacement context keeps the same settings."""
     source = InMemorySvidSource(ca_a, SERVER_ID)
     ctx = server_ssl_context(source)
     source.rotate()
     for context in (ctx, ctx.current()):
-        assert context.num_tickets == 0
-        assert context.options & ssl.OP_NO_TICKET
+        assert context.num_tickets == 1
+        assert not context.options & ssl.OP_NO_TICKET
+        assert context.options & ssl.OP_NO_RENEGOTIATION
     assert ctx.current() is not ctx
     ctx.detach()
