@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import _ssl
 import contextlib
+import datetime as dt
 import logging
 import os
 import ssl
@@ -52,6 +53,7 @@ from broker.identity.spiffetls.resumption import (
     TICKET_KEY_LIFETIME,
     TICKETS_PER_HANDSHAKE,
 )
+from broker.identity.spiffetls.verified import VERIFIED_CHAINS, chain_key
 from broker.identity.svid import X509Svid
 from broker.identity.x509svid import Role, verify_x509_svid
 
@@ -230,16 +232,27 @@ def peer_spiffe_id(
 
     The chain is the one the peer sent (:func:`peer_certificate_chain`): the leaf and any intermediates, each
     checked by ``verify_x509_svid`` (signatures, validity, CA constraints, path length, key usage) up to an
-    authority of the leaf's own trust domain, as a peer in ``role`` (its extended key usage). Raises
-    :class:`X509SvidError` if there is no certificate, the chain is not available, or it fails a check.
+    authority of the leaf's own trust domain, as a peer in ``role`` (its extended key usage). A chain verified
+    before, against the same bundle and still inside every validity period, is not verified again
+    (:mod:`~broker.identity.spiffetls.verified`). Raises :class:`X509SvidError` if there is no certificate, the
+    chain is not available, or it fails a check.
     """
-    leaf = peer_certificate(ssl_object)
-    if leaf is None or ssl_object is None:
+    leaf_der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+    if not leaf_der or ssl_object is None:
         raise NoPeerCertificateError("no peer certificate")
-    chain = peer_certificate_chain(ssl_object)
-    if chain[0] != leaf:
+    ders = _peer_chain_der(ssl_object)
+    if ders[0] != leaf_der:
         raise PeerChainUnavailableError("the peer chain does not start with the peer certificate")
-    return verify_x509_svid(chain, bundles, role=role), leaf
+    key = chain_key(ders, role)
+    known = VERIFIED_CHAINS.lookup(key, bundles, dt.datetime.now(dt.UTC))
+    if known is not None:
+        return known.spiffe_id, known.leaf
+    chain = _parsed(ders)
+    spiffe_id = verify_x509_svid(chain, bundles, role=role)
+    bundle = bundles.get(spiffe_id.trust_domain)
+    if bundle is not None:
+        VERIFIED_CHAINS.keep(key, spiffe_id, chain, bundle)
+    return spiffe_id, chain[0]
 
 
 def check_server_id(
@@ -266,6 +279,10 @@ def peer_certificate_chain(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> list[x5
     (:mod:`~broker.identity.spiffetls.resumption`). Fails closed with :class:`PeerChainUnavailableError` when
     neither accessor exists or the peer's chain is not known.
     """
+    return _parsed(_peer_chain_der(ssl_object))
+
+
+def _peer_chain_der(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> list[bytes]:
     ders = _unverified_chain_der(ssl_object)
     if not ders and getattr(ssl_object, "session_reused", False):
         leaf = ssl_object.getpeercert(binary_form=True)
@@ -274,6 +291,10 @@ def peer_certificate_chain(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> list[x5
         REMEMBERED_INTERMEDIATES.remember(ders)
     if not ders:
         raise PeerChainUnavailableError("the peer's certificate chain is not available")
+    return ders
+
+
+def _parsed(ders: list[bytes]) -> list[x509.Certificate]:
     try:
         return [x509.load_der_x509_certificate(der) for der in ders]
     except ValueError:
