@@ -63,7 +63,7 @@ async def fetch_token(
     except aiohttp.ClientResponseError:  # the answer was not HTTP/1.1 at all
         raise SidecarError("not_a_sidecar", await _not_http_reason(socket_path), status=0) from None
     except NETWORK_ERRORS as exc:
-        if socket_path.exists() and looks_like_http2(await _first_bytes(socket_path)):
+        if looks_like_http2(await _first_bytes(socket_path)):
             # An HTTP/2 server may close before the request is read (uvloop reports the reset first).
             raise SidecarError("not_a_sidecar", await _not_http_reason(socket_path), status=0) from None
         reason = str(exc) or type(exc).__name__

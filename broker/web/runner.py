@@ -21,7 +21,12 @@ from broker.web.access_log import RouteAccessLogger
 from broker.web.protocol import HardenedRequestHandler, ListenerLimits
 from broker.web.tls_buffer import tls_protocol_factory
 
-__all__ = ["HardenedAppRunner", "start_sock_site", "start_tcp_site"]
+__all__ = ["LISTEN_BACKLOG", "HardenedAppRunner", "start_sock_site", "start_tcp_site"]
+
+LISTEN_BACKLOG = 1024
+"""Connections the kernel queues for each listener before ``accept`` (capped by ``net.core.somaxconn``). aiohttp's
+default, 128, refuses part of a burst of a few hundred connects on a Unix socket (``EAGAIN``) when the loop accepts
+one connection per iteration, as uvloop does: 200 apps asking the sidecar at once is such a burst."""
 
 
 class _HardenedServer(web.Server):
@@ -75,7 +80,7 @@ class _TCPSite(web.TCPSite):
         ssl_context: ssl.SSLContext | None,
         tls_read_buffer: int = 0,
     ):
-        super().__init__(runner, host, port, ssl_context=ssl_context)
+        super().__init__(runner, host, port, ssl_context=ssl_context, backlog=LISTEN_BACKLOG)
         self._handshake_timeout = runner.limits.handshake_timeout if ssl_context is not None else None
         self._tls_read_buffer = tls_read_buffer
 
@@ -121,7 +126,7 @@ async def start_tcp_site(
 async def start_sock_site(runner: HardenedAppRunner, sock: socket.socket) -> None:
     """Serve ``runner`` (plain HTTP) on an already bound socket; the socket is closed if that fails."""
     try:
-        await web.SockSite(runner, sock).start()
+        await web.SockSite(runner, sock, backlog=LISTEN_BACKLOG).start()
     except BaseException:
         sock.close()
         raise

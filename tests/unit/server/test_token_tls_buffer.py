@@ -30,6 +30,10 @@ from broker.tokens.policy import FilePolicyStore
 from broker.web.tls_buffer import DEFAULT_TLS_READ_BUFFER
 from tests.unit.server.token_service_helpers import API, BROKER_ID, CLIENT_ID, ISSUER, POLICY, client_context
 
+# The buffer measured is asyncio's TLS protocol's: on asyncio's loop also when the suite runs on uvloop
+# (tests/conftest.py; tests/unit/web/test_tls_buffer.py has the uvloop listener's test).
+pytestmark = pytest.mark.standard_event_loop
+
 BIG = 200 * 1024  # over the 64 KiB limit of /token, and over 11 TLS records
 FORM = f"grant_type={GRANT_CLIENT_CREDENTIALS}&audience={API}"
 

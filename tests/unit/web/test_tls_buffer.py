@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from typing import cast
 
 import pytest
+import uvloop
 from aiohttp import web
 
 from broker.devtools.devca import DevCA
@@ -20,6 +21,10 @@ from broker.identity.spiffeid import SpiffeId
 from broker.identity.spiffetls.context import server_ssl_context
 from broker.web import HardenedAppRunner, ListenerLimits, start_tcp_site, tls_buffer
 from broker.web.tls_buffer import DEFAULT_TLS_READ_BUFFER, python_tls_read_buffer, tls_protocol_factory
+
+# What these tests measure is asyncio's own TLS protocol, so they run on asyncio's loop also when the suite runs
+# on uvloop (tests/conftest.py); what a listener does on uvloop is the last test's.
+pytestmark = pytest.mark.standard_event_loop
 
 PYTHON_DEFAULT = 256 * 1024
 
@@ -153,3 +158,42 @@ async def test_zero_means_python_s_default_without_a_word() -> None:
     made = tls_protocol_factory(web.Server(_never), ssl.create_default_context(), read_buffer=0,
                                 handshake_timeout=None, loop=asyncio.get_running_loop())  # fmt: skip
     assert made is None
+
+
+def test_on_uvloop_a_sized_listener_serves_with_uvloop_s_own_tls_buffer() -> None:
+    """uvloop's TLS protocol is compiled and not sized here: the listener falls back to ``ssl=`` and serves."""
+
+    async def ask() -> tuple[str | None, int, bytes]:
+        async with listener_on_any_loop(DEFAULT_TLS_READ_BUFFER) as port:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client())
+            writer.write(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            async with asyncio.timeout(5):
+                reply = await reader.read()
+            writer.close()
+        loop = asyncio.get_running_loop()
+        return tls_buffer.unsupported_reason(loop), int(reply.split()[1]), reply.partition(b"\r\n\r\n")[2]
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        reason, status, body = runner.run(ask())
+    assert reason is not None and "uvloop" in reason
+    assert (status, body) == (200, b"served")
+
+
+@asynccontextmanager
+async def listener_on_any_loop(read_buffer: int) -> AsyncIterator[int]:
+    """A TLS listener that answers ``served`` without looking at the loop's TLS internals; yields its port."""
+    source = InMemorySvidSource(DevCA.ephemeral("example.org"), SpiffeId.parse("spiffe://example.org/svc"))
+    context = server_ssl_context(source, require_client_cert=False)
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(text="served")
+
+    app = web.Application()
+    app.router.add_get("/", handler)
+    runner = HardenedAppRunner(app)
+    await runner.setup()
+    try:
+        yield await start_tcp_site(runner, "127.0.0.1", 0, ssl_context=context, tls_read_buffer=read_buffer)
+    finally:
+        await runner.cleanup()
+        context.detach()
