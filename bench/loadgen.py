@@ -26,11 +26,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 import math
 import resource
-import secrets
 import ssl
 import time
 from collections import Counter
@@ -40,52 +38,16 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+from bench.assertion_signer import AssertionSigner
+from bench.loadgen_grpc import grpc_senders
+from bench.loadgen_once import TlsCounters, content_length, request_once
 
 __all__ = ["AssertionSigner", "LoadSpec", "main", "percentile", "run_load"]
 
 Send = Callable[[], Awaitable[tuple[int, int]]]
 # Makes the next request (for assertions: signs its body) before its clock starts; returns how to send it.
 Prepare = Callable[[], Send]
-
-JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-ASSERTION_FIELDS = b"&client_assertion_type=" + JWT_BEARER.replace(":", "%3A").encode() + b"&client_assertion="
-ASSERTION_LIFETIME = 30
-ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
-
-
-def _b64url(data: bytes) -> bytes:
-    return base64.urlsafe_b64encode(data).rstrip(b"=")
-
-
-@dataclass(frozen=True)
-class AssertionSigner:
-    """Signs one fresh ES256 ``private_key_jwt`` assertion per call (RFC 7523 §3), independent of the broker's code."""
-
-    key: ec.EllipticCurvePrivateKey = field(repr=False)
-    kid: str
-    client_id: str
-    audience: str
-
-    @classmethod
-    def from_pem(cls, pem: bytes, *, kid: str, client_id: str, audience: str) -> AssertionSigner:
-        key = serialization.load_pem_private_key(pem, password=None)
-        if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
-            raise ValueError("--assertion-key must be a P-256 private key (ES256)")
-        return cls(key, kid, client_id, audience)
-
-    def form_suffix(self) -> bytes:
-        """``&client_assertion_type=...&client_assertion=<a fresh JWT>`` (base64url and dots need no escaping)."""
-        header = _b64url(json.dumps({"alg": "ES256", "kid": self.kid, "typ": "JWT"}).encode())
-        now = int(time.time())
-        claims = {"iss": self.client_id, "sub": self.client_id, "aud": self.audience, "iat": now,
-                  "exp": now + ASSERTION_LIFETIME, "jti": secrets.token_urlsafe(16)}  # fmt: skip
-        signing_input = header + b"." + _b64url(json.dumps(claims, separators=(",", ":")).encode())
-        r, s = decode_dss_signature(self.key.sign(signing_input, ECDSA_SHA256))
-        signature = _b64url(r.to_bytes(32, "big") + s.to_bytes(32, "big"))
-        return ASSERTION_FIELDS + signing_input + b"." + signature
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -105,6 +67,9 @@ class LoadSpec:
     warmup: float = 0.5
     client: str = "raw"
     assertions: AssertionSigner | None = None
+    new_connection: bool = False
+    resume: bool = False
+    grpc_audience: str | None = None
 
 
 def percentile(sorted_values: list[int], fraction: float) -> int:
@@ -113,15 +78,6 @@ def percentile(sorted_values: list[int], fraction: float) -> int:
         return 0
     index = min(len(sorted_values) - 1, max(0, math.ceil(fraction * len(sorted_values)) - 1))
     return sorted_values[index]
-
-
-def _content_length(head: bytes) -> int:
-    """The ``content-length`` of a lower-cased response head (0 if absent: the servers here always send it)."""
-    at = head.find(b"\r\ncontent-length:")
-    if at < 0:
-        return 0
-    end = head.find(b"\r\n", at + 2)
-    return int(head[at + 17 : end if end > 0 else len(head)])
 
 
 class _Connection(asyncio.Protocol):
@@ -145,7 +101,7 @@ class _Connection(asyncio.Protocol):
         if end < 0:
             return
         head = bytes(self._buffer[:end]).lower()
-        length = _content_length(head)
+        length = content_length(head)
         total = end + 4 + length
         if len(self._buffer) < total:
             return
@@ -172,6 +128,8 @@ class _Connection(asyncio.Protocol):
 def _raw_request(spec: LoadSpec, body: bytes | None = None) -> bytes:
     body = spec.body if body is None else body
     lines = [f"{spec.method} {spec.path} HTTP/1.1", "Host: localhost", "User-Agent: bench"]
+    if spec.new_connection:
+        lines.append("Connection: close")
     if body or spec.method == "POST":
         lines += [
             f"Content-Type: {spec.content_type or 'application/octet-stream'}",
@@ -219,6 +177,41 @@ async def _raw_senders(spec: LoadSpec) -> tuple[list[Prepare], Callable[[], Awai
         await asyncio.sleep(0)
 
     return [sender(connection) for connection in connections], close
+
+
+async def _once_senders(spec: LoadSpec, counters: TlsCounters) -> tuple[list[Prepare], Callable[[], Awaitable[None]]]:
+    """New-connection mode (:mod:`bench.loadgen_once`): each worker offers its last session if ``spec.resume``."""
+    if spec.tcp is None or spec.ssl_context is None:
+        raise ValueError("--new-connection needs --tcp and --tls-ca")
+    address, context = spec.tcp, spec.ssl_context
+    signer = spec.assertions
+
+    def sender() -> Prepare:
+        saved: list[ssl.SSLSession | None] = [None]
+
+        async def send(data: bytes) -> tuple[int, int]:
+            status, length, session = await request_once(address, context, data, saved[0], counters)
+            saved[0] = session if spec.resume else None
+            return status, length
+
+        fixed = _raw_request(spec)
+
+        def prepare() -> Send:
+            data = _raw_request(spec, spec.body + signer.form_suffix()) if signer is not None else fixed
+            return lambda: send(data)
+
+        return prepare
+
+    async def close() -> None:
+        await asyncio.sleep(0)
+
+    return [sender() for _ in range(spec.concurrency)], close
+
+
+async def _grpc_prepares(spec: LoadSpec) -> tuple[list[Prepare], Callable[[], Awaitable[None]]]:
+    assert spec.unix is not None and spec.grpc_audience is not None
+    sends, close = await grpc_senders(spec.unix, spec.grpc_audience, spec.concurrency)
+    return [_fixed(send) for send in sends], close
 
 
 async def _aiohttp_senders(spec: LoadSpec) -> tuple[list[Prepare], Callable[[], Awaitable[None]]]:
@@ -274,7 +267,7 @@ async def _worker(prepare: Prepare, phase: _Phase) -> None:
         started = clock()
         try:
             status, size = await send()
-        except (ConnectionError, aiohttp.ClientError):
+        except (ConnectionError, OSError, aiohttp.ClientError):
             phase.errors += 1
             return
         if phase.record:
@@ -296,8 +289,13 @@ def _cpu_seconds() -> float:
 
 async def run_load(spec: LoadSpec) -> dict[str, Any]:
     """Warm up for ``spec.warmup`` seconds, then measure ``spec.requests`` requests or ``spec.duration`` s."""
-    make = _raw_senders if spec.client == "raw" else _aiohttp_senders
-    senders, close = await make(spec)
+    counters = TlsCounters()
+    if spec.grpc_audience is not None:
+        senders, close = await _grpc_prepares(spec)
+    elif spec.new_connection:
+        senders, close = await _once_senders(spec, counters)
+    else:
+        senders, close = await (_raw_senders if spec.client == "raw" else _aiohttp_senders)(spec)
     warm = _Phase(deadline=time.perf_counter() + spec.warmup, remaining=None, record=True)
     try:
         if spec.warmup > 0:
@@ -328,6 +326,9 @@ async def run_load(spec: LoadSpec) -> dict[str, Any]:
         "generator_cpu_us_per_request": round(cpu_used / len(latencies) * 1e6, 1) if latencies else None,
         "response_bytes": measured.size,
         "statuses": {str(code): count for code, count in sorted(measured.statuses.items())},
+        "mode": "grpc" if spec.grpc_audience else "new_connection" if spec.new_connection else "keep_alive",
+        "tls_connections": counters.connections,
+        "tls_resumed": counters.resumed,
     }
 
 
@@ -365,6 +366,9 @@ def _parse_args(argv: list[str] | None) -> LoadSpec:
     parser.add_argument("--assertion-kid", help="the assertions' kid (the registered JWK's)")
     parser.add_argument("--client-id", help="the assertions' iss and sub")
     parser.add_argument("--audience-claim", help="the assertions' aud: the token service's issuer identifier")
+    parser.add_argument("--new-connection", action="store_true", help="a new TCP+TLS connection per request")
+    parser.add_argument("--resume", action="store_true", help="with --new-connection: offer the last TLS session")
+    parser.add_argument("--grpc-jwt-audience", help="Workload API FetchJWTSVID over --unix for this audience")
     args = parser.parse_args(argv)
     assertions = None
     if args.assertion_key is not None:
@@ -395,6 +399,9 @@ def _parse_args(argv: list[str] | None) -> LoadSpec:
         warmup=args.warmup,
         client=args.client,
         assertions=assertions,
+        new_connection=args.new_connection,
+        resume=args.resume,
+        grpc_audience=args.grpc_jwt_audience,
     )
 
 

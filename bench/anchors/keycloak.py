@@ -3,7 +3,8 @@
 * The distribution is ``org.keycloak:keycloak-quarkus-dist:26.7.3`` (zip, checked against Maven Central's
   ``.sha1``), cached with its unpacked tree under ``~/.cache/spiffe-broker/keycloak-26.7.3/``.
 * ``kc.sh build`` runs once per set of build options (``--db=dev-file``, ``--health-enabled=true``, the features
-  ``spiffe`` and ``client-auth-federated``, local caches, ``https-client-auth=request``); a marker file records the options last built.
+  ``spiffe`` and ``client-auth-federated``, local caches, ``https-client-auth=request``); a marker file records
+  the options last built.
 * ``kc.sh start --optimized``: HTTPS only on 127.0.0.1 with a P-256 certificate from the test CA
   (:mod:`bench.anchors.tlsfiles`), ``truststore-paths`` holding the test root (for
   the bundle endpoint) and the broker's dev CA (for client X.509-SVIDs), the embedded H2 file database (its
