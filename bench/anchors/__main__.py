@@ -31,7 +31,7 @@ from bench.anchors.report import render
 from bench.anchors.samples import describe_token, post_form
 from bench.anchors.scenarios import Shape, run_scenario, warm_up
 from bench.anchors.targets import broker_bodies, build_scenarios, keycloak_bodies
-from bench.anchors.testbed import Bed, measured, started
+from bench.anchors.testbed import Bed, everything, started
 from bench.procs import MachineLoad, cpu_count, wait_for_quiet
 from bench.report import machine_info
 
@@ -97,7 +97,7 @@ def _measure(bed: Bed, args: argparse.Namespace, plan: Plan, results: dict[str, 
     scenarios = build_scenarios(bed, args.only, token_shape=token, cached_shape=cached)
     results["samples"] = _samples(bed, args.only)
     loads = results.setdefault("machine_load", {})
-    meter = MachineLoad(children=lambda: measured(bed))
+    meter = MachineLoad(children=lambda: everything(bed))
     keycloak_loads = [s for s in scenarios if s.anchor.name == "keycloak"]
     if keycloak_loads:
         meter.start()
@@ -127,6 +127,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         results["versions"] = bed.facts
         results["cpus"] = {"servers": [0], "generator": sorted(_generator_cpus() or [])}
         _measure(bed, args, plan, results)
+        if bed.bundle is not None:
+            results["versions"]["keycloak"]["bundle_endpoint_requests"] = bed.bundle.requests
         if args.keep:
             results["run_dir"] = str(bed.stack.files.root)
     results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")

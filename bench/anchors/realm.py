@@ -9,8 +9,6 @@
   ``workload-spiffe``: authenticator ``federated-jwt`` with ``jwt.credential.issuer`` = the provider's alias and
   ``jwt.credential.sub`` = the workload's SPIFFE ID; it takes a JWT-SVID as ``client_assertion`` with
   ``client_assertion_type = urn:ietf:params:oauth:client-assertion-type:jwt-spiffe``.
-* ``workload-jwt``: authenticator ``client-jwt`` (``private_key_jwt``) with the assertion key's JWKS, kept as the
-  fallback anchor for scenario 2.
 """
 
 from __future__ import annotations
@@ -35,7 +33,6 @@ class RealmSpec:
     spiffe_id: str
     trust_domain: str
     bundle_endpoint: str
-    assertion_jwks: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -82,7 +79,7 @@ def _ecdsa_key(admin: Admin, realm_id: str) -> None:
 
 
 def configure_realm(admin: Admin, spec: RealmSpec) -> dict[str, Any]:
-    """Create the realm, its ES256 key, the SPIFFE provider and the three clients; return what was created."""
+    """Create the realm, its ES256 key, the SPIFFE provider and the two clients; return what was created."""
     admin.call("POST", "", {"realm": REALM, "enabled": True, "defaultSignatureAlgorithm": "ES256"})
     realm_id = admin.call("GET", f"/{REALM}")["id"]
     _ecdsa_key(admin, realm_id)
@@ -94,7 +91,6 @@ def configure_realm(admin: Admin, spec: RealmSpec) -> dict[str, Any]:
     admin.call("POST", f"/{REALM}/identity-provider/instances", provider)
     federated = {"jwt.credential.issuer": "spiffe", "jwt.credential.sub": spec.spiffe_id}
     admin.call("POST", f"/{REALM}/clients", _service_client("workload-spiffe", "federated-jwt", federated))
-    jwt = {"use.jwks.string": "true", "jwks.string": json.dumps(spec.assertion_jwks),
-           "token.endpoint.auth.signing.alg": "ES256"}  # fmt: skip
-    admin.call("POST", f"/{REALM}/clients", _service_client("workload-jwt", "client-jwt", jwt))
-    return {"realm": REALM, "clients": ["workload-mtls", "workload-spiffe", "workload-jwt"], "provider": provider}
+    features = admin.call("GET", f"/{REALM}/identity-provider/instances/spiffe")
+    return {"realm": REALM, "clients": {"workload-mtls": mtls, "workload-spiffe": federated},
+            "provider": {key: features[key] for key in ("alias", "providerId", "config")}}  # fmt: skip

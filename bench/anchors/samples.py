@@ -49,4 +49,6 @@ def describe_token(status: int, body: bytes, *, what: str) -> dict[str, Any]:
         "typ": header.get("typ"),
         "claims": sorted(claims),
         "cnf": sorted(claims.get("cnf", {})),
+        "client_id": claims.get("client_id"),
+        "scope": claims.get("scope"),
     }

@@ -37,6 +37,12 @@ class BenchSpire(SpireDeployment):
             raise SpireError("the agent is not running")
         return Child("spire-agent", self._agent, self.root / "agent.log", None)
 
+    def server_child(self) -> Child:
+        """The server as a :class:`bench.procs.Child` (for the machine-load split)."""
+        if self._server is None:
+            raise SpireError("the server is not running")
+        return Child("spire-server", self._server, self.root / "server.log", None)
+
     def jwt_svid_ready(self, audience: str) -> bool:
         done = subprocess.run(
             [str(self.binaries.agent), "api", "fetch", "jwt", "-audience", audience, "-socketPath",

@@ -26,7 +26,7 @@ from bench.anchors.tlsfiles import TestCa, write_test_ca
 from bench.procs import Child, cpu_count, pin
 from bench.stack import AUDIENCE, WORKLOAD_ID, BrokerStack
 
-__all__ = ["Bed", "started"]
+__all__ = ["Bed", "everything", "measured", "started"]
 
 
 @dataclass
@@ -36,6 +36,7 @@ class Bed:
     keycloak: keycloak.KeycloakProcess | None = None
     spire: BenchSpire | None = None
     spire_agent: Child | None = None
+    bundle: BundleEndpoint | None = None
     facts: dict[str, Any] = field(default_factory=dict)
 
 
@@ -49,7 +50,7 @@ def _start_keycloak(bed: Bed, stop: contextlib.ExitStack) -> None:
     admin = Admin.login(f"https://127.0.0.1:{bed.keycloak.port}", context, *keycloak.ADMIN)
     domain = WORKLOAD_ID.trust_domain.id_string()
     spec = RealmSpec(subject_dn="O=SPIRE", spiffe_id=str(WORKLOAD_ID), trust_domain=domain,
-                     bundle_endpoint=bundle.url, assertion_jwks={"keys": []})  # fmt: skip
+                     bundle_endpoint=bundle.url)  # fmt: skip
     bed.facts["keycloak"] = {
         "version": keycloak.KEYCLOAK_VERSION,
         "java": keycloak.java_version(),
@@ -59,6 +60,7 @@ def _start_keycloak(bed: Bed, stop: contextlib.ExitStack) -> None:
         "mode": "kc.sh start --optimized (production mode)",
         "realm": configure_realm(admin, spec),
     }
+    bed.bundle = bundle
 
 
 def _start_spire(bed: Bed, stop: contextlib.ExitStack) -> None:
@@ -97,4 +99,14 @@ def measured(bed: Bed) -> list[Child]:
         found.append(bed.keycloak)
     if bed.spire_agent is not None:
         found.append(bed.spire_agent)
+    return found
+
+
+def everything(bed: Bed) -> list[Child]:
+    """Every long-running process the harness started (what ``machine_load`` counts as the benchmark's own)."""
+    found = list(bed.stack.children.values())
+    if bed.keycloak is not None:
+        found.append(bed.keycloak)
+    if bed.spire is not None:
+        found += [bed.spire.server_child(), bed.spire.agent_child()]
     return found
