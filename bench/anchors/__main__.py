@@ -31,7 +31,7 @@ from bench.anchors.report import render
 from bench.anchors.samples import describe_token, post_form
 from bench.anchors.scenarios import Shape, run_scenario, warm_up
 from bench.anchors.targets import broker_bodies, build_scenarios, keycloak_bodies
-from bench.anchors.testbed import Bed, everything, started
+from bench.anchors.testbed import Bed, everything, measured, started
 from bench.procs import MachineLoad, cpu_count, wait_for_quiet
 from bench.report import machine_info
 
@@ -111,6 +111,7 @@ def _measure(bed: Bed, args: argparse.Namespace, plan: Plan, results: dict[str, 
         results["scenarios"][scenario.name] = found
         loads[scenario.name] = meter.stop()
         print(f"{scenario.name}: done", file=sys.stderr, flush=True)
+    results["rss_mib_at_end"] = {child.name: round(child.memory_kib()["VmRSS"] / 1024, 1) for child in measured(bed)}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
