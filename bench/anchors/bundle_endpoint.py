@@ -1,8 +1,15 @@
 """A tiny HTTPS SPIFFE bundle endpoint (a thread in the harness) for Keycloak's ``spiffe`` identity provider.
 
 It serves the broker dev CA's JWT authorities as a SPIFFE bundle in JWKS form (keys with ``use: jwt-svid``, plus
-``spiffe_sequence`` and ``spiffe_refresh_hint``) at ``/bundle`` over TLS with the test CA's 127.0.0.1
+``spiffe_sequence``) at ``/bundle`` over TLS with the test CA's 127.0.0.1
 certificate, which Keycloak trusts through ``truststore-paths``. Keycloak caches the keys, so it is asked once.
+
+No ``spiffe_refresh_hint``: Keycloak 26.7.3 (read from its bytecode: ``SpiffeBundleEndpointLoader.loadKeys`` and
+``InfinispanPublicKeyStorageProvider.isExpired``) passes the hint, which the SPIFFE bundle format defines in
+seconds, as the key set's expiration time, which the key cache reads as epoch milliseconds. Any real hint is
+therefore already past: every JWT-SVID check then tries to reload the keys, is throttled to one fetch per 10 s,
+and logs a warning (seen in the first runs: hundreds of warnings and a bundle fetch every 10 s). Without a hint
+the keys never expire and are reloaded only for an unknown ``kid``.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ class BundleEndpoint:
 
     def __init__(self, jwks: bytes, ca: TestCa) -> None:
         document = json.loads(jwks)
-        document.update({"spiffe_sequence": 1, "spiffe_refresh_hint": 300})
+        document["spiffe_sequence"] = 1
         body = json.dumps(document).encode()
         self.requests = 0
         endpoint = self

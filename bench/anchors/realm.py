@@ -3,7 +3,8 @@
 * An ``ecdsa-generated`` P-256 key provider and ``defaultSignatureAlgorithm = ES256``: Keycloak signs its access
   tokens with ES256 like the broker (its default would be RS256, about ten times the signing cost).
 * ``workload-mtls``: confidential, service account only, authenticator ``client-x509`` (RFC 8705
-  ``tls_client_auth``), the client certificate's subject DN matched exactly, and
+  ``tls_client_auth``), the client certificate's and its CA's subject DNs matched exactly (without the CA's,
+  Keycloak logs a deprecation warning on every request), and
   ``tls.client.certificate.bound.access.tokens = true`` (``cnf.x5t#S256`` in the token).
 * ``spiffe`` identity provider (``providerId: spiffe``; ``trustDomain``, ``bundleEndpoint``) and
   ``workload-spiffe``: authenticator ``federated-jwt`` with ``jwt.credential.issuer`` = the provider's alias and
@@ -30,6 +31,7 @@ class RealmSpec:
     """What the realm needs to know about the workload."""
 
     subject_dn: str
+    ca_subject_dn: str
     spiffe_id: str
     trust_domain: str
     bundle_endpoint: str
@@ -83,7 +85,8 @@ def configure_realm(admin: Admin, spec: RealmSpec) -> dict[str, Any]:
     admin.call("POST", "", {"realm": REALM, "enabled": True, "defaultSignatureAlgorithm": "ES256"})
     realm_id = admin.call("GET", f"/{REALM}")["id"]
     _ecdsa_key(admin, realm_id)
-    mtls = {"x509.subjectdn": spec.subject_dn, "x509.allow.regex.pattern.comparison": "false",
+    mtls = {"x509.subjectdn": spec.subject_dn, "x509.casubjectdn": spec.ca_subject_dn,
+            "x509.allow.regex.pattern.comparison": "false",
             "tls.client.certificate.bound.access.tokens": "true"}  # fmt: skip
     admin.call("POST", f"/{REALM}/clients", _service_client("workload-mtls", "client-x509", mtls))
     provider = {"alias": "spiffe", "providerId": "spiffe", "enabled": True,

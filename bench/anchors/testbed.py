@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from cryptography.x509.oid import NameOID
+
 from bench.anchors import keycloak
 from bench.anchors.bundle_endpoint import BundleEndpoint
 from bench.anchors.realm import Admin, RealmSpec, configure_realm
@@ -49,7 +51,9 @@ def _start_keycloak(bed: Bed, stop: contextlib.ExitStack) -> None:
     context.check_hostname = False
     admin = Admin.login(f"https://127.0.0.1:{bed.keycloak.port}", context, *keycloak.ADMIN)
     domain = WORKLOAD_ID.trust_domain.id_string()
-    spec = RealmSpec(subject_dn="O=SPIRE", spiffe_id=str(WORKLOAD_ID), trust_domain=domain,
+    names = {NameOID.SERIAL_NUMBER: "SERIALNUMBER"}  # Java's keyword for 2.5.4.5
+    ca_dn = stack.ca.ca_cert.subject.rfc4514_string(names)
+    spec = RealmSpec(subject_dn="O=SPIRE", ca_subject_dn=ca_dn, spiffe_id=str(WORKLOAD_ID), trust_domain=domain,
                      bundle_endpoint=bundle.url)  # fmt: skip
     bed.facts["keycloak"] = {
         "version": keycloak.KEYCLOAK_VERSION,
