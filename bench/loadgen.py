@@ -20,13 +20,16 @@ request carries a FRESH RFC 7523 ``private_key_jwt`` assertion appended to the `
 is single-use: the server's replay cache refuses a repeat). It is ES256-signed in this process before the
 request's clock starts (``iss`` = ``sub`` = the client id, ``aud`` = the issuer, ``iat`` now, ``exp`` now + 30 s,
 a random ``jti``), so the latency excludes the signing and the generator's CPU per request includes it.
+
+Two more modes (each in its own module): ``--new-connection`` (:mod:`bench.loadgen_once`: a new TCP + TLS
+connection per request, ``--resume`` to offer the previous session) and ``--grpc-jwt-audience AUD``
+(:mod:`bench.loadgen_grpc`: the Workload API's ``FetchJWTSVID`` over ``--unix``). The command line is in
+:mod:`bench.loadgen_cli`.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import math
 import resource
 import ssl
@@ -34,7 +37,6 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -43,7 +45,7 @@ from bench.assertion_signer import AssertionSigner
 from bench.loadgen_grpc import grpc_senders
 from bench.loadgen_once import TlsCounters, content_length, request_once
 
-__all__ = ["AssertionSigner", "LoadSpec", "main", "percentile", "run_load"]
+__all__ = ["AssertionSigner", "LoadSpec", "percentile", "run_load"]
 
 Send = Callable[[], Awaitable[tuple[int, int]]]
 # Makes the next request (for assertions: signs its body) before its clock starts; returns how to send it.
@@ -332,83 +334,7 @@ async def run_load(spec: LoadSpec) -> dict[str, Any]:
     }
 
 
-def client_tls_context(ca: Path, cert: Path | None, key: Path | None) -> ssl.SSLContext:
-    """mTLS client context: our certificate (none if ``cert`` is None), the server verified against ``ca`` (no host
-    name check)."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_REQUIRED
-    context.load_verify_locations(cafile=str(ca))
-    if cert is not None:
-        context.load_cert_chain(certfile=str(cert), keyfile=str(key) if key is not None else None)
-    return context
-
-
-def _parse_args(argv: list[str] | None) -> LoadSpec:
-    parser = argparse.ArgumentParser(prog="python -m bench.loadgen", description=__doc__.splitlines()[0])
-    where = parser.add_mutually_exclusive_group(required=True)
-    where.add_argument("--unix", help="Unix socket path")
-    where.add_argument("--tcp", help="HOST:PORT")
-    parser.add_argument("--tls-ca", type=Path)
-    parser.add_argument("--tls-cert", type=Path)
-    parser.add_argument("--tls-key", type=Path)
-    parser.add_argument("--method", default="GET", choices=["GET", "POST"])
-    parser.add_argument("--path", default="/")
-    parser.add_argument("--body-file", type=Path, help="request body (POST)")
-    parser.add_argument("--content-type")
-    parser.add_argument("--concurrency", type=int, default=1)
-    parser.add_argument("--duration", type=float, default=2.0, help="measured seconds (unless --requests)")
-    parser.add_argument("--requests", type=int, help="measure exactly this many requests instead")
-    parser.add_argument("--warmup", type=float, default=0.5, help="seconds of unmeasured requests first")
-    parser.add_argument("--client", choices=["raw", "aiohttp"], default="raw")
-    parser.add_argument("--assertion-key", type=Path, help="P-256 private key (PEM): a fresh assertion per request")
-    parser.add_argument("--assertion-kid", help="the assertions' kid (the registered JWK's)")
-    parser.add_argument("--client-id", help="the assertions' iss and sub")
-    parser.add_argument("--audience-claim", help="the assertions' aud: the token service's issuer identifier")
-    parser.add_argument("--new-connection", action="store_true", help="a new TCP+TLS connection per request")
-    parser.add_argument("--resume", action="store_true", help="with --new-connection: offer the last TLS session")
-    parser.add_argument("--grpc-jwt-audience", help="Workload API FetchJWTSVID over --unix for this audience")
-    args = parser.parse_args(argv)
-    assertions = None
-    if args.assertion_key is not None:
-        if not (args.assertion_kid and args.client_id and args.audience_claim):
-            parser.error("--assertion-key needs --assertion-kid, --client-id and --audience-claim")
-        assertions = AssertionSigner.from_pem(
-            args.assertion_key.read_bytes(), kid=args.assertion_kid, client_id=args.client_id,
-            audience=args.audience_claim,
-        )  # fmt: skip
-    tcp = None
-    if args.tcp:
-        host, _, port = args.tcp.rpartition(":")
-        tcp = (host, int(port))
-    context = None
-    if args.tls_ca is not None:
-        context = client_tls_context(args.tls_ca, args.tls_cert, args.tls_key)
-    return LoadSpec(
-        unix=args.unix,
-        tcp=tcp,
-        ssl_context=context,
-        method=args.method,
-        path=args.path,
-        body=args.body_file.read_bytes() if args.body_file else b"",
-        content_type=args.content_type,
-        concurrency=args.concurrency,
-        duration=args.duration,
-        requests=args.requests,
-        warmup=args.warmup,
-        client=args.client,
-        assertions=assertions,
-        new_connection=args.new_connection,
-        resume=args.resume,
-        grpc_audience=args.grpc_jwt_audience,
-    )
-
-
-def main(argv: list[str] | None = None) -> None:
-    spec = _parse_args(argv)
-    print(json.dumps(asyncio.run(run_load(spec))), flush=True)
-
-
 if __name__ == "__main__":
+    from bench.loadgen_cli import main
+
     main()
