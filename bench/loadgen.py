@@ -331,6 +331,7 @@ async def run_load(spec: LoadSpec) -> dict[str, Any]:
         "mode": "grpc" if spec.grpc_audience else "new_connection" if spec.new_connection else "keep_alive",
         "tls_connections": counters.connections,
         "tls_resumed": counters.resumed,
+        "tls": f"{counters.version} {counters.cipher}".strip(),
     }
 
 

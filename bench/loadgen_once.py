@@ -25,10 +25,12 @@ CHUNK = 65536
 
 @dataclass
 class TlsCounters:
-    """Connections made and how many of them resumed a session."""
+    """Connections made, how many of them resumed a session, and the last one's TLS version and cipher suite."""
 
     connections: int = 0
     resumed: int = 0
+    version: str = ""
+    cipher: str = ""
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,7 @@ async def request_once(
         status, length = await wire.exchange(data)
         counters.connections += 1
         counters.resumed += int(tls.session_reused)
+        counters.version, counters.cipher = tls.version() or "", (tls.cipher() or ("",))[0]
         return status, length, tls.session
     except ssl.SSLError as error:
         raise ConnectionError(f"TLS: {error}") from error

@@ -9,7 +9,7 @@
 
 Method: start everything (:mod:`bench.anchors.testbed`), pin the measured processes to CPU 0 and the load
 generator to CPU 1, send one request per HTTPS side and record its token's shape, warm Keycloak's JIT with the
-same loads (:func:`bench.anchors.scenarios.warm_up`, at least 2 minutes in a full run), then run each scenario's
+same loads (:func:`bench.anchors.scenarios.warm_up`, 3 minutes in a full run), then run each scenario's
 alternated rounds (:mod:`bench.anchors.scenarios`). Other processes' CPU use is recorded for every part
 (``machine_load``), as ``python -m bench`` does. Not part of CI. Results: docs/benchmarks.md, "Anchors".
 """
@@ -49,7 +49,7 @@ class Plan:
     jit_chunk: float
 
 
-FULL = Plan(rounds=5, duration=3.0, warmup=0.3, cached_requests=20_000, jit_warmup=120.0, jit_chunk=10.0)
+FULL = Plan(rounds=5, duration=3.0, warmup=0.3, cached_requests=20_000, jit_warmup=180.0, jit_chunk=10.0)
 QUICK = Plan(rounds=1, duration=0.5, warmup=0.2, cached_requests=2_000, jit_warmup=12.0, jit_chunk=2.0)
 
 

@@ -78,7 +78,7 @@ def _side(runs: list[dict[str, Any]]) -> dict[str, Any]:
             statuses[code] = statuses.get(code, 0) + count
     return {**summarize(runs), "statuses": statuses, "response_bytes": runs[-1]["response_bytes"],
             "tls_connections": sum(r["tls_connections"] for r in runs),
-            "tls_resumed": sum(r["tls_resumed"] for r in runs)}  # fmt: skip
+            "tls_resumed": sum(r["tls_resumed"] for r in runs), "tls": runs[-1].get("tls", "")}  # fmt: skip
 
 
 def _compare(anchor: list[dict[str, Any]], broker: list[dict[str, Any]]) -> dict[str, Any]:
