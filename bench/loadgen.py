@@ -289,15 +289,28 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+async def _senders(spec: LoadSpec, counters: TlsCounters) -> tuple[list[Prepare], Callable[[], Awaitable[None]]]:
+    """The mode's senders: gRPC, new connection per request, or keep-alive (raw or aiohttp)."""
+    if spec.grpc_audience is not None:
+        return await _grpc_prepares(spec)
+    if spec.new_connection:
+        return await _once_senders(spec, counters)
+    return await (_raw_senders if spec.client == "raw" else _aiohttp_senders)(spec)
+
+
+def _mode(spec: LoadSpec, counters: TlsCounters) -> dict[str, Any]:
+    return {
+        "mode": "grpc" if spec.grpc_audience else "new_connection" if spec.new_connection else "keep_alive",
+        "tls_connections": counters.connections,
+        "tls_resumed": counters.resumed,
+        "tls": f"{counters.version} {counters.cipher}".strip(),
+    }
+
+
 async def run_load(spec: LoadSpec) -> dict[str, Any]:
     """Warm up for ``spec.warmup`` seconds, then measure ``spec.requests`` requests or ``spec.duration`` s."""
     counters = TlsCounters()
-    if spec.grpc_audience is not None:
-        senders, close = await _grpc_prepares(spec)
-    elif spec.new_connection:
-        senders, close = await _once_senders(spec, counters)
-    else:
-        senders, close = await (_raw_senders if spec.client == "raw" else _aiohttp_senders)(spec)
+    senders, close = await _senders(spec, counters)
     warm = _Phase(deadline=time.perf_counter() + spec.warmup, remaining=None, record=True)
     try:
         if spec.warmup > 0:
@@ -328,10 +341,7 @@ async def run_load(spec: LoadSpec) -> dict[str, Any]:
         "generator_cpu_us_per_request": round(cpu_used / len(latencies) * 1e6, 1) if latencies else None,
         "response_bytes": measured.size,
         "statuses": {str(code): count for code, count in sorted(measured.statuses.items())},
-        "mode": "grpc" if spec.grpc_audience else "new_connection" if spec.new_connection else "keep_alive",
-        "tls_connections": counters.connections,
-        "tls_resumed": counters.resumed,
-        "tls": f"{counters.version} {counters.cipher}".strip(),
+        **_mode(spec, counters),
     }
 
 

@@ -28,10 +28,9 @@ def client_tls_context(ca: Path, cert: Path | None, key: Path | None) -> ssl.SSL
     return context
 
 
-def _parse_args(argv: list[str] | None) -> LoadSpec:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.loadgen", description=(loadgen.__doc__ or "").splitlines()[0]
-    )
+def _parser() -> argparse.ArgumentParser:
+    summary = (loadgen.__doc__ or "").splitlines()[0]
+    parser = argparse.ArgumentParser(prog="python -m bench.loadgen", description=summary)
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--unix", help="Unix socket path")
     where.add_argument("--tcp", help="HOST:PORT")
@@ -54,6 +53,11 @@ def _parse_args(argv: list[str] | None) -> LoadSpec:
     parser.add_argument("--new-connection", action="store_true", help="a new TCP+TLS connection per request")
     parser.add_argument("--resume", action="store_true", help="with --new-connection: offer the last TLS session")
     parser.add_argument("--grpc-jwt-audience", help="Workload API FetchJWTSVID over --unix for this audience")
+    return parser
+
+
+def _parse_args(argv: list[str] | None) -> LoadSpec:
+    parser = _parser()
     args = parser.parse_args(argv)
     assertions = None
     if args.assertion_key is not None:
