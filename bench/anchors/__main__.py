@@ -143,6 +143,7 @@ def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
 def main(argv: list[str] | None = None) -> None:
     args = _parse_args(argv)
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started in the background (SIG_IGN)
     started_at = time.monotonic()
     results = run(args)
     results["wall_s"] = round(time.monotonic() - started_at, 1)

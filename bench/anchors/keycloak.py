@@ -16,11 +16,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
+import signal
 import ssl
 import subprocess
+import time
 import urllib.request
 import zipfile
 from dataclasses import dataclass
@@ -39,6 +42,7 @@ CENTRAL = "https://repo1.maven.org/maven2/org/keycloak/keycloak-quarkus-dist"
 BUILD_OPTIONS = ("--db=dev-file", "--health-enabled=true", "--features=spiffe,client-auth-federated",
                  "--cache=local", "--https-client-auth=request")  # fmt: skip
 START_TIMEOUT = 240.0
+STOP_TIMEOUT = 30.0
 ADMIN = ("bench-admin", "bench-admin-password")
 
 
@@ -108,12 +112,31 @@ class KeycloakProcess(Child):
     def issuer(self) -> str:
         return f"https://127.0.0.1:{self.port}/realms/bench"
 
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """SIGTERM to the JVM (found now if start-up was cut short) and ``kc.sh``; SIGKILL the JVM after ``timeout``.
 
-def _java_child(parent: int) -> int:
-    for task in Path(f"/proc/{parent}/task").iterdir():
-        for child in (task / "children").read_text().split():
-            if Path(f"/proc/{child}/comm").read_text().strip() == "java":
-                return int(child)
+        ``kc.sh`` forwards SIGTERM, but killing ``kc.sh`` alone would leave the JVM running."""
+        java = self.java_pid or _java_child(self.proc.pid, missing_ok=True)
+        if java:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(java, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while Path(f"/proc/{java}").exists() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(java, signal.SIGKILL)
+        super().stop(timeout)
+
+
+def _java_child(parent: int, *, missing_ok: bool = False) -> int:
+    """The ``java`` child of ``kc.sh`` (0 if there is none and ``missing_ok``)."""
+    with contextlib.suppress(FileNotFoundError):
+        for task in Path(f"/proc/{parent}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                if Path(f"/proc/{child}/comm").read_text().strip() == "java":
+                    return int(child)
+    if missing_ok:
+        return 0
     raise RuntimeError("kc.sh has no java child process")
 
 
