@@ -20,72 +20,36 @@ request carries a FRESH RFC 7523 ``private_key_jwt`` assertion appended to the `
 is single-use: the server's replay cache refuses a repeat). It is ES256-signed in this process before the
 request's clock starts (``iss`` = ``sub`` = the client id, ``aud`` = the issuer, ``iat`` now, ``exp`` now + 30 s,
 a random ``jti``), so the latency excludes the signing and the generator's CPU per request includes it.
+
+Two more modes (each in its own module): ``--new-connection`` (:mod:`bench.loadgen_once`: a new TCP + TLS
+connection per request, ``--resume`` to offer the previous session) and ``--grpc-jwt-audience AUD``
+(:mod:`bench.loadgen_grpc`: the Workload API's ``FetchJWTSVID`` over ``--unix``). The command line is in
+:mod:`bench.loadgen_cli`.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import base64
-import json
 import math
 import resource
-import secrets
 import ssl
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import aiohttp
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-__all__ = ["AssertionSigner", "LoadSpec", "main", "percentile", "run_load"]
+from bench.assertion_signer import AssertionSigner
+from bench.loadgen_grpc import grpc_senders
+from bench.loadgen_once import TlsCounters, content_length, request_once
+
+__all__ = ["AssertionSigner", "LoadSpec", "percentile", "run_load"]
 
 Send = Callable[[], Awaitable[tuple[int, int]]]
 # Makes the next request (for assertions: signs its body) before its clock starts; returns how to send it.
 Prepare = Callable[[], Send]
-
-JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-ASSERTION_FIELDS = b"&client_assertion_type=" + JWT_BEARER.replace(":", "%3A").encode() + b"&client_assertion="
-ASSERTION_LIFETIME = 30
-ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
-
-
-def _b64url(data: bytes) -> bytes:
-    return base64.urlsafe_b64encode(data).rstrip(b"=")
-
-
-@dataclass(frozen=True)
-class AssertionSigner:
-    """Signs one fresh ES256 ``private_key_jwt`` assertion per call (RFC 7523 §3), independent of the broker's code."""
-
-    key: ec.EllipticCurvePrivateKey = field(repr=False)
-    kid: str
-    client_id: str
-    audience: str
-
-    @classmethod
-    def from_pem(cls, pem: bytes, *, kid: str, client_id: str, audience: str) -> AssertionSigner:
-        key = serialization.load_pem_private_key(pem, password=None)
-        if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
-            raise ValueError("--assertion-key must be a P-256 private key (ES256)")
-        return cls(key, kid, client_id, audience)
-
-    def form_suffix(self) -> bytes:
-        """``&client_assertion_type=...&client_assertion=<a fresh JWT>`` (base64url and dots need no escaping)."""
-        header = _b64url(json.dumps({"alg": "ES256", "kid": self.kid, "typ": "JWT"}).encode())
-        now = int(time.time())
-        claims = {"iss": self.client_id, "sub": self.client_id, "aud": self.audience, "iat": now,
-                  "exp": now + ASSERTION_LIFETIME, "jti": secrets.token_urlsafe(16)}  # fmt: skip
-        signing_input = header + b"." + _b64url(json.dumps(claims, separators=(",", ":")).encode())
-        r, s = decode_dss_signature(self.key.sign(signing_input, ECDSA_SHA256))
-        signature = _b64url(r.to_bytes(32, "big") + s.to_bytes(32, "big"))
-        return ASSERTION_FIELDS + signing_input + b"." + signature
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -105,6 +69,9 @@ class LoadSpec:
     warmup: float = 0.5
     client: str = "raw"
     assertions: AssertionSigner | None = None
+    new_connection: bool = False
+    resume: bool = False
+    grpc_audience: str | None = None
 
 
 def percentile(sorted_values: list[int], fraction: float) -> int:
@@ -113,15 +80,6 @@ def percentile(sorted_values: list[int], fraction: float) -> int:
         return 0
     index = min(len(sorted_values) - 1, max(0, math.ceil(fraction * len(sorted_values)) - 1))
     return sorted_values[index]
-
-
-def _content_length(head: bytes) -> int:
-    """The ``content-length`` of a lower-cased response head (0 if absent: the servers here always send it)."""
-    at = head.find(b"\r\ncontent-length:")
-    if at < 0:
-        return 0
-    end = head.find(b"\r\n", at + 2)
-    return int(head[at + 17 : end if end > 0 else len(head)])
 
 
 class _Connection(asyncio.Protocol):
@@ -145,7 +103,7 @@ class _Connection(asyncio.Protocol):
         if end < 0:
             return
         head = bytes(self._buffer[:end]).lower()
-        length = _content_length(head)
+        length = content_length(head)
         total = end + 4 + length
         if len(self._buffer) < total:
             return
@@ -172,6 +130,8 @@ class _Connection(asyncio.Protocol):
 def _raw_request(spec: LoadSpec, body: bytes | None = None) -> bytes:
     body = spec.body if body is None else body
     lines = [f"{spec.method} {spec.path} HTTP/1.1", "Host: localhost", "User-Agent: bench"]
+    if spec.new_connection:
+        lines.append("Connection: close")
     if body or spec.method == "POST":
         lines += [
             f"Content-Type: {spec.content_type or 'application/octet-stream'}",
@@ -219,6 +179,41 @@ async def _raw_senders(spec: LoadSpec) -> tuple[list[Prepare], Callable[[], Awai
         await asyncio.sleep(0)
 
     return [sender(connection) for connection in connections], close
+
+
+async def _once_senders(spec: LoadSpec, counters: TlsCounters) -> tuple[list[Prepare], Callable[[], Awaitable[None]]]:
+    """New-connection mode (:mod:`bench.loadgen_once`): each worker offers its last session if ``spec.resume``."""
+    if spec.tcp is None or spec.ssl_context is None:
+        raise ValueError("--new-connection needs --tcp and --tls-ca")
+    address, context = spec.tcp, spec.ssl_context
+    signer = spec.assertions
+
+    def sender() -> Prepare:
+        saved: list[ssl.SSLSession | None] = [None]
+
+        async def send(data: bytes) -> tuple[int, int]:
+            status, length, session = await request_once(address, context, data, saved[0], counters)
+            saved[0] = session if spec.resume else None
+            return status, length
+
+        fixed = _raw_request(spec)
+
+        def prepare() -> Send:
+            data = _raw_request(spec, spec.body + signer.form_suffix()) if signer is not None else fixed
+            return lambda: send(data)
+
+        return prepare
+
+    async def close() -> None:
+        await asyncio.sleep(0)
+
+    return [sender() for _ in range(spec.concurrency)], close
+
+
+async def _grpc_prepares(spec: LoadSpec) -> tuple[list[Prepare], Callable[[], Awaitable[None]]]:
+    assert spec.unix is not None and spec.grpc_audience is not None
+    sends, close = await grpc_senders(spec.unix, spec.grpc_audience, spec.concurrency)
+    return [_fixed(send) for send in sends], close
 
 
 async def _aiohttp_senders(spec: LoadSpec) -> tuple[list[Prepare], Callable[[], Awaitable[None]]]:
@@ -274,7 +269,7 @@ async def _worker(prepare: Prepare, phase: _Phase) -> None:
         started = clock()
         try:
             status, size = await send()
-        except (ConnectionError, aiohttp.ClientError):
+        except (ConnectionError, OSError, aiohttp.ClientError):
             phase.errors += 1
             return
         if phase.record:
@@ -294,10 +289,28 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+async def _senders(spec: LoadSpec, counters: TlsCounters) -> tuple[list[Prepare], Callable[[], Awaitable[None]]]:
+    """The mode's senders: gRPC, new connection per request, or keep-alive (raw or aiohttp)."""
+    if spec.grpc_audience is not None:
+        return await _grpc_prepares(spec)
+    if spec.new_connection:
+        return await _once_senders(spec, counters)
+    return await (_raw_senders if spec.client == "raw" else _aiohttp_senders)(spec)
+
+
+def _mode(spec: LoadSpec, counters: TlsCounters) -> dict[str, Any]:
+    return {
+        "mode": "grpc" if spec.grpc_audience else "new_connection" if spec.new_connection else "keep_alive",
+        "tls_connections": counters.connections,
+        "tls_resumed": counters.resumed,
+        "tls": f"{counters.version} {counters.cipher}".strip(),
+    }
+
+
 async def run_load(spec: LoadSpec) -> dict[str, Any]:
     """Warm up for ``spec.warmup`` seconds, then measure ``spec.requests`` requests or ``spec.duration`` s."""
-    make = _raw_senders if spec.client == "raw" else _aiohttp_senders
-    senders, close = await make(spec)
+    counters = TlsCounters()
+    senders, close = await _senders(spec, counters)
     warm = _Phase(deadline=time.perf_counter() + spec.warmup, remaining=None, record=True)
     try:
         if spec.warmup > 0:
@@ -328,80 +341,11 @@ async def run_load(spec: LoadSpec) -> dict[str, Any]:
         "generator_cpu_us_per_request": round(cpu_used / len(latencies) * 1e6, 1) if latencies else None,
         "response_bytes": measured.size,
         "statuses": {str(code): count for code, count in sorted(measured.statuses.items())},
+        **_mode(spec, counters),
     }
 
 
-def client_tls_context(ca: Path, cert: Path | None, key: Path | None) -> ssl.SSLContext:
-    """mTLS client context: our certificate (none if ``cert`` is None), the server verified against ``ca`` (no host
-    name check)."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_REQUIRED
-    context.load_verify_locations(cafile=str(ca))
-    if cert is not None:
-        context.load_cert_chain(certfile=str(cert), keyfile=str(key) if key is not None else None)
-    return context
-
-
-def _parse_args(argv: list[str] | None) -> LoadSpec:
-    parser = argparse.ArgumentParser(prog="python -m bench.loadgen", description=__doc__.splitlines()[0])
-    where = parser.add_mutually_exclusive_group(required=True)
-    where.add_argument("--unix", help="Unix socket path")
-    where.add_argument("--tcp", help="HOST:PORT")
-    parser.add_argument("--tls-ca", type=Path)
-    parser.add_argument("--tls-cert", type=Path)
-    parser.add_argument("--tls-key", type=Path)
-    parser.add_argument("--method", default="GET", choices=["GET", "POST"])
-    parser.add_argument("--path", default="/")
-    parser.add_argument("--body-file", type=Path, help="request body (POST)")
-    parser.add_argument("--content-type")
-    parser.add_argument("--concurrency", type=int, default=1)
-    parser.add_argument("--duration", type=float, default=2.0, help="measured seconds (unless --requests)")
-    parser.add_argument("--requests", type=int, help="measure exactly this many requests instead")
-    parser.add_argument("--warmup", type=float, default=0.5, help="seconds of unmeasured requests first")
-    parser.add_argument("--client", choices=["raw", "aiohttp"], default="raw")
-    parser.add_argument("--assertion-key", type=Path, help="P-256 private key (PEM): a fresh assertion per request")
-    parser.add_argument("--assertion-kid", help="the assertions' kid (the registered JWK's)")
-    parser.add_argument("--client-id", help="the assertions' iss and sub")
-    parser.add_argument("--audience-claim", help="the assertions' aud: the token service's issuer identifier")
-    args = parser.parse_args(argv)
-    assertions = None
-    if args.assertion_key is not None:
-        if not (args.assertion_kid and args.client_id and args.audience_claim):
-            parser.error("--assertion-key needs --assertion-kid, --client-id and --audience-claim")
-        assertions = AssertionSigner.from_pem(
-            args.assertion_key.read_bytes(), kid=args.assertion_kid, client_id=args.client_id,
-            audience=args.audience_claim,
-        )  # fmt: skip
-    tcp = None
-    if args.tcp:
-        host, _, port = args.tcp.rpartition(":")
-        tcp = (host, int(port))
-    context = None
-    if args.tls_ca is not None:
-        context = client_tls_context(args.tls_ca, args.tls_cert, args.tls_key)
-    return LoadSpec(
-        unix=args.unix,
-        tcp=tcp,
-        ssl_context=context,
-        method=args.method,
-        path=args.path,
-        body=args.body_file.read_bytes() if args.body_file else b"",
-        content_type=args.content_type,
-        concurrency=args.concurrency,
-        duration=args.duration,
-        requests=args.requests,
-        warmup=args.warmup,
-        client=args.client,
-        assertions=assertions,
-    )
-
-
-def main(argv: list[str] | None = None) -> None:
-    spec = _parse_args(argv)
-    print(json.dumps(asyncio.run(run_load(spec))), flush=True)
-
-
 if __name__ == "__main__":
+    from bench.loadgen_cli import main
+
     main()
