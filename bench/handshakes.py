@@ -34,7 +34,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 from bench import stack as harness
-from bench.loadgen import client_tls_context
+from bench.loadgen_cli import client_tls_context
 from bench.procs import Child
 
 __all__ = ["main"]
