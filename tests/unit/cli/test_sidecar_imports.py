@@ -28,6 +28,9 @@ OFF_THE_PATH = {
     "spiffe.svid": "py-spiffe's SVID types",
     "pydantic_settings": "settings are loaded by broker.config itself",
     "pydantic": "settings are validated by broker.config itself",
+    "prometheus_client": "imported only when the sidecar's metrics are served ([metrics] port, socket, on_app_socket)",
+    "broker.sidecar.egress.proxy": "the egress proxy is imported only when [egress] names a listener",
+    "broker.apikeys": "API-key exceptions: only the egress proxy needs them",
 }
 
 PROBE = """
