@@ -30,16 +30,14 @@ sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
 
 import click  # noqa: E402
 from cli_probe import PROGRAM, Command, Param, command_reference  # noqa: E402
-from pydantic import BaseModel  # noqa: E402
-from pydantic.fields import FieldInfo  # noqa: E402
-from pydantic_core import PydanticUndefined  # noqa: E402
 
 import broker.config  # noqa: E402
 from broker.cli.main import main as cli_main  # noqa: E402
+from broker.config._model import MISSING, FieldSpec, Section  # noqa: E402
 
 OUTPUT = ROOT / "docs" / "configuration.md"
-ENV_PREFIX = str(broker.config.BrokerSettings.model_config.get("env_prefix", ""))
-ENV_DELIMITER = str(broker.config.BrokerSettings.model_config.get("env_nested_delimiter", "__"))
+ENV_PREFIX = broker.config.ENV_PREFIX
+ENV_DELIMITER = broker.config.ENV_DELIMITER
 
 
 # ---------------------------------------------------------------- settings model
@@ -56,11 +54,11 @@ class Key:
     description: str
 
 
-def _as_model(annotation: Any) -> type[BaseModel] | None:
-    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+def _as_model(annotation: Any) -> type[Section] | None:
+    return annotation if isinstance(annotation, type) and issubclass(annotation, Section) else None
 
 
-def _list_item_model(annotation: Any) -> type[BaseModel] | None:
+def _list_item_model(annotation: Any) -> type[Section] | None:
     if typing.get_origin(annotation) in (list, tuple) and typing.get_args(annotation):
         item = typing.get_args(annotation)[0]
         return _as_model(item)
@@ -85,10 +83,9 @@ def type_name(annotation: Any) -> str:
     return readable.get(annotation) or str(getattr(annotation, "__name__", annotation))
 
 
-def _constraints(info: FieldInfo) -> str:
+def _constraints(info: FieldSpec) -> str:
     symbols = {"gt": ">", "ge": ">=", "lt": "<", "le": "<=", "min_length": "min length", "max_length": "max length"}
-    found = [f"{symbol} {getattr(item, name)}" for item in info.metadata for name, symbol in symbols.items()
-             if getattr(item, name, None) is not None]  # fmt: skip
+    found = [f"{symbol} {info.constraints[name]}" for name, symbol in symbols.items() if name in info.constraints]
     return f" ({', '.join(found)})" if found else ""
 
 
@@ -109,21 +106,21 @@ def toml_value(value: Any, *, octal: bool = False) -> str:
     return str(value)
 
 
-def _default(name: str, info: FieldInfo) -> str:
-    if info.default is PydanticUndefined and info.default_factory is None:
+def _default(name: str, info: FieldSpec) -> str:
+    if info.default is MISSING:
         return "required"
-    value = info.get_default(call_default_factory=True)
+    value = info.get_default()
     if value is None:
         return "unset"
-    if isinstance(value, BaseModel):
+    if isinstance(value, Section):
         return "see below"
     return toml_value(value, octal=name == "mode" or name.endswith("_mode"))
 
 
-def settings_keys(model: type[BaseModel], path: str = "", env: str = ENV_PREFIX) -> Iterator[Key]:
+def settings_keys(model: type[Section], path: str = "", env: str = ENV_PREFIX) -> Iterator[Key]:
     """Every key of ``model``, depth first in declaration order; a section yields its keys, not itself."""
-    for name, info in model.model_fields.items():
-        key = info.alias or name
+    for name, info in model.model_fields().items():
+        key = name
         dotted, env_name = f"{path}{key}", f"{env}{key.upper()}"
         item_model, section = _list_item_model(info.annotation), _as_model(info.annotation)
         if section is not None:
@@ -239,7 +236,7 @@ def _help_note(root: click.Command) -> str:
     return f"Every command prints its usage with {' or '.join(f'`{name}`' for name in names)}.\n"
 
 
-def render(model: type[BaseModel] = broker.config.BrokerSettings, root: click.Command = cli_main) -> str:
+def render(model: type[Section] = broker.config.BrokerSettings, root: click.Command = cli_main) -> str:
     commands = command_reference(root)
     keys = list(settings_keys(model))
     sections = [*render_settings(keys, commands), OTHER_ENV, *render_commands(commands)]

@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -42,11 +42,13 @@ from broker.identity.errors import SvidUnavailableError
 from broker.identity.source import current_x5t
 from broker.identity.workloadapi.source import WorkloadApiSvidSource, workload_api_address
 from broker.sidecar.cache import TokenCache
-from broker.sidecar.egress.service import EgressOptions
 from broker.sidecar.exchanger import TokenServiceClient
 from broker.sidecar.service import start_sidecar, token_service_matcher
 from broker.sidecar.sockets import parse_socket_mode
 from broker.sidecar.token_files import TokenFile, TokenFileError, TokenFileKeeper, prepare_token_files
+
+if TYPE_CHECKING:
+    from broker.sidecar.egress.service import EgressOptions
 
 __all__ = ["parse_token_file_flag", "sidecar"]
 
@@ -74,7 +76,7 @@ async def _run(settings: BrokerSettings, token_service: str, token_service_id: s
             elif sidecar.socket is None and sidecar.http_port is None and not _egress_enabled(settings.egress):
                 await _keep_files(sidecar, source, token_service, token_service_id, stop)
             else:
-                egress = EgressOptions.from_settings(settings.egress, socket_mode=sidecar.socket_mode)
+                egress = _egress_options(settings.egress, sidecar.socket_mode)
                 await _serve(sidecar, source, token_service, token_service_id, stop, egress, settings.metrics)
         finally:
             await source.aclose()
@@ -82,6 +84,15 @@ async def _run(settings: BrokerSettings, token_service: str, token_service_id: s
 
 def _egress_enabled(settings: EgressSettings) -> bool:
     return settings.socket is not None or settings.port is not None
+
+
+def _egress_options(settings: EgressSettings, socket_mode: int) -> EgressOptions | None:
+    """The egress proxy's options when it listens; without a listener its modules are never imported."""
+    if not _egress_enabled(settings):
+        return None
+    from broker.sidecar.egress.service import EgressOptions
+
+    return EgressOptions.from_settings(settings, socket_mode=socket_mode)
 
 
 async def _serve(

@@ -22,10 +22,9 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry
 
 from broker.errors import AccessDeniedError, BrokerError, InvalidRequestError, ServerError, TemporarilyUnavailableError
 from broker.identity.errors import SvidUnavailableError
@@ -33,8 +32,6 @@ from broker.identity.source import SubscribableX509Source, current_x5t
 from broker.oauth.grammar import AUDIENCE, SCOPE, normalize_scope
 from broker.sidecar.cache import CacheKey, TokenCache
 from broker.sidecar.dpop import SvidProofSigner
-from broker.sidecar.egress.proxy import EgressProxy
-from broker.sidecar.egress.reveal import reveal_secret
 from broker.sidecar.errors import BodyTooLargeError, DpopNotEnabledError, WorkloadQuarantinedError
 from broker.sidecar.health import TokenServiceHealth
 from broker.sidecar.probe import probe_when_idle
@@ -45,6 +42,11 @@ from broker.sidecar.token_result import Exchanger
 from broker.web.errors import NO_STORE, error_response, render_error
 from broker.web.metrics import metrics_response
 from broker.web.request_id import request_id_middleware
+
+if TYPE_CHECKING:  # only a sidecar that serves /metrics loads prometheus_client (broker.sidecar.service), only
+    from prometheus_client import CollectorRegistry  # one with an egress listener the egress proxy
+
+    from broker.sidecar.egress.proxy import EgressProxy
 
 __all__ = ["CACHE", "PROOFS", "REVOCATIONS", "SOURCE", "TOKEN_SERVICE", "TokenServiceLink", "build_sidecar_app"]
 
@@ -73,8 +75,8 @@ REVOCATIONS = web.AppKey("revocations", RevocationWatcher)
 SOURCE = web.AppKey("svid_source", SubscribableX509Source)
 TOKEN_SERVICE = web.AppKey("token_service", TokenServiceLink)
 PROOFS = web.AppKey("dpop_proofs", SvidProofSigner)
-REVEAL = web.AppKey("apikeys_reveal", EgressProxy)
-METRICS = web.AppKey("metrics", CollectorRegistry)
+REVEAL: web.AppKey[EgressProxy] = web.AppKey("apikeys_reveal")
+METRICS: web.AppKey[CollectorRegistry] = web.AppKey("metrics")
 
 
 class _KeyMemo(dict[str, CacheKey]):
@@ -255,6 +257,8 @@ async def post_only(request: web.Request) -> web.Response:
 async def reveal_handler(request: web.Request) -> web.Response:
     """``GET /v1/apikeys/{name}``: a ``reveal`` exception's secret for the app (:mod:`broker.sidecar.egress.reveal`);
     nothing of the answer is logged."""
+    from broker.sidecar.egress.reveal import reveal_secret  # the route exists only with an egress proxy
+
     try:
         check_local_client(request)
         revealed = await reveal_secret(request.app[REVEAL], request.match_info["name"])

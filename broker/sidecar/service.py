@@ -13,29 +13,29 @@ import logging
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal, get_args
-
-from prometheus_client import CollectorRegistry
+from typing import TYPE_CHECKING, Literal, get_args
 
 from broker.config import MetricsSettings
 from broker.identity.source import X509Source
 from broker.identity.spiffeid import SpiffeId
 from broker.identity.spiffetls.context import ServerIdMatcher
-from broker.metrics import CappedLabel
 from broker.sidecar.app import TokenServiceLink, build_sidecar_app
 from broker.sidecar.cache import Clock, TokenCache
 from broker.sidecar.dpop import SvidProofSigner
-from broker.sidecar.egress.client import ApiKeyClient, ApiKeyLink
-from broker.sidecar.egress.proxy import EgressProxy
-from broker.sidecar.egress.service import EgressOptions, RunningEgress, build_proxy, start_egress
 from broker.sidecar.exchanger import ExchangeSource, TokenServiceClient
-from broker.sidecar.metrics import SidecarCollector, sidecar_registry
 from broker.sidecar.retry import RetryPolicy
 from broker.sidecar.revocations import RevocationWatcher
 from broker.sidecar.sockets import bind_loopback, bind_unix_socket, parse_socket_mode
 from broker.verify.feed import RevocationFeedFollower
 from broker.web import HardenedAppRunner, ListenerLimits, start_sock_site
 from broker.web.metrics import MetricsListener, start_metrics_listener
+
+if TYPE_CHECKING:  # loaded where used: metrics only when served, the egress proxy only when it listens
+    from prometheus_client import CollectorRegistry
+
+    from broker.sidecar.egress.client import ApiKeyLink
+    from broker.sidecar.egress.proxy import EgressProxy
+    from broker.sidecar.egress.service import EgressOptions, RunningEgress
 
 __all__ = [
     "DEFAULT_BROKER_ID_PATH",
@@ -122,6 +122,9 @@ def _egress(
     """The egress proxy's parts when ``egress`` names a listener: its API-key client (``apikeys`` in tests)."""
     if egress is None or not egress.enabled:
         return None
+    from broker.sidecar.egress.client import ApiKeyClient
+    from broker.sidecar.egress.service import build_proxy
+
     link = apikeys or ApiKeyClient(source=source, issuer=issuer, server_id=server_id, timeout=timeout)
     return _Egress(build_proxy(link, egress, clock=clock), link, egress)
 
@@ -134,9 +137,14 @@ def _metrics_registry(
     follower: RevocationFeedFollower | None,
     egress: _Egress | None,
 ) -> CollectorRegistry | None:
-    """The sidecar's metrics (:mod:`broker.sidecar.metrics`) when ``[metrics] enabled``, else None."""
-    if metrics is None or not metrics.enabled:
+    """The sidecar's metrics (:mod:`broker.sidecar.metrics`) when ``[metrics] enabled`` and served (a metrics
+    listener, or ``on_app_socket``), else None: a registry nobody can scrape would cost prometheus_client's
+    resident memory (about 5 MiB) for nothing, so it is not imported then."""
+    if metrics is None or not metrics.enabled or not (metrics.listens or metrics.on_app_socket):
         return None
+    from broker.metrics import CappedLabel
+    from broker.sidecar.metrics import SidecarCollector, sidecar_registry
+
     audiences = CappedLabel(metrics.max_audience_labels)
     stats = None if egress is None else egress.proxy.stats
     return sidecar_registry(SidecarCollector(cache, source, clock, audiences, follower=follower, egress=stats))
@@ -166,6 +174,8 @@ async def _listen(
     """Start the Unix socket and/or loopback listeners, and the egress proxy's; on failure stop all and raise."""
     try:
         if egress is not None:
+            from broker.sidecar.egress.service import start_egress
+
             options = replace(egress.options, socket_mode=socket_mode)
             running.egress = await start_egress(egress.link, options, proxy=egress.proxy)
         if socket_path is not None:

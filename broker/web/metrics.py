@@ -25,15 +25,18 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
 from broker._unix import bind_unix_socket
-from broker.metrics import PREFIX, CappedLabel
 from broker.web.access_log import route_of
 from broker.web.runner import HardenedAppRunner, start_sock_site, start_tcp_site
+
+if TYPE_CHECKING:  # prometheus_client is imported where metrics are built or served: a process without them
+    from prometheus_client import CollectorRegistry, Counter  # (a sidecar by default) never loads it
+
+    from broker.metrics import CappedLabel
 
 __all__ = [
     "BINDING_KEY",
@@ -68,6 +71,10 @@ class HttpMetrics:
     """The token service's request instruments on ``registry`` (see the module docstring)."""
 
     def __init__(self, registry: CollectorRegistry, *, spiffe_id_labels: int | None = None) -> None:
+        from prometheus_client import Counter, Histogram
+
+        from broker.metrics import PREFIX, CappedLabel
+
         self.requests = Counter(f"{PREFIX}requests", "Answered requests by endpoint, grant type and outcome",
                                 ["endpoint", "grant_type", "outcome"], registry=registry)  # fmt: skip
         self.duration = Histogram(f"{PREFIX}request_duration_seconds", "Time to answer a request, by endpoint",
@@ -79,7 +86,7 @@ class HttpMetrics:
         self.clients: Counter | None = None
         self._bound: dict[tuple[str, str, str], tuple[Any, Any]] = {}  # bounded: label values are from fixed sets
         self._bound_issue: dict[tuple[str, str], tuple[Any, Any]] = {}
-        self._client_label = CappedLabel(spiffe_id_labels or 0)
+        self._client_label: CappedLabel = CappedLabel(spiffe_id_labels or 0)
         if spiffe_id_labels is not None:
             self.clients = Counter(f"{PREFIX}client_requests", "Token requests by client SPIFFE ID (capped)",
                                    ["spiffe_id", "outcome"], registry=registry)  # fmt: skip
@@ -133,6 +140,8 @@ def request_metrics_middleware(metrics: HttpMetrics) -> Callable[[web.Request, H
 
 def metrics_response(registry: CollectorRegistry) -> web.Response:
     """``registry`` in the Prometheus text exposition format, not to be cached."""
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
     body = generate_latest(registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST, "Cache-Control": "no-store"})
 
@@ -147,7 +156,7 @@ async def _healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-_REGISTRY = web.AppKey("registry", CollectorRegistry)
+_REGISTRY: web.AppKey[CollectorRegistry] = web.AppKey("registry")
 _BEFORE_SCRAPE: web.AppKey[Sequence[Callable[[], Awaitable[None]]]] = web.AppKey("before_scrape")
 
 

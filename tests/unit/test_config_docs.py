@@ -13,9 +13,9 @@ from typing import Literal
 
 import click
 import pytest
-from pydantic import BaseModel, Field
 
 from broker.config import load_settings
+from broker.config._model import Field, Section
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "gen-config-docs.py"
@@ -84,17 +84,17 @@ def test_probing_ties_each_flag_to_the_keys_its_command_sets(gen: ModuleType) ->
     assert keys("spiffe-broker sidecar", "--token-service") == []
 
 
-class _Inner(BaseModel):
+class _Inner(Section):
     path: Path
     mode: int = 0o640
 
 
-class _Section(BaseModel):
+class _Section(Section):
     level: Literal["low", "high"] = Field(default="low", description="How loud.")
     items: list[_Inner] = []
 
 
-class _Model(BaseModel):
+class _Model(Section):
     name: str = "x"
     section: _Section = _Section()
 

@@ -29,8 +29,25 @@ and nowhere else: not on disk, not in a log line at any level, not in an error b
 not in the response to the app (echoes are masked, :mod:`.inject`).
 """
 
-from broker.sidecar.egress.client import ApiKeyClient, ApiKeyLink
-from broker.sidecar.egress.proxy import EgressProxy
-from broker.sidecar.egress.service import EgressOptions, RunningEgress, build_proxy, start_egress
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from broker.sidecar.egress.client import ApiKeyClient, ApiKeyLink
+    from broker.sidecar.egress.proxy import EgressProxy
+    from broker.sidecar.egress.service import EgressOptions, RunningEgress, build_proxy, start_egress
 
 __all__ = ["ApiKeyClient", "ApiKeyLink", "EgressOptions", "EgressProxy", "RunningEgress", "build_proxy", "start_egress"]
+
+# Loaded on first use (PEP 562): a sidecar without an egress listener never imports the proxy, nor broker.apikeys
+# and broker.events under it (issue 14).
+_HOMES = {"ApiKeyClient": "client", "ApiKeyLink": "client", "EgressProxy": "proxy", "EgressOptions": "service",
+          "RunningEgress": "service", "build_proxy": "service", "start_egress": "service"}  # fmt: skip
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)

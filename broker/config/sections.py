@@ -1,82 +1,47 @@
-"""Configuration: the one place that reads the environment and config files.
+"""The settings sections: one class per TOML table (``[sidecar]``, ``[server]``, ...), each command reads its own.
 
-Precedence, highest first: command-line flags, environment variables (``SPIFFE_BROKER_<SECTION>__<KEY>``, e.g.
-``SPIFFE_BROKER_SIDECAR__SOCKET``), the TOML file named by ``--config`` (or ``SPIFFE_BROKER_CONFIG``), defaults.
-``SPIFFE_ENDPOINT_SOCKET`` is the fallback for the Workload API address (SPIFFE Workload Endpoint §4), read only
-in :func:`workload_api_address`.
+Declared with :mod:`broker.config._model` (pydantic's spelling, none of its weight); loaded by
+:func:`broker.config.load_settings`. ``scripts/gen-config-docs.py`` renders docs/configuration.md from these
+classes: a field's ``description`` is its documentation.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
-
-from broker.errors import ConfigError
+from broker.config._model import Field, Section, after, before
 
 __all__ = [
-    "KEK_ENV",
+    "AdminSettings",
+    "ApiKeySettings",
+    "AssertionSettings",
     "BrokerSettings",
-    "kek_from_environment",
-    "load_settings",
-    "normalize_address",
-    "unix_socket_path",
-    "workload_api_address",
+    "DemoApiSettings",
+    "DpopSettings",
+    "EgressSettings",
+    "FeedSettings",
+    "IntrospectionSettings",
+    "KeyringSettings",
+    "LedgerSettings",
+    "MetricsSettings",
+    "ServerSettings",
+    "SidecarSettings",
+    "StoreSettings",
+    "WorkloadApiSettings",
 ]
 
-ENDPOINT_SOCKET_ENV = "SPIFFE_ENDPOINT_SOCKET"
-ENV_PREFIX = "SPIFFE_BROKER_"
 UNIX_ADDRESS = re.compile(r"unix://(/[^?#]*)")
-TCP_ADDRESS = re.compile(r"tcp://(\d{1,3}(?:\.\d{1,3}){3}:\d{1,5})")
 
 
-def normalize_address(address: str) -> str:
-    """SPIFFE Workload Endpoint §4: ``unix:///abs/path`` or ``tcp://ip:port``; a bare absolute path gets ``unix://``."""
-    if address.startswith("/"):
-        address = "unix://" + address
-    if UNIX_ADDRESS.fullmatch(address) or TCP_ADDRESS.fullmatch(address):
-        return address
-    raise ConfigError(
-        f"Workload API address {address!r} is neither 'unix:///absolute/path' nor 'tcp://<ip>:<port>' "
-        "(SPIFFE Workload Endpoint §4)"
-    )
-
-
-def unix_socket_path(value: str | os.PathLike[str]) -> Path:
-    """A Unix socket named by a path or by a ``unix:///absolute/path`` URL (as SPIRE and SPIFFE tools write it)."""
-    text = os.fspath(value)
-    if not text.startswith("unix:"):
-        return Path(text)
-    match = UNIX_ADDRESS.fullmatch(text)
-    if match is None:
-        raise ConfigError(f"{text!r} is not a Unix socket: write a path or unix:///absolute/path")
-    return Path(match[1])
-
-
-def workload_api_address(configured: str | None) -> str:
-    """``configured`` if set, else ``$SPIFFE_ENDPOINT_SOCKET`` (the only place it is read), normalised."""
-    value = configured or os.environ.get(ENDPOINT_SOCKET_ENV)
-    if not value:
-        raise ConfigError(f"no Workload API address: configure one or set {ENDPOINT_SOCKET_ENV}")
-    return normalize_address(value)
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class WorkloadApiSettings(_Section):
+class WorkloadApiSettings(Section):
     socket: Path | None = None
     x509_svid_ttl: float = Field(default=3600.0, gt=0)
     jwt_svid_ttl: float = Field(default=300.0, gt=0)
 
 
-class ServerSettings(_Section):
+class ServerSettings(Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8443, ge=0, le=65535)
     health_port: int | None = Field(default=None, ge=0, le=65535)
@@ -88,16 +53,15 @@ class ServerSettings(_Section):
         "enough; see docs/architecture.md, the revocation feed); 0: Python's default, 256 KiB; else 4096-1048576",
     )
 
-    @field_validator("tls_read_buffer")
-    @classmethod
-    def _read_buffer(cls, value: int) -> int:
+    @after("tls_read_buffer")
+    def _read_buffer(value: int) -> int:
         if value != 0 and not 4096 <= value <= 1024 * 1024:
             raise ValueError("must be 0 (Python's default) or 4096-1048576 bytes")
         return value
 
 
-class SidecarSettings(_Section):
-    class TokenFile(_Section):
+class SidecarSettings(Section):
+    class TokenFile(Section):
         """One token kept in a file (``[[sidecar.token_files]]``): ``audience`` (and ``scope``) -> ``path``."""
 
         path: Path
@@ -107,9 +71,8 @@ class SidecarSettings(_Section):
         uid: int | None = Field(default=None, ge=0)
         gid: int | None = Field(default=None, ge=0)
 
-        @field_validator("mode", mode="before")
-        @classmethod
-        def _octal(cls, value: object) -> object:
+        @before("mode")
+        def _octal(value: object) -> object:
             value = int(value, 8) if isinstance(value, str) else value
             if isinstance(value, int) and not 0 <= value <= 0o777:
                 raise ValueError("must be permission bits in octal, as a string: '0640' (not 640)")
@@ -140,15 +103,13 @@ class SidecarSettings(_Section):
         ),
     )
 
-    @field_validator("socket_mode", mode="before")
-    @classmethod
-    def _octal(cls, value: object) -> object:
+    @before("socket_mode")
+    def _octal(value: object) -> object:
         """File modes are written in octal (``0600``) in files and the environment, as for chmod."""
         return int(value, 8) if isinstance(value, str) else value
 
-    @field_validator("socket", mode="before")
-    @classmethod
-    def _unix_url(cls, value: object) -> object:
+    @before("socket")
+    def _unix_url(value: object) -> object:
         """A path, or a ``unix:///absolute/path`` URL as SPIRE and SPIFFE tools write socket addresses."""
         if isinstance(value, str) and value.startswith("unix:"):
             match = UNIX_ADDRESS.fullmatch(value)
@@ -158,19 +119,19 @@ class SidecarSettings(_Section):
         return value
 
 
-class DemoApiSettings(_Section):
+class DemoApiSettings(Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8444, ge=0, le=65535)
     audience: str | None = None
 
 
-class StoreSettings(_Section):
+class StoreSettings(Section):
     """``[store]``: the store URL (:mod:`broker.store.url`); None means ``sqlite:///<state_dir>/broker.db``."""
 
     url: str | None = None
 
 
-class KeyringSettings(_Section):
+class KeyringSettings(Section):
     """``[keyring]``: the key-encryption key and the rotation schedule (:mod:`broker.tokens.rotation`).
 
     The KEK comes from ``kek_file`` or, instead, from the ``SPIFFE_BROKER_KEK`` environment variable
@@ -186,13 +147,13 @@ class KeyringSettings(_Section):
     max_unconfirmed: float = Field(default=60.0, gt=0)
 
 
-class AdminSettings(_Section):
+class AdminSettings(Section):
     """``[admin]``: the SPIFFE IDs the admin API (``/admin/v1``) is open to; empty: open to nobody."""
 
     spiffe_ids: list[str] = []
 
 
-class IntrospectionSettings(_Section):
+class IntrospectionSettings(Section):
     """``[introspection]``: who may call ``/introspect`` (RFC 7662 §2.1, §4), by the SPIFFE ID of its X.509-SVID.
 
     ``audiences`` restricts a caller to tokens for some audiences (a token for another one is ``active: false``,
@@ -208,7 +169,7 @@ class IntrospectionSettings(_Section):
     )
 
 
-class LedgerSettings(_Section):
+class LedgerSettings(Section):
     """``[ledger]``: group commit of the issuance ledger and the audit trail (a crash loses at most one window)."""
 
     # Off: no ledger rows and no token.* audit records (no blast radius for keys revoke); for benchmarks only.
@@ -217,7 +178,7 @@ class LedgerSettings(_Section):
     batch_max: int = Field(default=512, ge=1, le=100_000)
 
 
-class FeedSettings(_Section):
+class FeedSettings(Section):
     """``[feed]``: the revocation feed, ``GET /v1/revocations`` (:mod:`broker.server.feed`)."""
 
     spiffe_ids: list[str] = Field(
@@ -241,7 +202,7 @@ class FeedSettings(_Section):
     )
 
 
-class AssertionSettings(_Section):
+class AssertionSettings(Section):
     """``[assertions]``: client assertions at ``/token`` (RFC 7523 ``private_key_jwt`` for registered clients,
     draft-ietf-oauth-spiffe-client-auth ``jwt-spiffe``) and the binding of the tokens they get."""
 
@@ -261,7 +222,7 @@ class AssertionSettings(_Section):
     )
 
 
-class DpopSettings(_Section):
+class DpopSettings(Section):
     """``[dpop]``: DPoP-bound tokens (RFC 9449) at ``/token``."""
 
     enabled: bool = Field(default=True, description="accept DPoP proofs and issue DPoP-bound tokens")
@@ -274,7 +235,7 @@ class DpopSettings(_Section):
     nonce_lifetime: float = Field(default=300.0, ge=10, le=3600, description="seconds a server nonce stays valid")
 
 
-class ApiKeySettings(_Section):
+class ApiKeySettings(Section):
     """``[apikeys]``: the rules governed API-key exceptions are held to (issue 12; docs/exceptions.md)."""
 
     max_lifetime_days: int = Field(default=90, ge=1, le=366, description="longest expires_at from now, in days")
@@ -295,7 +256,7 @@ class ApiKeySettings(_Section):
     allow_reveal: bool = Field(default=False, description="allow delivery = reveal (the app receives the secret)")
 
 
-class EgressSettings(_Section):
+class EgressSettings(Section):
     """``[egress]``: the sidecar's egress proxy that injects API-key exceptions (issue 12)."""
 
     socket: Path | None = Field(default=None, description="Unix socket of the egress proxy (HTTP/1.1, plain)")
@@ -311,14 +272,13 @@ class EgressSettings(_Section):
         default=5.0, ge=0.1, le=300, description="seconds between reports of uses and refusals to the token service"
     )
 
-    @field_validator("socket", mode="before")
-    @classmethod
-    def _unix_url(cls, value: object) -> object:
+    @before("socket")
+    def _unix_url(value: object) -> object:
         """A path, or a ``unix:///absolute/path`` URL, as ``[sidecar] socket`` takes."""
         return SidecarSettings._unix_url(value)
 
 
-class MetricsSettings(_Section):
+class MetricsSettings(Section):
     """``[metrics]``: Prometheus ``GET /metrics`` of the token service, the sidecar and the dev Workload API."""
 
     enabled: bool = Field(default=True, description="keep metrics (off: no per-request instruments at all)")
@@ -337,10 +297,8 @@ class MetricsSettings(_Section):
         return self.enabled and (self.port is not None or self.socket is not None)
 
 
-class BrokerSettings(BaseSettings):
+class BrokerSettings(Section):
     """All settings of ``spiffe-broker``; each command reads the sections it needs."""
-
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid")
 
     trust_domain: str = "example.org"
     state_dir: Path = Path(".spiffe-broker")
@@ -363,89 +321,3 @@ class BrokerSettings(BaseSettings):
     def store_url(self) -> str:
         """The configured store URL, or the embedded default: ``sqlite:///<state_dir>/broker.db``."""
         return self.store.url or f"sqlite://{self.state_dir.resolve() / 'broker.db'}"
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings)
-
-
-def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
-def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found; check --config (or SPIFFE_BROKER_CONFIG)") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}; fix the file") from None
-    except OSError as exc:
-        raise ConfigError(
-            f"{path}: cannot read the config file: {exc.strerror}; check --config and its permissions"
-        ) from None
-
-
-def _env_name(loc: tuple[str | int, ...]) -> str:
-    """The variable a value at ``loc`` came from: the longest ``SPIFFE_BROKER_A__B`` prefix that is set."""
-    names = {name.upper() for name in os.environ}
-    for end in range(len(loc), 0, -1):
-        name = ENV_PREFIX + "__".join(str(part) for part in loc[:end]).upper()
-        if name in names:
-            return name
-    return ENV_PREFIX + "__".join(str(part) for part in loc).upper()
-
-
-def _from_environment() -> dict[str, Any]:
-    """The values set by ``SPIFFE_BROKER_*`` variables; an invalid one is named (its value is not repeated)."""
-    try:
-        return BrokerSettings().model_dump(exclude_unset=True)
-    except ValidationError as exc:
-        problems = "; ".join(f"{_env_name(e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"environment variable {problems} (fix or unset it)") from None
-    except SettingsError as exc:  # a section given as JSON that does not parse, e.g. SPIFFE_BROKER_SIDECAR='{'
-        field = str(exc).split('"')[1] if str(exc).count('"') >= 2 else ""
-        name = _env_name((field,))
-        raise ConfigError(f"environment variable {name}: not a JSON object (or set {name}__<KEY> per key)") from None
-
-
-KEK_ENV = "SPIFFE_BROKER_KEK"
-
-
-def kek_from_environment() -> str | None:
-    """The key-encryption key given in ``$SPIFFE_BROKER_KEK`` (base64url), or None; the only place it is read."""
-    return os.environ.get(KEK_ENV) or None
-
-
-def load_settings(config_file: Path | None = None, overrides: dict[str, Any] | None = None) -> BrokerSettings:
-    """Build settings from defaults, the TOML file, the environment and flag ``overrides`` (in rising order).
-
-    Environment values beat the file: the file's values are given as defaults under the environment by
-    validating the file first, then letting pydantic-settings layer the environment on top.
-    """
-    config_file = config_file or (
-        Path(os.environ["SPIFFE_BROKER_CONFIG"]) if "SPIFFE_BROKER_CONFIG" in os.environ else None
-    )
-    file_values = _read_toml(config_file) if config_file else {}
-    from_env = _from_environment()
-    try:
-        values = _merge(_merge(file_values, from_env), overrides or {})
-        return BrokerSettings.model_validate(values)
-    except ValidationError as exc:
-        where = f"{config_file}: " if config_file else ""
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"{where}{problems}") from None
