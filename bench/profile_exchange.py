@@ -12,6 +12,11 @@ included). With ``--py-spy DIR``, one more run per grant is sampled by ``py-spy 
 stacks in ``DIR/<grant>.txt``); :func:`components` sorts every sample into the component whose code it was in
 (innermost match first) and the shares are scaled by that grant's median CPU per request, giving microseconds per
 request by component. py-spy's own CPU is not the server's, so the sampled run is not used for the CPU figure.
+py-spy comes with the ``bench`` extra (``pip install -e .[bench]``).
+
+With ``--callgrind DIR`` the services run under valgrind (a system package) and the result is instructions per
+request (:func:`run_callgrind`); with ``--baseline DIR`` a second service runs the ``broker`` package in ``DIR``
+(run from a directory without a ``broker/`` of its own, e.g. ``/tmp``), alternated round by round.
 """
 
 from __future__ import annotations
@@ -43,12 +48,12 @@ COMPONENTS: list[tuple[str, tuple[str, ...]]] = [
     (IDLE, ("epoll_wait", "clock_nanosleep", "pthread_cond_", "futex", "sem_clockwait", "sem_timedwait",
             "take_gil", "do_futex", "__select", "poll (", "PyThread_acquire_lock_timed",
             "_queue_SimpleQueue_get")),
-    ("es256_sign", ("sign (broker/tokens/keys.py", "sign (broker/jose/es256.py")),
+    ("es256_sign", ("sign (broker/tokens/keys.py", "es256_signature (broker/jose/signer.py", "ECDSA_", "ecdsa_")),
     ("logging", ("/logging/", "broker/_logging.py", "access_log", "web_log.py")),
     ("metrics", ("prometheus_client/", "broker/web/metrics.py", "broker/server/metrics.py", "broker/metrics.py")),
     ("ledger_audit", ("broker/server/recorder.py", "broker/audit/", "broker/store/", "broker/_batch.py",
                       "broker/tokens/ledger.py", "sqlite3")),
-    ("issue_claims_jws", ("broker/tokens/issuer.py", "broker/jose/es256.py", "broker/tokens/keyring.py",
+    ("issue_claims_jws", ("broker/tokens/issuer.py", "broker/jose/signer.py", "broker/tokens/keyring.py",
                           "broker/tokens/keys.py")),
     ("policy", ("broker/tokens/policy.py",)),
     ("quarantine", ("broker/tokens/quarantine.py", "broker/server/revocations.py")),
@@ -59,7 +64,8 @@ COMPONENTS: list[tuple[str, tuple[str, ...]]] = [
     ("handler_response", ("broker/server/handlers.py", "aiohttp/web_response.py", "json/")),
     ("middlewares", ("broker/web/", "broker/server/")),
     ("aiohttp_http", ("aiohttp/", "multidict", "yarl/", "_http_parser", "_http_writer")),
-    ("tls", ("ssl.py", "SSL_", "ssl3_", "tls1", "libssl")),
+    ("tls", ("ssl.py", "sslproto.py", "SSL_", "ssl3_", "tls1", "libssl")),
+    ("socket_io", ("selector_events.py", "sock_send", "sock_recv", "socketmodule")),
     ("event_loop", ("asyncio/", "uvloop", "selectors.py", "epoll")),
 ]  # fmt: skip
 
@@ -183,12 +189,13 @@ def _under_callgrind(directory: Path) -> Iterator[None]:
         vars(stack_module).update(BROKER_CLI=saved[0], START_TIMEOUT=saved[1])
 
 
-def _start(stack: BrokerStack, name: str, tree: Path | None) -> tuple[Child, int]:
-    """A token service (metrics on, with a metrics port); ``tree``: run the ``broker`` package found there."""
+def _start(stack: BrokerStack, name: str, tree: Path | None, issuer: str | None = None) -> tuple[Child, int]:
+    """A token service (metrics on, with a metrics port); ``tree``: run the ``broker`` package found there;
+    ``issuer``: the issuer identifier to share (the JWT-SVIDs name one audience), else from its own address."""
     env = {"SPIFFE_BROKER_METRICS__PORT": str(free_port())}
     if tree is not None:
         env["PYTHONPATH"] = str(tree)
-    return stack.start_named_server(name, env=env)
+    return stack.start_named_server(name, env=env, issuer=issuer)
 
 
 def _bodies(stack: BrokerStack) -> dict[str, Path]:
@@ -200,10 +207,12 @@ def _bodies(stack: BrokerStack) -> dict[str, Path]:
 
 
 def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"server_cpu_us_per_request": round(statistics.median(r["server_cpu_us_per_request"] for r in runs), 1),
-            "rounds_cpu_us": [r["server_cpu_us_per_request"] for r in runs],
-            "rps": round(statistics.median(r["rps"] for r in runs), 1),
-            "statuses": runs[-1]["statuses"]}  # fmt: skip
+    return {
+        "server_cpu_us_per_request": round(statistics.median(r["server_cpu_us_per_request"] for r in runs), 1),
+        "rounds_cpu_us": [r["server_cpu_us_per_request"] for r in runs],
+        "rps": round(statistics.median(r["rps"] for r in runs), 1),
+        "statuses": runs[-1]["statuses"],
+    }  # fmt: skip (a status other than 200 makes the figure meaningless)
 
 
 def run_profile(
@@ -215,9 +224,9 @@ def run_profile(
     server_cpus, generator_cpus = ({0}, {1}) if cpu_count() >= 2 else (None, None)
     with BrokerStack.create() as stack:
         services = {"current": _start(stack, "server", None)}
-        if baseline is not None:
-            services["baseline"] = _start(stack, "baseline", baseline)
         stack.server_port = services["current"][1]
+        if baseline is not None:
+            services["baseline"] = _start(stack, "baseline", baseline, issuer=stack.issuer)
         for child, _ in services.values():
             pin(child.pid, server_cpus)
         bodies = _bodies(stack)

@@ -19,7 +19,7 @@ from typing import Any
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, utils
 
-__all__ = ["ES256", "CompactSigner"]
+__all__ = ["ES256", "CompactSigner", "es256_signature"]
 
 ES256 = "ES256"
 _ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
@@ -48,6 +48,11 @@ class CompactSigner:
     def sign(self, payload: Mapping[str, Any]) -> str:
         """The compact serialization ``header.payload.signature`` of ``payload`` (RFC 7515 §7.1)."""
         signing_input = self._header_dot + _segment(payload)
-        r, s = utils.decode_dss_signature(self.key.sign(signing_input, _ECDSA_SHA256))
-        signature = base64.urlsafe_b64encode(r.to_bytes(32, "big") + s.to_bytes(32, "big")).rstrip(b"=")
+        signature = base64.urlsafe_b64encode(es256_signature(self.key, signing_input)).rstrip(b"=")
         return (signing_input + b"." + signature).decode("ascii")
+
+
+def es256_signature(key: ec.EllipticCurvePrivateKey, signing_input: bytes) -> bytes:
+    """RFC 7518 §3.4: ECDSA P-256 SHA-256 over ``signing_input``, as ``R || S`` (32 bytes each, big-endian)."""
+    r, s = utils.decode_dss_signature(key.sign(signing_input, _ECDSA_SHA256))
+    return r.to_bytes(32, "big") + s.to_bytes(32, "big")

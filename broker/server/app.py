@@ -83,10 +83,7 @@ def build_token_app(
         policy_check_interval=policy_check_interval,
         jwks_max_age=jwks_max_age,
     )
-    front = None if tracing.configured() else FrontMiddleware()
-    app = web.Application(middlewares=_middlewares(front), client_max_size=max_body)
-    if front is not None:
-        app[FRONT] = front  # the metrics mounter gives it the instruments (broker.server.metrics)
+    app = _new_app(max_body)
     app[CONFIG] = config
     app[SOURCE] = source
     app[JWKS_KEYS] = key_store
@@ -108,6 +105,14 @@ def build_token_app(
     app.router.add_post("/token", handlers.token)
     _add_probes(app)
     app.cleanup_ctx.append(_policy_watcher)
+    return app
+
+
+def _new_app(max_body: int) -> web.Application:
+    front = None if tracing.configured() else FrontMiddleware()
+    app = web.Application(middlewares=_middlewares(front), client_max_size=max_body)
+    if front is not None:
+        app[FRONT] = front  # the metrics mounter gives it the instruments (broker.server.metrics)
     return app
 
 
