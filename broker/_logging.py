@@ -83,6 +83,19 @@ class TextFormatter(logging.Formatter):
 
     def __init__(self) -> None:
         super().__init__(TEXT_FORMAT)
+        self._second = -1
+        self._prefix = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        """What :meth:`logging.Formatter.formatTime` writes (local time, ``,msec``), with the part up to the second
+        (``localtime`` plus ``strftime``) formatted once per second."""
+        if datefmt is not None:
+            return super().formatTime(record, datefmt)
+        second = int(record.created)
+        if second != self._second:
+            self._second, self._prefix = second, time.strftime(self.default_time_format, self.converter(second))
+        msec_format = self.default_msec_format
+        return msec_format % (self._prefix, record.msecs) if msec_format else self._prefix
 
     def formatException(self, ei: Any) -> str:
         kind, _, tb = ei

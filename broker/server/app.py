@@ -24,6 +24,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -53,6 +54,7 @@ from broker.tokens.policy import PolicyStore
 from broker.tokens.standard import standard_endpoint
 from broker.tokens.svid_cache import ValidatedSvidCache
 from broker.web.errors import error_middleware
+from broker.web.front import FRONT, FrontMiddleware
 from broker.web.request_id import request_id_middleware
 from broker.web.tracing import tracing_middleware
 
@@ -81,8 +83,7 @@ def build_token_app(
         policy_check_interval=policy_check_interval,
         jwks_max_age=jwks_max_age,
     )
-    middlewares = [request_id_middleware, *([tracing_middleware] if tracing.configured() else []), error_middleware]
-    app = web.Application(middlewares=middlewares, client_max_size=max_body)
+    app = _new_app(max_body)
     app[CONFIG] = config
     app[SOURCE] = source
     app[JWKS_KEYS] = key_store
@@ -105,6 +106,23 @@ def build_token_app(
     _add_probes(app)
     app.cleanup_ctx.append(_policy_watcher)
     return app
+
+
+def _new_app(max_body: int) -> web.Application:
+    front = None if tracing.configured() else FrontMiddleware()
+    app = web.Application(middlewares=_middlewares(front), client_max_size=max_body)
+    if front is not None:
+        app[FRONT] = front  # the metrics mounter gives it the instruments (broker.server.metrics)
+    return app
+
+
+def _middlewares(front: FrontMiddleware | None) -> list[Any]:
+    """Metrics, request id and errors folded into one middleware (:mod:`broker.web.front`); with a tracer
+    provider, the request id, the request span and the error renderer as three (the metrics mounter then puts its
+    own middleware first)."""
+    if front is not None:
+        return [front]
+    return [request_id_middleware, tracing_middleware, error_middleware]
 
 
 def build_health_app(readiness: Callable[[], str | None]) -> web.Application:

@@ -25,6 +25,8 @@ __all__ = ["advertise", "healthz", "jwks_handler", "metadata", "metadata_documen
 log = logging.getLogger(__name__)
 
 PUBLIC_CACHE = {"Cache-Control": "public, max-age=60"}
+# What web.json_response sends (its Content-Type), with RFC 6749 §5.1's no-store: the token response's headers.
+TOKEN_HEADERS = {"Content-Type": "application/json; charset=utf-8", **NO_STORE}
 
 
 def metadata_document(issuer: str, endpoint: TokenEndpoint | None = None) -> dict[str, Any]:
@@ -94,7 +96,8 @@ async def token(request: web.Request) -> web.Response:
         response.token.audience,
         response.token.expires_in,
     )
-    return web.json_response(response.to_json(), headers={**NO_STORE, **response.headers})
+    extra = response.headers
+    return web.Response(body=response.body(), headers={**TOKEN_HEADERS, **extra} if extra else TOKEN_HEADERS)
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -59,6 +59,7 @@ from broker.tokens.keyring import Keyring
 from broker.tokens.keystore import KeyState
 from broker.tokens.rotation import signing_since
 from broker.tokens.svid_cache import ValidatedSvidCache
+from broker.web.front import FRONT
 from broker.web.metrics import (
     LATENCY_BUCKETS,
     HttpMetrics,
@@ -222,7 +223,11 @@ class ServiceMetrics:
         clock: Callable[[], float],
     ) -> Callable[[web.Application], None]:
         def mount(app: web.Application) -> None:
-            app.middlewares.insert(0, request_metrics_middleware(self.http))  # type: ignore[arg-type]
+            front = app.get(FRONT)
+            if front is not None:
+                front.metrics = self.http  # the folded middleware counts (broker.web.front)
+            else:
+                app.middlewares.insert(0, request_metrics_middleware(self.http))  # type: ignore[arg-type]
             observe_clock_skew(assertions.drift, self.registry)
             observe_store_writes(state.recorder, self.registry)
             feed = app.get(FEED)

@@ -15,11 +15,11 @@ is no request to answer (see :mod:`broker.web.errors`).
 from __future__ import annotations
 
 import ssl
-from urllib.parse import parse_qs
 
 from aiohttp import hdrs, web
 
 from broker.errors import InvalidRequestError
+from broker.oauth.urlencoded import parse_form
 from broker.tokens.client_auth import RequestContext
 from broker.web.body import read_bounded
 
@@ -73,13 +73,6 @@ async def read_form(request: web.Request, *, max_body: int = DEFAULT_MAX_BODY) -
     body = await read_bounded(request, max_body)
     try:
         text = body.decode("ascii")  # the urlencoded form is ASCII; UTF-8 appears percent-encoded
-        return parse_qs(
-            text,
-            keep_blank_values=True,
-            strict_parsing=False,  # RFC 6749 §3.1: a parameter without a value is treated as omitted
-            encoding="utf-8",
-            errors="strict",
-            max_num_fields=MAX_FIELDS,
-        )
+        return parse_form(text, max_fields=MAX_FIELDS)  # what parse_qs(keep_blank_values, errors=strict) gives
     except (UnicodeDecodeError, ValueError):
         raise InvalidRequestError("request body is not a valid UTF-8 form") from None

@@ -12,7 +12,6 @@ outlive the key it is bound to. An unbound token (no ``cnf``) is issued only if 
 
 from __future__ import annotations
 
-import json
 import secrets
 import time
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from cryptography import x509
 
 from broker.errors import InvalidClientError
 from broker.identity.spiffeid import SpiffeId
+from broker.jose.signer import CompactSigner
 from broker.oauth.binding import Binding, X5tS256
 from broker.oauth.constants import AUTH_TLS_CLIENT_AUTH
 from broker.tokens.keys import ALGORITHM, KeyStore, SigningKey, b64url
@@ -102,6 +102,7 @@ class AccessTokenIssuer:
         self.key_store = key_store
         self._clock = clock
         self.issued_count = 0
+        self._signer: tuple[SigningKey, CompactSigner] | None = None  # the active key's, remade when it changes
 
     def issue(
         self,
@@ -144,11 +145,11 @@ class AccessTokenIssuer:
         return IssuedToken(token, jti, lifetime, audience, ordered_scopes, claims, kid=key.kid, binding=binding)
 
     def _sign(self, claims: dict[str, Any], key: SigningKey) -> str:
-        """RFC 7515 §7.1 compact serialization."""
-        header = {"alg": ALGORITHM, "kid": key.kid, "typ": TOKEN_TYPE_HEADER}
-        signing_input = f"{_encode_json(header)}.{_encode_json(claims)}".encode("ascii")
-        return f"{signing_input.decode('ascii')}.{b64url(key.sign(signing_input))}"
-
-
-def _encode_json(value: dict[str, Any]) -> str:
-    return b64url(json.dumps(value, separators=(",", ":"), ensure_ascii=True).encode("ascii"))
+        """RFC 7515 §7.1 compact serialization, header ``{"alg": "ES256", "kid": ..., "typ": "at+jwt"}`` (RFC 9068
+        §2.1). The signer (header segment made once) is kept for the key object it was made for: a
+        :class:`SigningKey` is immutable, and a rotation hands out another object, so a new signer."""
+        memo = self._signer
+        if memo is None or memo[0] is not key:
+            header = {"alg": ALGORITHM, "kid": key.kid, "typ": TOKEN_TYPE_HEADER}
+            memo = self._signer = (key, CompactSigner(key.private_key, header))
+        return memo[1].sign(claims)

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -64,6 +64,7 @@ log = logging.getLogger(__name__)
 DEFAULT_TOKEN_LIFETIME = 300
 MAX_TOKEN_LIFETIME = 24 * 3600
 MAX_POLICY_BYTES = 1 << 20
+MAX_REMEMBERED_GRANTS = 4096  # per policy object: (SPIFFE ID, audience, scopes) decisions that allowed
 _RULE_KEYS = frozenset(
     {
         "spiffe_id",
@@ -141,13 +142,32 @@ class Policy:
     rules: tuple[PolicyRule, ...]
     source: str = "<memory>"
 
+    _granted: dict[tuple[SpiffeId, str, frozenset[str]], Grant] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
     def authorize(self, spiffe_id: SpiffeId, audience: str, scopes: frozenset[str]) -> Grant:
         """Grant ``audience`` and ``scopes`` to ``spiffe_id`` or raise.
 
         No rule for the ID, or no rule listing the audience: ``invalid_target`` (RFC 8693 §2.2.2: the server is
         unwilling to issue a token for the target; the same answer for both so a client learns nothing about
         rules for others). Audience allowed but a scope not: ``invalid_scope`` (RFC 6749 §5.2).
+
+        An allowing decision is remembered on this policy object, keyed on its immutable inputs (at most
+        :data:`MAX_REMEMBERED_GRANTS`, then forgotten all at once): a policy is immutable and a reload makes a new
+        object, so a changed rule takes effect with the next request. Refusals are decided every time. Quarantine
+        is not a policy decision: the endpoint checks it on every request, before this.
         """
+        key = (spiffe_id, audience, scopes)
+        grant = self._granted.get(key)
+        if grant is None:
+            grant = self._decide(spiffe_id, audience, scopes)
+            if len(self._granted) >= MAX_REMEMBERED_GRANTS:
+                self._granted.clear()
+            self._granted[key] = grant
+        return grant
+
+    def _decide(self, spiffe_id: SpiffeId, audience: str, scopes: frozenset[str]) -> Grant:
         candidates = [rule for rule in self.rules if rule.matches(spiffe_id) and audience in rule.audiences]
         if not candidates:
             raise InvalidTargetError("the requested audience is not allowed for this client")

@@ -35,7 +35,7 @@ from broker.web.access_log import route_of
 from broker.web.metrics import OUTCOME_KEY
 from broker.web.protocol import client_gone
 
-__all__ = ["NO_STORE", "error_middleware", "error_response", "render_error"]
+__all__ = ["NO_STORE", "answer_failure", "error_middleware", "error_response", "render_error"]
 
 log = logging.getLogger(__name__)
 
@@ -69,24 +69,33 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     """Turn every failure into an OAuth error response (see the module docstring)."""
     try:
         return await handler(request)
-    except OAuthError as exc:
+    except Exception as exc:
+        answer = answer_failure(request, exc)
+        if answer is None:
+            raise
+        return answer
+
+
+def answer_failure(request: web.Request, exc: Exception) -> web.Response | None:
+    """The response for ``exc`` raised by ``request``'s handler, or None: re-raise it (a redirect-class aiohttp
+    exception, or the client went away). Logs as the module docstring says."""
+    if isinstance(exc, OAuthError):
         log.info("%s %s refused: %s (%s)", request.method, route_of(request), exc.error, exc.detail)
         return _answered(request, exc)
-    except BrokerError as exc:
+    if isinstance(exc, BrokerError):
         log.warning("%s %s failed: %s (%s)", request.method, route_of(request), type(exc).__name__, exc.detail)
         return _answered(request, exc)
-    except web.HTTPException as exc:
+    if isinstance(exc, web.HTTPException):
         if exc.status < 400:
-            raise
+            return None
         request[OUTCOME_KEY] = "invalid_request"
         return _render_http_error(exc)
-    except Exception as exc:
-        if isinstance(exc, ConnectionError) and client_gone(request):
-            log.debug("%s %s: client went away (%s)", request.method, route_of(request), type(exc).__name__)
-            raise
-        frames = "".join(traceback.format_tb(exc.__traceback__))
-        log.error("%s %s: unexpected %s\n%s", request.method, route_of(request), type(exc).__name__, frames)
-        return _answered(request, ServerError())
+    if isinstance(exc, ConnectionError) and client_gone(request):
+        log.debug("%s %s: client went away (%s)", request.method, route_of(request), type(exc).__name__)
+        return None
+    frames = "".join(traceback.format_tb(exc.__traceback__))
+    log.error("%s %s: unexpected %s\n%s", request.method, route_of(request), type(exc).__name__, frames)
+    return _answered(request, ServerError())
 
 
 def _answered(request: web.Request, exc: BrokerError) -> web.Response:

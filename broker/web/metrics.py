@@ -86,6 +86,7 @@ class HttpMetrics:
         self.clients: Counter | None = None
         self._bound: dict[tuple[str, str, str], tuple[Any, Any]] = {}  # bounded: label values are from fixed sets
         self._bound_issue: dict[tuple[str, str], tuple[Any, Any]] = {}
+        self._grant_labels: dict[str | None, str] = {}
         self._client_label: CappedLabel = CappedLabel(spiffe_id_labels or 0)
         if spiffe_id_labels is not None:
             self.clients = Counter(f"{PREFIX}client_requests", "Token requests by client SPIFFE ID (capped)",
@@ -93,7 +94,10 @@ class HttpMetrics:
 
     def observe(self, request: web.Request, status: int, seconds: float) -> None:
         endpoint = route_of(request)
-        grant = grant_label(request.get(GRANT_TYPE_KEY))
+        grant_type = request.get(GRANT_TYPE_KEY)
+        grant = self._grant_labels.get(grant_type)
+        if grant is None:  # bounded: only grant types the endpoint serves are ever set (GRANT_TYPE_KEY)
+            grant = self._grant_labels[grant_type] = grant_label(grant_type)
         outcome = "ok" if status < 400 else request.get(OUTCOME_KEY) or f"http_{status}"
         counted, timed = self._children(endpoint, grant, outcome)
         counted.inc()

@@ -14,8 +14,9 @@ from cryptography.hazmat.primitives import serialization
 from broker.devtools.devca import DevCA
 from broker.errors import InvalidClientError
 from broker.identity.spiffeid import SpiffeId
+from broker.jose.jws import parse_compact, verify
 from broker.tokens.issuer import AccessTokenIssuer, AuthenticatedClient, new_jti
-from broker.tokens.keys import InMemoryKeyStore, KeyStore
+from broker.tokens.keys import InMemoryKeyStore, KeyStore, SigningKey
 
 ISSUER = "https://broker.example.org:8443"
 NOW = int(time.time()) + 0.7  # a fractional second: iat is truncated
@@ -97,3 +98,16 @@ def test_jti_starts_with_the_issue_millisecond_so_the_ledger_index_grows_at_its_
     assert len(raw) == 16
     assert before <= int.from_bytes(raw[:6], "big") <= after
     assert len({new_jti()[8:] for _ in range(1000)}) == 1000  # the 80 random bits differ
+
+
+def test_issue_signs_with_the_new_active_key_after_a_rotation(client: AuthenticatedClient) -> None:
+    first, second = SigningKey.generate(), SigningKey.generate()
+    store = InMemoryKeyStore(first)
+    issuer = AccessTokenIssuer(issuer=ISSUER, key_store=store)
+    before = issuer.issue(client=client, audience="a", scopes=frozenset(), max_lifetime=60)
+    store._key = second  # what a rotation does to the active key
+    after = issuer.issue(client=client, audience="a", scopes=frozenset(), max_lifetime=60)
+    for issued, key in ((before, first), (after, second)):
+        jws = parse_compact(issued.token)
+        verify(jws, "ES256", key.private_key.public_key())
+        assert jws.header == {"alg": "ES256", "kid": key.kid, "typ": "at+jwt"} and issued.kid == key.kid
