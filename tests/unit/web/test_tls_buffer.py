@@ -39,14 +39,17 @@ def server_buffer(request: web.BaseRequest) -> int:
 
 
 @asynccontextmanager
-async def listener(read_buffer: int, limits: ListenerLimits | None = None) -> AsyncIterator[int]:
-    """A TLS listener answering ``GET /`` with the size of the connection's read buffer; yields its port."""
+async def listener(
+    read_buffer: int, limits: ListenerLimits | None = None, answer: Callable[[web.BaseRequest], str] | None = None
+) -> AsyncIterator[int]:
+    """A TLS listener answering ``GET /`` with ``answer(request)``, by default the size of the connection's read
+    buffer; yields its port."""
     ca = DevCA.ephemeral("example.org")
     source = InMemorySvidSource(ca, SpiffeId.parse("spiffe://example.org/svc"))
     context = server_ssl_context(source, require_client_cert=False)
 
     async def handler(request: web.Request) -> web.Response:
-        return web.Response(text=str(server_buffer(request)))
+        return web.Response(text=answer(request) if answer else str(server_buffer(request)))
 
     app = web.Application()
     app.router.add_get("/", handler)
@@ -164,7 +167,7 @@ def test_on_uvloop_a_sized_listener_serves_with_uvloop_s_own_tls_buffer() -> Non
     """uvloop's TLS protocol is compiled and not sized here: the listener falls back to ``ssl=`` and serves."""
 
     async def ask() -> tuple[str | None, int, bytes]:
-        async with listener_on_any_loop(DEFAULT_TLS_READ_BUFFER) as port:
+        async with listener(DEFAULT_TLS_READ_BUFFER, answer=lambda _: "served") as port:
             reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client())
             writer.write(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
             async with asyncio.timeout(5):
@@ -177,23 +180,3 @@ def test_on_uvloop_a_sized_listener_serves_with_uvloop_s_own_tls_buffer() -> Non
         reason, status, body = runner.run(ask())
     assert reason is not None and "uvloop" in reason
     assert (status, body) == (200, b"served")
-
-
-@asynccontextmanager
-async def listener_on_any_loop(read_buffer: int) -> AsyncIterator[int]:
-    """A TLS listener that answers ``served`` without looking at the loop's TLS internals; yields its port."""
-    source = InMemorySvidSource(DevCA.ephemeral("example.org"), SpiffeId.parse("spiffe://example.org/svc"))
-    context = server_ssl_context(source, require_client_cert=False)
-
-    async def handler(request: web.Request) -> web.Response:
-        return web.Response(text="served")
-
-    app = web.Application()
-    app.router.add_get("/", handler)
-    runner = HardenedAppRunner(app)
-    await runner.setup()
-    try:
-        yield await start_tcp_site(runner, "127.0.0.1", 0, ssl_context=context, tls_read_buffer=read_buffer)
-    finally:
-        await runner.cleanup()
-        context.detach()
