@@ -228,8 +228,13 @@ async def test_fail_on_exits_3_when_an_exception_matches(api: AdminApi, terms: s
     assert result.stdout.startswith("NAME") and result.stderr.strip() == matched
 
 
+# One expiry for every file a test writes: made per call, two files written a second apart differed in
+# ``expires_at`` and ``sync`` rightly reported a change the test did not make.
+_EXPIRES = (datetime.now(UTC) + timedelta(days=60)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def _workloads(directory: Path, owner: str = "payments", extra: str = "") -> str:
-    expires = (datetime.now(UTC) + timedelta(days=60)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    expires = _EXPIRES
     path = directory / "workloads.yaml"
     path.write_text(f"""\
 trust_domain: example.org
